@@ -1,0 +1,1 @@
+"""CoffeeBus store."""

@@ -1,0 +1,59 @@
+"""Shared fixtures: where the real services are.
+
+Tests that need Kafka, Redis or MongoDB talk to real servers. By default these are the ones
+`make services-up` starts on loopback; `KAFKA_BOOTSTRAP_SERVERS`, `REDIS_URL` and `MONGO_URL`
+point the tests at other servers instead. A missing server is a test *error* naming the
+service and the command that starts it, never a silent skip.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from urllib.parse import urlsplit
+
+import pytest
+
+KAFKA_DEFAULT = "127.0.0.1:9092"
+REDIS_DEFAULT = "redis://127.0.0.1:6379/0"
+MONGO_DEFAULT = "mongodb://127.0.0.1:27017"
+
+
+def _require_tcp(service: str, host: str, port: int) -> None:
+    try:
+        with socket.create_connection((host, port), timeout=2.0):
+            return
+    except OSError as exc:
+        pytest.fail(
+            f"{service} is not reachable at {host}:{port} ({exc}); "
+            "run `make services-up` or point the tests at a server with the environment "
+            "variable for it",
+            pytrace=False,
+        )
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> str:
+    """Bootstrap servers of a real Kafka broker (KAFKA_BOOTSTRAP_SERVERS)."""
+    servers = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", KAFKA_DEFAULT)
+    host, _, port = servers.split(",")[0].rpartition(":")
+    _require_tcp("Kafka", host, int(port))
+    return servers
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """URL of a real Redis server (REDIS_URL)."""
+    url = os.environ.get("REDIS_URL", REDIS_DEFAULT)
+    parts = urlsplit(url)
+    _require_tcp("Redis", parts.hostname or "127.0.0.1", parts.port or 6379)
+    return url
+
+
+@pytest.fixture(scope="session")
+def mongo_url() -> str:
+    """URL of a real MongoDB wire-protocol server (MONGO_URL)."""
+    url = os.environ.get("MONGO_URL", MONGO_DEFAULT)
+    parts = urlsplit(url)
+    _require_tcp("MongoDB", parts.hostname or "127.0.0.1", parts.port or 27017)
+    return url
