@@ -1,0 +1,63 @@
+# CoffeeBus — every entry point a developer, CI or an SRE needs.
+# `make run` and `make test` are the two set-up commands of the README; both install first.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+UV_VERSION ?= 0.13.9
+UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+PYTEST_ARGS ?=
+
+.PHONY: help install run test test-fast lint format proto services-up services-down \
+        services-status topology-apply bench-bus clean
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
+	  awk 'BEGIN {FS = ":.*## "}; {printf "  make %-16s %s\n", $$1, $$2}'
+
+install: ## Install uv (when missing) and the locked dependencies into .venv
+	@if ! $(UV) --version >/dev/null 2>&1; then \
+	  echo "install: uv not found, installing uv==$(UV_VERSION) with pip"; \
+	  python3 -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"; \
+	fi
+	$(UV) sync --frozen
+
+run: install ## Start every role in one process on the embedded bus and stores
+	$(UV) run coffeebus run
+
+test: install services-up lint ## Start the real services, lint, and run every test
+	$(UV) run pytest $(PYTEST_ARGS)
+
+test-fast: ## Run the tests without reinstalling or restarting services
+	$(UV) run pytest -x -q $(PYTEST_ARGS)
+
+lint: ## ruff (lint + format check) and mypy --strict
+	$(UV) run ruff check .
+	$(UV) run ruff format --check .
+	$(UV) run mypy
+
+format: ## Apply ruff's fixes and formatting
+	$(UV) run ruff check --fix .
+	$(UV) run ruff format .
+
+proto: ## Regenerate schemas/pb from schemas/proto with the pinned protoc
+	$(UV) run python -m schemas.generate
+
+services-up: ## Install (cached) and start Kafka, Redis and FerretDB on loopback
+	bash services/services.sh up
+
+services-down: ## Stop the services services-up started
+	bash services/services.sh down
+
+services-status: ## Show whether each service runs and answers
+	bash services/services.sh status
+
+topology-apply: install ## Create/raise/configure every topic of topology.yaml on the broker
+	$(UV) run coffeebus topology apply
+
+bench-bus: install services-up ## KafkaBus vs raw aiokafka throughput on the local broker
+	$(UV) run python -m bench.bus_bench
+
+clean: ## Remove caches of the tools (not the services' cache)
+	rm -rf .mypy_cache .ruff_cache .pytest_cache .hypothesis

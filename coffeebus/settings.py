@@ -1,0 +1,226 @@
+"""Typed settings: defaults, then a TOML file, then environment variables.
+
+Every process reads its settings once at start into frozen structs and passes them down;
+there is no global mutable config object. Sources, later ones winning:
+
+1. the defaults below (the seed's ports: TCP gate 8000, WebSocket gate 8001, HTTP API 18080);
+2. a TOML file (``--config PATH`` or ``COFFEEBUS_CONFIG``), one table per section::
+
+       [gateway]
+       tcp_port = 9000
+
+3. environment variables ``COFFEEBUS_<SECTION>__<FIELD>`` (``COFFEEBUS_GATEWAY__TCP_PORT=9000``),
+   plus the conventional ``KAFKA_BOOTSTRAP_SERVERS``, ``MONGO_URL`` and ``REDIS_URL``.
+
+Values are validated when loaded; a bad value raises :class:`SettingsError` naming the source
+(file path or variable) and the field, so a process refuses to start instead of misbehaving.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import socket
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+
+__all__ = [
+    "ApiSettings",
+    "GatewaySettings",
+    "KafkaSettings",
+    "LogSettings",
+    "MongoSettings",
+    "MultiLoginPolicy",
+    "RedisSettings",
+    "Settings",
+    "SettingsError",
+    "load_settings",
+]
+
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+Positive = Annotated[float, msgspec.Meta(gt=0)]
+PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
+
+ENV_PREFIX = "COFFEEBUS_"
+
+
+class SettingsError(ValueError):
+    """Settings that cannot be used; the message names the source and the field."""
+
+
+class MultiLoginPolicy(enum.StrEnum):
+    """What a new login does to the user's other connections."""
+
+    #: A new login kicks an older one of the same client type (the seed's behaviour).
+    KICK_SAME_TYPE = "kick_same_type"
+    #: A new login kicks every older connection of the user.
+    KICK_ALL = "kick_all"
+    #: Any number of connections per user and client type.
+    ALLOW_ALL = "allow_all"
+
+
+class KafkaSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """How to reach the Kafka cluster and how to produce to it."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    client_id: str = "coffeebus"
+    #: Producer linger: a few ms batch records from many coroutines into one request.
+    linger_ms: Annotated[int, msgspec.Meta(ge=0)] = 5
+    max_batch_size: PositiveInt = 256 * 1024
+    #: None, "gzip", "snappy", "lz4" or "zstd" (the last three need their codec packages).
+    compression_type: str | None = None
+    request_timeout_ms: PositiveInt = 30_000
+
+
+class MongoSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The MongoDB (or MongoDB wire-protocol) server holding the timelines."""
+
+    url: str = "mongodb://127.0.0.1:27017"
+    database: str = "coffeebus"
+    server_selection_timeout_ms: PositiveInt = 5_000
+
+
+class RedisSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The Redis server holding routes, presence and caches."""
+
+    url: str = "redis://127.0.0.1:6379/0"
+    #: Prefix of every key CoffeeBus writes, so several deployments can share one Redis.
+    key_prefix: str = "cb:"
+
+
+class GatewaySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One gate: listeners, limits and timers (PROTOCOL.md "Timings in the seed")."""
+
+    #: Unique per gate process; names its downlink topic ``im.gate.<gate_id>``.
+    gate_id: str = ""
+    host: str = "0.0.0.0"
+    tcp_port: Port = 8000
+    ws_port: Port = 8001
+    #: Address clients should use, published in the gate list (defaults to host:port).
+    advertised_host: str = ""
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    max_frame_size: Annotated[int, msgspec.Meta(ge=16, le=16 * 1024 * 1024)] = 1024 * 1024
+    max_connections: PositiveInt = 100_000
+    login_timeout_s: Positive = 15.0
+    heartbeat_interval_s: Positive = 60.0
+    #: A connection silent for this many heartbeat intervals is closed.
+    idle_heartbeats: Positive = 3.0
+    #: Token bucket per connection for frames sent to the server.
+    rate_limit_per_s: Positive = 50.0
+    rate_limit_burst: PositiveInt = 100
+    #: Frames queued for a connection that does not read before it is disconnected.
+    send_queue_frames: PositiveInt = 1_000
+    multi_login: MultiLoginPolicy = MultiLoginPolicy.KICK_SAME_TYPE
+    #: SIGTERM: how long to wait for connections to close before exiting anyway.
+    drain_timeout_s: Positive = 10.0
+
+
+class ApiSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The HTTP server API for business servers."""
+
+    host: str = "127.0.0.1"
+    port: Port = 18080
+    #: Bearer keys accepted on business endpoints. None configured: loopback only.
+    api_keys: tuple[str, ...] = ()
+
+
+class LogSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Logging of every process."""
+
+    level: str = "INFO"
+    #: "text" for people, "json" for log shippers.
+    format: str = "text"
+
+
+class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Everything a CoffeeBus process is configured with."""
+
+    kafka: KafkaSettings = KafkaSettings()
+    mongo: MongoSettings = MongoSettings()
+    redis: RedisSettings = RedisSettings()
+    gateway: GatewaySettings = GatewaySettings()
+    api: ApiSettings = ApiSettings()
+    log: LogSettings = LogSettings()
+
+    def with_gate_id(self) -> Settings:
+        """These settings with a gate id filled in (host name + pid) when none is set."""
+        if self.gateway.gate_id:
+            return self
+        gate_id = f"{socket.gethostname()}-{os.getpid()}".lower()
+        gate_id = "".join(c if c.isalnum() or c in "-_" else "-" for c in gate_id)
+        return msgspec.structs.replace(
+            self, gateway=msgspec.structs.replace(self.gateway, gate_id=gate_id)
+        )
+
+
+#: Conventional variables that every Kafka/Mongo/Redis tool understands.
+_CONVENTIONAL_ENV = {
+    "KAFKA_BOOTSTRAP_SERVERS": ("kafka", "bootstrap_servers"),
+    "MONGO_URL": ("mongo", "url"),
+    "REDIS_URL": ("redis", "url"),
+}
+
+
+def _env_layer(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    layer: dict[str, dict[str, Any]] = {}
+    sections = set(Settings.__struct_fields__)
+    for name, value in env.items():
+        if name in _CONVENTIONAL_ENV:
+            section, field = _CONVENTIONAL_ENV[name]
+        elif name.startswith(ENV_PREFIX) and "__" in name:
+            section, _, field = name[len(ENV_PREFIX) :].lower().partition("__")
+            if section not in sections:
+                raise SettingsError(f"{name}: unknown settings section {section!r}")
+        else:
+            continue
+        layer.setdefault(section, {})[field] = _parse_env_value(value)
+    return layer
+
+
+def _parse_env_value(raw: str) -> Any:
+    """Environment values are strings; read them as TOML values when they parse as one."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Read settings from defaults, the TOML file at ``path`` and the environment."""
+    env = os.environ if env is None else env
+    path = path or env.get(f"{ENV_PREFIX}CONFIG") or None
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise SettingsError(f"{path}: cannot read settings file: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"{path}: not valid TOML: {exc}") from exc
+        try:
+            msgspec.convert(data, Settings, str_keys=True)
+        except msgspec.ValidationError as exc:
+            raise SettingsError(f"{path}: {exc}") from exc
+    env_layer = _env_layer(env)
+    merged = _merge(data, env_layer)
+    try:
+        return msgspec.convert(merged, Settings, str_keys=True)
+    except msgspec.ValidationError as exc:
+        raise SettingsError(
+            f"environment ({ENV_PREFIX}*, KAFKA_BOOTSTRAP_SERVERS, ...): {exc}"
+        ) from exc
