@@ -1,0 +1,1 @@
+"""Generated from schemas/proto/coffeebus/ (see schemas/generate.py)."""

@@ -1,0 +1,1 @@
+"""Generated from schemas/proto/coffeechat/ (see schemas/generate.py)."""
