@@ -1,0 +1,30 @@
+"""Errors raised by the stores.
+
+Exception tree::
+
+    StoreError
+    ├── UnknownUserError      an operation names a user that does not exist
+    ├── UserNameTakenError    a user name already belongs to another user
+    └── InvalidUserInputError a value the store refuses (also a ValueError)
+
+Driver errors (PyMongo, redis-py) are not wrapped: they mean the service is unreachable or
+broken, and the caller's retry or crash policy applies to them as they are.
+"""
+
+from __future__ import annotations
+
+
+class StoreError(Exception):
+    """Root of the errors the stores raise on purpose."""
+
+
+class UnknownUserError(StoreError):
+    """The user does not exist."""
+
+
+class UserNameTakenError(StoreError):
+    """The user name belongs to another user."""
+
+
+class InvalidUserInputError(StoreError, ValueError):
+    """A user id, user name or password the store refuses."""
