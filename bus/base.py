@@ -1,0 +1,232 @@
+"""The bus contract: records, the `Bus` and `Consumer` protocols, and the ack-policy errors.
+
+Two implementations satisfy it — `bus.kafka.KafkaBus` (aiokafka on a real broker) and
+`bus.memory.MemoryBus` (in-process, for the embedded mode and fast tests) — and one contract
+test suite (tests/bus/test_contract.py) runs against both.
+
+Delivery model
+    At-least-once. A consumer hands its handler batches of records from ONE partition, in
+    offset order; the offset after the batch is committed only after the handler returned.
+    Batches of different partitions may run concurrently. Per-key order follows from the
+    key → partition rule (`bus.partitioner`) and from one in-flight batch per partition.
+
+Ack policy, expressed as exceptions raised by a handler (the runner, `bus.runner`, maps them)::
+
+    BusError                      root of everything this package raises
+    ├── RetriableError            transient: retry the batch with backoff, commit nothing,
+    │                             skip nothing (also: known transient errors of Kafka,
+    │                             MongoDB, Redis and the network are treated the same way)
+    ├── Reject(reason)            this record is poison: send it to `<topic>.dlq`
+    ├── UnknownTopicError         publish/lookup of a topic the bus does not have
+    └── ConsumerFailed            a consumer loop died of an error it cannot handle
+
+Any other exception from a handler is treated like `Reject`: the runner re-runs the batch
+record by record to find which record fails, dead-letters only those, and moves on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import NamedTuple, Protocol
+
+import msgspec
+
+Headers = tuple[tuple[str, bytes], ...]
+
+DLQ_SUFFIX = ".dlq"
+# Headers added to a dead-lettered record (its own headers, key and value are kept as they were).
+DLQ_ERROR = "dlq.error"
+DLQ_ERROR_TYPE = "dlq.error_type"
+DLQ_TOPIC = "dlq.topic"
+DLQ_PARTITION = "dlq.partition"
+DLQ_OFFSET = "dlq.offset"
+DLQ_GROUP = "dlq.group"
+
+
+def dlq_topic(topic: str) -> str:
+    """Name of the dead-letter topic of `topic`."""
+    return topic + DLQ_SUFFIX
+
+
+class TopicPartition(NamedTuple):
+    """One partition of one topic."""
+
+    topic: str
+    partition: int
+
+
+class Record(msgspec.Struct, frozen=True, gc=False):
+    """A consumed record. `offset` is its position in its partition's log."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: Headers
+    timestamp_ms: int
+
+    @property
+    def topic_partition(self) -> TopicPartition:
+        return TopicPartition(self.topic, self.partition)
+
+    def header(self, name: str) -> bytes | None:
+        """Value of the first header called `name`, or None."""
+        for header_name, value in self.headers:
+            if header_name == name:
+                return value
+        return None
+
+
+class RecordMeta(msgspec.Struct, frozen=True, gc=False):
+    """Where a published record was stored."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+
+
+class Outgoing(msgspec.Struct, frozen=True, gc=False):
+    """A record to publish with `Bus.publish_batch`."""
+
+    topic: str
+    value: bytes
+    key: bytes | None = None
+    headers: Headers = ()
+
+
+Handler = Callable[[Sequence[Record]], Awaitable[None]]
+"""Processes a batch of records of one partition, in offset order.
+
+Must be idempotent: after a crash or a rebalance, records whose batch was not committed are
+handed over again (DESIGN invariant 3).
+"""
+
+
+class RetryPolicy(msgspec.Struct, frozen=True):
+    """How a consumer retries transient failures (see `bus.runner`).
+
+    Backoff is exponential from `initial_backoff_s` up to `max_backoff_s`, plus up to
+    `jitter_s` of random jitter. `max_attempts=None` retries forever — the right default when
+    the failure is an outage of a store: skipping would lose records, and dead-lettering good
+    records because a database is down would be worse. With a limit, a batch still failing
+    after `max_attempts` attempts is dead-lettered like a rejected one.
+    """
+
+    max_attempts: int | None = None
+    initial_backoff_s: float = 0.1
+    max_backoff_s: float = 30.0
+    jitter_s: float = 0.1
+
+
+class BusError(Exception):
+    """Root of the errors of the bus package."""
+
+
+class RetriableError(BusError):
+    """A transient failure: the batch is retried with backoff, nothing is committed or skipped."""
+
+
+class Reject(BusError):
+    """The record cannot be processed, ever: it goes to the dead-letter topic."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class UnknownTopicError(BusError):
+    """The topic does not exist (topics are declared, never auto-created)."""
+
+    def __init__(self, topic: str) -> None:
+        super().__init__(f"unknown topic {topic!r}: declare it in topology.yaml and apply it")
+        self.topic = topic
+
+
+class ConsumerFailed(BusError):
+    """A consumer's loop stopped because of an error it cannot recover from."""
+
+
+class Consumer(Protocol):
+    """A member of a consumer group running a handler over its assigned partitions."""
+
+    @property
+    def group(self) -> str: ...
+
+    async def start(self) -> None:
+        """Join the group; returns once this member holds its (possibly empty) assignment."""
+
+    async def stop(self) -> None:
+        """Graceful stop: finish the in-flight batches, commit them, leave the group.
+
+        Retry backoffs in progress are cut short: what was handled is committed, the rest is
+        left to the next owner.
+        """
+
+    async def abort(self) -> None:
+        """Die like a killed process: cancel in-flight batches, commit nothing, leave.
+
+        Whatever was not committed is redelivered to the next owner of its partition.
+        """
+
+    async def join(self) -> None:
+        """Wait until the consumer stops; raises `ConsumerFailed` if its loop died."""
+
+    def assigned(self) -> frozenset[TopicPartition]:
+        """The partitions this member currently owns."""
+
+
+class Bus(Protocol):
+    """Publish records and run consumer groups over a set of declared topics."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None:
+        """Stop the consumers created by this bus that are still running, then the producer."""
+
+    async def publish(
+        self,
+        topic: str,
+        value: bytes,
+        *,
+        key: bytes | None = None,
+        headers: Headers = (),
+    ) -> RecordMeta:
+        """Publish one record; returns once it is durable (acks=all on Kafka).
+
+        Records with the same key go to the same partition (`bus.partitioner`); keyless
+        records are spread over the partitions.
+        """
+
+    async def publish_batch(self, items: Iterable[Outgoing]) -> list[RecordMeta]:
+        """Publish many records at once and wait until all are durable.
+
+        Records are enqueued in order (so per-partition order is the iteration order) and
+        awaited together, which is what makes fan-out cheap: one round trip per broker
+        batch, not per record. Fails if any record fails (some may have been stored).
+        """
+
+    async def partitions_for(self, topic: str) -> int:
+        """Number of partitions of `topic`; raises `UnknownTopicError`."""
+
+    async def partition_for(self, topic: str, key: bytes) -> int:
+        """The partition `key` maps to in `topic` (same rule as the Java client)."""
+
+    def consumer(
+        self,
+        group: str,
+        topics: Sequence[str],
+        handler: Handler,
+        *,
+        batch_max: int = 500,
+        static_member_id: str | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> Consumer:
+        """A new (not yet started) member of `group` consuming `topics` with `handler`.
+
+        `batch_max` caps the records per handler call. `static_member_id` enables static
+        membership (Kafka `group.instance.id`): a restarted member with the same id gets its
+        partitions back without a group rebalance. `retry` tunes the retry policy
+        (default: `RetryPolicy()`, retry transient errors forever).
+        """

@@ -1,0 +1,486 @@
+"""KafkaBus: the `bus.base.Bus` on a real Kafka cluster, through aiokafka.
+
+Producer: one idempotent `AIOKafkaProducer` per bus (acks=all, so `publish` returns only
+once the record is on every in-sync replica), partitioning with `bus.partitioner` — the Java
+client's murmur2 rule. Topics are never auto-created: publishing to a topic the cluster does
+not have raises `UnknownTopicError` after a short metadata wait instead of aiokafka's
+request-timeout-long one.
+
+Consumers: one `AIOKafkaConsumer` per `KafkaConsumer`, auto-commit off, earliest offset reset,
+optional static membership (`group.instance.id`). The loop::
+
+    getmany(timeout_ms, max_records=batch_max)      # blocks without spinning when idle
+    → one `BatchRunner.run` per partition, concurrently (bus.runner: retry / dead-letter)
+    → commit the offsets the runners reached, in one request
+
+A rebalance listener makes revocation clean: `on_partitions_revoked` cuts retry backoffs
+short, waits for the in-flight batches and their commit, and only then lets the partitions
+go — so the next owner starts exactly where this member stopped. `stop` does the same and
+then leaves the group; `abort` leaves without finishing or committing anything (a crash).
+aiokafka has no type hints: everything it returns is converted to the typed records of
+`bus.base` here, at the boundary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka import TopicPartition as KafkaTopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+
+from bus.base import (
+    BusError,
+    ConsumerFailed,
+    Handler,
+    Headers,
+    Outgoing,
+    Record,
+    RecordMeta,
+    RetriableError,
+    RetryPolicy,
+    TopicPartition,
+    UnknownTopicError,
+)
+from bus.partitioner import kafka_partitioner, partition_for_key
+from bus.runner import BatchRunner, is_transient
+
+log = logging.getLogger(__name__)
+
+
+def _wrap(exc: KafkaError) -> BusError:
+    """A Kafka error as the bus's own: retriable ones become `RetriableError`."""
+    if is_transient(exc):
+        return RetriableError(f"{type(exc).__name__}: {exc}")
+    return BusError(f"{type(exc).__name__}: {exc}")
+
+
+class KafkaBus:
+    """A `bus.base.Bus` on Kafka.
+
+    Producer batching (`linger_ms`, `max_batch_size`, `compression_type`) and the consumer
+    group timings are keyword arguments; the defaults suit production, tests shorten the
+    group timings so that joins and rebalances take a fraction of a second.
+    """
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        *,
+        client_id: str = "coffeebus",
+        linger_ms: int = 5,
+        max_batch_size: int = 256 * 1024,
+        compression_type: str | None = None,
+        request_timeout_ms: int = 30_000,
+        metadata_wait_ms: int = 3_000,
+        session_timeout_ms: int = 10_000,
+        heartbeat_interval_ms: int = 3_000,
+        rebalance_timeout_ms: int | None = None,
+        max_poll_interval_ms: int = 300_000,
+        fetch_max_wait_ms: int = 500,
+        max_partition_fetch_bytes: int = 1024 * 1024,
+        poll_timeout_ms: int = 1_000,
+    ) -> None:
+        self._bootstrap = bootstrap_servers
+        self._client_id = client_id
+        self._producer_config: dict[str, Any] = {
+            "linger_ms": linger_ms,
+            "max_batch_size": max_batch_size,
+            "compression_type": compression_type,
+            "request_timeout_ms": request_timeout_ms,
+        }
+        self._consumer_config: dict[str, Any] = {
+            "session_timeout_ms": session_timeout_ms,
+            "heartbeat_interval_ms": heartbeat_interval_ms,
+            "rebalance_timeout_ms": rebalance_timeout_ms,
+            "max_poll_interval_ms": max_poll_interval_ms,
+            "fetch_max_wait_ms": fetch_max_wait_ms,
+            "max_partition_fetch_bytes": max_partition_fetch_bytes,
+            "request_timeout_ms": request_timeout_ms,
+        }
+        self._metadata_wait_s = metadata_wait_ms / 1000
+        self.poll_timeout_ms = poll_timeout_ms
+        self._producer: Any = None
+        self._consumers: set[KafkaConsumer] = set()
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self._bootstrap
+
+    def consumer_config(self, group: str, static_member_id: str | None) -> dict[str, Any]:
+        """Keyword arguments of the `AIOKafkaConsumer` of a member of `group`."""
+        return {
+            **self._consumer_config,
+            "bootstrap_servers": self._bootstrap,
+            "client_id": f"{self._client_id}-{group}",
+            "group_id": group,
+            "group_instance_id": static_member_id,
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest",
+        }
+
+    async def start(self) -> None:
+        if self._producer is not None:
+            return
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self._bootstrap,
+            client_id=self._client_id,
+            acks="all",
+            enable_idempotence=True,
+            partitioner=kafka_partitioner,
+            **self._producer_config,
+        )
+        await producer.start()
+        self._producer = producer
+
+    async def stop(self) -> None:
+        for consumer in list(self._consumers):
+            await consumer.stop()
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()  # flushes what is still buffered
+
+    def _require_producer(self) -> Any:
+        if self._producer is None:
+            raise BusError("KafkaBus is not started")
+        return self._producer
+
+    async def _partitions(self, topic: str) -> set[int]:
+        """The partitions of `topic`, refreshing metadata briefly if it is not known yet."""
+        client = self._require_producer().client
+        partitions: set[int] | None = client.cluster.partitions_for_topic(topic)
+        if partitions:
+            return partitions
+        client.add_topic(topic)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._metadata_wait_s
+        while True:
+            try:
+                await client.force_metadata_update()
+            except KafkaError as exc:
+                raise _wrap(exc) from exc
+            partitions = client.cluster.partitions_for_topic(topic)
+            if partitions:
+                return partitions
+            if loop.time() >= deadline:
+                raise UnknownTopicError(topic)
+            # A topic created a moment ago may not be in every broker's metadata yet.
+            await asyncio.sleep(0.1)
+
+    async def publish(
+        self,
+        topic: str,
+        value: bytes,
+        *,
+        key: bytes | None = None,
+        headers: Headers = (),
+    ) -> RecordMeta:
+        producer = self._require_producer()
+        await self._partitions(topic)
+        try:
+            future = await producer.send(
+                topic, value, key=key, headers=list(headers) if headers else None
+            )
+            meta = await future
+        except KafkaError as exc:
+            raise _wrap(exc) from exc
+        return RecordMeta(meta.topic, meta.partition, meta.offset, meta.timestamp)
+
+    async def publish_batch(self, items: Iterable[Outgoing]) -> list[RecordMeta]:
+        producer = self._require_producer()
+        items = list(items)
+        for topic in {item.topic for item in items}:
+            await self._partitions(topic)
+        futures = []
+        try:
+            # `send` only appends to the accumulator (it awaits only when the buffer is
+            # full); the sender task ships whole batches while we keep appending.
+            for item in items:
+                futures.append(
+                    await producer.send(
+                        item.topic,
+                        item.value,
+                        key=item.key,
+                        headers=list(item.headers) if item.headers else None,
+                    )
+                )
+        except KafkaError as exc:
+            await asyncio.gather(*futures, return_exceptions=True)
+            raise _wrap(exc) from exc
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        metas: list[RecordMeta] = []
+        for result in results:
+            if isinstance(result, KafkaError):
+                raise _wrap(result) from result
+            if isinstance(result, BaseException):
+                raise result
+            metas.append(
+                RecordMeta(result.topic, result.partition, result.offset, result.timestamp)
+            )
+        return metas
+
+    async def partitions_for(self, topic: str) -> int:
+        return len(await self._partitions(topic))
+
+    async def partition_for(self, topic: str, key: bytes) -> int:
+        return partition_for_key(key, len(await self._partitions(topic)))
+
+    def consumer(
+        self,
+        group: str,
+        topics: Sequence[str],
+        handler: Handler,
+        *,
+        batch_max: int = 500,
+        static_member_id: str | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> KafkaConsumer:
+        if batch_max < 1:
+            raise ValueError("batch_max must be >= 1")
+        if not topics:
+            raise ValueError("a consumer needs at least one topic")
+        return KafkaConsumer(
+            self,
+            group,
+            tuple(topics),
+            handler,
+            batch_max=batch_max,
+            static_member_id=static_member_id,
+            retry=retry or RetryPolicy(),
+        )
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
+    def __init__(self, owner: KafkaConsumer) -> None:
+        self._owner = owner
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self._owner._on_revoked()
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        self._owner._on_assigned(assigned)
+
+
+class KafkaConsumer:
+    """A member of a Kafka consumer group (see the module docstring for the loop)."""
+
+    def __init__(
+        self,
+        bus: KafkaBus,
+        group: str,
+        topics: tuple[str, ...],
+        handler: Handler,
+        *,
+        batch_max: int,
+        static_member_id: str | None,
+        retry: RetryPolicy,
+    ) -> None:
+        self._bus = bus
+        self._group = group
+        self._topics = topics
+        self._batch_max = batch_max
+        self._static_member_id = static_member_id
+        self._consumer: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self._assigned: frozenset[TopicPartition] = frozenset()
+        self._first_assignment = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._abort = asyncio.Event()
+        self._stopping = False
+        # True while the loop waits on the broker (getmany, error backoff): the only
+        # moments at which stop() may cancel it without losing handled work.
+        self._waiting = False
+        self._runner = BatchRunner(
+            handler,
+            group=group,
+            publish_many=bus.publish_batch,
+            policy=retry,
+            abort=self._abort,
+        )
+
+    @property
+    def group(self) -> str:
+        return self._group
+
+    def assigned(self) -> frozenset[TopicPartition]:
+        return self._assigned
+
+    async def start(self) -> None:
+        if self._task is not None:
+            raise BusError(f"a consumer of group {self._group} was already started")
+        for topic in self._topics:
+            await self._bus._partitions(topic)  # UnknownTopicError now, not a silent wait
+        consumer = AIOKafkaConsumer(
+            **self._bus.consumer_config(self._group, self._static_member_id)
+        )
+        try:
+            await consumer.start()
+            consumer.subscribe(list(self._topics), listener=_Listener(self))
+        except KafkaError as exc:
+            await consumer.stop()
+            raise _wrap(exc) from exc
+        self._consumer = consumer
+        self._bus._consumers.add(self)
+        self._task = asyncio.create_task(self._main(), name=f"bus-consumer-{self._group}")
+        assigned = asyncio.create_task(self._first_assignment.wait())
+        try:
+            await asyncio.wait({assigned, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            assigned.cancel()
+        if self._task.done():
+            await self.join()
+
+    async def stop(self) -> None:
+        task = self._task
+        if task is None:
+            return
+        self._stopping = True
+        self._abort.set()
+        if self._waiting:
+            task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            if (current := asyncio.current_task()) is not None and current.cancelling():
+                raise
+        except Exception:
+            log.exception("group %s: consumer failed", self._group)
+        finally:
+            await self._close()
+
+    async def abort(self) -> None:
+        task = self._task
+        if task is None:
+            return
+        self._stopping = True
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            if (current := asyncio.current_task()) is not None and current.cancelling():
+                raise
+        except Exception:
+            log.exception("group %s: consumer failed", self._group)
+        finally:
+            await self._close()
+
+    async def join(self) -> None:
+        if self._task is None:
+            return
+        try:
+            await asyncio.shield(self._task)
+        except asyncio.CancelledError:
+            if self._task.cancelled():
+                return
+            raise
+        except ConsumerFailed:
+            raise
+        except Exception as exc:
+            raise ConsumerFailed(f"group {self._group}: consumer failed") from exc
+
+    async def _close(self) -> None:
+        self._bus._consumers.discard(self)
+        self._assigned = frozenset()
+        consumer = self._consumer
+        if consumer is not None:
+            await consumer.stop()  # leaves the group (unless static); commits nothing
+
+    # -- rebalance callbacks (run by aiokafka's coordinator task) ---------------------------
+
+    async def _on_revoked(self) -> None:
+        # Partitions go only after their in-flight batches are done and committed.
+        self._abort.set()
+        await self._idle.wait()
+        if not self._stopping:
+            self._abort.clear()
+        self._assigned = frozenset()
+
+    def _on_assigned(self, assigned: Iterable[Any]) -> None:
+        self._assigned = frozenset(TopicPartition(tp.topic, tp.partition) for tp in assigned)
+        log.info(
+            "group %s: assigned %s",
+            self._group,
+            sorted(f"{t}[{p}]" for t, p in self._assigned),
+        )
+        self._first_assignment.set()
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    async def _main(self) -> None:
+        try:
+            await self._run()
+        except Exception as exc:
+            log.exception("group %s: consumer loop failed; leaving the group", self._group)
+            await self._close()
+            raise ConsumerFailed(f"group {self._group}: {exc!r}") from exc
+
+    async def _run(self) -> None:
+        consumer = self._consumer
+        poll_timeout_ms = self._bus.poll_timeout_ms
+        failures = 0
+        while not self._stopping:
+            self._waiting = True
+            try:
+                fetched = await consumer.getmany(
+                    timeout_ms=poll_timeout_ms, max_records=self._batch_max
+                )
+            except KafkaError as exc:
+                if not is_transient(exc):
+                    raise
+                failures += 1
+                delay = min(0.1 * 2**failures, 10.0)
+                log.warning(
+                    "group %s: fetch failed (%r); retrying in %.1fs", self._group, exc, delay
+                )
+                await asyncio.sleep(delay)
+                continue
+            finally:
+                self._waiting = False
+            failures = 0
+            if not fetched:
+                continue
+            self._idle.clear()
+            try:
+                done = await self._process(fetched)
+                await self._commit(done)
+            finally:
+                self._idle.set()
+
+    async def _process(self, fetched: dict[Any, list[Any]]) -> dict[Any, int]:
+        batches = {
+            tp: [
+                Record(
+                    r.topic,
+                    r.partition,
+                    r.offset,
+                    r.key,
+                    r.value if r.value is not None else b"",
+                    r.headers,
+                    r.timestamp,
+                )
+                for r in records
+            ]
+            for tp, records in fetched.items()
+        }
+        run = self._runner.run
+        if len(batches) == 1:
+            ((tp, records),) = batches.items()
+            return {tp: await run(records)}
+        async with asyncio.TaskGroup() as tasks:
+            running = {tp: tasks.create_task(run(records)) for tp, records in batches.items()}
+        return {tp: task.result() for tp, task in running.items()}
+
+    async def _commit(self, done: dict[Any, int]) -> None:
+        offsets = {
+            KafkaTopicPartition(tp.topic, tp.partition): offset for tp, offset in done.items()
+        }
+        try:
+            await self._consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError) as exc:
+            # The group moved on without us (e.g. max_poll_interval exceeded): the new owner
+            # gets these records again, which handlers tolerate.
+            log.warning("group %s: commit of %s failed: %r", self._group, offsets, exc)

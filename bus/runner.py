@@ -1,0 +1,243 @@
+"""The batch runner: maps a handler's outcome to commit, retry or dead-letter.
+
+Both buses hand every batch of one partition to `BatchRunner.run`, which returns the offset
+up to which the partition may be committed. The policy, in order:
+
+1. The handler returns: the whole batch is done.
+2. It raises a *transient* error (`is_transient`: `RetriableError`, a Kafka error flagged
+   `retriable`, a network/timeout error, PyMongo's `AutoReconnect` family, Redis connection and
+   timeout errors): the same batch is retried with exponential backoff and jitter (tenacity),
+   forever or up to `RetryPolicy.max_attempts`. Nothing is committed, nothing is skipped.
+3. It raises anything else (`Reject` included), or retries ran out: the runner cannot tell
+   which record of the batch is the poison one, so it re-runs the batch record by record
+   (committing nothing before) and dead-letters only the records that still fail; the
+   others are processed — some a second time, which handlers tolerate because they are
+   idempotent (DESIGN invariant 3). A batch of one record is dead-lettered directly.
+4. A dead-lettered record is published to `<topic>.dlq` with its key, value and headers, plus
+   headers naming the error, the original topic/partition/offset and the group; the
+   partition then moves on. Publishing to the DLQ is retried forever: a record is never
+   dropped because its dead-letter topic is unavailable.
+
+Backoff sleeps watch an abort event: when the consumer stops or its partitions are revoked,
+retrying ends at once and `run` returns the progress made so far, so a stuck batch never
+blocks a rebalance or a shutdown (the rest is redelivered to the next owner).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+import redis.exceptions
+import tenacity
+from pymongo.errors import AutoReconnect
+
+from bus.base import (
+    DLQ_ERROR,
+    DLQ_ERROR_TYPE,
+    DLQ_GROUP,
+    DLQ_OFFSET,
+    DLQ_PARTITION,
+    DLQ_TOPIC,
+    Handler,
+    Outgoing,
+    Record,
+    RecordMeta,
+    RetriableError,
+    RetryPolicy,
+    dlq_topic,
+)
+
+log = logging.getLogger(__name__)
+
+# Exceptions that mean "try again later" whoever raises them. AutoReconnect covers PyMongo's
+# NetworkTimeout, NotPrimaryError and ServerSelectionTimeoutError.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    RetriableError,
+    ConnectionError,
+    TimeoutError,
+    AutoReconnect,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.BusyLoadingError,
+)
+
+# Longest error text put in a DLQ header; the record itself stays whole.
+_MAX_ERROR_LEN = 2000
+
+PublishMany = Callable[[Sequence[Outgoing]], Awaitable[list[RecordMeta]]]
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether `exc` is worth retrying: a known transient type, or flagged `retriable`.
+
+    The flag is aiokafka's convention (`KafkaError.retriable`); aiokafka's
+    `KafkaTimeoutError` (a batch expired before the broker answered) lacks it but is
+    transient all the same.
+    """
+    if isinstance(exc, TRANSIENT_ERRORS):
+        return True
+    if getattr(exc, "retriable", False) is True:
+        return True
+    return type(exc).__name__ == "KafkaTimeoutError" and type(exc).__module__.startswith("aiokafka")
+
+
+class Aborted(Exception):
+    """Raised inside the runner when the abort event is set during a backoff."""
+
+
+class BatchRunner:
+    """Runs a handler over per-partition batches under the ack policy of this module."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        group: str,
+        publish_many: PublishMany,
+        policy: RetryPolicy,
+        abort: asyncio.Event,
+    ) -> None:
+        self._handler = handler
+        self._group = group
+        self._publish_many = publish_many
+        self._policy = policy
+        self._abort = abort
+
+    async def run(self, records: Sequence[Record]) -> int:
+        """Handle one partition's batch; returns the offset after the last record dealt with.
+
+        That is `records[-1].offset + 1` normally, less if the abort event cut the work short
+        (then only a prefix was handled or dead-lettered; it is `records[0].offset` if
+        nothing was).
+        """
+        try:
+            await self._attempt(records)
+        except Aborted:
+            return records[0].offset
+        except Exception as exc:  # every failure has a policy
+            return await self._one_by_one(records, exc)
+        return records[-1].offset + 1
+
+    async def _one_by_one(self, records: Sequence[Record], exc: Exception) -> int:
+        if len(records) > 1:
+            log.info(
+                "group %s: %s[%d] offsets %d..%d failed (%r); re-running them one by one",
+                self._group,
+                records[0].topic,
+                records[0].partition,
+                records[0].offset,
+                records[-1].offset,
+                exc,
+            )
+        for record in records:
+            try:
+                if len(records) == 1:
+                    await self._dead_letter(record, exc)
+                else:
+                    await self._handle_single(record)
+            except Aborted:
+                return record.offset
+        return records[-1].offset + 1
+
+    async def _handle_single(self, record: Record) -> None:
+        try:
+            await self._attempt((record,))
+        except Aborted:
+            raise
+        except Exception as exc:  # poison, or retries exhausted
+            await self._dead_letter(record, exc)
+
+    async def _attempt(self, records: Sequence[Record]) -> None:
+        """Call the handler; retry transient failures; raise what is left."""
+        try:
+            await self._handler(records)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            first_error = exc
+        else:
+            return
+        # The slow path only: retries run under tenacity. The first attempt (above) already
+        # failed, so the retries get one attempt less and the first backoff happens here.
+        policy = self._policy
+        if policy.max_attempts is not None and policy.max_attempts <= 1:
+            raise first_error
+        log.warning(
+            "group %s: %s[%d] offsets %d..%d failed transiently (%r); retrying",
+            self._group,
+            records[0].topic,
+            records[0].partition,
+            records[0].offset,
+            records[-1].offset,
+            first_error,
+        )
+        await self._sleep(policy.initial_backoff_s)
+        retries = None if policy.max_attempts is None else policy.max_attempts - 1
+        async for attempt in self._retrying(retries, retry_all=False):
+            with attempt:
+                await self._handler(records)
+
+    def _retrying(self, attempts: int | None, *, retry_all: bool) -> tenacity.AsyncRetrying:
+        policy = self._policy
+        stop: tenacity.stop.stop_base = (
+            tenacity.stop_never if attempts is None else tenacity.stop_after_attempt(attempts)
+        )
+
+        def should_retry(exc: BaseException) -> bool:
+            return not isinstance(exc, Aborted) and (retry_all or is_transient(exc))
+
+        return tenacity.AsyncRetrying(
+            sleep=self._sleep,
+            stop=stop,
+            wait=tenacity.wait_exponential_jitter(
+                multiplier=policy.initial_backoff_s * 2,
+                max=policy.max_backoff_s,
+                jitter=policy.jitter_s,
+            ),
+            retry=tenacity.retry_if_exception(should_retry),
+            reraise=True,
+        )
+
+    async def _dead_letter(self, record: Record, exc: BaseException) -> None:
+        error = str(exc) or repr(exc)
+        headers = (
+            *record.headers,
+            (DLQ_ERROR, error[:_MAX_ERROR_LEN].encode("utf-8", "replace")),
+            (DLQ_ERROR_TYPE, f"{type(exc).__module__}.{type(exc).__qualname__}".encode()),
+            (DLQ_TOPIC, record.topic.encode()),
+            (DLQ_PARTITION, str(record.partition).encode()),
+            (DLQ_OFFSET, str(record.offset).encode()),
+            (DLQ_GROUP, self._group.encode()),
+        )
+        item = Outgoing(dlq_topic(record.topic), record.value, key=record.key, headers=headers)
+        log.warning(
+            "group %s: dead-lettering %s[%d]@%d: %s: %s",
+            self._group,
+            record.topic,
+            record.partition,
+            record.offset,
+            type(exc).__name__,
+            error,
+        )
+        async for attempt in self._retrying(None, retry_all=True):
+            with attempt:
+                try:
+                    await self._publish_many((item,))
+                except Exception:
+                    log.exception(
+                        "group %s: cannot publish to %s; retrying", self._group, item.topic
+                    )
+                    raise
+
+    async def _sleep(self, seconds: float) -> None:
+        """Backoff that ends early, with `Aborted`, when the consumer stops or loses the batch."""
+        if self._abort.is_set():
+            raise Aborted
+        try:
+            async with asyncio.timeout(seconds):
+                await self._abort.wait()
+        except TimeoutError:
+            return
+        raise Aborted
