@@ -309,3 +309,25 @@ async def test_unreachable_cluster_fails_fast(scenario: Scenario) -> None:
     with pytest.raises(ClusterUnreachableError, match=r"not reachable at 127\.0\.0\.1:1"):
         await apply(scenario.topology, "127.0.0.1:1", request_timeout=2)
     assert time.monotonic() - started < 5
+
+
+async def test_silent_broker_fails_within_the_timeout(tmp_path: Path) -> None:
+    # Accepts connections and never answers: only the timeout can end the wait.
+    writers: list[asyncio.StreamWriter] = []
+
+    async def hold(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    topology = Scenario(tmp_path, "unused").topology
+    started = time.monotonic()
+    try:
+        with pytest.raises(ClusterUnreachableError, match=rf"not reachable at 127\.0\.0\.1:{port}"):
+            await show(topology, f"127.0.0.1:{port}", request_timeout=1)
+    finally:
+        for writer in writers:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+    assert time.monotonic() - started < 4
