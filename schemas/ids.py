@@ -11,7 +11,7 @@ Conversation ids name a timeline in `messages` and are the key of ``im.up.msg``:
 
 Strings rather than a 64-bit mix of the two ids because a mix of two u64s into one cannot be
 injective: two different chats could share a timeline. The text form is exact, readable in
-Kafka and Mongo tooling, and short (at most 42 bytes). It is canonical: `parse_conversation_id`
+Kafka and Mongo tooling, and short (at most 43 bytes). It is canonical: `parse_conversation_id`
 accepts only what the builders produce (no leading zeros, no signs, no spaces).
 
 Connection ids are assigned by a gate and must never repeat under the same gate id, across

@@ -1,0 +1,195 @@
+"""The bus envelope: what every record on the CoffeeBus topics carries (DESIGN.md).
+
+Two families of records, each a frozen `msgspec.Struct` encoded as a compact MessagePack
+array (``array_like=True``: no field names on the wire) whose first element is a small
+integer tag naming the record kind *and its version*:
+
+``Envelope`` (tag 1) — uplink topics ``im.up.*``
+    One client command as a gate received it: the command id, the protobuf body untouched,
+    where it came from (`Origin`: gate, connection, user, client type, frame seq — enough to
+    route the response back), a trace id and a timestamp. Commands the server API
+    publishes (system messages, group notifications) have ``origin=None``.
+
+``GateRecord`` — a gate's own topic ``im.gate.<gate_id>``, a tagged union of
+    `Deliver` (tag 10)  one body to many connections of that gate, as server pushes: the
+                        gate stamps each connection's own push seq, so the body is shared
+                        and the header is written per connection;
+    `Reply` (tag 11)    a response to one request: echoes the request's frame seq;
+    `Kick` (tag 12)     close a connection after sending it a KickNotify.
+
+Every connection is addressed as a `Target` (connection id *and* user id): a gate delivers
+only if the connection is still logged in as that user, so a record that outlived its
+connection can never reach someone else.
+
+Evolution: fields are only ever appended, with defaults; decoders ignore trailing elements
+they do not know, so an old consumer reads a newer producer's records. An incompatible
+change is a new struct with a new tag, decoded side by side with the old one.
+
+Command ids, client types and reasons are plain ints here rather than IntEnums: a record
+written by a newer gate that knows one more command must still decode (and be rejected by
+the command table with a clear error) instead of being dead-lettered as undecodable.
+
+``gc=False`` is set on every struct: they hold only scalars, bytes, and tuples of other such
+structs, so they can never be part of a reference cycle.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Final, TypeAlias
+
+import msgspec
+
+from schemas.errors import EnvelopeError
+from schemas.ids import ConnId, GateId, TraceId, UserId, new_trace_id
+
+__all__ = [
+    "Deliver",
+    "Envelope",
+    "EnvelopeError",
+    "GateRecord",
+    "Kick",
+    "Origin",
+    "Reply",
+    "Target",
+    "decode_envelope",
+    "decode_gate_record",
+    "encode_envelope",
+    "encode_gate_record",
+    "make_envelope",
+    "now_ms",
+]
+
+U16 = Annotated[int, msgspec.Meta(ge=0, le=0xFFFF)]
+U32 = Annotated[int, msgspec.Meta(ge=0, le=0xFFFF_FFFF)]
+NonNegative = Annotated[int, msgspec.Meta(ge=0)]
+# u64 at most: MessagePack has no larger integers (msgspec cannot check a bound above int64).
+UserIdField = Annotated[UserId, msgspec.Meta(ge=0)]
+ConnIdField = Annotated[ConnId, msgspec.Meta(ge=0)]
+
+ENVELOPE_TAG: Final = 1
+DELIVER_TAG: Final = 10
+REPLY_TAG: Final = 11
+KICK_TAG: Final = 12
+
+
+class Origin(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """Where an uplink command came from."""
+
+    gate_id: GateId
+    conn_id: ConnIdField
+    user_id: UserIdField
+    #: a `schemas.codes.ClientType` value
+    client_type: U32
+    #: the request frame's seq, echoed by the response
+    frame_seq: U16
+
+
+class Envelope(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=ENVELOPE_TAG):
+    """One command on an uplink topic (``im.up.*``)."""
+
+    #: a `schemas.commands.Cmd` value
+    cmd: U16
+    #: the protobuf body exactly as received (or as the API built it)
+    body: bytes
+    origin: Origin | None
+    trace_id: TraceId
+    #: when the gate received the frame (or the API the request), unix milliseconds
+    ts_ms: NonNegative
+
+
+class Target(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """One connection of a gate, and the user it must still belong to."""
+
+    conn_id: ConnIdField
+    user_id: UserIdField
+
+
+class Deliver(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=DELIVER_TAG):
+    """Push one command to several connections of a gate, each with its own push seq."""
+
+    cmd: U16
+    body: bytes
+    targets: tuple[Target, ...]
+    trace_id: TraceId
+    ts_ms: NonNegative
+
+
+class Reply(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=REPLY_TAG):
+    """Answer one request: the frame carries `seq`, the request's seq."""
+
+    target: Target
+    cmd: U16
+    seq: U16
+    body: bytes
+    trace_id: TraceId
+    ts_ms: NonNegative
+
+
+class Kick(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=KICK_TAG):
+    """Send a KickNotify to a connection, then close it (e.g. a newer login elsewhere)."""
+
+    target: Target
+    #: a `schemas.codes.KickReason` value
+    reason: U32
+    #: the client type of the login that caused the kick (`schemas.codes.ClientType`)
+    new_client_type: U32
+    text: str
+    trace_id: TraceId
+    ts_ms: NonNegative
+
+
+GateRecord: TypeAlias = Deliver | Reply | Kick
+
+_encoder: Final = msgspec.msgpack.Encoder()
+_envelope_decoder: Final = msgspec.msgpack.Decoder(Envelope)
+_gate_decoder: Final[msgspec.msgpack.Decoder[GateRecord]] = msgspec.msgpack.Decoder(GateRecord)
+
+
+def now_ms() -> int:
+    """The current time in unix milliseconds, as records carry it."""
+    return time.time_ns() // 1_000_000
+
+
+def make_envelope(
+    cmd: int,
+    body: bytes,
+    *,
+    origin: Origin | None = None,
+    trace_id: TraceId | None = None,
+    ts_ms: int | None = None,
+) -> Envelope:
+    """An `Envelope` stamped now with a fresh trace id unless given."""
+    return Envelope(
+        cmd=cmd,
+        body=body,
+        origin=origin,
+        trace_id=new_trace_id() if trace_id is None else trace_id,
+        ts_ms=now_ms() if ts_ms is None else ts_ms,
+    )
+
+
+def encode_envelope(envelope: Envelope) -> bytes:
+    """The record value for an `Envelope`."""
+    return _encoder.encode(envelope)
+
+
+def decode_envelope(data: bytes | bytearray | memoryview) -> Envelope:
+    """Decode an uplink record value; `EnvelopeError` if it is not a valid `Envelope`."""
+    try:
+        return _envelope_decoder.decode(data)
+    except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
+        raise EnvelopeError(f"not an envelope ({len(data)} bytes): {exc}") from exc
+
+
+def encode_gate_record(record: GateRecord) -> bytes:
+    """The record value for a gate topic record."""
+    return _encoder.encode(record)
+
+
+def decode_gate_record(data: bytes | bytearray | memoryview) -> GateRecord:
+    """Decode a gate topic record value; `EnvelopeError` if it is none of `GateRecord`."""
+    try:
+        return _gate_decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise EnvelopeError(f"not a gate record ({len(data)} bytes): {exc}") from exc
