@@ -212,8 +212,8 @@ class FrameDecoder:
                     _check_length(length, self._max_frame_size)
                     if end - pos < length:
                         break
-                    _, version, flag, service_id, command_id, seq, reserved = (
-                        _HEADER.unpack_from(view, pos)
+                    _, version, flag, service_id, command_id, seq, reserved = _HEADER.unpack_from(
+                        view, pos
                     )
                     body = view[pos + HEADER_SIZE : pos + length].tobytes()
                     frames.append(Frame(command_id, seq, body, version, flag, service_id, reserved))
