@@ -118,7 +118,8 @@ def _rewrite(text: str, *, packages: set[str], module: str, stub: bool) -> str:
 def generate(out_dir: Path) -> list[Path]:
     """Compile every .proto into `out_dir` (laid out like `schemas/pb/`); return the files.
 
-    `out_dir` is emptied of generated files first, so files of deleted protos do not linger.
+    Generated modules in `out_dir` that no .proto produces any more are deleted, so files of
+    removed protos do not linger.
     """
     protoc = _check_toolchain()
     protos = _proto_files()
@@ -158,9 +159,11 @@ def generate(out_dir: Path) -> list[Path]:
         )
 
     if out_dir.exists():
-        for old in out_dir.rglob("*.py*"):
-            if old.suffix in {".py", ".pyi"} and old.relative_to(out_dir) not in generated:
-                old.unlink()
+        # Only protoc's own file names are ever deleted, whatever directory --out names.
+        for pattern in ("*_pb2.py", "*_pb2.pyi"):
+            for old in out_dir.rglob(pattern):
+                if old.relative_to(out_dir) not in generated:
+                    old.unlink()
     written = []
     for rel, text in sorted(generated.items()):
         target = out_dir / rel
