@@ -9,6 +9,7 @@ MemoryBus, random over the available partitions on Kafka (aiokafka's behaviour).
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Sequence
 
@@ -42,8 +43,12 @@ def murmur2(data: bytes) -> int:
     return h
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def partition_for_key(key: bytes, partitions: int) -> int:
-    """The partition of `key` in a topic of `partitions` partitions."""
+    """The partition of `key` in a topic of `partitions` partitions.
+
+    Cached: keys (users, conversations) recur, and a cache hit costs a tenth of the hash.
+    """
     if partitions <= 0:
         raise ValueError(f"a topic has at least one partition, not {partitions}")
     return (murmur2(key) & 0x7FFFFFFF) % partitions
