@@ -1,0 +1,212 @@
+"""The HTTP server API for business servers (Litestar on uvicorn, port 18080 by default).
+
+`create_app` builds the application from settings and the stores it is given, so the
+embedded process (memory stores) and the real one (MongoDB + Redis) wire it the same way;
+`serve_api` runs an application with uvicorn after the loopback-only check; `run_api` is the
+real process: it connects the stores named by the settings and serves until cancelled or
+signalled.
+
+Endpoints (docs/api.md has bodies and errors; the OpenAPI document is at ``/schema``):
+
+==========  ===============================  ===========================================
+method      path                             does
+==========  ===============================  ===========================================
+POST        /user/register                   seed-compatible registration (legacy)
+PUT         /v1/users/{user_id}              import / update a user
+GET         /v1/users/{user_id}              read a user
+POST        /v1/users/{user_id}/token        rotate the user's token
+GET         /v1/users/{user_id}/devices      the user's online devices
+GET         /v1/gates                        live gates, least loaded first (iplist)
+GET         /healthz                         liveness (no auth)
+GET         /readyz                          readiness: the stores answer (no auth)
+==========  ===============================  ===========================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final
+
+import uvicorn
+from litestar import Litestar, Response, Router, get
+from litestar.di import Provide
+from litestar.handlers import HTTPRouteHandler
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+
+from coffeebus.settings import ApiSettings, Settings
+from producers.auth import ApiKeyGuard, check_bind_address
+from producers.deps import Stores, StoresDep
+from producers.models import MAX_BODY_BYTES, Gate, GatesResponse, Health
+from producers.problems import EXCEPTION_HANDLERS, problem_response
+from producers.users import devices, get_user, legacy_register, put_user, rotate_token
+from store import mongo, redis
+from store.keys import RedisKeys
+from store.routes import RouteStore
+from store.routes_redis import RedisRouteStore
+from store.users import UserStore
+from store.users_mongo import MongoUserStore
+
+__all__ = ["ReadinessCheck", "create_app", "run_api", "serve_api"]
+
+logger = logging.getLogger(__name__)
+
+ReadinessCheck = Callable[[], Awaitable[None]]
+"""Raises unless a dependency answers (e.g. `store.redis.ping` bound to a client)."""
+
+#: How long /readyz waits for each check before calling the dependency down.
+READINESS_TIMEOUT_S: Final = 2.0
+
+
+@get("/v1/gates", summary="Live gates, least loaded first (iplist)", tags=["gates"])
+async def gates(stores: StoresDep) -> GatesResponse:
+    """``GET /v1/gates``."""
+    return GatesResponse(
+        gates=[
+            Gate(
+                gate_id=info.gate_id,
+                tcp_addr=info.tcp_addr,
+                ws_addr=info.ws_addr,
+                connections=info.connections,
+            )
+            for info in await stores.routes.live_gates()
+        ]
+    )
+
+
+@get("/healthz", summary="Liveness", tags=["health"])
+async def healthz() -> Health:
+    """The process serves requests."""
+    return Health(status="ok")
+
+
+def _readyz(checks: Sequence[tuple[str, ReadinessCheck]]) -> HTTPRouteHandler:
+    @get("/readyz", summary="Readiness: every backing store answers", tags=["health"])
+    async def readyz() -> Response[Any]:
+        """200 when every store answers within the timeout, else 503 naming those that
+        did not."""
+        results = await asyncio.gather(
+            *(asyncio.wait_for(check(), READINESS_TIMEOUT_S) for _, check in checks),
+            return_exceptions=True,
+        )
+        down = []
+        for (name, _), result in zip(checks, results, strict=True):
+            if isinstance(result, BaseException):
+                logger.warning("readiness: %s is down: %r", name, result)
+                down.append(name)
+        if down:
+            return problem_response(
+                503, f"not ready: {', '.join(down)} unreachable", slug="not-ready"
+            )
+        return Response(Health(status="ready"))
+
+    return readyz
+
+
+def create_app(
+    settings: ApiSettings,
+    user_store: UserStore,
+    route_store: RouteStore,
+    *,
+    readiness_checks: Sequence[tuple[str, ReadinessCheck]] = (),
+    max_body_bytes: int = MAX_BODY_BYTES,
+) -> Litestar:
+    """The API application on these stores.
+
+    Args:
+        settings: the ``[api]`` settings; ``api_keys`` non-empty turns authentication on.
+        user_store: where users live.
+        route_store: routes of online devices and the live-gate registry.
+        readiness_checks: (name, check) pairs that ``/readyz`` runs.
+        max_body_bytes: larger request bodies are refused with 413.
+    """
+    guard = ApiKeyGuard(settings.api_keys)
+    stores = Stores(user_store, route_store)
+    business = Router(
+        path="/",
+        route_handlers=[legacy_register, put_user, get_user, rotate_token, devices, gates],
+        guards=[guard.as_guard()],
+        security=[{"bearer": []}] if guard.enabled else None,
+    )
+    openapi = OpenAPIConfig(
+        title="CoffeeBus server API",
+        version="1",
+        description="User import, tokens, presence and the gate list for business servers.",
+        components=Components(
+            security_schemes={
+                "bearer": SecurityScheme(type="http", scheme="bearer", description="API key")
+            }
+        ),
+    )
+    return Litestar(
+        route_handlers=[business, healthz, _readyz(tuple(readiness_checks))],
+        dependencies={
+            "stores": Provide(lambda: stores, use_cache=True, sync_to_thread=False),
+        },
+        exception_handlers=dict(EXCEPTION_HANDLERS),
+        openapi_config=openapi,
+        request_max_body_size=max_body_bytes,
+        debug=False,
+        logging_config=None,  # the process configures logging, not the framework
+    )
+
+
+async def serve_api(app: Litestar, settings: ApiSettings) -> None:
+    """Serve `app` on ``settings.host:settings.port`` until cancelled or signalled.
+
+    SIGINT/SIGTERM (uvicorn's own handlers while it serves) and cancellation both shut down
+    gracefully: in-flight requests finish, the listening socket is closed.
+
+    Raises `producers.auth.UnsafeBindError` before binding when no API key is configured and
+    the host is not loopback.
+    """
+    check_bind_address(settings.host, settings.api_keys)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,  # the process's logging configuration applies
+        access_log=False,
+        lifespan="on",
+        server_header=False,
+    )
+    server = uvicorn.Server(config)
+    logger.info("HTTP API listening on http://%s:%d", settings.host, settings.port)
+    serving = asyncio.ensure_future(server.serve())
+    try:
+        await asyncio.shield(serving)
+    except asyncio.CancelledError:
+        # Cancelled by the embedding process: let uvicorn finish in-flight requests and
+        # close its listening socket instead of abandoning it mid-serve.
+        server.should_exit = True
+        await serving
+        raise
+
+
+async def run_api(settings: Settings) -> None:
+    """The API process: MongoDB users (Redis token cache) and Redis routes, then serve."""
+    check_bind_address(settings.api.host, settings.api.api_keys)
+    keys = RedisKeys(namespace=settings.redis.key_prefix)
+    redis_client = redis.connect_redis(settings.redis.url)
+    mongo_client = mongo.connect_mongo(
+        settings.mongo.url,
+        server_selection_timeout=settings.mongo.server_selection_timeout_ms / 1000,
+    )
+    try:
+        db = mongo.database(mongo_client, settings.mongo.database)
+        await mongo.ensure_indexes(db)
+        app = create_app(
+            settings.api,
+            MongoUserStore(db, redis_client, keys=keys),
+            RedisRouteStore(redis_client, keys=keys),
+            readiness_checks=(
+                ("mongodb", lambda: mongo.ping(mongo_client)),
+                ("redis", lambda: redis.ping(redis_client)),
+            ),
+        )
+        await serve_api(app, settings.api)
+    finally:
+        await redis_client.aclose()
+        await mongo_client.close()
