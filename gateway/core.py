@@ -102,6 +102,7 @@ class CloseReason(enum.Enum):
     SLOW_CONSUMER = "slow_consumer"
     SHUTDOWN = "shutdown"
     REFUSED = "refused"
+    INTERNAL_ERROR = "internal_error"
 
 
 class ConnectionLimits(msgspec.Struct, frozen=True, kw_only=True):

@@ -1,0 +1,596 @@
+"""The gate: listeners, logins, routes, uplink publishing and downlink delivery.
+
+`Gate` is wired the same way in the embedded all-in-one process (MemoryBus, memory stores)
+and in the real one (KafkaBus, Mongo/Redis stores)::
+
+    gate = Gate(settings.gateway, bus=bus, user_store=users, route_store=routes,
+                topology=topology)
+    await gate.start()      # gate topic, downlink consumer, registry, listeners
+    ...
+    await gate.stop()       # SIGTERM: drain
+
+Decisions, with their reasons:
+
+- **Connection ids** start from the boot time in microseconds and count up, so they never
+  repeat under one gate id across restarts (as `schemas.ids` requires): a record left in
+  the gate topic for a connection of the previous process finds no connection here.
+- **Downlink start position.** The gate consumes its own topic in its own consumer group,
+  ``coffeebus.<topic>`` (one member; the topic is the gate's alone). The bus resets a new
+  group to the earliest offset and has no "latest" reset, so a gate starts from its group's
+  committed offset: a fresh gate id finds an empty topic, a restarted one reads only what
+  arrived while it was down — all of it addressed to connections of its previous process,
+  which the connection ids above make unknown, so it is dropped and counted
+  (`GateStats.downlink_unknown`). Delivery checks the target's user as well as its id.
+- **Route TTL refresh** is batched, not one write per heartbeat: every
+  `heartbeat_interval_s` the gate re-arms the TTL of every user logged in here (one call
+  per user, at most `REFRESH_CONCURRENCY` in flight), and routes live
+  ``idle_timeout + heartbeat_interval``. A heartbeat keeps its connection (and so its
+  route) alive through the core's idle timer; a silent connection is closed and its route
+  removed. A route found lapsed (e.g. Redis restarted) is registered again.
+- **Multi-login** (settings.multi_login): ``kick_same_type`` (default) kicks the route that
+  `RouteStore.register` replaced; ``kick_all`` also kicks and unregisters the user's routes
+  of other client types; ``allow_all`` kicks nobody — but the route store keeps one route
+  per client type, so only the newest connection of a type receives pushes (older ones
+  still get replies to their own requests). A kick of a connection on this gate is local;
+  on another gate it is a `Kick` record on that gate's topic.
+- **Publishing** waits for the bus to store the record; a failure answers ErrorRsp
+  INTERNAL_ERROR (retriable) so nothing is lost silently. A connection's frames are
+  published one after the other, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import socket
+import ssl
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+import msgspec
+from websockets.asyncio.server import Server as WsServer
+
+from bus.base import Bus, Consumer, Record
+from bus.topology import Topology
+from coffeebus.settings import GatewaySettings, MultiLoginPolicy
+from gateway.core import (
+    ConnectionClosed,
+    ConnectionLimits,
+    Event,
+    LoginRequested,
+    LogoutRequested,
+    PasswordLoginRequested,
+    TokenLoginRequested,
+    UplinkFrame,
+)
+from gateway.session import GateConnection, Link
+from gateway.tcp import serve_tcp
+from gateway.topic import ensure_gate_topic
+from gateway.uplink import InvalidRequest, build_envelope, record_key
+from gateway.ws import serve_ws
+from schemas import ids
+from schemas.codes import ErrorCode, ExtResultCode, KickReason
+from schemas.commands import UplinkTopic
+from schemas.envelope import (
+    Deliver,
+    Kick,
+    Reply,
+    Target,
+    decode_gate_record,
+    encode_envelope,
+    encode_gate_record,
+    now_ms,
+)
+from schemas.errors import EnvelopeError
+from schemas.ids import new_trace_id
+from schemas.pb.coffeechat import base_pb2
+from store import ids as store_ids
+from store.routes import Route, RouteStore
+from store.users import TokenStatus, User, UserStore
+
+__all__ = ["Gate", "GateStats"]
+
+log = logging.getLogger(__name__)
+
+REFRESH_CONCURRENCY = 32
+#: How often the gate reports itself to the live-gate registry, and the report's TTL.
+REGISTRY_INTERVAL_S = 10.0
+REGISTRY_TTL_S = 30.0
+#: Background tasks named so are awaited by `Gate.stop` (the others are cancelled).
+_DRAIN_PREFIX = "gate-drain-"
+
+
+class GateStats(msgspec.Struct, kw_only=True):
+    """Counters for logs and tests."""
+
+    accepted: int = 0
+    refused: int = 0
+    published: int = 0
+    publish_failed: int = 0
+    downlink_frames: int = 0
+    downlink_unknown: int = 0
+    downlink_bad_records: int = 0
+    kicks_sent: int = 0
+    route_refreshes: int = 0
+
+
+class Gate:
+    """One gate process's logic; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        *,
+        bus: Bus,
+        user_store: UserStore,
+        route_store: RouteStore,
+        topology: Topology,
+        registry_interval_s: float = REGISTRY_INTERVAL_S,
+    ) -> None:
+        self.settings = settings
+        if not settings.gate_id:
+            raise ValueError("the gate needs a gate_id (Settings.with_gate_id() makes one)")
+        self.gate_id = ids.gate_id(settings.gate_id)
+        self._bus = bus
+        self._users = user_store
+        self._routes = route_store
+        self._topology = topology
+        self._topic = topology.gate_topic(self.gate_id)
+        # Resolve every uplink topic now: a topology without one fails at start, not later.
+        self._uplink = {t: topology.topic(t.value).name for t in UplinkTopic}
+        self._limits = ConnectionLimits(
+            max_frame_size=settings.max_frame_size,
+            login_timeout_s=settings.login_timeout_s,
+            idle_timeout_s=settings.idle_heartbeats * settings.heartbeat_interval_s,
+            rate_per_s=settings.rate_limit_per_s,
+            rate_burst=settings.rate_limit_burst,
+        )
+        self.route_ttl_s = self._limits.idle_timeout_s + settings.heartbeat_interval_s
+        self._registry_interval_s = registry_interval_s
+        self._conn_ids = itertools.count(time.time_ns() // 1000)
+        self._conns: dict[int, GateConnection] = {}
+        self._by_user: dict[int, set[GateConnection]] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        self._consumer: Consumer | None = None
+        self._tcp: asyncio.Server | None = None
+        self._ws: WsServer | None = None
+        self._accepting = False
+        self._last_refusal_log = 0.0
+        self.stats = GateStats()
+
+    # -- life cycle --------------------------------------------------------------------------
+
+    @property
+    def topic(self) -> str:
+        """This gate's downlink topic."""
+        return self._topic.name
+
+    @property
+    def connections(self) -> int:
+        return len(self._conns)
+
+    @property
+    def tcp_port(self) -> int:
+        """The bound TCP port (useful with port 0)."""
+        assert self._tcp is not None, "gate not started"
+        return int(self._tcp.sockets[0].getsockname()[1])
+
+    @property
+    def ws_port(self) -> int:
+        assert self._ws is not None, "gate not started"
+        return int(self._ws.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        """Create and consume the gate topic, then listen; returns once serving."""
+        await ensure_gate_topic(self._bus, self._topic)
+        self._consumer = self._bus.consumer(
+            f"coffeebus.{self._topic.name}", [self._topic.name], self._on_records
+        )
+        await self._consumer.start()
+        tls = self._ssl_context()
+        s = self.settings
+        self._accepting = True
+        self._tcp = await serve_tcp(
+            self,
+            host=s.host,
+            port=s.tcp_port,
+            ssl_context=tls,
+            send_queue_frames=s.send_queue_frames,
+        )
+        self._ws = await serve_ws(
+            self,
+            host=s.host,
+            port=s.ws_port,
+            ssl_context=tls,
+            max_frame_size=s.max_frame_size,
+            send_queue_frames=s.send_queue_frames,
+        )
+        await self._report()
+        self._spawn(self._every(self._registry_interval_s, self._report), "gate-registry")
+        self._spawn(self._every(s.heartbeat_interval_s, self._refresh_routes), "gate-refresh")
+        log.info(
+            "gate %s: TCP %s:%d, WebSocket %s:%d%s, topic %s",
+            self.gate_id,
+            s.host,
+            self.tcp_port,
+            s.host,
+            self.ws_port,
+            " (TLS)" if tls else "",
+            self._topic.name,
+        )
+
+    async def stop(self) -> None:
+        """Drain: stop accepting, stop the downlink (commit), close every connection with a
+        KickNotify (SERVER_SHUTDOWN), remove their routes, leave the registry."""
+        self._accepting = False
+        if self._tcp is not None:
+            self._tcp.close()
+        if self._ws is not None:
+            self._ws.close(close_connections=False)
+        if self._consumer is not None:
+            await self._consumer.stop()
+        for conn in list(self._conns.values()):
+            conn.kick(KickReason.SERVER_SHUTDOWN, text="gate shutting down")
+        # Closed connections leave through `connection_closed`, which starts their route
+        # removal; wait for those and for requests still being handled.
+        pending = {t for t in self._background if t.get_name().startswith(_DRAIN_PREFIX)}
+        pending |= {c.worker for c in self._conns.values() if c.worker is not None}
+        if pending:
+            await asyncio.wait(pending, timeout=self.settings.drain_timeout_s)
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self._routes.gate_down(store_ids.GateId(self.gate_id))
+        if self._tcp is not None:
+            await self._tcp.wait_closed()
+        if self._ws is not None:
+            await self._ws.wait_closed()
+        log.info("gate %s stopped: %s", self.gate_id, self.stats)
+
+    # -- connections -------------------------------------------------------------------------
+
+    def accept(self, link: Link) -> GateConnection | None:
+        """A new client connection, or None when draining or full (the shell hangs up)."""
+        if not self._accepting or len(self._conns) >= self.settings.max_connections:
+            self.stats.refused += 1
+            now = time.monotonic()
+            if now - self._last_refusal_log >= 1.0:  # a flood of refusals logs once a second
+                self._last_refusal_log = now
+                log.warning(
+                    "gate %s: refused %s (%s; %d refused so far)",
+                    self.gate_id,
+                    link.peer,
+                    "draining" if not self._accepting else f"{len(self._conns)} connections",
+                    self.stats.refused,
+                )
+            return None
+        conn = GateConnection(
+            self, link, next(self._conn_ids), limits=self._limits, loop=asyncio.get_running_loop()
+        )
+        self._conns[conn.conn_id] = conn
+        self.stats.accepted += 1
+        return conn
+
+    def connection_closed(self, conn: GateConnection, event: ConnectionClosed) -> None:
+        """Forget the connection and remove its route (compare-and-delete, in background)."""
+        self._conns.pop(conn.conn_id, None)
+        route = conn.route
+        if route is None:
+            return
+        conn.route = None
+        user_id = conn.core.user_id
+        peers = self._by_user.get(user_id)
+        if peers is not None:
+            peers.discard(conn)
+            if not peers:
+                del self._by_user[user_id]
+        self._spawn(self._unregister(user_id, route), f"{_DRAIN_PREFIX}unroute-{conn.conn_id}")
+
+    async def handle(self, conn: GateConnection, event: Event) -> None:
+        """Handle one event of `conn` that needs the stores or the bus."""
+        if isinstance(event, UplinkFrame):
+            await self._publish(conn, event)
+        elif isinstance(event, LogoutRequested):
+            await self._logout(conn, event)
+        elif isinstance(event, TokenLoginRequested):
+            await self._login(conn, event, self._check_token(event))
+        elif isinstance(event, PasswordLoginRequested):
+            await self._login(conn, event, self._check_password(event.user_name, event.password))
+
+    # -- login / logout ----------------------------------------------------------------------
+
+    async def _check_token(self, event: TokenLoginRequested) -> tuple[ErrorCode, User | None]:
+        if not 0 < event.user_id <= store_ids.MAX_USER_ID:
+            return ErrorCode.USER_NOT_EXIST, None
+        check = await self._users.check_token(store_ids.UserId(event.user_id), event.token)
+        if check.status is TokenStatus.OK:
+            return ErrorCode.SUCCESS, check.user
+        if check.status is TokenStatus.UNKNOWN_USER:
+            return ErrorCode.USER_NOT_EXIST, None
+        return ErrorCode.LOGIN_INVALID_USER_TOKEN, None
+
+    async def _check_password(self, name: str, password: str) -> tuple[ErrorCode, User | None]:
+        user = await self._users.check_password(name, password)
+        if user is None:
+            return ErrorCode.LOGIN_INVALID_USER_OR_PWD, None
+        return ErrorCode.SUCCESS, user.without_password()
+
+    async def _login(
+        self,
+        conn: GateConnection,
+        event: LoginRequested,
+        check: Awaitable[tuple[ErrorCode, User | None]],
+    ) -> None:
+        core = conn.core
+        if not 0 <= event.client_type <= 0xFFFF_FFFF:
+            core.login_rejected(
+                event, ErrorCode.USER_INVALID_PARAMETER, "bad client type", server_time=_now_s()
+            )
+            return
+        try:
+            code, user = await check
+        except Exception:
+            log.exception("gate %s: user store failed during a login", self.gate_id)
+            code, user = ErrorCode.INTERNAL_ERROR, None
+        if code is not ErrorCode.SUCCESS or user is None:
+            core.login_rejected(event, code, code.name.lower(), server_time=_now_s())
+            return
+        route = Route(
+            gate_id=store_ids.GateId(self.gate_id),
+            conn_id=store_ids.ConnId(core.conn_id),
+            client_type=event.client_type,
+            login_ms=now_ms(),
+        )
+        try:
+            replaced = await self._routes.register(user.user_id, route, ttl=self.route_ttl_s)
+        except Exception:
+            log.exception("gate %s: route store failed during a login", self.gate_id)
+            core.login_rejected(
+                event, ErrorCode.INTERNAL_ERROR, "internal_error", server_time=_now_s()
+            )
+            return
+        if core.closed:  # gone while we registered: take the route back out
+            self._spawn(self._unregister(user.user_id, route), f"{_DRAIN_PREFIX}unroute-late")
+            return
+        conn.route = route
+        self._by_user.setdefault(user.user_id, set()).add(conn)
+        core.login_accepted(
+            event, _user_info(user), now=asyncio.get_running_loop().time(), server_time=_now_s()
+        )
+        await self._apply_multi_login(user.user_id, route, replaced)
+        log.debug("conn %d: user %d logged in", core.conn_id, user.user_id)
+
+    async def _apply_multi_login(self, user_id: int, route: Route, replaced: Route | None) -> None:
+        policy = self.settings.multi_login
+        if policy is MultiLoginPolicy.ALLOW_ALL:
+            return
+        victims = [replaced] if replaced is not None else []
+        if policy is MultiLoginPolicy.KICK_ALL:
+            try:
+                others = await self._routes.get(store_ids.UserId(user_id))
+            except Exception:
+                log.exception("gate %s: route store failed listing user %d", self.gate_id, user_id)
+                others = []
+            for other in others:
+                if not other.same_connection(route) and other.client_type != route.client_type:
+                    victims.append(other)
+                    await self._unregister(user_id, other)
+        for victim in victims:
+            await self._kick(user_id, victim, route.client_type)
+
+    async def _kick(self, user_id: int, victim: Route, new_client_type: int) -> None:
+        self.stats.kicks_sent += 1
+        if str(victim.gate_id) == str(self.gate_id):
+            conn = self._conns.get(victim.conn_id)
+            if conn is not None and conn.core.user_id == user_id:
+                conn.kick(
+                    KickReason.DUPLICATE_LOGIN,
+                    new_client_type=new_client_type,
+                    text="logged in on another device",
+                )
+            return
+        record = Kick(
+            target=Target(conn_id=ids.ConnId(victim.conn_id), user_id=ids.UserId(user_id)),
+            reason=KickReason.DUPLICATE_LOGIN,
+            new_client_type=new_client_type,
+            text="logged in on another device",
+            trace_id=new_trace_id(),
+            ts_ms=now_ms(),
+        )
+        try:
+            topic = self._topology.gate_topic(victim.gate_id).name
+            await self._bus.publish(topic, encode_gate_record(record), key=b"%d" % victim.conn_id)
+        except Exception as exc:
+            # A gate that is gone took its connections with it; its route will lapse.
+            log.warning(
+                "gate %s: could not kick conn %d of user %d on gate %s: %r",
+                self.gate_id,
+                victim.conn_id,
+                user_id,
+                victim.gate_id,
+                exc,
+            )
+
+    async def _logout(self, conn: GateConnection, event: LogoutRequested) -> None:
+        route = conn.route
+        if route is not None:
+            conn.route = None
+            await self._unregister(conn.core.user_id, route)
+        conn.core.logout_done(event)
+
+    async def _unregister(self, user_id: int, route: Route) -> None:
+        try:
+            await self._routes.unregister(store_ids.UserId(user_id), route)
+        except Exception as exc:
+            log.warning(
+                "gate %s: could not remove a route of user %d (it will lapse): %r",
+                self.gate_id,
+                user_id,
+                exc,
+            )
+
+    # -- uplink ------------------------------------------------------------------------------
+
+    async def _publish(self, conn: GateConnection, event: UplinkFrame) -> None:
+        core, frame, spec = conn.core, event.frame, event.spec
+        user_id = ids.UserId(core.user_id)
+        assert spec.topic is not None
+        try:
+            key = record_key(spec, event.message, user_id)
+        except InvalidRequest as exc:
+            core.send_error(frame.seq, frame.command_id, ExtResultCode.INVALID_PARAMETER, str(exc))
+            return
+        envelope = build_envelope(
+            frame,
+            gate_id=self.gate_id,
+            conn_id=ids.ConnId(core.conn_id),
+            user_id=user_id,
+            client_type=core.client_type,
+        )
+        try:
+            await self._bus.publish(self._uplink[spec.topic], encode_envelope(envelope), key=key)
+        except Exception as exc:
+            self.stats.publish_failed += 1
+            log.warning("gate %s: publish to %s failed: %r", self.gate_id, spec.topic, exc)
+            core.send_error(
+                frame.seq, frame.command_id, ExtResultCode.INTERNAL_ERROR, "not accepted, retry"
+            )
+            return
+        self.stats.published += 1
+
+    # -- downlink ----------------------------------------------------------------------------
+
+    async def _on_records(self, records: Sequence[Record]) -> None:
+        for record in records:
+            try:
+                item = decode_gate_record(record.value)
+            except EnvelopeError as exc:
+                # The gate topic has no DLQ (topology.yaml): log and drop.
+                self.stats.downlink_bad_records += 1
+                log.warning(
+                    "gate %s: bad record at %s[%d]@%d: %s",
+                    self.gate_id,
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    exc,
+                )
+                continue
+            if isinstance(item, Deliver):
+                for target in item.targets:
+                    conn = self._target(target)
+                    if conn is not None:
+                        conn.send(item.cmd, item.body)
+            elif isinstance(item, Reply):
+                conn = self._target(item.target)
+                if conn is not None:
+                    conn.send(item.cmd, item.body, item.seq)
+            else:
+                conn = self._target(item.target)
+                if conn is not None:
+                    reason = _kick_reason(item.reason)
+                    conn.kick(reason, new_client_type=item.new_client_type, text=item.text)
+
+    def _target(self, target: Target) -> GateConnection | None:
+        conn = self._conns.get(target.conn_id)
+        if conn is None or not conn.core.authenticated or conn.core.user_id != target.user_id:
+            self.stats.downlink_unknown += 1
+            return None
+        self.stats.downlink_frames += 1
+        return conn
+
+    # -- periodic work -----------------------------------------------------------------------
+
+    async def _report(self) -> None:
+        s = self.settings
+        host = s.advertised_host or (
+            s.host if s.host not in ("", "0.0.0.0", "::") else socket.gethostname()
+        )
+        scheme = "wss" if s.tls_cert else "ws"
+        try:
+            await self._routes.gate_heartbeat(
+                store_ids.GateId(self.gate_id),
+                tcp_addr=f"{host}:{self.tcp_port}",
+                ws_addr=f"{scheme}://{host}:{self.ws_port}",
+                connections=len(self._conns),
+                ttl=max(REGISTRY_TTL_S, 3 * self._registry_interval_s),
+            )
+        except Exception as exc:
+            log.warning("gate %s: registry heartbeat failed: %r", self.gate_id, exc)
+
+    async def _refresh_routes(self) -> None:
+        """Re-arm the route TTL of every user logged in here (see the module docstring)."""
+        users = list(self._by_user)
+        limit = asyncio.Semaphore(REFRESH_CONCURRENCY)
+
+        async def refresh(user_id: int) -> None:
+            async with limit:
+                try:
+                    alive = await self._routes.refresh(
+                        store_ids.UserId(user_id), ttl=self.route_ttl_s
+                    )
+                    if not alive:
+                        await self._reregister(user_id)
+                except Exception as exc:
+                    log.warning(
+                        "gate %s: route refresh of user %d failed: %r", self.gate_id, user_id, exc
+                    )
+
+        await asyncio.gather(*(refresh(u) for u in users))
+        self.stats.route_refreshes += len(users)
+
+    async def _reregister(self, user_id: int) -> None:
+        for conn in list(self._by_user.get(user_id, ())):
+            if conn.route is not None and not conn.core.closed:
+                log.info(
+                    "gate %s: route of user %d had lapsed; registering it again",
+                    self.gate_id,
+                    user_id,
+                )
+                await self._routes.register(
+                    store_ids.UserId(user_id), conn.route, ttl=self.route_ttl_s
+                )
+
+    async def _every(self, interval: float, job: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            await job()
+
+    def _spawn(self, coro: Awaitable[None], name: str) -> None:
+        task = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        s = self.settings
+        if not s.tls_cert:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(s.tls_cert, s.tls_key or None)
+        return context
+
+
+def _now_s() -> int:
+    return int(time.time())
+
+
+def _kick_reason(value: int) -> KickReason:
+    try:
+        return KickReason(value)
+    except ValueError:
+        return KickReason.UNSPECIFIED
+
+
+def _user_info(user: User) -> base_pb2.UserInfo:
+    return base_pb2.UserInfo(
+        user_id=user.user_id,
+        nick_name=user.nick_name,
+        nick_name_spell=user.nick_name_spell,
+        phone=user.phone,
+        avatar_url=user.avatar_url,
+        attach_info=user.attach_info,
+    )

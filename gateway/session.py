@@ -1,0 +1,243 @@
+"""One live client connection on a gate: the sans-I/O core joined to a transport.
+
+`GateConnection` sits between a shell (`gateway.tcp`, `gateway.ws`), which moves bytes, and
+the `Gate` (`gateway.server`), which talks to stores and the bus. It feeds the core, writes
+what the core wants written, keeps the core's deadline armed on the event loop, and hands
+the events that need I/O to the gate *one at a time, in order* — a client's frames are
+published in the order it sent them, which is what keeps a conversation's messages in
+order on the bus.
+
+No task exists for an idle connection: a worker task is started when an event needs the
+gate and ends when the queue is empty. If events pile up faster than the gate handles them,
+reading from the client is paused until the queue drains (back-pressure instead of memory).
+
+A shell implements `Link`. Its `write` never blocks: it either hands the frames to the
+transport or queues them, and returns False when the connection's send queue
+(`send_queue_frames`) is full — a client that does not read is then disconnected instead
+of being buffered without limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from typing import Protocol
+
+from gateway.core import (
+    CloseReason,
+    Connection,
+    ConnectionClosed,
+    ConnectionLimits,
+    Event,
+    HeartbeatReceived,
+)
+from schemas.codes import KickReason
+from store.routes import Route
+
+__all__ = ["GateConnection", "Link", "Owner"]
+
+log = logging.getLogger(__name__)
+
+#: Pending gate events above which reading from the client pauses.
+PAUSE_READING_AT = 8
+
+
+class Link(Protocol):
+    """What a shell gives a `GateConnection`: a way to write frames and to hang up."""
+
+    @property
+    def peer(self) -> str:
+        """The client's address, for logs."""
+        ...
+
+    def write(self, frames: list[bytes]) -> bool:
+        """Send encoded frames (one WebSocket message each); False if the send queue is full."""
+        ...
+
+    def close(self) -> None:
+        """Close after what was written has been sent."""
+        ...
+
+    def abort(self) -> None:
+        """Close now, dropping whatever is not sent yet."""
+        ...
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+
+class Owner(Protocol):
+    """The gate, as a connection sees it."""
+
+    async def handle(self, conn: GateConnection, event: Event) -> None:
+        """Do what `event` asks (login, logout, publish); errors are the owner's to answer."""
+        ...
+
+    def connection_closed(self, conn: GateConnection, event: ConnectionClosed) -> None:
+        """The connection is gone: forget it and remove its route."""
+        ...
+
+
+class GateConnection:
+    """A client connection held by a gate (see the module docstring)."""
+
+    __slots__ = (
+        "_link",
+        "_loop",
+        "_owner",
+        "_paused",
+        "_timer",
+        "_work",
+        "_worker",
+        "core",
+        "route",
+    )
+
+    def __init__(
+        self,
+        owner: Owner,
+        link: Link,
+        conn_id: int,
+        *,
+        limits: ConnectionLimits,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self._owner = owner
+        self._link = link
+        self._loop = loop
+        self.core = Connection(conn_id, limits=limits, now=loop.time())
+        #: The route this connection registered, once logged in.
+        self.route: Route | None = None
+        self._work: collections.deque[Event] = collections.deque()
+        self._worker: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._paused = False
+        self._arm_timer()
+
+    @property
+    def conn_id(self) -> int:
+        return self.core.conn_id
+
+    @property
+    def peer(self) -> str:
+        return self._link.peer
+
+    @property
+    def worker(self) -> asyncio.Task[None] | None:
+        """The task handling this connection's events, while there is one."""
+        return self._worker
+
+    # -- from the shell ----------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        """Bytes from a TCP stream."""
+        self.core.receive_data(data, self._loop.time())
+        self.pump()
+
+    def message_received(self, data: bytes) -> None:
+        """One binary WebSocket message."""
+        self.core.receive_message(data, self._loop.time())
+        self.pump()
+
+    def connection_lost(self) -> None:
+        """The transport is gone (peer closed, reset, or our own close completed)."""
+        self.core.receive_eof()
+        self.pump()
+
+    # -- from the gate -----------------------------------------------------------------------
+
+    def send(self, command_id: int, body: bytes, seq: int | None = None) -> None:
+        """Write a frame: a response echoing `seq`, or a push with the next push seq."""
+        self.core.send_frame(command_id, body, seq)
+        self.pump()
+
+    def kick(self, reason: KickReason, *, new_client_type: int = 0, text: str = "") -> None:
+        """KickNotify, then close."""
+        self.core.kick(reason, new_client_type=new_client_type, text=text)
+        self.pump()
+
+    def close(self, reason: CloseReason, detail: str = "") -> None:
+        self.core.close(reason, detail)
+        self.pump()
+
+    def pump(self) -> None:
+        """Move the core's output to the transport and its events to the gate."""
+        core = self.core
+        frames = core.data_to_send()
+        if frames and not self._link.write(frames):
+            # Only a client that stopped reading fills its queue: nothing more will get
+            # through, so drop the connection instead of flushing into a full buffer.
+            core.close(CloseReason.SLOW_CONSUMER, "send queue full")
+            core.data_to_send()
+            self._link.abort()
+        for event in core.events_received():
+            if isinstance(event, ConnectionClosed):
+                self._closed(event)
+            elif not isinstance(event, HeartbeatReceived):
+                self._work.append(event)
+        if self._work and not core.closed:
+            if self._worker is None:
+                self._worker = self._loop.create_task(
+                    self._run_worker(), name=f"gate-conn-{core.conn_id}"
+                )
+            if len(self._work) >= PAUSE_READING_AT and not self._paused:
+                self._paused = True
+                self._link.pause_reading()
+        self._arm_timer()
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _closed(self, event: ConnectionClosed) -> None:
+        self._work.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if event.reason is CloseReason.PEER_CLOSED:
+            self._link.abort()  # nothing to flush to a peer that is gone
+        elif event.reason is not CloseReason.SLOW_CONSUMER:
+            self._link.close()
+        level = logging.INFO if event.reason is CloseReason.PROTOCOL_ERROR else logging.DEBUG
+        log.log(
+            level,
+            "conn %d (%s, user %d) closed: %s %s",
+            self.core.conn_id,
+            self._link.peer,
+            self.core.user_id,
+            event.reason.value,
+            event.detail,
+        )
+        self._owner.connection_closed(self, event)
+
+    async def _run_worker(self) -> None:
+        try:
+            while self._work and not self.core.closed:
+                event = self._work.popleft()
+                try:
+                    await self._owner.handle(self, event)
+                except Exception:
+                    log.exception("conn %d: handling %r failed", self.core.conn_id, event)
+                    self.core.close(CloseReason.INTERNAL_ERROR, "internal error")
+                self.pump()
+                if self._paused and len(self._work) < PAUSE_READING_AT // 2:
+                    self._paused = False
+                    self._link.resume_reading()
+        finally:
+            self._worker = None
+
+    def _arm_timer(self) -> None:
+        deadline = self.core.next_deadline()
+        if deadline is None:
+            return
+        # Lazy timer: deadlines only move later with activity, so a timer that fires early
+        # re-arms itself; it is re-created only when the deadline moved earlier.
+        if self._timer is None or self._timer.when() > deadline:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.core.on_timer(self._loop.time())
+        self.pump()
