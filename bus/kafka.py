@@ -342,6 +342,9 @@ class KafkaConsumer:
         assigned = asyncio.create_task(self._first_assignment.wait())
         try:
             await asyncio.wait({assigned, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            await self.abort()  # e.g. a start timeout: do not leave a half-joined member
+            raise
         finally:
             assigned.cancel()
         if self._task.done():
