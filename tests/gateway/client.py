@@ -141,6 +141,13 @@ class Client:
         assert frame.seq == seq
         return login_pb2.AuthTokenRsp.FromString(frame.body)
 
+    def abort(self) -> None:
+        """Drop the connection without a closing handshake."""
+        if self._writer is not None:
+            self._writer.transport.abort()
+        elif self._ws is not None:
+            self._ws.transport.abort()
+
     async def close(self) -> None:
         if self._writer is not None:
             self._writer.close()

@@ -1,0 +1,86 @@
+"""Downlink: records on a gate's topic reach the right connections, and only those."""
+
+from __future__ import annotations
+
+import pytest
+
+from schemas.commands import Cmd
+from schemas.envelope import Deliver, Kick, Reply, Target, encode_gate_record, now_ms
+from schemas.ids import ConnId, UserId, new_trace_id
+from schemas.pb.coffeebus import ext_pb2
+from store.ids import UserId as StoreUserId
+from tests.gateway.client import Kind
+from tests.gateway.conftest import Env, wait_for
+
+
+async def conn_id_of(env: Env, user_id: int) -> int:
+    [route] = await env.routes.get(StoreUserId(user_id))
+    return int(route.conn_id)
+
+
+@pytest.mark.parametrize("kind", ["tcp", "ws"])
+async def test_one_record_delivers_to_many_connections(env: Env, kind: Kind) -> None:
+    for uid in (2001, 2002, 2003):
+        await env.user(uid)
+    gate = await env.gate()
+    clients = {}
+    for uid in (2001, 2002, 2003):
+        clients[uid] = await env.connect(gate, kind)
+        await clients[uid].login(uid, f"token-{uid}")
+    targets = [
+        Target(conn_id=ConnId(await conn_id_of(env, u)), user_id=UserId(u)) for u in (2001, 2002)
+    ]
+    stale = Target(conn_id=ConnId(12345), user_id=UserId(2001))  # no such connection
+    wrong_user = Target(conn_id=targets[0].conn_id, user_id=UserId(2003))  # id reused? never
+    body = b"\x08\x01"
+    record = Deliver(
+        cmd=Cmd.MSG_DATA,
+        body=body,
+        targets=(*targets, stale, wrong_user),
+        trace_id=new_trace_id(),
+        ts_ms=now_ms(),
+    )
+    await env.bus.publish(gate.topic, encode_gate_record(record), key=b"1")
+    reply = Reply(
+        target=targets[1],
+        cmd=Cmd.MSG_DATA_ACK,
+        seq=77,
+        body=b"",
+        trace_id=new_trace_id(),
+        ts_ms=now_ms(),
+    )
+    await env.bus.publish(gate.topic, encode_gate_record(reply), key=b"1")
+    for uid in (2001, 2002):
+        frame = await clients[uid].expect(Cmd.MSG_DATA)
+        assert (frame.seq, frame.body) == (1, body)  # the connection's first push
+    ack = await clients[2002].expect(Cmd.MSG_DATA_ACK)
+    assert ack.seq == 77  # a reply echoes the request's seq
+    await wait_for(lambda: gate.stats.downlink_unknown == 2)
+    # 2003 got nothing: its next frame is the answer to its own heartbeat.
+    seq = await clients[2003].send(Cmd.HEARTBEAT)
+    assert (await clients[2003].expect(Cmd.HEARTBEAT)).seq == seq
+
+
+async def test_kick_record_and_bad_records(memory_env: Env) -> None:
+    await memory_env.user(2004)
+    gate = await memory_env.gate()
+    client = await memory_env.connect(gate, "tcp")
+    await client.login(2004, "token-2004")
+    await memory_env.bus.publish(gate.topic, b"not a record", key=b"0")
+    kick = Kick(
+        target=Target(conn_id=ConnId(await conn_id_of(memory_env, 2004)), user_id=UserId(2004)),
+        reason=3,
+        new_client_type=0,
+        text="token revoked",
+        trace_id=new_trace_id(),
+        ts_ms=now_ms(),
+    )
+    await memory_env.bus.publish(gate.topic, encode_gate_record(kick), key=b"0")
+    [notify] = await client.wait_closed()
+    assert ext_pb2.KickNotify.FromString(notify.body).reason == 3
+    assert gate.stats.downlink_bad_records == 1
+    await wait_for(lambda: _routes_gone(memory_env, 2004))
+
+
+async def _routes_gone(env: Env, user_id: int) -> bool:
+    return not await env.routes.get(StoreUserId(user_id))
