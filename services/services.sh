@@ -1,0 +1,678 @@
+#!/usr/bin/env bash
+# services.sh — install, start, health-check and stop CoffeeBus's real services on loopback,
+# without Docker: Kafka (KRaft, jars from Maven Central), Redis (Debian's redis-server) and
+# FerretDB v1 on SQLite (built from the Go module proxy) as the MongoDB wire-protocol server.
+#
+#   services.sh up [SERVICE...]      install what is missing, start, wait until healthy
+#   services.sh down [SERVICE...]    stop what this script started (pid files)
+#   services.sh status [SERVICE...]  state and health of each; exit 0 only if all are healthy
+#   services.sh logs SERVICE [N]     log file path and its last N lines (default 50)
+#   services.sh reset                down, then delete all run state (data, logs, pid files)
+#
+# SERVICE is kafka, redis or ferretdb (alias mongo); none means all three.
+# Downloads and builds are cached under $COFFEEBUS_HOME (default ~/.cache/coffeebus), run state
+# under $COFFEEBUS_HOME/run. KAFKA_BOOTSTRAP_SERVERS, REDIS_URL or MONGO_URL in the environment
+# mean "use that existing server": `up` then only checks that it answers. See README.md here.
+set -euo pipefail
+export LC_ALL=C # EPOCHREALTIME and tool output in one known format
+
+SERVICES_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+COFFEEBUS_HOME=${COFFEEBUS_HOME:-$HOME/.cache/coffeebus}
+RUN_DIR=$COFFEEBUS_HOME/run
+PYTHON=${PYTHON:-python3}
+PROBE=$SERVICES_DIR/probe.py
+
+LOOPBACK=127.0.0.1
+KAFKA_PORT=9092
+KAFKA_CONTROLLER_PORT=9093
+REDIS_PORT=6379
+FERRETDB_PORT=27017
+FERRETDB_VERSION=${FERRETDB_VERSION:-v1.24.2}
+FERRETDB_MODULE=github.com/FerretDB/FerretDB
+KAFKA_HEAP_OPTS=${KAFKA_HEAP_OPTS:--Xmx512m -Xms256m}
+# Deadlines in seconds, counted from the moment the process is launched.
+KAFKA_READY_S=${KAFKA_READY_S:-120}
+REDIS_READY_S=${REDIS_READY_S:-20}
+FERRETDB_READY_S=${FERRETDB_READY_S:-30}
+EXTERNAL_READY_S=${EXTERNAL_READY_S:-15}
+STOP_S=${STOP_S:-30}
+LOG_TAIL_LINES=30
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+say() { printf '%s\n' "$*"; }
+
+die() {
+	printf 'services.sh: error: %s\n' "$*" >&2
+	exit 1
+}
+
+now_us() { printf '%s' "${EPOCHREALTIME/./}"; }
+
+# seconds_since START_US → "7.1s"
+seconds_since() {
+	local d=$(($(now_us) - $1))
+	printf '%d.%ds' $((d / 1000000)) $((d / 100000 % 10))
+}
+
+# fail_service NAME MESSAGE LOGFILE: the one way a service failure is reported.
+fail_service() {
+	local name=$1 message=$2 logfile=$3
+	{
+		printf 'services.sh: error: %s: %s\n' "$name" "$message"
+		printf 'services.sh: %s log: %s\n' "$name" "$logfile"
+		if [[ -s $logfile ]]; then
+			printf -- '----- last %d lines of %s -----\n' "$LOG_TAIL_LINES" "$logfile"
+			tail -n "$LOG_TAIL_LINES" "$logfile"
+			printf -- '-----\n'
+		fi
+	} >&2
+	exit 1
+}
+
+probe() { "$PYTHON" "$PROBE" "$@" 2>&1; }
+
+port_open() { (: <"/dev/tcp/$1/$2") 2>/dev/null; }
+
+# pid_of PIDFILE MARKER: print the pid if the file names a live process whose command line
+# contains MARKER (so a recycled pid is not mistaken for ours); otherwise print nothing.
+pid_of() {
+	local pidfile=$1 marker=$2 pid
+	[[ -s $pidfile ]] || return 0
+	pid=$(<"$pidfile")
+	[[ $pid =~ ^[0-9]+$ ]] || return 0
+	kill -0 "$pid" 2>/dev/null || return 0
+	tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$marker" || return 0
+	printf '%s' "$pid"
+}
+
+# clear_stale NAME PIDFILE MARKER: drop a pid file whose process is gone.
+clear_stale() {
+	if [[ -e $2 && -z $(pid_of "$2" "$3") ]]; then
+		say "$1: removing stale pid file $2"
+		rm -f "$2"
+	fi
+}
+
+# launch PIDFILE LOGFILE CMD...: run CMD in its own session (so it outlives this shell and
+# its terminal), stdout+stderr to LOGFILE; the pid file is written by the process itself, so
+# it is the pid of CMD and not of a wrapper. The previous log is kept as LOGFILE.1.
+launch() {
+	local pidfile=$1 logfile=$2
+	shift 2
+	[[ -e $logfile ]] && mv -f "$logfile" "$logfile.1"
+	rm -f "$pidfile"
+	# shellcheck disable=SC2016 # $$ and $@ belong to the inner shell
+	# 9>&-: the service must not inherit the lock on services.lock (see lock()).
+	setsid bash -c 'echo $$ >"$0"; exec "$@"' "$pidfile" "$@" </dev/null >>"$logfile" 2>&1 9>&- &
+	local waited=0
+	while [[ ! -s $pidfile ]] && ((waited < 50)); do
+		sleep 0.1
+		waited=$((waited + 1))
+	done
+}
+
+# port_taken NAME PORT: fail if a process this script did not start listens on PORT.
+port_taken() {
+	if port_open "$LOOPBACK" "$2"; then
+		die "$1: port $2 on $LOOPBACK is taken by a process services.sh did not start (see 'ss -ltnp')"
+	fi
+}
+
+# reuse_foreign NAME ADDRESS PROBE_ARGS...: succeed if a server that services.sh did not start
+# (another COFFEEBUS_HOME, a hand-started one) already answers the health probe on ADDRESS, so
+# it is used as it is; fail with a clear error if the port is taken by something that does not
+# answer; return 1 if the port is free.
+reuse_foreign() {
+	local name=$1 address=$2 answer
+	shift 2
+	port_open "${address%:*}" "${address##*:}" || return 1
+	if answer=$(probe "$@"); then
+		say "$name: using the server already answering on $address, not started by services.sh ($answer)"
+		return 0
+	fi
+	port_taken "$name" "${address##*:}"
+}
+
+# wait_ready NAME DEADLINE_S START_US LOGFILE PIDFILE MARKER ADDRESS PROBE_ARGS...
+# Poll the probe until it passes; fail early if the process dies, or at the deadline.
+# START_US is the launch time, or 0 for a process that was already running.
+wait_ready() {
+	local name=$1 deadline=$2 start=$3 logfile=$4 pidfile=$5 marker=$6 address=$7
+	shift 7
+	local answer was_running=0
+	if ((start == 0)); then
+		was_running=1
+		start=$(now_us)
+	fi
+	while true; do
+		if answer=$(probe "$@"); then
+			if ((was_running)); then
+				say "$name: already running, ready on $address ($answer)"
+			else
+				say "$name: ready on $address in $(seconds_since "$start") ($answer)"
+			fi
+			return 0
+		fi
+		if [[ -n $pidfile && -z $(pid_of "$pidfile" "$marker") ]]; then
+			fail_service "$name" "the process exited before it became ready (last probe: $answer)" "$logfile"
+		fi
+		if (($(now_us) - start > deadline * 1000000)); then
+			fail_service "$name" "not ready on $address within ${deadline}s (last probe: $answer)" "$logfile"
+		fi
+		sleep 0.25
+	done
+}
+
+# stop_pidfile NAME PIDFILE MARKER: SIGTERM, wait up to STOP_S, then SIGKILL.
+stop_pidfile() {
+	local name=$1 pidfile=$2 marker=$3 pid start
+	pid=$(pid_of "$pidfile" "$marker")
+	if [[ -z $pid ]]; then
+		[[ -e $pidfile ]] && rm -f "$pidfile"
+		say "$name: not running"
+		return 0
+	fi
+	start=$(now_us)
+	kill -TERM "$pid" 2>/dev/null || true
+	while kill -0 "$pid" 2>/dev/null; do
+		if (($(now_us) - start > STOP_S * 1000000)); then
+			say "$name: still running ${STOP_S}s after SIGTERM, sending SIGKILL"
+			kill -KILL "$pid" 2>/dev/null || true
+			break
+		fi
+		sleep 0.1
+	done
+	rm -f "$pidfile"
+	say "$name: stopped (pid $pid) in $(seconds_since "$start")"
+}
+
+# apt_install PACKAGE...: install Debian packages; `apt-get update` only when the plain
+# install fails (no or stale package lists). Package scripts must not start services here:
+# a Debian redis-server started by its init script would hold port 6379 with persistence on.
+apt_install() {
+	local log=$COFFEEBUS_HOME/apt.log policy=/usr/sbin/policy-rc.d made_policy=0 ok=0
+	[[ $(id -u) == 0 ]] || die "need root to 'apt-get install $*'; install it and run again"
+	say "apt: installing $* (log: $log)"
+	if [[ ! -e $policy ]]; then
+		printf '#!/bin/sh\nexit 101\n' >"$policy"
+		chmod 755 "$policy"
+		made_policy=1
+	fi
+	if DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@" >>"$log" 2>&1; then
+		ok=1
+	elif apt-get update >>"$log" 2>&1 &&
+		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@" >>"$log" 2>&1; then
+		ok=1
+	fi
+	((made_policy)) && rm -f "$policy"
+	((ok)) || fail_service apt "could not install $*" "$log"
+}
+
+java_cmd() { printf '%s' "${JAVA_HOME:+$JAVA_HOME/bin/}java"; }
+
+ensure_java_and_maven() {
+	local java major
+	java=$(java_cmd)
+	command -v "$java" >/dev/null || apt_install openjdk-17-jre-headless
+	major=$("$java" -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -n 1)
+	((${major:-0} >= 17)) || die "kafka: Kafka 4.x needs Java >= 17, '$java' is Java ${major:-unknown}"
+	command -v mvn >/dev/null || apt_install maven
+}
+
+# ---------------------------------------------------------------------------------------------
+# Kafka (KRaft). Node id, ports and directories are parameters so that a three-node cluster
+# on loopback (chaos tests) can reuse start_kafka_node/wait_kafka_node with KAFKA_RUN_DIR set.
+
+KAFKA_POM=$SERVICES_DIR/kafka/pom.xml
+KAFKA_LOG4J=$SERVICES_DIR/kafka/log4j2.properties
+KAFKA_RUN_DIR=${KAFKA_RUN_DIR:-$RUN_DIR/kafka}
+
+kafka_version() { sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$KAFKA_POM"; }
+
+# kafka_libs: set KAFKA_LIBS to the folder holding the broker's jars, copying them with Maven
+# first if this pom's set is not cached yet. The folder is keyed by version and pom hash.
+kafka_libs() {
+	local version hash dir build log
+	version=$(kafka_version)
+	hash=$(sha256sum "$KAFKA_POM" | cut -c1-12)
+	dir=$COFFEEBUS_HOME/kafka/$version-$hash
+	if [[ ! -e $dir/.complete ]]; then
+		ensure_java_and_maven
+		log=$COFFEEBUS_HOME/kafka/maven.log
+		build=$COFFEEBUS_HOME/kafka/build-$hash
+		say "kafka: copying Kafka $version jars with Maven (log: $log)"
+		rm -rf "$dir" "$build"
+		mkdir -p "$build"
+		cp "$KAFKA_POM" "$build/pom.xml"
+		(cd "$build" && mvn -B -q dependency:copy-dependencies -DincludeScope=runtime \
+			-DoutputDirectory="$dir/libs") >"$log" 2>&1 ||
+			fail_service kafka "Maven could not copy the Kafka $version jars" "$log"
+		rm -rf "$build"
+		# Kafka's SLF4J API and the Log4j binding must agree: log4j-slf4j-impl is for
+		# slf4j 1.7, log4j-slf4j2-impl for slf4j 2.x. A wrong pair logs nothing at all.
+		if compgen -G "$dir/libs/slf4j-api-2.*.jar" >/dev/null &&
+			! compgen -G "$dir/libs/log4j-slf4j2-impl-*.jar" >/dev/null; then
+			die "kafka: Kafka $version uses slf4j 2.x; use log4j-slf4j2-impl in $KAFKA_POM"
+		fi
+		touch "$dir/.complete"
+	fi
+	KAFKA_LIBS=$dir/libs
+}
+
+# kafka_write_config ID BROKER_PORT CONTROLLER_PORT VOTERS FILE
+# VOTERS is "ID@HOST:PORT,…"; one voter means a standalone node formatted with --standalone.
+kafka_write_config() {
+	local id=$1 broker_port=$2 controller_port=$3 voters=$4 file=$5 node_dir quorum rf min_isr
+	node_dir=$(dirname "$file")
+	local -a voter_list
+	IFS=, read -r -a voter_list <<<"$voters"
+	rf=$((${#voter_list[@]} < 3 ? ${#voter_list[@]} : 3))
+	min_isr=$((rf >= 3 ? 2 : 1))
+	if ((${#voter_list[@]} == 1)); then
+		quorum="controller.quorum.bootstrap.servers=${voters#*@}"
+	else
+		quorum="controller.quorum.voters=$voters"
+	fi
+	cat >"$file" <<EOF
+# Written by services/services.sh; rewritten at every start.
+process.roles=broker,controller
+node.id=$id
+$quorum
+listeners=PLAINTEXT://$LOOPBACK:$broker_port,CONTROLLER://$LOOPBACK:$controller_port
+advertised.listeners=PLAINTEXT://$LOOPBACK:$broker_port
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=$node_dir/data
+
+# Topics are declared in topology.yaml and created by 'coffeebus topology apply'; tests create
+# their own with the admin client. No auto-creation, so a misspelt topic name fails loudly
+# instead of silently creating a new, empty topic.
+auto.create.topics.enable=false
+num.partitions=1
+default.replication.factor=$rf
+min.insync.replicas=$min_isr
+
+# Internal topics sized for a test box: 10 partitions instead of 50 make the first
+# FindCoordinator (which creates __consumer_offsets) and the first transaction noticeably
+# faster, while groups still spread over several coordinator partitions as in production.
+offsets.topic.replication.factor=$rf
+offsets.topic.num.partitions=10
+transaction.state.log.replication.factor=$rf
+transaction.state.log.min.isr=$min_isr
+transaction.state.log.num.partitions=10
+share.coordinator.state.topic.replication.factor=$rf
+share.coordinator.state.topic.min.isr=$min_isr
+share.coordinator.state.topic.num.partitions=10
+
+# Tests join consumer groups constantly: no 3 s wait for more members before the first rebalance.
+group.initial.rebalance.delay.ms=0
+
+# Test data is disposable: keep at most 6 hours or 256 MiB per partition, in 16 MiB segments
+# (retention only ever deletes closed segments).
+log.retention.hours=6
+log.retention.bytes=268435456
+log.segment.bytes=16777216
+log.retention.check.interval.ms=60000
+EOF
+}
+
+# start_kafka_node ID BROKER_PORT CONTROLLER_PORT [VOTERS]
+# Format the node's storage on first use and launch the broker; does not wait (the nodes of a
+# multi-node cluster only become ready together). Prints nothing if the node already runs.
+# Sets KAFKA_STARTED_US to the launch time, or to 0 when the node was already running.
+start_kafka_node() {
+	local id=$1 broker_port=$2 controller_port=$3
+	local voters=${4:-$id@$LOOPBACK:$controller_port}
+	local node_dir=$KAFKA_RUN_DIR/node-$id
+	local props=$node_dir/server.properties log=$node_dir/kafka.log pidfile=$node_dir/kafka.pid
+	local java cluster_id_file=$KAFKA_RUN_DIR/cluster.id
+	KAFKA_STARTED_US=0
+	clear_stale "kafka-$id" "$pidfile" "$props"
+	[[ -n $(pid_of "$pidfile" "$props") ]] && return 0
+	reuse_foreign "kafka-$id" "$LOOPBACK:$broker_port" kafka "$LOOPBACK:$broker_port" && return 0
+	port_taken "kafka-$id" "$controller_port"
+	kafka_libs
+	java=$(java_cmd)
+	mkdir -p "$node_dir/data"
+	cp "$KAFKA_LOG4J" "$node_dir/log4j2.properties"
+	kafka_write_config "$id" "$broker_port" "$controller_port" "$voters" "$props"
+	local -a jvm=(-Dlog4j2.configurationFile="$node_dir/log4j2.properties" -cp "$KAFKA_LIBS/*")
+	if [[ ! -e $node_dir/data/meta.properties ]]; then
+		[[ -s $cluster_id_file ]] || probe cluster-id >"$cluster_id_file"
+		local -a mode=()
+		[[ $voters == *,* ]] || mode=(--standalone)
+		say "kafka-$id: formatting $node_dir/data"
+		"$java" "${jvm[@]}" kafka.tools.StorageTool format "${mode[@]}" \
+			-t "$(<"$cluster_id_file")" -c "$props" >"$node_dir/format.log" 2>&1 ||
+			fail_service kafka "StorageTool format failed" "$node_dir/format.log"
+	fi
+	say "kafka-$id: starting Kafka $(kafka_version) (log: $log)"
+	KAFKA_STARTED_US=$(now_us)
+	# shellcheck disable=SC2086 # KAFKA_HEAP_OPTS holds several options
+	launch "$pidfile" "$log" "$java" $KAFKA_HEAP_OPTS -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+		-XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true "${jvm[@]}" kafka.Kafka "$props"
+}
+
+# wait_kafka_node ID BROKER_PORT [STARTED_US]
+wait_kafka_node() {
+	local id=$1 broker_port=$2 started=${3:-0}
+	local node_dir=$KAFKA_RUN_DIR/node-$id
+	wait_ready "kafka-$id" "$KAFKA_READY_S" "$started" "$node_dir/kafka.log" \
+		"$node_dir/kafka.pid" "$node_dir/server.properties" "$LOOPBACK:$broker_port" \
+		kafka "$LOOPBACK:$broker_port"
+}
+
+stop_kafka_node() {
+	local node_dir=$KAFKA_RUN_DIR/node-$1
+	stop_pidfile "kafka-$1" "$node_dir/kafka.pid" "$node_dir/server.properties"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Redis
+
+REDIS_DIR=$RUN_DIR/redis
+REDIS_PIDFILE=$REDIS_DIR/redis.pid
+REDIS_LOG=$REDIS_DIR/redis.log
+REDIS_MARKER=redis-server
+
+start_redis() {
+	REDIS_STARTED_US=0
+	clear_stale redis "$REDIS_PIDFILE" "$REDIS_MARKER"
+	[[ -n $(pid_of "$REDIS_PIDFILE" "$REDIS_MARKER") ]] && return 0
+	reuse_foreign redis "$LOOPBACK:$REDIS_PORT" redis "redis://$LOOPBACK:$REDIS_PORT/0" && return 0
+	command -v redis-server >/dev/null || apt_install redis-server
+	mkdir -p "$REDIS_DIR"
+	[[ -e $REDIS_LOG ]] && mv -f "$REDIS_LOG" "$REDIS_LOG.1"
+	say "redis: starting $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p') (log: $REDIS_LOG)"
+	REDIS_STARTED_US=$(now_us)
+	# Daemonized, so redis-server writes the pid file itself; no persistence: test data only.
+	redis-server --daemonize yes --bind "$LOOPBACK" --port "$REDIS_PORT" --save "" \
+		--appendonly no --dir "$REDIS_DIR" --logfile "$REDIS_LOG" --pidfile "$REDIS_PIDFILE" 9>&- ||
+		fail_service redis "redis-server refused to start" "$REDIS_LOG"
+	local waited=0
+	while [[ ! -s $REDIS_PIDFILE ]] && ((waited < 50)); do
+		sleep 0.1
+		waited=$((waited + 1))
+	done
+}
+
+wait_redis() {
+	wait_ready redis "$REDIS_READY_S" "$REDIS_STARTED_US" "$REDIS_LOG" "$REDIS_PIDFILE" "$REDIS_MARKER" \
+		"$LOOPBACK:$REDIS_PORT" redis "redis://$LOOPBACK:$REDIS_PORT/0"
+}
+
+# ---------------------------------------------------------------------------------------------
+# FerretDB v1 (SQLite backend)
+
+FERRETDB_DIR=$RUN_DIR/ferretdb
+FERRETDB_PIDFILE=$FERRETDB_DIR/ferretdb.pid
+FERRETDB_LOG=$FERRETDB_DIR/ferretdb.log
+FERRETDB_BIN=$COFFEEBUS_HOME/ferretdb/$FERRETDB_VERSION/ferretdb
+
+# ferretdb_build: compile FerretDB from its module on the Go module proxy, once per version.
+# `go install …@version` builds a binary that panics at start, because build/version/version.txt
+# is git-ignored upstream and so missing from the module zip: write it, then build.
+ferretdb_build() {
+	[[ -x $FERRETDB_BIN ]] && return 0
+	command -v go >/dev/null || die "ferretdb: needs Go >= 1.24 on PATH to build FerretDB $FERRETDB_VERSION"
+	local base=$COFFEEBUS_HOME/ferretdb log info src commit
+	log=$base/build.log
+	src=$base/src-$FERRETDB_VERSION
+	mkdir -p "$base"
+	say "ferretdb: building FerretDB $FERRETDB_VERSION from the Go module proxy (log: $log; about 2-3 min the first time)"
+	info=$(cd "$base" && GOTOOLCHAIN=local go mod download -json "$FERRETDB_MODULE@$FERRETDB_VERSION" 2>"$log") ||
+		fail_service ferretdb "go mod download $FERRETDB_MODULE@$FERRETDB_VERSION failed" "$log"
+	local -a fields
+	mapfile -t fields < <("$PYTHON" -c 'import json, sys
+d = json.load(sys.stdin)
+print(d["Dir"]); print(d.get("Origin", {}).get("Hash", ""))' <<<"$info")
+	commit=${fields[1]:-}
+	rm -rf "$src"
+	cp -R "${fields[0]}" "$src"
+	chmod -R u+w "$src" # the module cache is read-only
+	printf '%s\n' "$FERRETDB_VERSION" >"$src/build/version/version.txt"
+	[[ -n $commit ]] && printf '%s\n' "$commit" >"$src/build/version/commit.txt"
+	printf 'coffeebus-services\n' >"$src/build/version/package.txt"
+	(cd "$src" && GOTOOLCHAIN=local CGO_ENABLED=0 go build -trimpath -o "$FERRETDB_BIN.tmp" ./cmd/ferretdb) >>"$log" 2>&1 ||
+		fail_service ferretdb "go build of FerretDB $FERRETDB_VERSION failed" "$log"
+	mv -f "$FERRETDB_BIN.tmp" "$FERRETDB_BIN"
+	rm -rf "$src"
+}
+
+start_ferretdb() {
+	FERRETDB_STARTED_US=0
+	clear_stale ferretdb "$FERRETDB_PIDFILE" "$FERRETDB_BIN"
+	[[ -n $(pid_of "$FERRETDB_PIDFILE" "$FERRETDB_BIN") ]] && return 0
+	reuse_foreign ferretdb "$LOOPBACK:$FERRETDB_PORT" mongo "mongodb://$LOOPBACK:$FERRETDB_PORT" && return 0
+	ferretdb_build
+	mkdir -p "$FERRETDB_DIR/data" "$FERRETDB_DIR/state"
+	say "ferretdb: starting FerretDB $FERRETDB_VERSION on SQLite (log: $FERRETDB_LOG)"
+	FERRETDB_STARTED_US=$(now_us)
+	# --debug-addr=- : no HTTP debug listener (8088 is free for others); the wire probe is the
+	# health check. --state-dir: FerretDB keeps state.json there, by default in the cwd.
+	launch "$FERRETDB_PIDFILE" "$FERRETDB_LOG" "$FERRETDB_BIN" --handler=sqlite \
+		--sqlite-url="file:$FERRETDB_DIR/data/" --state-dir="$FERRETDB_DIR/state" \
+		--listen-addr="$LOOPBACK:$FERRETDB_PORT" --telemetry=disable --debug-addr=- \
+		--log-format=text --log-level=INFO
+}
+
+wait_ferretdb() {
+	wait_ready ferretdb "$FERRETDB_READY_S" "$FERRETDB_STARTED_US" "$FERRETDB_LOG" "$FERRETDB_PIDFILE" \
+		"$FERRETDB_BIN" "$LOOPBACK:$FERRETDB_PORT" mongo "mongodb://$LOOPBACK:$FERRETDB_PORT"
+}
+
+# ---------------------------------------------------------------------------------------------
+# External servers (KAFKA_BOOTSTRAP_SERVERS, REDIS_URL, MONGO_URL)
+
+external_var() {
+	case $1 in
+	kafka) printf 'KAFKA_BOOTSTRAP_SERVERS' ;;
+	redis) printf 'REDIS_URL' ;;
+	ferretdb) printf 'MONGO_URL' ;;
+	esac
+}
+
+is_external() {
+	local var
+	var=$(external_var "$1")
+	[[ -n ${!var:-} ]]
+}
+
+probe_kind() {
+	case $1 in
+	kafka) printf 'kafka' ;;
+	redis) printf 'redis' ;;
+	ferretdb) printf 'mongo' ;;
+	esac
+}
+
+check_external() {
+	local name=$1 var value start answer
+	var=$(external_var "$name")
+	value=${!var}
+	start=$(now_us)
+	until answer=$(probe "$(probe_kind "$name")" "$value"); do
+		if (($(now_us) - start > EXTERNAL_READY_S * 1000000)); then
+			die "$name: the server named by $var=$value did not answer within ${EXTERNAL_READY_S}s ($answer); unset $var to have services.sh start a local one"
+		fi
+		sleep 0.25
+	done
+	say "$name: using the existing server at $var=$value ($answer)"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+
+ALL_SERVICES=(kafka redis ferretdb)
+
+# select_services NAME...: normalise the names given on the command line into SELECTED.
+select_services() {
+	SELECTED=()
+	(($# > 0)) || set -- "${ALL_SERVICES[@]}"
+	local name
+	for name in "$@"; do
+		case $name in
+		kafka | redis | ferretdb) SELECTED+=("$name") ;;
+		mongo | mongodb) SELECTED+=(ferretdb) ;;
+		*) die "unknown service '$name' (known: ${ALL_SERVICES[*]})" ;;
+		esac
+	done
+}
+
+# lock: serialise up/down/reset across shells and clones sharing COFFEEBUS_HOME. The lock is
+# held on fd 9 until this script exits; every process that outlives it closes fd 9.
+lock() {
+	mkdir -p "$COFFEEBUS_HOME" "$RUN_DIR"
+	exec 9>"$COFFEEBUS_HOME/services.lock"
+	flock -w 900 9 || die "another services.sh holds $COFFEEBUS_HOME/services.lock"
+}
+
+cmd_up() {
+	select_services "$@"
+	lock
+	local start name
+	start=$(now_us)
+	command -v "$PYTHON" >/dev/null || apt_install python3
+	# Install and build first (no-ops once cached), then launch everything, then wait: the
+	# JVM's start overlaps with the others, and each "ready in" counts from its own launch.
+	for name in "${SELECTED[@]}"; do
+		is_external "$name" && continue
+		case $name in
+		kafka) kafka_libs ;;
+		redis) command -v redis-server >/dev/null || apt_install redis-server ;;
+		ferretdb) ferretdb_build ;;
+		esac
+	done
+	for name in "${SELECTED[@]}"; do
+		is_external "$name" && continue
+		case $name in
+		kafka) start_kafka_node 1 "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" ;;
+		redis) start_redis ;;
+		ferretdb) start_ferretdb ;;
+		esac
+	done
+	# Wait for the quick starters first, so that each "ready in" is its own start-up time.
+	for name in redis ferretdb kafka; do
+		[[ " ${SELECTED[*]} " == *" $name "* ]] || continue
+		if is_external "$name"; then
+			check_external "$name"
+			continue
+		fi
+		case $name in
+		kafka) wait_kafka_node 1 "$KAFKA_PORT" "$KAFKA_STARTED_US" ;;
+		redis) wait_redis ;;
+		ferretdb) wait_ferretdb ;;
+		esac
+	done
+	say "services: ${SELECTED[*]} ready in $(seconds_since "$start")"
+}
+
+cmd_down() {
+	select_services "$@"
+	lock
+	local name
+	for name in "${SELECTED[@]}"; do
+		case $name in
+		kafka) stop_kafka_node 1 ;;
+		redis) stop_pidfile redis "$REDIS_PIDFILE" "$REDIS_MARKER" ;;
+		ferretdb) stop_pidfile ferretdb "$FERRETDB_PIDFILE" "$FERRETDB_BIN" ;;
+		esac
+	done
+}
+
+cmd_status() {
+	select_services "$@"
+	local name pid pidfile marker address target answer healthy=1
+	for name in "${SELECTED[@]}"; do
+		if is_external "$name"; then
+			local var
+			var=$(external_var "$name")
+			if answer=$(probe "$(probe_kind "$name")" "${!var}"); then
+				say "$name: external $var=${!var}, healthy ($answer)"
+			else
+				say "$name: external $var=${!var}, NOT answering ($answer)"
+				healthy=0
+			fi
+			continue
+		fi
+		case $name in
+		kafka)
+			pidfile=$KAFKA_RUN_DIR/node-1/kafka.pid marker=$KAFKA_RUN_DIR/node-1/server.properties
+			address=$LOOPBACK:$KAFKA_PORT target=$address
+			;;
+		redis)
+			pidfile=$REDIS_PIDFILE marker=$REDIS_MARKER
+			address=$LOOPBACK:$REDIS_PORT target=redis://$address/0
+			;;
+		ferretdb)
+			pidfile=$FERRETDB_PIDFILE marker=$FERRETDB_BIN
+			address=$LOOPBACK:$FERRETDB_PORT target=mongodb://$address
+			;;
+		esac
+		pid=$(pid_of "$pidfile" "$marker")
+		if answer=$(probe "$(probe_kind "$name")" "$target"); then
+			if [[ -n $pid ]]; then
+				say "$name: healthy on $address, pid $pid ($answer); log: $(log_path "$name")"
+			else
+				say "$name: healthy on $address, not started by services.sh ($answer)"
+			fi
+		elif [[ -n $pid ]]; then
+			say "$name: running (pid $pid) but NOT healthy on $address ($answer); log: $(log_path "$name")"
+			healthy=0
+		else
+			say "$name: not running"
+			healthy=0
+		fi
+	done
+	((healthy))
+}
+
+log_path() {
+	case $1 in
+	kafka) printf '%s' "$KAFKA_RUN_DIR/node-1/kafka.log" ;;
+	redis) printf '%s' "$REDIS_LOG" ;;
+	ferretdb) printf '%s' "$FERRETDB_LOG" ;;
+	esac
+}
+
+cmd_logs() {
+	(($# >= 1)) || die "usage: services.sh logs SERVICE [LINES]"
+	select_services "$1"
+	local path lines=${2:-50}
+	path=$(log_path "${SELECTED[0]}")
+	say "log: $path"
+	[[ -e $path ]] || die "${SELECTED[0]}: no log yet at $path"
+	tail -n "$lines" "$path"
+}
+
+cmd_reset() {
+	cmd_down
+	say "services: deleting run state in $RUN_DIR"
+	rm -rf "$RUN_DIR"
+}
+
+usage() {
+	sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+}
+
+main() {
+	local command=${1:-}
+	(($# > 0)) && shift
+	case $command in
+	up) cmd_up "$@" ;;
+	down) cmd_down "$@" ;;
+	status) cmd_status "$@" ;;
+	logs) cmd_logs "$@" ;;
+	reset) cmd_reset ;;
+	-h | --help | help) usage ;;
+	*)
+		usage >&2
+		exit 2
+		;;
+	esac
+}
+
+main "$@"
