@@ -277,16 +277,16 @@ class Gate:
     def connection_closed(self, conn: GateConnection, event: ConnectionClosed) -> None:
         """Forget the connection and remove its route (compare-and-delete, in background)."""
         self._conns.pop(conn.conn_id, None)
-        route = conn.route
-        if route is None:
-            return
-        conn.route = None
         user_id = conn.core.user_id
         peers = self._by_user.get(user_id)
         if peers is not None:
             peers.discard(conn)
             if not peers:
                 del self._by_user[user_id]
+        route = conn.route
+        if route is None:  # never logged in, or logged out (route already removed)
+            return
+        conn.route = None
         self._spawn(self._unregister(user_id, route), f"{_DRAIN_PREFIX}unroute-{conn.conn_id}")
 
     async def handle(self, conn: GateConnection, event: Event) -> None:

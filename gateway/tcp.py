@@ -16,7 +16,7 @@ import asyncio
 import collections
 import logging
 import ssl
-from typing import Protocol
+from typing import Protocol, cast
 
 from gateway.session import GateConnection, Link
 
@@ -56,8 +56,8 @@ class TcpLink(asyncio.Protocol):
     # -- asyncio.Protocol --------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self._transport = transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             self._peer = f"{peer[0]}:{peer[1]}"
