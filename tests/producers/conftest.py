@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any, cast
 
 import httpx
 import msgspec
@@ -50,7 +51,7 @@ async def in_process_client(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
     app has no lifespan hooks, so none are run (`test_serve_api_answers_over_http` covers
     the full server).
     """
-    transport = httpx.ASGITransport(app=app)
+    transport = httpx.ASGITransport(app=cast(Any, app))  # httpx types a narrower ASGI app
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
         yield client
 

@@ -71,7 +71,7 @@ async def test_login_heartbeat_and_logout(setup: Setup, kind: TransportKind) -> 
     async with client() as sdk:
         await sdk.connect("127.0.0.1", port(setup, kind), transport=kind)
         rsp = await sdk.login(1001, "tok-1001", client_type=ClientType.WEB)
-        assert rsp.result_code == ErrorCode.SUCCESS
+        assert ErrorCode(rsp.result_code) is ErrorCode.SUCCESS
         assert rsp.user_info.nick_name == "u1001"
         assert [r.client_type for r in await setup.routes.get(UserId(1001))] == [ClientType.WEB]
         assert await sdk.heartbeat() >= 0
@@ -90,7 +90,8 @@ async def test_bad_token_then_request_before_login(setup: Setup, kind: Transport
             await sdk.recent_sessions()
         assert refused.value.code is ExtResultCode.NOT_AUTHENTICATED
         # The same connection logs in with the right token.
-        assert (await sdk.login(1001, "tok-1001")).result_code == ErrorCode.SUCCESS
+        rsp = await sdk.login(1001, "tok-1001")
+        assert ErrorCode(rsp.result_code) is ErrorCode.SUCCESS
 
 
 async def test_password_login(setup: Setup) -> None:
@@ -113,7 +114,7 @@ async def test_second_login_kicks_the_first_across_transports(setup: Setup) -> N
             kicked = await first.next_event()
             gone = await first.next_event()
         assert isinstance(kicked, Kicked)
-        assert kicked.notify.reason == KickReason.DUPLICATE_LOGIN
+        assert KickReason(kicked.notify.reason) is KickReason.DUPLICATE_LOGIN
         assert isinstance(gone, Disconnected)
         assert gone.reconnecting is False  # a kicked client must not fight back
         assert await second.heartbeat() >= 0

@@ -52,7 +52,7 @@ async def logged_in(peer: Peer, client: Client) -> PeerConnection:
     req = await conn.accept_login(USER)
     assert login_pb2.AuthTokenReq.FromString(req.body).user_token == "token"
     rsp = await login
-    assert rsp.result_code == ErrorCode.SUCCESS
+    assert ErrorCode(rsp.result_code) is ErrorCode.SUCCESS
     assert client.user_id == USER
     return conn
 
@@ -113,7 +113,7 @@ async def test_send_text_waits_for_the_ack_with_the_same_seq(peer: Peer) -> None
         msg = message_pb2.MsgData.FromString(req.body)
         assert (msg.from_user_id, msg.to_session_id) == (USER, 1002)
         assert msg.msg_data.decode() == "héllo"
-        assert msg.session_type == SessionType.SINGLE
+        assert SessionType(msg.session_type) is SessionType.SINGLE
         assert len(msg.client_msg_id) == 36
         ack = message_pb2.MsgDataAck(client_msg_id=msg.client_msg_id, server_msg_id=5)
         await conn.send(Cmd.MSG_DATA_ACK, req.seq + 1, ack)  # wrong seq: a push, not ours
@@ -226,7 +226,7 @@ async def test_kick_stops_reconnecting(peer: Peer) -> None:
         await conn.drop()
         kicked = await next_event(client)
         assert isinstance(kicked, Kicked)
-        assert kicked.notify.reason == KickReason.DUPLICATE_LOGIN
+        assert KickReason(kicked.notify.reason) is KickReason.DUPLICATE_LOGIN
         gone = await next_event(client)
         assert isinstance(gone, Disconnected)
         assert gone.reconnecting is False

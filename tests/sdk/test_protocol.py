@@ -123,8 +123,8 @@ async def test_pushed_message_is_acked_with_its_seq(
     assert ack.from_user_id == 1002
     assert ack.to_session_id == expected_session
     assert (ack.client_msg_id, ack.server_msg_id) == ("uuid-1", 42)
-    assert ack.session_type == session_type
-    assert ack.res_code == ResCode.OK
+    assert SessionType(ack.session_type) is session_type
+    assert ResCode(ack.res_code) is ResCode.OK
     assert ack.create_time == 1_700_000_000
 
 
