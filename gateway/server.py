@@ -26,7 +26,11 @@ Decisions, with their reasons:
   per user, at most `REFRESH_CONCURRENCY` in flight), and routes live
   ``idle_timeout + heartbeat_interval``. A heartbeat keeps its connection (and so its
   route) alive through the core's idle timer; a silent connection is closed and its route
-  removed. A route found lapsed (e.g. Redis restarted) is registered again.
+  removed. A route found lapsed (e.g. Redis restarted) is registered again. Measured on
+  the 2-core dev box against local Redis: 10,000 users refresh in 1.0 s at 32 in flight
+  (1.75 s one at a time), so 50,000 connections cost ~5 s of Redis calls per minute — the
+  same number of writes as one per heartbeat, but without a write on the heartbeat path.
+  A pipelined ``refresh_many`` in the route store would cut that further.
 - **Multi-login** (settings.multi_login): ``kick_same_type`` (default) kicks the route that
   `RouteStore.register` replaced; ``kick_all`` also kicks and unregisters the user's routes
   of other client types; ``allow_all`` kicks nobody — but the route store keeps one route
@@ -523,11 +527,12 @@ class Gate:
 
     async def _refresh_routes(self) -> None:
         """Re-arm the route TTL of every user logged in here (see the module docstring)."""
-        users = list(self._by_user)
-        limit = asyncio.Semaphore(REFRESH_CONCURRENCY)
+        users = iter(list(self._by_user))
 
-        async def refresh(user_id: int) -> None:
-            async with limit:
+        # A few workers sharing one iterator: bounded concurrency (and Redis connections)
+        # without a task per user.
+        async def worker() -> None:
+            for user_id in users:
                 try:
                     alive = await self._routes.refresh(
                         store_ids.UserId(user_id), ttl=self.route_ttl_s
@@ -538,9 +543,9 @@ class Gate:
                     log.warning(
                         "gate %s: route refresh of user %d failed: %r", self.gate_id, user_id, exc
                     )
+                self.stats.route_refreshes += 1
 
-        await asyncio.gather(*(refresh(u) for u in users))
-        self.stats.route_refreshes += len(users)
+        await asyncio.gather(*(worker() for _ in range(REFRESH_CONCURRENCY)))
 
     async def _reregister(self, user_id: int) -> None:
         for conn in list(self._by_user.get(user_id, ())):

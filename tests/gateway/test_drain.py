@@ -36,7 +36,7 @@ async def test_stop_drains_connections_and_routes(env: Env, kind: Kind) -> None:
     clients = [await env.connect(gate, kind) for _ in range(3)]
     await clients[0].login(4001, "token-4001")
     await clients[1].login(4002, "token-4002")
-    assert [g.gate_id for g in await env.routes.live_gates()] == [gate.gate_id]
+    assert [str(g.gate_id) for g in await env.routes.live_gates()] == [gate.gate_id]
     await gate.stop()
     for client in clients[:2]:
         [notify] = await client.wait_closed()
