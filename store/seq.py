@@ -1,0 +1,251 @@
+"""Timeline sequence numbers as WeChat's seqsvr allocates them.
+
+Every timeline — a conversation (``s:<low>:<high>``, ``g:<id>``) or a user's inbox
+(`inbox_timeline`, ``u:<id>``) — has its own seq. Seqs are handed out **in memory** by the
+single owner of the partition the timeline's key maps to, from *sections* reserved in
+MongoDB ``seq_sections``. Reserving a section atomically claims the range above every range
+reserved before for that timeline (`MongoSectionStore`: one unique-key insert per section);
+no other process can be given any part of it, whatever the interleaving.
+
+A new owner — another process, or the same one after a rebalance — never trusts what it may
+have cached: `SeqAllocator.forget` (on partition revoke/assign) or `SeqAllocator.reset`
+drops the in-memory sections, so the next allocation reserves a fresh one above every seq
+the previous owner could have handed out. Seqs therefore never go backwards; the rest of an
+abandoned section is a gap, which readers must tolerate (unread counts are counted, never
+computed from seq differences).
+
+Costs: four MongoDB round trips (all by ``_id``) per `section_size` allocations per
+timeline, and per timeline after each ownership change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from schemas.ids import UserId
+from store.collections import Collection
+
+logger = logging.getLogger(__name__)
+
+Document = dict[str, Any]
+
+DEFAULT_SECTION_SIZE = 1000
+
+
+def inbox_timeline(user_id: UserId) -> str:
+    """The timeline key of a user's inbox (conversation ids start with ``s:`` or ``g:``)."""
+    return f"u:{user_id}"
+
+
+class SectionStore(Protocol):
+    """Where the highest reserved seq of every timeline is persisted."""
+
+    async def reserve(self, timeline: str, size: int) -> int:
+        """Atomically raise the timeline's reserved maximum by `size` and return the new
+        maximum; the caller owns ``(new_max - size, new_max]``. A timeline never reserved
+        before starts at 0."""
+        ...
+
+    async def reserved(self, timeline: str) -> int:
+        """The highest seq ever reserved for the timeline (0 if none)."""
+        ...
+
+
+class MemorySectionStore:
+    """In-memory `SectionStore`: the embedded mode's, and the twin in the contract tests."""
+
+    def __init__(self) -> None:
+        self._max: dict[str, int] = {}
+
+    async def reserve(self, timeline: str, size: int) -> int:
+        """Raise the reserved maximum by `size`; return the new maximum."""
+        _check_size(size)
+        new_max = self._max.get(timeline, 0) + size
+        self._max[timeline] = new_max
+        return new_max
+
+    async def reserved(self, timeline: str) -> int:
+        """The highest reserved seq (0 if none)."""
+        return self._max.get(timeline, 0)
+
+
+class MongoSectionStore:
+    """`SectionStore` on MongoDB ``seq_sections``, claiming sections by *inserting* them.
+
+    Documents: one per reserved section, ``{_id: "<timeline>#<k>", lo, hi}`` for the k-th
+    section of a timeline (seqs ``lo..hi``), plus a hint ``{_id: "<timeline>", k}`` naming a
+    recently claimed section. Reserving reads the hint, then tries to insert section k+1
+    with ``lo`` = section k's ``hi`` + 1; a duplicate key means someone else claimed k+1, so
+    it moves on to k+2. Only one insert of a given ``_id`` can succeed, so sections never
+    overlap and always continue the highest one: claimed sections form the prefix 1..K,
+    since a claim is made at the first free k above a claimed one. The hint is advanced with
+    ``$max`` afterwards; if that write is lost, the next claim just probes a little further.
+
+    Why not one document per timeline and ``$inc`` (``find_one_and_update``): that is what
+    MongoDB makes atomic, but FerretDB v1 on SQLite applies every update as an unlocked
+    read-modify-write — 20 concurrent ``$inc`` of one document left 7 of them applied, and
+    concurrent ``find_one_and_update`` calls returned the same maximum (measured on
+    v1.24.2). A unique-key insert is atomic on both. Every lookup here is by ``_id``, the
+    only filter FerretDB v1 pushes down. Intended shard key: ``_id``.
+    """
+
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        self._sections: AsyncCollection[Document] = db[Collection.SEQ_SECTIONS]
+
+    async def reserve(self, timeline: str, size: int) -> int:
+        """Claim the next section of `size` seqs; return its highest seq."""
+        _check_size(size)
+        k = await self._hint(timeline)
+        while True:
+            prev_hi = await self._section_hi(timeline, k) if k else 0
+            try:
+                await self._sections.insert_one(
+                    {"_id": _section_id(timeline, k + 1), "lo": prev_hi + 1, "hi": prev_hi + size}
+                )
+            except DuplicateKeyError:
+                k += 1  # claimed by someone else: continue above it
+                continue
+            await self._advance_hint(timeline, k + 1)
+            return prev_hi + size
+
+    async def reserved(self, timeline: str) -> int:
+        """The highest reserved seq (0 if none)."""
+        k = await self._hint(timeline)
+        hi = await self._section_hi(timeline, k) if k else 0
+        while True:
+            doc = await self._sections.find_one({"_id": _section_id(timeline, k + 1)})
+            if doc is None:
+                return hi
+            k, hi = k + 1, int(doc["hi"])
+
+    async def _hint(self, timeline: str) -> int:
+        doc = await self._sections.find_one({"_id": timeline})
+        return 0 if doc is None else int(doc["k"])
+
+    async def _section_hi(self, timeline: str, k: int) -> int:
+        doc = await self._sections.find_one({"_id": _section_id(timeline, k)})
+        if doc is None:
+            raise RuntimeError(f"section {k} of {timeline} is missing from seq_sections")
+        return int(doc["hi"])
+
+    async def _advance_hint(self, timeline: str, k: int) -> None:
+        try:
+            await self._sections.update_one({"_id": timeline}, {"$max": {"k": k}}, upsert=True)
+        except DuplicateKeyError:
+            # Two first claims raced to create the hint; it is only a hint.
+            logger.debug("hint of %s raced, left to the next claim", timeline)
+
+
+def _section_id(timeline: str, k: int) -> str:
+    return f"{timeline}#{k}"
+
+
+def _check_size(size: int) -> None:
+    if size < 1:
+        raise ValueError(f"a section holds at least one seq, not {size}")
+
+
+class _Section:
+    __slots__ = ("last", "next")
+
+    def __init__(self, next_seq: int, last: int) -> None:
+        self.next = next_seq
+        self.last = last
+
+    @property
+    def left(self) -> int:
+        return self.last - self.next + 1
+
+
+class SeqAllocator:
+    """Allocates seqs of the timelines this process owns, in memory, from reserved sections.
+
+    Within one process, allocations for one timeline are strictly increasing whatever the
+    concurrency: a coroutine takes seqs from the current section without awaiting; only
+    reserving a new section awaits, under a lock that exists for that timeline only while the
+    reservation is in flight (so idle timelines cost one small object each, not a lock).
+
+    Args:
+        sections: where sections are persisted.
+        section_size: seqs reserved per round trip (a larger batch reserves what it needs).
+    """
+
+    def __init__(self, sections: SectionStore, *, section_size: int = DEFAULT_SECTION_SIZE) -> None:
+        _check_size(section_size)
+        self._store = sections
+        self._section_size = section_size
+        self._sections: dict[str, _Section] = {}
+        self._reserving: dict[str, asyncio.Lock] = {}
+
+    async def allocate(self, timeline: str, n: int = 1) -> range:
+        """Allocate `n` consecutive seqs of `timeline`, all above every seq allocated for it
+        before (by this process or any previous owner)."""
+        if n < 1:
+            raise ValueError(f"allocate at least one seq, not {n}")
+        while True:
+            section = self._sections.get(timeline)
+            if section is not None and section.left >= n and timeline not in self._reserving:
+                first = section.next
+                section.next += n
+                return range(first, first + n)
+            lock = self._reserving.get(timeline)
+            if lock is not None:
+                # Someone is reserving for this timeline: wait for it, then try again.
+                async with lock:
+                    pass
+                continue
+            lock = self._reserving[timeline] = asyncio.Lock()
+            async with lock:
+                try:
+                    await self._reserve(timeline, n, lock)
+                finally:
+                    if self._reserving.get(timeline) is lock:
+                        del self._reserving[timeline]
+
+    async def next(self, timeline: str) -> int:
+        """Allocate one seq."""
+        return (await self.allocate(timeline, 1))[0]
+
+    async def _reserve(self, timeline: str, n: int, lock: asyncio.Lock) -> None:
+        size = max(self._section_size, n)
+        new_max = await self._store.reserve(timeline, size)
+        if self._reserving.get(timeline) is not lock:
+            # `forget` or `reset` ran while the reservation was in flight: this process may
+            # no longer own the timeline, so the section is abandoned (a gap).
+            return
+        first = new_max - size + 1
+        section = self._sections.get(timeline)
+        if section is not None and section.last + 1 == first:
+            # Nobody reserved in between: the new section continues the current one.
+            section.last = new_max
+        else:
+            self._sections[timeline] = _Section(first, new_max)
+        logger.debug("reserved seqs %d..%d of %s", first, new_max, timeline)
+
+    def forget(self, timelines: Iterable[str]) -> None:
+        """Drop the sections of `timelines` (call when their partitions are revoked or
+        assigned): their next allocation starts a fresh section."""
+        for timeline in timelines:
+            self._sections.pop(timeline, None)
+            self._reserving.pop(timeline, None)
+
+    def forget_where(self, owned_elsewhere: Callable[[str], bool]) -> None:
+        """Drop the sections of every timeline for which `owned_elsewhere` is true (e.g. whose
+        key maps to a revoked partition)."""
+        self.forget([t for t in (*self._sections, *self._reserving) if owned_elsewhere(t)])
+
+    def reset(self) -> None:
+        """Drop every section (a rebalance of unknown extent)."""
+        self._sections.clear()
+        self._reserving.clear()
+
+    def owned(self) -> int:
+        """How many timelines have a section in memory."""
+        return len(self._sections)
