@@ -19,17 +19,33 @@ Collections and their intended shard keys
     should it ever need sharding (by ``_id``), MongoDB requires unique indexes to be prefixed
     by the shard key, and the name index moves to a ``user_names`` collection keyed by name.
 ``messages``
-    Conversation timelines; shard key: conversation id (issue 4).
+    Conversation timelines, ``_id = "<conv>|<client_msg_id>"`` (the idempotency key);
+    unique ``(conv, seq)``. Shard key: ``conv`` (`store.messages_mongo`).
 ``inbox``
-    User timelines; shard key: user id (issue 4).
+    User timelines, ``_id = "<user>|<conv>|<seq>"`` (the idempotency key); unique
+    ``(user, conv, seq)`` and ``(user, iseq)``. Shard key: ``user`` (`store.inbox_mongo`).
 ``sessions``
-    Per user per conversation state; shard key: user id (issue 4).
+    Per user per conversation, the last message (written by the fanout group only),
+    ``_id = "<user>|<conv>"``; ``(user, upd)`` for the session list. Shard key: ``user``
+    (`store.sessions_mongo`).
+``session_reads``
+    Per user per conversation, the read seq (written by the ack group only), same ``_id``;
+    ``(user, upd)`` for the session list, ``(conv, read)`` for group read state. Shard key:
+    ``user``. Apart from ``sessions`` so that no document has two writer groups
+    (`store.sessions_mongo` says why).
 ``groups``
-    One document per group; shard key: group id (issue 4).
+    One document per group, ``_id`` = group id; unique ``create_key`` makes a replayed
+    create return the first group. Shard key: ``_id`` (`store.groups_mongo`).
 ``group_members``
-    One document per membership; shard key: group id (issue 4).
+    One document per membership, ``_id = "<group>|<user>"``; ``(group, user)`` lists a
+    group, ``(user, group)`` a user's groups. Shard key: ``group`` (`store.groups_mongo`).
 ``seq_sections``
-    Persisted sequence sections, one per timeline key; shard key: that key (issue 4).
+    Persisted sequence sections, ``_id`` = timeline key; shard key: ``_id`` (`store.seq`).
+
+Why so many composite string ``_id``s: a unique key that *is* the primary key is checked
+and looked up by the primary-key index on every server, and FerretDB v1 on SQLite pushes
+down no other filter (``explain`` shows ``filterPushdown: false`` for everything but ``_id``
+equality), so the idempotency checks and point reads stay fast there too.
 """
 
 from __future__ import annotations
@@ -48,6 +64,7 @@ class Collection(StrEnum):
     MESSAGES = "messages"
     INBOX = "inbox"
     SESSIONS = "sessions"
+    SESSION_READS = "session_reads"
     GROUPS = "groups"
     GROUP_MEMBERS = "group_members"
     SEQ_SECTIONS = "seq_sections"
@@ -77,11 +94,32 @@ INDEXES: Mapping[Collection, tuple[IndexSpec, ...]] = MappingProxyType(
     {
         # ``_id`` (the user id) is unique by itself.
         Collection.USERS: (USERS_NAME_KEY_INDEX,),
-        Collection.MESSAGES: (),
-        Collection.INBOX: (),
-        Collection.SESSIONS: (),
-        Collection.GROUPS: (),
-        Collection.GROUP_MEMBERS: (),
+        Collection.MESSAGES: (
+            IndexSpec("messages_conv_seq_unique", (("conv", ASCENDING), ("seq", ASCENDING)), True),
+        ),
+        Collection.INBOX: (
+            IndexSpec(
+                "inbox_user_conv_seq_unique",
+                (("user", ASCENDING), ("conv", ASCENDING), ("seq", ASCENDING)),
+                True,
+            ),
+            IndexSpec("inbox_user_iseq_unique", (("user", ASCENDING), ("iseq", ASCENDING)), True),
+        ),
+        Collection.SESSIONS: (
+            IndexSpec("sessions_user_upd", (("user", ASCENDING), ("upd", DESCENDING))),
+        ),
+        Collection.SESSION_READS: (
+            IndexSpec("session_reads_user_upd", (("user", ASCENDING), ("upd", DESCENDING))),
+            IndexSpec("session_reads_conv_read", (("conv", ASCENDING), ("read", ASCENDING))),
+        ),
+        Collection.GROUPS: (
+            IndexSpec("groups_create_key_unique", (("create_key", ASCENDING),), True),
+        ),
+        Collection.GROUP_MEMBERS: (
+            IndexSpec("group_members_group_user", (("group", ASCENDING), ("user", ASCENDING))),
+            IndexSpec("group_members_user_group", (("user", ASCENDING), ("group", ASCENDING))),
+        ),
+        # _id (the timeline key) is all a section needs.
         Collection.SEQ_SECTIONS: (),
     }
 )
