@@ -24,7 +24,7 @@ import socket
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -132,9 +132,9 @@ class ApiSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class LogSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Logging of every process."""
 
-    level: str = "INFO"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     #: "text" for people, "json" for log shippers.
-    format: str = "text"
+    format: Literal["text", "json"] = "text"
 
 
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

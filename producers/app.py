@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
@@ -173,8 +174,12 @@ async def serve_api(app: Litestar, settings: ApiSettings) -> None:
         server_header=False,
     )
     server = uvicorn.Server(config)
+    # Bind here rather than inside uvicorn: a port in use fails the caller at once (OSError)
+    # instead of being logged by uvicorn while the process goes on without its API.
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    sock = socket.create_server((settings.host, settings.port), family=family, backlog=2048)
     logger.info("HTTP API listening on http://%s:%d", settings.host, settings.port)
-    serving = asyncio.ensure_future(server.serve())
+    serving = asyncio.ensure_future(server.serve(sockets=[sock]))
     try:
         await asyncio.shield(serving)
     except asyncio.CancelledError:

@@ -16,7 +16,12 @@ from typing import Protocol
 
 __all__ = ["COMMANDS", "CommandModule", "ExitCode", "Handler"]
 
-COMMANDS: tuple[str, ...] = ("coffeebus.commands.topology",)
+COMMANDS: tuple[str, ...] = (
+    "coffeebus.commands.run",
+    "coffeebus.commands.gateway",
+    "coffeebus.commands.api",
+    "coffeebus.commands.topology",
+)
 
 
 class ExitCode(enum.IntEnum):

@@ -1,0 +1,77 @@
+"""Logging for every CoffeeBus process: text for people, JSON lines for log shippers.
+
+Context that helps find a record or a connection (topic, partition, offset, conn id, trace
+id) is passed with ``extra={...}``; the JSON formatter writes every such field, the text
+formatter appends them as ``key=value``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, Final
+
+import msgspec
+
+from coffeebus.settings import LogSettings
+
+__all__ = ["JsonFormatter", "TextFormatter", "configure_logging"]
+
+#: Attributes every LogRecord has; anything else came from ``extra``.
+#: uvicorn's ``color_message`` (an ANSI-coloured copy of the message) is dropped too.
+_STANDARD: Final = frozenset(
+    logging.LogRecord("", 0, "", 0, "", (), None).__dict__.keys()
+    | {"message", "asctime", "color_message"}
+)
+_json: Final = msgspec.json.Encoder()
+
+
+def _extras(record: logging.LogRecord) -> dict[str, Any]:
+    return {k: v for k, v in record.__dict__.items() if k not in _STANDARD}
+
+
+class TextFormatter(logging.Formatter):
+    """``time level logger: message key=value ...``."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        extras = _extras(record)
+        if extras:
+            text += " " + " ".join(f"{k}={v}" for k, v in extras.items())
+        return text
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, msg, the extras, and exc if any."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "ts": round(record.created, 6),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        doc.update(_extras(record))
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        return _json.encode(doc).decode()
+
+
+def configure_logging(settings: LogSettings, *, verbosity: int = 0) -> None:
+    """Route the root logger to stderr in the configured format and level.
+
+    `verbosity` (``-v`` flags) lowers the level below the configured one; third-party
+    clients that log every reconnect attempt (aiokafka) stay at WARNING unless ``-vv``.
+    """
+    level = logging.getLevelNamesMapping()[settings.level]
+    if verbosity:
+        level = min(level, logging.DEBUG if verbosity > 1 else logging.INFO)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if settings.format == "json" else TextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    logging.getLogger("aiokafka").setLevel(logging.DEBUG if verbosity > 1 else logging.WARNING)

@@ -1,0 +1,142 @@
+"""Running the roles of a `Runtime`: the gate, the HTTP API, and the process life cycle.
+
+`coffeebus gateway`, `coffeebus api` and `coffeebus run` (every role in one process) all go
+through `serve`: start the roles, wait for SIGTERM / SIGINT (or a role ending on its own),
+then stop them in reverse order — the gate drains its connections, consumers finish and
+commit their in-flight batches — before the runtime closes the bus and the stores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Protocol
+
+from coffeebus.wiring import Runtime
+from gateway.server import Gate
+from producers.app import create_app, serve_api
+
+__all__ = ["ApiRole", "GateRole", "Role", "serve"]
+
+log = logging.getLogger(__name__)
+
+
+class Role(Protocol):
+    """Something a process runs: started, then stopped gracefully."""
+
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def wait(self) -> None:
+        """Return if the role ended on its own (a crash raises)."""
+
+
+class GateRole:
+    """A gate (TCP + WebSocket listeners) on the runtime's bus and stores."""
+
+    name = "gateway"
+
+    def __init__(self, runtime: Runtime) -> None:
+        settings = runtime.settings.with_gate_id()
+        self.gate = Gate(
+            settings.gateway,
+            bus=runtime.bus,
+            user_store=runtime.users,
+            route_store=runtime.routes,
+            topology=runtime.topology,
+        )
+        self._stopped = asyncio.Event()
+
+    async def start(self) -> None:
+        await self.gate.start()
+
+    async def stop(self) -> None:
+        await self.gate.stop()
+        self._stopped.set()
+
+    async def wait(self) -> None:
+        await self._stopped.wait()
+
+
+class ApiRole:
+    """The HTTP server API (uvicorn) on the runtime's stores."""
+
+    name = "api"
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._settings = runtime.settings.api
+        self._app = create_app(
+            runtime.settings.api,
+            runtime.users,
+            runtime.routes,
+            readiness_checks=runtime.readiness,
+        )
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(serve_api(self._app, self._settings), name="api")
+        # serve_api binds before its first await: a port in use fails here, at start.
+        await asyncio.sleep(0)
+        if self._task.done():
+            self._task.result()
+
+    async def stop(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def wait(self) -> None:
+        if self._task is not None:
+            await asyncio.shield(self._task)
+
+
+@contextlib.asynccontextmanager
+async def _signals() -> AsyncIterator[asyncio.Event]:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        yield stop
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+
+
+async def serve(roles: Sequence[Role], *, ready: Callable[[], str] | None = None) -> None:
+    """Start `roles` in order, run until a signal or until one ends, stop them in reverse.
+
+    `ready()` is printed (to stdout) once every role has started.
+    """
+    started: list[Role] = []
+    async with _signals() as stop:
+        try:
+            for role in roles:
+                await role.start()
+                started.append(role)
+                log.info("%s started", role.name)
+            if ready:
+                print(ready(), flush=True)
+            waiters = [asyncio.ensure_future(role.wait()) for role in started]
+            stopper = asyncio.ensure_future(stop.wait())
+            done, _ = await asyncio.wait([stopper, *waiters], return_when=asyncio.FIRST_COMPLETED)
+            for task in [stopper, *waiters]:
+                task.cancel()
+            for task in done:
+                if task is not stopper and not task.cancelled() and task.exception():
+                    log.error("a role ended with an error", exc_info=task.exception())
+            log.info("stopping: %s", ", ".join(r.name for r in reversed(started)))
+        finally:
+            for role in reversed(started):
+                try:
+                    await role.stop()
+                except Exception:
+                    log.exception("%s did not stop cleanly", role.name)

@@ -1,0 +1,131 @@
+"""Wiring: the dependencies one CoffeeBus process holds, embedded or on the real services.
+
+Every role (gate, API, consumer groups) is constructed from the same `Runtime`: a bus, the
+stores and the topology. `open_runtime` builds it either
+
+- *embedded*: `MemoryBus` with every declared topic, and the in-memory store twins — the
+  whole system in one process with nothing else installed (``make run``); or
+- *real*: `KafkaBus` on ``settings.kafka``, MongoDB stores on ``settings.mongo`` with their
+  indexes ensured, Redis on ``settings.redis``.
+
+Roles never choose between the two themselves; this module is the only place that does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+from bus.base import Bus
+from bus.kafka import KafkaBus
+from bus.memory import MemoryBus
+from bus.topology import Topology, load_topology
+from coffeebus.settings import Settings
+from store import mongo as mongo_store
+from store import redis as redis_store
+from store.keys import RedisKeys
+from store.routes import MemoryRouteStore, RouteStore
+from store.routes_redis import RedisRouteStore
+from store.users import MemoryUserStore, UserStore
+from store.users_mongo import MongoUserStore
+
+__all__ = ["Mode", "ReadinessCheck", "Runtime", "memory_bus_for", "open_runtime"]
+
+ReadinessCheck = Callable[[], Awaitable[None]]
+
+
+class Mode(enum.StrEnum):
+    """Where a process keeps its bus and its state."""
+
+    #: In-memory bus and stores inside this one process.
+    EMBEDDED = "embedded"
+    #: Kafka, MongoDB and Redis.
+    REAL = "real"
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """What the roles of one process share."""
+
+    settings: Settings
+    mode: Mode
+    topology: Topology
+    bus: Bus
+    users: UserStore
+    routes: RouteStore
+    #: (name, check) pairs the readiness endpoint runs; empty when embedded.
+    readiness: tuple[tuple[str, ReadinessCheck], ...] = field(default=())
+
+
+def memory_bus_for(topology: Topology) -> MemoryBus:
+    """A `MemoryBus` on which every concrete topic of `topology` is declared."""
+    bus = MemoryBus()
+    for spec in topology.topics.values():
+        bus.create_topic(spec.name, spec.partitions)
+    return bus
+
+
+@contextlib.asynccontextmanager
+async def open_runtime(
+    settings: Settings, mode: Mode, *, client_id: str, topology: Topology | None = None
+) -> AsyncIterator[Runtime]:
+    """Build, start and finally close the dependencies of one process.
+
+    `client_id` names this process to Kafka (it shows in `coffeebus topology lag`).
+    """
+    topology = topology or load_topology()
+    if mode is Mode.EMBEDDED:
+        bus = memory_bus_for(topology)
+        await bus.start()
+        try:
+            yield Runtime(
+                settings=settings,
+                mode=mode,
+                topology=topology,
+                bus=bus,
+                users=MemoryUserStore(),
+                routes=MemoryRouteStore(),
+            )
+        finally:
+            await bus.stop()
+        return
+
+    kafka = settings.kafka
+    keys = RedisKeys(namespace=settings.redis.key_prefix)
+    redis = redis_store.connect_redis(settings.redis.url)
+    mongo = mongo_store.connect_mongo(
+        settings.mongo.url,
+        server_selection_timeout=settings.mongo.server_selection_timeout_ms / 1000,
+    )
+    kafka_bus = KafkaBus(
+        kafka.bootstrap_servers,
+        client_id=f"{kafka.client_id}-{client_id}",
+        linger_ms=kafka.linger_ms,
+        max_batch_size=kafka.max_batch_size,
+        compression_type=kafka.compression_type,
+        request_timeout_ms=kafka.request_timeout_ms,
+    )
+    try:
+        db = mongo_store.database(mongo, settings.mongo.database)
+        await mongo_store.ensure_indexes(db)
+        await kafka_bus.start()
+        try:
+            yield Runtime(
+                settings=settings,
+                mode=mode,
+                topology=topology,
+                bus=kafka_bus,
+                users=MongoUserStore(db, redis, keys=keys),
+                routes=RedisRouteStore(redis, keys=keys),
+                readiness=(
+                    ("mongodb", lambda: mongo_store.ping(mongo)),
+                    ("redis", lambda: redis_store.ping(redis)),
+                ),
+            )
+        finally:
+            await kafka_bus.stop()
+    finally:
+        await redis.aclose()
+        await mongo.close()
