@@ -62,21 +62,15 @@ async def test_run_serves_demo_users_and_stops_on_ctrl_c(
     await client.connect("127.0.0.1", ports["tcp"])
     rsp = await client.login(1001, "alice-demo-token")
     assert rsp.user_info.nick_name == "alice"
+    other = Client()
+    await other.connect("127.0.0.1", ports["ws"], transport="ws")
     with pytest.raises(LoginError):
-        other = Client()
-        await other.connect("127.0.0.1", ports["ws"], transport="ws")
-        try:
-            await other.login(1002, "not-bobs-token")
-        finally:
-            await other.close()
+        await other.login(1002, "not-bobs-token")
+    await other.close()
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports['api']}") as http:
         devices = (await http.get("/v1/users/1001/devices")).json()
-    assert [d["client_type"] for d in devices["devices"]] == [rsp_client_type(client)]
+    assert [d["client_type"] for d in devices["devices"]] == [int(client.client_type)]
     proc.send_signal(signal.SIGINT)
     async with asyncio.timeout(20):
         assert await proc.wait() == 0
     await client.close()
-
-
-def rsp_client_type(client: Client) -> int:
-    return int(client.client_type)
