@@ -14,7 +14,8 @@ key                                type    holds
                                            without password hash, or empty = no such user)
 ``<ns>{gates}:load``               zset    gate id scored by its connection count
 ``<ns>{gates}:gate:<gate_id>``     string  the gate's addresses and load; TTL = liveness
-``<ns>group:<group_id>:members``   —       group member cache (issue 4 decides the type)
+``<ns>group:<group_id>:members``   hash    group cache: ``#v`` version, ``#g`` group, one
+                                           field per member id (`store.groups_cache`); TTL
 ``<ns>rl:<scope>:<id>``            —       rate-limit buckets
 =================================  ======  ==============================================
 
@@ -63,7 +64,7 @@ class RedisKeys(msgspec.Struct, frozen=True):
         return f"{self.namespace}{{gates}}:gate:{gate_id}"
 
     def group_members(self, group_id: int) -> str:
-        """Cache of a group's member list."""
+        """Cache of a group and its member set (hash, see `store.groups_cache`)."""
         return f"{self.namespace}group:{group_id}:members"
 
     def rate_limit(self, scope: str, ident: str | int) -> str:

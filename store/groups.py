@@ -1,0 +1,368 @@
+"""Groups and their members: the `GroupStore` protocol and its memory twin.
+
+Writers: every change of a group (create, update, disband, invite, kick, exit) is made by the
+``group`` consumer group, whose topic ``im.up.group`` is keyed by group id — so each group has
+one writer at a time, and the few checks that read before writing (the member limit, "is it
+disbanded") rely on that. The one race left is a rebalance overlap, when a revoked owner may
+still be finishing a batch: two concurrent invites could then both pass the limit check and
+the group exceed its limit by at most one batch. Member ack times are written by the ``ack``
+group, only with ``$max`` on existing memberships, so they never race with the above.
+
+Idempotency: `GroupStore.create` is keyed by a caller-chosen ``create_key`` (e.g. the
+request's trace id): a replay returns the first group. Adding or removing members that are
+already (not) there changes nothing. Every change increments the group's ``version``, which
+the Redis member cache (`store.groups_cache`) uses to never let an old snapshot replace a
+newer one.
+
+Disbanding keeps the group document as a tombstone (``disbanded``; its id is never reused and
+a replayed create still finds it) and removes every membership, so "member of" is always a
+plain lookup.
+
+Implementations: `MemoryGroupStore` (here), `store.groups_mongo.MongoGroupStore`, and
+`store.groups_cache.CachedGroupStore` in front of either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Protocol
+
+import msgspec
+
+from schemas.codes import GroupBeInviteMode, GroupJoinModel, GroupMuteModel, GroupType
+from schemas.ids import GroupId, UserId
+from store.clock import Clock, SystemClock
+from store.errors import StoreError
+
+
+class GroupError(StoreError):
+    """Root of the group store's refusals."""
+
+
+class UnknownGroupError(GroupError):
+    """No such group."""
+
+
+class GroupDisbandedError(GroupError):
+    """The group was disbanded."""
+
+
+class GroupFullError(GroupError):
+    """The change would take the group above its member limit; nothing was changed."""
+
+
+class GroupLimits(msgspec.Struct, frozen=True, kw_only=True):
+    """Member limits by group type (the seed's: NORMAL 200, SUPER 2000)."""
+
+    normal: int = 200
+    super_group: int = 2000
+
+    def limit(self, group_type: int) -> int:
+        """The member limit of a group of `group_type` (unknown types get NORMAL's)."""
+        return self.super_group if group_type == GroupType.SUPER else self.normal
+
+
+class GroupSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """What a new group is created with."""
+
+    name: str
+    owner_id: UserId
+    group_type: int = GroupType.NORMAL
+    join_model: int = GroupJoinModel.DEFAULT
+    be_invite_model: int = GroupBeInviteMode.DEFAULT
+    mute_model: int = GroupMuteModel.DEFAULT
+    intro: str = ""
+    announcement: str = ""
+    avatar_url: str = ""
+
+
+class GroupUpdate(msgspec.Struct, frozen=True, kw_only=True):
+    """A change of a group's attributes; None keeps the stored value."""
+
+    name: str | None = None
+    owner_id: UserId | None = None
+    join_model: int | None = None
+    be_invite_model: int | None = None
+    mute_model: int | None = None
+    intro: str | None = None
+    announcement: str | None = None
+    avatar_url: str | None = None
+
+    def fields(self) -> dict[str, object]:
+        """The attributes this update sets."""
+        return {
+            name: value
+            for name in self.__struct_fields__
+            if (value := getattr(self, name)) is not None
+        }
+
+
+class Group(msgspec.Struct, frozen=True, kw_only=True):
+    """A group as stored."""
+
+    group_id: GroupId
+    name: str
+    owner_id: UserId
+    group_type: int
+    join_model: int
+    be_invite_model: int
+    mute_model: int
+    intro: str
+    announcement: str
+    avatar_url: str
+    created_ms: int
+    updated_ms: int
+    version: int
+    """Incremented by every change of the group or its members."""
+    disbanded: bool = False
+
+    @property
+    def muted(self) -> bool:
+        """Whether only the owner may send."""
+        return self.mute_model == GroupMuteModel.ALL
+
+
+class CreateResult(msgspec.Struct, frozen=True):
+    """The group (the first one, for a replayed create) and whether this call created it."""
+
+    group: Group
+    created: bool
+
+
+class MembershipChange(msgspec.Struct, frozen=True):
+    """Which of the requested users changed membership and which already were as asked."""
+
+    changed: list[UserId]
+    unchanged: list[UserId]
+
+
+class MemberAck(msgspec.Struct, frozen=True):
+    """A member's delivery ack in a group: highest acked seq and when."""
+
+    group_id: GroupId
+    user_id: UserId
+    seq: int
+    ack_ms: int
+
+
+class GroupStore(Protocol):
+    """Where groups and memberships live."""
+
+    async def create(
+        self, spec: GroupSpec, member_ids: Iterable[UserId], *, create_key: str
+    ) -> CreateResult:
+        """Create a group with the owner and `member_ids` as members; a replay with the same
+        `create_key` returns the first group (completing its memberships). Raises
+        `GroupFullError` when the members exceed the type's limit (nothing is created)."""
+        ...
+
+    async def get(self, group_id: GroupId) -> Group | None:
+        """The group (disbanded ones too), or None."""
+        ...
+
+    async def update(self, group_id: GroupId, change: GroupUpdate) -> Group:
+        """Apply `change` and return the group. Raises `UnknownGroupError`,
+        `GroupDisbandedError`."""
+        ...
+
+    async def disband(self, group_id: GroupId) -> Group:
+        """Mark the group disbanded and remove every membership (idempotent). Raises
+        `UnknownGroupError`."""
+        ...
+
+    async def add_members(self, group_id: GroupId, user_ids: Iterable[UserId]) -> MembershipChange:
+        """Add members (all or none: raises `GroupFullError` past the limit; also
+        `UnknownGroupError`, `GroupDisbandedError`)."""
+        ...
+
+    async def remove_members(
+        self, group_id: GroupId, user_ids: Iterable[UserId]
+    ) -> MembershipChange:
+        """Remove members (those who are not members are left alone)."""
+        ...
+
+    async def members(self, group_id: GroupId) -> list[UserId]:
+        """The group's members, ascending (empty for unknown or disbanded groups)."""
+        ...
+
+    async def is_member(self, group_id: GroupId, user_id: UserId) -> bool:
+        """Whether `user_id` is a member."""
+        ...
+
+    async def groups_of(self, user_id: UserId) -> list[GroupId]:
+        """The groups `user_id` is a member of, ascending."""
+        ...
+
+    async def record_acks(self, acks: Sequence[MemberAck]) -> None:
+        """Move members' ack seqs and times forward (``$max``; non-members are ignored).
+        One bulk write for the whole batch, whatever groups it spans."""
+        ...
+
+    async def acks(self, group_id: GroupId) -> dict[UserId, MemberAck]:
+        """The recorded acks of the group's members."""
+        ...
+
+
+def new_group(group_id: GroupId, spec: GroupSpec, now_ms: int) -> Group:
+    """A group as `create` stores it."""
+    return Group(
+        group_id=group_id,
+        name=spec.name,
+        owner_id=spec.owner_id,
+        group_type=spec.group_type,
+        join_model=spec.join_model,
+        be_invite_model=spec.be_invite_model,
+        mute_model=spec.mute_model,
+        intro=spec.intro,
+        announcement=spec.announcement,
+        avatar_url=spec.avatar_url,
+        created_ms=now_ms,
+        updated_ms=now_ms,
+        version=1,
+    )
+
+
+def initial_members(
+    spec: GroupSpec, member_ids: Iterable[UserId], limits: GroupLimits
+) -> list[UserId]:
+    """The owner and `member_ids`, deduplicated; raises `GroupFullError` past the limit."""
+    members = sorted({spec.owner_id, *member_ids})
+    limit = limits.limit(spec.group_type)
+    if len(members) > limit:
+        raise GroupFullError(f"{len(members)} members exceed the limit of {limit}")
+    return members
+
+
+def check_room(group: Group, current: int, adding: int, limits: GroupLimits) -> None:
+    """Raise `GroupFullError` unless `adding` more members fit."""
+    limit = limits.limit(group.group_type)
+    if current + adding > limit:
+        raise GroupFullError(
+            f"group {group.group_id} has {current} members; {adding} more exceed {limit}"
+        )
+
+
+def check_writable(group_id: GroupId, group: Group | None) -> Group:
+    """The group, unless it is unknown or disbanded (then raise)."""
+    if group is None:
+        raise UnknownGroupError(f"no group {group_id}")
+    if group.disbanded:
+        raise GroupDisbandedError(f"group {group_id} is disbanded")
+    return group
+
+
+class MemoryGroupStore:
+    """In-memory `GroupStore`: the embedded mode's, and the twin in the contract tests."""
+
+    def __init__(self, *, limits: GroupLimits | None = None, clock: Clock | None = None) -> None:
+        self._limits = limits or GroupLimits()
+        self._clock = clock or SystemClock()
+        self._groups: dict[GroupId, Group] = {}
+        self._by_key: dict[str, GroupId] = {}
+        self._members: dict[GroupId, set[UserId]] = {}
+        self._acks: dict[tuple[GroupId, UserId], MemberAck] = {}
+        self._next_id = 0
+
+    async def create(
+        self, spec: GroupSpec, member_ids: Iterable[UserId], *, create_key: str
+    ) -> CreateResult:
+        """Create a group (idempotent on `create_key`)."""
+        members = initial_members(spec, member_ids, self._limits)
+        existing = self._by_key.get(create_key)
+        if existing is not None:
+            group = self._groups[existing]
+            if not group.disbanded:
+                self._members[existing].update(members)
+            return CreateResult(group, created=False)
+        self._next_id += 1
+        group = new_group(GroupId(self._next_id), spec, self._clock.now_ms())
+        self._groups[group.group_id] = group
+        self._by_key[create_key] = group.group_id
+        self._members[group.group_id] = set(members)
+        return CreateResult(group, created=True)
+
+    async def get(self, group_id: GroupId) -> Group | None:
+        """The group, or None."""
+        return self._groups.get(group_id)
+
+    def _bump(self, group: Group, **fields: object) -> Group:
+        changed = msgspec.structs.replace(
+            group, version=group.version + 1, updated_ms=self._clock.now_ms(), **fields
+        )
+        self._groups[group.group_id] = changed
+        return changed
+
+    async def update(self, group_id: GroupId, change: GroupUpdate) -> Group:
+        """Apply `change`."""
+        group = check_writable(group_id, self._groups.get(group_id))
+        return self._bump(group, **change.fields())
+
+    async def disband(self, group_id: GroupId) -> Group:
+        """Disband (idempotent)."""
+        group = self._groups.get(group_id)
+        if group is None:
+            raise UnknownGroupError(f"no group {group_id}")
+        self._members[group_id] = set()
+        if group.disbanded:
+            return group
+        return self._bump(group, disbanded=True)
+
+    async def add_members(self, group_id: GroupId, user_ids: Iterable[UserId]) -> MembershipChange:
+        """Add members, all or none."""
+        group = check_writable(group_id, self._groups.get(group_id))
+        current = self._members[group_id]
+        wanted = sorted(set(user_ids))
+        new = [u for u in wanted if u not in current]
+        check_room(group, len(current), len(new), self._limits)
+        if new:
+            current.update(new)
+            self._bump(group)
+        return MembershipChange(new, [u for u in wanted if u not in new])
+
+    async def remove_members(
+        self, group_id: GroupId, user_ids: Iterable[UserId]
+    ) -> MembershipChange:
+        """Remove members."""
+        group = self._groups.get(group_id)
+        if group is None:
+            raise UnknownGroupError(f"no group {group_id}")
+        current = self._members[group_id]
+        wanted = sorted(set(user_ids))
+        gone = [u for u in wanted if u in current]
+        if gone:
+            current.difference_update(gone)
+            for user in gone:
+                self._acks.pop((group_id, user), None)
+            self._bump(group)
+        return MembershipChange(gone, [u for u in wanted if u not in gone])
+
+    async def members(self, group_id: GroupId) -> list[UserId]:
+        """Members, ascending."""
+        return sorted(self._members.get(group_id, ()))
+
+    async def is_member(self, group_id: GroupId, user_id: UserId) -> bool:
+        """Whether `user_id` is a member."""
+        return user_id in self._members.get(group_id, ())
+
+    async def groups_of(self, user_id: UserId) -> list[GroupId]:
+        """The user's groups, ascending."""
+        return sorted(g for g, members in self._members.items() if user_id in members)
+
+    async def record_acks(self, acks: Sequence[MemberAck]) -> None:
+        """Move members' acks forward."""
+        for ack in acks:
+            if ack.user_id not in self._members.get(ack.group_id, ()):
+                continue
+            key = (ack.group_id, ack.user_id)
+            old = self._acks.get(key)
+            self._acks[key] = (
+                ack
+                if old is None
+                else MemberAck(
+                    ack.group_id, ack.user_id, max(old.seq, ack.seq), max(old.ack_ms, ack.ack_ms)
+                )
+            )
+
+    async def acks(self, group_id: GroupId) -> dict[UserId, MemberAck]:
+        """Recorded acks of the members."""
+        return {user: ack for (g, user), ack in self._acks.items() if g == group_id and ack.seq > 0}
