@@ -23,10 +23,11 @@ PYTHON=${PYTHON:-python3}
 PROBE=$SERVICES_DIR/probe.py
 
 LOOPBACK=127.0.0.1
-KAFKA_PORT=9092
-KAFKA_CONTROLLER_PORT=9093
-REDIS_PORT=6379
-FERRETDB_PORT=27017
+# Ports can be moved (a second set of services beside the usual one, the script's own tests).
+KAFKA_PORT=${COFFEEBUS_KAFKA_PORT:-9092}
+KAFKA_CONTROLLER_PORT=${COFFEEBUS_KAFKA_CONTROLLER_PORT:-9093}
+REDIS_PORT=${COFFEEBUS_REDIS_PORT:-6379}
+FERRETDB_PORT=${COFFEEBUS_FERRETDB_PORT:-27017}
 FERRETDB_VERSION=${FERRETDB_VERSION:-v1.24.2}
 FERRETDB_MODULE=github.com/FerretDB/FerretDB
 KAFKA_HEAP_OPTS=${KAFKA_HEAP_OPTS:--Xmx512m -Xms256m}
@@ -66,6 +67,8 @@ fail_service() {
 			printf -- '----- last %d lines of %s -----\n' "$LOG_TAIL_LINES" "$logfile"
 			tail -n "$LOG_TAIL_LINES" "$logfile"
 			printf -- '-----\n'
+		else
+			printf 'services.sh: (%s has nothing in it yet)\n' "$logfile"
 		fi
 	} >&2
 	exit 1
@@ -75,6 +78,17 @@ probe() { "$PYTHON" "$PROBE" "$@" 2>&1; }
 
 port_open() { (: <"/dev/tcp/$1/$2") 2>/dev/null; }
 
+# alive PID: the process exists and is not a zombie. Services outlive this script, so once it
+# exits they are reparented and, after they stop, linger as zombies until reaped; kill -0
+# alone would count those as running.
+alive() {
+	local stat
+	kill -0 "$1" 2>/dev/null || return 1
+	stat=$(<"/proc/$1/stat") 2>/dev/null || return 1
+	stat=${stat##*) }
+	[[ ${stat:0:1} != Z ]]
+}
+
 # pid_of PIDFILE MARKER: print the pid if the file names a live process whose command line
 # contains MARKER (so a recycled pid is not mistaken for ours); otherwise print nothing.
 pid_of() {
@@ -82,7 +96,7 @@ pid_of() {
 	[[ -s $pidfile ]] || return 0
 	pid=$(<"$pidfile")
 	[[ $pid =~ ^[0-9]+$ ]] || return 0
-	kill -0 "$pid" 2>/dev/null || return 0
+	alive "$pid" || return 0
 	tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$marker" || return 0
 	printf '%s' "$pid"
 }
@@ -159,7 +173,7 @@ wait_ready() {
 			fail_service "$name" "the process exited before it became ready (last probe: $answer)" "$logfile"
 		fi
 		if (($(now_us) - start > deadline * 1000000)); then
-			fail_service "$name" "not ready on $address within ${deadline}s (last probe: $answer)" "$logfile"
+			fail_service "$name" "not ready on $address within ${deadline}s (last probe: $answer); it is left running: 'services.sh down' stops it" "$logfile"
 		fi
 		sleep 0.25
 	done
@@ -176,7 +190,7 @@ stop_pidfile() {
 	fi
 	start=$(now_us)
 	kill -TERM "$pid" 2>/dev/null || true
-	while kill -0 "$pid" 2>/dev/null; do
+	while alive "$pid"; do
 		if (($(now_us) - start > STOP_S * 1000000)); then
 			say "$name: still running ${STOP_S}s after SIGTERM, sending SIGKILL"
 			kill -KILL "$pid" 2>/dev/null || true
