@@ -2,9 +2,9 @@
 
 `create_app` builds the application from settings and the stores it is given, so the
 embedded process (memory stores) and the real one (MongoDB + Redis) wire it the same way;
-`serve_api` runs an application with uvicorn after the loopback-only check; `run_api` is the
-real process: it connects the stores named by the settings and serves until cancelled or
-signalled.
+`serve_api` runs an application with uvicorn after the loopback-only check. The process
+(``coffeebus api``, or every role in one with ``coffeebus run``) is wired in
+`coffeebus.wiring` / `coffeebus.roles`.
 
 Endpoints (docs/api.md has bodies and errors; the OpenAPI document is at ``/schema``):
 
@@ -37,20 +37,16 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
-from coffeebus.settings import ApiSettings, Settings
+from coffeebus.settings import ApiSettings
 from producers.auth import ApiKeyGuard, check_bind_address
 from producers.deps import Stores, StoresDep
 from producers.models import MAX_BODY_BYTES, Gate, GatesResponse, Health
 from producers.problems import EXCEPTION_HANDLERS, problem_response
 from producers.users import devices, get_user, legacy_register, put_user, rotate_token
-from store import mongo, redis
-from store.keys import RedisKeys
 from store.routes import RouteStore
-from store.routes_redis import RedisRouteStore
 from store.users import UserStore
-from store.users_mongo import MongoUserStore
 
-__all__ = ["ReadinessCheck", "create_app", "run_api", "serve_api"]
+__all__ = ["ReadinessCheck", "create_app", "serve_api"]
 
 logger = logging.getLogger(__name__)
 
@@ -188,30 +184,3 @@ async def serve_api(app: Litestar, settings: ApiSettings) -> None:
         server.should_exit = True
         await serving
         raise
-
-
-async def run_api(settings: Settings) -> None:
-    """The API process: MongoDB users (Redis token cache) and Redis routes, then serve."""
-    check_bind_address(settings.api.host, settings.api.api_keys)
-    keys = RedisKeys(namespace=settings.redis.key_prefix)
-    redis_client = redis.connect_redis(settings.redis.url)
-    mongo_client = mongo.connect_mongo(
-        settings.mongo.url,
-        server_selection_timeout=settings.mongo.server_selection_timeout_ms / 1000,
-    )
-    try:
-        db = mongo.database(mongo_client, settings.mongo.database)
-        await mongo.ensure_indexes(db)
-        app = create_app(
-            settings.api,
-            MongoUserStore(db, redis_client, keys=keys),
-            RedisRouteStore(redis_client, keys=keys),
-            readiness_checks=(
-                ("mongodb", lambda: mongo.ping(mongo_client)),
-                ("redis", lambda: redis.ping(redis_client)),
-            ),
-        )
-        await serve_api(app, settings.api)
-    finally:
-        await redis_client.aclose()
-        await mongo_client.close()

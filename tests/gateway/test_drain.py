@@ -107,13 +107,13 @@ async def test_sigterm_drains_a_gate_process(
         "COFFEEBUS_GATEWAY__TCP_PORT": "0",
         "COFFEEBUS_GATEWAY__WS_PORT": "0",
     }
-    code = (
-        "import logging, sys; logging.basicConfig(level=logging.INFO, stream=sys.stderr);"
-        "from coffeebus.settings import load_settings; from gateway.app import run;"
-        "run(load_settings())"
-    )
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", code, env=environment, stderr=asyncio.subprocess.PIPE
+        sys.executable,
+        "-m",
+        "coffeebus",
+        "gateway",
+        env=environment,
+        stderr=asyncio.subprocess.PIPE,
     )
     assert process.stderr is not None
     try:

@@ -6,16 +6,13 @@ import asyncio
 import logging
 import socket
 import time
-import uuid
 
 import httpx
 import pytest
 
-from coffeebus.settings import ApiSettings, MongoSettings, RedisSettings, Settings
-from producers.app import create_app, run_api, serve_api
+from coffeebus.settings import ApiSettings
+from producers.app import create_app, serve_api
 from producers.auth import ApiKeyGuard, UnsafeBindError, check_bind_address, is_loopback_host
-from store.mongo import connect_mongo
-from store.redis import connect_redis
 from tests.producers.conftest import Stores, in_process_client
 from tests.producers.test_users_api import assert_problem
 
@@ -207,41 +204,3 @@ async def test_serve_api_answers_over_http(memory_stores: Stores) -> None:
         server.cancel()
         with pytest.raises(asyncio.CancelledError):
             await server
-
-
-@pytest.mark.mongo
-@pytest.mark.redis
-async def test_run_api_serves_on_the_real_stores(mongo_url: str, redis_url: str) -> None:
-    suffix = uuid.uuid4().hex[:12]
-    settings = Settings(
-        api=ApiSettings(host="127.0.0.1", port=_free_port()),
-        mongo=MongoSettings(url=mongo_url, database=f"cbtest_runapi_{suffix}"),
-        redis=RedisSettings(url=redis_url, key_prefix=f"cbtest:{suffix}:"),
-    )
-    server = asyncio.create_task(run_api(settings))
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{settings.api.port}") as http:
-            async with asyncio.timeout(10):
-                while True:
-                    assert not server.done(), server
-                    try:
-                        ready = await http.get("/readyz")
-                        break
-                    except httpx.ConnectError:
-                        await asyncio.sleep(0.02)
-            assert ready.json() == {"status": "ready"}
-            created = await http.put("/v1/users/42", json={"nick_name": "real"})
-            assert created.status_code == 200
-            assert (await http.get("/v1/users/42")).json()["nick_name"] == "real"
-    finally:
-        server.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await server
-        mongo = connect_mongo(mongo_url)
-        await mongo.drop_database(settings.mongo.database)
-        await mongo.close()
-        redis = connect_redis(redis_url)
-        keys = [key async for key in redis.scan_iter(match=f"cbtest:{suffix}:*")]
-        if keys:
-            await redis.delete(*keys)
-        await redis.aclose()
