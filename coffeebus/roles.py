@@ -15,11 +15,13 @@ import signal
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Protocol
 
+from bus.base import Consumer
 from coffeebus.wiring import Runtime
+from consumers.registry import factory
 from gateway.server import Gate
 from producers.app import create_app, serve_api
 
-__all__ = ["ApiRole", "GateRole", "Role", "serve"]
+__all__ = ["ApiRole", "ConsumerRole", "GateRole", "Role", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +98,30 @@ class ApiRole:
     async def wait(self) -> None:
         if self._task is not None:
             await asyncio.shield(self._task)
+
+
+class ConsumerRole:
+    """One member of a consumer group (topology.yaml names its group id and topics)."""
+
+    def __init__(
+        self, runtime: Runtime, group: str, *, static_member_id: str | None = None
+    ) -> None:
+        self.name = f"consumer {group}"
+        spec = runtime.topology.group(group)
+        self.handler = factory(group)(runtime)
+        self.consumer: Consumer = runtime.bus.consumer(
+            spec.group_id, spec.topics, self.handler.handle, static_member_id=static_member_id
+        )
+
+    async def start(self) -> None:
+        await self.consumer.start()
+
+    async def stop(self) -> None:
+        await self.consumer.stop()
+        await self.handler.close()
+
+    async def wait(self) -> None:
+        await self.consumer.join()
 
 
 @contextlib.asynccontextmanager

@@ -20,6 +20,7 @@ COMMANDS: tuple[str, ...] = (
     "coffeebus.commands.run",
     "coffeebus.commands.gateway",
     "coffeebus.commands.api",
+    "coffeebus.commands.consume",
     "coffeebus.commands.topology",
 )
 

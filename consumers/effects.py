@@ -1,0 +1,132 @@
+"""What a consumer handler produces besides its store writes: records to publish.
+
+Handlers never publish as they go. They collect `Effects` — responses to a request's
+connection, pushes to users' connections grouped per gate, records for other topics — and the
+group runner publishes them all in one `Bus.publish_batch` *after* the handler's store writes
+have succeeded and *before* the batch is committed. That order is what DESIGN.md's
+invariants need: an ack leaves only after the store is durable (4), and nothing is committed
+that was not handed on (3, 5). A replayed batch produces its effects again; every receiver of
+them is idempotent or harmless to repeat (an ack, a response, a push the client dedupes by
+``server_msg_id``).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+
+from google.protobuf.message import Message
+
+from bus.base import Outgoing
+from bus.topology import Topology
+from schemas.codes import ExtResultCode
+from schemas.commands import Cmd, spec
+from schemas.envelope import (
+    Deliver,
+    Origin,
+    Reply,
+    Target,
+    encode_gate_record,
+    now_ms,
+)
+from schemas.ids import ConnId, GateId, TraceId, UserId
+from schemas.pb.coffeebus import ext_pb2
+from store.routes import Route
+
+__all__ = ["Effects"]
+
+
+class Effects:
+    """Records one handler call wants published, in order."""
+
+    __slots__ = ("_pushes", "_topology", "outgoing")
+
+    def __init__(self, topology: Topology) -> None:
+        self._topology = topology
+        self.outgoing: list[Outgoing] = []
+        # (gate, cmd, body, trace) -> targets: one Deliver per gate and distinct push.
+        self._pushes: dict[tuple[str, int, bytes, str], list[Target]] = defaultdict(list)
+
+    def __len__(self) -> int:
+        return len(self.outgoing) + len(self._pushes)
+
+    def publish(self, topic: str, value: bytes, *, key: bytes | None = None) -> None:
+        """A record for a declared topic (raises for an undeclared name)."""
+        self._topology.topic(topic)
+        self.outgoing.append(Outgoing(topic=topic, value=value, key=key))
+
+    def reply(self, origin: Origin, cmd: Cmd, body: Message, trace_id: TraceId) -> None:
+        """Answer the request that came from `origin` (echoing its frame seq)."""
+        expected = spec(cmd).message
+        if type(body) is not expected:
+            raise TypeError(f"{cmd.name} carries {expected.__name__}, not {type(body).__name__}")
+        record = Reply(
+            target=Target(conn_id=origin.conn_id, user_id=origin.user_id),
+            cmd=cmd,
+            seq=origin.frame_seq,
+            body=body.SerializeToString(),
+            trace_id=trace_id,
+            ts_ms=now_ms(),
+        )
+        self._to_gate(origin.gate_id, record.target.conn_id, encode_gate_record(record))
+
+    def error(
+        self,
+        origin: Origin,
+        request_cmd: int,
+        code: ExtResultCode,
+        text: str,
+        trace_id: TraceId,
+    ) -> None:
+        """Reject the request that came from `origin` with an ErrorRsp (0x0802)."""
+        body = ext_pb2.ErrorRsp(
+            request_command_id=request_cmd,
+            result_code=ext_pb2.ExtResultCode.ValueType(code),
+            text=text,
+        )
+        self.reply(origin, Cmd.ERROR_RSP, body, trace_id)
+
+    def push(
+        self,
+        user_id: UserId,
+        routes: Iterable[Route],
+        cmd: Cmd,
+        body: bytes,
+        trace_id: TraceId,
+        *,
+        skip: tuple[GateId, ConnId] | None = None,
+    ) -> int:
+        """Push a server command to each of the user's connections (but `skip`).
+
+        Pushes of the same body to many users on one gate travel as one `Deliver` record.
+        Returns how many connections it addressed.
+        """
+        count = 0
+        for route in routes:
+            if skip is not None and (route.gate_id, route.conn_id) == skip:
+                continue
+            key = (route.gate_id, int(cmd), body, trace_id)
+            self._pushes[key].append(Target(conn_id=route.conn_id, user_id=user_id))
+            count += 1
+        return count
+
+    def records(self) -> list[Outgoing]:
+        """Everything to publish: the direct records, then one Deliver per gate and body."""
+        out = list(self.outgoing)
+        ts = now_ms()
+        for (gate_id, cmd, body, trace_id), targets in self._pushes.items():
+            record = Deliver(
+                cmd=cmd, body=body, targets=tuple(targets), trace_id=TraceId(trace_id), ts_ms=ts
+            )
+            out.append(self._gate_record(GateId(gate_id), None, encode_gate_record(record)))
+        return out
+
+    def _to_gate(self, gate_id: GateId, conn_id: ConnId | None, value: bytes) -> None:
+        self.outgoing.append(self._gate_record(gate_id, conn_id, value))
+
+    def _gate_record(self, gate_id: GateId, conn_id: ConnId | None, value: bytes) -> Outgoing:
+        # Gate topics are instances of the declared template; the key keeps one connection's
+        # records in one partition, in order.
+        topic = self._topology.gate_topic(gate_id).name
+        key = None if conn_id is None else str(conn_id).encode()
+        return Outgoing(topic=topic, value=value, key=key)
