@@ -25,9 +25,19 @@ from bus.topology import Topology, load_topology
 from coffeebus.settings import Settings
 from store import mongo as mongo_store
 from store import redis as redis_store
+from store.groups import GroupStore, MemoryGroupStore
+from store.groups_cache import CachedGroupStore
+from store.groups_mongo import MongoGroupStore
+from store.inbox import InboxStore, MemoryInboxStore
+from store.inbox_mongo import MongoInboxStore
 from store.keys import RedisKeys
+from store.messages import MemoryMessageStore, MessageStore
+from store.messages_mongo import MongoMessageStore
 from store.routes import MemoryRouteStore, RouteStore
 from store.routes_redis import RedisRouteStore
+from store.seq import MemorySectionStore, MongoSectionStore, SectionStore
+from store.sessions import MemorySessionStore, SessionStore
+from store.sessions_mongo import MongoSessionStore
 from store.users import MemoryUserStore, UserStore
 from store.users_mongo import MongoUserStore
 
@@ -55,6 +65,15 @@ class Runtime:
     bus: Bus
     users: UserStore
     routes: RouteStore
+    #: Conversation timelines (the msg group is their single writer).
+    messages: MessageStore
+    #: Users' inbox timelines (the fanout group is their single writer).
+    inbox: InboxStore
+    sessions: SessionStore
+    #: Groups and members, behind the Redis member cache on the real services.
+    groups: GroupStore
+    #: Persisted seq sections; each process makes its own `store.seq.SeqAllocator` over it.
+    sections: SectionStore
     #: (name, check) pairs the readiness endpoint runs; empty when embedded.
     readiness: tuple[tuple[str, ReadinessCheck], ...] = field(default=())
 
@@ -79,6 +98,7 @@ async def open_runtime(
     if mode is Mode.EMBEDDED:
         bus = memory_bus_for(topology)
         await bus.start()
+        inbox = MemoryInboxStore()
         try:
             yield Runtime(
                 settings=settings,
@@ -87,6 +107,11 @@ async def open_runtime(
                 bus=bus,
                 users=MemoryUserStore(),
                 routes=MemoryRouteStore(),
+                messages=MemoryMessageStore(),
+                inbox=inbox,
+                sessions=MemorySessionStore(inbox),
+                groups=MemoryGroupStore(),
+                sections=MemorySectionStore(),
             )
         finally:
             await bus.stop()
@@ -111,6 +136,8 @@ async def open_runtime(
         db = mongo_store.database(mongo, settings.mongo.database)
         await mongo_store.ensure_indexes(db)
         await kafka_bus.start()
+        sections = MongoSectionStore(db)
+        inbox_store = MongoInboxStore(db)
         try:
             yield Runtime(
                 settings=settings,
@@ -119,6 +146,11 @@ async def open_runtime(
                 bus=kafka_bus,
                 users=MongoUserStore(db, redis, keys=keys),
                 routes=RedisRouteStore(redis, keys=keys),
+                messages=MongoMessageStore(db),
+                inbox=inbox_store,
+                sessions=MongoSessionStore(db, inbox_store),
+                groups=CachedGroupStore(MongoGroupStore(db, sections), redis, keys=keys),
+                sections=sections,
                 readiness=(
                     ("mongodb", lambda: mongo_store.ping(mongo)),
                     ("redis", lambda: redis_store.ping(redis)),
