@@ -20,16 +20,21 @@ Ack policy, expressed as exceptions raised by a handler (the runner, `bus.runner
     ├── UnknownTopicError         publish/lookup of a topic the bus does not have
     └── ConsumerFailed            a consumer loop died of an error it cannot handle
 
+Partition ownership changes are reported to an optional `PartitionListener`.
+
 Any other exception from a handler is treated like `Reject`: the runner re-runs the batch
 record by record to find which record fails, dead-letters only those, and moves on.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import NamedTuple, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 import msgspec
+
+log = logging.getLogger(__name__)
 
 Headers = tuple[tuple[str, bytes], ...]
 
@@ -148,6 +153,48 @@ class ConsumerFailed(BusError):
     """A consumer's loop stopped because of an error it cannot recover from."""
 
 
+class PartitionListener(Protocol):
+    """Told when a consumer member gains or loses partitions (`Bus.consumer(listener=...)`).
+
+    Handlers that cache per-partition state — a seq allocator's in-memory sections, above
+    all — must forget it when ownership changes, because another member may have written
+    meanwhile. Both buses call, for a member:
+
+    - `revoked(partitions)` once the member's in-flight batches of those partitions are
+      handled *and committed*, before any other member is given them — on a rebalance and
+      on a graceful `Consumer.stop`; never on `Consumer.abort` (a killed process keeps no
+      memory to forget);
+    - `assigned(partitions)` before the first batch of the new assignment is handed to the
+      handler.
+
+    Only non-empty sets are passed. A listener should not raise: an error is logged and the
+    rebalance goes on (on Kafka nothing else could be done with it).
+    """
+
+    async def assigned(self, partitions: frozenset[TopicPartition]) -> None: ...
+
+    async def revoked(self, partitions: frozenset[TopicPartition]) -> None: ...
+
+
+async def notify_listener(
+    listener: PartitionListener | None,
+    event: Literal["assigned", "revoked"],
+    partitions: Iterable[TopicPartition],
+    *,
+    group: str,
+) -> None:
+    """Call `listener.assigned` or `listener.revoked` with `partitions` if there are any,
+    logging (not raising) what it raises — the buses' shared way to call a listener."""
+    tps = frozenset(partitions)
+    if listener is None or not tps:
+        return
+    try:
+        callback = listener.assigned if event == "assigned" else listener.revoked
+        await callback(tps)
+    except Exception:
+        log.exception("group %s: partition listener failed on %s %s", group, event, sorted(tps))
+
+
 class Consumer(Protocol):
     """A member of a consumer group running a handler over its assigned partitions."""
 
@@ -222,11 +269,13 @@ class Bus(Protocol):
         batch_max: int = 500,
         static_member_id: str | None = None,
         retry: RetryPolicy | None = None,
+        listener: PartitionListener | None = None,
     ) -> Consumer:
         """A new (not yet started) member of `group` consuming `topics` with `handler`.
 
         `batch_max` caps the records per handler call. `static_member_id` enables static
         membership (Kafka `group.instance.id`): a restarted member with the same id gets its
         partitions back without a group rebalance. `retry` tunes the retry policy
-        (default: `RetryPolicy()`, retry transient errors forever).
+        (default: `RetryPolicy()`, retry transient errors forever). `listener` is told of
+        partition assignments and revocations (`PartitionListener`).
         """

@@ -38,12 +38,14 @@ from bus.base import (
     Handler,
     Headers,
     Outgoing,
+    PartitionListener,
     Record,
     RecordMeta,
     RetriableError,
     RetryPolicy,
     TopicPartition,
     UnknownTopicError,
+    notify_listener,
 )
 from bus.partitioner import kafka_partitioner, partition_for_key
 from bus.runner import BatchRunner, is_transient
@@ -250,6 +252,7 @@ class KafkaBus:
         batch_max: int = 500,
         static_member_id: str | None = None,
         retry: RetryPolicy | None = None,
+        listener: PartitionListener | None = None,
     ) -> KafkaConsumer:
         if batch_max < 1:
             raise ValueError("batch_max must be >= 1")
@@ -263,6 +266,7 @@ class KafkaBus:
             batch_max=batch_max,
             static_member_id=static_member_id,
             retry=retry or RetryPolicy(),
+            listener=listener,
         )
 
 
@@ -274,7 +278,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is
         await self._owner._on_revoked()
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
-        self._owner._on_assigned(assigned)
+        await self._owner._on_assigned(assigned)
 
 
 class KafkaConsumer:
@@ -290,8 +294,10 @@ class KafkaConsumer:
         batch_max: int,
         static_member_id: str | None,
         retry: RetryPolicy,
+        listener: PartitionListener | None = None,
     ) -> None:
         self._bus = bus
+        self._listener = listener
         self._group = group
         self._topics = topics
         self._batch_max = batch_max
@@ -300,6 +306,10 @@ class KafkaConsumer:
         self._task: asyncio.Task[None] | None = None
         self._assigned: frozenset[TopicPartition] = frozenset()
         self._first_assignment = asyncio.Event()
+        # Cleared while the listener hears of a new assignment: records fetched meanwhile
+        # wait until it has (aiokafka may fetch for the assignment during the callback).
+        self._settled = asyncio.Event()
+        self._settled.set()
         self._idle = asyncio.Event()
         self._idle.set()
         self._abort = asyncio.Event()
@@ -365,6 +375,9 @@ class KafkaConsumer:
                 raise
         except Exception:
             log.exception("group %s: consumer failed", self._group)
+        else:
+            # The loop committed its last batches; leaving the group revokes the rest.
+            await self._give_up_assignment()
         finally:
             await self._close()
 
@@ -413,10 +426,20 @@ class KafkaConsumer:
         await self._idle.wait()
         if not self._stopping:
             self._abort.clear()
-        self._assigned = frozenset()
+        await self._give_up_assignment()
 
-    def _on_assigned(self, assigned: Iterable[Any]) -> None:
-        self._assigned = frozenset(TopicPartition(tp.topic, tp.partition) for tp in assigned)
+    async def _give_up_assignment(self) -> None:
+        revoked, self._assigned = self._assigned, frozenset()
+        await notify_listener(self._listener, "revoked", revoked, group=self._group)
+
+    async def _on_assigned(self, assigned: Iterable[Any]) -> None:
+        tps = frozenset(TopicPartition(tp.topic, tp.partition) for tp in assigned)
+        self._settled.clear()
+        try:
+            await notify_listener(self._listener, "assigned", tps, group=self._group)
+        finally:
+            self._settled.set()
+        self._assigned = tps
         log.info(
             "group %s: assigned %s",
             self._group,
@@ -459,6 +482,7 @@ class KafkaConsumer:
             failures = 0
             if not fetched:
                 continue
+            await self._settled.wait()
             self._idle.clear()
             try:
                 done = await self._process(fetched)

@@ -34,11 +34,13 @@ from bus.base import (
     Handler,
     Headers,
     Outgoing,
+    PartitionListener,
     Record,
     RecordMeta,
     RetryPolicy,
     TopicPartition,
     UnknownTopicError,
+    notify_listener,
 )
 from bus.partitioner import partition_for_key
 from bus.runner import BatchRunner
@@ -152,6 +154,7 @@ class MemoryBus:
         batch_max: int = 500,
         static_member_id: str | None = None,
         retry: RetryPolicy | None = None,
+        listener: PartitionListener | None = None,
     ) -> MemoryConsumer:
         if batch_max < 1:
             raise ValueError("batch_max must be >= 1")
@@ -166,6 +169,7 @@ class MemoryBus:
             handler,
             batch_max=batch_max,
             retry=retry or RetryPolicy(),
+            listener=listener,
         )
 
     def _append(
@@ -200,8 +204,10 @@ class MemoryConsumer:
         *,
         batch_max: int,
         retry: RetryPolicy,
+        listener: PartitionListener | None = None,
     ) -> None:
         self._bus = bus
+        self._listener = listener
         self._group = group
         self.member_id = member_id
         self._topics = topics
@@ -254,6 +260,9 @@ class MemoryConsumer:
             await self._task
         except Exception:
             log.exception("group %s: member %s failed", self.group, self.member_id)
+        else:
+            # The loop committed its last batches before it ended.
+            await self._give_up_assignment()
         finally:
             await self._leave()
 
@@ -320,7 +329,7 @@ class MemoryConsumer:
             eligible = [m for m in members if tp.topic in m._topics]
             owners[eligible[turn % len(eligible)].member_id].append(tp)
         for member in members:
-            member._assign(owners[member.member_id])
+            await member._assign(owners[member.member_id])
         log.info(
             "group %s generation %d: %s",
             group.name,
@@ -334,9 +343,17 @@ class MemoryConsumer:
         await self._idle.wait()
         if not self._stopping:
             self._abort.clear()
-        self._assignment = {}
+        await self._give_up_assignment()
 
-    def _assign(self, tps: Iterable[TopicPartition]) -> None:
+    async def _give_up_assignment(self) -> None:
+        """Forget the assignment (its batches are committed) and tell the listener."""
+        revoked, self._assignment = frozenset(self._assignment), {}
+        await notify_listener(self._listener, "revoked", revoked, group=self.group)
+
+    async def _assign(self, tps: Sequence[TopicPartition]) -> None:
+        # The listener hears of the partitions before the loop may hand out a batch of
+        # them: `_revoking` keeps `_collect` empty until the assignment is set below.
+        await notify_listener(self._listener, "assigned", tps, group=self.group)
         committed = self._group.committed
         self._assignment = {tp: committed.get(tp, 0) for tp in tps}
         self._revoking = False

@@ -109,8 +109,14 @@ class ConsumerRole:
         self.name = f"consumer {group}"
         spec = runtime.topology.group(group)
         self.handler = factory(group)(runtime)
+        # The handler hears of partition changes: it forgets what it cached for partitions
+        # it may no longer own (seq sections above all, DESIGN invariant 2).
         self.consumer: Consumer = runtime.bus.consumer(
-            spec.group_id, spec.topics, self.handler.handle, static_member_id=static_member_id
+            spec.group_id,
+            spec.topics,
+            self.handler.handle,
+            static_member_id=static_member_id,
+            listener=self.handler,
         )
 
     async def start(self) -> None:

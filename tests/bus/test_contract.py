@@ -29,6 +29,7 @@ from bus.base import (
     Reject,
     RetriableError,
     RetryPolicy,
+    TopicPartition,
     UnknownTopicError,
     dlq_topic,
 )
@@ -442,3 +443,95 @@ async def test_static_member_restarts_into_its_partitions(harness: BusHarness) -
     await seen.wait(lambda: bool(seen.records("b")))
     assert seen.values("b") == [b"after"]
     await again.stop()
+
+
+class Ownership:
+    """A `PartitionListener` that logs the calls and checks them against the handler's work."""
+
+    def __init__(self, member: str, log: list[tuple[str, str, frozenset[TopicPartition]]]) -> None:
+        self.member = member
+        self.log = log
+        self.owned: set[TopicPartition] = set()
+        self.in_flight = 0
+        self.changed = asyncio.Event()
+
+    async def wait(self, predicate: Callable[[], bool]) -> None:
+        async with asyncio.timeout(WAIT_S):
+            while not predicate():
+                self.changed.clear()
+                await self.changed.wait()
+
+    async def assigned(self, partitions: frozenset[TopicPartition]) -> None:
+        assert not self.owned & partitions
+        self.owned |= partitions
+        self.log.append((self.member, "assigned", partitions))
+        self.changed.set()
+
+    async def revoked(self, partitions: frozenset[TopicPartition]) -> None:
+        # Only after the in-flight batches of the partitions are done (and committed).
+        assert self.in_flight == 0
+        assert partitions <= self.owned
+        self.owned -= partitions
+        self.log.append((self.member, "revoked", partitions))
+        self.changed.set()
+
+    def handler(self, seen: Seen) -> Handler:
+        inner = seen.handler(self.member)
+
+        async def handle(records: Sequence[Record]) -> None:
+            # Never a batch of a partition the listener has not been told about.
+            assert records[0].topic_partition in self.owned
+            self.in_flight += 1
+            try:
+                await asyncio.sleep(0)  # let a rebalance try to slip in mid-batch
+                await inner(records)
+            finally:
+                self.in_flight -= 1
+
+        return handle
+
+
+async def test_partition_listener_hears_assignments_and_revocations(
+    harness: BusHarness,
+) -> None:
+    """Listeners learn of every ownership change: assigned before the first batch, revoked
+    after the last one is committed; the owners never overlap; stop revokes, abort does not."""
+    bus = harness.bus
+    partitions = 4
+    topic = await harness.topic(partitions=partitions)
+    every = frozenset(TopicPartition(topic, p) for p in range(partitions))
+    group = harness.group()
+    log: list[tuple[str, str, frozenset[TopicPartition]]] = []
+    seen = Seen()
+    a, b = Ownership("a", log), Ownership("b", log)
+    first = await started(bus.consumer(group, [topic], a.handler(seen), listener=a))
+    assert a.owned == every
+    assert log == [("a", "assigned", every)]
+
+    keys = keys_covering(partitions, per_partition=1)
+    await bus.publish_batch(Outgoing(topic, b"1", key=key) for key in keys)
+    await seen.wait(lambda: len(seen.log) == partitions)
+
+    second = await started(bus.consumer(group, [topic], b.handler(seen), listener=b))
+    await a.wait(lambda: bool(a.owned))  # on Kafka, a may rejoin a moment after b
+    assert a.owned | b.owned == every
+    assert not a.owned & b.owned
+    assert ("a", "revoked", every) in log
+
+    await bus.publish_batch(Outgoing(topic, b"2", key=key) for key in keys)
+    await seen.wait(lambda: len(seen.log) == 2 * partitions)
+    by_member = {(r.partition, r.value): m for m, r in seen.log}
+    for tp in every:
+        owner = "a" if tp in a.owned else "b"
+        assert by_member[(tp.partition, b"2")] == owner
+
+    b_owned = frozenset(b.owned)
+    await second.stop()
+    assert log[-1] != ("b", "assigned", b_owned)
+    assert ("b", "revoked", b_owned) in log
+    assert not b.owned
+    await a.wait(lambda: a.owned == every)  # the survivor takes everything back
+
+    mark = len(log)
+    await first.abort()
+    assert log[mark:] == []  # a killed member is told nothing
