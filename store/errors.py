@@ -5,7 +5,8 @@ Exception tree::
     StoreError
     ├── UnknownUserError      an operation names a user that does not exist
     ├── UserNameTakenError    a user name already belongs to another user
-    └── InvalidUserInputError a value the store refuses (also a ValueError)
+    ├── InvalidUserInputError a value the store refuses (also a ValueError)
+    └── IndexConflictError    an index exists under a declared name with another definition
 
 Driver errors (PyMongo, redis-py) are not wrapped: they mean the service is unreachable or
 broken, and the caller's retry or crash policy applies to them as they are.
@@ -28,3 +29,9 @@ class UserNameTakenError(StoreError):
 
 class InvalidUserInputError(StoreError, ValueError):
     """A user id, user name or password the store refuses."""
+
+
+class IndexConflictError(StoreError):
+    """The database has an index under a declared name but with another definition: the
+    code and the database disagree, and starting anyway would run without the index the
+    code relies on."""

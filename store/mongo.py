@@ -15,6 +15,7 @@ from pymongo import AsyncMongoClient, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 
 from store.collections import INDEXES, Collection, IndexSpec
+from store.errors import IndexConflictError
 
 logger = logging.getLogger(__name__)
 
@@ -28,11 +29,15 @@ def connect_mongo(
     app_name: str = "coffeebus",
     server_selection_timeout: float = 5.0,
     connect_timeout: float = 5.0,
-    socket_timeout: float | None = 30.0,
+    socket_timeout: float | None = None,
 ) -> AsyncMongoClient[Document]:
-    """A client for `url` with bounded timeouts (seconds), so an unreachable server fails a
-    call within seconds instead of PyMongo's default 30 s selection wait, and a hung one
-    does not hold a call forever. Connecting is lazy: nothing is sent until the first call.
+    """A client for `url` with bounded timeouts (seconds).
+
+    Server selection and connecting fail within seconds when the server is unreachable,
+    instead of PyMongo's default 30 s selection wait. No socket timeout by default (as
+    PyMongo advises): a large bulk write may legitimately take long, and a deadline for one
+    operation belongs to its caller (``pymongo.timeout(seconds)``). Connecting is lazy:
+    nothing is sent until the first call.
     """
     return AsyncMongoClient(
         url,
@@ -55,18 +60,47 @@ def database(
 async def ensure_indexes(
     db: AsyncDatabase[Document],
     indexes: Mapping[Collection, tuple[IndexSpec, ...]] = INDEXES,
-) -> None:
-    """Create every declared index (idempotent; run at start).
+) -> list[str]:
+    """Create every declared index that does not exist yet; return the names created.
 
-    An existing index of the same name with another definition makes the server refuse:
-    that error is left to stop the start, since code and database disagree.
+    Run at every start. Existing indexes are compared with their declaration, and one
+    under a declared name with other keys or uniqueness raises `IndexConflictError`, since
+    code and database disagree. Only missing indexes are sent to the server: besides
+    sparing the work, FerretDB v1.24 drops the connection (a server-side panic) when a
+    ``createIndexes`` naming two or more indexes that all exist already is repeated.
     """
+    created: list[str] = []
     for collection, specs in indexes.items():
         if not specs:
             continue
-        models = [IndexModel(list(spec.keys), name=spec.name, unique=spec.unique) for spec in specs]
-        created = await db[collection].create_indexes(models)
-        logger.debug("indexes of %s.%s: %s", db.name, collection, created)
+        existing = await db[collection].index_information()
+        missing = [spec for spec in specs if not _matches_existing(collection, spec, existing)]
+        if missing:
+            models = [
+                IndexModel(list(spec.keys), name=spec.name, unique=spec.unique) for spec in missing
+            ]
+            created += await db[collection].create_indexes(models)
+    if created:
+        logger.info("created indexes in database %s: %s", db.name, ", ".join(created))
+    return created
+
+
+def _matches_existing(
+    collection: Collection, spec: IndexSpec, existing: Mapping[str, Document]
+) -> bool:
+    """Whether `spec` exists already; raise if its name is taken by another definition."""
+    found = existing.get(spec.name)
+    if found is None:
+        return False
+    keys = tuple((str(field), int(direction)) for field, direction in found["key"])
+    unique = bool(found.get("unique", False))
+    if keys != spec.keys or unique != spec.unique:
+        raise IndexConflictError(
+            f"index {spec.name!r} of {collection} is {keys} unique={unique} in the database "
+            f"but declared as {spec.keys} unique={spec.unique}; drop it or rename the "
+            "declaration"
+        )
+    return True
 
 
 async def ping(client: AsyncMongoClient[Document]) -> None:

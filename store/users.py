@@ -17,7 +17,6 @@ thread. A token check never returns the password hash.
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import hmac
 import secrets
@@ -207,8 +206,8 @@ def validate_import(user: UserImport) -> None:
 class MemoryUserStore:
     """The in-memory `UserStore`: the embedded mode's store and the contract tests' twin.
 
-    Coroutines hold no await between reading and writing its dicts, so each call is atomic
-    on the event loop, as the single-document writes of the MongoDB store are.
+    No coroutine awaits between reading and writing its dicts, so each change is atomic on
+    the event loop, as the single-document writes of the MongoDB store are.
     """
 
     def __init__(
@@ -218,7 +217,6 @@ class MemoryUserStore:
         self._password_params = password_params
         self._users: dict[UserId, User] = {}
         self._names: dict[str, UserId] = {}
-        self._lock = asyncio.Lock()
 
     async def get(self, user_id: UserId) -> User | None:
         """Return the user, or None."""
@@ -255,9 +253,8 @@ class MemoryUserStore:
             if user.password is None
             else await hash_password_async(user.password, params=self._password_params)
         )
-        # The hash above awaited a thread; the read-check-write below must not be split.
-        async with self._lock:
-            return self._apply(user, password_hash)
+        # Hashing awaited a thread: `_apply` reads the current state only now, and in one go.
+        return self._apply(user, password_hash)
 
     def _apply(self, change: UserImport, password_hash: str | None) -> User:
         uid = change.user_id

@@ -1,0 +1,271 @@
+"""`UserStore` on MongoDB ``users`` (PyMongo's asyncio API), with a Redis token-check cache.
+
+Every login checks a token, so `MongoUserStore.check_token` reads a Redis hash first and goes
+to MongoDB only on a miss (negative answers are cached too, so a flood of logins for unknown
+ids does not reach MongoDB). The other reads (`get`, `list_users`, `check_password`) go to
+MongoDB: they are rarer, and `check_password` needs the hash, which never enters Redis.
+
+Cache coherence without transactions: every write to a user document increments its ``rev``
+(atomically, in the same single-document update) and then writes the new state into the
+cache through a script that only replaces an entry with a *newer* ``rev``. A reader that
+fills the cache after a miss goes through the same script with the ``rev`` it read (0 for
+"no such user"). So whatever the interleaving of a slow reader and a writer, a stale entry can
+never overwrite a newer one: a rotated token stops working at once, not after the cache TTL.
+The TTL bounds only what a crash between the MongoDB write and the cache write can leave
+behind (the write raises then, and the caller retries it).
+
+Documents: see `store.collections` for ``name_key``, the unique login-name key that works
+without sparse or partial indexes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any, Final
+
+import msgspec
+from pymongo import ReturnDocument
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+from redis.asyncio import Redis
+
+from store.clock import Clock, SystemClock
+from store.collections import Collection
+from store.errors import UnknownUserError, UserNameTakenError
+from store.ids import UserId
+from store.keys import RedisKeys
+from store.passwords import (
+    DEFAULT_PARAMS,
+    ScryptParams,
+    hash_password_async,
+    verify_password_async,
+)
+from store.users import (
+    TokenCheck,
+    TokenStatus,
+    User,
+    UserImport,
+    generate_token,
+    is_valid_user_id,
+    is_valid_user_name,
+    tokens_equal,
+    validate_import,
+)
+
+logger = logging.getLogger(__name__)
+
+Document = dict[str, Any]
+
+# Replace the cached entry only with a newer revision of the user, and (re)arm its TTL.
+# KEYS[1] cache key; ARGV[1] rev; ARGV[2] encoded user, or "" for "no such user"; ARGV[3] TTL ms
+_CACHE_PUT: Final = """
+local cur = redis.call('HGET', KEYS[1], 'rev')
+if cur and tonumber(cur) >= tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'rev', ARGV[1], 'user', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+_PROFILE_FIELDS: Final = ("nick_name", "nick_name_spell", "phone", "avatar_url", "attach_info")
+_MAX_UPSERT_ATTEMPTS: Final = 3
+
+
+def _name_key(user_id: int, user_name: str | None) -> str:
+    # Names cannot start with "#", so "#<id>" never collides with a real name.
+    return user_name if user_name is not None else f"#{user_id}"
+
+
+def _as_bytes(value: bytes | str) -> bytes:
+    return value.encode() if isinstance(value, str) else value
+
+
+def _to_user(doc: Document) -> User:
+    # PyMongo hands 64-bit integers back as bson.Int64; plain ints keep msgspec and equality
+    # with the memory twin simple.
+    return User(
+        user_id=UserId(int(doc["_id"])),
+        token=doc["token"],
+        nick_name=doc.get("nick_name", ""),
+        nick_name_spell=doc.get("nick_name_spell", ""),
+        phone=doc.get("phone", ""),
+        avatar_url=doc.get("avatar_url", ""),
+        attach_info=doc.get("attach_info", ""),
+        user_name=doc.get("user_name"),
+        password_hash=doc.get("password_hash"),
+        created_ms=int(doc["created_ms"]),
+        updated_ms=int(doc["updated_ms"]),
+    )
+
+
+class MongoUserStore:
+    """`UserStore` on a MongoDB database, with an optional Redis token-check cache.
+
+    Args:
+        db: the database holding ``users`` (indexes from `store.mongo.ensure_indexes`).
+        redis: the cache's Redis client (``decode_responses=False``), or None for no cache.
+        keys: the Redis key namespace.
+        cache_ttl: seconds a cached token-check entry lives.
+        password_params: scrypt cost for new password hashes.
+        clock: source of the created/updated times.
+    """
+
+    def __init__(
+        self,
+        db: AsyncDatabase[Document],
+        redis: Redis | None = None,
+        *,
+        keys: RedisKeys | None = None,
+        cache_ttl: float = 600.0,
+        password_params: ScryptParams = DEFAULT_PARAMS,
+        clock: Clock | None = None,
+    ) -> None:
+        if cache_ttl <= 0:
+            raise ValueError("cache_ttl must be positive")
+        self._users: AsyncCollection[Document] = db[Collection.USERS]
+        self._redis = redis
+        self._keys = keys or RedisKeys()
+        self._cache_ttl_ms = max(1, round(cache_ttl * 1000))
+        self._password_params = password_params
+        self._clock = clock or SystemClock()
+        self._cache_put = redis.register_script(_CACHE_PUT) if redis is not None else None
+        self._encoder = msgspec.msgpack.Encoder()
+        self._decoder = msgspec.msgpack.Decoder(User)
+
+    async def get(self, user_id: UserId) -> User | None:
+        """Return the user, or None."""
+        if not is_valid_user_id(user_id):
+            return None
+        doc = await self._users.find_one({"_id": user_id})
+        return None if doc is None else _to_user(doc)
+
+    async def list_users(self, user_ids: Iterable[UserId]) -> list[User]:
+        """Return the existing users among `user_ids`, in first-asked order."""
+        wanted = [uid for uid in dict.fromkeys(user_ids) if is_valid_user_id(uid)]
+        if not wanted:
+            return []
+        found: dict[UserId, User] = {}
+        async for doc in self._users.find({"_id": {"$in": wanted}}):
+            user = _to_user(doc)
+            found[user.user_id] = user
+        return [found[uid] for uid in wanted if uid in found]
+
+    async def check_token(self, user_id: UserId, token: str) -> TokenCheck:
+        """Check a login token, through the cache when there is one."""
+        if not is_valid_user_id(user_id):
+            return TokenCheck(TokenStatus.UNKNOWN_USER)
+        user = await self._cached_user(user_id)
+        if user is None:
+            return TokenCheck(TokenStatus.UNKNOWN_USER)
+        if not tokens_equal(user.token, token):
+            return TokenCheck(TokenStatus.BAD_TOKEN)
+        return TokenCheck(TokenStatus.OK, user)
+
+    async def _cached_user(self, user_id: UserId) -> User | None:
+        """The user without password hash, from the cache or else from MongoDB."""
+        if self._redis is None:
+            doc = await self._users.find_one({"_id": user_id}, {"password_hash": False})
+            return None if doc is None else _to_user(doc)
+        rev, data = await self._redis.hmget(self._keys.user_cache(user_id), ["rev", "user"])
+        if rev is not None and data is not None:
+            # An empty entry is a cached "no such user".
+            return self._decoder.decode(_as_bytes(data)) if data else None
+        doc = await self._users.find_one({"_id": user_id}, {"password_hash": False})
+        user = None if doc is None else _to_user(doc)
+        await self._cache(user_id, 0 if doc is None else doc["rev"], user)
+        return user
+
+    async def _cache(self, user_id: UserId, rev: int, user: User | None) -> None:
+        if self._cache_put is None:
+            return
+        data = b"" if user is None else self._encoder.encode(user.without_password())
+        await self._cache_put(
+            keys=[self._keys.user_cache(user_id)], args=[rev, data, self._cache_ttl_ms]
+        )
+
+    async def check_password(self, user_name: str, password: str) -> User | None:
+        """Return the user when name and password match (hash verified in a thread)."""
+        doc = (
+            await self._users.find_one({"name_key": user_name})
+            if is_valid_user_name(user_name)
+            else None
+        )
+        user = None if doc is None else _to_user(doc)
+        stored = None if user is None else user.password_hash
+        if await verify_password_async(password, stored):
+            return user
+        return None
+
+    async def upsert(self, user: UserImport) -> User:
+        """Create or update a user in one atomic single-document upsert."""
+        validate_import(user)
+        password_hash = (
+            None
+            if user.password is None
+            else await hash_password_async(user.password, params=self._password_params)
+        )
+        update = self._upsert_update(user, password_hash)
+        for attempt in range(1, _MAX_UPSERT_ATTEMPTS + 1):
+            try:
+                doc = await self._users.find_one_and_update(
+                    {"_id": user.user_id},
+                    update,
+                    upsert=True,
+                    return_document=ReturnDocument.AFTER,
+                )
+                break
+            except DuplicateKeyError:
+                if user.user_name is not None:
+                    holder = await self._users.find_one({"name_key": user.user_name}, {"_id": True})
+                    if holder is not None and holder["_id"] != user.user_id:
+                        raise UserNameTakenError(f"user name {user.user_name!r} is taken") from None
+                # Two upserts creating the same new user raced on _id; the loser retries
+                # and now finds the document to update.
+                if attempt == _MAX_UPSERT_ATTEMPTS:
+                    raise
+                logger.debug("upsert of user %d raced on a unique key, retrying", user.user_id)
+        if doc is None:  # pragma: no cover - an upsert returning the new document never does
+            raise UnknownUserError(f"upsert of user {user.user_id} returned nothing")
+        stored = _to_user(doc)
+        await self._cache(stored.user_id, doc["rev"], stored)
+        return stored
+
+    def _upsert_update(self, user: UserImport, password_hash: str | None) -> Document:
+        now = self._clock.now_ms()
+        to_set: Document = {"updated_ms": now, **user.profile_fields()}
+        on_insert: Document = {
+            "created_ms": now,
+            **{name: "" for name in _PROFILE_FIELDS if name not in to_set},
+        }
+        if user.token is not None:
+            to_set["token"] = user.token
+        else:
+            on_insert["token"] = generate_token()
+        if user.user_name is not None:
+            to_set["user_name"] = user.user_name
+            to_set["name_key"] = _name_key(user.user_id, user.user_name)
+        else:
+            on_insert["name_key"] = _name_key(user.user_id, None)
+        if password_hash is not None:
+            to_set["password_hash"] = password_hash
+        # A user without name or password has no such fields at all: absent reads as None.
+        # (FerretDB v1 would drop a null from $setOnInsert anyway, unlike MongoDB.)
+        return {"$set": to_set, "$setOnInsert": on_insert, "$inc": {"rev": 1}}
+
+    async def rotate_token(self, user_id: UserId) -> str:
+        """Give the user a new random token; the cache follows at once."""
+        if not is_valid_user_id(user_id):
+            raise UnknownUserError(f"no user {user_id}")
+        token = generate_token()
+        doc = await self._users.find_one_and_update(
+            {"_id": user_id},
+            {"$set": {"token": token, "updated_ms": self._clock.now_ms()}, "$inc": {"rev": 1}},
+            return_document=ReturnDocument.AFTER,
+        )
+        if doc is None:
+            raise UnknownUserError(f"no user {user_id}")
+        await self._cache(user_id, doc["rev"], _to_user(doc))
+        return token

@@ -1,0 +1,27 @@
+"""Redis plumbing against the real server."""
+
+from __future__ import annotations
+
+import pytest
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from store.keys import RedisKeys
+from store.redis import connect_redis, ping
+
+
+@pytest.mark.redis
+async def test_ping_and_bytes_replies(redis: Redis, redis_keys: RedisKeys) -> None:
+    await ping(redis)
+    key = redis_keys.rate_limit("test", 1)
+    await redis.set(key, "v")
+    assert await redis.get(key) == b"v"
+
+
+async def test_ping_fails_fast_without_a_server() -> None:
+    client = connect_redis("redis://127.0.0.1:9/0", socket_connect_timeout=0.3)
+    try:
+        with pytest.raises(RedisConnectionError):
+            await ping(client)
+    finally:
+        await client.aclose()
