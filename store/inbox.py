@@ -58,6 +58,12 @@ class InboxStore(Protocol):
         message seq) is already in the inbox; return how many were new."""
         ...
 
+    async def append_new(self, entries: Sequence[InboxEntry]) -> list[bool]:
+        """`append_many`, telling for each entry whether this call appended it (False: it
+        was there already, or an earlier entry of the same call had its key). The fanout
+        group pushes only what is new, so a replay never delivers twice."""
+        ...
+
     async def after(self, user_id: UserId, after_seq: int, limit: int) -> InboxPage:
         """At most `limit` entries with inbox seq > `after_seq`, ascending."""
         ...
@@ -93,21 +99,26 @@ class MemoryInboxStore:
 
     async def append_many(self, entries: Sequence[InboxEntry]) -> int:
         """Append the new entries; skip replays."""
-        added = 0
+        return sum(await self.append_new(entries))
+
+    async def append_new(self, entries: Sequence[InboxEntry]) -> list[bool]:
+        """Append the new entries; skip replays; tell which were new."""
+        new: list[bool] = []
         for entry in entries:
             inbox = self._inboxes.setdefault(entry.user_id, _UserInbox())
             key = (entry.message.conversation, entry.message.seq)
             if key in inbox.by_message or entry.inbox_seq in inbox.by_seq:
                 # As on MongoDB, a taken inbox seq is a duplicate key too; with a correct
                 # allocator it cannot happen.
+                new.append(False)
                 continue
             inbox.by_message[key] = entry
             inbox.by_seq[entry.inbox_seq] = entry
             bisect.insort(inbox.seqs, entry.inbox_seq)
             if entry.message.from_user_id != entry.user_id:
                 bisect.insort(inbox.from_others.setdefault(key[0], []), key[1])
-            added += 1
-        return added
+            new.append(True)
+        return new
 
     async def after(self, user_id: UserId, after_seq: int, limit: int) -> InboxPage:
         """Entries after `after_seq`, ascending."""

@@ -82,6 +82,11 @@ class MongoInboxStore:
         duplicates = await insert_new(self._inbox, [_entry_doc(e) for e in entries])
         return len(entries) - len(duplicates)
 
+    async def append_new(self, entries: Sequence[InboxEntry]) -> list[bool]:
+        """`append_many`, telling which entries were new (from the bulk's duplicate errors)."""
+        duplicates = await insert_new(self._inbox, [_entry_doc(e) for e in entries])
+        return [i not in duplicates for i in range(len(entries))]
+
     async def after(self, user_id: UserId, after_seq: int, limit: int) -> InboxPage:
         """Entries after `after_seq`, ascending; one query for ``limit + 1`` entries."""
         check_limit(limit)

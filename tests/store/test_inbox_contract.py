@@ -80,6 +80,19 @@ async def test_a_bulk_with_some_replays_stores_the_rest(inbox: InboxStore) -> No
     assert await inbox.append_many([]) == 0
 
 
+async def test_append_new_tells_which_entries_were_new(inbox: InboxStore) -> None:
+    await inbox.append_new([InboxEntry(user_id=BOB, inbox_seq=1, message=c2c(1, 2, 1))])
+    batch = [
+        InboxEntry(user_id=BOB, inbox_seq=2, message=c2c(1, 2, 1)),  # replay
+        InboxEntry(user_id=BOB, inbox_seq=3, message=c2c(1, 2, 2)),
+        InboxEntry(user_id=CAROL, inbox_seq=1, message=c2c(1, 3, 1)),
+        InboxEntry(user_id=BOB, inbox_seq=4, message=c2c(1, 2, 2)),  # replay within the bulk
+    ]
+    assert await inbox.append_new(batch) == [False, True, True, False]
+    assert await inbox.append_new(batch) == [False] * 4
+    assert await inbox.append_new([]) == []
+
+
 async def test_unread_counts_only_others_messages_above_the_read_seq(inbox: InboxStore) -> None:
     ab, ac = conv(1, 2), conv(1, 3)
     # Alice's inbox: her own sends are there too (her other devices sync them).
