@@ -33,6 +33,7 @@ __all__ = [
     "GatewaySettings",
     "KafkaSettings",
     "LogSettings",
+    "MessagingSettings",
     "MongoSettings",
     "MultiLoginPolicy",
     "RedisSettings",
@@ -129,6 +130,15 @@ class ApiSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     api_keys: tuple[str, ...] = ()
 
 
+class MessagingSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``[messaging]``: limits of the message path (the msg and fanout groups)."""
+
+    #: largest MsgData.msg_data accepted (bytes); larger sends are refused with TOO_LARGE
+    max_msg_data_bytes: PositiveInt = 64 * 1024
+    #: how long the msg group trusts a cached "user exists" / group lookup (seconds)
+    lookup_cache_s: Positive = 5.0
+
+
 class LogSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Logging of every process."""
 
@@ -145,6 +155,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     redis: RedisSettings = RedisSettings()
     gateway: GatewaySettings = GatewaySettings()
     api: ApiSettings = ApiSettings()
+    messaging: MessagingSettings = MessagingSettings()
     log: LogSettings = LogSettings()
 
     def with_gate_id(self) -> Settings:
