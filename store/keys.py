@@ -20,8 +20,9 @@ key                                type    holds
 =================================  ======  ==============================================
 
 Redis Cluster: the gate registry keys share the ``{gates}`` hash tag so that the registry's
-multi-key operations stay in one slot; every other key is per user or per group and is only
-ever touched alone, so those spread over the cluster.
+multi-key operations stay in one slot. Per-user and per-group keys carry no tag and spread
+over a cluster; the one place that reads many users' keys in a single script
+(`store.routes_redis.RedisRouteStore.get_many`) has a pipelined mode for a cluster.
 """
 
 from __future__ import annotations

@@ -97,14 +97,21 @@ async def _gone(redis: Redis, key: str) -> bool:
     return not await redis.exists(key)
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("redis-cluster-mode", marks=pytest.mark.redis),
+    ]
+)
 def routes(request: pytest.FixtureRequest, clock: ManualClock) -> Harness:
-    """Each `RouteStore` implementation, empty."""
+    """Each `RouteStore` implementation, empty (Redis also in its cluster-safe mode)."""
     if request.param == "memory":
         return Harness(MemoryRouteStore(clock=clock), clock=clock)
     redis: Redis = request.getfixturevalue("redis")
     keys: RedisKeys = request.getfixturevalue("redis_keys")
-    return Harness(RedisRouteStore(redis, keys=keys), redis=redis, keys=keys)
+    store = RedisRouteStore(redis, keys=keys, cluster=request.param == "redis-cluster-mode")
+    return Harness(store, redis=redis, keys=keys)
 
 
 async def test_register_and_get(routes: Harness) -> None:
