@@ -1,0 +1,323 @@
+"""The ``ack`` group: receivers' acks from ``im.up.ack`` (keyed by user).
+
+- MsgDataAck (0x0302) from a receiver's device: the message reached it. Single chats move the
+  user's delivery mark of the conversation (`store.deliveries`), groups the member's ack seq
+  and time (`GroupStore.record_acks`); both are ``$max`` updates, so acks may come in any
+  order and any number of times. A batch makes one bulk write of each kind, whatever its size.
+- MsgDataReadAck (0x0303): the session's read seq moves forward (`SessionStore.mark_read_many`,
+  one bulk per batch), then MsgDataReadNotify (0x0304) goes to the peer's devices (single
+  chat) and to the reader's other devices. A group's read state is asked for, not pushed
+  (GroupReadStateReq 0x080D).
+- S2CPushAck (0x080C): business push receipts; their events come with issue 5.
+
+Acks have no response. One that cannot be honoured (another user's id in the body, a group
+the user is not in, a seq the conversation never reached) is dropped with a log line.
+Every seq is clamped to the conversation's latest message, so a client cannot mark messages
+that do not exist yet as read or delivered.
+
+Single writer: ``session_reads`` and ``deliveries`` documents are keyed by user and written
+only here, by the owner of the user's ``im.up.ack`` partition; reading the current read seq
+before writing (to notify only real progress) is therefore safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from bus.base import Bus, Record, TopicPartition
+from bus.topology import Topology
+from consumers.effects import Effects
+from consumers.registry import consumer_group
+from consumers.requests import Refusal, Request, acting_user, conversation_of, decode_request
+from schemas.codes import SessionType
+from schemas.commands import Cmd
+from schemas.envelope import Origin
+from schemas.ids import ConversationId, GroupId, TraceId, UserId
+from schemas.pb.coffeebus import ext_pb2
+from schemas.pb.coffeechat import base_pb2, message_pb2
+from store import mongo as mongo_store
+from store.clock import Clock, SystemClock
+from store.deliveries import (
+    DeliveryMark,
+    DeliveryStore,
+    MemoryDeliveryStore,
+    MongoDeliveryStore,
+)
+from store.groups import GroupStore, MemberAck
+from store.messages import MessageStore
+from store.routes import RouteStore
+from store.sessions import ReadMark, SessionStore
+
+if TYPE_CHECKING:
+    from coffeebus.wiring import Runtime
+
+__all__ = ["AckHandler", "build"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Read:
+    """The furthest read ack of a batch for one (user, conversation)."""
+
+    user: UserId
+    conversation: ConversationId
+    session_type: int
+    session_id: int
+    seq: int
+    origin: Origin
+    trace_id: TraceId
+
+
+@dataclass(slots=True)
+class _Delivered:
+    user: UserId
+    conversation: ConversationId
+    session_type: int
+    session_id: int
+    seq: int
+
+
+class AckHandler:
+    """Handles delivery acks, read acks and push receipts of ``im.up.ack``."""
+
+    def __init__(
+        self,
+        *,
+        bus: Bus,
+        topology: Topology,
+        routes: RouteStore,
+        messages: MessageStore,
+        sessions: SessionStore,
+        groups: GroupStore,
+        deliveries: DeliveryStore,
+        clock: Clock | None = None,
+        on_close: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self._bus = bus
+        self._topology = topology
+        self._routes = routes
+        self._messages = messages
+        self._sessions = sessions
+        self._groups = groups
+        self.deliveries = deliveries
+        self._clock = clock or SystemClock()
+        self._on_close = on_close
+
+    async def assigned(self, partitions: frozenset[TopicPartition]) -> None:
+        """Nothing is cached per partition."""
+
+    async def revoked(self, partitions: frozenset[TopicPartition]) -> None:
+        """Nothing is cached per partition."""
+
+    async def close(self) -> None:
+        """Nothing is buffered past a batch: every batch flushes its acks before it returns."""
+        if self._on_close is not None:
+            await self._on_close()
+
+    async def handle(self, records: Sequence[Record]) -> None:
+        """Fold the batch into one write per kind, then publish the read notifies."""
+        reads: dict[tuple[UserId, ConversationId], _Read] = {}
+        delivered: dict[tuple[UserId, ConversationId], _Delivered] = {}
+        for record in records:
+            request = decode_request(record)
+            try:
+                self._fold(request, reads, delivered)
+            except Refusal as refusal:
+                log.warning("dropped ack 0x%04X: %s", request.cmd, refusal.text)
+        if not reads and not delivered:
+            return
+        convs = {c for _, c in reads} | {c for _, c in delivered}
+        items: list[_Read | _Delivered] = [*reads.values(), *delivered.values()]
+        groups = {(i.user, i.session_id) for i in items if i.session_type == SessionType.GROUP}
+        latest, membership = await asyncio.gather(
+            self._latest_seqs(convs), self._memberships(groups)
+        )
+        await asyncio.gather(
+            self._deliver(list(delivered.values()), latest, membership),
+            self._read(list(reads.values()), latest, membership),
+        )
+
+    def _fold(
+        self,
+        request: Request,
+        reads: dict[tuple[UserId, ConversationId], _Read],
+        delivered: dict[tuple[UserId, ConversationId], _Delivered],
+    ) -> None:
+        origin, msg = request.origin, request.message
+        if origin is None:
+            log.warning("ack 0x%04X without an origin: ignored", request.cmd)
+            return
+        if isinstance(msg, message_pb2.MsgDataReadAck):
+            user = acting_user(origin, msg.user_id, request.cmd)
+            conversation = conversation_of(user, msg.session_type, msg.session_id)
+            key = (user, conversation)
+            old = reads.get(key)
+            if old is None or msg.msg_id > old.seq:
+                reads[key] = _Read(
+                    user,
+                    conversation,
+                    msg.session_type,
+                    msg.session_id,
+                    msg.msg_id,
+                    origin,
+                    request.envelope.trace_id,
+                )
+        elif isinstance(msg, message_pb2.MsgDataAck):
+            user = acting_user(origin, msg.from_user_id, request.cmd)
+            if int(msg.session_type) == SessionType.SINGLE and msg.to_session_id == user:
+                return  # the user's own message, echoed to another of their devices
+            conversation = conversation_of(user, msg.session_type, msg.to_session_id)
+            key = (user, conversation)
+            seen = delivered.get(key)
+            if seen is None:
+                delivered[key] = _Delivered(
+                    user, conversation, msg.session_type, msg.to_session_id, msg.server_msg_id
+                )
+            else:
+                seen.seq = max(seen.seq, msg.server_msg_id)
+        elif isinstance(msg, ext_pb2.S2CPushAck):
+            log.debug(
+                "S2CPushAck %s from user %d (receipts come with issue 5)",
+                msg.push_id,
+                origin.user_id,
+            )
+        else:
+            log.warning("command 0x%04X is not an ack: ignored", request.cmd)
+
+    async def _latest_seqs(self, convs: set[ConversationId]) -> dict[ConversationId, int]:
+        ordered = list(convs)
+        found = await asyncio.gather(*(self._messages.latest(c) for c in ordered))
+        return {c: (0 if m is None else m.seq) for c, m in zip(ordered, found, strict=True)}
+
+    async def _memberships(self, pairs: set[tuple[UserId, int]]) -> set[tuple[UserId, int]]:
+        ordered = list(pairs)
+        found = await asyncio.gather(*(self._groups.is_member(GroupId(g), u) for u, g in ordered))
+        return {pair for pair, member in zip(ordered, found, strict=True) if member}
+
+    async def _deliver(
+        self,
+        items: list[_Delivered],
+        latest: dict[ConversationId, int],
+        members: set[tuple[UserId, int]],
+    ) -> None:
+        now = self._clock.now_ms()
+        marks: list[DeliveryMark] = []
+        acks: list[MemberAck] = []
+        for item in items:
+            seq = min(item.seq, latest.get(item.conversation, 0))
+            if seq <= 0:
+                continue
+            if item.session_type == SessionType.GROUP:
+                if (item.user, item.session_id) in members:
+                    acks.append(MemberAck(GroupId(item.session_id), item.user, seq, now))
+            else:
+                marks.append(DeliveryMark(item.user, item.conversation, seq, now))
+        await asyncio.gather(
+            self.deliveries.mark_delivered_many(marks) if marks else _nothing(),
+            self._groups.record_acks(acks) if acks else _nothing(),
+        )
+
+    async def _read(
+        self,
+        items: list[_Read],
+        latest: dict[ConversationId, int],
+        members: set[tuple[UserId, int]],
+    ) -> None:
+        wanted: list[_Read] = []
+        for item in items:
+            item.seq = min(item.seq, latest.get(item.conversation, 0))
+            if item.seq <= 0:
+                continue
+            if (
+                item.session_type == SessionType.GROUP
+                and (item.user, item.session_id) not in members
+            ):
+                log.warning(
+                    "dropped read ack: user %d is not in group %d", item.user, item.session_id
+                )
+                continue
+            wanted.append(item)
+        current = await asyncio.gather(
+            *(self._sessions.read_seq(r.user, r.conversation) for r in wanted)
+        )
+        forward = [r for r, seq in zip(wanted, current, strict=True) if r.seq > seq]
+        if not forward:
+            return
+        await self._sessions.mark_read_many(
+            [ReadMark(r.user, r.conversation, r.seq) for r in forward]
+        )
+        await self._notify_reads(forward)
+
+    async def _notify_reads(self, reads: Sequence[_Read]) -> None:
+        users = {r.user for r in reads} | {
+            UserId(r.session_id) for r in reads if r.session_type == SessionType.SINGLE
+        }
+        routes = await self._routes.get_many(users)
+        effects = Effects(self._topology)
+        for r in reads:
+            session_type = base_pb2.SessionType.ValueType(r.session_type)
+            mine = message_pb2.MsgDataReadNotify(
+                user_id=r.user, session_id=r.session_id, msg_id=r.seq, session_type=session_type
+            )
+            effects.push(
+                r.user,
+                routes.get(r.user, []),
+                Cmd.MSG_READ_NOTIFY,
+                mine.SerializeToString(),
+                r.trace_id,
+                skip=(r.origin.gate_id, r.origin.conn_id),
+            )
+            if r.session_type == SessionType.SINGLE:
+                peer = UserId(r.session_id)
+                # As the peer sees it: its session with the reader.
+                theirs = message_pb2.MsgDataReadNotify(
+                    user_id=r.user, session_id=r.user, msg_id=r.seq, session_type=session_type
+                )
+                effects.push(
+                    peer,
+                    routes.get(peer, []),
+                    Cmd.MSG_READ_NOTIFY,
+                    theirs.SerializeToString(),
+                    r.trace_id,
+                )
+        if len(effects):
+            await self._bus.publish_batch(effects.records())
+
+
+async def _nothing() -> None:
+    return None
+
+
+@consumer_group("ack")
+def build(runtime: Runtime) -> AckHandler:
+    """The ack handler on the runtime's stores."""
+    deliveries: DeliveryStore | None = getattr(runtime, "deliveries", None)
+    on_close: Callable[[], Awaitable[None]] | None = None
+    if deliveries is None and runtime.mode == "embedded":
+        deliveries = MemoryDeliveryStore()
+    elif deliveries is None:
+        # Until the runtime carries the delivery store, the handler opens its own client of
+        # the runtime's database (and closes it with the handler).
+        client = mongo_store.connect_mongo(
+            runtime.settings.mongo.url,
+            server_selection_timeout=runtime.settings.mongo.server_selection_timeout_ms / 1000,
+        )
+        deliveries = MongoDeliveryStore(
+            mongo_store.database(client, runtime.settings.mongo.database)
+        )
+        on_close = client.close
+    return AckHandler(
+        bus=runtime.bus,
+        topology=runtime.topology,
+        routes=runtime.routes,
+        messages=runtime.messages,
+        sessions=runtime.sessions,
+        groups=runtime.groups,
+        deliveries=deliveries,
+        on_close=on_close,
+    )
