@@ -1,8 +1,10 @@
 """Revoke (recall) a message: RevokeReq 0x0805 → RevokeRsp 0x0806 + RevokeNotify 0x0807.
 
 RevokeReq travels on ``im.up.msg``, keyed by its conversation like the messages it revokes,
-and is handled *inside the msg group* — the timeline's single writer — by its dispatch table
-calling `Revoker.handle`. Rules (docs/protocol-extensions.md, "Revoke"):
+and is handled *inside the msg group* — the timeline's single writer: `revoke` is registered
+in the msg group's command table (`consumers.msg_commands`, ``ordered=True`` so the messages
+before it in the batch are stored first) and runs a `Revoker`. Rules
+(docs/protocol-extensions.md, "Revoke"):
 
 - only the message's sender may revoke it (FORBIDDEN otherwise), within `RevokeSettings.
   window_s` of its creation (EXPIRED after); a body naming another user is FORBIDDEN;
@@ -27,7 +29,8 @@ import logging
 import msgspec
 
 from consumers.effects import Effects
-from consumers.requests import Refusal, conversation_of
+from consumers.msg_commands import MsgContext, msg_command
+from consumers.requests import Refusal, Request, conversation_of
 from schemas.codes import ExtResultCode, SessionType
 from schemas.commands import Cmd
 from schemas.envelope import Envelope
@@ -38,7 +41,7 @@ from store.groups import GroupStore
 from store.messages import MessageStore, StoredMessage
 from store.routes import RouteStore
 
-__all__ = ["RevokeSettings", "Revoker"]
+__all__ = ["RevokeSettings", "Revoker", "revoke"]
 
 log = logging.getLogger(__name__)
 
@@ -154,3 +157,11 @@ def acting_user_id(user_id: int, req: ext_pb2.RevokeReq) -> UserId:
         log.warning("refused RevokeReq: user %d claimed to be user %d", user_id, req.user_id)
         raise Refusal(ExtResultCode.FORBIDDEN, "user_id is not the logged-in user")
     return UserId(user_id)
+
+
+@msg_command(Cmd.REVOKE_REQ, ordered=True)
+async def revoke(ctx: MsgContext, request: Request, effects: Effects) -> None:
+    """The msg group's entry for RevokeReq (default `RevokeSettings`)."""
+    assert isinstance(request.message, ext_pb2.RevokeReq)
+    revoker = Revoker(messages=ctx.messages, groups=ctx.groups, routes=ctx.routes)
+    await revoker.handle(request.envelope, request.message, effects)
