@@ -1,0 +1,134 @@
+"""The query group end to end: SDK → gate → im.up.query → query handler → gate → SDK.
+
+Messages are written with `Seeder` (what msg + fanout write), so these tests pin the read
+side — exact unread counts across seq gaps, paging, lookups, sync, refusals — on the embedded
+wiring and on the real services.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from schemas.codes import ExtResultCode, MsgStatus, SessionType
+from schemas.commands import Cmd
+from schemas.ids import UserId
+from schemas.pb.coffeechat import base_pb2, list_pb2
+from sdk.errors import ServerError
+from tests.consumers.minisystem import Seeder, System, system
+
+__all__ = ["system"]
+
+
+async def test_session_list_has_exact_unread_counts_and_the_latest_message(
+    system: System,
+) -> None:
+    alice, bob, carol = await system.user(), await system.user(), await system.user()
+    seed = Seeder(system.runtime)
+    for gap in (0, 3, 0, 7):  # seq gaps, as after a change of owner
+        await seed.message(bob, alice, gap=gap)
+    await seed.message(alice, bob)  # one of alice's own: never unread for her
+    last = await seed.message(carol, alice, text="latest")
+    sdk = await system.client(alice)
+
+    rsp = await sdk.recent_sessions()
+
+    by_peer = {s.session_id: s for s in rsp.contact_session_list}
+    assert set(by_peer) == {bob, carol}
+    assert by_peer[bob].unread_cnt == 4
+    assert by_peer[carol].unread_cnt == 1
+    assert rsp.unread_counts == 5
+    info = by_peer[carol]
+    assert info.msg_id == last.client_msg_id
+    assert info.server_msg_id == last.seq
+    assert info.msg_data == b"latest"
+    assert info.msg_from_user_id == carol
+    assert SessionType(info.session_type) is SessionType.SINGLE
+    assert MsgStatus(info.msg_status) is MsgStatus.UNREAD
+    # Most recently changed first.
+    assert [s.session_id for s in rsp.contact_session_list] == [carol, bob]
+
+
+async def test_history_pages_backwards_and_returns_ascending(system: System) -> None:
+    alice, bob = await system.user(), await system.user()
+    seed = Seeder(system.runtime)
+    sent = [
+        await seed.message(bob if i % 2 else alice, bob if not i % 2 else alice, gap=i % 3)
+        for i in range(25)
+    ]
+    seqs = [m.seq for m in sent]
+    sdk = await system.client(alice)
+
+    newest = await sdk.history(bob, limit=10)
+    assert [m.server_msg_id for m in newest.msg_list] == seqs[-10:]
+    older = await sdk.history(bob, end_msg_id=seqs[-10], limit=10)  # exclusive bound
+    assert [m.server_msg_id for m in older.msg_list] == seqs[-20:-10]
+    rest = await sdk.history(bob, end_msg_id=seqs[-20], limit=10)
+    assert [m.server_msg_id for m in rest.msg_list] == seqs[:5]
+    default = await sdk.history(bob, limit=0)  # 0 = the default page of 20
+    assert [m.server_msg_id for m in default.msg_list] == seqs[-20:]
+    first = newest.msg_list[-1]
+    assert first.client_msg_id == sent[-1].client_msg_id
+    assert first.from_user_id == sent[-1].from_user_id
+    with pytest.raises(ServerError) as too_many:
+        await sdk.history(bob, limit=100)
+    assert too_many.value.code is ExtResultCode.INVALID_PARAMETER
+    assert "99" in too_many.value.text
+
+
+async def test_latest_id_by_id_and_user_list(system: System) -> None:
+    alice, bob, carol = await system.user(), await system.user(), await system.user(nick="cc")
+    seed = Seeder(system.runtime)
+    first = await seed.message(bob, alice)
+    latest = await seed.message(alice, bob, gap=2)
+    await seed.message(carol, alice)
+    sdk = await system.client(alice)
+
+    assert (await sdk.latest_msg_id(bob)).latest_msg_id == latest.client_msg_id
+    assert (await sdk.latest_msg_id(UserId(System.new_uid()))).latest_msg_id == ""
+    found = await sdk.messages_by_id(bob, [latest.client_msg_id, "nope", first.client_msg_id])
+    assert [m.server_msg_id for m in found.msg_list] == [first.seq, latest.seq]
+    users = await sdk.user_list()
+    assert {u.user_id: u.nick_name for u in users.user_info_list} == {
+        bob: f"n{bob}",
+        carol: "cc",
+    }
+
+
+async def test_sync_pages_the_inbox_with_has_more(system: System) -> None:
+    alice, bob = await system.user(), await system.user()
+    seed = Seeder(system.runtime)
+    sent = [await seed.message(bob, alice, gap=i % 2) for i in range(7)]
+    sdk = await system.client(alice)
+
+    page = await sdk.sync(0, limit=3)
+    assert page.has_more
+    assert [e.msg.server_msg_id for e in page.entries] == [m.seq for m in sent[:3]]
+    seen = list(page.entries)
+    while page.has_more:
+        page = await sdk.sync(seen[-1].seq, limit=3)
+        seen.extend(page.entries)
+    assert [e.msg.client_msg_id for e in seen] == [m.client_msg_id for m in sent]
+    assert page.latest_seq == seen[-1].seq
+    assert all(a.seq < b.seq for a, b in itertools.pairwise(seen))
+
+
+async def test_nobody_answers_about_another_user(system: System) -> None:
+    alice, bob, mallory = await system.user(), await system.user(), await system.user()
+    await Seeder(system.runtime).message(bob, alice, text="secret")
+    sdk = await system.client(mallory)
+
+    req = list_pb2.RecentContactSessionReq(user_id=alice)
+    with pytest.raises(ServerError) as refused:
+        await sdk.request(Cmd.RECENT_SESSION_REQ, req)
+    assert refused.value.code is ExtResultCode.FORBIDDEN
+    history = list_pb2.GetMsgListReq(
+        user_id=alice, session_type=base_pb2.SESSION_TYPE_SINGLE, session_id=bob, limit_count=20
+    )
+    with pytest.raises(ServerError) as again:
+        await sdk.request(Cmd.MSG_LIST_REQ, history)
+    assert again.value.code is ExtResultCode.FORBIDDEN
+    # Asking as herself about bob's chat gives mallory her own (empty) chat with bob.
+    assert list((await sdk.history(bob)).msg_list) == []
+    assert list((await sdk.recent_sessions()).contact_session_list) == []
