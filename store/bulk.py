@@ -33,7 +33,9 @@ Document = dict[str, Any]
 DUPLICATE_KEY = 11000
 # A raw command is one BSON document (16 MiB at most, with the command's own fields).
 _MAX_COMMAND_BYTES = 8 * 1024 * 1024
-_MAX_OPS_PER_COMMAND = 1000
+# FerretDB v1 spends milliseconds per modifying statement (a SQLite commit each): keep one
+# command well inside the client's socket timeout.
+_MAX_OPS_PER_COMMAND = 500
 _MAX_UPDATE_ROUNDS = 5
 
 

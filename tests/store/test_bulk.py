@@ -1,0 +1,85 @@
+"""`store.bulk` against the real server: duplicate keys resolved, other errors raised."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError, OperationFailure
+
+import store.bulk
+from store.bulk import insert_new, update_all, update_op
+from store.mongo import Document
+
+pytestmark = pytest.mark.mongo
+
+
+async def test_insert_new_skips_duplicates_and_inserts_the_rest(
+    mongo_db: AsyncDatabase[Document],
+) -> None:
+    col = mongo_db["bulk_t"]
+    assert await insert_new(col, [{"_id": "a"}]) == set()
+    skipped = await insert_new(col, [{"_id": "a"}, {"_id": "b"}, {"_id": "a"}, {"_id": "c"}])
+    assert skipped == {0, 2}
+    assert sorted([d["_id"] async for d in col.find({})]) == ["a", "b", "c"]
+    assert await insert_new(col, []) == set()
+
+
+async def test_insert_new_raises_on_other_errors(mongo_db: AsyncDatabase[Document]) -> None:
+    col = mongo_db["bulk_t"]
+    # A key starting with "$" is refused by MongoDB and FerretDB alike.
+    with pytest.raises(BulkWriteError):
+        await insert_new(col, [{"_id": "x", "$bad": 1}])
+
+
+async def test_update_all_resolves_racing_upserts(mongo_db: AsyncDatabase[Document]) -> None:
+    col = mongo_db["bulk_t"]
+
+    # Concurrent first upserts of the same documents: FerretDB answers the losers with
+    # duplicate keys (and stops each bulk there); update_all sends them again. (Concurrent
+    # *updates* of one document lose writes on FerretDB v1, so every writer writes the same
+    # value here: the point is that nothing raises and every document ends up written.)
+    async def writer() -> None:
+        await update_all(
+            col, [update_op({"_id": f"d{d}"}, {"$max": {"v": 1}}, upsert=True) for d in range(5)]
+        )
+
+    await asyncio.gather(*(writer() for _ in range(8)))
+    docs = [d async for d in col.find({}).sort("_id")]
+    assert docs == [{"_id": f"d{d}", "v": 1} for d in range(5)]
+
+
+async def test_a_lasting_duplicate_key_raises(mongo_db: AsyncDatabase[Document]) -> None:
+    col = mongo_db["bulk_t"]
+    await col.create_index("k", unique=True, name="bulk_t_k_unique")
+    await col.insert_one({"_id": "a", "k": 1})
+    with pytest.raises(OperationFailure) as caught:
+        await update_all(
+            col,
+            [
+                update_op({"_id": "b"}, {"$set": {"k": 2}}, upsert=True),
+                update_op({"_id": "c"}, {"$set": {"k": 1}}, upsert=True),  # taken for good
+            ],
+        )
+    assert caught.value.code == 11000
+    assert await col.find_one({"_id": "b"}) == {"_id": "b", "k": 2}
+
+
+async def test_update_all_raises_on_other_errors(mongo_db: AsyncDatabase[Document]) -> None:
+    col = mongo_db["bulk_t"]
+    await col.insert_one({"_id": "s", "v": "text"})
+    with pytest.raises(OperationFailure):
+        await update_all(col, [update_op({"_id": "s"}, {"$inc": {"v": 1}})])
+
+
+async def test_update_all_chunks_large_batches(
+    mongo_db: AsyncDatabase[Document], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    col = mongo_db["bulk_t"]
+    # Small chunks keep this quick on FerretDB, where each modifying statement costs ms.
+    monkeypatch.setattr(store.bulk, "_MAX_OPS_PER_COMMAND", 7)
+    ops = [update_op({"_id": i}, {"$max": {"v": i}}, upsert=True) for i in range(30)]
+    await update_all(col, ops)
+    assert await col.count_documents({}) == 30
+    await update_all(col, [])
