@@ -26,6 +26,7 @@ import msgspec
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from google.protobuf.message import Message
 
 from bus.admin import apply
 from bus.base import Bus, Consumer
@@ -36,9 +37,11 @@ from coffeebus.wiring import Mode, Runtime, memory_bus_for
 from consumers.registry import GROUP_MODULES, GroupHandler, factory
 from gateway.server import Gate
 from schemas.codes import ClientType, MsgType, SessionType
+from schemas.commands import Cmd
 from schemas.envelope import now_ms
 from schemas.ids import UserId, conversation_id
 from sdk.client import Client
+from sdk.events import Event, Push
 from store import mongo as mongo_store
 from store.groups import MemoryGroupStore
 from store.groups_cache import CachedGroupStore
@@ -83,6 +86,8 @@ class System:
     prefix: str
     handlers: dict[str, GroupHandler]
     clients: list[Client] = field(default_factory=list)
+    #: every event each client received, in order (by `id` of the client)
+    seen: dict[int, list[Event]] = field(default_factory=dict)
 
     @staticmethod
     def new_uid() -> UserId:
@@ -101,11 +106,35 @@ class System:
         self, user_id: UserId, *, client_type: ClientType = ClientType.ANDROID
     ) -> Client:
         """A client of the gate logged in as `user_id` (closed at teardown)."""
-        sdk = Client(heartbeat_interval=None, reconnect=False, request_timeout=TIMEOUT)
+        events: list[Event] = []
+        sdk = Client(
+            heartbeat_interval=None,
+            reconnect=False,
+            request_timeout=TIMEOUT,
+            on_event=events.append,
+        )
         self.clients.append(sdk)
+        self.seen[id(sdk)] = events
         await sdk.connect("127.0.0.1", self.gate.tcp_port)
         await sdk.login(user_id, f"tok-{user_id}", client_type=client_type)
         return sdk
+
+    def pushes(self, sdk: Client, cmd: Cmd) -> list[Message]:
+        """The bodies of the pushes of `cmd` that `sdk` received so far."""
+        return [
+            e.message
+            for e in self.seen[id(sdk)]
+            if isinstance(e, Push) and e.command_id == cmd and e.message is not None
+        ]
+
+    async def push(self, sdk: Client, cmd: Cmd, *, count: int = 1) -> list[Message]:
+        """Wait until `sdk` received `count` pushes of `cmd`; return them all."""
+
+        async def arrived() -> bool:
+            return len(self.pushes(sdk, cmd)) >= count
+
+        await wait_for(arrived)
+        return self.pushes(sdk, cmd)
 
 
 async def _commit_end_offsets(
@@ -330,7 +359,7 @@ class Seeder:
         pytest.param("real", marks=[pytest.mark.kafka, pytest.mark.redis, pytest.mark.mongo]),
     ]
 )
-async def system(request: pytest.FixtureRequest) -> AsyncIterator[System]:
+async def mini(request: pytest.FixtureRequest) -> AsyncIterator[System]:
     """The same scenario on the embedded wiring and on the real services."""
     if request.param == "memory":
         async with open_system("memory") as running:
