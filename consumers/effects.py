@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from google.protobuf.message import Message
 
 from bus.base import Outgoing
+from bus.partitioner import partition_for_key
 from bus.topology import Topology
 from schemas.codes import ExtResultCode
 from schemas.commands import Cmd, spec
@@ -111,14 +112,29 @@ class Effects:
         return count
 
     def records(self) -> list[Outgoing]:
-        """Everything to publish: the direct records, then one Deliver per gate and body."""
+        """Everything to publish: the direct records, then the Delivers of the pushes.
+
+        A push becomes one Deliver per gate *partition* and body, keyed by a connection of
+        that partition: every record for one connection (Replies are keyed by it too) then
+        travels in one partition of the gate topic, so the connection gets them in the order
+        they were published — a keyless Deliver could overtake an earlier one on another
+        partition, and a conversation's messages would arrive out of order.
+        """
         out = list(self.outgoing)
         ts = now_ms()
         for (gate_id, cmd, body, trace_id), targets in self._pushes.items():
-            record = Deliver(
-                cmd=cmd, body=body, targets=tuple(targets), trace_id=TraceId(trace_id), ts_ms=ts
-            )
-            out.append(self._gate_record(GateId(gate_id), None, encode_gate_record(record)))
+            gate = GateId(gate_id)
+            partitions = self._topology.gate_topic(gate).partitions
+            by_partition: dict[int, list[Target]] = defaultdict(list)
+            for target in targets:
+                by_partition[partition_for_key(_conn_key(target.conn_id), partitions)].append(
+                    target
+                )
+            for group in by_partition.values():
+                record = Deliver(
+                    cmd=cmd, body=body, targets=tuple(group), trace_id=TraceId(trace_id), ts_ms=ts
+                )
+                out.append(self._gate_record(gate, group[0].conn_id, encode_gate_record(record)))
         return out
 
     def _to_gate(self, gate_id: GateId, conn_id: ConnId | None, value: bytes) -> None:
@@ -128,5 +144,10 @@ class Effects:
         # Gate topics are instances of the declared template; the key keeps one connection's
         # records in one partition, in order.
         topic = self._topology.gate_topic(gate_id).name
-        key = None if conn_id is None else str(conn_id).encode()
+        key = None if conn_id is None else _conn_key(conn_id)
         return Outgoing(topic=topic, value=value, key=key)
+
+
+def _conn_key(conn_id: int) -> bytes:
+    """The gate-topic key of a connection (as the gate keys its own records)."""
+    return b"%d" % conn_id

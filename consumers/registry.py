@@ -14,6 +14,7 @@ dead-letter (bus.runner).
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
@@ -22,7 +23,14 @@ from bus.base import Record, TopicPartition
 if TYPE_CHECKING:
     from coffeebus.wiring import Runtime
 
-__all__ = ["GROUP_MODULES", "GroupHandler", "consumer_group", "factory", "known_groups"]
+__all__ = [
+    "GROUP_MODULES",
+    "GroupHandler",
+    "available_groups",
+    "consumer_group",
+    "factory",
+    "known_groups",
+]
 
 #: Every group and the module implementing it (imported on demand).
 GROUP_MODULES: dict[str, str] = {
@@ -69,6 +77,12 @@ def consumer_group(name: str) -> Callable[[Factory], Factory]:
 def known_groups() -> Sequence[str]:
     """The groups a process can run, in pipeline order."""
     return tuple(GROUP_MODULES)
+
+
+def available_groups() -> Sequence[str]:
+    """The known groups whose module exists in this installation, in pipeline order
+    (`coffeebus run` runs these; a group still being written is left out)."""
+    return tuple(g for g in GROUP_MODULES if importlib.util.find_spec(GROUP_MODULES[g]))
 
 
 def factory(name: str) -> Factory:

@@ -9,10 +9,11 @@ from coffeebus.commands.common import SETTINGS_HELP, add_config_option, load_or_
 __all__ = ["DEMO_USERS", "register"]
 
 DESCRIPTION = """\
-Run every role in this one process: a gate (TCP 8000, WebSocket 8001) and the HTTP API
-(18080). By default on the embedded in-memory bus and stores — nothing else to install, and
-nothing kept after Ctrl-C. With --services real, the same roles run on Kafka, MongoDB and
-Redis (start them with `make services-up`, apply topics with `coffeebus topology apply`).
+Run every role in this one process: a gate (TCP 8000, WebSocket 8001), the HTTP API (18080)
+and one member of every consumer group (msg, fanout, ack, query, group). By default on the
+embedded in-memory bus and stores — nothing else to install, and nothing kept after Ctrl-C.
+With --services real, the same roles run on Kafka, MongoDB and Redis (start them with
+`make services-up`, apply topics with `coffeebus topology apply`).
 Demo users are created unless --no-demo is given.
 """
 
@@ -64,8 +65,15 @@ def _banner(gate_host: str, tcp: int, ws: int, api_host: str, api: int, *, demo:
 
 def _handle(args: argparse.Namespace) -> int:
     settings = load_or_exit(args).with_gate_id()
-    from coffeebus.roles import ApiRole, GateRole, Role, serve  # noqa: PLC0415  # keeps --help fast
+    from coffeebus.roles import (  # noqa: PLC0415  # keeps --help fast
+        ApiRole,
+        ConsumerRole,
+        GateRole,
+        Role,
+        serve,
+    )
     from coffeebus.wiring import Mode, open_runtime  # noqa: PLC0415
+    from consumers.registry import available_groups  # noqa: PLC0415
     from store.ids import UserId  # noqa: PLC0415
     from store.users import UserImport  # noqa: PLC0415
 
@@ -80,7 +88,9 @@ def _handle(args: argparse.Namespace) -> int:
                         UserImport(user_id=UserId(uid), nick_name=nick, token=token)
                     )
             gate = GateRole(rt)
-            roles: list[Role] = [gate, ApiRole(rt)]
+            # Consumers first: they stop last, after the gate has drained its connections.
+            roles: list[Role] = [ConsumerRole(rt, group) for group in available_groups()]
+            roles += [gate, ApiRole(rt)]
             gs, api = settings.gateway, settings.api
             host = gs.advertised_host or ("127.0.0.1" if gs.host in ("0.0.0.0", "::") else gs.host)
 

@@ -1,0 +1,332 @@
+"""Fixtures of the consumer tests: a whole CoffeeBus system, and SDK clients logged in to it.
+
+`system` is parametrized: ``embedded`` (`coffeebus.wiring.open_runtime` in EMBEDDED mode:
+MemoryBus and the memory stores) and ``real`` (the same wiring on Kafka, FerretDB and Redis).
+A `System` has the runtime's stores, gates started on demand, and one member of each
+consumer group that exists (`consumers.registry.available_groups`, or the groups a test
+names), started through the same factories `coffeebus consume` uses.
+
+Isolation on the real services, where the ``im.*`` topics are shared:
+
+- every test gets its own Mongo database, Redis key namespace and gate ids (so gate
+  topics), removed at teardown;
+- its consumer groups get unique Kafka group ids, committed at the end of their topics
+  before they start, so no earlier test's records are handled;
+- user ids are random 48-bit numbers (`System.user`), and the consumers handle only uplink
+  records that came from this system's gates (or from no gate: system messages), so a test
+  running at the same time elsewhere on the broker is never answered by this one.
+
+Usage::
+
+    async def test_x(system: System) -> None:
+        alice = await system.login(await system.user())
+        ack = await alice.send_text(bob_id, "hi")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import AsyncExitStack
+from typing import Any
+
+import msgspec
+import pytest
+from aiokafka import AIOKafkaConsumer
+from aiokafka import TopicPartition as KafkaTopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from bus.admin import apply
+from bus.base import Consumer, Record, TopicPartition
+from bus.topology import Topology, load_topology
+from coffeebus.settings import (
+    GatewaySettings,
+    KafkaSettings,
+    MongoSettings,
+    RedisSettings,
+    Settings,
+)
+from coffeebus.wiring import Mode, Runtime, open_runtime
+from consumers.registry import GroupHandler, available_groups, factory
+from gateway.server import Gate
+from schemas.envelope import decode_envelope
+from schemas.errors import EnvelopeError
+from schemas.ids import UserId
+from sdk.client import Client
+from sdk.events import Event, Push
+from store.keys import RedisKeys
+from store.mongo import connect_mongo
+from store.redis import connect_redis
+from store.users import UserImport
+
+WAIT_S = 20.0
+
+
+async def wait_for(
+    condition: Callable[[], Awaitable[bool] | bool], *, within: float = WAIT_S
+) -> None:
+    """Poll `condition` (sync or async) until true; fail the test after `within` s."""
+    async with asyncio.timeout(within):
+        while True:
+            result = condition()
+            if not isinstance(result, bool):
+                result = await result
+            if result:
+                return
+            await asyncio.sleep(0.01)
+
+
+async def next_push(client: Client, command: int, *, within: float = WAIT_S) -> Push:
+    """The client's next push of `command` (other events are skipped)."""
+    async with asyncio.timeout(within):
+        while True:
+            event = await client.next_event()
+            if isinstance(event, Push) and event.command_id == command:
+                return event
+
+
+def drain(client: Client) -> list[Event]:
+    """The events already queued for `client`, without waiting."""
+    events: list[Event] = []
+    queue = client._queue
+    while queue is not None and not queue.empty():
+        event = queue.get_nowait()
+        if event is not None:
+            events.append(event)
+    return events
+
+
+class _OwnRecords:
+    """A handler wrapper that lets through only the records of this system (module doc)."""
+
+    def __init__(self, handler: GroupHandler, gates: set[str]) -> None:
+        self.handler = handler
+        self._gates = gates
+
+    def _ours(self, record: Record) -> bool:
+        if not record.topic.startswith("im.up."):
+            return True
+        try:
+            origin = decode_envelope(record.value).origin
+        except EnvelopeError:
+            return True  # poison of ours or not: the handler dead-letters it
+        return origin is None or origin.gate_id in self._gates
+
+    async def handle(self, records: Sequence[Record]) -> None:
+        ours = [r for r in records if self._ours(r)]
+        if ours:
+            await self.handler.handle(ours)
+
+    async def assigned(self, partitions: frozenset[TopicPartition]) -> None:
+        await self.handler.assigned(partitions)
+
+    async def revoked(self, partitions: frozenset[TopicPartition]) -> None:
+        await self.handler.revoked(partitions)
+
+
+class System:
+    """A runtime with gates, consumer group members and logged-in clients (all closed at
+    teardown)."""
+
+    def __init__(self, kind: str, runtime: Runtime, *, kafka_bootstrap: str | None) -> None:
+        self.kind = kind
+        self.runtime = runtime
+        self.kafka_bootstrap = kafka_bootstrap
+        self.prefix = f"t{uuid.uuid4().hex[:10]}"
+        self.gates: list[Gate] = []
+        self.gate_ids: set[str] = set()
+        self.members: dict[str, tuple[Consumer, GroupHandler]] = {}
+        self.clients: list[Client] = []
+        self.tokens: dict[int, str] = {}
+
+    @property
+    def topology(self) -> Topology:
+        return self.runtime.topology
+
+    # -- gates and consumers ---------------------------------------------------------------
+
+    async def gate(self, **overrides: Any) -> Gate:
+        """A new gate on this system's bus and stores (port 0: any free port)."""
+        values: dict[str, Any] = {
+            "gate_id": f"{self.prefix}-g{len(self.gates) + 1}",
+            "host": "127.0.0.1",
+            "tcp_port": 0,
+            "ws_port": 0,
+            **overrides,
+        }
+        gate = Gate(
+            msgspec.convert(values, GatewaySettings),
+            bus=self.runtime.bus,
+            user_store=self.runtime.users,
+            route_store=self.runtime.routes,
+            topology=self.topology,
+        )
+        self.gate_ids.add(gate.gate_id)
+        self.gates.append(gate)
+        await gate.start()
+        return gate
+
+    async def start_consumers(self, groups: Iterable[str] | None = None) -> None:
+        """Start one member of each group (default: every group that exists)."""
+        names = list(groups) if groups is not None else list(available_groups())
+        specs = [self.topology.group(name) for name in names]
+        if self.kafka_bootstrap is not None:
+            await _commit_ends(
+                self.kafka_bootstrap, self.topology, [(s.group_id, s.topics) for s in specs]
+            )
+        for name, spec in zip(names, specs, strict=True):
+            handler = factory(name)(self.runtime)
+            own = _OwnRecords(handler, self.gate_ids)
+            consumer = self.runtime.bus.consumer(
+                spec.group_id, spec.topics, own.handle, listener=own
+            )
+            async with asyncio.timeout(60):
+                await consumer.start()
+            self.members[name] = (consumer, handler)
+
+    async def stop_consumers(self, groups: Iterable[str] | None = None) -> None:
+        """Stop members gracefully (their batches are committed)."""
+        for name in list(groups) if groups is not None else list(self.members):
+            consumer, handler = self.members.pop(name)
+            await consumer.stop()
+            await handler.close()
+
+    def handler(self, group: str) -> GroupHandler:
+        """The handler of the running member of `group`."""
+        return self.members[group][1]
+
+    # -- users and clients -----------------------------------------------------------------
+
+    async def user(self, *, nick: str | None = None) -> UserId:
+        """A new user with a random 48-bit id (unique across concurrent test runs)."""
+        user_id = UserId(int.from_bytes(os.urandom(6), "big") | 1 << 40)
+        token = f"tok-{user_id}"
+        await self.runtime.users.upsert(
+            UserImport(user_id=user_id, nick_name=nick or f"user{user_id}", token=token)
+        )
+        self.tokens[user_id] = token
+        return user_id
+
+    async def login(
+        self, user_id: int, gate: Gate | None = None, *, client_type: int = 0, **options: Any
+    ) -> Client:
+        """An SDK client logged in as `user_id` on `gate` (default: the first gate)."""
+        gate = gate or (self.gates[0] if self.gates else await self.gate())
+        client = Client(heartbeat_interval=None, reconnect=False, **options)
+        self.clients.append(client)
+        await client.connect("127.0.0.1", gate.tcp_port)
+        await client.login(user_id, self.tokens[user_id], client_type=client_type)
+        return client
+
+    async def close(self) -> None:
+        for client in self.clients:
+            await client.close()
+        for gate in self.gates:
+            await gate.stop()
+        await self.stop_consumers()
+
+
+async def _commit_ends(
+    bootstrap: str, topology: Topology, groups: Sequence[tuple[str, Sequence[str]]]
+) -> None:
+    """Commit the current end of every partition of each group's topics, so that the
+    groups start with records published from now on."""
+    for group_id, topics in groups:
+        raw = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False
+        )
+        await raw.start()
+        try:
+            tps = [
+                KafkaTopicPartition(topic, p)
+                for topic in topics
+                for p in range(topology.topic(topic).partitions)
+            ]
+            raw.assign(tps)
+            ends = await raw.end_offsets(tps)
+            await raw.commit(dict(ends))
+        finally:
+            await raw.stop()
+
+
+def unique_groups(topology: Topology, suffix: str) -> Topology:
+    """`topology` with every consumer group id made unique (topics unchanged)."""
+    groups = {
+        name: msgspec.structs.replace(spec, group_id=f"{spec.group_id}.{suffix}")
+        for name, spec in topology.groups.items()
+    }
+    return msgspec.structs.replace(topology, groups=groups)
+
+
+@pytest.fixture
+async def embedded_system() -> AsyncIterator[System]:
+    async with AsyncExitStack() as stack:
+        runtime = await stack.enter_async_context(
+            open_runtime(Settings(), Mode.EMBEDDED, client_id="tests")
+        )
+        system = System("embedded", runtime, kafka_bootstrap=None)
+        stack.push_async_callback(system.close)
+        yield system
+
+
+@pytest.fixture
+async def real_system(
+    kafka_bootstrap: str, redis_url: str, mongo_url: str
+) -> AsyncIterator[System]:
+    suffix = uuid.uuid4().hex[:12]
+    topology = unique_groups(load_topology(), suffix)
+    await apply(topology, kafka_bootstrap)  # idempotent: the shared im.* topics
+    settings = Settings(
+        kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap, linger_ms=1),
+        mongo=MongoSettings(url=mongo_url, database=f"cbtest_{suffix}"),
+        redis=RedisSettings(url=redis_url, key_prefix=f"cbtest:{suffix}:"),
+    )
+    system: System | None = None
+    try:
+        async with open_runtime(
+            settings, Mode.REAL, client_id=f"tests-{suffix}", topology=topology
+        ) as runtime:
+            system = System("real", runtime, kafka_bootstrap=kafka_bootstrap)
+            try:
+                yield system
+            finally:
+                await system.close()
+    finally:
+        await _cleanup(settings, [] if system is None else [g.topic for g in system.gates])
+
+
+async def _cleanup(settings: Settings, gate_topics: list[str]) -> None:
+    if gate_topics:
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+        await admin.start()
+        try:
+            await admin.delete_topics(gate_topics)
+        finally:
+            await admin.close()
+    redis = connect_redis(settings.redis.url)
+    try:
+        keys = RedisKeys(namespace=settings.redis.key_prefix)
+        leftovers = [k async for k in redis.scan_iter(match=keys.pattern(), count=1000)]
+        if leftovers:
+            await redis.delete(*leftovers)
+    finally:
+        await redis.aclose()
+    mongo = connect_mongo(settings.mongo.url)
+    try:
+        await mongo.drop_database(settings.mongo.database)
+    finally:
+        await mongo.close()
+
+
+@pytest.fixture(
+    params=[
+        "embedded",
+        pytest.param("real", marks=[pytest.mark.kafka, pytest.mark.redis, pytest.mark.mongo]),
+    ]
+)
+def system(request: pytest.FixtureRequest) -> System:
+    """A whole system (consumers not started yet: `await system.start_consumers()`)."""
+    fixture: System = request.getfixturevalue(f"{request.param}_system")
+    return fixture
