@@ -92,7 +92,7 @@ class GroupHandler:
         self._users = users
         self._routes = routes
         self._groups = groups
-        self._limits = limits or GroupLimits()
+        self.limits = limits or GroupLimits()
         self._clock = clock or SystemClock()
         self._msg_topic = topology.topic(UplinkTopic.MSG).name
 
@@ -216,10 +216,12 @@ class GroupHandler:
                 ExtResultCode.INVALID_PARAMETER, f"group_name must be 1-{MAX_GROUP_NAME} chars"
             )
         others = await self._existing_users([u for u in req.member_id_list if u != user])
+        spec = GroupSpec(name=req.group_name, owner_id=user)
+        limit = self.limits.limit(spec.group_type)
+        if len(others) + 1 > limit:
+            raise Refusal(ExtResultCode.TOO_LARGE, f"{len(others) + 1} members exceed {limit}")
         try:
-            result = await self._groups.create(
-                GroupSpec(name=req.group_name, owner_id=user), others, create_key=trace
-            )
+            result = await self._groups.create(spec, others, create_key=trace)
         except GroupFullError as exc:
             raise Refusal(ExtResultCode.TOO_LARGE, str(exc)) from None
         group = result.group
@@ -291,7 +293,7 @@ class GroupHandler:
             raise Refusal(ExtResultCode.FORBIDDEN, f"not a member of group {req.group_id}")
         invited = await self._existing_users(req.member_id_list)
         new = [u for u in invited if u not in members]
-        limit = self._limits.limit(group.group_type)
+        limit = self.limits.limit(group.group_type)
         if len(members) + len(new) > limit:
             raise Refusal(
                 ExtResultCode.TOO_LARGE,
