@@ -40,6 +40,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from bus.admin import apply
 from bus.base import Consumer, Record, TopicPartition
+from bus.memory import MemoryBus
 from bus.topology import Topology, load_topology
 from coffeebus.settings import (
     GatewaySettings,
@@ -53,6 +54,7 @@ from consumers.registry import GroupHandler, available_groups, factory
 from gateway.server import Gate
 from schemas.envelope import decode_envelope
 from schemas.errors import EnvelopeError
+from schemas.events import decode_fanout
 from schemas.ids import UserId
 from sdk.client import Client
 from sdk.events import Event, Push
@@ -101,11 +103,17 @@ def drain(client: Client) -> list[Event]:
 class _OwnRecords:
     """A handler wrapper that lets through only the records of this system (module doc)."""
 
-    def __init__(self, handler: GroupHandler, gates: set[str]) -> None:
+    def __init__(self, handler: GroupHandler, gates: set[str], users: set[int]) -> None:
         self.handler = handler
         self._gates = gates
+        self._users = users
 
     def _ours(self, record: Record) -> bool:
+        if record.topic == "im.fanout" and self._users:
+            try:
+                return any(u in self._users for u in decode_fanout(record.value).recipients)
+            except EnvelopeError:
+                return True
         if not record.topic.startswith("im.up."):
             return True
         try:
@@ -140,6 +148,8 @@ class System:
         self.members: dict[str, tuple[Consumer, GroupHandler]] = {}
         self.clients: list[Client] = []
         self.tokens: dict[int, str] = {}
+        self.user_ids: set[int] = set()
+        self.group_ids: dict[str, str] = {}
 
     @property
     def topology(self) -> Topology:
@@ -168,23 +178,73 @@ class System:
         await gate.start()
         return gate
 
-    async def start_consumers(self, groups: Iterable[str] | None = None) -> None:
-        """Start one member of each group (default: every group that exists)."""
+    async def start_consumers(
+        self,
+        groups: Iterable[str] | None = None,
+        *,
+        runtime: Runtime | None = None,
+        group_suffix: str = "",
+        positions: dict[TopicPartition, int] | None = None,
+    ) -> None:
+        """Start one member of each group (default: every group that exists).
+
+        `runtime` overrides the stores the handlers get (e.g. a failing one); `group_suffix`
+        gives the groups other ids (a second generation of consumers); on Kafka the groups
+        start at `positions` (default: the current ends).
+        """
         names = list(groups) if groups is not None else list(available_groups())
         specs = [self.topology.group(name) for name in names]
+        group_ids = [spec.group_id + group_suffix for spec in specs]
         if self.kafka_bootstrap is not None:
             await _commit_ends(
-                self.kafka_bootstrap, self.topology, [(s.group_id, s.topics) for s in specs]
+                self.kafka_bootstrap,
+                self.topology,
+                [(gid, spec.topics) for gid, spec in zip(group_ids, specs, strict=True)],
+                positions,
             )
-        for name, spec in zip(names, specs, strict=True):
-            handler = factory(name)(self.runtime)
-            own = _OwnRecords(handler, self.gate_ids)
-            consumer = self.runtime.bus.consumer(
-                spec.group_id, spec.topics, own.handle, listener=own
-            )
+        for name, spec, group_id in zip(names, specs, group_ids, strict=True):
+            handler = factory(name)(runtime or self.runtime)
+            own = _OwnRecords(handler, self.gate_ids, self.user_ids)
+            consumer = self.runtime.bus.consumer(group_id, spec.topics, own.handle, listener=own)
             async with asyncio.timeout(60):
                 await consumer.start()
             self.members[name] = (consumer, handler)
+            self.group_ids[name] = group_id
+
+    async def positions(self, topics: Iterable[str]) -> dict[TopicPartition, int]:
+        """The end offset of every partition of `topics` now."""
+        bus = self.runtime.bus
+        tps = [
+            TopicPartition(t, p) for t in topics for p in range(self.topology.topic(t).partitions)
+        ]
+        if isinstance(bus, MemoryBus):
+            return {tp: bus.end_offset(tp) for tp in tps}
+        assert self.kafka_bootstrap is not None
+        raw = AIOKafkaConsumer(bootstrap_servers=self.kafka_bootstrap)
+        await raw.start()
+        try:
+            ends = await raw.end_offsets([KafkaTopicPartition(*tp) for tp in tps])
+        finally:
+            await raw.stop()
+        return {TopicPartition(tp.topic, tp.partition): offset for tp, offset in ends.items()}
+
+    async def caught_up(self, group: str) -> bool:
+        """Whether the running member of `group` committed the end of all its topics."""
+        spec = self.topology.group(group)
+        ends = await self.positions(spec.topics)
+        bus = self.runtime.bus
+        group_id = self.group_ids[group]
+        if isinstance(bus, MemoryBus):
+            return all((bus.committed(group_id, tp) or 0) >= end for tp, end in ends.items())
+        assert self.kafka_bootstrap is not None
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.kafka_bootstrap)
+        await admin.start()
+        try:
+            committed = await admin.list_consumer_group_offsets(group_id)
+        finally:
+            await admin.close()
+        done = {(tp.topic, tp.partition): meta.offset for tp, meta in committed.items()}
+        return all(done.get(tp, 0) >= end for tp, end in ends.items() if end > 0)
 
     async def stop_consumers(self, groups: Iterable[str] | None = None) -> None:
         """Stop members gracefully (their batches are committed)."""
@@ -207,6 +267,7 @@ class System:
             UserImport(user_id=user_id, nick_name=nick or f"user{user_id}", token=token)
         )
         self.tokens[user_id] = token
+        self.user_ids.add(user_id)
         return user_id
 
     async def login(
@@ -229,10 +290,13 @@ class System:
 
 
 async def _commit_ends(
-    bootstrap: str, topology: Topology, groups: Sequence[tuple[str, Sequence[str]]]
+    bootstrap: str,
+    topology: Topology,
+    groups: Sequence[tuple[str, Sequence[str]]],
+    positions: dict[TopicPartition, int] | None = None,
 ) -> None:
-    """Commit the current end of every partition of each group's topics, so that the
-    groups start with records published from now on."""
+    """Commit the current end of every partition of each group's topics (or `positions`),
+    so that the groups start with records published from now on (or from there)."""
     for group_id, topics in groups:
         raw = AIOKafkaConsumer(
             bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False
@@ -246,6 +310,8 @@ async def _commit_ends(
             ]
             raw.assign(tps)
             ends = await raw.end_offsets(tps)
+            if positions is not None:
+                ends = {tp: positions.get(TopicPartition(tp.topic, tp.partition), 0) for tp in ends}
             await raw.commit(dict(ends))
         finally:
             await raw.stop()

@@ -121,9 +121,7 @@ async def test_concurrent_senders_see_one_order(system: System) -> None:
         )
         return [a.server_msg_id for a in acks]
 
-    sent_a, sent_b = await asyncio.gather(
-        send_all(alice_c, bob, "a"), send_all(bob_c, alice, "b")
-    )
+    sent_a, sent_b = await asyncio.gather(send_all(alice_c, bob, "a"), send_all(bob_c, alice, "b"))
     assert len(set(sent_a) | set(sent_b)) == 2 * per_sender
 
     conversation = c2c_conversation_id(alice, bob)
