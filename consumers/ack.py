@@ -168,15 +168,22 @@ class AckHandler:
                     request.envelope.trace_id,
                 )
         elif isinstance(msg, message_pb2.MsgDataAck):
-            user = acting_user(origin, msg.from_user_id, request.cmd)
-            if int(msg.session_type) == SessionType.SINGLE and msg.to_session_id == user:
+            # A receipt asserts nothing about identity: the acking user is the connection's.
+            # Clients differ on the ids (the SDK sends its own id and the sender as the
+            # session; others echo the pushed MsgData's from/to), so the peer of a single
+            # chat is whichever of the two ids is not the acking user.
+            user = UserId(origin.user_id)
+            session_id = msg.to_session_id
+            if int(msg.session_type) == SessionType.SINGLE and session_id == user:
+                session_id = msg.from_user_id
+            if int(msg.session_type) == SessionType.SINGLE and session_id in (0, user):
                 return  # the user's own message, echoed to another of their devices
-            conversation = conversation_of(user, msg.session_type, msg.to_session_id)
+            conversation = conversation_of(user, msg.session_type, session_id)
             key = (user, conversation)
             seen = delivered.get(key)
             if seen is None:
                 delivered[key] = _Delivered(
-                    user, conversation, msg.session_type, msg.to_session_id, msg.server_msg_id
+                    user, conversation, msg.session_type, session_id, msg.server_msg_id
                 )
             else:
                 seen.seq = max(seen.seq, msg.server_msg_id)

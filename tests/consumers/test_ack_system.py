@@ -83,7 +83,7 @@ async def test_delivery_acks_mark_single_and_group_messages(mini: System) -> Non
     in_group = await seed.message(alice, group_id, recipients=[bob], session_type=SessionType.GROUP)
     bob_sdk = await mini.client(bob)
 
-    for msg in [*c2c, in_group]:
+    for msg in [c2c[0], in_group]:  # the SDK's receipt: its own id, the sender as session
         pushed = message_pb2.MsgData(
             from_user_id=msg.from_user_id,
             to_session_id=msg.to_session_id,
@@ -92,6 +92,15 @@ async def test_delivery_acks_mark_single_and_group_messages(mini: System) -> Non
             session_type=base_pb2.SessionType.ValueType(msg.session_type),
         )
         await bob_sdk.ack_message(pushed, seq=1)
+    # A client echoing the pushed message's ids (from = the sender, to = itself).
+    echo = message_pb2.MsgDataAck(
+        from_user_id=alice,
+        to_session_id=bob,
+        client_msg_id=c2c[1].client_msg_id,
+        server_msg_id=c2c[1].seq,
+        session_type=base_pb2.SESSION_TYPE_SINGLE,
+    )
+    await bob_sdk.send(Cmd.MSG_DATA_ACK, echo)
 
     handler = mini.handlers["ack"]
     assert isinstance(handler, AckHandler)
