@@ -24,12 +24,13 @@ from dataclasses import dataclass, field
 
 import msgspec
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
+from aiokafka import TopicPartition as KafkaTopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from google.protobuf.message import Message
 
 from bus.admin import apply
-from bus.base import Bus, Consumer
+from bus.base import Bus, Consumer, Record, TopicPartition
 from bus.kafka import KafkaBus
 from bus.topology import Topology, load_topology
 from coffeebus.settings import GatewaySettings, Settings
@@ -38,7 +39,9 @@ from consumers.registry import GROUP_MODULES, GroupHandler, factory
 from gateway.server import Gate
 from schemas.codes import ClientType, MsgType, SessionType
 from schemas.commands import Cmd
-from schemas.envelope import now_ms
+from schemas.envelope import decode_envelope, now_ms
+from schemas.errors import EnvelopeError
+from schemas.events import decode_fanout
 from schemas.ids import UserId, conversation_id
 from sdk.client import Client
 from sdk.events import Event, Push
@@ -86,6 +89,8 @@ class System:
     prefix: str
     handlers: dict[str, GroupHandler]
     clients: list[Client] = field(default_factory=list)
+    #: the users of this system (`user`)
+    users: set[int] = field(default_factory=set)
     #: every event each client received, in order (by `id` of the client)
     seen: dict[int, list[Event]] = field(default_factory=dict)
 
@@ -97,6 +102,7 @@ class System:
     async def user(self, user_id: UserId | None = None, *, nick: str = "") -> UserId:
         """Import a user (token ``tok-<id>``)."""
         uid = user_id or self.new_uid()
+        self.users.add(uid)
         await self.runtime.users.upsert(
             UserImport(user_id=uid, nick_name=nick or f"n{uid}", token=f"tok-{uid}")
         )
@@ -146,7 +152,9 @@ async def _commit_end_offsets(
     )
     await consumer.start()
     try:
-        tps = [TopicPartition(t, p) for t in topics for p in range(await bus.partitions_for(t))]
+        tps = [
+            KafkaTopicPartition(t, p) for t in topics for p in range(await bus.partitions_for(t))
+        ]
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)
         await consumer.commit(dict(ends.items()))
@@ -233,8 +241,37 @@ async def _memory_runtime(topology: Topology) -> AsyncIterator[Runtime]:
         await bus.stop()
 
 
-def _consumer(bus: Bus, group_id: str, topics: tuple[str, ...], handler: GroupHandler) -> Consumer:
-    return bus.consumer(group_id, topics, handler.handle, listener=handler)
+class _Ours:
+    """Lets through only this system's records: on the real services other test runs share
+    the topics, and their records must neither reach these stores nor be answered from them
+    (uplink records from other gates, fan-out records for other users)."""
+
+    def __init__(self, handler: GroupHandler, gate_id: str, users: set[int]) -> None:
+        self.handler = handler
+        self._gate_id = gate_id
+        self._users = users
+
+    def _ours(self, record: Record) -> bool:
+        try:
+            if record.topic == "im.fanout":
+                return any(u in self._users for u in decode_fanout(record.value).recipients)
+            if record.topic.startswith("im.up."):
+                origin = decode_envelope(record.value).origin
+                return origin is None or origin.gate_id == self._gate_id
+        except EnvelopeError:
+            return True  # poison: the handler dead-letters it
+        return True
+
+    async def handle(self, records: Sequence[Record]) -> None:
+        ours = [r for r in records if self._ours(r)]
+        if ours:
+            await self.handler.handle(ours)
+
+    async def assigned(self, partitions: frozenset[TopicPartition]) -> None:
+        await self.handler.assigned(partitions)
+
+    async def revoked(self, partitions: frozenset[TopicPartition]) -> None:
+        await self.handler.revoked(partitions)
 
 
 @contextlib.asynccontextmanager
@@ -277,7 +314,8 @@ async def open_system(
                 if kafka_bootstrap is not None:
                     await _commit_end_offsets(runtime.bus, kafka_bootstrap, group_id, spec.topics)
                 handlers[name] = factory(name)(runtime)
-                consumer = _consumer(runtime.bus, group_id, spec.topics, handlers[name])
+                ours = _Ours(handlers[name], gate_settings.gate_id, system.users)
+                consumer = runtime.bus.consumer(group_id, spec.topics, ours.handle, listener=ours)
                 await consumer.start()
                 consumers.append(consumer)
             await gate.start()
