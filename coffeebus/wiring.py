@@ -25,6 +25,7 @@ from bus.topology import Topology, load_topology
 from coffeebus.settings import Settings
 from store import mongo as mongo_store
 from store import redis as redis_store
+from store.deliveries import DeliveryStore, MemoryDeliveryStore, MongoDeliveryStore
 from store.groups import GroupStore, MemoryGroupStore
 from store.groups_cache import CachedGroupStore
 from store.groups_mongo import MongoGroupStore
@@ -70,6 +71,8 @@ class Runtime:
     #: Users' inbox timelines (the fanout group is their single writer).
     inbox: InboxStore
     sessions: SessionStore
+    #: Per user and conversation, the highest seq a device acked (the ack group writes).
+    deliveries: DeliveryStore
     #: Groups and members, behind the Redis member cache on the real services.
     groups: GroupStore
     #: Persisted seq sections; each process makes its own `store.seq.SeqAllocator` over it.
@@ -110,6 +113,7 @@ async def open_runtime(
                 messages=MemoryMessageStore(),
                 inbox=inbox,
                 sessions=MemorySessionStore(inbox),
+                deliveries=MemoryDeliveryStore(),
                 groups=MemoryGroupStore(),
                 sections=MemorySectionStore(),
             )
@@ -149,6 +153,7 @@ async def open_runtime(
                 messages=MongoMessageStore(db),
                 inbox=inbox_store,
                 sessions=MongoSessionStore(db, inbox_store),
+                deliveries=MongoDeliveryStore(db),
                 groups=CachedGroupStore(MongoGroupStore(db, sections), redis, keys=keys),
                 sections=sections,
                 readiness=(

@@ -39,13 +39,10 @@ from schemas.envelope import Origin
 from schemas.ids import ConversationId, GroupId, TraceId, UserId
 from schemas.pb.coffeebus import ext_pb2
 from schemas.pb.coffeechat import base_pb2, message_pb2
-from store import mongo as mongo_store
 from store.clock import Clock, SystemClock
 from store.deliveries import (
     DeliveryMark,
     DeliveryStore,
-    MemoryDeliveryStore,
-    MongoDeliveryStore,
 )
 from store.groups import GroupStore, MemberAck
 from store.messages import MessageStore
@@ -303,21 +300,6 @@ async def _nothing() -> None:
 @consumer_group("ack")
 def build(runtime: Runtime) -> AckHandler:
     """The ack handler on the runtime's stores."""
-    deliveries: DeliveryStore | None = getattr(runtime, "deliveries", None)
-    on_close: Callable[[], Awaitable[None]] | None = None
-    if deliveries is None and runtime.mode == "embedded":
-        deliveries = MemoryDeliveryStore()
-    elif deliveries is None:
-        # Until the runtime carries the delivery store, the handler opens its own client of
-        # the runtime's database (and closes it with the handler).
-        client = mongo_store.connect_mongo(
-            runtime.settings.mongo.url,
-            server_selection_timeout=runtime.settings.mongo.server_selection_timeout_ms / 1000,
-        )
-        deliveries = MongoDeliveryStore(
-            mongo_store.database(client, runtime.settings.mongo.database)
-        )
-        on_close = client.close
     return AckHandler(
         bus=runtime.bus,
         topology=runtime.topology,
@@ -325,6 +307,5 @@ def build(runtime: Runtime) -> AckHandler:
         messages=runtime.messages,
         sessions=runtime.sessions,
         groups=runtime.groups,
-        deliveries=deliveries,
-        on_close=on_close,
+        deliveries=runtime.deliveries,
     )

@@ -68,6 +68,7 @@ class Collection(StrEnum):
     GROUPS = "groups"
     GROUP_MEMBERS = "group_members"
     SEQ_SECTIONS = "seq_sections"
+    DELIVERIES = "deliveries"
 
 
 ASCENDING = 1
@@ -121,6 +122,8 @@ INDEXES: Mapping[Collection, tuple[IndexSpec, ...]] = MappingProxyType(
         ),
         # _id (the timeline key) is all a section needs.
         Collection.SEQ_SECTIONS: (),
+        # _id ("<user>|<conversation>") is all a delivery mark needs.
+        Collection.DELIVERIES: (),
     }
 )
 """The indexes of each collection, created by `store.mongo.ensure_indexes`."""

@@ -27,6 +27,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from schemas.ids import ConversationId, UserId
 from store.bulk import Document, update_all, update_op
+from store.collections import Collection
 
 __all__ = [
     "DELIVERIES_COLLECTION",
@@ -38,7 +39,7 @@ __all__ = [
 ]
 
 #: The MongoDB collection of delivery marks.
-DELIVERIES_COLLECTION: Final = "deliveries"
+DELIVERIES_COLLECTION: Final = Collection.DELIVERIES
 
 
 class DeliveryMark(msgspec.Struct, frozen=True):

@@ -46,6 +46,7 @@ from schemas.ids import UserId, conversation_id
 from sdk.client import Client
 from sdk.events import Event, Push
 from store import mongo as mongo_store
+from store.deliveries import MemoryDeliveryStore, MongoDeliveryStore
 from store.groups import MemoryGroupStore
 from store.groups_cache import CachedGroupStore
 from store.groups_mongo import GROUP_ID_TIMELINE, MongoGroupStore
@@ -205,6 +206,7 @@ async def _real_runtime(
             messages=MongoMessageStore(db),
             inbox=inbox,
             sessions=MongoSessionStore(db, inbox),
+            deliveries=MongoDeliveryStore(db),
             groups=CachedGroupStore(MongoGroupStore(db, sections), redis, keys=keys),
             sections=sections,
         )
@@ -234,6 +236,7 @@ async def _memory_runtime(topology: Topology) -> AsyncIterator[Runtime]:
             messages=MemoryMessageStore(),
             inbox=inbox,
             sessions=MemorySessionStore(inbox),
+            deliveries=MemoryDeliveryStore(),
             groups=MemoryGroupStore(),
             sections=MemorySectionStore(),
         )
