@@ -14,6 +14,8 @@ Two FerretDB v1 differences shape this module (both observed on v1.24.2):
   (they are idempotent, so re-sending those MongoDB did apply changes nothing).
 - Unordered inserts do continue past duplicates, as on MongoDB, so `insert_new` uses
   PyMongo's ``insert_many(ordered=False)``.
+- An ``update`` command of 100 or more statements never returns, so updates go out in
+  chunks of 64.
 """
 
 from __future__ import annotations
@@ -33,9 +35,10 @@ Document = dict[str, Any]
 DUPLICATE_KEY = 11000
 # A raw command is one BSON document (16 MiB at most, with the command's own fields).
 _MAX_COMMAND_BYTES = 8 * 1024 * 1024
-# FerretDB v1 spends milliseconds per modifying statement (a SQLite commit each): keep one
-# command well inside the client's socket timeout.
-_MAX_OPS_PER_COMMAND = 500
+# FerretDB v1.24.2 never answers an ``update`` command of 100 or more statements (99 take
+# ~150 ms, 100 time out: measured), and spends ~1.5 ms per modifying statement; 64 keeps far
+# from that edge and costs MongoDB nothing that matters.
+_MAX_OPS_PER_COMMAND = 64
 _MAX_UPDATE_ROUNDS = 5
 
 

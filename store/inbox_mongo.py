@@ -17,10 +17,12 @@ Unread counts (`MongoInboxStore.count_unread`) come in two strategies:
   ``(user, conv, seq)`` index.
 - ``"count"``: one ``count_documents`` per conversation, run concurrently.
 
-FerretDB v1 on SQLite pushes down no filter but ``_id`` equality: every query scans the whole
-collection (``explain`` says ``filterPushdown: false``), so one aggregation costs one scan
-while N counts cost N. The default is therefore ``"aggregate"``; see `bench/store_timelines.py`
-for the figures (also in docs/store.md).
+FerretDB v1 on SQLite pushes down no filter but ``_id`` equality: every other query scans the
+whole collection (``explain`` says ``filterPushdown: false``), so one aggregation costs one
+scan while N counts cost N. Measured with ``uv run python -m bench.store_timelines`` (FerretDB
+v1.24.2 on SQLite, 2 cores shared with Kafka): a list of 51 sessions over an inbox collection
+of 3,250 entries took 1.2 s with ``"aggregate"`` and 17.4 s with ``"count"``. The default is
+therefore ``"aggregate"``; on MongoDB both are index ranges and ``"count"`` parallelises.
 """
 
 from __future__ import annotations
