@@ -196,7 +196,7 @@ class System:
         specs = [self.topology.group(name) for name in names]
         group_ids = [spec.group_id + group_suffix for spec in specs]
         if self.kafka_bootstrap is not None:
-            await _commit_ends(
+            await commit_ends(
                 self.kafka_bootstrap,
                 self.topology,
                 [(gid, spec.topics) for gid, spec in zip(group_ids, specs, strict=True)],
@@ -289,7 +289,7 @@ class System:
         await self.stop_consumers()
 
 
-async def _commit_ends(
+async def commit_ends(
     bootstrap: str,
     topology: Topology,
     groups: Sequence[tuple[str, Sequence[str]]],
