@@ -21,11 +21,16 @@ up to which the partition may be committed. The policy, in order:
 Backoff sleeps watch an abort event: when the consumer stops or its partitions are revoked,
 retrying ends at once and `run` returns the progress made so far, so a stuck batch never
 blocks a rebalance or a shutdown (the rest is redelivered to the next owner).
+
+A handler may wait on purpose with `hold` (the delivery timer holds its partition until the
+head record is due): the same abort event cuts that wait short, and the batch is then left
+uncommitted for the next owner, like an aborted retry.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -84,7 +89,36 @@ def is_transient(exc: BaseException) -> bool:
 
 
 class Aborted(Exception):
-    """Raised inside the runner when the abort event is set during a backoff."""
+    """Raised inside the runner when the abort event is set during a backoff or a `hold`."""
+
+
+# The abort event of the runner whose handler call is in progress (None outside a runner).
+_current_abort: contextvars.ContextVar[asyncio.Event | None] = contextvars.ContextVar(
+    "bus_runner_abort", default=None
+)
+
+
+async def hold(seconds: float) -> None:
+    """Wait `seconds` inside a handler, holding its partition — unless the consumer stops or
+    loses the partition first: then `Aborted` is raised, which the handler lets through, and
+    the runner returns without committing the batch (the next owner gets all of it again).
+
+    This is how a handler waits for a record to come due without blocking a rebalance or a
+    shutdown for the length of the wait. Outside a runner (a handler called directly) it is
+    a plain sleep.
+    """
+    abort = _current_abort.get()
+    if abort is None:
+        await asyncio.sleep(seconds)
+        return
+    if abort.is_set():
+        raise Aborted
+    try:
+        async with asyncio.timeout(seconds):
+            await abort.wait()
+    except TimeoutError:
+        return
+    raise Aborted
 
 
 class BatchRunner:
@@ -112,12 +146,15 @@ class BatchRunner:
         (then only a prefix was handled or dead-lettered; it is `records[0].offset` if
         nothing was).
         """
+        token = _current_abort.set(self._abort)
         try:
             await self._attempt(records)
         except Aborted:
             return records[0].offset
         except Exception as exc:  # every failure has a policy
             return await self._one_by_one(records, exc)
+        finally:
+            _current_abort.reset(token)
         return records[-1].offset + 1
 
     async def _one_by_one(self, records: Sequence[Record], exc: Exception) -> int:

@@ -34,6 +34,7 @@ from bus.base import (
     dlq_topic,
 )
 from bus.partitioner import partition_for_key
+from bus.runner import hold
 from tests.bus.harness import FAST_RETRY, BusHarness
 
 WAIT_S = 30.0
@@ -420,6 +421,37 @@ async def test_stop_cuts_endless_retries_short_and_commits_nothing_for_them(
     await started(bus.consumer(group, [topic], seen.handler("b")))
     await seen.wait(lambda: bool(seen.records("b")))
     assert seen.values("b") == [b"stuck"]
+
+
+async def test_hold_waits_then_commits_and_stop_cuts_it_short(harness: BusHarness) -> None:
+    """`bus.runner.hold` in a handler: a short hold ends and the batch is committed; a long
+    one is cut short by `stop`, which commits nothing of that batch."""
+    bus = harness.bus
+    topic = await harness.topic(partitions=1)
+    group = harness.group()
+    holding = asyncio.Event()
+
+    async def wait_in_handler(records: Sequence[Record]) -> None:
+        for record in records:
+            if record.value == b"short":
+                await hold(0.01)
+            elif record.value == b"long":
+                holding.set()
+                await hold(600.0)
+
+    seen = Seen()
+    first = await started(bus.consumer(group, [topic], seen.handler("a", wait_in_handler)))
+    await bus.publish(topic, b"short", key=b"k")
+    await seen.wait(lambda: seen.values("a") == [b"short"])
+    await bus.publish(topic, b"long", key=b"k")
+    async with asyncio.timeout(WAIT_S):
+        await holding.wait()
+        await first.stop()  # would take ten minutes if the hold were not cut short
+    assert seen.values("a") == [b"short"]
+
+    await started(bus.consumer(group, [topic], seen.handler("b")))
+    await seen.wait(lambda: bool(seen.records("b")))
+    assert seen.values("b") == [b"long"]
 
 
 async def test_static_member_restarts_into_its_partitions(harness: BusHarness) -> None:
