@@ -25,8 +25,8 @@ mean remembering "pushed" per entry (one more write per entry) or pushing duplic
 replay; clients dedupe by server_msg_id, but pushing twice on every resend is worse for
 everyone than a rare late delivery after a crash.
 
-``im.s2c`` (business pushes) is consumed by this group too; its handling is issue 5: its
-records are counted, logged and committed untouched for now.
+``im.s2c`` (business pushes) is consumed by this group too: its batches go to
+`consumers.s2c.S2CHandler` (route lookup, S2CPush to online devices; nothing stored).
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from bus.partitioner import partition_for_key
 from bus.topology import Topology
 from consumers.effects import Effects
 from consumers.registry import consumer_group
+from consumers.s2c import S2C_TOPIC, S2CHandler
 from schemas.commands import Cmd
 from schemas.errors import EnvelopeError
 from schemas.events import Fanout, FanoutMessage, decode_fanout
@@ -58,7 +59,6 @@ __all__ = ["FanoutHandler", "build", "push_body"]
 log = logging.getLogger(__name__)
 
 FANOUT_TOPIC = "im.fanout"
-S2C_TOPIC = "im.s2c"
 
 
 class FanoutHandler:
@@ -80,21 +80,13 @@ class FanoutHandler:
         self._sessions = sessions
         self._routes = routes
         self.seqs = seqs
-        #: im.s2c records committed without handling (issue 5)
-        self.s2c_skipped = 0
+        #: business pushes (``im.s2c``), a separate concern sharing this group
+        self.s2c = S2CHandler(bus=bus, topology=topology, routes=routes)
 
     async def handle(self, records: Sequence[Record]) -> None:
         """Handle one partition's batch (module docstring)."""
         if records[0].topic == S2C_TOPIC:
-            self.s2c_skipped += len(records)
-            log.warning(
-                "fanout: %d im.s2c record(s) at %s[%d]@%d skipped: business push is not "
-                "served yet (issue 5)",
-                len(records),
-                records[0].topic,
-                records[0].partition,
-                records[0].offset,
-            )
+            await self.s2c.handle(records)
             return
         fanouts = [_decode(record) for record in records]
         entries: list[InboxEntry] = []
