@@ -22,6 +22,12 @@ nothing:
 Create is the exception: the group id exists only after the write, so the notification
 follows it; a replay finds the same group by its create key (the trace id) and republishes.
 
+Requests without an origin come from the server API (``/v1/groups``): they act as the
+operator their body's ``user_id`` names, with admin rights — no owner or membership check
+(create, disband, invite, kick; the owner still cannot be kicked) — and nobody is answered
+(the API checked what it could and answered 202); a refusal is logged. Members' devices get
+GroupMemberChangedNotify as for any change.
+
 The member cache (`store.groups_cache.CachedGroupStore`) re-puts its snapshot on every write
 made through it, so the msg group sees a change before this handler answers.
 """
@@ -116,10 +122,7 @@ class GroupHandler:
 
     async def _serve(self, request: Request, effects: Effects) -> None:
         origin = request.origin
-        if origin is None:
-            # The server API's group commands would come here; none exist yet.
-            log.warning("group command 0x%04X without an origin: ignored", request.cmd)
-            return
+        admin = origin is None  # the server API (module docstring)
         msg = request.message
         trace = request.envelope.trace_id
         response_cmd = spec(request.cmd).response
@@ -127,25 +130,30 @@ class GroupHandler:
             log.warning("command 0x%04X is not a group request: ignored", request.cmd)
             return
         try:
-            user = acting_user(origin, getattr(msg, "user_id", 0), request.cmd)
+            if origin is None:
+                user = _operator(msg)
+            else:
+                user = acting_user(origin, getattr(msg, "user_id", 0), request.cmd)
             if isinstance(msg, group_pb2.GroupCreateReq):
                 done = await self._create(user, msg, trace)
             elif isinstance(msg, group_pb2.GroupDisbandingReq):
-                done = await self._disband(user, msg, trace)
-            elif isinstance(msg, group_pb2.GroupExitReq):
+                done = await self._disband(user, msg, trace, admin=admin)
+            elif isinstance(msg, group_pb2.GroupExitReq) and origin is not None:
                 done = await self._exit(user, msg, trace)
             elif isinstance(msg, group_pb2.GroupInviteMemberReq):
-                done = await self._invite(user, msg, trace)
+                done = await self._invite(user, msg, trace, admin=admin)
             elif isinstance(msg, group_pb2.GroupKickOutMemberReq):
-                done = await self._kick(user, msg, trace)
+                done = await self._kick(user, msg, trace, admin=admin)
             else:
                 log.warning("command 0x%04X is not a group request: ignored", request.cmd)
                 return
         except Refusal as refusal:
             log.info("refused group command 0x%04X: %s", request.cmd, refusal.text)
-            effects.reply(origin, response_cmd, _refused(msg, origin, refusal.code), trace)
+            if origin is not None:
+                effects.reply(origin, response_cmd, _refused(msg, origin, refusal.code), trace)
             return
-        effects.reply(origin, response_cmd, done.response, trace)
+        if origin is not None:
+            effects.reply(origin, response_cmd, done.response, trace)
         if done.changed:
             notify = group_pb2.GroupMemberChangedNotify(
                 user_id=user, group_id=getattr(msg, "group_id", 0), changed_list=done.changed
@@ -162,7 +170,7 @@ class GroupHandler:
                     Cmd.GROUP_MEMBER_CHANGED_NOTIFY,
                     body,
                     trace,
-                    skip=(origin.gate_id, origin.conn_id),
+                    skip=None if origin is None else (origin.gate_id, origin.conn_id),
                 )
 
     # --- checks ----------------------------------------------------------------------------
@@ -243,12 +251,12 @@ class GroupHandler:
         return done
 
     async def _disband(
-        self, user: UserId, req: group_pb2.GroupDisbandingReq, trace: TraceId
+        self, user: UserId, req: group_pb2.GroupDisbandingReq, trace: TraceId, *, admin: bool
     ) -> _Done:
         group = await self._groups.get(GroupId(req.group_id)) if req.group_id > 0 else None
         if group is None:
             raise Refusal(ExtResultCode.NOT_FOUND, f"no group {req.group_id}")
-        if group.owner_id != user:
+        if group.owner_id != user and not admin:
             raise Refusal(ExtResultCode.FORBIDDEN, "only the owner may disband the group")
         rsp = group_pb2.GroupDisbandingRsp(
             user_id=user, group_id=req.group_id, result_code=ErrorCode.SUCCESS
@@ -285,11 +293,11 @@ class GroupHandler:
         return done
 
     async def _invite(
-        self, user: UserId, req: group_pb2.GroupInviteMemberReq, trace: TraceId
+        self, user: UserId, req: group_pb2.GroupInviteMemberReq, trace: TraceId, *, admin: bool
     ) -> _Done:
         group = await self._live_group(req.group_id)
         members = await self._groups.members(group.group_id)
-        if user not in members:
+        if user not in members and not admin:
             raise Refusal(ExtResultCode.FORBIDDEN, f"not a member of group {req.group_id}")
         invited = await self._existing_users(req.member_id_list)
         new = [u for u in invited if u not in members]
@@ -319,14 +327,14 @@ class GroupHandler:
         return done
 
     async def _kick(
-        self, user: UserId, req: group_pb2.GroupKickOutMemberReq, trace: TraceId
+        self, user: UserId, req: group_pb2.GroupKickOutMemberReq, trace: TraceId, *, admin: bool
     ) -> _Done:
         group = await self._live_group(req.group_id)
-        if group.owner_id != user:
+        if group.owner_id != user and not admin:
             raise Refusal(ExtResultCode.FORBIDDEN, "only the owner may kick members")
         wanted = list(dict.fromkeys(UserId(u) for u in req.member_id_list))
-        if user in wanted:
-            raise Refusal(ExtResultCode.INVALID_PARAMETER, "the owner cannot kick themself")
+        if group.owner_id in wanted:
+            raise Refusal(ExtResultCode.INVALID_PARAMETER, "the owner cannot be kicked")
         members = await self._groups.members(group.group_id)
         gone = [u for u in wanted if u in members]
         rsp = group_pb2.GroupKickOutMemberRsp(
@@ -341,6 +349,14 @@ class GroupHandler:
         done.notify = members
         done.changed = _changes(gone, GroupMemberChangedType.DEL)
         return done
+
+
+def _operator(req: Message) -> UserId:
+    """The operator an API request names (its body's ``user_id``, required)."""
+    user_id = int(getattr(req, "user_id", 0))
+    if user_id <= 0:
+        raise Refusal(ExtResultCode.INVALID_PARAMETER, "an API group request needs user_id")
+    return UserId(user_id)
 
 
 def _changes(

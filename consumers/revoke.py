@@ -20,6 +20,13 @@ before it in the batch are stored first) and runs a `Revoker`. Rules
 
 History, by-id, sync and the session list then show the message as revoked
 (`consumers.views`).
+
+A RevokeReq without an origin is an *admin* revoke from the server API
+(``POST /v1/messages/{conversation}/{seq}/revoke``): no sender or window check, the
+conversation is named by ``user_id`` + ``session_id`` (a single chat's two users) or the
+group id, ``revoked_by`` is 0, nobody is answered, and every member's devices are notified
+(``operator_user_id`` 0). A message that does not exist is logged and skipped: the API
+checked it exists, so that is a bug, not a reason to block the partition.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from consumers.requests import Refusal, Request, conversation_of
 from schemas.codes import ExtResultCode, SessionType
 from schemas.commands import Cmd
 from schemas.envelope import Envelope
-from schemas.ids import GroupId, UserId
+from schemas.ids import ConnId, GateId, GroupId, UserId
 from schemas.pb.coffeebus import ext_pb2
 from store.clock import Clock, SystemClock
 from store.groups import GroupStore
@@ -74,8 +81,7 @@ class Revoker:
         """Revoke, answer the requester, notify the conversation's devices (into `effects`)."""
         origin = envelope.origin
         if origin is None:
-            # Revokes by the server API (admins) are to come; nobody to answer here.
-            log.warning("RevokeReq without an origin: ignored")
+            await self._admin(envelope, req, effects)
             return
         rsp = ext_pb2.RevokeRsp(
             user_id=origin.user_id,
@@ -93,6 +99,28 @@ class Revoker:
         rsp.result_code = ext_pb2.ExtResultCode.ValueType(ExtResultCode.OK)
         effects.reply(origin, Cmd.REVOKE_RSP, rsp, envelope.trace_id)
         await self._notify(msg, req, effects, envelope)
+
+    async def _admin(self, envelope: Envelope, req: ext_pb2.RevokeReq, effects: Effects) -> None:
+        """An admin revoke from the server API (module docstring)."""
+        try:
+            conversation = conversation_of(UserId(req.user_id), req.session_type, req.session_id)
+        except Refusal as refusal:
+            log.warning("admin revoke with an invalid conversation: %s", refusal.text)
+            return
+        now = self._clock.now_ms()
+        msg = await self._messages.mark_revoked(
+            conversation, req.server_msg_id, by=UserId(0), at_ms=now
+        )
+        if msg is None:
+            log.warning("admin revoke of %s/%d: no such message", conversation, req.server_msg_id)
+            return
+        if int(req.session_type) == SessionType.GROUP:
+            members = await self._groups.members(GroupId(req.session_id))
+            views = {UserId(m): req.session_id for m in members}
+        else:
+            a, b = UserId(req.user_id), UserId(req.session_id)
+            views = {a: b, b: a}
+        await self._push(msg, req, effects, envelope, views, operator=UserId(0))
 
     async def _revoke(self, user_id: int, req: ext_pb2.RevokeReq) -> StoredMessage:
         user = acting_user_id(user_id, req)
@@ -131,10 +159,32 @@ class Revoker:
         else:
             peer = UserId(req.session_id)
             views = {revoker: peer, peer: revoker}
+        await self._push(
+            msg,
+            req,
+            effects,
+            envelope,
+            views,
+            operator=revoker,
+            skip=(origin.gate_id, origin.conn_id),
+        )
+
+    async def _push(
+        self,
+        msg: StoredMessage,
+        req: ext_pb2.RevokeReq,
+        effects: Effects,
+        envelope: Envelope,
+        views: dict[UserId, int],
+        *,
+        operator: UserId,
+        skip: tuple[GateId, ConnId] | None = None,
+    ) -> None:
+        """RevokeNotify to every device of `views` (user → the session id they see)."""
         routes = await self._routes.get_many(views)
         for user, session_id in views.items():
             notify = ext_pb2.RevokeNotify(
-                operator_user_id=revoker,
+                operator_user_id=operator,
                 session_type=req.session_type,
                 session_id=session_id,
                 server_msg_id=msg.seq,
@@ -147,7 +197,7 @@ class Revoker:
                 Cmd.REVOKE_NOTIFY,
                 notify.SerializeToString(),
                 envelope.trace_id,
-                skip=(origin.gate_id, origin.conn_id),
+                skip=skip,
             )
 
 
