@@ -40,6 +40,7 @@ DESIGN_GROUPS = {
     "timer": {"im.timer"},
     "push": {"im.push"},
     "biz": {"im.up.c2s"},
+    "webhook": {"biz.c2s", "biz.events.message", "biz.events.user", "biz.events.group"},
 }
 
 MINIMAL = """\
@@ -134,7 +135,7 @@ def test_undeclared_names_raise(real: Topology) -> None:
     with pytest.raises(UndeclaredTopicError, match=r"'im\.up\.mgs' is not declared"):
         real.topic("im.up.mgs")
     with pytest.raises(UndeclaredTopicError, match="no dead-letter topic"):
-        real.dlq_topic("biz.c2s")
+        real.dlq_topic("biz.webhooks.dead-letter")
     with pytest.raises(UndeclaredTopicError):
         real.group("nope")
     assert real.declared("im.up.msg")
