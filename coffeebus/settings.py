@@ -28,8 +28,11 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from schemas.bizevents import EVENT_TYPES, BizTopic
+
 __all__ = [
     "ApiSettings",
+    "BizSettings",
     "GatewaySettings",
     "KafkaSettings",
     "LogSettings",
@@ -39,6 +42,8 @@ __all__ = [
     "RedisSettings",
     "Settings",
     "SettingsError",
+    "WebhookSettings",
+    "WebhookSubscriber",
     "load_settings",
 ]
 
@@ -139,6 +144,78 @@ class MessagingSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
     lookup_cache_s: Positive = 5.0
 
 
+class BizSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``[biz]``: business events on the ``biz.*`` topics and client uploads (docs/events.md)."""
+
+    #: put message contents (``msg_data``, base64) in ``message.stored`` events
+    include_msg_data: bool = True
+    #: largest C2SUploadReq.payload accepted (bytes); larger uploads are refused TOO_LARGE
+    max_c2s_payload_bytes: PositiveInt = 256 * 1024
+
+
+class WebhookSubscriber(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One business server receiving events by webhook (``[[webhooks.subscribers]]``).
+
+    An event is sent when its type matches one of `events` (a type such as
+    ``"message.stored"``, or a pattern such as ``"message.*"``) or its topic is one of
+    `topics`; with both empty, every event is sent.
+    """
+
+    #: names the subscriber in logs and dead letters (letters, digits, ``-_.``)
+    name: str
+    #: where events are POSTed (http or https)
+    url: str
+    #: HMAC-SHA256 key of ``X-CoffeeBus-Signature`` (shared with the receiver)
+    secret: str
+    events: tuple[str, ...] = ()
+    topics: tuple[str, ...] = ()
+    #: seconds one POST may take (connect, send, answer)
+    timeout_s: Positive = 10.0
+    #: POSTs per event for 5xx, 429, timeouts and connection errors before it is dead-lettered
+    max_attempts: Annotated[int, msgspec.Meta(ge=1, le=20)] = 5
+
+    def __post_init__(self) -> None:
+        if not self.name or not all(c.isalnum() or c in "-_." for c in self.name):
+            raise ValueError(f"webhook subscriber name {self.name!r}: letters, digits, -_. only")
+        if not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"webhook {self.name}: url must be http:// or https://")
+        if not self.secret:
+            raise ValueError(f"webhook {self.name}: a secret is required (it signs every POST)")
+        for pattern in self.events:
+            prefix = pattern[:-1] if pattern.endswith("*") else None
+            known = (
+                any(t.startswith(prefix) for t in EVENT_TYPES)
+                if prefix is not None
+                else pattern in EVENT_TYPES
+            )
+            if not known:
+                raise ValueError(
+                    f"webhook {self.name}: event {pattern!r} matches none of {list(EVENT_TYPES)}"
+                )
+        events_topics = {t.value for t in BizTopic} - {BizTopic.WEBHOOK_DEAD_LETTER.value}
+        for topic in self.topics:
+            if topic not in events_topics:
+                raise ValueError(
+                    f"webhook {self.name}: topic {topic!r} is none of {sorted(events_topics)}"
+                )
+
+
+class WebhookSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``[webhooks]``: business servers that receive events by signed HTTP POSTs."""
+
+    subscribers: tuple[WebhookSubscriber, ...] = ()
+    #: first retry after this long, doubling up to `max_backoff_s` (plus jitter)
+    initial_backoff_s: Positive = 0.5
+    max_backoff_s: Positive = 30.0
+    #: POSTs in flight at once over every subscriber and partition of one process
+    max_connections: PositiveInt = 100
+
+    def __post_init__(self) -> None:
+        names = [s.name for s in self.subscribers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"webhook subscriber names must be unique: {names}")
+
+
 class LogSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Logging of every process."""
 
@@ -156,6 +233,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     gateway: GatewaySettings = GatewaySettings()
     api: ApiSettings = ApiSettings()
     messaging: MessagingSettings = MessagingSettings()
+    biz: BizSettings = BizSettings()
+    webhooks: WebhookSettings = WebhookSettings()
     log: LogSettings = LogSettings()
 
     def with_gate_id(self) -> Settings:
