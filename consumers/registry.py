@@ -39,6 +39,8 @@ GROUP_MODULES: dict[str, str] = {
     "ack": "consumers.ack",
     "query": "consumers.query",
     "group": "consumers.group",
+    "biz": "consumers.biz",
+    "webhook": "consumers.webhooks",
 }
 
 
