@@ -39,6 +39,7 @@ __all__ = [
     "MessagingSettings",
     "MongoSettings",
     "MultiLoginPolicy",
+    "PushSettings",
     "RedisSettings",
     "Settings",
     "SettingsError",
@@ -144,6 +145,42 @@ class MessagingSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
     lookup_cache_s: Positive = 5.0
 
 
+class PushSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``[push]``: the delivery timer (``timer`` group) and offline push (``push`` group).
+
+    A provider is enabled by configuring it: devices registered for a provider that is not
+    configured are skipped (and counted). docs/push.md has an operator's walk-through.
+    """
+
+    #: how long after a message is fanned out a device must have acked it (seconds)
+    timer_delay_s: Positive = 5.0
+    #: the start of a text message put in pushes (characters; 0: only "new message from X")
+    preview_chars: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 0
+    #: HTTP timeout of one provider request (seconds)
+    request_timeout_s: Positive = 10.0
+    #: attempts per device for 5xx, 429 and timeouts before the push is recorded as failed
+    max_attempts: Annotated[int, msgspec.Meta(ge=1, le=20)] = 4
+    initial_backoff_s: Positive = 0.5
+    max_backoff_s: Positive = 10.0
+    #: webhook provider: the business's own push service (POST JSON); "" disables it
+    webhook_url: str = ""
+    #: HMAC-SHA256 key of the webhook push signature ("" sends it unsigned)
+    webhook_secret: str = ""
+    #: APNs (token-based auth): base URL, team id, key id, the .p8 key file, the app's topic
+    apns_url: str = "https://api.push.apple.com"
+    apns_team_id: str = ""
+    apns_key_id: str = ""
+    apns_key_path: str = ""
+    #: the app's bundle id (``apns-topic``); a device may name its own
+    apns_topic: str = ""
+    #: FCM HTTP v1: base URL, the Firebase project, the service account JSON key file, and
+    #: the OAuth2 token endpoint ("" = the one in the key file)
+    fcm_url: str = "https://fcm.googleapis.com"
+    fcm_project_id: str = ""
+    fcm_credentials_path: str = ""
+    fcm_token_url: str = ""
+
+
 class BizSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """``[biz]``: business events on the ``biz.*`` topics and client uploads (docs/events.md)."""
 
@@ -235,6 +272,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     messaging: MessagingSettings = MessagingSettings()
     biz: BizSettings = BizSettings()
     webhooks: WebhookSettings = WebhookSettings()
+    push: PushSettings = PushSettings()
     log: LogSettings = LogSettings()
 
     def with_gate_id(self) -> Settings:

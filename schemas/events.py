@@ -8,6 +8,20 @@
     group the msg group groups the members by partition, so one record carries many
     recipients and lands where all of them are owned.
 
+``DeliveryTimer`` (tag 21) — topic ``im.timer``, key: the recipient's user id (decimal ASCII)
+    "Check at `due_ms` whether a device of `user_id` acked this message." The fanout group
+    publishes one per (recipient other than the sender, message) with ``due_ms = now +
+    [push] timer_delay_s``; the timer group waits until it is due, then drops it if the
+    user's delivery mark reached its seq, or turns it into a `PushRequest`.
+
+``PushRequest`` (tag 22) — topic ``im.push``, key: the recipient's user id (decimal ASCII)
+    "Send an offline push about this message to every registered device of `user_id`."
+    The timer group publishes it; the push group sends it through the devices' providers,
+    at most once per (user, conversation, seq) (`store.push_log`).
+
+Both carry a `PushNotice`: what a notification says about the message, taken from the
+fan-out record, so neither group reads the timeline back.
+
 The message travels whole (`FanoutMessage`, the fields of a stored message): the fanout group
 never reads the conversation timeline back, and a replayed record carries exactly what was
 first stored (the msg group republishes the *original* message for a resent client_msg_id).
@@ -26,15 +40,25 @@ from schemas.errors import EnvelopeError
 from schemas.ids import ConnId, ConversationId, GateId, TraceId, UserId
 
 __all__ = [
+    "DELIVERY_TIMER_TAG",
     "FANOUT_TAG",
+    "PUSH_REQUEST_TAG",
+    "DeliveryTimer",
     "Fanout",
     "FanoutMessage",
+    "PushNotice",
+    "PushRequest",
+    "decode_delivery_timer",
     "decode_fanout",
+    "decode_push_request",
     "encode_fanout",
+    "encode_record",
     "recipient_key",
 ]
 
 FANOUT_TAG: Final = 20
+DELIVERY_TIMER_TAG: Final = 21
+PUSH_REQUEST_TAG: Final = 22
 
 NonNegative = Annotated[int, msgspec.Meta(ge=0)]
 Positive = Annotated[int, msgspec.Meta(gt=0)]
@@ -72,8 +96,50 @@ class Fanout(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=FANOUT_
     skip_conn: ConnId | None = None
 
 
+class PushNotice(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """What an offline push says about one message (from its fan-out record)."""
+
+    conversation: ConversationId
+    seq: Positive
+    from_user_id: UserId
+    #: the sender's nick name ("" if unknown)
+    from_nick_name: str
+    #: SINGLE (1) or GROUP (2); `group_id` is set for a group
+    session_type: NonNegative
+    msg_type: NonNegative
+    created_ms: NonNegative
+    group_id: NonNegative = 0
+    #: the start of a text message, up to ``[push] preview_chars`` ("" = say nothing of it)
+    preview: str = ""
+
+
+class DeliveryTimer(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=DELIVERY_TIMER_TAG):
+    """At `due_ms`, check whether a device of `user_id` acked `notice`'s message."""
+
+    user_id: UserId
+    notice: PushNotice
+    due_ms: NonNegative
+    trace_id: TraceId
+
+
+class PushRequest(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=PUSH_REQUEST_TAG):
+    """Push `notice` to the registered devices of `user_id` (no device acked it in time)."""
+
+    user_id: UserId
+    notice: PushNotice
+    trace_id: TraceId
+    ts_ms: NonNegative
+
+    @property
+    def dedupe_key(self) -> str:
+        """One push per (user, conversation, seq), however often the request is replayed."""
+        return f"{self.user_id}|{self.notice.conversation}|{self.notice.seq}"
+
+
 _encoder: Final = msgspec.msgpack.Encoder()
 _decoder: Final = msgspec.msgpack.Decoder(Fanout)
+_timer_decoder: Final = msgspec.msgpack.Decoder(DeliveryTimer)
+_push_decoder: Final = msgspec.msgpack.Decoder(PushRequest)
 
 
 def recipient_key(user_id: int) -> bytes:
@@ -92,3 +158,24 @@ def decode_fanout(data: bytes | bytearray | memoryview) -> Fanout:
         return _decoder.decode(data)
     except msgspec.DecodeError as exc:
         raise EnvelopeError(f"not a fanout record ({len(data)} bytes): {exc}") from exc
+
+
+def encode_record(record: DeliveryTimer | PushRequest) -> bytes:
+    """The record value of a `DeliveryTimer` or a `PushRequest`."""
+    return _encoder.encode(record)
+
+
+def decode_delivery_timer(data: bytes | bytearray | memoryview) -> DeliveryTimer:
+    """Decode an ``im.timer`` record value; `EnvelopeError` if it is not a `DeliveryTimer`."""
+    try:
+        return _timer_decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise EnvelopeError(f"not a delivery timer record ({len(data)} bytes): {exc}") from exc
+
+
+def decode_push_request(data: bytes | bytearray | memoryview) -> PushRequest:
+    """Decode an ``im.push`` record value; `EnvelopeError` if it is not a `PushRequest`."""
+    try:
+        return _push_decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise EnvelopeError(f"not a push request record ({len(data)} bytes): {exc}") from exc
