@@ -34,6 +34,8 @@ from store.inbox_mongo import MongoInboxStore
 from store.keys import RedisKeys
 from store.messages import MemoryMessageStore, MessageStore
 from store.messages_mongo import MongoMessageStore
+from store.push_log import MemoryPushLog, MongoPushLog, PushLog
+from store.push_tokens import MemoryPushTokenStore, MongoPushTokenStore, PushTokenStore
 from store.routes import MemoryRouteStore, RouteStore
 from store.routes_redis import RedisRouteStore
 from store.seq import MemorySectionStore, MongoSectionStore, SectionStore
@@ -77,6 +79,11 @@ class Runtime:
     groups: GroupStore
     #: Persisted seq sections; each process makes its own `store.seq.SeqAllocator` over it.
     sections: SectionStore
+    #: Device push tokens (registered through the API; the push group reads and discards).
+    #: Defaults to the memory twin for runtimes built by hand (tests without pushes).
+    push_tokens: PushTokenStore = field(default_factory=MemoryPushTokenStore)
+    #: Offline pushes already sent (the push group's at-most-once claims).
+    push_log: PushLog = field(default_factory=MemoryPushLog)
     #: (name, check) pairs the readiness endpoint runs; empty when embedded.
     readiness: tuple[tuple[str, ReadinessCheck], ...] = field(default=())
 
@@ -116,6 +123,8 @@ async def open_runtime(
                 deliveries=MemoryDeliveryStore(),
                 groups=MemoryGroupStore(),
                 sections=MemorySectionStore(),
+                push_tokens=MemoryPushTokenStore(),
+                push_log=MemoryPushLog(),
             )
         finally:
             await bus.stop()
@@ -156,6 +165,8 @@ async def open_runtime(
                 deliveries=MongoDeliveryStore(db),
                 groups=CachedGroupStore(MongoGroupStore(db, sections), redis, keys=keys),
                 sections=sections,
+                push_tokens=MongoPushTokenStore(db),
+                push_log=MongoPushLog(db),
                 readiness=(
                     ("mongodb", lambda: mongo_store.ping(mongo)),
                     ("redis", lambda: redis_store.ping(redis)),

@@ -41,6 +41,12 @@ Collections and their intended shard keys
     group, ``(user, group)`` a user's groups. Shard key: ``group`` (`store.groups_mongo`).
 ``seq_sections``
     Persisted sequence sections, ``_id`` = timeline key; shard key: ``_id`` (`store.seq`).
+``push_tokens``
+    Device push tokens, ``_id = "<provider>:<token>"``; ``(user)`` lists a user's devices.
+    Unsharded (`store.push_tokens`).
+``push_log``
+    Offline pushes already sent, ``_id = "<user>|<conv>|<seq>"`` (the at-most-once claim).
+    Shard key: ``_id`` (`store.push_log`).
 
 Why so many composite string ``_id``s: a unique key that *is* the primary key is checked
 and looked up by the primary-key index on every server, and FerretDB v1 on SQLite pushes
@@ -69,6 +75,8 @@ class Collection(StrEnum):
     GROUP_MEMBERS = "group_members"
     SEQ_SECTIONS = "seq_sections"
     DELIVERIES = "deliveries"
+    PUSH_TOKENS = "push_tokens"
+    PUSH_LOG = "push_log"
 
 
 ASCENDING = 1
@@ -124,6 +132,9 @@ INDEXES: Mapping[Collection, tuple[IndexSpec, ...]] = MappingProxyType(
         Collection.SEQ_SECTIONS: (),
         # _id ("<user>|<conversation>") is all a delivery mark needs.
         Collection.DELIVERIES: (),
+        Collection.PUSH_TOKENS: (IndexSpec("push_tokens_user", (("user", ASCENDING),)),),
+        # _id (the push's dedupe key) is all a claim needs.
+        Collection.PUSH_LOG: (),
     }
 )
 """The indexes of each collection, created by `store.mongo.ensure_indexes`."""
