@@ -110,7 +110,9 @@ class GateConnection:
         self.core = Connection(conn_id, limits=limits, now=loop.time())
         #: The route this connection registered, once logged in.
         self.route: Route | None = None
-        self._work: collections.deque[Event] = collections.deque()
+        # Made on the first event and dropped when the worker empties it: an idle
+        # connection holds no queue (an empty deque is ~760 bytes).
+        self._work: collections.deque[Event] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._paused = False
@@ -176,13 +178,16 @@ class GateConnection:
             if isinstance(event, ConnectionClosed):
                 self._closed(event)
             elif not isinstance(event, HeartbeatReceived):
+                if self._work is None:
+                    self._work = collections.deque()
                 self._work.append(event)
-        if self._work and not core.closed:
+        work = self._work
+        if work and not core.closed:
             if self._worker is None:
                 self._worker = self._loop.create_task(
-                    self._run_worker(), name=f"gate-conn-{core.conn_id}"
+                    self._run_worker(work), name=f"gate-conn-{core.conn_id}"
                 )
-            if len(self._work) >= PAUSE_READING_AT and not self._paused:
+            if len(work) >= PAUSE_READING_AT and not self._paused:
                 self._paused = True
                 self._link.pause_reading()
         self._arm_timer()
@@ -190,7 +195,8 @@ class GateConnection:
     # -- internals ---------------------------------------------------------------------------
 
     def _closed(self, event: ConnectionClosed) -> None:
-        self._work.clear()
+        if self._work is not None:
+            self._work.clear()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -210,21 +216,23 @@ class GateConnection:
         )
         self._owner.connection_closed(self, event)
 
-    async def _run_worker(self) -> None:
+    async def _run_worker(self, work: collections.deque[Event]) -> None:
         try:
-            while self._work and not self.core.closed:
-                event = self._work.popleft()
+            while work and not self.core.closed:
+                event = work.popleft()
                 try:
                     await self._owner.handle(self, event)
                 except Exception:
                     log.exception("conn %d: handling %r failed", self.core.conn_id, event)
                     self.core.close(CloseReason.INTERNAL_ERROR, "internal error")
                 self.pump()
-                if self._paused and len(self._work) < PAUSE_READING_AT // 2:
+                if self._paused and len(work) < PAUSE_READING_AT // 2:
                     self._paused = False
                     self._link.resume_reading()
         finally:
             self._worker = None
+            if not work:
+                self._work = None
 
     def _arm_timer(self) -> None:
         deadline = self.core.next_deadline()

@@ -42,12 +42,25 @@ class Acceptor(Protocol):
 class TcpLink(asyncio.Protocol):
     """One TCP (or TLS) client connection; implements `gateway.session.Link`."""
 
+    __slots__ = (
+        "_acceptor",
+        "_closing",
+        "_conn",
+        "_grace",
+        "_limit",
+        "_peer",
+        "_queue",
+        "_transport",
+        "_write_paused",
+    )
+
     def __init__(self, acceptor: Acceptor, *, send_queue_frames: int) -> None:
         self._acceptor = acceptor
         self._limit = send_queue_frames
         self._transport: asyncio.Transport | None = None
         self._conn: GateConnection | None = None
-        self._queue: collections.deque[bytes] = collections.deque()
+        # Only a client that does not keep up needs a queue: made then, not per connection.
+        self._queue: collections.deque[bytes] | None = None
         self._write_paused = False
         self._closing = False
         self._grace: asyncio.TimerHandle | None = None
@@ -77,7 +90,7 @@ class TcpLink(asyncio.Protocol):
         if self._grace is not None:
             self._grace.cancel()
             self._grace = None
-        self._queue.clear()
+        self._queue = None
         if self._conn is not None:
             self._conn.connection_lost()
             self._conn = None
@@ -102,6 +115,8 @@ class TcpLink(asyncio.Protocol):
         if not self._write_paused and not self._queue:
             transport.write(b"".join(frames) if len(frames) > 1 else frames[0])
             return True
+        if self._queue is None:
+            self._queue = collections.deque()
         self._queue.extend(frames)
         return len(self._queue) <= self._limit
 
@@ -115,7 +130,7 @@ class TcpLink(asyncio.Protocol):
         self._grace = loop.call_later(CLOSE_GRACE_S, self.abort)
 
     def abort(self) -> None:
-        self._queue.clear()
+        self._queue = None
         if self._transport is not None:
             self._transport.abort()
 
@@ -131,9 +146,12 @@ class TcpLink(asyncio.Protocol):
         transport = self._transport
         if transport is None:
             return
-        while self._queue and not self._write_paused:
-            transport.write(self._queue.popleft())
-        if self._closing and not self._queue and not transport.is_closing():
+        queue = self._queue
+        while queue and not self._write_paused:
+            transport.write(queue.popleft())
+        if not queue:
+            self._queue = None
+        if self._closing and not queue and not transport.is_closing():
             transport.close()
 
 
