@@ -17,6 +17,8 @@ key                                type    holds
 ``<ns>group:<group_id>:members``   hash    group cache: ``#v`` version, ``#g`` group, one
                                            field per member id (`store.groups_cache`); TTL
 ``<ns>rl:<scope>:<id>``            —       rate-limit buckets
+``<ns>idem:<scope>``               string  an ``Idempotency-Key``'s request fingerprint and
+                                           response (`store.idempotency`); TTL
 =================================  ======  ==============================================
 
 Redis Cluster: the gate registry keys share the ``{gates}`` hash tag so that the registry's
@@ -71,6 +73,10 @@ class RedisKeys(msgspec.Struct, frozen=True):
     def rate_limit(self, scope: str, ident: str | int) -> str:
         """Rate-limit state of one subject (a connection, a user, an API key) in a scope."""
         return f"{self.namespace}rl:{scope}:{ident}"
+
+    def idempotency(self, scope: str) -> str:
+        """An HTTP API idempotency key's record (scope: a digest of API key + header)."""
+        return f"{self.namespace}idem:{scope}"
 
     def pattern(self) -> str:
         """A SCAN pattern matching every key of this namespace (for tests and tooling)."""
