@@ -19,7 +19,7 @@ from bus.base import Consumer
 from coffeebus.wiring import Runtime
 from consumers.registry import factory
 from gateway.server import Gate
-from producers.app import create_app, serve_api
+from producers.app import Pipeline, create_app, serve_api
 
 __all__ = ["ApiRole", "ConsumerRole", "GateRole", "Role", "serve"]
 
@@ -67,7 +67,7 @@ class GateRole:
 
 
 class ApiRole:
-    """The HTTP server API (uvicorn) on the runtime's stores."""
+    """The HTTP server API (uvicorn) on the runtime's stores and bus."""
 
     name = "api"
 
@@ -77,6 +77,14 @@ class ApiRole:
             runtime.settings.api,
             runtime.users,
             runtime.routes,
+            pipeline=Pipeline(
+                bus=runtime.bus,
+                topology=runtime.topology,
+                groups=runtime.groups,
+                messages=runtime.messages,
+                max_msg_data_bytes=runtime.settings.messaging.max_msg_data_bytes,
+            ),
+            idempotency=runtime.idempotency,
             readiness_checks=runtime.readiness,
         )
         self._task: asyncio.Task[None] | None = None

@@ -29,6 +29,7 @@ from store.deliveries import DeliveryStore, MemoryDeliveryStore, MongoDeliverySt
 from store.groups import GroupStore, MemoryGroupStore
 from store.groups_cache import CachedGroupStore
 from store.groups_mongo import MongoGroupStore
+from store.idempotency import IdempotencyStore, MemoryIdempotencyStore, RedisIdempotencyStore
 from store.inbox import InboxStore, MemoryInboxStore
 from store.inbox_mongo import MongoInboxStore
 from store.keys import RedisKeys
@@ -86,6 +87,8 @@ class Runtime:
     push_log: PushLog = field(default_factory=MemoryPushLog)
     #: (name, check) pairs the readiness endpoint runs; empty when embedded.
     readiness: tuple[tuple[str, ReadinessCheck], ...] = field(default=())
+    #: the HTTP API's Idempotency-Key responses (Redis on the real services)
+    idempotency: IdempotencyStore = field(default_factory=MemoryIdempotencyStore)
 
 
 def memory_bus_for(topology: Topology) -> MemoryBus:
@@ -171,6 +174,7 @@ async def open_runtime(
                     ("mongodb", lambda: mongo_store.ping(mongo)),
                     ("redis", lambda: redis_store.ping(redis)),
                 ),
+                idempotency=RedisIdempotencyStore(redis, keys=keys),
             )
         finally:
             await kafka_bus.stop()

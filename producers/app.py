@@ -17,9 +17,22 @@ GET         /v1/users/{user_id}              read a user
 POST        /v1/users/{user_id}/token        rotate the user's token
 GET         /v1/users/{user_id}/devices      the user's online devices
 GET         /v1/gates                        live gates, least loaded first (iplist)
+POST        /v1/push                         business push (s2c), optionally stored
+POST        /v1/messages                     system message into a single chat or group
+POST        /v1/messages/{conv}/{seq}/revoke admin revoke
+POST        /v1/groups                       create a group
+DELETE      /v1/groups/{group_id}            disband a group
+POST        /v1/groups/{group_id}/members    add members
+DELETE      /v1/groups/{group_id}/members    remove members (?user_id=...)
+GET         /v1/groups?user_id=              a user's groups
+GET         /v1/groups/{group_id}            a group and its members
 GET         /healthz                         liveness (no auth)
 GET         /readyz                          readiness: the stores answer (no auth)
 ==========  ===============================  ===========================================
+
+The messaging endpoints (push … groups) exist when the app is given a `Pipeline` (the bus
+and the group and message stores). Every POST honours ``Idempotency-Key``
+(`producers.idempotency`).
 """
 
 from __future__ import annotations
@@ -34,19 +47,31 @@ import uvicorn
 from litestar import Litestar, Response, Router, get
 from litestar.di import Provide
 from litestar.handlers import HTTPRouteHandler
+from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
 from coffeebus.settings import ApiSettings
 from producers.auth import ApiKeyGuard, check_bind_address
-from producers.deps import Stores, StoresDep
+from producers.deps import Pipeline, Stores, StoresDep
+from producers.groups import (
+    add_members,
+    create_group,
+    disband_group,
+    get_group,
+    list_groups,
+    remove_members,
+)
+from producers.idempotency import IdempotencyMiddleware
+from producers.messaging import admin_revoke, push, send_message
 from producers.models import MAX_BODY_BYTES, Gate, GatesResponse, Health
 from producers.problems import EXCEPTION_HANDLERS, problem_response
 from producers.users import devices, get_user, legacy_register, put_user, rotate_token
+from store.idempotency import IdempotencyStore, MemoryIdempotencyStore
 from store.routes import RouteStore
 from store.users import UserStore
 
-__all__ = ["ReadinessCheck", "create_app", "serve_api"]
+__all__ = ["Pipeline", "ReadinessCheck", "create_app", "serve_api"]
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +132,8 @@ def create_app(
     user_store: UserStore,
     route_store: RouteStore,
     *,
+    pipeline: Pipeline | None = None,
+    idempotency: IdempotencyStore | None = None,
     readiness_checks: Sequence[tuple[str, ReadinessCheck]] = (),
     max_body_bytes: int = MAX_BODY_BYTES,
 ) -> Litestar:
@@ -116,21 +143,49 @@ def create_app(
         settings: the ``[api]`` settings; ``api_keys`` non-empty turns authentication on.
         user_store: where users live.
         route_store: routes of online devices and the live-gate registry.
+        pipeline: the bus and the group / message stores of the messaging endpoints; without
+            it those endpoints are not served.
+        idempotency: where ``Idempotency-Key`` responses are kept (Redis when several API
+            processes serve one deployment); default: in this process.
         readiness_checks: (name, check) pairs that ``/readyz`` runs.
         max_body_bytes: larger request bodies are refused with 413.
     """
     guard = ApiKeyGuard(settings.api_keys)
     stores = Stores(user_store, route_store)
+    handlers: list[HTTPRouteHandler] = [
+        legacy_register,
+        put_user,
+        get_user,
+        rotate_token,
+        devices,
+        gates,
+    ]
+    if pipeline is not None:
+        handlers += [
+            push,
+            send_message,
+            admin_revoke,
+            create_group,
+            disband_group,
+            add_members,
+            remove_members,
+            list_groups,
+            get_group,
+        ]
     business = Router(
         path="/",
-        route_handlers=[legacy_register, put_user, get_user, rotate_token, devices, gates],
+        route_handlers=handlers,
         guards=[guard.as_guard()],
         security=[{"bearer": []}] if guard.enabled else None,
     )
     openapi = OpenAPIConfig(
         title="CoffeeBus server API",
         version="1",
-        description="User import, tokens, presence and the gate list for business servers.",
+        description=(
+            "User import, tokens, presence, the gate list, business push, system messages, "
+            "groups and admin revoke for business servers. Every POST honours an "
+            "`Idempotency-Key` header."
+        ),
         components=Components(
             security_schemes={
                 "bearer": SecurityScheme(type="http", scheme="bearer", description="API key")
@@ -141,7 +196,15 @@ def create_app(
         route_handlers=[business, healthz, _readyz(tuple(readiness_checks))],
         dependencies={
             "stores": Provide(lambda: stores, use_cache=True, sync_to_thread=False),
+            "pipeline": Provide(lambda: pipeline, use_cache=True, sync_to_thread=False),
         },
+        middleware=[
+            DefineMiddleware(
+                IdempotencyMiddleware,
+                store=idempotency or MemoryIdempotencyStore(),
+                max_body_bytes=max_body_bytes,
+            )
+        ],
         exception_handlers=dict(EXCEPTION_HANDLERS),
         openapi_config=openapi,
         request_max_body_size=max_body_bytes,

@@ -1,18 +1,23 @@
-"""The dependency the handlers declare, provided by `producers.app.create_app`.
+"""The dependencies the handlers declare, provided by `producers.app.create_app`.
 
 Handlers take one ``stores: Stores`` argument rather than one per store: the stores are
 `typing.Protocol`s, which Litestar's signature model cannot check with ``isinstance``, while
-this concrete holder it can.
+this concrete holder it can. ``pipeline: Pipeline`` is what the messaging endpoints (push,
+system messages, groups, revoke) publish to and read from.
 """
 
 from __future__ import annotations
 
 from litestar.di import NamedDependency
 
+from bus.base import Bus
+from bus.topology import Topology
+from store.groups import GroupStore
+from store.messages import MessageStore
 from store.routes import RouteStore
 from store.users import UserStore
 
-__all__ = ["Stores", "StoresDep"]
+__all__ = ["Pipeline", "PipelineDep", "Stores", "StoresDep"]
 
 
 class Stores:
@@ -25,5 +30,32 @@ class Stores:
         self.routes = routes
 
 
+class Pipeline:
+    """The bus the messaging endpoints publish to, and the stores they read (never write:
+    every change goes through the consumer group owning it)."""
+
+    __slots__ = ("bus", "groups", "max_msg_data_bytes", "messages", "topology")
+
+    def __init__(
+        self,
+        *,
+        bus: Bus,
+        topology: Topology,
+        groups: GroupStore,
+        messages: MessageStore,
+        max_msg_data_bytes: int = 64 * 1024,
+    ) -> None:
+        self.bus = bus
+        self.topology = topology
+        self.groups = groups
+        self.messages = messages
+        #: the msg group's limit (``[messaging]``): larger system messages are a 400 here
+        #: rather than a dead-lettered record there
+        self.max_msg_data_bytes = max_msg_data_bytes
+
+
 StoresDep = NamedDependency[Stores]
 """How a handler declares it: ``stores: StoresDep``."""
+
+PipelineDep = NamedDependency[Pipeline]
+"""How a messaging handler declares it: ``pipeline: PipelineDep``."""

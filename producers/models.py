@@ -7,23 +7,38 @@ them, so the documented schema and what the server accepts cannot drift apart. L
 
 from __future__ import annotations
 
-from typing import Annotated, Final
+from typing import Annotated, Final, Literal
 
 import msgspec
 
+from schemas.codes import MsgType
+from store.ids import MAX_USER_ID
 from store.passwords import MAX_PASSWORD_BYTES
 from store.users import MAX_TOKEN_LENGTH, MAX_USER_NAME_LENGTH
 
 __all__ = [
     "MAX_BODY_BYTES",
+    "MAX_CLIENT_MSG_ID",
+    "MAX_GROUP_NAME",
+    "MAX_MEMBERS_PER_CALL",
     "MAX_PROFILE_FIELD",
+    "MAX_PUSH_RECIPIENTS",
+    "Accepted",
     "Device",
     "DevicesResponse",
     "Gate",
     "GatesResponse",
+    "GroupCreateBody",
+    "GroupList",
+    "GroupMembersBody",
+    "GroupView",
     "Health",
+    "MessageAccepted",
+    "MessageBody",
     "Problem",
     "ProblemFieldError",
+    "PushBody",
+    "PushResult",
     "RegisterRequest",
     "RegisterResponse",
     "TokenResponse",
@@ -159,3 +174,130 @@ class Problem(msgspec.Struct, frozen=True, omit_defaults=True):
     status: int
     detail: str
     errors: list[ProblemFieldError] | None = None
+
+
+# --- messaging: push, system messages, groups, revoke --------------------------------------
+
+#: Most recipients of one push (a bigger audience is several calls).
+MAX_PUSH_RECIPIENTS: Final = 1000
+#: Most users one group call adds or removes (a group's own limit is the group store's).
+MAX_MEMBERS_PER_CALL: Final = 500
+#: Characters of a group name (as the group consumer checks it).
+MAX_GROUP_NAME: Final = 128
+#: Characters of a client_msg_id / push_id (as the msg group checks it).
+MAX_CLIENT_MSG_ID: Final = 64
+
+IdValue = Annotated[int, msgspec.Meta(ge=1, le=MAX_USER_ID)]
+ClientMsgId = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=MAX_CLIENT_MSG_ID, pattern=r"^[\x21-\x7e]+$")
+]
+U32 = Annotated[int, msgspec.Meta(ge=0, le=0xFFFF_FFFF)]
+ShortText = Annotated[str, msgspec.Meta(max_length=255)]
+SessionKind = Literal["single", "group"]
+
+
+class PushBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``POST /v1/push``: a business push (s2c) to users.
+
+    Online-only by default: an S2CPush (0x080B) to each recipient's online devices, nothing
+    kept. ``store: true`` makes it a stored system message instead: a MsgData from
+    ``from_user_id`` (required then; ``msg_type`` must be a MsgType) in the single chat
+    between that user and each recipient, delivered live as MsgData and kept for pull/sync.
+    """
+
+    to_user_ids: Annotated[
+        list[IdValue], msgspec.Meta(min_length=1, max_length=MAX_PUSH_RECIPIENTS)
+    ]
+    #: business-defined (S2CPush.msg_type); a MsgType value when ``store`` is true
+    msg_type: U32
+    #: the payload (UTF-8 text, usually JSON)
+    msg_data: str
+    content_type: ShortText = "application/json"
+    #: which business line pushes (S2CPush.channel)
+    channel: ShortText = ""
+    #: the devices' dedupe key; generated when missing
+    push_id: ClientMsgId | None = None
+    store: bool = False
+    from_user_id: IdValue | None = None
+
+
+class PushResult(msgspec.Struct, frozen=True):
+    """What ``POST /v1/push`` did. Delivery is asynchronous: ``devices_addressed`` counts the
+    online devices the push was addressed to when it was accepted, not receipts."""
+
+    push_id: str
+    recipients: int
+    online_users: int
+    devices_addressed: int
+    stored: bool
+
+
+class MessageBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``POST /v1/messages``: a system message, sent as ``from_user_id`` (a user or a robot
+    account) into a single chat with user ``to_session_id`` or into group ``to_session_id``,
+    through the same pipeline as client sends."""
+
+    from_user_id: IdValue
+    session_type: SessionKind
+    to_session_id: IdValue
+    msg_data: str
+    msg_type: MsgType = MsgType.TEXT
+    #: the dedupe key of the conversation (resending it stores nothing new); generated
+    #: when missing
+    client_msg_id: ClientMsgId | None = None
+
+
+class MessageAccepted(msgspec.Struct, frozen=True):
+    """The message is on the bus; the msg group stores, sequences and fans it out."""
+
+    client_msg_id: str
+    conversation: str
+
+
+class Accepted(msgspec.Struct, frozen=True):
+    """A state change is on the bus; its consumer applies it (asynchronously)."""
+
+    request_id: str
+
+
+class GroupCreateBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``POST /v1/groups``: create a group owned by ``owner_id`` with these members."""
+
+    owner_id: IdValue
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_GROUP_NAME)]
+    member_ids: Annotated[list[IdValue], msgspec.Meta(max_length=MAX_MEMBERS_PER_CALL)] = []
+
+
+class GroupMembersBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``POST /v1/groups/{group_id}/members``: add these users; the notification names
+    ``operator_user_id`` (default: the owner)."""
+
+    user_ids: Annotated[list[IdValue], msgspec.Meta(min_length=1, max_length=MAX_MEMBERS_PER_CALL)]
+    operator_user_id: IdValue | None = None
+
+
+class GroupView(msgspec.Struct, frozen=True):
+    """A group as the API shows it; ``member_ids`` only in ``GET /v1/groups/{group_id}``."""
+
+    group_id: int
+    name: str
+    owner_id: int
+    group_type: int
+    join_model: int
+    be_invite_model: int
+    mute_model: int
+    intro: str
+    announcement: str
+    avatar_url: str
+    created_ms: int
+    updated_ms: int
+    version: int
+    disbanded: bool
+    member_ids: list[int] | None = None
+
+
+class GroupList(msgspec.Struct, frozen=True):
+    """``GET /v1/groups?user_id=``: the groups the user is a member of."""
+
+    user_id: int
+    groups: list[GroupView]

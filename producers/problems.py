@@ -27,12 +27,15 @@ from pymongo.errors import ConnectionFailure
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from bus.base import BusError
 from producers.models import Problem, ProblemFieldError
 from store.errors import InvalidUserInputError, UnknownUserError, UserNameTakenError
 
 __all__ = [
     "EXCEPTION_HANDLERS",
     "PROBLEM_MEDIA_TYPE",
+    "ApiProblem",
+    "make_problem",
     "problem_response",
 ]
 
@@ -51,10 +54,38 @@ _SLUGS: Final[Mapping[int, str]] = {
     409: "conflict",
     413: "body-too-large",
     415: "unsupported-media-type",
+    422: "unprocessable",
     429: "rate-limited",
     500: "internal-error",
     503: "unavailable",
 }
+
+
+class ApiProblem(Exception):
+    """A refusal a handler raises with its own problem type (e.g. 404 ``unknown-group``)."""
+
+    def __init__(self, status: int, slug: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.slug = slug
+        self.detail = detail
+
+
+def make_problem(
+    status: int,
+    detail: str,
+    *,
+    slug: str | None = None,
+    errors: list[ProblemFieldError] | None = None,
+) -> Problem:
+    """The problem body of a status (its type from `slug`, or the status's default)."""
+    return Problem(
+        type=_TYPE_PREFIX + (slug or _SLUGS.get(status, "error")),
+        title=HTTPStatus(status).phrase,
+        status=status,
+        detail=detail,
+        errors=errors,
+    )
 
 
 def problem_response(
@@ -66,16 +97,8 @@ def problem_response(
     headers: Mapping[str, str] | None = None,
 ) -> Response[Problem]:
     """A problem+json response."""
-    slug = slug or _SLUGS.get(status, "error")
-    problem = Problem(
-        type=_TYPE_PREFIX + slug,
-        title=HTTPStatus(status).phrase,
-        status=status,
-        detail=detail,
-        errors=errors,
-    )
     return Response(
-        problem,
+        make_problem(status, detail, slug=slug, errors=errors),
         status_code=status,
         media_type=PROBLEM_MEDIA_TYPE,
         headers=dict(headers) if headers else None,
@@ -125,6 +148,10 @@ def _invalid_input(_: Request[Any, Any, Any], exc: InvalidUserInputError) -> Res
     return problem_response(400, str(exc), slug="invalid-request")
 
 
+def _api_problem(_: Request[Any, Any, Any], exc: ApiProblem) -> Response[Problem]:
+    return problem_response(exc.status, exc.detail, slug=exc.slug)
+
+
 def _unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
     logger.warning("%s %s: store unavailable: %r", request.method, request.url.path, exc)
     return problem_response(
@@ -143,6 +170,8 @@ EXCEPTION_HANDLERS: Final[ExceptionHandlersMap] = {
     UnknownUserError: _unknown_user,
     UserNameTakenError: _name_taken,
     InvalidUserInputError: _invalid_input,
+    ApiProblem: _api_problem,
+    BusError: _unavailable,
     ConnectionFailure: _unavailable,
     RedisConnectionError: _unavailable,
     RedisTimeoutError: _unavailable,

@@ -34,6 +34,7 @@ __all__ = [
     "devices",
     "get_user",
     "legacy_register",
+    "parse_id",
     "parse_user_id",
     "put_user",
     "rotate_token",
@@ -47,19 +48,24 @@ UserIdPath = Annotated[
 _MAX_ID_DIGITS: Final = len(str(MAX_USER_ID))
 
 
-def parse_user_id(raw: str) -> UserId:
-    """A user id from a path segment; `ValidationException` (400) unless it is a decimal
-    integer in 1..MAX_USER_ID.
+def parse_id(raw: str, what: str) -> int:
+    """An id (`what`: "user id", "group id") from a path or query segment;
+    `ValidationException` (400) unless it is a decimal integer in 1..MAX_USER_ID.
 
     Parsed by hand rather than by a typed path parameter so that ``/v1/users/abc`` is a 400
     saying why, not a 404 from a route that does not match.
     """
     if not raw.isascii() or not raw.isdigit() or len(raw) > _MAX_ID_DIGITS + 1:
-        raise ValidationException(f"user id must be a decimal integer in 1..{MAX_USER_ID}")
+        raise ValidationException(f"{what} must be a decimal integer in 1..{MAX_USER_ID}")
     value = int(raw)
     if not 0 < value <= MAX_USER_ID:
-        raise ValidationException(f"user id must be in 1..{MAX_USER_ID}, not {value}")
-    return UserId(value)
+        raise ValidationException(f"{what} must be in 1..{MAX_USER_ID}, not {value}")
+    return value
+
+
+def parse_user_id(raw: str) -> UserId:
+    """A user id from a path or query segment (`parse_id`)."""
+    return UserId(parse_id(raw, "user id"))
 
 
 def _view(user: User, *, with_token: bool) -> UserView:
