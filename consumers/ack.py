@@ -10,6 +10,12 @@
   (GroupReadStateReq 0x080D).
 - S2CPushAck (0x080C): business push receipts; their events come with issue 5.
 
+Business events (`schemas.bizevents`, on ``biz.events.message`` keyed by conversation) go out
+in the batch's one publish, after its writes: ``message.delivered`` for every (clamped)
+delivery ack, ``message.read`` for every read ack that is not behind the stored read seq — a
+replayed ack finds its own write done and emits its event again (same id), so a crash between
+the write and the publish loses no event.
+
 Acks have no response. One that cannot be honoured (another user's id in the body, a group
 the user is not in, a seq the conversation never reached) is dropped with a log line.
 Every seq is clamped to the conversation's latest message, so a client cannot mark messages
@@ -33,6 +39,7 @@ from bus.topology import Topology
 from consumers.effects import Effects
 from consumers.registry import consumer_group
 from consumers.requests import Refusal, Request, acting_user, conversation_of, decode_request
+from schemas.bizevents import BizEvent, MessageDelivered, MessageRead, encode_event, event_id
 from schemas.codes import SessionType
 from schemas.commands import Cmd
 from schemas.envelope import Origin
@@ -134,10 +141,16 @@ class AckHandler:
         latest, membership = await asyncio.gather(
             self._latest_seqs(convs), self._memberships(groups)
         )
-        await asyncio.gather(
+        effects = Effects(self._topology)
+        delivered_events, read_events = await asyncio.gather(
             self._deliver(list(delivered.values()), latest, membership),
-            self._read(list(reads.values()), latest, membership),
+            self._read(list(reads.values()), latest, membership, effects),
         )
+        events: list[BizEvent] = [*delivered_events, *read_events]
+        for event in events:
+            effects.publish(event.topic, encode_event(event), key=event.key())
+        if len(effects):
+            await self._bus.publish_batch(effects.records())
 
     def _fold(
         self,
@@ -208,30 +221,47 @@ class AckHandler:
         items: list[_Delivered],
         latest: dict[ConversationId, int],
         members: set[tuple[UserId, int]],
-    ) -> None:
+    ) -> list[MessageDelivered]:
+        """Write the delivery marks; the events of the acks that were honoured."""
         now = self._clock.now_ms()
         marks: list[DeliveryMark] = []
         acks: list[MemberAck] = []
+        events: list[MessageDelivered] = []
         for item in items:
             seq = min(item.seq, latest.get(item.conversation, 0))
             if seq <= 0:
                 continue
             if item.session_type == SessionType.GROUP:
-                if (item.user, item.session_id) in members:
-                    acks.append(MemberAck(GroupId(item.session_id), item.user, seq, now))
+                if (item.user, item.session_id) not in members:
+                    continue
+                acks.append(MemberAck(GroupId(item.session_id), item.user, seq, now))
             else:
                 marks.append(DeliveryMark(item.user, item.conversation, seq, now))
+            events.append(
+                MessageDelivered(
+                    id=event_id(MessageDelivered, item.user, item.conversation, seq),
+                    ts=now,
+                    conversation=item.conversation,
+                    user_id=item.user,
+                    session_type=item.session_type,
+                    session_id=item.session_id,
+                    seq=seq,
+                )
+            )
         await asyncio.gather(
             self.deliveries.mark_delivered_many(marks) if marks else _nothing(),
             self._groups.record_acks(acks) if acks else _nothing(),
         )
+        return events
 
     async def _read(
         self,
         items: list[_Read],
         latest: dict[ConversationId, int],
         members: set[tuple[UserId, int]],
-    ) -> None:
+        effects: Effects,
+    ) -> list[MessageRead]:
+        """Move read seqs forward and notify; the events of the acks not behind."""
         wanted: list[_Read] = []
         for item in items:
             item.seq = min(item.seq, latest.get(item.conversation, 0))
@@ -250,19 +280,31 @@ class AckHandler:
             *(self._sessions.read_seq(r.user, r.conversation) for r in wanted)
         )
         forward = [r for r, seq in zip(wanted, current, strict=True) if r.seq > seq]
-        if not forward:
-            return
-        await self._sessions.mark_read_many(
-            [ReadMark(r.user, r.conversation, r.seq) for r in forward]
-        )
-        await self._notify_reads(forward)
+        reached = [r for r, seq in zip(wanted, current, strict=True) if r.seq >= seq]
+        if forward:
+            await self._sessions.mark_read_many(
+                [ReadMark(r.user, r.conversation, r.seq) for r in forward]
+            )
+            await self._notify_reads(forward, effects)
+        return [
+            MessageRead(
+                id=event_id(MessageRead, r.user, r.conversation, r.seq),
+                ts=self._clock.now_ms(),
+                trace_id=r.trace_id,
+                conversation=r.conversation,
+                user_id=r.user,
+                session_type=r.session_type,
+                session_id=r.session_id,
+                seq=r.seq,
+            )
+            for r in reached
+        ]
 
-    async def _notify_reads(self, reads: Sequence[_Read]) -> None:
+    async def _notify_reads(self, reads: Sequence[_Read], effects: Effects) -> None:
         users = {r.user for r in reads} | {
             UserId(r.session_id) for r in reads if r.session_type == SessionType.SINGLE
         }
         routes = await self._routes.get_many(users)
-        effects = Effects(self._topology)
         for r in reads:
             session_type = base_pb2.SessionType.ValueType(r.session_type)
             mine = message_pb2.MsgDataReadNotify(
@@ -289,8 +331,6 @@ class AckHandler:
                     theirs.SerializeToString(),
                     r.trace_id,
                 )
-        if len(effects):
-            await self._bus.publish_batch(effects.records())
 
 
 async def _nothing() -> None:

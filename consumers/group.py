@@ -13,8 +13,10 @@ nothing:
 
 1. check the request against the store (this handler is the group's only writer, so the
    checks stay true until its own write);
-2. publish the notification and wait until it is durable — a replayed request republishes it
-   with the same ``client_msg_id``, which the msg group stores once;
+2. publish the notification, with the ``group.changed`` business event (`schemas.bizevents`,
+   ``biz.events.group``, keyed by group id) in the same batch, and wait until it is durable —
+   a replayed request republishes both: the notification with the same ``client_msg_id``,
+   which the msg group stores once, the event with the same id;
 3. change the store (idempotent: members already (not) there are left alone);
 4. answer the requester and push GroupMemberChangedNotify (0x0515) to the devices of
    everyone the change concerns.
@@ -40,13 +42,14 @@ from typing import TYPE_CHECKING
 
 from google.protobuf.message import Message
 
-from bus.base import Bus, Record, TopicPartition
+from bus.base import Bus, Outgoing, Record, TopicPartition
 from bus.topology import Topology
 from consumers.effects import Effects
 from consumers.notifications import notification_envelope, notification_msg
 from consumers.query import group_info
 from consumers.registry import consumer_group
 from consumers.requests import Refusal, Request, acting_user, decode_request
+from schemas.bizevents import GroupChange, GroupChanged, encode_event, event_id
 from schemas.codes import ErrorCode, ExtResultCode, GroupMemberChangedType, MsgNotificationType
 from schemas.commands import Cmd, UplinkTopic, spec
 from schemas.envelope import Origin, encode_envelope
@@ -101,6 +104,7 @@ class GroupHandler:
         self.limits = limits or GroupLimits()
         self._clock = clock or SystemClock()
         self._msg_topic = topology.topic(UplinkTopic.MSG).name
+        self._events_topic = topology.topic(GroupChanged.topic).name
 
     async def handle(self, records: Sequence[Record]) -> None:
         """Serve the batch in order (later requests see earlier changes)."""
@@ -199,7 +203,10 @@ class GroupHandler:
         affected: Sequence[UserId],
         trace: TraceId,
     ) -> message_pb2.MsgData:
-        """Publish the change's notification to the group's timeline (durably, now)."""
+        """Publish the change's notification to the group's timeline, and its ``group.changed``
+        business event, durably, now — before the store changes, like the notification: a
+        replay announces both again (the event with the same id)."""
+        now = self._clock.now_ms()
         msg = notification_msg(
             kind,
             group_id=group.group_id,
@@ -207,12 +214,28 @@ class GroupHandler:
             operator=operator,
             affected=affected,
             trace_id=trace,
-            now_ms=self._clock.now_ms(),
+            now_ms=now,
         )
-        await self._bus.publish(
-            self._msg_topic,
-            encode_envelope(notification_envelope(msg, trace)),
-            key=group_conversation_id(group.group_id).encode(),
+        change = _CHANGES[kind]
+        event = GroupChanged(
+            id=event_id(GroupChanged, group.group_id, change, trace),
+            ts=now,
+            trace_id=trace,
+            group_id=group.group_id,
+            change=change,
+            operator_user_id=operator,
+            group_name=group.name,
+            members=tuple(affected),
+        )
+        await self._bus.publish_batch(
+            (
+                Outgoing(
+                    self._msg_topic,
+                    encode_envelope(notification_envelope(msg, trace)),
+                    key=group_conversation_id(group.group_id).encode(),
+                ),
+                Outgoing(self._events_topic, encode_event(event), key=event.key()),
+            )
         )
         return msg
 
@@ -357,6 +380,16 @@ def _operator(req: Message) -> UserId:
     if user_id <= 0:
         raise Refusal(ExtResultCode.INVALID_PARAMETER, "an API group request needs user_id")
     return UserId(user_id)
+
+
+#: the business event's ``change`` of each notification kind
+_CHANGES: dict[MsgNotificationType, GroupChange] = {
+    MsgNotificationType.GROUP_CREATE: "created",
+    MsgNotificationType.GROUP_DISMISS: "disbanded",
+    MsgNotificationType.GROUP_BE_INVITE: "members_added",
+    MsgNotificationType.GROUP_KICK: "members_removed",
+    MsgNotificationType.GROUP_LEAVE: "member_left",
+}
 
 
 def _changes(

@@ -18,7 +18,9 @@ forgotten when partitions are assigned or revoked). Per batch (one partition, in
 4. only then — the messages are durable — the effects: the sender's MsgDataAck with the
    original ``server_msg_id``, and `schemas.events.Fanout` records for ``im.fanout``, one
    per ``im.fanout`` partition of the recipients (c2c: the receiver and the sender, whose
-   inbox holds its own messages for multi-device sync; group: every member);
+   inbox holds its own messages for multi-device sync; group: every member), and a
+   ``message.stored`` business event on ``biz.events.message`` (`schemas.bizevents`; keyed
+   by conversation, so in seq order; a duplicate emits it again with the same id);
 5. publish everything in one batch; the runner commits after.
 
 Duplicates are fanned out again on purpose: if a process died after storing a message and
@@ -52,11 +54,12 @@ from consumers.msg_commands import MsgCommand, MsgContext, load_command_modules,
 from consumers.notifications import extra_recipients
 from consumers.registry import consumer_group
 from consumers.requests import Refusal, Request, decode_request
+from schemas.bizevents import MessageStored, encode_event, event_id
 from schemas.codes import ExtResultCode, ResCode, SessionType
 from schemas.commands import Cmd
 from schemas.envelope import Origin, now_ms
 from schemas.events import Fanout, FanoutMessage, encode_fanout, recipient_key
-from schemas.ids import ConversationId, GroupId, UserId, conversation_id
+from schemas.ids import ConversationId, GroupId, TraceId, UserId, conversation_id
 from schemas.pb.coffeechat import base_pb2, message_pb2
 from store.groups import Group
 from store.messages import InsertResult, StoredMessage
@@ -122,10 +125,14 @@ class _UserCache:
 class MsgHandler:
     """Handles batches of ``im.up.msg`` (see the module docstring)."""
 
-    def __init__(self, ctx: MsgContext, *, limits: MsgLimits | None = None) -> None:
+    def __init__(
+        self, ctx: MsgContext, *, limits: MsgLimits | None = None, include_msg_data: bool = True
+    ) -> None:
         load_command_modules()
         self._ctx = ctx
         self.limits = limits or MsgLimits()
+        #: whether message.stored events carry msg_data (``[biz] include_msg_data``)
+        self.include_msg_data = include_msg_data
         self._users = _UserCache(self.limits.lookup_cache_s)
         self._fanout_partitions: int | None = None
 
@@ -376,6 +383,8 @@ class MsgHandler:
                 )
             if origin is not None:
                 effects.reply(origin, Cmd.MSG_DATA_ACK, _ack(origin, message), trace)
+            event = _stored_event(message, trace, with_data=self.include_msg_data)
+            effects.publish(event.topic, encode_event(event), key=event.key())
             body = _fanout_message(message, nicks.get(message.from_user_id, ""))
             by_partition: dict[int, list[UserId]] = defaultdict(list)
             for user in send.recipients:
@@ -404,6 +413,23 @@ def _ack(origin: Origin, message: StoredMessage) -> message_pb2.MsgDataAck:
         res_code=base_pb2.ResCode.ValueType(ResCode.OK),
         session_type=base_pb2.SessionType.ValueType(message.session_type),
         create_time=message.created_ms // 1000,
+    )
+
+
+def _stored_event(message: StoredMessage, trace: TraceId, *, with_data: bool) -> MessageStored:
+    return MessageStored(
+        id=event_id(MessageStored, message.conversation, message.seq),
+        ts=message.created_ms,
+        trace_id=trace,
+        conversation=message.conversation,
+        seq=message.seq,
+        from_user_id=message.from_user_id,
+        to_session_id=message.to_session_id,
+        session_type=message.session_type,
+        msg_type=message.msg_type,
+        client_msg_id=message.client_msg_id,
+        sender_client_type=message.sender_client_type,
+        msg_data=message.msg_data if with_data else None,
     )
 
 
@@ -440,4 +466,4 @@ def build(runtime: Runtime) -> MsgHandler:
     limits = MsgLimits(
         max_msg_data_bytes=settings.max_msg_data_bytes, lookup_cache_s=settings.lookup_cache_s
     )
-    return MsgHandler(ctx, limits=limits)
+    return MsgHandler(ctx, limits=limits, include_msg_data=runtime.settings.biz.include_msg_data)

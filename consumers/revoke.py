@@ -21,6 +21,10 @@ before it in the batch are stored first) and runs a `Revoker`. Rules
 History, by-id, sync and the session list then show the message as revoked
 (`consumers.views`).
 
+Each revoke (a repeated one too, with the same event id) also publishes a
+``message.revoked`` business event on ``biz.events.message`` in the same effects
+(`schemas.bizevents`).
+
 A RevokeReq without an origin is an *admin* revoke from the server API
 (``POST /v1/messages/{conversation}/{seq}/revoke``): no sender or window check, the
 conversation is named by ``user_id`` + ``session_id`` (a single chat's two users) or the
@@ -38,6 +42,7 @@ import msgspec
 from consumers.effects import Effects
 from consumers.msg_commands import MsgContext, msg_command
 from consumers.requests import Refusal, Request, conversation_of
+from schemas.bizevents import MessageRevoked, encode_event, event_id
 from schemas.codes import ExtResultCode, SessionType
 from schemas.commands import Cmd
 from schemas.envelope import Envelope
@@ -180,7 +185,19 @@ class Revoker:
         operator: UserId,
         skip: tuple[GateId, ConnId] | None = None,
     ) -> None:
-        """RevokeNotify to every device of `views` (user → the session id they see)."""
+        """RevokeNotify to every device of `views` (user → the session id they see), and the
+        ``message.revoked`` business event (again on a repeated revoke: same id)."""
+        event = MessageRevoked(
+            id=event_id(MessageRevoked, msg.conversation, msg.seq),
+            ts=msg.revoked_ms,
+            trace_id=envelope.trace_id,
+            conversation=msg.conversation,
+            seq=msg.seq,
+            client_msg_id=msg.client_msg_id,
+            from_user_id=msg.from_user_id,
+            revoked_by=operator,
+        )
+        effects.publish(event.topic, encode_event(event), key=event.key())
         routes = await self._routes.get_many(views)
         for user, session_id in views.items():
             notify = ext_pb2.RevokeNotify(

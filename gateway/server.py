@@ -37,6 +37,12 @@ Decisions, with their reasons:
   per client type, so only the newest connection of a type receives pushes (older ones
   still get replies to their own requests). A kick of a connection on this gate is local;
   on another gate it is a `Kick` record on that gate's topic.
+- **Presence events.** A login publishes ``user.online`` and the end of a logged-in
+  connection ``user.offline`` on ``biz.events.user`` (`schemas.bizevents`, keyed by user):
+  online is durable before the route becomes the connection's, so its offline — published
+  after the route is removed — always follows it. They are best effort: a bus failure is
+  logged and counted (`GateStats.events_failed`), it does not refuse the login; a gate that
+  dies without draining sends no offline (its routes lapse after their TTL).
 - **Publishing** waits for the bus to store the record; a failure answers ErrorRsp
   INTERNAL_ERROR (retriable) so nothing is lost silently. A connection's frames are
   published one after the other, in order.
@@ -52,6 +58,7 @@ import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Literal
 
 import msgspec
 from websockets.asyncio.server import Server as WsServer
@@ -75,6 +82,14 @@ from gateway.topic import ensure_gate_topic
 from gateway.uplink import InvalidRequest, build_envelope, record_key
 from gateway.ws import serve_ws
 from schemas import ids
+from schemas.bizevents import (
+    BizTopic,
+    UserOffline,
+    UserOnline,
+    encode_event,
+    event_id,
+    event_type,
+)
 from schemas.codes import ErrorCode, ExtResultCode, KickReason
 from schemas.commands import UplinkTopic
 from schemas.envelope import (
@@ -118,6 +133,7 @@ class GateStats(msgspec.Struct, kw_only=True):
     downlink_bad_records: int = 0
     kicks_sent: int = 0
     route_refreshes: int = 0
+    events_failed: int = 0
 
 
 class Gate:
@@ -144,6 +160,7 @@ class Gate:
         self._topic = topology.gate_topic(self.gate_id)
         # Resolve every uplink topic now: a topology without one fails at start, not later.
         self._uplink = {t: topology.topic(t.value).name for t in UplinkTopic}
+        self._presence_topic = topology.topic(BizTopic.USERS).name
         self._limits = ConnectionLimits(
             max_frame_size=settings.max_frame_size,
             login_timeout_s=settings.login_timeout_s,
@@ -291,7 +308,10 @@ class Gate:
         if route is None:  # never logged in, or logged out (route already removed)
             return
         conn.route = None
-        self._spawn(self._unregister(user_id, route), f"{_DRAIN_PREFIX}unroute-{conn.conn_id}")
+        self._spawn(
+            self._unregister(user_id, route, offline="closed"),
+            f"{_DRAIN_PREFIX}unroute-{conn.conn_id}",
+        )
 
     async def handle(self, conn: GateConnection, event: Event) -> None:
         """Handle one event of `conn` that needs the stores or the bus."""
@@ -359,6 +379,22 @@ class Gate:
         if core.closed:  # gone while we registered: take the route back out
             self._spawn(self._unregister(user.user_id, route), f"{_DRAIN_PREFIX}unroute-late")
             return
+        await self._publish_presence(
+            UserOnline(
+                id=event_id(UserOnline, self.gate_id, core.conn_id),
+                ts=route.login_ms,
+                user_id=user.user_id,
+                client_type=route.client_type,
+                gate_id=self.gate_id,
+                conn_id=core.conn_id,
+            )
+        )
+        if core.closed:  # gone while announced: its offline follows the online
+            self._spawn(
+                self._unregister(user.user_id, route, offline="closed"),
+                f"{_DRAIN_PREFIX}unroute-late",
+            )
+            return
         conn.route = route
         self._by_user.setdefault(user.user_id, set()).add(conn)
         core.login_accepted(
@@ -422,10 +458,13 @@ class Gate:
         route = conn.route
         if route is not None:
             conn.route = None
-            await self._unregister(conn.core.user_id, route)
+            await self._unregister(conn.core.user_id, route, offline="logout")
         conn.core.logout_done(event)
 
-    async def _unregister(self, user_id: int, route: Route) -> None:
+    async def _unregister(
+        self, user_id: int, route: Route, *, offline: Literal["logout", "closed"] | None = None
+    ) -> None:
+        """Remove `route`; with `offline`, then publish the connection's ``user.offline``."""
         try:
             await self._routes.unregister(store_ids.UserId(user_id), route)
         except Exception as exc:
@@ -433,6 +472,32 @@ class Gate:
                 "gate %s: could not remove a route of user %d (it will lapse): %r",
                 self.gate_id,
                 user_id,
+                exc,
+            )
+        if offline is not None:
+            await self._publish_presence(
+                UserOffline(
+                    id=event_id(UserOffline, self.gate_id, route.conn_id),
+                    ts=now_ms(),
+                    user_id=user_id,
+                    client_type=route.client_type,
+                    gate_id=self.gate_id,
+                    conn_id=route.conn_id,
+                    reason=offline,
+                )
+            )
+
+    async def _publish_presence(self, event: UserOnline | UserOffline) -> None:
+        """Publish a presence event, durably; a failure is logged, not raised (module doc)."""
+        try:
+            await self._bus.publish(self._presence_topic, encode_event(event), key=event.key())
+        except Exception as exc:
+            self.stats.events_failed += 1
+            log.warning(
+                "gate %s: could not publish %s of user %d: %r",
+                self.gate_id,
+                event_type(event),
+                event.user_id,
                 exc,
             )
 

@@ -54,6 +54,7 @@ __all__ = [
     "BizEvent",
     "BizTopic",
     "C2SUpload",
+    "GroupChange",
     "GroupChanged",
     "MessageDelivered",
     "MessageRead",
@@ -202,7 +203,9 @@ class MessageRevoked(_MessageEvent, frozen=True, kw_only=True, tag="message.revo
     seq: Seq
     client_msg_id: str
     from_user_id: UserIdField
-    revoked_by: UserIdField
+    revoked_by: Annotated[
+        int, msgspec.Meta(ge=0, description="the sender; 0: an admin through the server API")
+    ]
 
 
 class _UserEvent(_Event, frozen=True, kw_only=True):
@@ -251,7 +254,9 @@ class GroupChanged(_Event, frozen=True, kw_only=True, tag="group.changed"):
 
     group_id: Annotated[int, msgspec.Meta(ge=1, description="the group id")]
     change: GroupChange
-    operator_user_id: UserIdField
+    operator_user_id: Annotated[
+        int, msgspec.Meta(ge=0, description="who made the change; 0: the server API")
+    ]
     group_name: str
     members: tuple[int, ...]
 
