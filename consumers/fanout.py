@@ -14,6 +14,8 @@ revocation). Per batch (one partition, in order), with one round trip per store:
 5. ``RouteStore.get_many`` for the recipients of the new entries;
 6. push each new entry to the recipient's devices (but the connection it was sent from):
    one MsgData body per message, one Deliver per gate partition (`consumers.effects`);
+   and schedule a delivery check (``im.timer``, `consumers.timer.DeliveryTimers`) for every
+   entry, new or not, of a recipient other than the sender;
 7. publish; the runner commits after.
 
 Only new entries are pushed, so replaying any record — or a client resending — delivers
@@ -41,6 +43,7 @@ from bus.topology import Topology
 from consumers.effects import Effects
 from consumers.registry import consumer_group
 from consumers.s2c import S2C_TOPIC, S2CHandler
+from consumers.timer import DeliveryTimers
 from schemas.commands import Cmd
 from schemas.errors import EnvelopeError
 from schemas.events import Fanout, FanoutMessage, decode_fanout
@@ -73,6 +76,7 @@ class FanoutHandler:
         sessions: SessionStore,
         routes: RouteStore,
         seqs: SeqAllocator,
+        timers: DeliveryTimers | None = None,
     ) -> None:
         self._bus = bus
         self._topology = topology
@@ -80,6 +84,8 @@ class FanoutHandler:
         self._sessions = sessions
         self._routes = routes
         self.seqs = seqs
+        #: schedules a delivery check per recipient and message (None: no offline pushes)
+        self.timers = timers
         #: business pushes (``im.s2c``), a separate concern sharing this group
         self.s2c = S2CHandler(bus=bus, topology=topology, routes=routes)
 
@@ -101,11 +107,15 @@ class FanoutHandler:
             return
         new = await self._inbox.append_new(entries)
         await self._sessions.touch_many([SessionTouch(e.user_id, e.message) for e in entries])
-        fresh = [(entry, sources[i]) for i, entry in enumerate(entries) if new[i]]
-        if not fresh:
-            return
-        routes = await self._routes.get_many({entry.user_id for entry, _ in fresh})
         effects = Effects(self._topology)
+        if self.timers is not None:
+            # Delivery timers (consumers.timer) for every entry, new or not: a replay after a
+            # crash between the inbox write and the publish pushes nothing live, so the timer
+            # is what still brings the message to the user (an offline push if unacked).
+            for entry, index in zip(entries, sources, strict=True):
+                self.timers.schedule(effects, fanouts[index], entry.user_id)
+        fresh = [(entry, sources[i]) for i, entry in enumerate(entries) if new[i]]
+        routes = await self._routes.get_many({entry.user_id for entry, _ in fresh}) if fresh else {}
         bodies: dict[int, bytes] = {}
         for entry, index in fresh:
             user_routes = routes.get(entry.user_id)
@@ -196,4 +206,8 @@ def build(runtime: Runtime) -> FanoutHandler:
         sessions=runtime.sessions,
         routes=runtime.routes,
         seqs=SeqAllocator(runtime.sections),
+        timers=DeliveryTimers(
+            delay_s=runtime.settings.push.timer_delay_s,
+            preview_chars=runtime.settings.push.preview_chars,
+        ),
     )

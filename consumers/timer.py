@@ -1,0 +1,285 @@
+"""The ``timer`` group: delivery checks from ``im.timer`` come due; unacked → ``im.push``.
+
+When the fanout group delivers a message to a recipient (other than its sender), it also
+publishes a `schemas.events.DeliveryTimer` keyed by the recipient: "at ``due_ms = now +
+[push] timer_delay_s``, see whether a device of this user acked this message".
+
+Waiting: pause the partition until its head is due
+    Every record is published with the *same* delay, so within one partition the records are
+    already in due order (give or take the clocks of the fanout members that wrote them).
+    The earliest-due record of a partition is therefore always its head, and nothing behind
+    the head can be due before it. So the handler never polls and never sleeps per record:
+    for the batch it was handed it fires the prefix that is due now, then waits *once* until
+    the new head is due (`bus.runner.hold`), fires the prefix due by then, and so on. While
+    it waits, it holds the partition — which is the point: everything behind the head is due
+    later, and the partition's offset is committed only after the whole batch has fired.
+    One wait usually covers many records (a fan-out batch publishes its timers at one
+    instant), and each wait is at most the delay.
+
+    A stop or a rebalance cuts the wait short (`bus.runner.hold` raises `Aborted`): the batch
+    is not committed and the next owner handles all of it again. Records that fired already
+    fire again — harmless, because the push group sends at most one push per (user,
+    conversation, seq) (`store.push_log`).
+
+    A head due further ahead than the delay (a fanout member whose clock runs ahead, or a
+    delay shortened since) is waited for only as long as the delay, then fires: a skewed
+    clock may make one push early, but can never stall a partition for longer than that.
+    Records behind the head that are due *earlier* than it (clocks again) fire with it —
+    late, never early.
+
+Firing: the due records are checked in one round of store reads — single chats by the
+user's delivery mark of the conversation (`store.deliveries`, written by the ack group with
+``$max``: delivered seq ≥ the record's seq means a device acked it), groups by the member's
+ack seq (`GroupStore.acks`, once per group). Acked records are dropped. For the others, one
+`schemas.events.PushRequest` per (user, conversation) goes to ``im.push`` for the newest
+unacked message, counting the unacked ones it stands for; all are published in one batch,
+after which the runner commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from bus.base import Bus, Record, Reject, TopicPartition
+from bus.runner import hold
+from bus.topology import Topology
+from consumers.effects import Effects
+from consumers.registry import consumer_group
+from schemas.codes import MsgType, SessionType
+from schemas.errors import EnvelopeError
+from schemas.events import (
+    DeliveryTimer,
+    Fanout,
+    FanoutMessage,
+    PushNotice,
+    PushRequest,
+    decode_delivery_timer,
+    encode_record,
+    recipient_key,
+)
+from schemas.ids import ConversationId, GroupId, UserId
+from store.clock import Clock, SystemClock
+from store.deliveries import DeliveryStore
+from store.groups import GroupStore
+
+if TYPE_CHECKING:
+    from coffeebus.wiring import Runtime
+
+__all__ = [
+    "PUSH_TOPIC",
+    "TIMER_TOPIC",
+    "DeliveryTimers",
+    "TimerHandler",
+    "TimerStats",
+    "build",
+    "push_notice",
+]
+
+log = logging.getLogger(__name__)
+
+TIMER_TOPIC = "im.timer"
+PUSH_TOPIC = "im.push"
+
+Hold = Callable[[float], Awaitable[None]]
+
+
+class DeliveryTimers:
+    """How the fanout group schedules delivery checks: one `DeliveryTimer` per recipient of
+    a message other than its sender, due ``delay_s`` after now, added to the fan-out's
+    `Effects` (published with its deliveries, before its commit)."""
+
+    def __init__(self, *, delay_s: float, preview_chars: int, clock: Clock | None = None) -> None:
+        self._delay_ms = round(delay_s * 1000)
+        self._preview_chars = preview_chars
+        self._clock = clock or SystemClock()
+
+    def schedule(self, effects: Effects, fanout: Fanout, recipient: UserId) -> bool:
+        """Add the check of `fanout`'s message for `recipient`; False for its sender (the
+        sender's other devices are not waited for)."""
+        if recipient == fanout.message.from_user_id:
+            return False
+        timer = DeliveryTimer(
+            user_id=recipient,
+            notice=push_notice(fanout.message, self._preview_chars),
+            due_ms=self._clock.now_ms() + self._delay_ms,
+            trace_id=fanout.trace_id,
+        )
+        effects.publish(TIMER_TOPIC, encode_record(timer), key=recipient_key(recipient))
+        return True
+
+
+def push_notice(message: FanoutMessage, preview_chars: int) -> PushNotice:
+    """What a push says about `message`: sender, conversation, and for a text message its
+    first `preview_chars` characters (none when 0)."""
+    preview = ""
+    if preview_chars and message.msg_type == MsgType.TEXT:
+        preview = message.msg_data.decode("utf-8", "replace")[:preview_chars]
+    group = message.session_type == SessionType.GROUP
+    return PushNotice(
+        conversation=message.conversation,
+        seq=message.seq,
+        from_user_id=message.from_user_id,
+        from_nick_name=message.from_nick_name,
+        session_type=message.session_type,
+        msg_type=message.msg_type,
+        created_ms=message.created_ms,
+        group_id=message.to_session_id if group else 0,
+        preview=preview,
+    )
+
+
+@dataclass(slots=True)
+class TimerStats:
+    """Counters of one timer member (monotonic; for metrics and tests)."""
+
+    #: records that came due and were checked
+    fired: int = 0
+    #: of those, acked by a device in time (no push)
+    acked: int = 0
+    #: push requests published (one per user and conversation per due prefix)
+    requested: int = 0
+    #: waits for a head record to come due
+    holds: int = 0
+
+
+class TimerHandler:
+    """Handles batches of ``im.timer`` (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        bus: Bus,
+        topology: Topology,
+        deliveries: DeliveryStore,
+        groups: GroupStore,
+        delay_s: float,
+        clock: Clock | None = None,
+        wait: Hold = hold,
+    ) -> None:
+        self._bus = bus
+        self._topology = topology
+        self._deliveries = deliveries
+        self._groups = groups
+        self._max_wait_ms = max(1, round(delay_s * 1000))
+        self._clock = clock or SystemClock()
+        self._wait = wait
+        self.stats = TimerStats()
+
+    async def handle(self, records: Sequence[Record]) -> None:
+        """Fire the batch's records as they come due, waiting once per head."""
+        timers = [_decode(record) for record in records]
+        start = 0
+        while start < len(timers):
+            now = self._clock.now_ms()
+            head = timers[start]
+            if head.due_ms > now:
+                wait_ms = min(head.due_ms - now, self._max_wait_ms)
+                self.stats.holds += 1
+                await self._wait(wait_ms / 1000)
+                if head.due_ms - now > self._max_wait_ms:
+                    log.warning(
+                        "timer: %s[%d]@%d was due %d ms ahead, more than the delay; "
+                        "firing it now (is a fanout member's clock ahead?)",
+                        records[start].topic,
+                        records[start].partition,
+                        records[start].offset,
+                        head.due_ms - now,
+                    )
+                    now = head.due_ms  # fire it (and what is due with it) after the wait
+                else:
+                    now = self._clock.now_ms()
+                if head.due_ms > now:
+                    continue  # the wait ended a hair early: wait the rest
+            end = start + 1
+            while end < len(timers) and timers[end].due_ms <= now:
+                end += 1
+            await self._fire(timers[start:end])
+            start = end
+
+    async def _fire(self, due: Sequence[DeliveryTimer]) -> None:
+        self.stats.fired += len(due)
+        acked_seq = await self._acked_seqs(due)
+        pending: dict[tuple[UserId, ConversationId], list[DeliveryTimer]] = {}
+        for timer in due:
+            key = (timer.user_id, timer.notice.conversation)
+            if acked_seq.get(key, 0) >= timer.notice.seq:
+                self.stats.acked += 1
+                continue
+            pending.setdefault(key, []).append(timer)
+        if not pending:
+            return
+        effects = Effects(self._topology)
+        now = self._clock.now_ms()
+        for (user, _), timers in pending.items():
+            newest = max(timers, key=lambda t: t.notice.seq)
+            request = PushRequest(
+                user_id=user,
+                notice=newest.notice,
+                trace_id=newest.trace_id,
+                ts_ms=now,
+                unacked=len({t.notice.seq for t in timers}),
+            )
+            effects.publish(PUSH_TOPIC, encode_record(request), key=recipient_key(user))
+        self.stats.requested += len(pending)
+        await self._bus.publish_batch(effects.records())
+
+    async def _acked_seqs(
+        self, due: Sequence[DeliveryTimer]
+    ) -> dict[tuple[UserId, ConversationId], int]:
+        """The highest acked seq per (user, conversation) of `due`: one read per single chat
+        and one per group."""
+        singles = {
+            (t.user_id, t.notice.conversation)
+            for t in due
+            if t.notice.session_type != SessionType.GROUP
+        }
+        groups: dict[GroupId, set[tuple[UserId, ConversationId]]] = {}
+        for t in due:
+            if t.notice.session_type == SessionType.GROUP:
+                groups.setdefault(GroupId(t.notice.group_id), set()).add(
+                    (t.user_id, t.notice.conversation)
+                )
+        single_keys = sorted(singles)
+        group_ids = sorted(groups)
+        single_seqs, group_acks = await asyncio.gather(
+            asyncio.gather(*(self._deliveries.delivered_seq(u, c) for u, c in single_keys)),
+            asyncio.gather(*(self._groups.acks(g) for g in group_ids)),
+        )
+        acked = dict(zip(single_keys, single_seqs, strict=True))
+        for group_id, acks in zip(group_ids, group_acks, strict=True):
+            for user, conversation in groups[group_id]:
+                ack = acks.get(user)
+                acked[(user, conversation)] = 0 if ack is None else ack.seq
+        return acked
+
+    async def assigned(self, partitions: frozenset[TopicPartition]) -> None:
+        """Nothing is cached per partition."""
+
+    async def revoked(self, partitions: frozenset[TopicPartition]) -> None:
+        """Nothing is cached per partition."""
+
+    async def close(self) -> None:
+        """Nothing is buffered."""
+
+
+def _decode(record: Record) -> DeliveryTimer:
+    try:
+        return decode_delivery_timer(record.value)
+    except EnvelopeError as exc:
+        raise Reject(str(exc)) from exc
+
+
+@consumer_group("timer")
+def build(runtime: Runtime) -> TimerHandler:
+    """The timer handler on the runtime's delivery marks and group acks."""
+    return TimerHandler(
+        bus=runtime.bus,
+        topology=runtime.topology,
+        deliveries=runtime.deliveries,
+        groups=runtime.groups,
+        delay_s=runtime.settings.push.timer_delay_s,
+    )
