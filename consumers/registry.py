@@ -39,6 +39,8 @@ GROUP_MODULES: dict[str, str] = {
     "ack": "consumers.ack",
     "query": "consumers.query",
     "group": "consumers.group",
+    "timer": "consumers.timer",
+    "push": "consumers.push",
     "biz": "consumers.biz",
     "webhook": "consumers.webhooks",
 }

@@ -13,8 +13,9 @@ Isolation on the real services, where the ``im.*`` topics are shared:
 - its consumer groups get unique Kafka group ids, committed at the end of their topics
   before they start, so no earlier test's records are handled;
 - user ids are random 48-bit numbers (`System.user`), and the consumers handle only uplink
-  records that came from this system's gates (or from no gate: system messages), so a test
-  running at the same time elsewhere on the broker is never answered by this one.
+  records that came from this system's gates (or from no gate: system messages), and only
+  the fan-out, timer and push records of its users, so a test running at the same time
+  elsewhere on the broker is never answered by this one.
 
 Usage::
 
@@ -100,6 +101,10 @@ def drain(client: Client) -> list[Event]:
     return events
 
 
+#: Topics whose records are keyed by the user they concern (delivery timers, push requests).
+_USER_KEYED = frozenset({"im.timer", "im.push"})
+
+
 class _OwnRecords:
     """A handler wrapper that lets through only the records of this system (module doc)."""
 
@@ -114,6 +119,9 @@ class _OwnRecords:
                 return any(u in self._users for u in decode_fanout(record.value).recipients)
             except EnvelopeError:
                 return True
+        if record.topic in _USER_KEYED and self._users:
+            # keyed by the user id in decimal (schemas.events.recipient_key)
+            return record.key is None or not record.key.isdigit() or int(record.key) in self._users
         if not record.topic.startswith("im.up."):
             return True
         try:
