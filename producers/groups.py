@@ -22,7 +22,7 @@ from typing import Annotated, Final
 from google.protobuf.message import Message
 from litestar import delete, get, post
 from litestar.exceptions import ValidationException
-from litestar.params import Parameter
+from litestar.params import JSONBody, Parameter
 
 from bus.base import Outgoing
 from producers.deps import Pipeline, PipelineDep, StoresDep
@@ -117,7 +117,9 @@ async def _publish(pipeline: Pipeline, cmd: Cmd, body: Message, key: int) -> Acc
     tags=["groups"],
     status_code=202,
 )
-async def create_group(data: GroupCreateBody, stores: StoresDep, pipeline: PipelineDep) -> Accepted:
+async def create_group(
+    data: JSONBody[GroupCreateBody], stores: StoresDep, pipeline: PipelineDep
+) -> Accepted:
     """``POST /v1/groups``."""
     owner = UserId(data.owner_id)
     members = [UserId(u) for u in dict.fromkeys(data.member_ids) if u != owner]
@@ -156,7 +158,10 @@ async def disband_group(
     status_code=202,
 )
 async def add_members(
-    group_id: GroupIdPath, data: GroupMembersBody, stores: StoresDep, pipeline: PipelineDep
+    group_id: GroupIdPath,
+    data: JSONBody[GroupMembersBody],
+    stores: StoresDep,
+    pipeline: PipelineDep,
 ) -> Accepted:
     """``POST /v1/groups/{group_id}/members``."""
     group = await _live_group(pipeline, group_id)

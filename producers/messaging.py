@@ -197,7 +197,7 @@ async def push(data: JSONBody[PushBody], stores: StoresDep, pipeline: PipelineDe
     status_code=202,
 )
 async def send_message(
-    data: MessageBody, stores: StoresDep, pipeline: PipelineDep
+    data: JSONBody[MessageBody], stores: StoresDep, pipeline: PipelineDep
 ) -> MessageAccepted:
     """``POST /v1/messages``."""
     payload = data.msg_data.encode()
