@@ -163,7 +163,9 @@ async def send_with_retries(
         sleep=_backoff,
         stop=tenacity.stop_after_attempt(retry.max_attempts),
         wait=tenacity.wait_exponential_jitter(
-            initial=retry.initial_backoff_s, max=retry.max_backoff_s, jitter=retry.initial_backoff_s
+            multiplier=retry.initial_backoff_s,
+            max=retry.max_backoff_s,
+            jitter=retry.initial_backoff_s,
         ),
         retry=tenacity.retry_if_exception_type((TransientPushError, httpx.TransportError)),
         reraise=True,
