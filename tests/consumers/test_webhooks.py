@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import msgspec
@@ -181,7 +181,9 @@ async def test_a_4xx_is_dead_lettered_without_retry_and_the_next_event_goes(
 async def test_timeouts_and_429_are_retried(system: System) -> None:
     a, b = _user(), _user()
     event = _stored(a, b, 1)
-    answers = iter([STALL, (429, {"Retry-After": "0"}), 200])
+    answers: Iterator[int | tuple[int, dict[str, str]]] = iter(
+        [STALL, (429, {"Retry-After": "0"}), 200]
+    )
 
     async with Receiver(SECRET, lambda _: next(answers)) as receiver:
         sender = _sender(system, _sub("slow", receiver.url, timeout_s=0.3))
