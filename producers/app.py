@@ -65,7 +65,7 @@ from producers.groups import (
 from producers.idempotency import IdempotencyMiddleware
 from producers.messaging import admin_revoke, push, send_message
 from producers.models import MAX_BODY_BYTES, Gate, GatesResponse, Health
-from producers.problems import EXCEPTION_HANDLERS, problem_response
+from producers.problems import EXCEPTION_HANDLERS, PROBLEMS, problem_response
 from producers.users import devices, get_user, legacy_register, put_user, rotate_token
 from store.idempotency import IdempotencyStore, MemoryIdempotencyStore
 from store.routes import RouteStore
@@ -82,7 +82,12 @@ ReadinessCheck = Callable[[], Awaitable[None]]
 READINESS_TIMEOUT_S: Final = 2.0
 
 
-@get("/v1/gates", summary="Live gates, least loaded first (iplist)", tags=["gates"])
+@get(
+    "/v1/gates",
+    summary="Live gates, least loaded first (iplist)",
+    tags=["gates"],
+    responses=PROBLEMS,
+)
 async def gates(stores: StoresDep) -> GatesResponse:
     """``GET /v1/gates``."""
     return GatesResponse(

@@ -35,7 +35,7 @@ from producers.models import (
     GroupMembersBody,
     GroupView,
 )
-from producers.problems import ApiProblem
+from producers.problems import PROBLEMS, ApiProblem
 from producers.users import parse_id, parse_user_id
 from schemas.commands import Cmd, UplinkTopic
 from schemas.envelope import encode_envelope, make_envelope
@@ -115,6 +115,7 @@ async def _publish(pipeline: Pipeline, cmd: Cmd, body: Message, key: int) -> Acc
         "`GET /v1/groups?user_id=<owner_id>`."
     ),
     tags=["groups"],
+    responses=PROBLEMS,
     status_code=202,
 )
 async def create_group(
@@ -137,6 +138,7 @@ async def create_group(
     summary="Disband a group",
     description="202: the group consumer disbands it and notifies the members.",
     tags=["groups"],
+    responses=PROBLEMS,
     status_code=202,
 )
 async def disband_group(
@@ -155,6 +157,7 @@ async def disband_group(
     summary="Add members",
     description="202: the group consumer adds them (those already members are left alone).",
     tags=["groups"],
+    responses=PROBLEMS,
     status_code=202,
 )
 async def add_members(
@@ -188,6 +191,7 @@ async def add_members(
         "alone). The owner cannot be removed: disband the group instead."
     ),
     tags=["groups"],
+    responses=PROBLEMS,
     status_code=202,
 )
 async def remove_members(
@@ -211,7 +215,7 @@ async def remove_members(
     return await _publish(pipeline, Cmd.GROUP_KICK_MEMBER_REQ, req, group.group_id)
 
 
-@get("/v1/groups", summary="A user's groups", tags=["groups"])
+@get("/v1/groups", summary="A user's groups", tags=["groups"], responses=PROBLEMS)
 async def list_groups(
     pipeline: PipelineDep,
     user_id: Annotated[str, Parameter(description="the member's user id")],
@@ -226,7 +230,12 @@ async def list_groups(
     return GroupList(user_id=uid, groups=views)
 
 
-@get("/v1/groups/{group_id:str}", summary="A group and its members", tags=["groups"])
+@get(
+    "/v1/groups/{group_id:str}",
+    summary="A group and its members",
+    tags=["groups"],
+    responses=PROBLEMS,
+)
 async def get_group(group_id: GroupIdPath, pipeline: PipelineDep) -> GroupView:
     """``GET /v1/groups/{group_id}`` (a disbanded group shows ``disbanded`` and no members)."""
     gid = GroupId(parse_id(group_id, "group id"))

@@ -37,7 +37,7 @@ from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Sen
 from producers.problems import PROBLEM_MEDIA_TYPE, make_problem
 from store.idempotency import IdempotencyRecord, IdempotencyStore
 
-__all__ = ["IDEMPOTENCY_HEADER", "IdempotencyMiddleware"]
+__all__ = ["IDEMPOTENCY_HEADER", "IdempotencyMiddleware", "key_scope", "request_fingerprint"]
 
 logger = logging.getLogger(__name__)
 
@@ -120,9 +120,13 @@ class IdempotencyMiddleware:
             await self.app(scope, replay, send)
             return
         body = b"".join(_body_of(m) for m in messages)
-        fingerprint = _fingerprint(scope, body)
-        auth = _header(scope, b"authorization") or b""
-        scope_key = hashlib.sha256(auth + b"\n" + key).hexdigest()
+        fingerprint = request_fingerprint(
+            str(scope.get("method", "")),
+            str(scope.get("path", "")),
+            bytes(scope.get("query_string", b"")),
+            body,
+        )
+        scope_key = key_scope(_header(scope, b"authorization") or b"", key)
         existing = await self._store.reserve(scope_key, fingerprint, ttl_s=self._pending_ttl_s)
         if existing is not None:
             await self._answer_taken(existing, fingerprint, send)
@@ -192,16 +196,19 @@ def _body_of(message: ReceiveMessage) -> bytes:
     return bytes(cast("bytes", message.get("body", b"")))
 
 
-def _fingerprint(scope: Scope, body: bytes) -> str:
+def request_fingerprint(method: str, path: str, query: bytes, body: bytes) -> str:
+    """What identifies a request for its Idempotency-Key: SHA-256 of method, path, query
+    and body."""
     digest = hashlib.sha256()
-    for part in (
-        str(scope.get("method", "")).encode(),
-        str(scope.get("path", "")).encode(),
-        bytes(scope.get("query_string", b"")),
-    ):
+    for part in (method.encode(), path.encode(), query):
         digest.update(part + b"\n")
     digest.update(body)
     return digest.hexdigest()
+
+
+def key_scope(authorization: bytes, key: bytes) -> str:
+    """The store key of an Idempotency-Key: scoped to the caller's credentials."""
+    return hashlib.sha256(authorization + b"\n" + key).hexdigest()
 
 
 def _replaying(messages: list[ReceiveMessage], receive: Receive) -> Receive:

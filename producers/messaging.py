@@ -35,7 +35,7 @@ from producers.models import (
     PushBody,
     PushResult,
 )
-from producers.problems import ApiProblem
+from producers.problems import PROBLEMS, ApiProblem
 from schemas.codes import MsgType, SessionType
 from schemas.commands import Cmd, UplinkTopic
 from schemas.envelope import encode_envelope, make_envelope, now_ms
@@ -117,6 +117,7 @@ def _msg_record(
         "push was addressed to when accepted; delivery is asynchronous."
     ),
     tags=["push"],
+    responses=PROBLEMS,
     status_code=200,
 )
 async def push(data: JSONBody[PushBody], stores: StoresDep, pipeline: PipelineDep) -> PushResult:
@@ -194,6 +195,7 @@ async def push(data: JSONBody[PushBody], stores: StoresDep, pipeline: PipelineDe
         "once. Group membership and mute are not checked (a system sender may post)."
     ),
     tags=["messages"],
+    responses=PROBLEMS,
     status_code=202,
 )
 async def send_message(
@@ -245,6 +247,7 @@ SeqPath = Annotated[int, Parameter(ge=1, le=2**63 - 1, description="the message'
         "request is on the bus."
     ),
     tags=["messages"],
+    responses=PROBLEMS,
     status_code=202,
 )
 async def admin_revoke(

@@ -22,6 +22,7 @@ from typing import Any, Final
 
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi import ResponseSpec
 from litestar.types import ExceptionHandlersMap
 from pymongo.errors import ConnectionFailure
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -33,10 +34,12 @@ from store.errors import InvalidUserInputError, UnknownUserError, UserNameTakenE
 
 __all__ = [
     "EXCEPTION_HANDLERS",
+    "PROBLEMS",
     "PROBLEM_MEDIA_TYPE",
     "ApiProblem",
     "make_problem",
     "problem_response",
+    "problem_responses",
 ]
 
 logger = logging.getLogger(__name__)
@@ -59,6 +62,23 @@ _SLUGS: Final[Mapping[int, str]] = {
     500: "internal-error",
     503: "unavailable",
 }
+
+
+def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
+    """OpenAPI entries documenting problem+json answers of these statuses."""
+    return {
+        status: ResponseSpec(
+            data_container=Problem,
+            media_type=PROBLEM_MEDIA_TYPE,
+            description=HTTPStatus(status).phrase,
+            generate_examples=False,
+        )
+        for status in statuses
+    }
+
+
+#: The problems any business endpoint may answer (`responses=` of each route handler).
+PROBLEMS: Final = problem_responses(400, 401, 404, 409, 413, 422, 503)
 
 
 class ApiProblem(Exception):

@@ -8,11 +8,13 @@ different stores.
 from __future__ import annotations
 
 import logging
+from http import HTTPStatus
 from typing import Annotated, Any, Final
 
 import msgspec
 from litestar import Request, Response, get, post, put
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi import ResponseSpec
 from litestar.params import JSONBody, Parameter
 
 from producers.deps import StoresDep
@@ -25,6 +27,7 @@ from producers.models import (
     UserImportBody,
     UserView,
 )
+from producers.problems import PROBLEMS, problem_responses
 from schemas.codes import ClientType, ErrorCode
 from store.errors import InvalidUserInputError, UnknownUserError
 from store.ids import MAX_USER_ID, UserId
@@ -102,6 +105,11 @@ def _seed_error(status: int, code: int, message: str) -> Response[RegisterRespon
     ),
     tags=["legacy"],
     status_code=200,
+    responses={
+        status: ResponseSpec(data_container=RegisterResponse, description=HTTPStatus(status).phrase)
+        for status in (400, 409, 413, 503)
+    }
+    | problem_responses(401),
 )
 async def legacy_register(
     request: Request[Any, Any, Any], stores: StoresDep
@@ -149,6 +157,7 @@ async def legacy_register(
         "Returns the user with its current token."
     ),
     tags=["users"],
+    responses=PROBLEMS,
 )
 async def put_user(
     user_id: UserIdPath, data: JSONBody[UserImportBody], stores: StoresDep
@@ -174,7 +183,7 @@ async def put_user(
     return _view(user, with_token=True)
 
 
-@get("/v1/users/{user_id:str}", summary="Get a user", tags=["users"])
+@get("/v1/users/{user_id:str}", summary="Get a user", tags=["users"], responses=PROBLEMS)
 async def get_user(user_id: UserIdPath, stores: StoresDep) -> UserView:
     """``GET /v1/users/{user_id}``; the token is not shown."""
     uid = parse_user_id(user_id)
@@ -189,6 +198,7 @@ async def get_user(user_id: UserIdPath, stores: StoresDep) -> UserView:
     summary="Rotate a user's token",
     description="Gives the user a new random token; the old one stops working at once.",
     tags=["users"],
+    responses=PROBLEMS,
     status_code=200,
 )
 async def rotate_token(user_id: UserIdPath, stores: StoresDep) -> TokenResponse:
@@ -211,6 +221,7 @@ def _client_type_name(value: int) -> str:
     summary="A user's online devices",
     description="Where each online device of the user is connected, one per client type.",
     tags=["users"],
+    responses=PROBLEMS,
 )
 async def devices(user_id: UserIdPath, stores: StoresDep) -> DevicesResponse:
     """``GET /v1/users/{user_id}/devices``."""

@@ -142,7 +142,7 @@ async def test_system_message_into_a_single_chat_and_a_group(system: System, api
     assert got.message.from_user_id == alice
     assert got.message.client_msg_id == sent.json()["client_msg_id"]
     assert got.message.server_msg_id > 0
-    assert got.message.session_type == SessionType.SINGLE
+    assert int(got.message.session_type) == SessionType.SINGLE
 
     created = await api.post(
         "/v1/groups", json={"owner_id": alice, "name": "ops", "member_ids": [bob, carol]}
@@ -177,7 +177,7 @@ async def test_system_message_into_a_single_chat_and_a_group(system: System, api
         while True:  # skip the GROUP_CREATE notification
             event = await next_push(sdk, Cmd.MSG_DATA)
             assert isinstance(event.message, message_pb2.MsgData)
-            if event.message.msg_type != MsgType.NOTIFICATION:
+            if int(event.message.msg_type) != MsgType.NOTIFICATION:
                 break
         assert event.message.client_msg_id == "deploy-5"
         assert (event.message.from_user_id, event.message.to_session_id) == (robot, group_id)
@@ -250,7 +250,7 @@ async def test_idempotency_key_replays_and_publishes_once(system: System, api: C
     assert other.status_code == 422
     assert other.json()["type"] == "urn:coffeebus:problem:idempotency-key-reused"
     await api.post("/v1/push", json={**body, "msg_data": "marker"})
-    seen = []
+    seen: list[bytes] = []
     while not seen or seen[-1] != b"marker":
         event = await next_push(sdk, Cmd.S2C_PUSH)
         assert isinstance(event.message, ext_pb2.S2CPush)
