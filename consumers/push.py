@@ -34,6 +34,7 @@ from consumers.push_providers.configured import configured_providers
 from consumers.registry import consumer_group
 from schemas.errors import EnvelopeError
 from schemas.events import PushRequest, decode_push_request
+from schemas.ids import UserId
 from store.clock import Clock, SystemClock
 from store.push_log import PushLog
 from store.push_tokens import PushDevice, PushTokenStore
@@ -53,7 +54,8 @@ class PushStats:
     """Counters of one push member (monotonic; for metrics and tests)."""
 
     def __init__(self) -> None:
-        #: requests handled, and those dropped as already pushed or without devices
+        #: requests handled (counted once their pushes are sent), and those dropped as
+        #: already pushed or without devices
         self.requests = 0
         self.duplicates = 0
         self.no_device = 0
@@ -84,12 +86,16 @@ class PushHandler:
     async def handle(self, records: Sequence[Record]) -> None:
         """Push the batch's requests (module docstring)."""
         requests = [_decode(record) for record in records]
-        self.stats.requests += len(requests)
         devices = await self._tokens.devices_of({r.user_id for r in requests})
         wanted = [r for r in requests if devices.get(r.user_id)]
         self.stats.no_device += len(requests) - len(wanted)
-        if not wanted:
-            return
+        if wanted:
+            await self._push(wanted, devices)
+        self.stats.requests += len(requests)
+
+    async def _push(
+        self, wanted: Sequence[PushRequest], devices: Mapping[UserId, Sequence[PushDevice]]
+    ) -> None:
         claimed = await self._log.claim([r.dedupe_key for r in wanted], self._clock.now_ms())
         sends = [
             (request, device)

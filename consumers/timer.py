@@ -30,10 +30,13 @@ Waiting: pause the partition until its head is due
 Firing: the due records are checked in one round of store reads — single chats by the
 user's delivery mark of the conversation (`store.deliveries`, written by the ack group with
 ``$max``: delivered seq ≥ the record's seq means a device acked it), groups by the member's
-ack seq (`GroupStore.acks`, once per group). Acked records are dropped. For the others, one
-`schemas.events.PushRequest` per (user, conversation) goes to ``im.push`` for the newest
-unacked message, counting the unacked ones it stands for; all are published in one batch,
-after which the runner commits.
+ack seq (`GroupStore.acks`, once per group). Acked records are dropped. For each of the
+others a `schemas.events.PushRequest` goes to ``im.push``, all in one publish, after which
+the runner commits. One request per message, not one per conversation: the push group's
+at-most-once claim is per (user, conversation, seq), and a request standing for several
+messages would make that claim depend on how a replay happens to split the batch. Devices
+show one notification per conversation anyway (APNs ``apns-collapse-id``, FCM
+``collapse_key``).
 """
 
 from __future__ import annotations
@@ -140,7 +143,7 @@ class TimerStats:
     fired: int = 0
     #: of those, acked by a device in time (no push)
     acked: int = 0
-    #: push requests published (one per user and conversation per due prefix)
+    #: push requests published (one per unacked record)
     requested: int = 0
     #: waits for a head record to come due
     holds: int = 0
@@ -203,28 +206,19 @@ class TimerHandler:
     async def _fire(self, due: Sequence[DeliveryTimer]) -> None:
         self.stats.fired += len(due)
         acked_seq = await self._acked_seqs(due)
-        pending: dict[tuple[UserId, ConversationId], list[DeliveryTimer]] = {}
-        for timer in due:
-            key = (timer.user_id, timer.notice.conversation)
-            if acked_seq.get(key, 0) >= timer.notice.seq:
-                self.stats.acked += 1
-                continue
-            pending.setdefault(key, []).append(timer)
-        if not pending:
-            return
         effects = Effects(self._topology)
         now = self._clock.now_ms()
-        for (user, _), timers in pending.items():
-            newest = max(timers, key=lambda t: t.notice.seq)
+        for timer in due:
+            if acked_seq.get((timer.user_id, timer.notice.conversation), 0) >= timer.notice.seq:
+                self.stats.acked += 1
+                continue
             request = PushRequest(
-                user_id=user,
-                notice=newest.notice,
-                trace_id=newest.trace_id,
-                ts_ms=now,
-                unacked=len({t.notice.seq for t in timers}),
+                user_id=timer.user_id, notice=timer.notice, trace_id=timer.trace_id, ts_ms=now
             )
-            effects.publish(PUSH_TOPIC, encode_record(request), key=recipient_key(user))
-        self.stats.requested += len(pending)
+            effects.publish(PUSH_TOPIC, encode_record(request), key=recipient_key(timer.user_id))
+        if not len(effects):
+            return
+        self.stats.requested += len(effects)
         await self._bus.publish_batch(effects.records())
 
     async def _acked_seqs(

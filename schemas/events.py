@@ -129,8 +129,6 @@ class PushRequest(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=PU
     notice: PushNotice
     trace_id: TraceId
     ts_ms: NonNegative
-    #: how many unacked messages of the conversation, up to `notice`'s, this push stands for
-    unacked: Positive = 1
 
     @property
     def dedupe_key(self) -> str:

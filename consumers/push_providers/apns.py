@@ -13,7 +13,7 @@ One request per device::
     {"aps": {"alert": {"title": ..., "body": ...}, "sound": "default",
              "thread-id": <conversation>, "mutable-content": 1},
      "cb": {"conversation": ..., "seq": ..., "from_user_id": ..., "session_type": ...,
-            "group_id": ..., "unacked": ...}}
+            "group_id": ...}}
 
 The provider token is a JWT signed with ES256 by the team's .p8 key: header ``{alg: ES256,
 kid: <key id>}``, claims ``{iss: <team id>, iat: <now>}``. Apple accepts one for an hour
@@ -176,7 +176,6 @@ def _payload(n: Notification) -> dict[str, object]:
             "from_user_id": n.from_user_id,
             "session_type": n.session_type,
             "group_id": n.group_id,
-            "unacked": n.unacked,
         },
     }
 

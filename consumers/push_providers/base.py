@@ -69,8 +69,6 @@ class Notification(msgspec.Struct, frozen=True, kw_only=True):
     group_id: int
     msg_type: int
     created_ms: int
-    #: unacked messages of the conversation this push stands for (the newest is `seq`)
-    unacked: int
     #: start of a text message ("" unless ``[push] preview_chars`` allows it)
     preview: str
     #: the alert's title and body
@@ -81,17 +79,12 @@ class Notification(msgspec.Struct, frozen=True, kw_only=True):
 
 def notification_for(request: PushRequest) -> Notification:
     """The notification of a push request: titled by the sender, saying the preview if
-    there is one, else how many messages are waiting."""
+    there is one."""
     notice = request.notice
     title = notice.from_nick_name or "New message"
     if notice.session_type == SessionType.GROUP:
         title = f"{title} (group)"
-    if notice.preview:
-        body = notice.preview
-    elif request.unacked > 1:
-        body = f"{request.unacked} new messages"
-    else:
-        body = "New message"
+    body = notice.preview or "New message"
     return Notification(
         user_id=request.user_id,
         conversation=notice.conversation,
@@ -102,7 +95,6 @@ def notification_for(request: PushRequest) -> Notification:
         group_id=notice.group_id,
         msg_type=notice.msg_type,
         created_ms=notice.created_ms,
-        unacked=request.unacked,
         preview=notice.preview,
         title=title,
         body=body,

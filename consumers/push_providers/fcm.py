@@ -208,7 +208,6 @@ def _message(token: str, n: Notification) -> dict[str, object]:
             "from_user_id": str(n.from_user_id),
             "session_type": str(n.session_type),
             "group_id": str(n.group_id),
-            "unacked": str(n.unacked),
         },
         "android": {"priority": "high", "collapse_key": n.conversation},
     }

@@ -14,9 +14,8 @@ webhook_url`` that receives::
      "device": {"user_id": 7, "token": "...", "app_id": "...", "client_type": 1},
      "notification": {"user_id": 7, "conversation": "s:3:7", "seq": 12, "from_user_id": 3,
                       "from_nick_name": "alice", "session_type": 1, "group_id": 0,
-                      "msg_type": 1, "created_ms": 1718000000000, "unacked": 1,
-                      "preview": "", "title": "alice", "body": "New message",
-                      "trace_id": "..."}}
+                      "msg_type": 1, "created_ms": 1718000000000, "preview": "",
+                      "title": "alice", "body": "New message", "trace_id": "..."}}
 
 signed like business webhooks (`schemas.webhooks`: the receiver checks it with
 `schemas.webhooks.verify`). Answers: 2xx sent; **410 Gone** means "this device token is dead,

@@ -57,8 +57,8 @@ def test_the_notification_says_who_and_what() -> None:
     assert NOTIFICATION.title == "alice"
     assert NOTIFICATION.body == "hello bob"
     group = msgspec.structs.replace(NOTICE, session_type=2, group_id=9, preview="")
-    quiet = notification_for(PushRequest(UserId(7), group, TraceId("ab" * 16), 0, unacked=3))
-    assert (quiet.title, quiet.body, quiet.group_id) == ("alice (group)", "3 new messages", 9)
+    quiet = notification_for(PushRequest(UserId(7), group, TraceId("ab" * 16), 0))
+    assert (quiet.title, quiet.body, quiet.group_id) == ("alice (group)", "New message", 9)
 
 
 # -- webhook -------------------------------------------------------------------------------
