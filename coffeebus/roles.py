@@ -85,6 +85,7 @@ class ApiRole:
                 max_msg_data_bytes=runtime.settings.messaging.max_msg_data_bytes,
             ),
             idempotency=runtime.idempotency,
+            push_tokens=runtime.push_tokens,
             readiness_checks=runtime.readiness,
         )
         self._task: asyncio.Task[None] | None = None

@@ -16,6 +16,7 @@ PUT         /v1/users/{user_id}              import / update a user
 GET         /v1/users/{user_id}              read a user
 POST        /v1/users/{user_id}/token        rotate the user's token
 GET         /v1/users/{user_id}/devices      the user's online devices
+POST|GET|DELETE /v1/users/{user_id}/push-tokens  device push tokens (register/list/remove)
 GET         /v1/gates                        live gates, least loaded first (iplist)
 POST        /v1/push                         business push (s2c), optionally stored
 POST        /v1/messages                     system message into a single chat or group
@@ -66,8 +67,10 @@ from producers.idempotency import IdempotencyMiddleware
 from producers.messaging import admin_revoke, push, send_message
 from producers.models import MAX_BODY_BYTES, Gate, GatesResponse, Health
 from producers.problems import EXCEPTION_HANDLERS, PROBLEMS, problem_response
+from producers.push_tokens import list_push_tokens, register_push_token, remove_push_token
 from producers.users import devices, get_user, legacy_register, put_user, rotate_token
 from store.idempotency import IdempotencyStore, MemoryIdempotencyStore
+from store.push_tokens import PushTokenStore
 from store.routes import RouteStore
 from store.users import UserStore
 
@@ -139,6 +142,7 @@ def create_app(
     *,
     pipeline: Pipeline | None = None,
     idempotency: IdempotencyStore | None = None,
+    push_tokens: PushTokenStore | None = None,
     readiness_checks: Sequence[tuple[str, ReadinessCheck]] = (),
     max_body_bytes: int = MAX_BODY_BYTES,
 ) -> Litestar:
@@ -150,13 +154,15 @@ def create_app(
         route_store: routes of online devices and the live-gate registry.
         pipeline: the bus and the group / message stores of the messaging endpoints; without
             it those endpoints are not served.
+        push_tokens: devices' offline-push tokens; without it ``/v1/users/{id}/push-tokens``
+            is not served.
         idempotency: where ``Idempotency-Key`` responses are kept (Redis when several API
             processes serve one deployment); default: in this process.
         readiness_checks: (name, check) pairs that ``/readyz`` runs.
         max_body_bytes: larger request bodies are refused with 413.
     """
     guard = ApiKeyGuard(settings.api_keys)
-    stores = Stores(user_store, route_store)
+    stores = Stores(user_store, route_store, push_tokens)
     handlers: list[HTTPRouteHandler] = [
         legacy_register,
         put_user,
@@ -165,6 +171,8 @@ def create_app(
         devices,
         gates,
     ]
+    if push_tokens is not None:
+        handlers += [register_push_token, list_push_tokens, remove_push_token]
     if pipeline is not None:
         handlers += [
             push,

@@ -14,6 +14,7 @@ from bus.base import Bus
 from bus.topology import Topology
 from store.groups import GroupStore
 from store.messages import MessageStore
+from store.push_tokens import PushTokenStore
 from store.routes import RouteStore
 from store.users import UserStore
 
@@ -23,11 +24,15 @@ __all__ = ["Pipeline", "PipelineDep", "Stores", "StoresDep"]
 class Stores:
     """The stores one application runs on."""
 
-    __slots__ = ("routes", "users")
+    __slots__ = ("push_tokens", "routes", "users")
 
-    def __init__(self, users: UserStore, routes: RouteStore) -> None:
+    def __init__(
+        self, users: UserStore, routes: RouteStore, push_tokens: PushTokenStore | None = None
+    ) -> None:
         self.users = users
         self.routes = routes
+        #: devices' offline-push tokens (the push-token endpoints exist when given)
+        self.push_tokens = push_tokens
 
 
 class Pipeline:

@@ -14,6 +14,7 @@ import msgspec
 from schemas.codes import MsgType
 from store.ids import MAX_USER_ID
 from store.passwords import MAX_PASSWORD_BYTES
+from store.push_tokens import PushProvider
 from store.users import MAX_TOKEN_LENGTH, MAX_USER_NAME_LENGTH
 
 __all__ = [
@@ -39,6 +40,9 @@ __all__ = [
     "ProblemFieldError",
     "PushBody",
     "PushResult",
+    "PushTokenBody",
+    "PushTokenList",
+    "PushTokenView",
     "RegisterRequest",
     "RegisterResponse",
     "TokenResponse",
@@ -301,3 +305,35 @@ class GroupList(msgspec.Struct, frozen=True):
 
     user_id: int
     groups: list[GroupView]
+
+
+# --- device push tokens ----------------------------------------------------------------------
+
+
+class PushTokenBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``POST /v1/users/{user_id}/push-tokens``: register a device for offline pushes (a
+    token registered by another user moves to this one)."""
+
+    provider: PushProvider
+    token: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+    #: APNs: the app's bundle id when it is not the configured topic
+    app_id: Annotated[str, msgspec.Meta(max_length=256)] = ""
+    #: the device's ClientType
+    client_type: Annotated[int, msgspec.Meta(ge=0, le=0xFFFF_FFFF)] = 0
+
+
+class PushTokenView(msgspec.Struct, frozen=True):
+    """A registered device."""
+
+    provider: str
+    token: str
+    app_id: str
+    client_type: int
+    registered_ms: int
+
+
+class PushTokenList(msgspec.Struct, frozen=True):
+    """``GET /v1/users/{user_id}/push-tokens``: newest first."""
+
+    user_id: int
+    devices: list[PushTokenView]

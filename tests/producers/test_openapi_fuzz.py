@@ -26,6 +26,7 @@ from producers.app import Pipeline, create_app
 from schemas.ids import UserId
 from store.groups import GroupSpec, MemoryGroupStore
 from store.messages import MemoryMessageStore
+from store.push_tokens import MemoryPushTokenStore
 from store.routes import MemoryRouteStore
 from store.users import MemoryUserStore, UserImport
 
@@ -51,6 +52,7 @@ def _app() -> object:
             groups=groups,
             messages=MemoryMessageStore(),
         ),
+        push_tokens=MemoryPushTokenStore(),
     )
 
 
