@@ -33,8 +33,10 @@ everyone than a rare late delivery after a crash.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from bus.base import Bus, Record, Reject, TopicPartition
@@ -47,6 +49,7 @@ from consumers.timer import DeliveryTimers
 from schemas.commands import Cmd
 from schemas.errors import EnvelopeError
 from schemas.events import Fanout, FanoutMessage, decode_fanout
+from schemas.ids import UserId
 from schemas.pb.coffeechat import base_pb2, message_pb2
 from store.inbox import InboxEntry, InboxStore
 from store.messages import StoredMessage
@@ -95,12 +98,13 @@ class FanoutHandler:
             await self.s2c.handle(records)
             return
         fanouts = [_decode(record) for record in records]
+        seqs = await self._allocate(fanouts)
         entries: list[InboxEntry] = []
         sources: list[int] = []  # index into fanouts of each entry
         for index, fanout in enumerate(fanouts):
             message = stored_message(fanout.message)
             for user in fanout.recipients:
-                seq = await self.seqs.next(inbox_timeline(user))
+                seq = next(seqs[user])
                 entries.append(InboxEntry(user_id=user, inbox_seq=seq, message=message))
                 sources.append(index)
         if not entries:
@@ -131,6 +135,22 @@ class FanoutHandler:
             effects.push(entry.user_id, user_routes, Cmd.MSG_DATA, body, fanout.trace_id, skip=skip)
         if len(effects):
             await self._bus.publish_batch(effects.records())
+
+    async def _allocate(self, fanouts: Sequence[Fanout]) -> dict[UserId, Iterator[int]]:
+        """Inbox seqs for every entry of the batch, per recipient in record order.
+
+        One `allocate(n)` per recipient, all recipients concurrently: a recipient whose
+        section ran out (or who is new to this member) costs a section reservation — a few
+        store round trips — and those must not add up one after the other.
+        """
+        counts: Counter[UserId] = Counter()
+        for fanout in fanouts:
+            counts.update(fanout.recipients)
+        users = list(counts)
+        ranges = await asyncio.gather(
+            *(self.seqs.allocate(inbox_timeline(user), counts[user]) for user in users)
+        )
+        return {user: iter(r) for user, r in zip(users, ranges, strict=True)}
 
     async def assigned(self, partitions: frozenset[TopicPartition]) -> None:
         """Forget inbox sections of users in `partitions` (another member may have

@@ -40,7 +40,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -340,6 +340,12 @@ class MsgHandler:
 
     async def _store(self, sends: Sequence[_Send]) -> list[InsertResult]:
         created = now_ms()
+        # One allocation per conversation, all concurrently (a section reservation costs a
+        # few store round trips); seqs are handed out in record order within each.
+        counts = Counter(send.conversation for send in sends)
+        conversations = list(counts)
+        ranges = await asyncio.gather(*(self.seqs.allocate(c, counts[c]) for c in conversations))
+        seqs = {c: iter(r) for c, r in zip(conversations, ranges, strict=True)}
         messages: list[StoredMessage] = []
         for send in sends:
             msg = send.msg
@@ -347,7 +353,7 @@ class MsgHandler:
             messages.append(
                 StoredMessage(
                     conversation=send.conversation,
-                    seq=await self.seqs.next(send.conversation),
+                    seq=next(seqs[send.conversation]),
                     client_msg_id=msg.client_msg_id,
                     from_user_id=send.sender,
                     to_session_id=msg.to_session_id,
