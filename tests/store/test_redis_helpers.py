@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -25,3 +27,15 @@ async def test_ping_fails_fast_without_a_server() -> None:
             await ping(client)
     finally:
         await client.aclose()
+
+
+@pytest.mark.redis
+async def test_a_burst_beyond_the_pool_waits_instead_of_failing(redis_url: str) -> None:
+    redis = connect_redis(redis_url, max_connections=4)
+    try:
+        # 200 concurrent commands through 4 connections: all succeed, none raise
+        # MaxConnectionsError (the gate's login burst).
+        replies = await asyncio.gather(*(redis.ping() for _ in range(200)))
+        assert all(replies)
+    finally:
+        await redis.aclose()
