@@ -14,14 +14,22 @@ stateless: scale a group by starting more processes (up to its topics' partition
 `coffeebus topology lag` shows how far behind each partition is). Offsets are committed only
 after a batch's effects are durable, so a killed member loses nothing: its partitions go to
 the others and the uncommitted records are handled again, idempotently.
-
-Groups (topology.yaml gives each its Kafka group id and topics):
-  msg     check, dedupe, sequence and store messages; ack senders; publish fan-out
-  fanout  write inboxes and sessions, deliver to gates
-  ack     delivered and read acks, read notifies
-  query   session list, history, latest id, by id, sync, group and user queries
-  group   group management, notifications through im.up.msg
 """
+
+
+def _groups_help() -> str:
+    """The groups and what each does, from topology.yaml (the single source of truth)."""
+    from bus.topology import TopologyError, load_topology  # noqa: PLC0415
+
+    try:
+        groups = load_topology().groups
+    except TopologyError as exc:
+        return f"(topology.yaml cannot be read: {exc})"
+    width = max(map(len, groups))
+    lines = [f"  {name:<{width}}  {spec.does}" for name, spec in groups.items()]
+    return "groups (from topology.yaml, which also names their Kafka group ids and topics):\n" + (
+        "\n".join(lines)
+    )
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -30,8 +38,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     parser = subparsers.add_parser(
         "consume",
-        help="run members of consumer groups (msg, fanout, ack, query, group)",
-        description=DESCRIPTION,
+        help="run members of consumer groups (msg, fanout, ack, query, group, ...)",
+        description=DESCRIPTION + "\n" + _groups_help(),
         epilog=SETTINGS_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
