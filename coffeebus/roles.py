@@ -83,6 +83,7 @@ class ApiRole:
                 groups=runtime.groups,
                 messages=runtime.messages,
                 max_msg_data_bytes=runtime.settings.messaging.max_msg_data_bytes,
+                group_limits=runtime.group_limits,
             ),
             idempotency=runtime.idempotency,
             push_tokens=runtime.push_tokens,

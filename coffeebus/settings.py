@@ -143,6 +143,11 @@ class MessagingSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
     max_msg_data_bytes: PositiveInt = 64 * 1024
     #: how long the msg group trusts a cached "user exists" / group lookup (seconds)
     lookup_cache_s: Positive = 5.0
+    #: how long after sending a message its sender may revoke it (seconds)
+    revoke_window_s: Positive = 120.0
+    #: member limits by group type (PROTOCOL.md: NORMAL <= 200, SUPER <= 2000)
+    group_max_members: PositiveInt = 200
+    super_group_max_members: PositiveInt = 2000
 
 
 class PushSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

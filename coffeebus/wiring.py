@@ -26,7 +26,7 @@ from coffeebus.settings import Settings
 from store import mongo as mongo_store
 from store import redis as redis_store
 from store.deliveries import DeliveryStore, MemoryDeliveryStore, MongoDeliveryStore
-from store.groups import GroupStore, MemoryGroupStore
+from store.groups import GroupLimits, GroupStore, MemoryGroupStore
 from store.groups_cache import CachedGroupStore
 from store.groups_mongo import MongoGroupStore
 from store.idempotency import IdempotencyStore, MemoryIdempotencyStore, RedisIdempotencyStore
@@ -85,10 +85,22 @@ class Runtime:
     push_tokens: PushTokenStore = field(default_factory=MemoryPushTokenStore)
     #: Offline pushes already sent (the push group's at-most-once claims).
     push_log: PushLog = field(default_factory=MemoryPushLog)
+
+    @property
+    def group_limits(self) -> GroupLimits:
+        """Member limits by group type, from ``[messaging]``."""
+        return group_limits(self.settings)
+
     #: (name, check) pairs the readiness endpoint runs; empty when embedded.
     readiness: tuple[tuple[str, ReadinessCheck], ...] = field(default=())
     #: the HTTP API's Idempotency-Key responses (Redis on the real services)
     idempotency: IdempotencyStore = field(default_factory=MemoryIdempotencyStore)
+
+
+def group_limits(settings: Settings) -> GroupLimits:
+    """Member limits by group type from the ``[messaging]`` settings."""
+    m = settings.messaging
+    return GroupLimits(normal=m.group_max_members, super_group=m.super_group_max_members)
 
 
 def memory_bus_for(topology: Topology) -> MemoryBus:
@@ -124,7 +136,7 @@ async def open_runtime(
                 inbox=inbox,
                 sessions=MemorySessionStore(inbox),
                 deliveries=MemoryDeliveryStore(),
-                groups=MemoryGroupStore(),
+                groups=MemoryGroupStore(limits=group_limits(settings)),
                 sections=MemorySectionStore(),
                 push_tokens=MemoryPushTokenStore(),
                 push_log=MemoryPushLog(),
@@ -166,7 +178,9 @@ async def open_runtime(
                 inbox=inbox_store,
                 sessions=MongoSessionStore(db, inbox_store),
                 deliveries=MongoDeliveryStore(db),
-                groups=CachedGroupStore(MongoGroupStore(db, sections), redis, keys=keys),
+                groups=CachedGroupStore(
+                    MongoGroupStore(db, sections, limits=group_limits(settings)), redis, keys=keys
+                ),
                 sections=sections,
                 push_tokens=MongoPushTokenStore(db),
                 push_log=MongoPushLog(db),

@@ -428,4 +428,5 @@ def build(runtime: Runtime) -> GroupHandler:
         users=runtime.users,
         routes=runtime.routes,
         groups=runtime.groups,
+        limits=runtime.group_limits,
     )

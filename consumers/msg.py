@@ -468,6 +468,7 @@ def build(runtime: Runtime) -> MsgHandler:
         messages=runtime.messages,
         groups=runtime.groups,
         seqs=SeqAllocator(runtime.sections),
+        revoke_window_s=settings.revoke_window_s,
     )
     limits = MsgLimits(
         max_msg_data_bytes=settings.max_msg_data_bytes, lookup_cache_s=settings.lookup_cache_s

@@ -68,6 +68,8 @@ class MsgContext:
     groups: GroupStore
     #: conversation seqs of the partitions this member owns (the msg group is their writer)
     seqs: SeqAllocator
+    #: how long after sending a message its sender may revoke it (``[messaging]``)
+    revoke_window_s: float = 120.0
 
 
 MsgCommandHandler = Callable[[MsgContext, Request, Effects], Awaitable[None]]

@@ -228,7 +228,12 @@ def acting_user_id(user_id: int, req: ext_pb2.RevokeReq) -> UserId:
 
 @msg_command(Cmd.REVOKE_REQ, ordered=True)
 async def revoke(ctx: MsgContext, request: Request, effects: Effects) -> None:
-    """The msg group's entry for RevokeReq (default `RevokeSettings`)."""
+    """The msg group's entry for RevokeReq (the window from ``[messaging]``)."""
     assert isinstance(request.message, ext_pb2.RevokeReq)
-    revoker = Revoker(messages=ctx.messages, groups=ctx.groups, routes=ctx.routes)
+    revoker = Revoker(
+        messages=ctx.messages,
+        groups=ctx.groups,
+        routes=ctx.routes,
+        settings=RevokeSettings(window_s=ctx.revoke_window_s),
+    )
     await revoker.handle(request.envelope, request.message, effects)

@@ -12,7 +12,7 @@ from litestar.di import NamedDependency
 
 from bus.base import Bus
 from bus.topology import Topology
-from store.groups import GroupStore
+from store.groups import GroupLimits, GroupStore
 from store.messages import MessageStore
 from store.push_tokens import PushTokenStore
 from store.routes import RouteStore
@@ -39,7 +39,7 @@ class Pipeline:
     """The bus the messaging endpoints publish to, and the stores they read (never write:
     every change goes through the consumer group owning it)."""
 
-    __slots__ = ("bus", "groups", "max_msg_data_bytes", "messages", "topology")
+    __slots__ = ("bus", "group_limits", "groups", "max_msg_data_bytes", "messages", "topology")
 
     def __init__(
         self,
@@ -49,6 +49,7 @@ class Pipeline:
         groups: GroupStore,
         messages: MessageStore,
         max_msg_data_bytes: int = 64 * 1024,
+        group_limits: GroupLimits | None = None,
     ) -> None:
         self.bus = bus
         self.topology = topology
@@ -57,6 +58,8 @@ class Pipeline:
         #: the msg group's limit (``[messaging]``): larger system messages are a 400 here
         #: rather than a dead-lettered record there
         self.max_msg_data_bytes = max_msg_data_bytes
+        #: member limits by group type (``[messaging]``), checked before publishing
+        self.group_limits = group_limits or GroupLimits()
 
 
 StoresDep = NamedDependency[Stores]

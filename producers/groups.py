@@ -17,7 +17,7 @@ Reads go to the group store directly (the Redis member cache in front of MongoDB
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Final
+from typing import Annotated
 
 from google.protobuf.message import Message
 from litestar import delete, get, post
@@ -41,7 +41,7 @@ from schemas.commands import Cmd, UplinkTopic
 from schemas.envelope import encode_envelope, make_envelope
 from schemas.ids import GroupId, UserId, new_trace_id
 from schemas.pb.coffeechat import group_pb2
-from store.groups import Group, GroupLimits
+from store.groups import Group
 
 __all__ = [
     "add_members",
@@ -64,8 +64,6 @@ OperatorQuery = Annotated[
         required=False,
     ),
 ]
-#: The consumer's limits (defaults: NORMAL groups, 200 members).
-LIMITS: Final = GroupLimits()
 
 
 def _view(group: Group, members: list[UserId] | None = None) -> GroupView:
@@ -124,9 +122,10 @@ async def create_group(
     """``POST /v1/groups``."""
     owner = UserId(data.owner_id)
     members = [UserId(u) for u in dict.fromkeys(data.member_ids) if u != owner]
-    if len(members) + 1 > LIMITS.normal:
+    limit = pipeline.group_limits.normal
+    if len(members) + 1 > limit:
         raise ApiProblem(
-            409, "group-full", f"{len(members) + 1} members exceed the limit of {LIMITS.normal}"
+            409, "group-full", f"{len(members) + 1} members exceed the limit of {limit}"
         )
     await require_users(stores.users, [owner, *members])
     req = group_pb2.GroupCreateReq(user_id=owner, group_name=data.name, member_id_list=members)
@@ -172,7 +171,7 @@ async def add_members(
     await require_users(stores.users, wanted)
     current = set(await pipeline.groups.members(group.group_id))
     size = len(current | set(wanted))
-    limit = LIMITS.limit(group.group_type)
+    limit = pipeline.group_limits.limit(group.group_type)
     if size > limit:
         raise ApiProblem(409, "group-full", f"{size} members would exceed the limit of {limit}")
     req = group_pb2.GroupInviteMemberReq(
