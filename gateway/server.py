@@ -176,6 +176,8 @@ class Gate:
         self._background: set[asyncio.Task[None]] = set()
         self._consumer: Consumer | None = None
         self._tcp: asyncio.Server | None = None
+        #: (TCP, WebSocket) ports bound at start
+        self._ports: tuple[int, int] | None = None
         self._ws: WsServer | None = None
         self._accepting = False
         self._last_refusal_log = 0.0
@@ -195,13 +197,14 @@ class Gate:
     @property
     def tcp_port(self) -> int:
         """The bound TCP port (useful with port 0)."""
-        assert self._tcp is not None, "gate not started"
-        return int(self._tcp.sockets[0].getsockname()[1])
+        assert self._ports is not None, "gate not started"
+        return self._ports[0]
 
     @property
     def ws_port(self) -> int:
-        assert self._ws is not None, "gate not started"
-        return int(self._ws.sockets[0].getsockname()[1])
+        """The bound WebSocket port."""
+        assert self._ports is not None, "gate not started"
+        return self._ports[1]
 
     async def start(self) -> None:
         """Create and consume the gate topic, then listen; returns once serving."""
@@ -227,6 +230,12 @@ class Gate:
             ssl_context=tls,
             max_frame_size=s.max_frame_size,
             send_queue_frames=s.send_queue_frames,
+        )
+        # Read once while listening: a registry report racing stop() must not find the
+        # servers' socket lists already emptied.
+        self._ports = (
+            int(self._tcp.sockets[0].getsockname()[1]),
+            int(self._ws.sockets[0].getsockname()[1]),
         )
         await self._report()
         self._spawn(self._every(self._registry_interval_s, self._report), "gate-registry")
