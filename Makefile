@@ -9,7 +9,7 @@ UV_VERSION ?= 0.13.9
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 PYTEST_ARGS ?=
 
-.PHONY: help install run test test-fast lint format proto services-up services-down \
+.PHONY: help install run test chaos test-fast lint format proto services-up services-down \
         services-status topology-apply bench-bus clean
 
 help: ## List the targets
@@ -28,6 +28,9 @@ run: install ## Start every role in one process on the embedded bus and stores
 
 test: install services-up lint ## Start the real services, lint, and run every test
 	$(UV) run pytest $(PYTEST_ARGS)
+
+chaos: install services-up ## Fault tests: consumer processes killed with SIGKILL mid-load
+	$(UV) run pytest -m chaos $(PYTEST_ARGS)
 
 test-fast: ## Run the tests without reinstalling or restarting services
 	$(UV) run pytest -x -q $(PYTEST_ARGS)
