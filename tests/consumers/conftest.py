@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -65,20 +65,6 @@ from store.redis import connect_redis
 from store.users import UserImport
 
 WAIT_S = 20.0
-
-
-async def wait_for(
-    condition: Callable[[], Awaitable[bool] | bool], *, within: float = WAIT_S
-) -> None:
-    """Poll `condition` (sync or async) until true; fail the test after `within` s."""
-    async with asyncio.timeout(within):
-        while True:
-            result = condition()
-            if not isinstance(result, bool):
-                result = await result
-            if result:
-                return
-            await asyncio.sleep(0.01)
 
 
 async def next_push(client: Client, command: int, *, within: float = WAIT_S) -> Push:

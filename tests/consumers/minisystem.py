@@ -14,12 +14,11 @@ this package only rely on msg (for revoke and group notifications) besides their
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import importlib.util
 import random
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 import msgspec
@@ -63,17 +62,9 @@ from store.sessions import MemorySessionStore, SessionTouch
 from store.sessions_mongo import MongoSessionStore
 from store.users import MemoryUserStore, UserImport
 from store.users_mongo import MongoUserStore
+from tests.waiting import wait_for
 
 TIMEOUT = 15.0
-
-
-async def wait_for(condition: Callable[[], Awaitable[bool]], *, within: float = TIMEOUT) -> None:
-    """Await `condition` until it holds; fail after `within` seconds."""
-    async with asyncio.timeout(within):
-        while True:
-            if await condition():
-                return
-            await asyncio.sleep(0.02)
 
 
 def available_groups() -> list[str]:

@@ -10,7 +10,8 @@ from schemas.commands import Cmd
 from schemas.ids import GroupId, c2c_conversation_id
 from schemas.pb.coffeechat import base_pb2, message_pb2
 from store.groups import GroupSpec
-from tests.consumers.minisystem import Seeder, System, mini, wait_for
+from tests.consumers.minisystem import Seeder, System, mini
+from tests.waiting import wait_for
 
 __all__ = ["mini"]
 

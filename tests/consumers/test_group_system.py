@@ -24,7 +24,8 @@ from schemas.pb.coffeechat import group_pb2, message_pb2
 from sdk.client import Client
 from sdk.errors import ServerError
 from store.groups import GroupLimits
-from tests.consumers.minisystem import Seeder, System, mini, wait_for
+from tests.consumers.minisystem import Seeder, System, mini
+from tests.waiting import wait_for
 
 __all__ = ["mini"]
 

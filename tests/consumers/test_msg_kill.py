@@ -30,7 +30,8 @@ from bus.topology import default_topology_path, load_topology
 from schemas.ids import UserId, c2c_conversation_id
 from sdk.client import Client
 from sdk.errors import RequestTimeoutError
-from tests.consumers.conftest import System, commit_ends, wait_for
+from tests.consumers.conftest import System, commit_ends
+from tests.waiting import wait_for
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,8 @@ from schemas.ids import ConversationId, UserId, c2c_conversation_id, group_conve
 from schemas.pb.coffeechat import message_pb2
 from store.groups import GroupSpec
 from store.messages import InsertResult, MessageStore, StoredMessage
-from tests.consumers.conftest import System, drain, next_push, wait_for
+from tests.consumers.conftest import System, drain, next_push
+from tests.waiting import wait_for
 
 
 class HeldStore:

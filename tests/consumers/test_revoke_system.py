@@ -10,7 +10,8 @@ from schemas.commands import Cmd
 from schemas.pb.coffeebus import ext_pb2
 from schemas.pb.coffeechat import base_pb2
 from sdk.client import Client
-from tests.consumers.minisystem import Seeder, System, mini, wait_for
+from tests.consumers.minisystem import Seeder, System, mini
+from tests.waiting import wait_for
 
 __all__ = ["mini"]
 

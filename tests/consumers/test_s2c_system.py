@@ -19,8 +19,9 @@ from schemas.commands import Cmd
 from schemas.ids import GroupId, c2c_conversation_id
 from schemas.pb.coffeebus import ext_pb2
 from schemas.pb.coffeechat import message_pb2
-from tests.consumers.conftest import System, next_push, wait_for
+from tests.consumers.conftest import System, next_push
 from tests.producers.conftest import Client, in_process_client
+from tests.waiting import wait_for
 
 
 @pytest.fixture

@@ -25,8 +25,9 @@ from consumers.timer import TimerHandler
 from schemas.events import decode_delivery_timer
 from schemas.ids import ConversationId, UserId, c2c_conversation_id
 from store.push_tokens import PushDevice, PushProvider
-from tests.consumers.conftest import System, commit_ends, wait_for
+from tests.consumers.conftest import System, commit_ends
 from tests.consumers.push_servers import Answer, Http1Server, Seen
+from tests.waiting import wait_for
 
 GROUPS = ("msg", "fanout", "ack", "timer", "push")
 #: how late a push may reach the provider after its check came due (fetch, store reads,

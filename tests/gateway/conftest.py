@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -40,18 +40,6 @@ from store.users_mongo import MongoUserStore
 from tests.gateway.client import Client, Kind
 
 FAST_SCRYPT = ScryptParams(n=16, r=1, p=1)
-
-
-async def wait_for(condition: Callable[[], Awaitable[bool] | bool], *, within: float = 5.0) -> None:
-    """Poll `condition` (sync or async) until true; fail the test after `within` s."""
-    async with asyncio.timeout(within):
-        while True:
-            result = condition()
-            if not isinstance(result, bool):
-                result = await result
-            if result:
-                return
-            await asyncio.sleep(0.01)
 
 
 class Env:

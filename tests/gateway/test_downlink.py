@@ -10,7 +10,8 @@ from schemas.ids import ConnId, UserId, new_trace_id
 from schemas.pb.coffeebus import ext_pb2
 from store.ids import UserId as StoreUserId
 from tests.gateway.client import Kind
-from tests.gateway.conftest import Env, wait_for
+from tests.gateway.conftest import Env
+from tests.waiting import wait_for
 
 
 async def conn_id_of(env: Env, user_id: int) -> int:

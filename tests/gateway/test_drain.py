@@ -25,7 +25,8 @@ from store.routes_redis import RedisRouteStore
 from store.users import UserImport
 from store.users_mongo import MongoUserStore
 from tests.gateway.client import Client, Kind
-from tests.gateway.conftest import FAST_SCRYPT, Env, wait_for
+from tests.gateway.conftest import FAST_SCRYPT, Env
+from tests.waiting import wait_for
 
 
 @pytest.mark.parametrize("kind", ["tcp", "ws"])

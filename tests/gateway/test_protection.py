@@ -21,7 +21,8 @@ from schemas.pb.coffeebus import ext_pb2
 from schemas.pb.coffeechat import base_pb2, message_pb2
 from store.ids import UserId as StoreUserId
 from tests.gateway.client import Client, Closed, Kind
-from tests.gateway.conftest import Env, wait_for
+from tests.gateway.conftest import Env
+from tests.waiting import wait_for
 
 KINDS = ["tcp", "ws"]
 
