@@ -53,6 +53,14 @@ def dlq_topic(topic: str) -> str:
     return topic + DLQ_SUFFIX
 
 
+def check_consumer_args(topics: Sequence[str], batch_max: int) -> None:
+    """The argument checks every `Bus.consumer` implementation makes."""
+    if batch_max < 1:
+        raise ValueError("batch_max must be >= 1")
+    if not topics:
+        raise ValueError("a consumer needs at least one topic")
+
+
 class TopicPartition(NamedTuple):
     """One partition of one topic."""
 

@@ -45,6 +45,7 @@ from bus.base import (
     RetryPolicy,
     TopicPartition,
     UnknownTopicError,
+    check_consumer_args,
     notify_listener,
 )
 from bus.partitioner import kafka_partitioner, partition_for_key
@@ -254,10 +255,7 @@ class KafkaBus:
         retry: RetryPolicy | None = None,
         listener: PartitionListener | None = None,
     ) -> KafkaConsumer:
-        if batch_max < 1:
-            raise ValueError("batch_max must be >= 1")
-        if not topics:
-            raise ValueError("a consumer needs at least one topic")
+        check_consumer_args(topics, batch_max)
         return KafkaConsumer(
             self,
             group,

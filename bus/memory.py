@@ -40,6 +40,7 @@ from bus.base import (
     RetryPolicy,
     TopicPartition,
     UnknownTopicError,
+    check_consumer_args,
     notify_listener,
 )
 from bus.partitioner import partition_for_key
@@ -156,10 +157,7 @@ class MemoryBus:
         retry: RetryPolicy | None = None,
         listener: PartitionListener | None = None,
     ) -> MemoryConsumer:
-        if batch_max < 1:
-            raise ValueError("batch_max must be >= 1")
-        if not topics:
-            raise ValueError("a consumer needs at least one topic")
+        check_consumer_args(topics, batch_max)
         member_id = static_member_id or f"{group}-member-{next(self._member_ids)}"
         return MemoryConsumer(
             self,
