@@ -40,7 +40,6 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from bus.base import Bus, Record, Reject, TopicPartition
-from bus.partitioner import partition_for_key
 from bus.topology import Topology
 from consumers.effects import Effects
 from consumers.registry import consumer_group
@@ -165,16 +164,15 @@ class FanoutHandler:
         """Nothing is buffered."""
 
     async def _forget(self, partitions: frozenset[TopicPartition]) -> None:
-        mine = {tp.partition for tp in partitions if tp.topic == FANOUT_TOPIC}
-        if not mine:
-            return
-        count = await self._bus.partitions_for(FANOUT_TOPIC)
-
-        def owned_by_them(timeline: str) -> bool:
+        mine = [tp.partition for tp in partitions if tp.topic == FANOUT_TOPIC]
+        if mine:
             # A user's records are keyed by the id in decimal; the timeline is "u:<id>".
-            return partition_for_key(timeline.partition(":")[2].encode(), count) in mine
+            count = await self._bus.partitions_for(FANOUT_TOPIC)
+            self.seqs.forget_partitions(mine, count, key_of=_inbox_key)
 
-        self.seqs.forget_where(owned_by_them)
+
+def _inbox_key(timeline: str) -> bytes:
+    return timeline.partition(":")[2].encode()
 
 
 def _decode(record: Record) -> Fanout:

@@ -175,11 +175,11 @@ class MsgHandler:
         """Nothing is buffered."""
 
     async def _forget(self, partitions: frozenset[TopicPartition]) -> None:
-        mine = {tp.partition for tp in partitions if tp.topic == MSG_TOPIC}
-        if not mine:
-            return
-        count = await self._ctx.bus.partitions_for(MSG_TOPIC)
-        self.seqs.forget_where(lambda timeline: partition_for_key(timeline.encode(), count) in mine)
+        mine = [tp.partition for tp in partitions if tp.topic == MSG_TOPIC]
+        if mine:
+            # im.up.msg is keyed by the conversation id, which is the timeline's name.
+            count = await self._ctx.bus.partitions_for(MSG_TOPIC)
+            self.seqs.forget_partitions(mine, count, key_of=str.encode)
 
     # -- other commands ----------------------------------------------------------------------
 

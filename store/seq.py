@@ -29,6 +29,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from bus.partitioner import partition_for_key
 from schemas.ids import UserId
 from store.collections import Collection
 
@@ -240,6 +241,16 @@ class SeqAllocator:
         """Drop the sections of every timeline for which `owned_elsewhere` is true (e.g. whose
         key maps to a revoked partition)."""
         self.forget([t for t in (*self._sections, *self._reserving) if owned_elsewhere(t)])
+
+    def forget_partitions(
+        self, partitions: Iterable[int], count: int, key_of: Callable[[str], bytes]
+    ) -> None:
+        """Drop the sections of timelines whose record key (`key_of(timeline)`) maps to one of
+        `partitions` of a topic of `count` partitions: call it from a consumer's assigned /
+        revoked hooks, since another member may have allocated from them meanwhile."""
+        mine = set(partitions)
+        if mine:
+            self.forget_where(lambda t: partition_for_key(key_of(t), count) in mine)
 
     def reset(self) -> None:
         """Drop every section (a rebalance of unknown extent)."""

@@ -8,6 +8,7 @@ import itertools
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
+from bus.partitioner import partition_for_key
 from schemas.ids import UserId
 from store.mongo import Document
 from store.seq import (
@@ -169,3 +170,15 @@ def test_invalid_sizes_are_refused() -> None:
 async def test_allocate_refuses_an_empty_batch() -> None:
     with pytest.raises(ValueError, match="at least one seq"):
         await SeqAllocator(MemorySectionStore()).allocate(CONV, 0)
+
+
+async def test_forget_partitions_drops_only_the_timelines_of_those_partitions() -> None:
+    seqs = SeqAllocator(MemorySectionStore(), section_size=10)
+    a, b = "s:1:2", "s:3:4"
+    pa, pb = (partition_for_key(t.encode(), 16) for t in (a, b))
+    assert pa != pb
+    assert list(await seqs.allocate(a, 1)) == [1]
+    assert list(await seqs.allocate(b, 1)) == [1]
+    seqs.forget_partitions([pa], 16, key_of=str.encode)
+    assert list(await seqs.allocate(a, 1)) == [11]  # a new section: a gap, never backwards
+    assert list(await seqs.allocate(b, 1)) == [2]  # still owned: its section goes on
