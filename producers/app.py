@@ -260,3 +260,7 @@ async def serve_api(app: Litestar, settings: ApiSettings) -> None:
         server.should_exit = True
         await serving
         raise
+    finally:
+        # The socket is ours: uvicorn closes it only if it got as far as serving on it (a
+        # stop during application startup left it open until garbage collection).
+        sock.close()
