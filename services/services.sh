@@ -8,8 +8,9 @@
 #   services.sh status [SERVICE...]  state and health of each; exit 0 only if all are healthy
 #   services.sh logs SERVICE [N]     log file path and its last N lines (default 50)
 #   services.sh reset                down, then delete all run state (data, logs, pid files)
+#   services.sh browser              install Debian's chromium if missing (for the web demo tests)
 #
-# SERVICE is kafka, redis or ferretdb (alias mongo); none means all three.
+# SERVICE is kafka, redis or ferretdb (alias mongo); none means all three, plus the browser.
 # Downloads and builds are cached under $COFFEEBUS_HOME (default ~/.cache/coffeebus), run state
 # under $COFFEEBUS_HOME/run. KAFKA_BOOTSTRAP_SERVERS, REDIS_URL or MONGO_URL in the environment
 # mean "use that existing server": `up` then only checks that it answers. See README.md here.
@@ -544,12 +545,27 @@ lock() {
 	flock -w 900 9 || die "another services.sh holds $COFFEEBUS_HOME/services.lock"
 }
 
+# ensure_browser: Debian's chromium, which the web demo's Playwright tests launch by path
+# (a browser download, `playwright install`, is never used). A no-op once installed.
+ensure_browser() {
+	command -v chromium >/dev/null || apt_install chromium
+}
+
+cmd_browser() {
+	lock
+	ensure_browser
+	say "browser: $(command -v chromium) ($(chromium --version 2>/dev/null || echo 'version unknown'))"
+}
+
 cmd_up() {
+	# `up` with no service named is what `make test` runs: it also brings the browser.
+	local start name with_browser=0
+	(($# > 0)) || with_browser=1
 	select_services "$@"
 	lock
-	local start name
 	start=$(now_us)
 	command -v "$PYTHON" >/dev/null || apt_install python3
+	if ((with_browser)); then ensure_browser; fi
 	# Install and build first (no-ops once cached), then launch everything, then wait: the
 	# JVM's start overlaps with the others, and each "ready in" counts from its own launch.
 	for name in "${SELECTED[@]}"; do
@@ -669,7 +685,7 @@ cmd_reset() {
 }
 
 usage() {
-	sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+	sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 main() {
@@ -681,6 +697,7 @@ main() {
 	status) cmd_status "$@" ;;
 	logs) cmd_logs "$@" ;;
 	reset) cmd_reset ;;
+	browser) cmd_browser ;;
 	-h | --help | help) usage ;;
 	*)
 		usage >&2
