@@ -11,6 +11,8 @@
 #   services.sh browser              install Debian's chromium if missing (for the web demo tests)
 #
 # SERVICE is kafka, redis or ferretdb (alias mongo); none means all three, plus the browser.
+# COFFEEBUS_KAFKA_NODES=3 makes kafka a cluster of three brokers/controllers on loopback (ports:
+# see kafka_ports); `up kafka` then starts whichever of its nodes is not running.
 # Downloads and builds are cached under $COFFEEBUS_HOME (default ~/.cache/coffeebus), run state
 # under $COFFEEBUS_HOME/run. KAFKA_BOOTSTRAP_SERVERS, REDIS_URL or MONGO_URL in the environment
 # mean "use that existing server": `up` then only checks that it answers. See README.md here.
@@ -27,6 +29,9 @@ LOOPBACK=127.0.0.1
 # Ports can be moved (a second set of services beside the usual one, the script's own tests).
 KAFKA_PORT=${COFFEEBUS_KAFKA_PORT:-9092}
 KAFKA_CONTROLLER_PORT=${COFFEEBUS_KAFKA_CONTROLLER_PORT:-9093}
+# COFFEEBUS_KAFKA_NODES=3: a cluster of that many brokers (all also controller voters); node i
+# listens on KAFKA_PORT + 2(i-1) and KAFKA_CONTROLLER_PORT + 2(i-1) (see kafka_ports).
+KAFKA_NODES=${COFFEEBUS_KAFKA_NODES:-1}
 REDIS_PORT=${COFFEEBUS_REDIS_PORT:-6379}
 FERRETDB_PORT=${COFFEEBUS_FERRETDB_PORT:-27017}
 FERRETDB_VERSION=${FERRETDB_VERSION:-v1.24.2}
@@ -371,6 +376,61 @@ start_kafka_node() {
 		-XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true "${jvm[@]}" kafka.Kafka "$props"
 }
 
+# kafka_ports ID: set KAFKA_NODE_PORT and KAFKA_NODE_CONTROLLER_PORT for node ID (1-based).
+# A stride of 2 keeps the defaults' pairs apart: 9092/9093, 9094/9095, 9096/9097.
+kafka_ports() {
+	KAFKA_NODE_PORT=$((KAFKA_PORT + 2 * ($1 - 1)))
+	KAFKA_NODE_CONTROLLER_PORT=$((KAFKA_CONTROLLER_PORT + 2 * ($1 - 1)))
+}
+
+# kafka_check_nodes: KAFKA_NODES is a small count and the nodes' ports do not collide.
+kafka_check_nodes() {
+	[[ $KAFKA_NODES =~ ^[1-9]$ ]] || die "kafka: COFFEEBUS_KAFKA_NODES must be 1-9, not '$KAFKA_NODES'"
+	local id ports=" "
+	for ((id = 1; id <= KAFKA_NODES; id++)); do
+		kafka_ports "$id"
+		for port in "$KAFKA_NODE_PORT" "$KAFKA_NODE_CONTROLLER_PORT"; do
+			[[ $ports == *" $port "* ]] &&
+				die "kafka: port $port would serve two listeners of a $KAFKA_NODES-node cluster (node i uses COFFEEBUS_KAFKA_PORT + 2(i-1) and COFFEEBUS_KAFKA_CONTROLLER_PORT + 2(i-1))"
+			ports+="$port "
+		done
+	done
+}
+
+# kafka_voters: the controller quorum of all KAFKA_NODES nodes, "1@HOST:PORT,2@HOST:PORT,…".
+kafka_voters() {
+	local id voters=""
+	for ((id = 1; id <= KAFKA_NODES; id++)); do
+		kafka_ports "$id"
+		voters+="${voters:+,}$id@$LOOPBACK:$KAFKA_NODE_CONTROLLER_PORT"
+	done
+	printf '%s' "$voters"
+}
+
+# start_kafka: start every node (without waiting: a multi-node cluster only becomes ready once
+# a quorum runs), then wait for each. Nodes already running are left alone, so after one node
+# was stopped or killed, `up kafka` starts just that one again.
+start_kafka() {
+	local id voters
+	local -a launched=()
+	kafka_check_nodes
+	voters=$(kafka_voters)
+	for ((id = 1; id <= KAFKA_NODES; id++)); do
+		kafka_ports "$id"
+		start_kafka_node "$id" "$KAFKA_NODE_PORT" "$KAFKA_NODE_CONTROLLER_PORT" "$voters"
+		launched+=("$KAFKA_STARTED_US")
+	done
+	KAFKA_NODE_STARTED_US=("${launched[@]}")
+}
+
+wait_kafka() {
+	local id
+	for ((id = 1; id <= KAFKA_NODES; id++)); do
+		kafka_ports "$id"
+		wait_kafka_node "$id" "$KAFKA_NODE_PORT" "${KAFKA_NODE_STARTED_US[id - 1]:-0}"
+	done
+}
+
 # wait_kafka_node ID BROKER_PORT [STARTED_US]
 wait_kafka_node() {
 	local id=$1 broker_port=$2 started=${3:-0}
@@ -579,7 +639,7 @@ cmd_up() {
 	for name in "${SELECTED[@]}"; do
 		is_external "$name" && continue
 		case $name in
-		kafka) start_kafka_node 1 "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" ;;
+		kafka) start_kafka ;;
 		redis) start_redis ;;
 		ferretdb) start_ferretdb ;;
 		esac
@@ -592,7 +652,7 @@ cmd_up() {
 			continue
 		fi
 		case $name in
-		kafka) wait_kafka_node 1 "$KAFKA_PORT" "$KAFKA_STARTED_US" ;;
+		kafka) wait_kafka ;;
 		redis) wait_redis ;;
 		ferretdb) wait_ferretdb ;;
 		esac
@@ -606,16 +666,40 @@ cmd_down() {
 	local name
 	for name in "${SELECTED[@]}"; do
 		case $name in
-		kafka) stop_kafka_node 1 ;;
+		kafka)
+			local id
+			for ((id = 1; id <= KAFKA_NODES; id++)); do stop_kafka_node "$id"; done
+			;;
 		redis) stop_pidfile redis "$REDIS_PIDFILE" "$REDIS_MARKER" ;;
 		ferretdb) stop_pidfile ferretdb "$FERRETDB_PIDFILE" "$FERRETDB_BIN" ;;
 		esac
 	done
 }
 
+# report_health LABEL KIND PIDFILE MARKER ADDRESS TARGET LOG: one status line; returns 1 if
+# the service does not answer its probe.
+report_health() {
+	local label=$1 kind=$2 pidfile=$3 marker=$4 address=$5 target=$6 log=$7 pid answer
+	pid=$(pid_of "$pidfile" "$marker")
+	if answer=$(probe "$kind" "$target"); then
+		if [[ -n $pid ]]; then
+			say "$label: healthy on $address, pid $pid ($answer); log: $log"
+		else
+			say "$label: healthy on $address, not started by services.sh ($answer)"
+		fi
+		return 0
+	fi
+	if [[ -n $pid ]]; then
+		say "$label: running (pid $pid) but NOT healthy on $address ($answer); log: $log"
+	else
+		say "$label: not running"
+	fi
+	return 1
+}
+
 cmd_status() {
 	select_services "$@"
-	local name pid pidfile marker address target answer healthy=1
+	local name id node_dir address label answer healthy=1
 	for name in "${SELECTED[@]}"; do
 		if is_external "$name"; then
 			local var
@@ -630,32 +714,27 @@ cmd_status() {
 		fi
 		case $name in
 		kafka)
-			pidfile=$KAFKA_RUN_DIR/node-1/kafka.pid marker=$KAFKA_RUN_DIR/node-1/server.properties
-			address=$LOOPBACK:$KAFKA_PORT target=$address
+			kafka_check_nodes
+			for ((id = 1; id <= KAFKA_NODES; id++)); do
+				kafka_ports "$id"
+				node_dir=$KAFKA_RUN_DIR/node-$id address=$LOOPBACK:$KAFKA_NODE_PORT label=kafka
+				((KAFKA_NODES == 1)) || label=kafka-$id
+				report_health "$label" kafka \
+					"$node_dir/kafka.pid" "$node_dir/server.properties" "$address" "$address" \
+					"$node_dir/kafka.log" || healthy=0
+			done
 			;;
 		redis)
-			pidfile=$REDIS_PIDFILE marker=$REDIS_MARKER
-			address=$LOOPBACK:$REDIS_PORT target=redis://$address/0
+			address=$LOOPBACK:$REDIS_PORT
+			report_health redis redis "$REDIS_PIDFILE" "$REDIS_MARKER" "$address" \
+				"redis://$address/0" "$REDIS_LOG" || healthy=0
 			;;
 		ferretdb)
-			pidfile=$FERRETDB_PIDFILE marker=$FERRETDB_BIN
-			address=$LOOPBACK:$FERRETDB_PORT target=mongodb://$address
+			address=$LOOPBACK:$FERRETDB_PORT
+			report_health ferretdb mongo "$FERRETDB_PIDFILE" "$FERRETDB_BIN" "$address" \
+				"mongodb://$address" "$FERRETDB_LOG" || healthy=0
 			;;
 		esac
-		pid=$(pid_of "$pidfile" "$marker")
-		if answer=$(probe "$(probe_kind "$name")" "$target"); then
-			if [[ -n $pid ]]; then
-				say "$name: healthy on $address, pid $pid ($answer); log: $(log_path "$name")"
-			else
-				say "$name: healthy on $address, not started by services.sh ($answer)"
-			fi
-		elif [[ -n $pid ]]; then
-			say "$name: running (pid $pid) but NOT healthy on $address ($answer); log: $(log_path "$name")"
-			healthy=0
-		else
-			say "$name: not running"
-			healthy=0
-		fi
 	done
 	((healthy))
 }
