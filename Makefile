@@ -8,9 +8,10 @@ SHELL := /bin/bash
 UV_VERSION ?= 0.13.9
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 PYTEST_ARGS ?=
+FUZZ_ARGS ?=
 
 .PHONY: help install run test chaos test-fast lint format proto services-up services-down \
-        services-status topology-apply bench-bus clean
+        services-status topology-apply bench-bus fuzz clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -31,6 +32,9 @@ test: install services-up lint ## Start the real services, lint, and run every t
 
 chaos: install services-up ## Fault tests: consumer processes killed with SIGKILL mid-load
 	$(UV) run pytest -m chaos $(PYTEST_ARGS)
+
+fuzz: install ## Fuzz the frame codec and connection core: >= 1M inputs, bounded (< 10 min)
+	$(UV) run python -m tests.security.fuzz_run $(FUZZ_ARGS)
 
 test-fast: ## Run the tests without reinstalling or restarting services
 	$(UV) run pytest -x -q $(PYTEST_ARGS)
