@@ -19,6 +19,12 @@ go — so the next owner starts exactly where this member stopped. `stop` does t
 then leaves the group; `abort` leaves without finishing or committing anything (a crash).
 aiokafka has no type hints: everything it returns is converted to the typed records of
 `bus.base` here, at the boundary.
+
+Lag (`KafkaConsumer.lag`, read by the metrics at scrape time): per owned partition, the
+high watermark aiokafka learnt from its last fetch response minus the next offset this
+member will hand its handler — the offset it last committed, or, before its first batch of
+the partition, aiokafka's fetch position (which may already be past records prefetched but
+not yet handled: at most one fetch, ``max_partition_fetch_bytes``, is then under-counted).
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ from bus.base import (
 )
 from bus.partitioner import kafka_partitioner, partition_for_key
 from bus.runner import BatchRunner, is_transient
+from telemetry.metrics import LAG
 
 log = logging.getLogger(__name__)
 
@@ -303,6 +310,8 @@ class KafkaConsumer:
         self._consumer: Any = None
         self._task: asyncio.Task[None] | None = None
         self._assigned: frozenset[TopicPartition] = frozenset()
+        # Next offset to handle, per owned partition, as last committed by this member.
+        self._positions: dict[TopicPartition, int] = {}
         self._first_assignment = asyncio.Event()
         # Cleared while the listener hears of a new assignment: records fetched meanwhile
         # wait until it has (aiokafka may fetch for the assignment during the callback).
@@ -330,6 +339,25 @@ class KafkaConsumer:
     def assigned(self) -> frozenset[TopicPartition]:
         return self._assigned
 
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Records not yet handled per owned partition whose end is known (module doc)."""
+        consumer = self._consumer
+        if consumer is None:
+            return {}
+        lags: dict[tuple[str, int], int] = {}
+        for tp in self._assigned:
+            ktp = KafkaTopicPartition(tp.topic, tp.partition)
+            if not consumer._subscription.is_assigned(ktp):
+                continue  # a rebalance is under way
+            state = consumer._subscription.subscription.assignment.state_value(ktp)
+            highwater = state.highwater
+            position = self._positions.get(tp)
+            if position is None and state.has_valid_position:
+                position = state.position
+            if highwater is not None and position is not None:
+                lags[tp] = max(0, highwater - position)
+        return lags
+
     async def start(self) -> None:
         if self._task is not None:
             raise BusError(f"a consumer of group {self._group} was already started")
@@ -346,6 +374,7 @@ class KafkaConsumer:
             raise _wrap(exc) from exc
         self._consumer = consumer
         self._bus._consumers.add(self)
+        LAG.track(self)
         self._task = asyncio.create_task(self._main(), name=f"bus-consumer-{self._group}")
         assigned = asyncio.create_task(self._first_assignment.wait())
         try:
@@ -411,7 +440,9 @@ class KafkaConsumer:
 
     async def _close(self) -> None:
         self._bus._consumers.discard(self)
+        LAG.untrack(self)
         self._assigned = frozenset()
+        self._positions = {}
         consumer = self._consumer
         if consumer is not None:
             await consumer.stop()  # leaves the group (unless static); commits nothing
@@ -428,6 +459,7 @@ class KafkaConsumer:
 
     async def _give_up_assignment(self) -> None:
         revoked, self._assigned = self._assigned, frozenset()
+        self._positions = {}
         await notify_listener(self._listener, "revoked", revoked, group=self._group)
 
     async def _on_assigned(self, assigned: Iterable[Any]) -> None:
@@ -518,6 +550,9 @@ class KafkaConsumer:
         }
         try:
             await self._consumer.commit(offsets)
+            self._positions.update(
+                (TopicPartition(tp.topic, tp.partition), offset) for tp, offset in done.items()
+            )
         except (CommitFailedError, IllegalStateError) as exc:
             # The group moved on without us (e.g. max_poll_interval exceeded): the new owner
             # gets these records again, which handlers tolerate.

@@ -45,6 +45,7 @@ from bus.base import (
 )
 from bus.partitioner import partition_for_key
 from bus.runner import BatchRunner
+from telemetry.metrics import LAG
 
 log = logging.getLogger(__name__)
 
@@ -233,6 +234,14 @@ class MemoryConsumer:
     def assigned(self) -> frozenset[TopicPartition]:
         return frozenset(self._assignment)
 
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Records not yet handled per owned partition: its end minus the next offset."""
+        topics = self._bus._topics
+        return {
+            tp: len(topics[tp.topic].logs[tp.partition]) - position
+            for tp, position in self._assignment.items()
+        }
+
     async def start(self) -> None:
         if self._task is not None:
             raise BusError(f"consumer {self.member_id} was already started")
@@ -242,6 +251,7 @@ class MemoryConsumer:
                 raise BusError(f"group {self.group}: member {self.member_id!r} is already running")
             self._group.members[self.member_id] = self
             self._bus._consumers.add(self)
+            LAG.track(self)
             for topic in topics:
                 topic.subscribers.add(self._wakeup)
             self._task = asyncio.create_task(self._run(), name=f"bus-consumer-{self.member_id}")
@@ -297,6 +307,7 @@ class MemoryConsumer:
                 if topic is not None:
                     topic.subscribers.discard(self._wakeup)
             self._bus._consumers.discard(self)
+            LAG.untrack(self)
             self._assignment = {}
             if self._group.members.get(self.member_id) is self:
                 del self._group.members[self.member_id]

@@ -18,6 +18,13 @@ up to which the partition may be committed. The policy, in order:
    partition then moves on. Publishing to the DLQ is retried forever: a record is never
    dropped because its dead-letter topic is unavailable.
 
+Every batch is measured (`telemetry.metrics`: handler latency by group; records consumed,
+retries and dead letters by group and topic) and handled inside a log context naming the
+group, topic, partition and first offset — and the record's trace id when the batch is one
+record — so every line the handler logs says what it was working on. At DEBUG, one line per
+handled record gives its offset and trace id (`schemas.trace`), which is how a trace is
+followed from the gate through every consumer.
+
 Backoff sleeps watch an abort event: when the consumer stops or its partitions are revoked,
 retrying ends at once and `run` returns the progress made so far, so a stuck batch never
 blocks a rebalance or a shutdown (the rest is redelivered to the next owner).
@@ -30,8 +37,10 @@ uncommitted for the next owner, like an aborted retry.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 
 import redis.exceptions
@@ -53,6 +62,9 @@ from bus.base import (
     RetryPolicy,
     dlq_topic,
 )
+from schemas.trace import trace_id_of
+from telemetry import logcontext
+from telemetry.metrics import DLQ_RECORDS, HANDLER_SECONDS, RECORDS_CONSUMED, RETRIES
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +98,17 @@ def is_transient(exc: BaseException) -> bool:
     if getattr(exc, "retriable", False) is True:
         return True
     return type(exc).__name__ == "KafkaTimeoutError" and type(exc).__module__.startswith("aiokafka")
+
+
+class _TopicMetrics:
+    """The metric children of one (group, topic)."""
+
+    __slots__ = ("consumed", "dlq", "retries")
+
+    def __init__(self, group: str, topic: str) -> None:
+        self.consumed = RECORDS_CONSUMED.labels(group=group, topic=topic)
+        self.retries = RETRIES.labels(group=group, topic=topic)
+        self.dlq = DLQ_RECORDS.labels(group=group, topic=topic)
 
 
 class Aborted(Exception):
@@ -138,6 +161,9 @@ class BatchRunner:
         self._publish_many = publish_many
         self._policy = policy
         self._abort = abort
+        # Metric children bound once (per topic on first sight), not per batch.
+        self._latency = HANDLER_SECONDS.labels(group=group)
+        self._topic_metrics: dict[str, _TopicMetrics] = {}
 
     async def run(self, records: Sequence[Record]) -> int:
         """Handle one partition's batch; returns the offset after the last record dealt with.
@@ -146,16 +172,70 @@ class BatchRunner:
         (then only a prefix was handled or dead-lettered; it is `records[0].offset` if
         nothing was).
         """
+        first = records[0]
         token = _current_abort.set(self._abort)
         try:
-            await self._attempt(records)
-        except Aborted:
-            return records[0].offset
-        except Exception as exc:  # every failure has a policy
-            return await self._one_by_one(records, exc)
+            with self._log_context(first, single=len(records) == 1):
+                try:
+                    await self._attempt(records)
+                except Aborted:
+                    done = first.offset
+                except Exception as exc:  # every failure has a policy
+                    done = await self._one_by_one(records, exc)
+                else:
+                    done = records[-1].offset + 1
         finally:
             _current_abort.reset(token)
-        return records[-1].offset + 1
+        self._account(records, done)
+        return done
+
+    def _metrics(self, topic: str) -> _TopicMetrics:
+        metrics = self._topic_metrics.get(topic)
+        if metrics is None:
+            metrics = self._topic_metrics[topic] = _TopicMetrics(self._group, topic)
+        return metrics
+
+    def _log_context(
+        self, record: Record, *, single: bool
+    ) -> contextlib.AbstractContextManager[None]:
+        """Log fields while `record` (and the batch it starts) is handled."""
+        if single:
+            return logcontext.bind(
+                group=self._group,
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                trace_id=trace_id_of(record.value),
+            )
+        return logcontext.bind(
+            group=self._group, topic=record.topic, partition=record.partition, offset=record.offset
+        )
+
+    def _account(self, records: Sequence[Record], done: int) -> None:
+        """Count the records dealt with (offsets below `done`); at DEBUG, log each."""
+        handled = (
+            len(records)
+            if done > records[-1].offset
+            else sum(1 for r in records if r.offset < done)
+        )
+        if handled:
+            self._metrics(records[0].topic).consumed.inc(handled)
+        if log.isEnabledFor(logging.DEBUG):
+            for record in records[:handled]:
+                log.debug(
+                    "group %s: handled %s[%d]@%d",
+                    self._group,
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    extra={
+                        "group": self._group,
+                        "topic": record.topic,
+                        "partition": record.partition,
+                        "offset": record.offset,
+                        "trace_id": trace_id_of(record.value),
+                    },
+                )
 
     async def _one_by_one(self, records: Sequence[Record], exc: Exception) -> int:
         if len(records) > 1:
@@ -173,7 +253,8 @@ class BatchRunner:
                 if len(records) == 1:
                     await self._dead_letter(record, exc)
                 else:
-                    await self._handle_single(record)
+                    with self._log_context(record, single=True):
+                        await self._handle_single(record)
             except Aborted:
                 return record.offset
         return records[-1].offset + 1
@@ -189,7 +270,7 @@ class BatchRunner:
     async def _attempt(self, records: Sequence[Record]) -> None:
         """Call the handler; retry transient failures; raise what is left."""
         try:
-            await self._handler(records)
+            await self._call(records)
         except Exception as exc:
             if not is_transient(exc):
                 raise
@@ -212,9 +293,19 @@ class BatchRunner:
         )
         await self._sleep(policy.initial_backoff_s)
         retries = None if policy.max_attempts is None else policy.max_attempts - 1
+        counter = self._metrics(records[0].topic).retries
         async for attempt in self._retrying(retries, retry_all=False):
             with attempt:
-                await self._handler(records)
+                counter.inc()
+                await self._call(records)
+
+    async def _call(self, records: Sequence[Record]) -> None:
+        """One handler call, timed."""
+        start = time.perf_counter()
+        try:
+            await self._handler(records)
+        finally:
+            self._latency.observe(time.perf_counter() - start)
 
     def _retrying(self, attempts: int | None, *, retry_all: bool) -> tenacity.AsyncRetrying:
         policy = self._policy
@@ -249,6 +340,7 @@ class BatchRunner:
             (DLQ_GROUP, self._group.encode()),
         )
         item = Outgoing(dlq_topic(record.topic), record.value, key=record.key, headers=headers)
+        self._metrics(record.topic).dlq.inc()
         log.warning(
             "group %s: dead-lettering %s[%d]@%d: %s: %s",
             self._group,
@@ -257,6 +349,7 @@ class BatchRunner:
             record.offset,
             type(exc).__name__,
             error,
+            extra={"offset": record.offset, "trace_id": trace_id_of(record.value)},
         )
         async for attempt in self._retrying(None, retry_all=True):
             with attempt:

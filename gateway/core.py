@@ -41,6 +41,9 @@ Decisions (each tested in tests/gateway/test_core.py):
 - Idle: after login the connection closes when nothing arrived for `idle_timeout_s`
   (any frame counts, heartbeats included). Before login only the login deadline applies.
 - Logout answers LogoutRsp and closes (the shell removes the route first).
+- Every frame received and every frame queued is counted by command
+  (`telemetry.metrics`: ``coffeebus_gate_frames_received/sent_total``) — a counter
+  increment, not I/O, so the core stays sans-I/O.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ from schemas.errors import BodyDecodeError, CommandError, FrameError
 from schemas.frame import Frame, FrameDecoder, decode_frame, encode_frame, next_push_seq
 from schemas.pb.coffeebus import ext_pb2
 from schemas.pb.coffeechat import base_pb2, login_pb2
+from telemetry.metrics import FRAMES_IN, FRAMES_OUT, CommandCounters
 
 __all__ = [
     "CloseReason",
@@ -188,6 +192,11 @@ Event = (
 )
 
 _LOGIN_COMMANDS = frozenset({Cmd.AUTH_TOKEN_REQ, Cmd.AUTH_REQ})
+
+# Frames in and out by command (the core's only side effect: two counter increments).
+_COMMAND_NAMES = {int(cmd): cmd.name for cmd in Cmd}
+_FRAMES_IN = CommandCounters(FRAMES_IN, _COMMAND_NAMES)
+_FRAMES_OUT = CommandCounters(FRAMES_OUT, _COMMAND_NAMES)
 
 
 class Connection:
@@ -346,7 +355,7 @@ class Connection:
         if self.state is State.CLOSED:
             return
         rsp = login_pb2.LogoutRsp(result_code=LOGOUT_OK)
-        self._outgoing.append(build_frame(Cmd.LOGOUT_RSP, request.seq, rsp))
+        self._queue(Cmd.LOGOUT_RSP, build_frame(Cmd.LOGOUT_RSP, request.seq, rsp))
         self._close(CloseReason.LOGOUT, "")
 
     def send_error(self, seq: int, command_id: int, code: ExtResultCode, text: str) -> None:
@@ -358,7 +367,7 @@ class Connection:
             result_code=ext_pb2.ExtResultCode.ValueType(code),
             text=text,
         )
-        self._outgoing.append(build_frame(Cmd.ERROR_RSP, seq, rsp))
+        self._queue(Cmd.ERROR_RSP, build_frame(Cmd.ERROR_RSP, seq, rsp))
 
     def send_frame(self, command_id: int, body: bytes, seq: int | None = None) -> None:
         """Queue a frame for the client: a response echoing `seq`, or a push (`seq=None`)
@@ -367,7 +376,7 @@ class Connection:
             return
         if seq is None:
             seq = self._push_seq = next_push_seq(self._push_seq)
-        self._outgoing.append(encode_frame(command_id, seq, body))
+        self._queue(command_id, encode_frame(command_id, seq, body))
 
     def kick(self, reason: KickReason, *, new_client_type: int = 0, text: str = "") -> None:
         """Send a KickNotify, then close."""
@@ -389,7 +398,12 @@ class Connection:
 
     # -- internals ---------------------------------------------------------------------------
 
+    def _queue(self, command_id: int, frame: bytes) -> None:
+        _FRAMES_OUT.inc(command_id)
+        self._outgoing.append(frame)
+
     def _receive_frame(self, frame: Frame, now: float) -> None:
+        _FRAMES_IN.inc(frame.command_id)
         self._last_activity = now
         if not self._bucket.take(now):
             self._rejected_in_row += 1
@@ -406,7 +420,7 @@ class Connection:
         self._rejected_in_row = 0
         command_id = frame.command_id
         if command_id == Cmd.HEARTBEAT:
-            self._outgoing.append(encode_frame(Cmd.HEARTBEAT, frame.seq))
+            self._queue(Cmd.HEARTBEAT, encode_frame(Cmd.HEARTBEAT, frame.seq))
             self._events.append(HeartbeatReceived(frame.seq))
             return
         if self.state is not State.AUTHENTICATED:
@@ -497,7 +511,7 @@ class Connection:
                 result_string=text,
                 user_info=user,
             )
-            self._outgoing.append(build_frame(Cmd.AUTH_TOKEN_RSP, request.seq, rsp))
+            self._queue(Cmd.AUTH_TOKEN_RSP, build_frame(Cmd.AUTH_TOKEN_RSP, request.seq, rsp))
         else:
             rsp = login_pb2.AuthRsp(
                 server_time=server_time,
@@ -505,7 +519,7 @@ class Connection:
                 result_string=text,
                 user_info=user,
             )
-            self._outgoing.append(build_frame(Cmd.AUTH_RSP, request.seq, rsp))
+            self._queue(Cmd.AUTH_RSP, build_frame(Cmd.AUTH_RSP, request.seq, rsp))
 
     def _violation(self, detail: str) -> None:
         log.warning("conn %d: protocol error, closing: %s", self.conn_id, detail)

@@ -91,7 +91,7 @@ from schemas.bizevents import (
     event_type,
 )
 from schemas.codes import ErrorCode, ExtResultCode, KickReason
-from schemas.commands import UplinkTopic
+from schemas.commands import Cmd, UplinkTopic
 from schemas.envelope import (
     Deliver,
     Kick,
@@ -108,6 +108,7 @@ from schemas.pb.coffeechat import base_pb2
 from store import ids as store_ids
 from store.routes import Route, RouteStore
 from store.users import TokenStatus, User, UserStore
+from telemetry.metrics import CONNECTIONS, CONNECTIONS_REFUSED, UPLINK_PUBLISH_FAILED
 
 __all__ = ["Gate", "GateStats"]
 
@@ -119,6 +120,9 @@ REGISTRY_INTERVAL_S = 10.0
 REGISTRY_TTL_S = 30.0
 #: Background tasks named so are awaited by `Gate.stop` (the others are cancelled).
 _DRAIN_PREFIX = "gate-drain-"
+_TRANSPORTS = ("tcp", "ws")
+_OPEN = {t: CONNECTIONS.labels(transport=t) for t in _TRANSPORTS}
+_REFUSED = {t: CONNECTIONS_REFUSED.labels(transport=t) for t in _TRANSPORTS}
 
 
 class GateStats(msgspec.Struct, kw_only=True):
@@ -286,6 +290,7 @@ class Gate:
         """A new client connection, or None when draining or full (the shell hangs up)."""
         if not self._accepting or len(self._conns) >= self.settings.max_connections:
             self.stats.refused += 1
+            _REFUSED[link.transport].inc()
             now = time.monotonic()
             if now - self._last_refusal_log >= 1.0:  # a flood of refusals logs once a second
                 self._last_refusal_log = now
@@ -302,11 +307,13 @@ class Gate:
         )
         self._conns[conn.conn_id] = conn
         self.stats.accepted += 1
+        _OPEN[link.transport].inc()
         return conn
 
     def connection_closed(self, conn: GateConnection, event: ConnectionClosed) -> None:
         """Forget the connection and remove its route (compare-and-delete, in background)."""
-        self._conns.pop(conn.conn_id, None)
+        if self._conns.pop(conn.conn_id, None) is not None:
+            _OPEN[conn.transport].dec()
         user_id = conn.core.user_id
         peers = self._by_user.get(user_id)
         if peers is not None:
@@ -528,16 +535,33 @@ class Gate:
             user_id=user_id,
             client_type=core.client_type,
         )
+        topic = self._uplink[spec.topic]
         try:
-            await self._bus.publish(self._uplink[spec.topic], encode_envelope(envelope), key=key)
+            await self._bus.publish(topic, encode_envelope(envelope), key=key)
         except Exception as exc:
             self.stats.publish_failed += 1
-            log.warning("gate %s: publish to %s failed: %r", self.gate_id, spec.topic, exc)
+            UPLINK_PUBLISH_FAILED.labels(topic=topic).inc()
+            log.warning(
+                "gate %s: publish to %s failed: %r",
+                self.gate_id,
+                spec.topic,
+                exc,
+                extra={"trace_id": envelope.trace_id},
+            )
             core.send_error(
                 frame.seq, frame.command_id, ExtResultCode.INTERNAL_ERROR, "not accepted, retry"
             )
             return
         self.stats.published += 1
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "conn %d: %s seq %d published to %s",
+                core.conn_id,
+                spec.cmd.name,
+                frame.seq,
+                topic,
+                extra={"trace_id": envelope.trace_id},
+            )
 
     # -- downlink ----------------------------------------------------------------------------
 
@@ -562,15 +586,27 @@ class Gate:
                     conn = self._target(target)
                     if conn is not None:
                         conn.send(item.cmd, item.body)
+                        self._log_downlink(item.cmd, target, item.trace_id)
             elif isinstance(item, Reply):
                 conn = self._target(item.target)
                 if conn is not None:
                     conn.send(item.cmd, item.body, item.seq)
+                    self._log_downlink(item.cmd, item.target, item.trace_id)
             else:
                 conn = self._target(item.target)
                 if conn is not None:
                     reason = _kick_reason(item.reason)
                     conn.kick(reason, new_client_type=item.new_client_type, text=item.text)
+                    self._log_downlink(Cmd.KICK_NOTIFY, item.target, item.trace_id)
+
+    def _log_downlink(self, cmd: int, target: Target, trace_id: str) -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "conn %d: sent 0x%04X",
+                target.conn_id,
+                cmd,
+                extra={"conn_id": target.conn_id, "user_id": target.user_id, "trace_id": trace_id},
+            )
 
     def _target(self, target: Target) -> GateConnection | None:
         conn = self._conns.get(target.conn_id)

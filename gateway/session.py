@@ -34,6 +34,7 @@ from gateway.core import (
 )
 from schemas.codes import KickReason
 from store.routes import Route
+from telemetry import logcontext
 
 __all__ = ["GateConnection", "Link", "Owner"]
 
@@ -49,6 +50,11 @@ class Link(Protocol):
     @property
     def peer(self) -> str:
         """The client's address, for logs."""
+        ...
+
+    @property
+    def transport(self) -> str:
+        """``tcp`` or ``ws``: the metrics' label of the connection."""
         ...
 
     def write(self, frames: list[bytes]) -> bool:
@@ -125,6 +131,10 @@ class GateConnection:
     @property
     def peer(self) -> str:
         return self._link.peer
+
+    @property
+    def transport(self) -> str:
+        return self._link.transport
 
     @property
     def worker(self) -> asyncio.Task[None] | None:
@@ -213,6 +223,7 @@ class GateConnection:
             self.core.user_id,
             event.reason.value,
             event.detail,
+            extra={"conn_id": self.core.conn_id, "user_id": self.core.user_id},
         )
         self._owner.connection_closed(self, event)
 
@@ -220,8 +231,11 @@ class GateConnection:
         try:
             while work and not self.core.closed:
                 event = work.popleft()
+                core = self.core
                 try:
-                    await self._owner.handle(self, event)
+                    # Whatever the gate logs for this event names the connection and user.
+                    with logcontext.bind(conn_id=core.conn_id, user_id=core.user_id):
+                        await self._owner.handle(self, event)
                 except Exception:
                     log.exception("conn %d: handling %r failed", self.core.conn_id, event)
                     self.core.close(CloseReason.INTERNAL_ERROR, "internal error")

@@ -42,6 +42,9 @@ class Acceptor(Protocol):
 class TcpLink(asyncio.Protocol):
     """One TCP (or TLS) client connection; implements `gateway.session.Link`."""
 
+    #: the metrics' label of its connections
+    transport = "tcp"
+
     __slots__ = (
         "_acceptor",
         "_closing",

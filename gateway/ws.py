@@ -41,6 +41,9 @@ CLOSE_GRACE_S = 5.0
 class WsLink:
     """One WebSocket client; implements `gateway.session.Link`. Lives in its handler task."""
 
+    #: the metrics' label of its connections
+    transport = "ws"
+
     __slots__ = (
         "_aborted",
         "_closing",
