@@ -8,11 +8,12 @@ forgotten when partitions are assigned or revoked). Per batch (one partition, in
 1. decode every record (an undecodable one is poison: `Reject` → DLQ) and dispatch it:
    MsgData here, the other commands through `consumers.msg_commands`;
 2. check each send — the sender is the envelope's origin, never the body's
-   ``from_user_id``; session type, ids, client_msg_id (1-64 characters) and the msg_data
-   size limit; a c2c receiver must exist (one batched user lookup, briefly cached); a group
-   must exist, not be disbanded, have the sender as a member, and not be muted (mute model
-   ALL) unless the sender owns it. A refused send is answered with an ErrorRsp (0x0802)
-   *and* a MsgDataAck with ``res_code`` UNKNOWN (docs/protocol-extensions.md);
+   ``from_user_id`` (0 or the sender; another user's id is FORBIDDEN); session type,
+   ids, client_msg_id (1-64 characters) and the msg_data size limit; a c2c receiver must
+   exist (one batched user lookup, briefly cached); a group must exist, not be disbanded,
+   have the sender as a member, and not be muted (mute model ALL) unless the sender owns
+   it. A refused send is answered with an ErrorRsp (0x0802) *and* a MsgDataAck with
+   ``res_code`` UNKNOWN (docs/protocol-extensions.md);
 3. allocate seqs in record order and store the run of sends in one ``insert_many``: a
    resent client_msg_id stores nothing and yields the original message (its seq is a gap);
 4. only then — the messages are durable — the effects: the sender's MsgDataAck with the
@@ -53,7 +54,7 @@ from consumers.effects import Effects
 from consumers.msg_commands import MsgCommand, MsgContext, load_command_modules, registered
 from consumers.notifications import extra_recipients
 from consumers.registry import consumer_group
-from consumers.requests import Refusal, Request, decode_request
+from consumers.requests import Refusal, Request, acting_user, decode_request
 from schemas.bizevents import MessageStored, encode_event, event_id
 from schemas.codes import ExtResultCode, ResCode, SessionType
 from schemas.commands import Cmd
@@ -230,7 +231,13 @@ class MsgHandler:
         msg = request.message
         assert isinstance(msg, message_pb2.MsgData)
         origin = request.origin
-        sender = UserId(origin.user_id if origin is not None else msg.from_user_id)
+        if origin is not None:
+            # The sender is the connection's user. A body naming someone else is refused,
+            # not rewritten: a client claiming another identity is hostile or broken, and
+            # storing its message under its real name would hide that.
+            sender = acting_user(origin, msg.from_user_id, request.cmd)
+        else:
+            sender = UserId(msg.from_user_id)
         session_type = int(msg.session_type)
         if sender <= 0:
             raise Refusal(ExtResultCode.INVALID_PARAMETER, "a system message needs from_user_id")

@@ -143,7 +143,7 @@ async def test_concurrent_senders_see_one_order(system: System) -> None:
     assert await received(alice_c, per_sender) == sorted(sent_b)
 
 
-async def test_the_sender_is_the_authenticated_user(system: System) -> None:
+async def test_a_send_claiming_another_sender_is_refused(system: System) -> None:
     await system.start_consumers()
     alice, bob, mallory = await system.user(), await system.user(), await system.user()
     mallory_c = await system.login(mallory)
@@ -157,16 +157,22 @@ async def test_the_sender_is_the_authenticated_user(system: System) -> None:
         session_type=base_pb2.SessionType.ValueType(SessionType.SINGLE),
         msg_data=b"it's me, alice",
     )
-    ack = await mallory_c.send_message(forged)
+    with pytest.raises(ServerError) as refused:
+        await mallory_c.send_message(forged)
+    assert ExtResultCode(refused.value.code) is ExtResultCode.FORBIDDEN
+    failed = await next_push(mallory_c, Cmd.MSG_DATA_ACK)
+    assert isinstance(failed.message, message_pb2.MsgDataAck)
+    assert ResCode(failed.message.res_code) is ResCode.UNKNOWN
 
-    assert ack.from_user_id == mallory
+    # Her own id (or 0) is fine; bob gets that message and never the forged one.
+    ack = await mallory_c.send_text(bob, "it's me, mallory")
     pushed = msg_of(await next_push(bob_c, Cmd.MSG_DATA))
-    assert pushed.from_user_id == mallory
+    assert (pushed.from_user_id, pushed.server_msg_id) == (mallory, ack.server_msg_id)
     assert pushed.from_nick_name == f"user{mallory}"
     runtime = system.runtime
     assert await runtime.messages.history(c2c_conversation_id(alice, bob), 0, 10) == []
     stored = await runtime.messages.history(c2c_conversation_id(mallory, bob), 0, 10)
-    assert [m.from_user_id for m in stored] == [mallory]
+    assert [m.msg_data for m in stored] == [b"it's me, mallory"]
 
 
 async def test_invalid_sends_are_refused_with_an_error_and_a_failed_ack(system: System) -> None:
