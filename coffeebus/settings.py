@@ -81,6 +81,11 @@ class KafkaSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     #: None, "gzip", "snappy", "lz4" or "zstd" (the last three need their codec packages).
     compression_type: str | None = None
     request_timeout_ms: PositiveInt = 30_000
+    #: A consumer group member not heard from for this long is removed and its partitions
+    #: go to the others. Static members (``coffeebus consume --static-member-id``) keep
+    #: their partitions while away for less than this: set it above a restart's duration.
+    #: The broker bounds it (group.min/max.session.timeout.ms: 6 s to 30 min by default).
+    session_timeout_ms: PositiveInt = 10_000
 
 
 class MongoSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -159,6 +159,7 @@ async def open_runtime(
         max_batch_size=kafka.max_batch_size,
         compression_type=kafka.compression_type,
         request_timeout_ms=kafka.request_timeout_ms,
+        session_timeout_ms=kafka.session_timeout_ms,
     )
     try:
         db = mongo_store.database(mongo, settings.mongo.database)
