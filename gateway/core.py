@@ -40,7 +40,8 @@ Decisions (each tested in tests/gateway/test_core.py):
   turn into an equal flood of error responses.
 - Idle: after login the connection closes when nothing arrived for `idle_timeout_s`
   (any frame counts, heartbeats included). Before login only the login deadline applies.
-- Logout answers LogoutRsp and closes (the shell removes the route first).
+- Logout answers LogoutRsp and closes (the shell removes the route first). A LogoutReq whose
+  user_id is neither 0 nor the logged-in user gets ErrorRsp FORBIDDEN and changes nothing.
 - Every frame received and every frame queued is counted by command
   (`telemetry.metrics`: ``coffeebus_gate_frames_received/sent_total``) — a counter
   increment, not I/O, so the core stays sans-I/O.
@@ -444,6 +445,16 @@ class Connection:
             self._refuse(frame, code, str(exc))
             return
         if command_id == Cmd.LOGOUT_REQ:
+            assert isinstance(message, login_pb2.LogoutReq)
+            if message.user_id not in (0, self.user_id):  # as every request: 0 means "me"
+                log.warning(
+                    "conn %d: user %d sent a LogoutReq claiming to be user %d",
+                    self.conn_id,
+                    self.user_id,
+                    message.user_id,
+                )
+                self._refuse(frame, ExtResultCode.FORBIDDEN, "user_id is not the logged-in user")
+                return
             self._events.append(LogoutRequested(frame.seq))
         else:
             self._events.append(UplinkFrame(frame, command, message))

@@ -394,3 +394,14 @@ def test_a_flood_while_limited_closes() -> None:
     events = conn.events_received()
     assert isinstance(events[-1], ConnectionClosed)
     assert events[-1].reason is CloseReason.RATE_LIMITED
+
+
+def test_logout_naming_another_user_is_refused() -> None:
+    conn = logged_in()
+    conn.receive_data(frame(Cmd.LOGOUT_REQ, 6, login_pb2.LogoutReq(user_id=8)), T0)
+    assert conn.events_received() == []
+    [answer] = sent(conn)
+    assert (answer.seq, code_of(answer)) == (6, ExtResultCode.FORBIDDEN)
+    assert conn.authenticated
+    conn.receive_data(frame(Cmd.LOGOUT_REQ, 7, login_pb2.LogoutReq(user_id=0)), T0)
+    assert conn.events_received() == [LogoutRequested(7)]
