@@ -1,10 +1,11 @@
 """TypingNotify (0x0808) on ``im.up.msg``: "the user is typing", pushed and never stored.
 
-A client sends it into a conversation; the msg group pushes it, as sent but with
-``from_user_id`` set to the authenticated sender, to the peer's devices (single chat) or to
-every other member's (group; only a member may). It is best effort: no response, no ack, no
-inbox entry, and a refused one (not a member, unknown group) is dropped with a debug log —
-answering every keystroke's refusal would cost more than it tells.
+A client sends it into a conversation; the msg group pushes it, with ``from_user_id`` set to
+the authenticated sender, to the peer's devices (single chat) or to every other member's
+(group; only a member may). It is best effort: no response, no ack, no inbox entry, and a
+refused one (not a member, unknown group) is dropped with a debug log — answering every
+keystroke's refusal would cost more than it tells. A body ``from_user_id`` naming another
+user is dropped with a warning (`consumers.requests.acting_user`), like every forged id.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import logging
 
 from consumers.effects import Effects
 from consumers.msg_commands import MsgContext, msg_command
-from consumers.requests import Request
+from consumers.requests import Refusal, Request, acting_user
 from schemas.codes import SessionType
 from schemas.commands import Cmd
 from schemas.ids import GroupId, UserId
@@ -32,7 +33,10 @@ async def typing_notify(ctx: MsgContext, request: Request, effects: Effects) -> 
     assert isinstance(msg, ext_pb2.TypingNotify)
     if origin is None or msg.to_session_id <= 0:
         return
-    sender = UserId(origin.user_id)
+    try:
+        sender = acting_user(origin, msg.from_user_id, request.cmd)  # logs a forged sender
+    except Refusal:
+        return  # no response to a typing notify: dropped
     session_type = int(msg.session_type)
     if session_type == SessionType.SINGLE:
         recipients = [UserId(msg.to_session_id)]
