@@ -198,6 +198,7 @@ class AckHandler:
             else:
                 seen.seq = max(seen.seq, msg.server_msg_id)
         elif isinstance(msg, ext_pb2.S2CPushAck):
+            acting_user(origin, msg.user_id, request.cmd)  # a receipt for someone else: dropped
             log.debug(
                 "S2CPushAck %s from user %d (receipts come with issue 5)",
                 msg.push_id,
