@@ -14,8 +14,9 @@ and a non-zero exit. The last line is the total::
 
     fuzz: inputs=1234567 seconds=321.0 failures=0
 
-Usage: ``python -m tests.security.fuzz_run [--inputs N] [--seconds S] [--atheris-inputs N]
-[--atheris-seconds S] [--seed N]``.
+Usage: ``python -m tests.security.fuzz_run [--inputs N] [--seconds S] [--jobs N]
+[--atheris-inputs N] [--atheris-seconds S] [--seed N]`` (phase 1 runs on ``--jobs``
+processes, one per core by default, each with its own seed).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import logging
+import multiprocessing
 import os
 import random
 import re
@@ -37,8 +39,12 @@ from tests.security.fuzzing import check_case, check_decoder, random_case
 _DONE = re.compile(r"Done (\d+) runs in (\d+) second")
 
 
-def run_generator(inputs: int, seconds: float, seed: int) -> tuple[int, float, Counter[str]]:
-    """Phase 1; returns (inputs run, seconds taken, close reasons seen)."""
+def run_generator(
+    inputs: int, seconds: float, seed: int
+) -> tuple[int, float, Counter[str], str | None]:
+    """Phase 1 (one worker); returns (inputs run, seconds taken, close reasons seen, the
+    failing input or None)."""
+    logging.disable(logging.CRITICAL)  # in each worker: the core logs every protocol error
     rnd = random.Random(seed)
     reasons: Counter[str] = Counter()
     start = time.perf_counter()
@@ -52,15 +58,14 @@ def run_generator(inputs: int, seconds: float, seed: int) -> tuple[int, float, C
                 data = b"".join(case.chunks)
                 check_decoder(data, [len(c) for c in case.chunks])
         except Exception:
-            traceback.print_exc()
-            print(f"fuzz: FAILED input {done} (case seed {case_seed}): {case!r}", flush=True)
-            raise SystemExit(1) from None
+            failure = f"{traceback.format_exc()}case seed {case_seed}: {case!r}"
+            return done, time.perf_counter() - start, reasons, failure
         reasons[outcome.closed.value if outcome.closed else "open"] += 1
         done += 1
         if done % 100_000 == 0:
             rate = done / (time.perf_counter() - start)
             print(f"fuzz: generator {done} inputs ({rate:.0f}/s)", flush=True)
-    return done, time.perf_counter() - start, reasons
+    return done, time.perf_counter() - start, reasons, None
 
 
 def run_atheris(inputs: int, seconds: int) -> tuple[int, float] | None:
@@ -90,12 +95,23 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=450.0)
     parser.add_argument("--atheris-inputs", type=int, default=300_000)
     parser.add_argument("--atheris-seconds", type=int, default=120)
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--seed", type=int, default=int.from_bytes(os.urandom(4), "big"))
     args = parser.parse_args()
     # The core logs every protocol error; a million of them would be the run's cost.
     logging.disable(logging.CRITICAL)
-    print(f"fuzz: phase 1, structured generator, seed {args.seed}", flush=True)
-    done, took, reasons = run_generator(args.inputs, args.seconds, args.seed)
+    print(f"fuzz: phase 1, structured generator, seed {args.seed}, {args.jobs} jobs", flush=True)
+    start = time.perf_counter()
+    share = -(-args.inputs // args.jobs)
+    work = [(share, args.seconds, args.seed + job) for job in range(args.jobs)]
+    with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
+        results = pool.starmap(run_generator, work)
+    took = time.perf_counter() - start
+    done = sum(r[0] for r in results)
+    reasons = sum((r[2] for r in results), Counter[str]())
+    for failure in (r[3] for r in results if r[3] is not None):
+        print(f"fuzz: FAILED after {done} inputs\n{failure}", flush=True)
+        raise SystemExit(1)
     print(f"fuzz: generator inputs={done} seconds={took:.1f} outcomes={dict(reasons)}", flush=True)
     total, total_s = done, took
     if args.atheris_inputs > 0:
