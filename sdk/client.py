@@ -5,7 +5,9 @@ One `Client` holds one connection: a reader task, a heartbeat task once logged i
 pushes go to `events()` (and to `on_event` if given). When the connection drops the client
 reconnects with exponential backoff and full jitter and logs in again with the same
 credentials, unless reconnecting is off, the client was closed or logged out, or the server
-kicked it. docs/sdk.md has a runnable example.
+kicked it. Given other gates (`connect(..., alternates=...)`, e.g. the API's gate list), it
+moves on to the next gate after each failed attempt, so a client of a gate that died ends up
+on a live one; it then catches up with `sync`. docs/sdk.md has a runnable example.
 
 Sketch::
 
@@ -32,7 +34,14 @@ from typing import Final, NamedTuple, Self, TypeVar
 
 from google.protobuf.message import Message
 
-from schemas.codes import ClientType, MsgType, SessionType
+from schemas.codes import (
+    ClientType,
+    GroupBeInviteMode,
+    GroupJoinModel,
+    GroupMuteModel,
+    MsgType,
+    SessionType,
+)
 from schemas.commands import Cmd, build_frame
 from schemas.frame import DEFAULT_MAX_FRAME_SIZE
 from schemas.pb.coffeebus import ext_pb2
@@ -126,7 +135,8 @@ class Client:
         self.user_id = 0
         self.client_type: int = ClientType.DEFAULT
         self.user_info: Message | None = None
-        self._endpoint: _Endpoint | None = None
+        self._endpoints: list[_Endpoint] = []
+        self._endpoint_index = 0
         self._transport: Transport | None = None
         self._protocol = ClientProtocol(auto_ack=auto_ack)
         self._reader: asyncio.Task[None] | None = None
@@ -148,6 +158,14 @@ class Client:
         """Requests waiting for their response on the current connection."""
         return self._protocol.pending
 
+    @property
+    def endpoint(self) -> tuple[str, int] | None:
+        """Host and port of the gate the client uses (or last used, or will try next)."""
+        if not self._endpoints:
+            return None
+        current = self._endpoints[self._endpoint_index]
+        return current.host, current.port
+
     async def connect(
         self,
         host: str,
@@ -157,18 +175,33 @@ class Client:
         ssl: ssl_module.SSLContext | None = None,
         path: str = "/",
         local_addr: tuple[str, int] | None = None,
+        alternates: Iterable[tuple[str, int]] = (),
     ) -> None:
-        """Open the connection (raises `OSError` or `TimeoutError` if it cannot be made)."""
+        """Open the connection (raises `OSError` or `TimeoutError` if it cannot be made).
+
+        `alternates` are other gates (host, port; same transport, TLS and path) of the same
+        system: `connect` tries them in order when `host:port` does not answer, and each
+        failed reconnect attempt moves on to the next one, round the list.
+        """
         if self._closed:
             raise NotConnectedError("the client is closed")
         if self._transport is not None:
             raise RuntimeError("already connected")
-        self._endpoint = _Endpoint(host, port, transport, ssl, path, local_addr)
-        await self._open()
+        first = _Endpoint(host, port, transport, ssl, path, local_addr)
+        self._endpoints = [first, *(first._replace(host=h, port=p) for h, p in alternates)]
+        for index in range(len(self._endpoints)):
+            self._endpoint_index = index
+            try:
+                await self._open()
+                return
+            except (OSError, TimeoutError) as exc:
+                if index == len(self._endpoints) - 1:
+                    raise
+                tried = self._endpoints[index]
+                logger.info("gate %s:%d: %r; trying the next", tried.host, tried.port, exc)
 
     async def _open(self) -> None:
-        endpoint = self._endpoint
-        assert endpoint is not None
+        endpoint = self._endpoints[self._endpoint_index]
         transport = await asyncio.wait_for(
             open_transport(
                 endpoint.host,
@@ -252,6 +285,8 @@ class Client:
             except (OSError, TimeoutError, SdkError) as exc:
                 logger.debug("reconnect attempt %d failed: %r", attempt, exc)
                 await self._drop()
+                # The gate may be gone for good: the next attempt tries the next one.
+                self._endpoint_index = (self._endpoint_index + 1) % len(self._endpoints)
                 continue
             logger.info("reconnected after %d attempt(s)", attempt)
             self._emit(Reconnected(attempt, login))
@@ -610,6 +645,37 @@ class Client:
         """Leave a group (0x0505)."""
         req = group_pb2.GroupExitReq(user_id=self.user_id, group_id=group_id)
         return await self._call(Cmd.GROUP_EXIT_REQ, req, group_pb2.GroupExitRsp)
+
+    async def update_group(
+        self,
+        group_id: int,
+        *,
+        name: str | None = None,
+        intro: str | None = None,
+        announcement: str | None = None,
+        avatar_url: str | None = None,
+        mute_model: GroupMuteModel | None = None,
+        join_model: GroupJoinModel | None = None,
+        be_invite_model: GroupBeInviteMode | None = None,
+    ) -> ext_pb2.GroupUpdateRsp:
+        """Change a group's attributes (extension 0x080F; the owner only). None keeps a
+        value; the response carries the group after the change."""
+        req = ext_pb2.GroupUpdateReq(user_id=self.user_id, group_id=group_id)
+        if name is not None:
+            req.group_name = name
+        if intro is not None:
+            req.group_intro = intro
+        if announcement is not None:
+            req.announcement = announcement
+        if avatar_url is not None:
+            req.group_avatar = avatar_url
+        if mute_model is not None:
+            req.mute_model = mute_model  # type: ignore[assignment]
+        if join_model is not None:
+            req.join_model = join_model  # type: ignore[assignment]
+        if be_invite_model is not None:
+            req.be_invite_model = be_invite_model  # type: ignore[assignment]
+        return await self._call(Cmd.GROUP_UPDATE_REQ, req, ext_pb2.GroupUpdateRsp)
 
     async def group_list(self) -> group_pb2.GroupListRsp:
         """The groups the user is in, with their versions (0x0507)."""

@@ -92,6 +92,12 @@ class Peer:
         async with asyncio.timeout(TIMEOUT):
             return await self._accepted.get()
 
+    async def stop_listening(self) -> None:
+        """Refuse new connections from now on (a gate that died), keeping the port taken."""
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
     async def __aenter__(self) -> Peer:
         self._server = await asyncio.start_server(self._on_client, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]

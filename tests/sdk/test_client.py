@@ -269,3 +269,42 @@ async def test_events_can_go_to_a_callback_only(peer: Peer) -> None:
         assert isinstance(got[0], Push)
         with pytest.raises(RuntimeError):
             await client.next_event()
+
+
+async def test_reconnects_to_an_alternate_gate_when_its_gate_is_gone(peer: Peer) -> None:
+    async with Peer() as other:
+        client = make_client(reconnect=True, reconnect_min_delay=0.01, reconnect_max_delay=0.05)
+        async with client:
+            await client.connect("127.0.0.1", peer.port, alternates=[("127.0.0.1", other.port)])
+            conn = await peer.accept()
+            login = asyncio.create_task(client.login(USER, "token"))
+            await conn.accept_login(USER)
+            await login
+            assert client.endpoint == ("127.0.0.1", peer.port)
+            await peer.stop_listening()  # the gate dies: its connections and its port
+            await conn.drop()
+            event = await next_event(client)
+            assert isinstance(event, Disconnected)
+            assert event.reconnecting
+            moved = await other.accept()
+            req = await moved.accept_login(USER)
+            assert login_pb2.AuthTokenReq.FromString(req.body).user_token == "token"
+            assert isinstance(await next_event(client), Reconnected)
+            assert client.endpoint == ("127.0.0.1", other.port)
+
+
+async def test_connect_tries_the_alternates_in_order(peer: Peer) -> None:
+    async with Peer() as gone:
+        await gone.stop_listening()
+        async with make_client() as client:
+            await client.connect(
+                "127.0.0.1",
+                gone.port,
+                alternates=[("127.0.0.1", gone.port), ("127.0.0.1", peer.port)],
+            )
+            await peer.accept()
+            assert client.endpoint == ("127.0.0.1", peer.port)
+        async with make_client() as client:
+            with pytest.raises(ConnectionRefusedError):
+                await client.connect("127.0.0.1", gone.port, alternates=[("127.0.0.1", gone.port)])
+            assert not client.connected
