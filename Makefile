@@ -66,5 +66,17 @@ topology-apply: install ## Create/raise/configure every topic of topology.yaml o
 bench-bus: install services-up ## KafkaBus vs raw aiokafka throughput on the local broker
 	$(UV) run python -m bench.bus_bench
 
+BENCH_MODE ?= quick
+.PHONY: bench bench-full bench-report
+
+bench: install services-up ## Every scenario, embedded and real services (BENCH_MODE=quick|full) → bench/results/latest.json, docs/benchmarks.md
+	$(UV) run python -m bench.run --mode $(BENCH_MODE)
+
+bench-full: ## make bench in full mode (longer steps, bigger runs)
+	$(MAKE) bench BENCH_MODE=full
+
+bench-report: ## Regenerate the plots and docs/benchmarks.md from bench/results/latest.json
+	$(UV) run python -m bench.report
+
 clean: ## Remove caches of the tools (not the services' cache)
 	rm -rf .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -65,6 +65,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import httpx
+import rich.console
+import rich.progress
 
 from bench._conn_load import FAILED, OK, Job, raise_nofile, run_worker, token_for
 
@@ -176,25 +178,23 @@ def free_port() -> int:
 
 
 class Progress:
-    """A one-line progress display on stderr (carriage return, no dependency)."""
+    """A progress bar on stderr (rich) for one phase of the run."""
 
     def __init__(self, label: str, total: int) -> None:
-        self.label, self.total, self.start = label, total, time.perf_counter()
+        self.total, self.start = total, time.perf_counter()
+        self._bar = rich.progress.Progress(
+            *rich.progress.Progress.get_default_columns(),
+            rich.progress.TextColumn("{task.fields[extra]}"),
+            console=rich.console.Console(stderr=True),
+        )
+        self._task = self._bar.add_task(label, total=total, extra="")
+        self._bar.start()
 
     def show(self, done: int, extra: str = "") -> None:
-        elapsed = time.perf_counter() - self.start
-        rate = done / elapsed if elapsed > 0 else 0.0
-        width = 30
-        filled = int(width * done / self.total) if self.total else width
-        bar = "#" * filled + "." * (width - filled)
-        sys.stderr.write(
-            f"\r{self.label:<10} [{bar}] {done:>7,}/{self.total:,} {rate:8,.0f}/s "
-            f"{elapsed:6.1f}s {extra}   "
-        )
-        sys.stderr.flush()
+        self._bar.update(self._task, completed=done, extra=extra)
 
     def end(self) -> None:
-        sys.stderr.write("\n")
+        self._bar.stop()
 
 
 # --- the gate -----------------------------------------------------------------------------
@@ -578,7 +578,8 @@ def save(result: dict[str, Any], path: Path) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n")
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The benchmark's options (`make bench` builds them too)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--connections", type=int, default=5_000, help="idle connections to open")
     parser.add_argument("--transport", choices=("tcp", "ws"), default="tcp")
@@ -597,7 +598,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--no-clamp", action="store_true", help="do not clamp the target to the fd limit"
     )
     parser.add_argument("--output", type=Path, default=RESULTS)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse(argv)
 
     procs = Procs()
     try:

@@ -31,21 +31,10 @@ import statistics
 import struct
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import Callable
 
-import msgspec
-
-from bus.admin import apply
-from bus.topology import load_topology
-from coffeebus.settings import (
-    GatewaySettings,
-    KafkaSettings,
-    MongoSettings,
-    RedisSettings,
-    Settings,
-)
-from coffeebus.wiring import Mode, Runtime, open_runtime
-from consumers.registry import factory
+from bench import _server
+from coffeebus.wiring import Runtime
 from gateway.server import Gate
 from schemas.codes import SessionType
 from schemas.ids import UserId
@@ -54,68 +43,13 @@ from sdk.client import Client
 from sdk.events import Event, Push
 from store.groups import GroupSpec
 from store.users import UserImport
-from tests.consumers.conftest import commit_ends, unique_groups
 
 log = logging.getLogger("msg_bench")
 
 
-@contextlib.asynccontextmanager
-async def system(services: str) -> AsyncIterator[tuple[Runtime, Gate]]:
-    suffix = uuid.uuid4().hex[:10]
-    topology = unique_groups(load_topology(), f"bench{suffix}")
-    settings = Settings()
-    mode = Mode.EMBEDDED
-    if services == "real":
-        mode = Mode.REAL
-        settings = Settings(
-            kafka=KafkaSettings(linger_ms=2),
-            mongo=MongoSettings(database=f"cbbench_{suffix}"),
-            redis=RedisSettings(key_prefix=f"cbbench:{suffix}:"),
-        )
-        await apply(topology, settings.kafka.bootstrap_servers)
-        await commit_ends(
-            settings.kafka.bootstrap_servers,
-            topology,
-            [(topology.group(g).group_id, topology.group(g).topics) for g in ("msg", "fanout")],
-        )
-    async with open_runtime(settings, mode, client_id="bench", topology=topology) as rt:
-        consumers = []
-        for name in ("msg", "fanout"):
-            handler = factory(name)(rt)
-            spec = rt.topology.group(name)
-            consumer = rt.bus.consumer(spec.group_id, spec.topics, handler.handle, listener=handler)
-            await consumer.start()
-            consumers.append(consumer)
-        gate = Gate(
-            msgspec.convert(
-                {
-                    "gate_id": f"bench-{suffix}",
-                    "host": "127.0.0.1",
-                    "tcp_port": 0,
-                    "ws_port": 0,
-                    "rate_limit_per_s": 1e6,
-                    "rate_limit_burst": 1_000_000,
-                },
-                GatewaySettings,
-            ),
-            bus=rt.bus,
-            user_store=rt.users,
-            route_store=rt.routes,
-            topology=rt.topology,
-        )
-        await gate.start()
-        try:
-            yield rt, gate
-        finally:
-            await gate.stop()
-            for consumer in consumers:
-                await consumer.stop()
-            if services == "real":
-                from store.mongo import connect_mongo  # noqa: PLC0415
-
-                mongo = connect_mongo(settings.mongo.url)
-                await mongo.drop_database(settings.mongo.database)
-                await mongo.close()
+def system(services: str) -> contextlib.AbstractAsyncContextManager[tuple[Runtime, Gate]]:
+    """The gate and one member each of the msg and fanout groups (`bench._server.system`)."""
+    return _server.system(services, groups=("msg", "fanout"))
 
 
 async def users(rt: Runtime, count: int) -> list[UserId]:
@@ -125,20 +59,20 @@ async def users(rt: Runtime, count: int) -> list[UserId]:
     return ids
 
 
-async def login(gate: Gate, uid: UserId, on_event: object = None) -> Client:
+async def login(gate: Gate, uid: UserId, on_event: Callable[[Event], None] | None = None) -> Client:
     client = Client(
         heartbeat_interval=None,
         reconnect=False,
         event_queue_size=0,
         on_event=on_event,
         request_timeout=60,
-    )  # type: ignore[arg-type]
+    )
     await client.connect("127.0.0.1", gate.tcp_port)
     await client.login(uid, f"t{uid}")
     return client
 
 
-def pct(values: list[float], q: float) -> float:
+def pct(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else values[0]
 
 

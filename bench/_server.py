@@ -1,0 +1,250 @@
+"""The system under test for `make bench`, in a process of its own.
+
+One process runs a gate and one member each of the consumer groups the scenarios exercise
+(msg, fanout, ack, query) on the embedded wiring or on the real services, exactly as
+`bench.msg_bench` wires them in-process. The load generators are other processes: they
+reach the gate over loopback TCP like any client. The benchmark's driver talks to this
+process over a multiprocessing pipe to prepare data that clients cannot create (users with
+tokens, groups beyond the client's own limits, a pull history of 10,000 messages) and to ask
+when an inbox is complete; each request is a tuple ``(command, *args)`` answered by one
+value (or ``("error", text)``).
+
+On the real services the run uses its own Mongo database, Redis key prefix and consumer
+group ids (the Kafka topics are the shared ones of topology.yaml), all removed afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from multiprocessing.connection import Connection
+from typing import Any
+
+import msgspec
+
+from bus.admin import apply
+from bus.topology import load_topology
+from coffeebus.settings import (
+    GatewaySettings,
+    KafkaSettings,
+    MessagingSettings,
+    MongoSettings,
+    RedisSettings,
+    Settings,
+)
+from coffeebus.wiring import Mode, Runtime, open_runtime
+from consumers.registry import factory
+from gateway.server import Gate
+from schemas.codes import MsgType, SessionType
+from schemas.ids import UserId, c2c_conversation_id
+from store.groups import GroupSpec
+from store.inbox import InboxEntry
+from store.messages import StoredMessage
+from store.sessions import SessionTouch
+from store.users import UserImport
+from tests.consumers.conftest import commit_ends, unique_groups
+
+log = logging.getLogger(__name__)
+
+#: The consumer groups the scenarios need: send (msg), deliver (fanout), receipts (ack),
+#: pull (query).
+GROUPS = ("msg", "fanout", "ack", "query")
+#: Bench users get ids above 2**40, far from the demo users and the tests' ids.
+USER_ID_BASE = 1 << 40
+#: How many store writes the preparation keeps in flight (FerretDB serialises them anyway).
+PREPARE_CONCURRENCY = 32
+
+
+def token(user_id: int) -> str:
+    """The login token the benchmark gives `user_id`."""
+    return f"bench-{user_id}"
+
+
+@contextlib.asynccontextmanager
+async def system(
+    services: str, *, group_max_members: int = 200, groups: Sequence[str] = GROUPS
+) -> AsyncIterator[tuple[Runtime, Gate]]:
+    """A runtime, a member of each of `groups` and a gate on an ephemeral port."""
+    suffix = uuid.uuid4().hex[:10]
+    topology = unique_groups(load_topology(), f"bench{suffix}")
+    messaging = MessagingSettings(group_max_members=group_max_members)
+    settings = Settings(messaging=messaging)
+    mode = Mode.EMBEDDED
+    if services == "real":
+        mode = Mode.REAL
+        settings = Settings(
+            messaging=messaging,
+            kafka=KafkaSettings(linger_ms=2),
+            mongo=MongoSettings(database=f"cbbench_{suffix}"),
+            redis=RedisSettings(key_prefix=f"cbbench:{suffix}:"),
+        )
+        await apply(topology, settings.kafka.bootstrap_servers)
+        # Start at the end of the shared topics: other runs' records are not ours to handle.
+        await commit_ends(
+            settings.kafka.bootstrap_servers,
+            topology,
+            [(topology.group(g).group_id, topology.group(g).topics) for g in groups],
+        )
+    async with open_runtime(settings, mode, client_id="bench", topology=topology) as rt:
+        consumers = []
+        gate = Gate(
+            msgspec.convert(
+                {
+                    "gate_id": f"bench-{suffix}",
+                    "host": "127.0.0.1",
+                    "tcp_port": 0,
+                    "ws_port": 0,
+                    # The load is the point: the per-connection rate limit would cap it.
+                    "rate_limit_per_s": 1e6,
+                    "rate_limit_burst": 1_000_000,
+                    "heartbeat_interval_s": 3600,
+                },
+                GatewaySettings,
+            ),
+            bus=rt.bus,
+            user_store=rt.users,
+            route_store=rt.routes,
+            topology=rt.topology,
+        )
+        try:
+            for name in groups:
+                handler = factory(name)(rt)
+                spec = rt.topology.group(name)
+                consumer = rt.bus.consumer(
+                    spec.group_id, spec.topics, handler.handle, listener=handler
+                )
+                await consumer.start()
+                consumers.append(consumer)
+            await gate.start()
+            yield rt, gate
+        finally:
+            await gate.stop()
+            for consumer in consumers:
+                await consumer.stop()
+            if services == "real":
+                from store.mongo import connect_mongo  # noqa: PLC0415
+
+                mongo = connect_mongo(settings.mongo.url)
+                await mongo.drop_database(settings.mongo.database)
+                await mongo.close()
+
+
+async def _bounded(coros: Sequence[Any], limit: int = PREPARE_CONCURRENCY) -> list[Any]:
+    slots = asyncio.Semaphore(limit)
+
+    async def one(coro: Any) -> Any:
+        async with slots:
+            return await coro
+
+    return await asyncio.gather(*(one(c) for c in coros))
+
+
+class Commands:
+    """What the driver may ask of the system under test."""
+
+    def __init__(self, rt: Runtime, gate: Gate) -> None:
+        self.rt = rt
+        self.gate = gate
+        self._next_user = USER_ID_BASE + int.from_bytes(os.urandom(4), "big") * 10_000
+
+    async def users(self, count: int) -> list[int]:
+        """`count` new users, each with the token `token(user_id)`."""
+        ids = list(range(self._next_user, self._next_user + count))
+        self._next_user += count
+        await _bounded(
+            [
+                self.rt.users.upsert(
+                    UserImport(user_id=UserId(u), nick_name=f"b{u}", token=token(u))
+                )
+                for u in ids
+            ]
+        )
+        return ids
+
+    async def group(self, owner: int, members: list[int], group_type: int) -> int:
+        """A new group of `group_type` owned by `owner` with `members`."""
+        created = await self.rt.groups.create(
+            GroupSpec(name="bench", owner_id=UserId(owner), group_type=group_type),
+            [UserId(m) for m in members],
+            create_key=uuid.uuid4().hex,
+        )
+        return int(created.group.group_id)
+
+    async def wait_inbox(self, users: list[int], count: int, limit_s: float) -> float | None:
+        """The perf_counter time at which every one of `users` has `count` inbox entries
+        (polled: a store has no event to await), or None after `limit_s` seconds."""
+        deadline = time.perf_counter() + limit_s
+        pending = list(users)
+        while pending:
+            heads = await asyncio.gather(*(self.rt.inbox.head(UserId(u)) for u in pending))
+            pending = [u for u, head in zip(pending, heads, strict=True) if head < count]
+            if pending:
+                if time.perf_counter() > deadline:
+                    return None
+                await asyncio.sleep(0.005)
+        return time.perf_counter()
+
+    async def seed_pull(self, reader: int, sessions: int, per_session: int) -> dict[str, Any]:
+        """Give `reader` `sessions` c2c conversations of `per_session` messages each, written
+        straight into the stores (messages, the reader's inbox, its sessions) in bulk as the
+        msg and fanout groups would have; returns the peers and the seconds it took."""
+        started = time.perf_counter()
+        now_ms = time.time_ns() // 1_000_000
+        peers = await self.users(sessions)
+        inbox_seq = 0
+        for peer in peers:
+            conversation = c2c_conversation_id(UserId(reader), UserId(peer))
+            messages = [
+                StoredMessage(
+                    conversation=conversation,
+                    seq=seq,
+                    client_msg_id=uuid.uuid4().hex,
+                    from_user_id=UserId(peer if seq % 2 else reader),
+                    to_session_id=reader if seq % 2 else peer,
+                    session_type=SessionType.SINGLE,
+                    msg_type=MsgType.TEXT,
+                    msg_data=b"x" * 48,
+                    created_ms=now_ms - (per_session - seq) * 1000,
+                )
+                for seq in range(1, per_session + 1)
+            ]
+            entries = []
+            for message in messages:
+                inbox_seq += 1
+                entries.append(
+                    InboxEntry(user_id=UserId(reader), inbox_seq=inbox_seq, message=message)
+                )
+            await self.rt.messages.insert_many(messages)
+            await self.rt.inbox.append_many(entries)
+            await self.rt.sessions.touch_many([SessionTouch(UserId(reader), messages[-1])])
+        return {"peers": peers, "seconds": time.perf_counter() - started}
+
+
+async def _serve(conn: Connection, services: str, group_max_members: int) -> None:
+    async with system(services, group_max_members=group_max_members) as (rt, gate):
+        commands = Commands(rt, gate)
+        conn.send(("ready", gate.tcp_port))
+        while True:
+            request = await asyncio.to_thread(conn.recv)
+            name, args = request[0], request[1:]
+            if name == "stop":
+                break
+            try:
+                conn.send(await getattr(commands, name)(*args))
+            except Exception as exc:  # the driver reports it and stops the run
+                log.exception("bench server: %s failed", name)
+                conn.send(("error", f"{name}: {exc!r}"))
+    conn.send(("stopped",))
+
+
+def serve(conn: Connection, services: str, group_max_members: int) -> None:
+    """Process entry point: run the system until the driver sends ``("stop",)``."""
+    import uvloop  # noqa: PLC0415 - the gate's production loop
+
+    logging.basicConfig(level=logging.WARNING)
+    uvloop.run(_serve(conn, services, group_max_members))

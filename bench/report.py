@@ -1,0 +1,559 @@
+"""bench/results/latest.json → PNG plots and docs/benchmarks.md.
+
+    uv run python -m bench.report [bench/results/latest.json]
+
+The JSON is checked against the schema below (msgspec structs: a wrong type or a missing
+field of a present scenario is an error; `REQUIRED` lists the figures the issue asks every
+full run to have). docs/benchmarks.md is rendered from the template
+bench/benchmarks.md.in: each ``<!-- bench:NAME -->`` line is replaced by the generated block
+NAME, everything else — the hand-written analysis — is kept as written.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE = ROOT / "bench" / "benchmarks.md.in"
+DOC = ROOT / "docs" / "benchmarks.md"
+SCHEMA_VERSION = 1
+#: Dotted paths every complete run has (issue 7).
+REQUIRED = (
+    "scenarios.c2c_real.max_rate_p99_100ms",
+    "scenarios.c2c_embedded.max_rate_p99_100ms",
+    "scenarios.group_real.deliveries_per_s",
+    "scenarios.connections.idle_per_gate",
+    "scenarios.connections.rss_kb_per_conn",
+    "baselines.kafka_roundtrip_per_s",
+    "ratios.c2c_real_vs_kafka",
+)
+LATENCY_PLOT = "c2c_latency.png"
+GROUP_PLOT = "group_deliveries.png"
+
+Num = float | None
+
+
+class Latency(msgspec.Struct, frozen=True):
+    p50: Num
+    p99: Num
+    p999: Num
+    max: Num
+
+
+class C2CStep(msgspec.Struct, frozen=True):
+    offered_per_s: float
+    sent_per_s: float
+    acked_per_s: float
+    delivered_per_s: float
+    sent: int
+    acked: int
+    delivered: int
+    failed: int
+    send_ack_ms: Latency
+    send_deliver_ms: Latency
+    keeps_up: bool
+
+
+class C2C(msgspec.Struct, frozen=True):
+    pairs: int
+    step_s: float
+    drain_s: float
+    workers: int
+    steps: list[C2CStep]
+    max_rate_p99_100ms: float
+    max_delivered_per_s: float
+    fell_behind_at: Num
+
+
+class GroupRun(msgspec.Struct, frozen=True):
+    members: int
+    group_type: str
+    online: int
+    messages: int
+    deliveries: int
+    expected_deliveries: int
+    deliveries_per_s: float
+    inbox_writes: int
+    inbox_writes_per_s: Num
+    send_ack_ms: Latency
+    to_last_online_ms: Latency
+
+
+class Group(msgspec.Struct, frozen=True):
+    runs: list[GroupRun]
+    deliveries_per_s: float
+    inbox_writes_per_s: Num
+    group_max_members: int
+
+
+class Pull(msgspec.Struct, frozen=True):
+    sessions: int
+    messages: int
+    rounds: int
+    seed_s: float
+    session_list_ms: Latency
+    history_page_ms: Latency
+    history_page_size: int
+
+
+class Connections(msgspec.Struct, frozen=True):
+    idle_per_gate: int
+    rss_kb_per_conn: float
+    heartbeats_per_s: Num
+    heartbeat_rtt_p50_ms: Num
+    heartbeat_rtt_p99_ms: Num
+    heartbeats_per_gate_cpu_s: Num
+    connects_per_s: float
+    failed: int
+    parameters: dict[str, Any]
+
+
+class Scenarios(msgspec.Struct, frozen=True):
+    c2c_embedded: C2C | None = None
+    c2c_real: C2C | None = None
+    group_embedded: Group | None = None
+    group_real: Group | None = None
+    pull_embedded: Pull | None = None
+    pull_real: Pull | None = None
+    connections: Connections | None = None
+    connections_real: Connections | None = None
+
+
+class Baselines(msgspec.Struct, frozen=True):
+    kafka_roundtrip_per_s: Num = None
+    kafka_publish_per_s: Num = None
+    kafka_records: int | None = None
+    kafka_record_bytes: int | None = None
+    kafka_partitions: int | None = None
+    mongo_bulk_insert_per_s: Num = None
+    mongo_documents: int | None = None
+    mongo_batch: int | None = None
+
+
+class Ratios(msgspec.Struct, frozen=True):
+    c2c_real_vs_kafka: Num
+    c2c_real_delivered_vs_kafka: Num
+    group_real_deliveries_vs_kafka: Num
+    group_real_inbox_writes_vs_mongo: Num
+
+
+class Machine(msgspec.Struct, frozen=True):
+    cpu: str
+    cores: int
+    ram_gib: float
+    python: str
+    kernel: str
+    nofile_hard_limit: int
+    kafka: str | None
+    mongo_server: str | None
+    loop: str
+
+
+class Result(msgspec.Struct, frozen=True):
+    schema: int
+    machine: Machine
+    mode: str
+    command: str
+    started_at: str
+    duration_s: float
+    load_average: list[float]
+    scenarios: Scenarios
+    baselines: Baselines
+    ratios: Ratios
+    errors: dict[str, str]
+
+
+def load(path: Path) -> tuple[Result, dict[str, Any]]:
+    """The result at `path`, checked (`msgspec.ValidationError` if malformed), and its raw
+    JSON."""
+    raw = msgspec.json.decode(path.read_bytes())
+    return msgspec.convert(raw, Result), raw
+
+
+def missing(raw: Mapping[str, Any]) -> list[str]:
+    """The `REQUIRED` paths that are absent or null in `raw`."""
+    absent = []
+    for path in REQUIRED:
+        node: Any = raw
+        for part in path.split("."):
+            node = node.get(part) if isinstance(node, Mapping) else None
+        if node is None:
+            absent.append(path)
+    return absent
+
+
+def _nan(value: float | None) -> float:
+    return math.nan if value is None else value
+
+
+# --- plots -----------------------------------------------------------------------------------
+
+
+def plot(result: Result, out_dir: Path) -> list[str]:
+    """Write the PNG plots for `result` into `out_dir`; their file names."""
+    import matplotlib  # noqa: PLC0415 - imported late: the Agg backend must be chosen first
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    written = []
+    s = result.scenarios
+    c2c_runs = [(n, r) for n, r in (("embedded", s.c2c_embedded), ("real", s.c2c_real)) if r]
+    if c2c_runs:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for name, run in c2c_runs:
+            rates = [st.offered_per_s for st in run.steps]
+            for q, style in (("p50", "--"), ("p99", "-")):
+                values = [_nan(getattr(st.send_deliver_ms, q)) for st in run.steps]
+                ax.plot(rates, values, style, marker="o", label=f"{name} send→deliver {q}")
+        ax.axhline(100, color="grey", linewidth=0.8, linestyle=":", label="100 ms")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("offered c2c rate (messages/s)")
+        ax.set_ylabel("latency (ms)")
+        ax.set_title("c2c latency vs offered rate")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out_dir / LATENCY_PLOT, dpi=100)
+        plt.close(fig)
+        written.append(LATENCY_PLOT)
+    group_runs = [(n, g) for n, g in (("embedded", s.group_embedded), ("real", s.group_real)) if g]
+    if group_runs:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for name, g in group_runs:
+            sizes = [r.members for r in g.runs]
+            ax.plot(
+                sizes,
+                [r.deliveries_per_s for r in g.runs],
+                marker="o",
+                label=f"{name} deliveries/s",
+            )
+            # A run whose inboxes did not complete has no rate: plotted as a gap.
+            writes = [_nan(r.inbox_writes_per_s) for r in g.runs]
+            ax.plot(sizes, writes, "--", marker="s", label=f"{name} inbox writes/s")
+        ax.set_yscale("log")
+        ax.set_xlabel("group members (half online)")
+        ax.set_ylabel("per second")
+        ax.set_title("group fan-out vs group size")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out_dir / GROUP_PLOT, dpi=100)
+        plt.close(fig)
+        written.append(GROUP_PLOT)
+    return written
+
+
+# --- markdown ------------------------------------------------------------------------------
+
+
+def fmt(value: float | int | None, digits: int = 0) -> str:
+    """A number with thousands separators, "-" for None."""
+    if value is None:
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def pct(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.1f} %"
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    align = ["---" if i == 0 else "---:" for i in range(len(header))]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def block_run(result: Result, raw: Mapping[str, Any]) -> str:
+    m = result.machine
+    lines = [
+        "```sh",
+        result.command,
+        "```",
+        "",
+        f"Mode **{result.mode}**, started {result.started_at}, took {fmt(result.duration_s)} s; "
+        f"load average at the end {', '.join(f'{x:.2f}' for x in result.load_average)}.",
+        "",
+        f"Machine: {m.cpu}, {m.cores} cores, {m.ram_gib} GiB RAM, Linux {m.kernel}, "
+        f"Python {m.python}, {m.loop}; Kafka {m.kafka or '?'} (one KRaft broker), "
+        f"{m.mongo_server or 'MongoDB-compatible server ?'}, Redis — all on this machine, on "
+        f"loopback; open-files hard limit {fmt(m.nofile_hard_limit)}.",
+    ]
+    absent = missing(raw)
+    if absent:
+        lines += ["", "Figures missing from this run: " + ", ".join(f"`{p}`" for p in absent) + "."]
+    if result.errors:
+        lines += ["", "Parts that failed in this run:", ""]
+        lines += [f"- `{k}`: {v}" for k, v in result.errors.items()]
+    return "\n".join(lines)
+
+
+def _get(obj: object, name: str) -> Any:
+    """`obj.name`, or None when the scenario is absent."""
+    return None if obj is None else getattr(obj, name)
+
+
+def block_summary(result: Result, raw: Mapping[str, Any]) -> str:
+    s, b, r = result.scenarios, result.baselines, result.ratios
+    rows = [
+        [
+            "c2c, embedded: highest rate with p99 ≤ 100 ms",
+            fmt(_get(s.c2c_embedded, "max_rate_p99_100ms")),
+            "≥ 20,000/s",
+        ],
+        [
+            "c2c, real services: highest rate with p99 ≤ 100 ms",
+            fmt(_get(s.c2c_real, "max_rate_p99_100ms")),
+            "≥ 5,000/s",
+        ],
+        ["c2c real / raw Kafka round trip", pct(r.c2c_real_vs_kafka), "≥ 40 %"],
+        [
+            "group deliveries/s, embedded (1,000 members)",
+            fmt(_get(s.group_embedded, "deliveries_per_s")),
+            "≥ 50,000/s",
+        ],
+        [
+            "group deliveries/s, real services (1,000 members)",
+            fmt(_get(s.group_real, "deliveries_per_s")),
+            "≥ 50,000/s",
+        ],
+        [
+            "idle connections held by one gate",
+            fmt(_get(s.connections, "idle_per_gate")),
+            "≥ 50,000",
+        ],
+        ["KiB per idle connection", fmt(_get(s.connections, "rss_kb_per_conn"), 2), "≤ 15"],
+        ["raw Kafka produce→consume, records/s", fmt(b.kafka_roundtrip_per_s), ""],
+        ["raw PyMongo bulk insert, documents/s", fmt(b.mongo_bulk_insert_per_s), ""],
+    ]
+    return table(["figure", "measured", "aim (issue 7)"], rows)
+
+
+def _c2c_table(run: C2C) -> str:
+    rows = [
+        [
+            fmt(st.offered_per_s),
+            fmt(st.sent_per_s),
+            fmt(st.acked_per_s),
+            fmt(st.delivered_per_s),
+            " / ".join(fmt(getattr(st.send_ack_ms, q), 1) for q in ("p50", "p99", "p999")),
+            " / ".join(fmt(getattr(st.send_deliver_ms, q), 1) for q in ("p50", "p99", "p999")),
+            "yes" if st.keeps_up else "**no**",
+        ]
+        for st in run.steps
+    ]
+    head = [
+        "offered/s",
+        "sent/s",
+        "acked/s",
+        "delivered/s",
+        "send→ack p50/p99/p999 ms",
+        "send→deliver p50/p99/p999 ms",
+        "keeps up",
+    ]
+    return (
+        f"{run.pairs} sender→receiver pairs over {run.workers} load processes, "
+        f"{fmt(run.step_s, 1)} s per step, {fmt(run.drain_s, 1)} s drain. "
+        "**Highest rate with p99 ≤ 100 ms: "
+        f"{fmt(run.max_rate_p99_100ms)} msg/s**; highest delivered rate that kept up: "
+        f"{fmt(run.max_delivered_per_s)} msg/s.\n\n" + table(head, rows)
+    )
+
+
+def block_c2c(result: Result, raw: Mapping[str, Any]) -> str:
+    parts = []
+    for name, run in (
+        ("Embedded", result.scenarios.c2c_embedded),
+        ("Real services", result.scenarios.c2c_real),
+    ):
+        parts.append(f"**{name}.** " + (_c2c_table(run) if run else "not measured in this run."))
+    if result.scenarios.c2c_embedded or result.scenarios.c2c_real:
+        parts.append(f"![c2c latency vs offered rate](../bench/results/{LATENCY_PLOT})")
+    return "\n\n".join(parts)
+
+
+def block_group(result: Result, raw: Mapping[str, Any]) -> str:
+    rows = []
+    for name, g in (
+        ("embedded", result.scenarios.group_embedded),
+        ("real", result.scenarios.group_real),
+    ):
+        for run in g.runs if g else []:
+            rows.append(
+                [
+                    name,
+                    f"{fmt(run.members)} {run.group_type}",
+                    fmt(run.online),
+                    fmt(run.messages),
+                    f"{fmt(run.deliveries)} / {fmt(run.expected_deliveries)}",
+                    fmt(run.deliveries_per_s),
+                    fmt(run.inbox_writes_per_s),
+                    f"{fmt(run.to_last_online_ms.p50, 1)} / {fmt(run.to_last_online_ms.max, 1)}",
+                ]
+            )
+    if not rows:
+        return "Not measured in this run."
+    head = [
+        "services",
+        "group",
+        "online",
+        "messages",
+        "deliveries",
+        "deliveries/s",
+        "inbox writes/s",
+        "to last online member p50 / max ms",
+    ]
+    return table(head, rows) + f"\n\n![deliveries vs group size](../bench/results/{GROUP_PLOT})"
+
+
+def block_pull(result: Result, raw: Mapping[str, Any]) -> str:
+    rows = []
+    for name, p in (
+        ("embedded", result.scenarios.pull_embedded),
+        ("real", result.scenarios.pull_real),
+    ):
+        if p:
+            rows.append(
+                [
+                    name,
+                    f"{fmt(p.sessions)} / {fmt(p.messages)}",
+                    fmt(p.rounds),
+                    " / ".join(
+                        fmt(getattr(p.session_list_ms, q), 1) for q in ("p50", "p99", "max")
+                    ),
+                    " / ".join(
+                        fmt(getattr(p.history_page_ms, q), 1) for q in ("p50", "p99", "max")
+                    ),
+                ]
+            )
+    if not rows:
+        return "Not measured in this run."
+    head = [
+        "services",
+        "sessions / messages",
+        "requests",
+        "session list p50/p99/max ms",
+        "history page (20) p50/p99/max ms",
+    ]
+    return table(head, rows)
+
+
+def block_connections(result: Result, raw: Mapping[str, Any]) -> str:
+    rows = []
+    for name, c in (
+        ("embedded", result.scenarios.connections),
+        ("real", result.scenarios.connections_real),
+    ):
+        if c:
+            p = c.parameters
+            rows.append(
+                [
+                    name,
+                    f"{fmt(p.get('requested_connections'))} → {fmt(p.get('target_connections'))}",
+                    fmt(c.idle_per_gate),
+                    fmt(c.rss_kb_per_conn, 2),
+                    fmt(c.connects_per_s),
+                    f"{fmt(c.heartbeats_per_s)} ({fmt(c.heartbeat_rtt_p50_ms, 1)} / "
+                    f"{fmt(c.heartbeat_rtt_p99_ms, 1)})",
+                    fmt(c.heartbeats_per_gate_cpu_s),
+                    fmt(p.get("gate_open_files_limit")),
+                ]
+            )
+    if not rows:
+        return "Not measured in this run."
+    head = [
+        "services",
+        "asked → target",
+        "held by the gate",
+        "KiB / connection",
+        "connects/s",
+        "heartbeats/s (p50 / p99 ms)",
+        "heartbeats per gate CPU s",
+        "gate's open-files limit",
+    ]
+    return table(head, rows)
+
+
+def block_baselines(result: Result, raw: Mapping[str, Any]) -> str:
+    b, r = result.baselines, result.ratios
+    rows = [
+        [
+            "raw aiokafka produce→consume",
+            f"{fmt(b.kafka_records)} records of {fmt(b.kafka_record_bytes)} B, "
+            f"{fmt(b.kafka_partitions)} partitions",
+            f"{fmt(b.kafka_roundtrip_per_s)} records/s (publish {fmt(b.kafka_publish_per_s)}/s)",
+        ],
+        [
+            "raw PyMongo insert_many",
+            f"{fmt(b.mongo_documents)} documents, {fmt(b.mongo_batch)} per call",
+            f"{fmt(b.mongo_bulk_insert_per_s)} documents/s",
+        ],
+    ]
+    ratio_rows = [
+        ["c2c real (highest rate, p99 ≤ 100 ms) / Kafka round trip", pct(r.c2c_real_vs_kafka)],
+        [
+            "c2c real (highest delivered rate that kept up) / Kafka round trip",
+            pct(r.c2c_real_delivered_vs_kafka),
+        ],
+        ["group deliveries/s real / Kafka round trip", pct(r.group_real_deliveries_vs_kafka)],
+        [
+            "group inbox writes/s real / PyMongo bulk insert",
+            pct(r.group_real_inbox_writes_vs_mongo),
+        ],
+    ]
+    return (
+        table(["baseline", "work", "rate"], rows) + "\n\n" + table(["ratio", "value"], ratio_rows)
+    )
+
+
+BLOCKS: dict[str, Callable[[Result, Mapping[str, Any]], str]] = {
+    "run": block_run,
+    "summary": block_summary,
+    "c2c": block_c2c,
+    "group": block_group,
+    "pull": block_pull,
+    "connections": block_connections,
+    "baselines": block_baselines,
+}
+MARKER = "<!-- bench:"
+
+
+def render(template: str, result: Result, raw: Mapping[str, Any]) -> str:
+    """`template` with every ``<!-- bench:NAME -->`` line replaced by block NAME."""
+    out = []
+    for line in template.splitlines():
+        stripped = line.strip()
+        if stripped.startswith(MARKER) and stripped.endswith("-->"):
+            name = stripped[len(MARKER) : -3].strip()
+            if name not in BLOCKS:
+                raise ValueError(f"unknown block {name!r} in the template; known: {sorted(BLOCKS)}")
+            out.append(BLOCKS[name](result, raw))
+        else:
+            out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def generate(
+    json_path: Path, *, template: Path = TEMPLATE, doc: Path = DOC, plots_dir: Path | None = None
+) -> Path:
+    """Check `json_path`, write its plots beside it (or into `plots_dir`) and `doc`."""
+    result, raw = load(json_path)
+    plot(result, plots_dir or json_path.parent)
+    doc.write_text(render(template.read_text(), result, raw))
+    return doc
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    path = Path(args[0]) if args else ROOT / "bench" / "results" / "latest.json"
+    print(f"written {generate(path)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""The processes of one `make bench` scenario: the system under test and its load workers.
+
+`Rig` starts `bench._server` (gate + consumers) in one process and `workers` load processes
+(`bench._load`), talks to each over a pipe, and stops them all on any exit. Processes are
+spawned, not forked: each gets a fresh interpreter and event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+from multiprocessing.connection import Connection
+from multiprocessing.context import SpawnProcess
+from types import TracebackType
+from typing import Any, Self
+
+from bench._load import work
+from bench._server import serve
+
+START_TIMEOUT_S = 120.0
+STOP_TIMEOUT_S = 60.0
+#: Loopback source addresses the workers' connections are spread over (each address has
+#: ~28,000 ephemeral ports toward one gate port).
+SOURCES = tuple(f"127.0.0.{n}" for n in range(2, 10))
+
+
+class BenchError(RuntimeError):
+    """A process of the benchmark failed or did not answer in time."""
+
+
+async def ask(conn: Connection, request: tuple[Any, ...], wait_s: float) -> Any:
+    """Send `request` on `conn` and wait up to `wait_s` seconds for its answer."""
+    conn.send(request)
+    return await answer(conn, wait_s, str(request[0]))
+
+
+async def answer(conn: Connection, wait_s: float, what: str) -> Any:
+    """The next value on `conn`, waited for in a thread (a pipe has no asyncio reader)."""
+    if not await asyncio.to_thread(conn.poll, wait_s):
+        raise BenchError(f"{what}: no answer in {wait_s:g} s")
+    value = conn.recv()
+    if isinstance(value, tuple) and value and value[0] == "error":
+        raise BenchError(str(value[1]))
+    return value
+
+
+class Rig:
+    """A running system under test on `services` and its load workers."""
+
+    def __init__(self, services: str, *, workers: int, group_max_members: int = 200) -> None:
+        self.services = services
+        self.n_workers = workers
+        self.group_max_members = group_max_members
+        self.port = 0
+        self._server: tuple[SpawnProcess, Connection] | None = None
+        self._workers: list[tuple[SpawnProcess, Connection]] = []
+
+    async def __aenter__(self) -> Self:
+        ctx = multiprocessing.get_context("spawn")
+        try:
+            mine, theirs = ctx.Pipe()
+            proc = ctx.Process(
+                target=serve,
+                args=(theirs, self.services, self.group_max_members),
+                name=f"bench-server-{self.services}",
+            )
+            proc.start()
+            theirs.close()
+            self._server = (proc, mine)
+            ready = await answer(mine, START_TIMEOUT_S, "server start")
+            self.port = int(ready[1])
+            for index in range(self.n_workers):
+                mine, theirs = ctx.Pipe()
+                proc = ctx.Process(
+                    target=work, args=(theirs, self.port, SOURCES), name=f"bench-load-{index}"
+                )
+                proc.start()
+                theirs.close()
+                self._workers.append((proc, mine))
+            for _, conn in self._workers:
+                await answer(conn, START_TIMEOUT_S, "worker start")
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def server(self, *request: Any, wait_s: float = 600.0) -> Any:
+        """Ask the system under test (see `bench._server.Commands`)."""
+        assert self._server is not None
+        return await ask(self._server[1], request, wait_s)
+
+    async def worker(self, index: int, *request: Any, wait_s: float = 600.0) -> Any:
+        """Ask load worker `index` (see `bench._load`)."""
+        return await ask(self._workers[index][1], request, wait_s)
+
+    async def each(self, requests: list[tuple[Any, ...]], *, wait_s: float = 600.0) -> list[Any]:
+        """Ask worker i `requests[i]`, all at once."""
+        return list(
+            await asyncio.gather(
+                *(self.worker(i, *r, wait_s=wait_s) for i, r in enumerate(requests))
+            )
+        )
+
+    async def close(self) -> None:
+        """Close the workers' clients, stop the server; kill what does not exit in time."""
+        for proc, conn in self._workers:
+            if proc.is_alive():
+                try:
+                    await ask(conn, ("close",), STOP_TIMEOUT_S)
+                except (BenchError, OSError, EOFError):
+                    proc.kill()
+        if self._server is not None and self._server[0].is_alive():
+            try:
+                await ask(self._server[1], ("stop",), STOP_TIMEOUT_S)
+            except (BenchError, OSError, EOFError):
+                self._server[0].kill()
+        procs = [p for p, _ in self._workers] + ([self._server[0]] if self._server else [])
+        for proc in procs:
+            await asyncio.to_thread(proc.join, STOP_TIMEOUT_S)
+            if proc.is_alive():
+                proc.kill()
+                await asyncio.to_thread(proc.join)
+        self._workers.clear()
+        self._server = None
+
+
+def split(items: list[Any], parts: int) -> list[list[Any]]:
+    """`items` dealt round-robin into `parts` lists."""
+    return [items[i::parts] for i in range(parts)]

@@ -1,0 +1,250 @@
+"""The scenarios of `make bench`: c2c ramp, group fan-out, pull, and the raw baselines.
+
+Each scenario takes a started `Rig` (or a broker / server address for the baselines) and a
+`rich` progress display, and returns a JSON-ready dict of its figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from rich.progress import Progress
+
+from bench import bus_bench
+from bench._load import PAD, STAMP
+from bench.rig import Rig, split
+from bench.stats import c2c_step, latency_ms, max_rate_within
+from schemas.codes import GroupType
+from schemas.ids import ConnId, GateId, UserId
+from store.mongo import connect_mongo
+
+#: A c2c ramp stops once p99 passes this: later steps would only queue more.
+RAMP_STOP_P99_MS = 2000.0
+DELIVERY_POLL_S = 0.1
+
+
+@dataclass(frozen=True)
+class Ramp:
+    """How a c2c ramp runs."""
+
+    rates: tuple[float, ...]
+    step_s: float
+    drain_s: float
+    pairs: int
+
+
+async def c2c(rig: Rig, ramp: Ramp, progress: Progress, label: str) -> dict[str, Any]:
+    """Open-loop c2c sends at each rate of `ramp` until the system falls behind."""
+    task = progress.add_task(label, total=len(ramp.rates))
+    ids = await rig.server("users", 2 * ramp.pairs)
+    pairs = list(zip(ids[: ramp.pairs], ids[ramp.pairs :], strict=True))
+    shares = split(pairs, rig.n_workers)
+    await rig.each([("login", [u for p in share for u in p]) for share in shares])
+    steps: list[dict[str, Any]] = []
+    for rate in ramp.rates:
+        progress.update(task, description=f"{label} {rate:,.0f}/s")
+        sends = await rig.each(
+            [("c2c", share, rate / rig.n_workers, ramp.step_s, ramp.drain_s) for share in shares]
+        )
+        sent = sum(s["sent"] for s in sends)
+        latencies = await _deliveries(rig, sent, ramp.drain_s)
+        step = c2c_step(rate, ramp.step_s, sends, latencies)
+        steps.append(step)
+        progress.advance(task)
+        p99 = step["send_deliver_ms"]["p99"]
+        if not step["keeps_up"] or p99 is None or p99 > RAMP_STOP_P99_MS:
+            break
+    progress.update(task, completed=len(ramp.rates))
+    kept = [s for s in steps if s["keeps_up"]]
+    return {
+        "pairs": ramp.pairs,
+        "step_s": ramp.step_s,
+        "drain_s": ramp.drain_s,
+        "workers": rig.n_workers,
+        "steps": steps,
+        "max_rate_p99_100ms": max_rate_within(steps),
+        "max_delivered_per_s": max((s["delivered_per_s"] for s in kept), default=0.0),
+        "fell_behind_at": None if steps and steps[-1]["keeps_up"] else steps[-1]["offered_per_s"],
+    }
+
+
+async def _deliveries(rig: Rig, expected: int, drain_s: float) -> list[float]:
+    """The send→deliver latencies the workers saw, once `expected` arrived or after
+    `drain_s` (a receiver may trail its sender's ack by a fan-out hop)."""
+    latencies: list[float] = []
+    deadline = time.perf_counter() + drain_s
+    while True:
+        for got in await rig.each([("deliveries",)] * rig.n_workers):
+            latencies.extend(got["latencies"])
+        if len(latencies) >= expected or time.perf_counter() > deadline:
+            return latencies
+        await asyncio.sleep(DELIVERY_POLL_S)
+
+
+async def group(
+    rig: Rig,
+    members: int,
+    group_type: int,
+    messages: int,
+    *,
+    progress: Progress,
+    label: str,
+) -> dict[str, Any]:
+    """One sender, `messages` messages into a new group of `members`, half of them online."""
+    ids = await rig.server("users", members)
+    owner = ids[0]
+    group_id = await rig.server("group", owner, ids[1:], group_type)
+    online = ids[1 : members // 2 + 1]
+    offline = ids[members // 2 + 1 :]
+    task = progress.add_task(label, total=len(online) * messages)
+    shares = split(online, rig.n_workers)
+    shares[0] = [owner, *shares[0]]
+    await rig.each([("login", share) for share in shares])
+    await rig.each([("deliveries",)] * rig.n_workers)  # forget earlier scenarios' pushes
+
+    sent = await rig.worker(0, "group_send", owner, group_id, messages)
+    dues: list[float] = sent["dues"]
+    expected = len(online) * messages
+    arrivals: dict[int, list[float]] = {}
+    deadline = time.perf_counter() + 60 + 2 * expected / 1000
+    count = 0
+    while count < expected and time.perf_counter() < deadline:
+        for got in await rig.each([("deliveries",)] * rig.n_workers):
+            for index, times in got["arrivals"].items():
+                arrivals.setdefault(int(index), []).extend(times)
+        count = sum(len(t) for t in arrivals.values())
+        progress.update(task, completed=count)
+        if count < expected:
+            await asyncio.sleep(DELIVERY_POLL_S)
+    # The inbox of offline members is written by the same fan-out: the last of a sample of
+    # them complete means every member's inbox is (fan-out writes all in bulk per batch).
+    sample = [offline[0], offline[len(offline) // 2], offline[-1], owner]
+    inbox_done = await rig.server("wait_inbox", sample, messages, 120.0, wait_s=180.0)
+    first = min(dues)
+    last_arrival = max((max(t) for t in arrivals.values()), default=None)
+    to_last = [max(arrivals[i]) - dues[i] for i in sorted(arrivals) if arrivals[i]]
+    return {
+        "members": members,
+        "group_type": GroupType(group_type).name,
+        "online": len(online),
+        "messages": messages,
+        "deliveries": count,
+        "expected_deliveries": expected,
+        "deliveries_per_s": round(count / (last_arrival - first), 1) if last_arrival else 0.0,
+        "inbox_writes": members * messages,
+        "inbox_writes_per_s": (
+            round(members * messages / (inbox_done - first), 1) if inbox_done else None
+        ),
+        "send_ack_ms": latency_ms(sent["ack_latencies"]),
+        "to_last_online_ms": latency_ms(to_last),
+    }
+
+
+async def pull(
+    rig: Rig,
+    sessions: int,
+    per_session: int,
+    rounds: int,
+    *,
+    progress: Progress,
+    label: str,
+) -> dict[str, Any]:
+    """Session list and history page latency for a user with `sessions` conversations of
+    `per_session` messages (seeded into the stores, then read by an SDK client)."""
+    task = progress.add_task(label, total=rounds + 1)
+    (reader,) = await rig.server("users", 1)
+    seeded = await rig.server("seed_pull", reader, sessions, per_session)
+    progress.advance(task)
+    await rig.worker(0, "login", [reader])
+    got = await rig.worker(0, "pull", reader, seeded["peers"], rounds)
+    progress.update(task, completed=rounds + 1)
+    return {
+        "sessions": sessions,
+        "messages": sessions * per_session,
+        "rounds": rounds,
+        "seed_s": round(seeded["seconds"], 2),
+        "session_list_ms": latency_ms(got["sessions"]),
+        "history_page_ms": latency_ms(got["history"]),
+        "history_page_size": 20,
+    }
+
+
+def record_size() -> int:
+    """Bytes of the value of a c2c record on im.up.msg as the gate publishes it."""
+    from schemas.envelope import Origin, encode_envelope, make_envelope  # noqa: PLC0415
+    from schemas.pb.coffeechat import message_pb2  # noqa: PLC0415
+
+    body = message_pb2.MsgData(
+        from_user_id=(1 << 40) + 1,
+        to_session_id=(1 << 40) + 2,
+        client_msg_id=str(uuid.uuid4()),
+        session_type=1,  # type: ignore[arg-type]
+        msg_type=1,  # type: ignore[arg-type]
+        msg_data=STAMP.pack(0.0, 0) + PAD,
+    ).SerializeToString()
+    origin = Origin(
+        gate_id=GateId("bench-0123456789"),
+        conn_id=ConnId(1),
+        user_id=UserId((1 << 40) + 1),
+        client_type=0,
+        frame_seq=1,
+    )
+    return len(encode_envelope(make_envelope(0x0301, body, origin=origin)))
+
+
+async def kafka_baseline(
+    bootstrap: str, records: int, partitions: int, progress: Progress
+) -> dict[str, Any]:
+    """Raw aiokafka produce→consume of `records` c2c-sized records (`bus_bench.run_raw`)."""
+    task = progress.add_task("baseline kafka", total=1)
+    size = record_size()
+    topic = f"bench.baseline.{uuid.uuid4().hex[:10]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, partitions, 1)])
+        run = await bus_bench.run_raw(bootstrap, topic, bus_bench.payloads(records, size), 500)
+    finally:
+        await admin.delete_topics([topic])
+        await admin.close()
+    progress.advance(task)
+    return {
+        "kafka_roundtrip_per_s": round(run.end_to_end_rps, 1),
+        "kafka_publish_per_s": round(run.publish_rps, 1),
+        "kafka_records": records,
+        "kafka_record_bytes": size,
+        "kafka_partitions": partitions,
+    }
+
+
+async def mongo_baseline(url: str, documents: int, progress: Progress) -> dict[str, Any]:
+    """Raw PyMongo `insert_many` of inbox-entry-sized documents, 1,000 per call."""
+    task = progress.add_task("baseline mongo", total=documents)
+    client = connect_mongo(url, socket_timeout=120)
+    name = f"cbbench_base_{uuid.uuid4().hex[:8]}"
+    collection = client[name]["inbox"]
+    batch = 1000
+    message = {"c": 1 << 41, "s": 1, "m": "x" * 36, "f": 1 << 40, "d": b"x" * 52, "t": 0}
+    try:
+        started = time.perf_counter()
+        for first in range(0, documents, batch):
+            docs = [
+                {"_id": f"{n}", "u": n % 1000, "q": n, "msg": message}
+                for n in range(first, min(documents, first + batch))
+            ]
+            await collection.insert_many(docs, ordered=False)
+            progress.advance(task, len(docs))
+        elapsed = time.perf_counter() - started
+    finally:
+        await client.drop_database(name)
+        await client.close()
+    return {
+        "mongo_bulk_insert_per_s": round(documents / elapsed, 1),
+        "mongo_documents": documents,
+        "mongo_batch": batch,
+    }

@@ -1,0 +1,148 @@
+"""`make bench`'s report generator, JSON schema and arithmetic, on a fixture (no benchmark)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from bench import report
+from bench.stats import c2c_step, latency_ms, max_rate_within, percentile, ratio
+
+FIXTURE = Path(__file__).parent / "result_fixture.json"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def fixture() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(FIXTURE.read_text())
+    return data
+
+
+def write(tmp_path: Path, data: dict[str, Any]) -> Path:
+    path = tmp_path / "latest.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_generate_writes_plots_and_the_page_keeping_the_hand_written_text(tmp_path: Path) -> None:
+    template = tmp_path / "page.md.in"
+    template.write_text(
+        "# Title\n\nHand-written analysis stays.\n\n<!-- bench:run -->\n\n<!-- bench:summary -->\n"
+        "\n<!-- bench:c2c -->\n\n<!-- bench:group -->\n\n<!-- bench:pull -->\n"
+        "\n<!-- bench:connections -->\n\n<!-- bench:baselines -->\n\nTail prose.\n"
+    )
+    doc = tmp_path / "page.md"
+    report.generate(write(tmp_path, fixture()), template=template, doc=doc)
+
+    text = doc.read_text()
+    assert "Hand-written analysis stays." in text
+    assert text.rstrip().endswith("Tail prose.")
+    assert "<!-- bench:" not in text
+    # The exact command and the machine.
+    assert "uv run python -m bench.run --mode quick" in text
+    assert "Intel(R) Xeon(R) Processor, 2 cores" in text
+    assert "Kafka 4.1.2" in text
+    assert "FerretDB v1.24.2" in text
+    # Headline figures, from the fixture, formatted.
+    assert "Highest rate with p99 ≤ 100 ms: 500 msg/s" in text
+    assert "| 2,000 | 2,000 | 1,000 | 800 |" in text  # the step that fell behind
+    assert "**no**" in text
+    assert "| 19,800 | 3.97 |" in text
+    assert "20,375 records/s" in text
+    assert "| c2c real (highest rate, p99 ≤ 100 ms) / Kafka round trip | 0.1 % |" in text
+    assert "| real | 2,000 SUPER | 1,000 | 2 | 2,000 / 2,000 | 58 | - |" in text
+    assert "Figures missing" not in text
+    for name in (report.LATENCY_PLOT, report.GROUP_PLOT):
+        assert (tmp_path / name).read_bytes().startswith(PNG_MAGIC)
+        assert f"../bench/results/{name}" in text
+
+
+def test_the_fixture_has_every_required_figure() -> None:
+    assert report.missing(fixture()) == []
+
+
+def test_a_missing_required_figure_is_named_in_the_page(tmp_path: Path) -> None:
+    data = fixture()
+    del data["scenarios"]["c2c_real"]
+    data["ratios"]["c2c_real_vs_kafka"] = None
+    data["errors"] = {"real": "BenchError: server start: no answer in 120 s"}
+    assert report.missing(data) == [
+        "scenarios.c2c_real.max_rate_p99_100ms",
+        "ratios.c2c_real_vs_kafka",
+    ]
+    result, raw = report.load(write(tmp_path, data))
+    run = report.block_run(result, raw)
+    assert "`scenarios.c2c_real.max_rate_p99_100ms`" in run
+    assert "- `real`: BenchError: server start" in run
+    assert "Real services.** not measured" in report.block_c2c(result, raw)
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        (("scenarios", "c2c_embedded", "steps", 0, "keeps_up"), "yes"),
+        (("scenarios", "connections", "idle_per_gate"), "many"),
+        (("machine", "cores"), None),
+    ],
+)
+def test_the_schema_rejects_a_malformed_result(
+    tmp_path: Path, path: tuple[Any, ...], value: object
+) -> None:
+    data = fixture()
+    node: Any = data
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    with pytest.raises(msgspec.ValidationError):
+        report.load(write(tmp_path, data))
+
+
+def test_an_unknown_block_in_the_template_is_an_error(tmp_path: Path) -> None:
+    result, raw = report.load(write(tmp_path, fixture()))
+    with pytest.raises(ValueError, match="unknown block 'nope'"):
+        report.render("<!-- bench:nope -->\n", result, raw)
+
+
+# --- arithmetic ----------------------------------------------------------------------------
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 0.5) == 50.0
+    assert percentile(values, 0.99) == 99.0
+    assert percentile(values, 0.999) == 100.0
+    assert percentile([7.0], 0.99) == 7.0
+    assert percentile([], 0.5) is None
+    assert latency_ms([0.001, 0.002]) == {"p50": 1.0, "p99": 2.0, "p999": 2.0, "max": 2.0}
+
+
+def sends(sent: int, acked: int, ack_s: float) -> list[dict[str, Any]]:
+    return [
+        {"sent": sent, "acked": acked, "failed": 0, "send_s": 2.0, "ack_latencies": [ack_s] * acked}
+    ]
+
+
+def test_a_step_keeps_up_only_when_nearly_all_is_acked_and_delivered() -> None:
+    ok = c2c_step(100, 2.0, sends(200, 200, 0.01), [0.02] * 199)
+    assert ok["keeps_up"]
+    assert (ok["sent_per_s"], ok["delivered_per_s"]) == (100, 99.5)
+    assert not c2c_step(100, 2.0, sends(200, 200, 0.01), [0.02] * 150)["keeps_up"]
+    assert not c2c_step(100, 2.0, sends(200, 150, 0.01), [0.02] * 200)["keeps_up"]
+    assert not c2c_step(100, 2.0, sends(0, 0, 0.01), [])["keeps_up"]
+
+
+def test_the_highest_good_rate_needs_both_p99s_within_the_bound_and_the_step_kept_up() -> None:
+    steps = [
+        c2c_step(100, 2.0, sends(200, 200, 0.010), [0.020] * 200),
+        c2c_step(200, 2.0, sends(400, 400, 0.050), [0.090] * 400),
+        c2c_step(400, 2.0, sends(800, 800, 0.050), [0.150] * 800),  # deliver p99 too slow
+        c2c_step(800, 2.0, sends(1600, 100, 0.010), [0.010] * 100),  # fell behind
+    ]
+    assert max_rate_within(steps) == 200
+    assert max_rate_within(steps[2:]) == 0.0
+    assert ratio(200, 20_000) == 0.01
+    assert ratio(200, 0) is None
+    assert ratio(None, 5) is None
