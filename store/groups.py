@@ -9,7 +9,9 @@ the group exceed its limit by at most one batch. Member ack times are written by
 group, only with ``$max`` on existing memberships, so they never race with the above.
 
 Idempotency: `GroupStore.create` is keyed by a caller-chosen ``create_key`` (e.g. the
-request's trace id): a replay returns the first group. Adding or removing members that are
+request's trace id): a replay returns the first group. The id is drawn by `create` or, when
+the caller must know it before the group exists (the server API answers with it), drawn
+first with `GroupStore.allocate_id` and passed to `create`. Adding or removing members that are
 already (not) there changes nothing. Every change increments the group's ``version``, which
 the Redis member cache (`store.groups_cache`) uses to never let an old snapshot replace a
 newer one.
@@ -49,6 +51,10 @@ class GroupDisbandedError(GroupError):
 
 class GroupFullError(GroupError):
     """The change would take the group above its member limit; nothing was changed."""
+
+
+class GroupIdTakenError(GroupError):
+    """A create named an id that another create (another ``create_key``) used."""
 
 
 class GroupLimits(msgspec.Struct, frozen=True, kw_only=True):
@@ -148,12 +154,23 @@ class MemberAck(msgspec.Struct, frozen=True):
 class GroupStore(Protocol):
     """Where groups and memberships live."""
 
+    async def allocate_id(self) -> GroupId:
+        """A new group id, never returned before (by this or `create`); nothing is created."""
+        ...
+
     async def create(
-        self, spec: GroupSpec, member_ids: Iterable[UserId], *, create_key: str
+        self,
+        spec: GroupSpec,
+        member_ids: Iterable[UserId],
+        *,
+        create_key: str,
+        group_id: GroupId | None = None,
     ) -> CreateResult:
-        """Create a group with the owner and `member_ids` as members; a replay with the same
-        `create_key` returns the first group (completing its memberships). Raises
-        `GroupFullError` when the members exceed the type's limit (nothing is created)."""
+        """Create a group with the owner and `member_ids` as members, with `group_id` (one
+        `allocate_id` returned) or a new id; a replay with the same `create_key` returns the
+        first group (completing its memberships). Raises `GroupFullError` when the members
+        exceed the type's limit (nothing is created), `GroupIdTakenError` when `group_id`
+        belongs to a group of another `create_key`."""
         ...
 
     async def get(self, group_id: GroupId) -> Group | None:
@@ -263,8 +280,18 @@ class MemoryGroupStore:
         self._acks: dict[tuple[GroupId, UserId], MemberAck] = {}
         self._next_id = 0
 
+    async def allocate_id(self) -> GroupId:
+        """The next id."""
+        self._next_id += 1
+        return GroupId(self._next_id)
+
     async def create(
-        self, spec: GroupSpec, member_ids: Iterable[UserId], *, create_key: str
+        self,
+        spec: GroupSpec,
+        member_ids: Iterable[UserId],
+        *,
+        create_key: str,
+        group_id: GroupId | None = None,
     ) -> CreateResult:
         """Create a group (idempotent on `create_key`)."""
         members = initial_members(spec, member_ids, self._limits)
@@ -274,8 +301,11 @@ class MemoryGroupStore:
             if not group.disbanded:
                 self._members[existing].update(members)
             return CreateResult(group, created=False)
-        self._next_id += 1
-        group = new_group(GroupId(self._next_id), spec, self._clock.now_ms())
+        if group_id is None:
+            group_id = await self.allocate_id()
+        elif group_id in self._groups:
+            raise GroupIdTakenError(f"group id {group_id} belongs to another create")
+        group = new_group(group_id, spec, self._clock.now_ms())
         self._groups[group.group_id] = group
         self._by_key[create_key] = group.group_id
         self._members[group.group_id] = set(members)

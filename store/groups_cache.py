@@ -161,11 +161,22 @@ class CachedGroupStore:
 
     # --- writes through the store, then the cache --------------------------------------
 
+    async def allocate_id(self) -> GroupId:
+        """An id from the store."""
+        return await self._inner.allocate_id()
+
     async def create(
-        self, spec: GroupSpec, member_ids: Iterable[UserId], *, create_key: str
+        self,
+        spec: GroupSpec,
+        member_ids: Iterable[UserId],
+        *,
+        create_key: str,
+        group_id: GroupId | None = None,
     ) -> CreateResult:
         """Create in the store; cache the new snapshot."""
-        result = await self._inner.create(spec, member_ids, create_key=create_key)
+        result = await self._inner.create(
+            spec, member_ids, create_key=create_key, group_id=group_id
+        )
         await self.refresh(result.group.group_id)
         return result
 

@@ -32,6 +32,7 @@ from store.collections import Collection
 from store.groups import (
     CreateResult,
     Group,
+    GroupIdTakenError,
     GroupLimits,
     GroupSpec,
     GroupUpdate,
@@ -121,14 +122,24 @@ class MongoGroupStore:
         self._limits = limits or GroupLimits()
         self._clock = clock or SystemClock()
 
+    async def allocate_id(self) -> GroupId:
+        """An id from the ``#group-ids`` counter (one reservation, no read-modify-write)."""
+        return GroupId(await self._ids.reserve(GROUP_ID_TIMELINE, 1))
+
     async def create(
-        self, spec: GroupSpec, member_ids: Iterable[UserId], *, create_key: str
+        self,
+        spec: GroupSpec,
+        member_ids: Iterable[UserId],
+        *,
+        create_key: str,
+        group_id: GroupId | None = None,
     ) -> CreateResult:
         """Insert the group, then its memberships; a replay finds the group by its key."""
         members = initial_members(spec, member_ids, self._limits)
         existing = await self._groups.find_one({"create_key": create_key})
         if existing is None:
-            group_id = GroupId(await self._ids.reserve(GROUP_ID_TIMELINE, 1))
+            if group_id is None:
+                group_id = await self.allocate_id()
             group = new_group(group_id, spec, self._clock.now_ms())
             try:
                 await self._groups.insert_one(_group_doc(group, create_key))
@@ -137,7 +148,9 @@ class MongoGroupStore:
                 # A concurrent replay of the same create won; its id is the group's.
                 existing = await self._groups.find_one({"create_key": create_key})
                 if existing is None:
-                    raise
+                    raise GroupIdTakenError(
+                        f"group id {group_id} belongs to another create"
+                    ) from None
         if existing is not None:
             group, created = _group_from_doc(existing), False
             if group.disbanded:

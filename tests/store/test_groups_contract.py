@@ -15,6 +15,7 @@ from store.clock import ManualClock
 from store.groups import (
     GroupDisbandedError,
     GroupFullError,
+    GroupIdTakenError,
     GroupLimits,
     GroupSpec,
     GroupStore,
@@ -92,6 +93,21 @@ async def test_a_replayed_create_returns_the_first_group(groups: GroupStore) -> 
         again = await groups.create(spec(name="other"), [U[2]], create_key="req-1")
         assert (again.group, again.created) == (first.group, False)
     assert await groups.groups_of(U[2]) == [first.group.group_id]
+
+
+async def test_create_with_an_allocated_id(groups: GroupStore) -> None:
+    first, second = await groups.allocate_id(), await groups.allocate_id()
+    assert first != second
+    assert await groups.get(first) is None  # allocating creates nothing
+    made = await groups.create(spec(), [U[2]], create_key="api-1", group_id=second)
+    assert (made.group.group_id, made.created) == (second, True)
+    replay = await groups.create(spec(), [U[2]], create_key="api-1", group_id=second)
+    assert (replay.group, replay.created) == (made.group, False)
+    with pytest.raises(GroupIdTakenError):
+        await groups.create(spec(), [], create_key="api-2", group_id=second)
+    drawn = (await groups.create(spec(), [], create_key="api-3")).group.group_id
+    assert drawn not in (first, second)  # create's own ids never collide with allocated ones
+    assert await groups.members(second) == [OWNER, U[2]]
 
 
 async def test_member_limits_by_type(groups: GroupStore) -> None:
