@@ -54,6 +54,7 @@ __all__ = [
     "BizEvent",
     "BizTopic",
     "C2SUpload",
+    "GroupAttribute",
     "GroupChange",
     "GroupChanged",
     "MessageDelivered",
@@ -239,14 +240,23 @@ class UserOffline(_UserEvent, frozen=True, kw_only=True, tag="user.offline"):
     ]
 
 
-GroupChange = Literal["created", "disbanded", "members_added", "members_removed", "member_left"]
+GroupChange = Literal[
+    "created", "disbanded", "members_added", "members_removed", "member_left", "updated"
+]
+
+#: a group attribute an ``updated`` change may set, and its new value
+GroupAttribute = Literal[
+    "name", "intro", "announcement", "avatar_url", "mute_model", "join_model", "be_invite_model"
+]
 
 
 class GroupChanged(_Event, frozen=True, kw_only=True, tag="group.changed"):
-    """A group was created or disbanded, or its members changed.
+    """A group was created, updated or disbanded, or its members changed.
 
     ``members`` are the users the change is about: every member for created/disbanded, the
-    added, removed (kicked) or leaving members otherwise.
+    added, removed (kicked) or leaving members for those changes, none for ``updated``.
+    ``attributes`` (``updated`` only) are the attributes the change set, with their new
+    values; ``group_name`` is the name after the change.
     id: ``group.changed:<group_id>:<change>:<trace_id>``.
     """
 
@@ -259,6 +269,13 @@ class GroupChanged(_Event, frozen=True, kw_only=True, tag="group.changed"):
     ]
     group_name: str
     members: tuple[int, ...]
+    attributes: Annotated[
+        dict[GroupAttribute, str | int],
+        _doc(
+            "updated: the attributes set and their new values (mute_model, join_model, "
+            "be_invite_model are the protocol's enum values); empty for other changes"
+        ),
+    ] = {}
 
     def key(self) -> bytes:
         return b"%d" % self.group_id

@@ -125,6 +125,9 @@ class Cmd(IntEnum):
     S2C_PUSH_ACK = 0x080C
     GROUP_READ_STATE_REQ = 0x080D
     GROUP_READ_STATE_RSP = 0x080E
+    GROUP_UPDATE_REQ = 0x080F
+    GROUP_UPDATE_RSP = 0x0810
+    API_GROUP_CREATE_REQ = 0x0811
 
     @property
     def is_extension(self) -> bool:
@@ -306,6 +309,11 @@ _TABLE: tuple[CommandSpec, ...] = (
         _USER,
     ),
     _down(Cmd.GROUP_READ_STATE_RSP, ext_pb2.GroupReadStateRsp),
+    _up(Cmd.GROUP_UPDATE_REQ, ext_pb2.GroupUpdateReq, Cmd.GROUP_UPDATE_RSP, _GROUP, _GID),
+    _down(Cmd.GROUP_UPDATE_RSP, ext_pb2.GroupUpdateRsp),
+    # The server API's create (0x0811): keyed by the group id the API allocated. A gate
+    # forwards it like any request; the group consumer refuses it from a client.
+    _up(Cmd.API_GROUP_CREATE_REQ, ext_pb2.ApiGroupCreateReq, Cmd.GROUP_CREATE_RSP, _GROUP, _GID),
 )
 
 #: The command table, by command id. VoIP ids are absent until their messages exist.

@@ -41,6 +41,8 @@ EXPECTED_TOPICS = {
         Cmd.GROUP_EXIT_REQ,
         Cmd.GROUP_INVITE_MEMBER_REQ,
         Cmd.GROUP_KICK_MEMBER_REQ,
+        Cmd.GROUP_UPDATE_REQ,
+        Cmd.API_GROUP_CREATE_REQ,
     },
     UplinkTopic.C2S: {Cmd.C2S_UPLOAD_REQ},
     UplinkTopic.QUERY: {

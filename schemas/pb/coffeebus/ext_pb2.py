@@ -24,51 +24,58 @@ _sym_db = _symbol_database.Default()
 
 
 from schemas.pb.coffeechat import base_pb2 as coffeechat_dot_base__pb2
+from schemas.pb.coffeechat import group_pb2 as coffeechat_dot_group__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x63offeebus/ext.proto\x12\tcoffeebus\x1a\x15\x63offeechat/base.proto\"\x83\x01\n\nKickNotify\x12\x0f\n\x07user_id\x18\x01 \x01(\x04\x12%\n\x06reason\x18\x02 \x01(\x0e\x32\x15.coffeebus.KickReason\x12/\n\x0fnew_client_type\x18\x03 \x01(\x0e\x32\x16.coffeechat.ClientType\x12\x0c\n\x04text\x18\x04 \x01(\t\"c\n\x08\x45rrorRsp\x12\x1a\n\x12request_command_id\x18\x01 \x01(\r\x12-\n\x0bresult_code\x18\x02 \x01(\x0e\x32\x18.coffeebus.ExtResultCode\x12\x0c\n\x04text\x18\x03 \x01(\t\";\n\nInboxEntry\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12 \n\x03msg\x18\x02 \x01(\x0b\x32\x13.coffeechat.MsgInfo\"<\n\x07SyncReq\x12\x0f\n\x07user_id\x18\x01 \x01(\x04\x12\x11\n\tafter_seq\x18\x02 \x01(\x04\x12\r\n\x05limit\x18\x03 \x01(\r\"\x97\x01\n\x07SyncRsp\x12\x0f\n\x07user_id\x18\x01 \x01(\x04\x12-\n\x0bresult_code\x18\x02 \x01(\x0e\x32\x18.coffeebus.ExtResultCode\x12&\n\x07\x65ntries\x18\x03 \x03(\x0b\x32\x15.coffeebus.InboxEntry\x12\x10\n\x08has_more\x18\x04 \x01(\x08\x12\x12\n\nlatest_seq\x18\x05 \x01(\x04\"\x8d\x01\n\tRevokeReq\x12\x0f\n\x07user_id\x18\x01 \x01(\x04\x12-\n\x0csession_type\x18\x02 \x01(\x0e\x32\x17.coffeechat.SessionType\x12\x12\n\nsession_id\x18\x03 \x01(\x04\x12\x15\n\rserver_msg_id\x18\x04 \x01(\x04\x12\x15\n\rclient_msg_id\x18\x05 \x01(\t\"\xa5\x01\n\tRevokeRsp\x12\x0f\n\x07user_id\x18\x01 \x01(\x04\x12-\n\x0csession_type\x18\x02 \x01(\x0e\x32\x17.coffeechat.SessionType\x12\x12\n\nsession_id\x18\x03 \x01(\x04\x12\x15\n\rserver_msg_id\x18\x04 \x01(\x04\x12-\n\x0bresult_code\x18\x05 \x01(\x0e\x32\x18.coffeebus.ExtResultCode\"\xae\x01\n\x0cRevokeNotify\x12\x18\n\x10operator_user_id\x18\x01 \x01(\x04\x12-\n\x0csession_type\x18\x02 \x01(\x0e\x32\x17.coffeechat.SessionType\x12\x12\n\nsession_id\x18\x03 \x01(\x04\x12\x15\n\rserver_msg_id\x18\x04 \x01(\x04\x12\x15\n\rclient_msg_id\x18\x05 \x01(\t\x12\x13\n\x0brevoke_time\x18\x06 \x01(\r\"\x91\x01\n\x0cTypingNotify\x12\x14\n\x0c\x66rom_user_id\x18\x01 \x01(\x04\x12-\n\x0csession_type\x18\x02 \x01(\x0e\x32\x17.coffeechat.SessionType\x12\x15\n\rto_session_id\x18\x03 \x01(\x04\x12%\n\x05state\x18\x04 \x01(\x0e\x32\x16.coffeebus.TypingState\"n\n\x0c\x43\x32SUploadReq\x12\x0f\n\x07user_id\x18\x01 \x01(\x04\x12\x15\n\rclient_req_id\x18\x02 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\x12\x0f\n\x07\x63hannel\x18\x05 \x01(\t\"e\n\x0c\x43\x32SUploadRsp\x12\x0f\n\x07user_id\x18\x01 \x01(\x04\x12\x15\n\rclient_req_id\x18\x02 \x01(\t\x12-\n\x0bresult_code\x18\x03 \x01(\x0e\x32\x18.coffeebus.ExtResultCode\"\x8e\x01\n\x07S2CPush\x12\x0f\n\x07push_id\x18\x01 \x01(\t\x12\x12\n\nto_user_id\x18\x02 \x01(\x04\x12\x10\n\x08msg_type\x18\x03 \x01(\r\x12\x10\n\x08msg_data\x18\x04 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x05 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x06 \x01(\t\x12\x13\n\x0b\x63reate_time\x18\x07 \x01(\r\".\n\nS2CPushAck\x12\x0f\n\x07user_id\x18\x01 \x01(\x04\x12\x0f\n\x07push_id\x18\x02 \x01(\t\"R\n\x11GroupReadStateReq\x12\x0f\n\x07user_id\x18\x01 \x01(\x04\x12\x10\n\x08group_id\x18\x02 \x01(\x04\x12\x1a\n\x12server_msg_id_list\x18\x03 \x03(\x04\"Q\n\x0eGroupReadState\x12\x15\n\rserver_msg_id\x18\x01 \x01(\x04\x12\x12\n\nread_count\x18\x02 \x01(\r\x12\x14\n\x0cmember_count\x18\x03 \x01(\r\"\x99\x01\n\x11GroupReadStateRsp\x12\x0f\n\x07user_id\x18\x01 \x01(\x04\x12\x10\n\x08group_id\x18\x02 \x01(\x04\x12-\n\x0bresult_code\x18\x03 \x01(\x0e\x32\x18.coffeebus.ExtResultCode\x12\x32\n\x0fread_state_list\x18\x04 \x03(\x0b\x32\x19.coffeebus.GroupReadState*\xc0\x03\n\rExtResultCode\x12\x1f\n\x1b\x45XT_RESULT_CODE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x45XT_RESULT_CODE_OK\x10\x01\x12%\n!EXT_RESULT_CODE_NOT_AUTHENTICATED\x10\x02\x12#\n\x1f\x45XT_RESULT_CODE_UNKNOWN_COMMAND\x10\x03\x12\"\n\x1e\x45XT_RESULT_CODE_MALFORMED_BODY\x10\x04\x12%\n!EXT_RESULT_CODE_INVALID_PARAMETER\x10\x05\x12\x1d\n\x19\x45XT_RESULT_CODE_FORBIDDEN\x10\x06\x12\x1d\n\x19\x45XT_RESULT_CODE_NOT_FOUND\x10\x07\x12 \n\x1c\x45XT_RESULT_CODE_RATE_LIMITED\x10\x08\x12\x1d\n\x19\x45XT_RESULT_CODE_TOO_LARGE\x10\t\x12\x1b\n\x17\x45XT_RESULT_CODE_EXPIRED\x10\n\x12\"\n\x1e\x45XT_RESULT_CODE_INTERNAL_ERROR\x10\x0b\x12\x1f\n\x1b\x45XT_RESULT_CODE_UNAVAILABLE\x10\x0c*\xc4\x01\n\nKickReason\x12\x1b\n\x17KICK_REASON_UNSPECIFIED\x10\x00\x12\x1f\n\x1bKICK_REASON_DUPLICATE_LOGIN\x10\x01\x12 \n\x1cKICK_REASON_LOGOUT_ELSEWHERE\x10\x02\x12\x1d\n\x19KICK_REASON_TOKEN_REVOKED\x10\x03\x12\x16\n\x12KICK_REASON_BANNED\x10\x04\x12\x1f\n\x1bKICK_REASON_SERVER_SHUTDOWN\x10\x05*^\n\x0bTypingState\x12\x1c\n\x18TYPING_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13TYPING_STATE_TYPING\x10\x01\x12\x18\n\x14TYPING_STATE_STOPPED\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x63offeebus/ext.proto\x12\tcoffeebus\x1a\x15\x63offeechat/base.proto\x1a\x16\x63offeechat/group.proto\"\x83\x01\n\nKickNotify\x12\x0f\n\x07user_id\x18\x01 \x01(\x04\x12%\n\x06reason\x18\x02 \x01(\x0e\x32\x15.coffeebus.KickReason\x12/\n\x0fnew_client_type\x18\x03 \x01(\x0e\x32\x16.coffeechat.ClientType\x12\x0c\n\x04text\x18\x04 \x01(\t\"c\n\x08\x45rrorRsp\x12\x1a\n\x12request_command_id\x18\x01 \x01(\r\x12-\n\x0bresult_code\x18\x02 \x01(\x0e\x32\x18.coffeebus.ExtResultCode\x12\x0c\n\x04text\x18\x03 \x01(\t\";\n\nInboxEntry\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12 \n\x03msg\x18\x02 \x01(\x0b\x32\x13.coffeechat.MsgInfo\"<\n\x07SyncReq\x12\x0f\n\x07user_id\x18\x01 \x01(\x04\x12\x11\n\tafter_seq\x18\x02 \x01(\x04\x12\r\n\x05limit\x18\x03 \x01(\r\"\x97\x01\n\x07SyncRsp\x12\x0f\n\x07user_id\x18\x01 \x01(\x04\x12-\n\x0bresult_code\x18\x02 \x01(\x0e\x32\x18.coffeebus.ExtResultCode\x12&\n\x07\x65ntries\x18\x03 \x03(\x0b\x32\x15.coffeebus.InboxEntry\x12\x10\n\x08has_more\x18\x04 \x01(\x08\x12\x12\n\nlatest_seq\x18\x05 \x01(\x04\"\x8d\x01\n\tRevokeReq\x12\x0f\n\x07user_id\x18\x01 \x01(\x04\x12-\n\x0csession_type\x18\x02 \x01(\x0e\x32\x17.coffeechat.SessionType\x12\x12\n\nsession_id\x18\x03 \x01(\x04\x12\x15\n\rserver_msg_id\x18\x04 \x01(\x04\x12\x15\n\rclient_msg_id\x18\x05 \x01(\t\"\xa5\x01\n\tRevokeRsp\x12\x0f\n\x07user_id\x18\x01 \x01(\x04\x12-\n\x0csession_type\x18\x02 \x01(\x0e\x32\x17.coffeechat.SessionType\x12\x12\n\nsession_id\x18\x03 \x01(\x04\x12\x15\n\rserver_msg_id\x18\x04 \x01(\x04\x12-\n\x0bresult_code\x18\x05 \x01(\x0e\x32\x18.coffeebus.ExtResultCode\"\xae\x01\n\x0cRevokeNotify\x12\x18\n\x10operator_user_id\x18\x01 \x01(\x04\x12-\n\x0csession_type\x18\x02 \x01(\x0e\x32\x17.coffeechat.SessionType\x12\x12\n\nsession_id\x18\x03 \x01(\x04\x12\x15\n\rserver_msg_id\x18\x04 \x01(\x04\x12\x15\n\rclient_msg_id\x18\x05 \x01(\t\x12\x13\n\x0brevoke_time\x18\x06 \x01(\r\"\x91\x01\n\x0cTypingNotify\x12\x14\n\x0c\x66rom_user_id\x18\x01 \x01(\x04\x12-\n\x0csession_type\x18\x02 \x01(\x0e\x32\x17.coffeechat.SessionType\x12\x15\n\rto_session_id\x18\x03 \x01(\x04\x12%\n\x05state\x18\x04 \x01(\x0e\x32\x16.coffeebus.TypingState\"n\n\x0c\x43\x32SUploadReq\x12\x0f\n\x07user_id\x18\x01 \x01(\x04\x12\x15\n\rclient_req_id\x18\x02 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\x12\x0f\n\x07\x63hannel\x18\x05 \x01(\t\"e\n\x0c\x43\x32SUploadRsp\x12\x0f\n\x07user_id\x18\x01 \x01(\x04\x12\x15\n\rclient_req_id\x18\x02 \x01(\t\x12-\n\x0bresult_code\x18\x03 \x01(\x0e\x32\x18.coffeebus.ExtResultCode\"\x8e\x01\n\x07S2CPush\x12\x0f\n\x07push_id\x18\x01 \x01(\t\x12\x12\n\nto_user_id\x18\x02 \x01(\x04\x12\x10\n\x08msg_type\x18\x03 \x01(\r\x12\x10\n\x08msg_data\x18\x04 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x05 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x06 \x01(\t\x12\x13\n\x0b\x63reate_time\x18\x07 \x01(\r\".\n\nS2CPushAck\x12\x0f\n\x07user_id\x18\x01 \x01(\x04\x12\x0f\n\x07push_id\x18\x02 \x01(\t\"R\n\x11GroupReadStateReq\x12\x0f\n\x07user_id\x18\x01 \x01(\x04\x12\x10\n\x08group_id\x18\x02 \x01(\x04\x12\x1a\n\x12server_msg_id_list\x18\x03 \x03(\x04\"Q\n\x0eGroupReadState\x12\x15\n\rserver_msg_id\x18\x01 \x01(\x04\x12\x12\n\nread_count\x18\x02 \x01(\r\x12\x14\n\x0cmember_count\x18\x03 \x01(\r\"\x99\x01\n\x11GroupReadStateRsp\x12\x0f\n\x07user_id\x18\x01 \x01(\x04\x12\x10\n\x08group_id\x18\x02 \x01(\x04\x12-\n\x0bresult_code\x18\x03 \x01(\x0e\x32\x18.coffeebus.ExtResultCode\x12\x32\n\x0fread_state_list\x18\x04 \x03(\x0b\x32\x19.coffeebus.GroupReadState\"\xb6\x03\n\x0eGroupUpdateReq\x12\x0f\n\x07user_id\x18\x01 \x01(\x04\x12\x10\n\x08group_id\x18\x02 \x01(\x04\x12\x17\n\ngroup_name\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x18\n\x0bgroup_intro\x18\x04 \x01(\tH\x01\x88\x01\x01\x12\x19\n\x0c\x61nnouncement\x18\x05 \x01(\tH\x02\x88\x01\x01\x12\x19\n\x0cgroup_avatar\x18\x06 \x01(\tH\x03\x88\x01\x01\x12\x33\n\nmute_model\x18\x07 \x01(\x0e\x32\x1a.coffeechat.GroupMuteModelH\x04\x88\x01\x01\x12\x33\n\njoin_model\x18\x08 \x01(\x0e\x32\x1a.coffeechat.GroupJoinModelH\x05\x88\x01\x01\x12;\n\x0f\x62\x65_invite_model\x18\t \x01(\x0e\x32\x1d.coffeechat.GroupBeInviteModeH\x06\x88\x01\x01\x42\r\n\x0b_group_nameB\x0e\n\x0c_group_introB\x0f\n\r_announcementB\x0f\n\r_group_avatarB\r\n\x0b_mute_modelB\r\n\x0b_join_modelB\x12\n\x10_be_invite_model\"\xae\x01\n\x0eGroupUpdateRsp\x12\x0f\n\x07user_id\x18\x01 \x01(\x04\x12\x10\n\x08group_id\x18\x02 \x01(\x04\x12-\n\x0bresult_code\x18\x03 \x01(\x0e\x32\x18.coffeebus.ExtResultCode\x12)\n\ngroup_info\x18\x04 \x01(\x0b\x32\x15.coffeechat.GroupInfo\x12\x1f\n\x17\x61ttach_notification_msg\x18\n \x01(\x0c\"b\n\x11\x41piGroupCreateReq\x12\x0f\n\x07user_id\x18\x01 \x01(\x04\x12\x10\n\x08group_id\x18\x02 \x01(\x04\x12\x12\n\ngroup_name\x18\x03 \x01(\t\x12\x16\n\x0emember_id_list\x18\x04 \x03(\x04*\xc0\x03\n\rExtResultCode\x12\x1f\n\x1b\x45XT_RESULT_CODE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x45XT_RESULT_CODE_OK\x10\x01\x12%\n!EXT_RESULT_CODE_NOT_AUTHENTICATED\x10\x02\x12#\n\x1f\x45XT_RESULT_CODE_UNKNOWN_COMMAND\x10\x03\x12\"\n\x1e\x45XT_RESULT_CODE_MALFORMED_BODY\x10\x04\x12%\n!EXT_RESULT_CODE_INVALID_PARAMETER\x10\x05\x12\x1d\n\x19\x45XT_RESULT_CODE_FORBIDDEN\x10\x06\x12\x1d\n\x19\x45XT_RESULT_CODE_NOT_FOUND\x10\x07\x12 \n\x1c\x45XT_RESULT_CODE_RATE_LIMITED\x10\x08\x12\x1d\n\x19\x45XT_RESULT_CODE_TOO_LARGE\x10\t\x12\x1b\n\x17\x45XT_RESULT_CODE_EXPIRED\x10\n\x12\"\n\x1e\x45XT_RESULT_CODE_INTERNAL_ERROR\x10\x0b\x12\x1f\n\x1b\x45XT_RESULT_CODE_UNAVAILABLE\x10\x0c*\xc4\x01\n\nKickReason\x12\x1b\n\x17KICK_REASON_UNSPECIFIED\x10\x00\x12\x1f\n\x1bKICK_REASON_DUPLICATE_LOGIN\x10\x01\x12 \n\x1cKICK_REASON_LOGOUT_ELSEWHERE\x10\x02\x12\x1d\n\x19KICK_REASON_TOKEN_REVOKED\x10\x03\x12\x16\n\x12KICK_REASON_BANNED\x10\x04\x12\x1f\n\x1bKICK_REASON_SERVER_SHUTDOWN\x10\x05*^\n\x0bTypingState\x12\x1c\n\x18TYPING_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13TYPING_STATE_TYPING\x10\x01\x12\x18\n\x14TYPING_STATE_STOPPED\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'schemas.pb.coffeebus.ext_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EXTRESULTCODE']._serialized_start=1938
-  _globals['_EXTRESULTCODE']._serialized_end=2386
-  _globals['_KICKREASON']._serialized_start=2389
-  _globals['_KICKREASON']._serialized_end=2585
-  _globals['_TYPINGSTATE']._serialized_start=2587
-  _globals['_TYPINGSTATE']._serialized_end=2681
-  _globals['_KICKNOTIFY']._serialized_start=58
-  _globals['_KICKNOTIFY']._serialized_end=189
-  _globals['_ERRORRSP']._serialized_start=191
-  _globals['_ERRORRSP']._serialized_end=290
-  _globals['_INBOXENTRY']._serialized_start=292
-  _globals['_INBOXENTRY']._serialized_end=351
-  _globals['_SYNCREQ']._serialized_start=353
-  _globals['_SYNCREQ']._serialized_end=413
-  _globals['_SYNCRSP']._serialized_start=416
-  _globals['_SYNCRSP']._serialized_end=567
-  _globals['_REVOKEREQ']._serialized_start=570
-  _globals['_REVOKEREQ']._serialized_end=711
-  _globals['_REVOKERSP']._serialized_start=714
-  _globals['_REVOKERSP']._serialized_end=879
-  _globals['_REVOKENOTIFY']._serialized_start=882
-  _globals['_REVOKENOTIFY']._serialized_end=1056
-  _globals['_TYPINGNOTIFY']._serialized_start=1059
-  _globals['_TYPINGNOTIFY']._serialized_end=1204
-  _globals['_C2SUPLOADREQ']._serialized_start=1206
-  _globals['_C2SUPLOADREQ']._serialized_end=1316
-  _globals['_C2SUPLOADRSP']._serialized_start=1318
-  _globals['_C2SUPLOADRSP']._serialized_end=1419
-  _globals['_S2CPUSH']._serialized_start=1422
-  _globals['_S2CPUSH']._serialized_end=1564
-  _globals['_S2CPUSHACK']._serialized_start=1566
-  _globals['_S2CPUSHACK']._serialized_end=1612
-  _globals['_GROUPREADSTATEREQ']._serialized_start=1614
-  _globals['_GROUPREADSTATEREQ']._serialized_end=1696
-  _globals['_GROUPREADSTATE']._serialized_start=1698
-  _globals['_GROUPREADSTATE']._serialized_end=1779
-  _globals['_GROUPREADSTATERSP']._serialized_start=1782
-  _globals['_GROUPREADSTATERSP']._serialized_end=1935
+  _globals['_EXTRESULTCODE']._serialized_start=2680
+  _globals['_EXTRESULTCODE']._serialized_end=3128
+  _globals['_KICKREASON']._serialized_start=3131
+  _globals['_KICKREASON']._serialized_end=3327
+  _globals['_TYPINGSTATE']._serialized_start=3329
+  _globals['_TYPINGSTATE']._serialized_end=3423
+  _globals['_KICKNOTIFY']._serialized_start=82
+  _globals['_KICKNOTIFY']._serialized_end=213
+  _globals['_ERRORRSP']._serialized_start=215
+  _globals['_ERRORRSP']._serialized_end=314
+  _globals['_INBOXENTRY']._serialized_start=316
+  _globals['_INBOXENTRY']._serialized_end=375
+  _globals['_SYNCREQ']._serialized_start=377
+  _globals['_SYNCREQ']._serialized_end=437
+  _globals['_SYNCRSP']._serialized_start=440
+  _globals['_SYNCRSP']._serialized_end=591
+  _globals['_REVOKEREQ']._serialized_start=594
+  _globals['_REVOKEREQ']._serialized_end=735
+  _globals['_REVOKERSP']._serialized_start=738
+  _globals['_REVOKERSP']._serialized_end=903
+  _globals['_REVOKENOTIFY']._serialized_start=906
+  _globals['_REVOKENOTIFY']._serialized_end=1080
+  _globals['_TYPINGNOTIFY']._serialized_start=1083
+  _globals['_TYPINGNOTIFY']._serialized_end=1228
+  _globals['_C2SUPLOADREQ']._serialized_start=1230
+  _globals['_C2SUPLOADREQ']._serialized_end=1340
+  _globals['_C2SUPLOADRSP']._serialized_start=1342
+  _globals['_C2SUPLOADRSP']._serialized_end=1443
+  _globals['_S2CPUSH']._serialized_start=1446
+  _globals['_S2CPUSH']._serialized_end=1588
+  _globals['_S2CPUSHACK']._serialized_start=1590
+  _globals['_S2CPUSHACK']._serialized_end=1636
+  _globals['_GROUPREADSTATEREQ']._serialized_start=1638
+  _globals['_GROUPREADSTATEREQ']._serialized_end=1720
+  _globals['_GROUPREADSTATE']._serialized_start=1722
+  _globals['_GROUPREADSTATE']._serialized_end=1803
+  _globals['_GROUPREADSTATERSP']._serialized_start=1806
+  _globals['_GROUPREADSTATERSP']._serialized_end=1959
+  _globals['_GROUPUPDATEREQ']._serialized_start=1962
+  _globals['_GROUPUPDATEREQ']._serialized_end=2400
+  _globals['_GROUPUPDATERSP']._serialized_start=2403
+  _globals['_GROUPUPDATERSP']._serialized_end=2577
+  _globals['_APIGROUPCREATEREQ']._serialized_start=2579
+  _globals['_APIGROUPCREATEREQ']._serialized_end=2677
 # @@protoc_insertion_point(module_scope)

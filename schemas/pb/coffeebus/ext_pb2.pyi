@@ -25,12 +25,16 @@ Command ids (also in schemas/commands.py, which is checked against this list by 
   0x080C  S2CPushAck          client -> server  receipt of an S2CPush
   0x080D  GroupReadStateReq   client -> server  how many members read a group message
   0x080E  GroupReadStateRsp   server -> client
+  0x080F  GroupUpdateReq      client -> server  change a group's name, intro, notice, avatar, modes
+  0x0810  GroupUpdateRsp      server -> client
+  0x0811  ApiGroupCreateReq   server API only   create a group with an id the API allocated
 
 Rules for evolving this file: never renumber or retype a field, never reuse a command id;
 add fields with new numbers; new commands take the next free id.
 """
 
 from schemas.pb.coffeechat import base_pb2 as _base_pb2
+from schemas.pb.coffeechat import group_pb2 as _group_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -671,3 +675,151 @@ class GroupReadStateRsp(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GroupReadStateRsp: _TypeAlias = GroupReadStateRsp  # noqa: Y015
+
+@_typing.final
+class GroupUpdateReq(_message.Message):
+    """0x080F: change a group's attributes (the owner; the server API as any operator). A field
+    left unset keeps its value (proto3 `optional`: presence is on the wire). Every change is
+    a GROUP_UPDATE notification in the group's timeline (docs/protocol-extensions.md).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    GROUP_ID_FIELD_NUMBER: _builtins.int
+    GROUP_NAME_FIELD_NUMBER: _builtins.int
+    GROUP_INTRO_FIELD_NUMBER: _builtins.int
+    ANNOUNCEMENT_FIELD_NUMBER: _builtins.int
+    GROUP_AVATAR_FIELD_NUMBER: _builtins.int
+    MUTE_MODEL_FIELD_NUMBER: _builtins.int
+    JOIN_MODEL_FIELD_NUMBER: _builtins.int
+    BE_INVITE_MODEL_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.int
+    group_id: _builtins.int
+    group_name: _builtins.str
+    group_intro: _builtins.str
+    announcement: _builtins.str
+    group_avatar: _builtins.str
+    mute_model: _base_pb2.GroupMuteModel.ValueType
+    join_model: _base_pb2.GroupJoinModel.ValueType
+    be_invite_model: _base_pb2.GroupBeInviteMode.ValueType
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.int = ...,
+        group_id: _builtins.int = ...,
+        group_name: _builtins.str | None = ...,
+        group_intro: _builtins.str | None = ...,
+        announcement: _builtins.str | None = ...,
+        group_avatar: _builtins.str | None = ...,
+        mute_model: _base_pb2.GroupMuteModel.ValueType | None = ...,
+        join_model: _base_pb2.GroupJoinModel.ValueType | None = ...,
+        be_invite_model: _base_pb2.GroupBeInviteMode.ValueType | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_announcement", b"_announcement", "_be_invite_model", b"_be_invite_model", "_group_avatar", b"_group_avatar", "_group_intro", b"_group_intro", "_group_name", b"_group_name", "_join_model", b"_join_model", "_mute_model", b"_mute_model", "announcement", b"announcement", "be_invite_model", b"be_invite_model", "group_avatar", b"group_avatar", "group_intro", b"group_intro", "group_name", b"group_name", "join_model", b"join_model", "mute_model", b"mute_model"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_announcement", b"_announcement", "_be_invite_model", b"_be_invite_model", "_group_avatar", b"_group_avatar", "_group_intro", b"_group_intro", "_group_name", b"_group_name", "_join_model", b"_join_model", "_mute_model", b"_mute_model", "announcement", b"announcement", "be_invite_model", b"be_invite_model", "group_avatar", b"group_avatar", "group_id", b"group_id", "group_intro", b"group_intro", "group_name", b"group_name", "join_model", b"join_model", "mute_model", b"mute_model", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__announcement: _TypeAlias = _typing.Literal["announcement"]  # noqa: Y015
+    _WhichOneofArgType__announcement: _TypeAlias = _typing.Literal["_announcement", b"_announcement"]  # noqa: Y015
+    _WhichOneofReturnType__be_invite_model: _TypeAlias = _typing.Literal["be_invite_model"]  # noqa: Y015
+    _WhichOneofArgType__be_invite_model: _TypeAlias = _typing.Literal["_be_invite_model", b"_be_invite_model"]  # noqa: Y015
+    _WhichOneofReturnType__group_avatar: _TypeAlias = _typing.Literal["group_avatar"]  # noqa: Y015
+    _WhichOneofArgType__group_avatar: _TypeAlias = _typing.Literal["_group_avatar", b"_group_avatar"]  # noqa: Y015
+    _WhichOneofReturnType__group_intro: _TypeAlias = _typing.Literal["group_intro"]  # noqa: Y015
+    _WhichOneofArgType__group_intro: _TypeAlias = _typing.Literal["_group_intro", b"_group_intro"]  # noqa: Y015
+    _WhichOneofReturnType__group_name: _TypeAlias = _typing.Literal["group_name"]  # noqa: Y015
+    _WhichOneofArgType__group_name: _TypeAlias = _typing.Literal["_group_name", b"_group_name"]  # noqa: Y015
+    _WhichOneofReturnType__join_model: _TypeAlias = _typing.Literal["join_model"]  # noqa: Y015
+    _WhichOneofArgType__join_model: _TypeAlias = _typing.Literal["_join_model", b"_join_model"]  # noqa: Y015
+    _WhichOneofReturnType__mute_model: _TypeAlias = _typing.Literal["mute_model"]  # noqa: Y015
+    _WhichOneofArgType__mute_model: _TypeAlias = _typing.Literal["_mute_model", b"_mute_model"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__announcement) -> _WhichOneofReturnType__announcement | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__be_invite_model) -> _WhichOneofReturnType__be_invite_model | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__group_avatar) -> _WhichOneofReturnType__group_avatar | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__group_intro) -> _WhichOneofReturnType__group_intro | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__group_name) -> _WhichOneofReturnType__group_name | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__join_model) -> _WhichOneofReturnType__join_model | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__mute_model) -> _WhichOneofReturnType__mute_model | None: ...
+
+Global___GroupUpdateReq: _TypeAlias = GroupUpdateReq  # noqa: Y015
+
+@_typing.final
+class GroupUpdateRsp(_message.Message):
+    """0x0810"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    GROUP_ID_FIELD_NUMBER: _builtins.int
+    RESULT_CODE_FIELD_NUMBER: _builtins.int
+    GROUP_INFO_FIELD_NUMBER: _builtins.int
+    ATTACH_NOTIFICATION_MSG_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.int
+    group_id: _builtins.int
+    result_code: Global___ExtResultCode.ValueType
+    attach_notification_msg: _builtins.bytes
+    """the GROUP_UPDATE MsgData (empty: nothing changed)"""
+    @_builtins.property
+    def group_info(self) -> _group_pb2.GroupInfo:
+        """the group after the change (on OK)"""
+
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.int = ...,
+        group_id: _builtins.int = ...,
+        result_code: Global___ExtResultCode.ValueType = ...,
+        group_info: _group_pb2.GroupInfo | None = ...,
+        attach_notification_msg: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["group_info", b"group_info"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attach_notification_msg", b"attach_notification_msg", "group_id", b"group_id", "group_info", b"group_info", "result_code", b"result_code", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GroupUpdateRsp: _TypeAlias = GroupUpdateRsp  # noqa: Y015
+
+@_typing.final
+class ApiGroupCreateReq(_message.Message):
+    """0x0811: the server API's group creation (POST /v1/groups). The API allocates `group_id`
+    before publishing, so it can answer with the id; the group consumer creates exactly that
+    group (a replay finds it). Keyed by group id like every request about an existing group.
+    A client sending it is refused FORBIDDEN (answered with a GroupCreateRsp, 0x0502).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    GROUP_ID_FIELD_NUMBER: _builtins.int
+    GROUP_NAME_FIELD_NUMBER: _builtins.int
+    MEMBER_ID_LIST_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.int
+    """the owner"""
+    group_id: _builtins.int
+    group_name: _builtins.str
+    @_builtins.property
+    def member_id_list(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.int = ...,
+        group_id: _builtins.int = ...,
+        group_name: _builtins.str = ...,
+        member_id_list: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group_id", b"group_id", "group_name", b"group_name", "member_id_list", b"member_id_list", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApiGroupCreateReq: _TypeAlias = ApiGroupCreateReq  # noqa: Y015
