@@ -1,10 +1,13 @@
 """The ``group`` group: group management from ``im.up.group`` (keyed by group id).
 
 Create (0x0501; keyed by the creator, the group has no id yet), disband (0x0503, owner
-only), exit (0x0505; the owner cannot leave, it disbands), invite (0x0511, any member) and
-kick (0x0513, owner only). Each answers with its response and a ``result_code``: SUCCESS
-(200) or, for a refusal, the `ExtResultCode` value (docs/protocol-extensions.md, "Group
-management"). A body naming another user is refused with FORBIDDEN like any other rule.
+only), exit (0x0505; the owner cannot leave, it disbands), invite (0x0511, any member), kick
+(0x0513, owner only), update (0x080F, owner only: name, intro, announcement, avatar, mute /
+join / invite modes) and the server API's create (0x0811, with the id the API allocated;
+never from a client). Each answers with its response and a ``result_code``: SUCCESS (200) —
+OK (1) for the extension's GroupUpdateRsp — or, for a refusal, the `ExtResultCode` value
+(docs/protocol-extensions.md, "Group management"). A body naming another user is refused
+with FORBIDDEN like any other rule.
 
 Every change is also a NOTIFICATION message in the group's timeline (`consumers.
 notifications`), published to ``im.up.msg`` for the msg group to store — never written here
@@ -21,12 +24,13 @@ nothing:
 4. answer the requester and push GroupMemberChangedNotify (0x0515) to the devices of
    everyone the change concerns.
 
-Create is the exception: the group id exists only after the write, so the notification
+Create is the exception: the group exists only after the write, so the notification
 follows it; a replay finds the same group by its create key (the trace id) and republishes.
+An update that changes nothing (or a replay after its store write) announces nothing.
 
 Requests without an origin come from the server API (``/v1/groups``): they act as the
 operator their body's ``user_id`` names, with admin rights — no owner or membership check
-(create, disband, invite, kick; the owner still cannot be kicked) — and nobody is answered
+(create, update, disband, invite, kick; the owner still cannot be kicked) — and nobody is answered
 (the API checked what it could and answered 202); a refusal is logged. Members' devices get
 GroupMemberChangedNotify as for any change.
 
@@ -38,8 +42,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from enum import IntEnum
 from typing import TYPE_CHECKING
 
+import msgspec
 from google.protobuf.message import Message
 
 from bus.base import Bus, Outgoing, Record, TopicPartition
@@ -49,26 +55,51 @@ from consumers.notifications import notification_envelope, notification_msg
 from consumers.query import group_info
 from consumers.registry import consumer_group
 from consumers.requests import Refusal, Request, acting_user, decode_request
-from schemas.bizevents import GroupChange, GroupChanged, encode_event, event_id
-from schemas.codes import ErrorCode, ExtResultCode, GroupMemberChangedType, MsgNotificationType
+from schemas.bizevents import (
+    GroupAttribute,
+    GroupChange,
+    GroupChanged,
+    encode_event,
+    event_id,
+)
+from schemas.codes import (
+    ErrorCode,
+    ExtResultCode,
+    GroupBeInviteMode,
+    GroupJoinModel,
+    GroupMemberChangedType,
+    GroupMuteModel,
+    MsgNotificationType,
+)
 from schemas.commands import Cmd, UplinkTopic, spec
 from schemas.envelope import Origin, encode_envelope
 from schemas.ids import GroupId, TraceId, UserId, group_conversation_id
+from schemas.pb.coffeebus import ext_pb2
 from schemas.pb.coffeechat import base_pb2, group_pb2, message_pb2
 from store.clock import Clock, SystemClock
-from store.groups import Group, GroupFullError, GroupLimits, GroupSpec, GroupStore
+from store.groups import (
+    Group,
+    GroupFullError,
+    GroupIdTakenError,
+    GroupLimits,
+    GroupSpec,
+    GroupStore,
+    GroupUpdate,
+)
 from store.routes import RouteStore
 from store.users import UserStore
 
 if TYPE_CHECKING:
     from coffeebus.wiring import Runtime
 
-__all__ = ["MAX_GROUP_NAME", "GroupHandler", "build"]
+__all__ = ["MAX_GROUP_NAME", "MAX_GROUP_TEXT", "GroupHandler", "build"]
 
 log = logging.getLogger(__name__)
 
 #: characters of a group name
 MAX_GROUP_NAME = 128
+#: characters of a group's intro, announcement or avatar URL
+MAX_GROUP_TEXT = 4096
 
 
 class _Done:
@@ -139,7 +170,15 @@ class GroupHandler:
             else:
                 user = acting_user(origin, getattr(msg, "user_id", 0), request.cmd)
             if isinstance(msg, group_pb2.GroupCreateReq):
-                done = await self._create(user, msg, trace)
+                done = await self._create(user, msg.group_name, msg.member_id_list, trace)
+            elif isinstance(msg, ext_pb2.ApiGroupCreateReq):
+                if not admin:
+                    raise Refusal(ExtResultCode.FORBIDDEN, "0x0811 is the server API's only")
+                done = await self._create(
+                    user, msg.group_name, msg.member_id_list, trace, GroupId(msg.group_id)
+                )
+            elif isinstance(msg, ext_pb2.GroupUpdateReq):
+                done = await self._update(user, msg, trace, admin=admin)
             elif isinstance(msg, group_pb2.GroupDisbandingReq):
                 done = await self._disband(user, msg, trace, admin=admin)
             elif isinstance(msg, group_pb2.GroupExitReq) and origin is not None:
@@ -162,7 +201,7 @@ class GroupHandler:
             notify = group_pb2.GroupMemberChangedNotify(
                 user_id=user, group_id=getattr(msg, "group_id", 0), changed_list=done.changed
             )
-            if isinstance(msg, group_pb2.GroupCreateReq):
+            if isinstance(msg, group_pb2.GroupCreateReq | ext_pb2.ApiGroupCreateReq):
                 assert isinstance(done.response, group_pb2.GroupCreateRsp)
                 notify.group_id = done.response.group_info.group_id
             body = notify.SerializeToString()
@@ -202,6 +241,8 @@ class GroupHandler:
         operator: UserId,
         affected: Sequence[UserId],
         trace: TraceId,
+        *,
+        attributes: dict[GroupAttribute, str | int] | None = None,
     ) -> message_pb2.MsgData:
         """Publish the change's notification to the group's timeline, and its ``group.changed``
         business event, durably, now — before the store changes, like the notification: a
@@ -215,6 +256,7 @@ class GroupHandler:
             affected=affected,
             trace_id=trace,
             now_ms=now,
+            attributes=attributes,
         )
         change = _CHANGES[kind]
         event = GroupChanged(
@@ -226,6 +268,7 @@ class GroupHandler:
             operator_user_id=operator,
             group_name=group.name,
             members=tuple(affected),
+            attributes=attributes or {},
         )
         await self._bus.publish_batch(
             (
@@ -241,20 +284,32 @@ class GroupHandler:
 
     # --- the requests ----------------------------------------------------------------------
 
-    async def _create(self, user: UserId, req: group_pb2.GroupCreateReq, trace: TraceId) -> _Done:
-        if not 0 < len(req.group_name) <= MAX_GROUP_NAME:
+    async def _create(
+        self,
+        user: UserId,
+        name: str,
+        member_ids: Sequence[int],
+        trace: TraceId,
+        group_id: GroupId | None = None,
+    ) -> _Done:
+        """Create (0x0501, or the API's 0x0811 with `group_id`)."""
+        if not 0 < len(name) <= MAX_GROUP_NAME:
             raise Refusal(
                 ExtResultCode.INVALID_PARAMETER, f"group_name must be 1-{MAX_GROUP_NAME} chars"
             )
-        others = await self._existing_users([u for u in req.member_id_list if u != user])
-        spec = GroupSpec(name=req.group_name, owner_id=user)
+        if group_id is not None and group_id <= 0:
+            raise Refusal(ExtResultCode.INVALID_PARAMETER, "group_id must be positive")
+        others = await self._existing_users([u for u in member_ids if u != user])
+        spec = GroupSpec(name=name, owner_id=user)
         limit = self.limits.limit(spec.group_type)
         if len(others) + 1 > limit:
             raise Refusal(ExtResultCode.TOO_LARGE, f"{len(others) + 1} members exceed {limit}")
         try:
-            result = await self._groups.create(spec, others, create_key=trace)
+            result = await self._groups.create(spec, others, create_key=trace, group_id=group_id)
         except GroupFullError as exc:
             raise Refusal(ExtResultCode.TOO_LARGE, str(exc)) from None
+        except GroupIdTakenError as exc:
+            raise Refusal(ExtResultCode.INVALID_PARAMETER, str(exc)) from None
         group = result.group
         if group.disbanded:  # a replay of a create whose group has been disbanded since
             raise Refusal(ExtResultCode.NOT_FOUND, f"group {group.group_id} is disbanded")
@@ -373,6 +428,34 @@ class GroupHandler:
         done.changed = _changes(gone, GroupMemberChangedType.DEL)
         return done
 
+    async def _update(
+        self, user: UserId, req: ext_pb2.GroupUpdateReq, trace: TraceId, *, admin: bool
+    ) -> _Done:
+        group = await self._live_group(req.group_id)
+        if group.owner_id != user and not admin:
+            raise Refusal(ExtResultCode.FORBIDDEN, "only the owner may update the group")
+        wanted = _requested_attributes(req)
+        if not wanted:
+            raise Refusal(ExtResultCode.INVALID_PARAMETER, "the update sets no attribute")
+        # Only what differs is a change: a replay after the store write (or a no-op request)
+        # announces nothing, and the notification lists exactly what moved.
+        changed = {k: v for k, v in wanted.items() if getattr(group, _GROUP_FIELDS[k]) != v}
+        rsp = ext_pb2.GroupUpdateRsp(
+            user_id=user, group_id=req.group_id, result_code=ext_pb2.EXT_RESULT_CODE_OK
+        )
+        if not changed:
+            rsp.group_info.CopyFrom(group_info(group))
+            return _Done(rsp)
+        update = msgspec.convert({_GROUP_FIELDS[k]: v for k, v in changed.items()}, GroupUpdate)
+        announced = msgspec.structs.replace(group, **update.fields())
+        msg = await self._announce(
+            MsgNotificationType.GROUP_UPDATE, announced, user, [], trace, attributes=changed
+        )
+        updated = await self._groups.update(group.group_id, update)
+        rsp.group_info.CopyFrom(group_info(updated))
+        rsp.attach_notification_msg = msg.SerializeToString()
+        return _Done(rsp)
+
 
 def _operator(req: Message) -> UserId:
     """The operator an API request names (its body's ``user_id``, required)."""
@@ -389,7 +472,57 @@ _CHANGES: dict[MsgNotificationType, GroupChange] = {
     MsgNotificationType.GROUP_BE_INVITE: "members_added",
     MsgNotificationType.GROUP_KICK: "members_removed",
     MsgNotificationType.GROUP_LEAVE: "member_left",
+    MsgNotificationType.GROUP_UPDATE: "updated",
 }
+
+#: the `store.groups.Group` field of each attribute an update may set
+_GROUP_FIELDS: dict[GroupAttribute, str] = {
+    "name": "name",
+    "intro": "intro",
+    "announcement": "announcement",
+    "avatar_url": "avatar_url",
+    "mute_model": "mute_model",
+    "join_model": "join_model",
+    "be_invite_model": "be_invite_model",
+}
+
+
+def _requested_attributes(req: ext_pb2.GroupUpdateReq) -> dict[GroupAttribute, str | int]:
+    """The attributes `req` sets (proto3 presence), checked; `Refusal` when one is out of
+    range."""
+    texts: dict[GroupAttribute, str | None] = {
+        "intro": req.group_intro if req.HasField("group_intro") else None,
+        "announcement": req.announcement if req.HasField("announcement") else None,
+        "avatar_url": req.group_avatar if req.HasField("group_avatar") else None,
+    }
+    modes: dict[GroupAttribute, tuple[int | None, type[IntEnum]]] = {
+        "mute_model": (req.mute_model if req.HasField("mute_model") else None, GroupMuteModel),
+        "join_model": (req.join_model if req.HasField("join_model") else None, GroupJoinModel),
+        "be_invite_model": (
+            req.be_invite_model if req.HasField("be_invite_model") else None,
+            GroupBeInviteMode,
+        ),
+    }
+    wanted: dict[GroupAttribute, str | int] = {}
+    if req.HasField("group_name"):
+        if not 0 < len(req.group_name) <= MAX_GROUP_NAME:
+            raise Refusal(
+                ExtResultCode.INVALID_PARAMETER, f"group_name must be 1-{MAX_GROUP_NAME} chars"
+            )
+        wanted["name"] = req.group_name
+    for attribute, text in texts.items():
+        if text is not None:
+            if len(text) > MAX_GROUP_TEXT:
+                raise Refusal(
+                    ExtResultCode.INVALID_PARAMETER, f"{attribute} exceeds {MAX_GROUP_TEXT} chars"
+                )
+            wanted[attribute] = text
+    for attribute, (mode, enum) in modes.items():
+        if mode is not None:
+            if int(mode) not in enum.__members__.values():
+                raise Refusal(ExtResultCode.INVALID_PARAMETER, f"{attribute} {mode} is unknown")
+            wanted[attribute] = int(mode)
+    return wanted
 
 
 def _changes(
@@ -407,8 +540,12 @@ def _refused(req: Message, origin: Origin, code: ExtResultCode) -> Message:
     """The request's response carrying a refusal's code (never SUCCESS, never 0)."""
     user = origin.user_id
     group_id = getattr(req, "group_id", 0)
-    if isinstance(req, group_pb2.GroupCreateReq):
+    if isinstance(req, group_pb2.GroupCreateReq | ext_pb2.ApiGroupCreateReq):
         return group_pb2.GroupCreateRsp(user_id=user, result_code=code)
+    if isinstance(req, ext_pb2.GroupUpdateReq):
+        return ext_pb2.GroupUpdateRsp(
+            user_id=user, group_id=group_id, result_code=ext_pb2.ExtResultCode.ValueType(code)
+        )
     if isinstance(req, group_pb2.GroupDisbandingReq):
         return group_pb2.GroupDisbandingRsp(user_id=user, group_id=group_id, result_code=code)
     if isinstance(req, group_pb2.GroupExitReq):

@@ -1,6 +1,6 @@
 """Group notifications: the NOTIFICATION messages group changes put in the group's timeline.
 
-Every group change (create, invite, kick, leave, dismiss) is also a message of the group's
+Every group change (create, update, invite, kick, leave, dismiss) is also a message of the group's
 conversation, so that members catch up on it by history, sync and the session list like on
 any message. By the single-writer rule (DESIGN.md, invariant 2) the group handler does not
 write it: it publishes it to ``im.up.msg`` as a *system* envelope — ``origin=None``, key the
@@ -12,7 +12,9 @@ The message (``MsgData``, MsgType NOTIFICATION 9):
 - ``to_session_id``: the group id, ``session_type`` GROUP;
 - ``client_msg_id``: ``"gn-<trace id>"`` — the request's trace id, so a replayed request
   republishes the same id and the msg group's dedupe stores it once;
-- ``msg_data``: the JSON of `GroupNotification` (field names as below).
+- ``msg_data``: the JSON of `GroupNotification` (field names as below); an update
+  (GROUP_UPDATE 5) adds ``attributes``, the attributes it set with their new values
+  (``group_name`` is then the new name).
 
 Recipients: the msg group fans a system notification out to the group's current members
 *plus* the users listed in ``member_id_list`` (`extra_recipients`). That is what lets a kicked
@@ -22,11 +24,12 @@ notification, whichever of the store write and the fan-out happens first.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Final
 
 import msgspec
 
+from schemas.bizevents import GroupAttribute
 from schemas.codes import MsgNotificationType, MsgType, SessionType
 from schemas.commands import Cmd
 from schemas.envelope import Envelope, make_envelope
@@ -45,7 +48,7 @@ __all__ = [
 NOTIFICATION_ID_PREFIX: Final = "gn-"
 
 
-class GroupNotification(msgspec.Struct, frozen=True, kw_only=True):
+class GroupNotification(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """What a group notification's ``msg_data`` says (JSON)."""
 
     #: a `schemas.codes.MsgNotificationType` value
@@ -54,8 +57,10 @@ class GroupNotification(msgspec.Struct, frozen=True, kw_only=True):
     group_name: str
     operator_user_id: int
     #: the users the change is about: created with, invited, kicked, left, or (dismiss) all
-    #: the members it had
+    #: the members it had; none for an update
     member_id_list: list[int]
+    #: GROUP_UPDATE only: the attributes set, with their new values (absent otherwise)
+    attributes: dict[GroupAttribute, str | int] = {}
 
 
 _decoder: Final = msgspec.json.Decoder(GroupNotification)
@@ -70,6 +75,7 @@ def notification_msg(
     affected: Iterable[UserId],
     trace_id: TraceId,
     now_ms: int,
+    attributes: Mapping[GroupAttribute, str | int] | None = None,
 ) -> message_pb2.MsgData:
     """The NOTIFICATION message of one group change (not yet sequenced: server_msg_id 0)."""
     payload = GroupNotification(
@@ -78,6 +84,7 @@ def notification_msg(
         group_name=group_name,
         operator_user_id=operator,
         member_id_list=sorted(set(affected)),
+        attributes=dict(attributes or {}),
     )
     return message_pb2.MsgData(
         from_user_id=operator,
