@@ -21,7 +21,8 @@ GET         /v1/gates                        live gates, least loaded first (ipl
 POST        /v1/push                         business push (s2c), optionally stored
 POST        /v1/messages                     system message into a single chat or group
 POST        /v1/messages/{conv}/{seq}/revoke admin revoke
-POST        /v1/groups                       create a group
+POST        /v1/groups                       create a group (201 with its id)
+PATCH       /v1/groups/{group_id}            update a group's name, notice, avatar, modes
 DELETE      /v1/groups/{group_id}            disband a group
 POST        /v1/groups/{group_id}/members    add members
 DELETE      /v1/groups/{group_id}/members    remove members (?user_id=...)
@@ -32,7 +33,7 @@ GET         /readyz                          readiness: the stores answer (no au
 ==========  ===============================  ===========================================
 
 The messaging endpoints (push … groups) exist when the app is given a `Pipeline` (the bus
-and the group and message stores). Every POST honours ``Idempotency-Key``
+and the group and message stores). Every POST and PATCH honours ``Idempotency-Key``
 (`producers.idempotency`).
 """
 
@@ -62,6 +63,7 @@ from producers.groups import (
     get_group,
     list_groups,
     remove_members,
+    update_group,
 )
 from producers.idempotency import IdempotencyMiddleware
 from producers.messaging import admin_revoke, push, send_message
@@ -179,6 +181,7 @@ def create_app(
             send_message,
             admin_revoke,
             create_group,
+            update_group,
             disband_group,
             add_members,
             remove_members,
@@ -196,7 +199,7 @@ def create_app(
         version="1",
         description=(
             "User import, tokens, presence, the gate list, business push, system messages, "
-            "groups and admin revoke for business servers. Every POST honours an "
+            "groups and admin revoke for business servers. Every POST and PATCH honours an "
             "`Idempotency-Key` header."
         ),
         components=Components(

@@ -39,7 +39,15 @@ class Pipeline:
     """The bus the messaging endpoints publish to, and the stores they read (never write:
     every change goes through the consumer group owning it)."""
 
-    __slots__ = ("bus", "group_limits", "groups", "max_msg_data_bytes", "messages", "topology")
+    __slots__ = (
+        "bus",
+        "group_create_wait_s",
+        "group_limits",
+        "groups",
+        "max_msg_data_bytes",
+        "messages",
+        "topology",
+    )
 
     def __init__(
         self,
@@ -50,6 +58,7 @@ class Pipeline:
         messages: MessageStore,
         max_msg_data_bytes: int = 64 * 1024,
         group_limits: GroupLimits | None = None,
+        group_create_wait_s: float = 5.0,
     ) -> None:
         self.bus = bus
         self.topology = topology
@@ -60,6 +69,9 @@ class Pipeline:
         self.max_msg_data_bytes = max_msg_data_bytes
         #: member limits by group type (``[messaging]``), checked before publishing
         self.group_limits = group_limits or GroupLimits()
+        #: how long ``POST /v1/groups`` waits for the group consumer to create the group
+        #: before answering 202 with its (final) id instead of 201
+        self.group_create_wait_s = group_create_wait_s
 
 
 StoresDep = NamedDependency[Stores]

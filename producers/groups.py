@@ -1,27 +1,39 @@
-"""Group endpoints: create, disband, add and remove members (through the group consumer),
-list a user's groups and read a group (from the group store).
+"""Group endpoints: create, update, disband, add and remove members (through the group
+consumer), list a user's groups and read a group (from the group store).
 
 The ``group`` consumer group is the single writer of groups (`consumers.group`): a change
-is published to ``im.up.group`` as the protocol's own request (GroupCreateReq,
-GroupDisbandingReq, GroupInviteMemberReq, GroupKickOutMemberReq) with origin None — the
-API's admin path there: the body's ``user_id`` is the operator the notification names, no
-owner or membership check. The consumer stores the change, puts the NOTIFICATION message in
-the group's timeline (through ``im.up.msg``) and notifies members' devices. The API checks
-what it can first (group exists, users exist, limits) and answers **202** with a request id
+is published to ``im.up.group`` as a protocol request (GroupDisbandingReq,
+GroupInviteMemberReq, GroupKickOutMemberReq, the extensions GroupUpdateReq 0x080F and
+ApiGroupCreateReq 0x0811) with origin None — the API's admin path there: the body's
+``user_id`` is the operator the notification names, no owner or membership check. The
+consumer stores the change, puts the NOTIFICATION message in the group's timeline (through
+``im.up.msg``), notifies members' devices and emits ``group.changed``. The API checks what it
+can first (group exists, users exist, limits, values) and answers **202** with a request id
 once the request is on the bus; a request the consumer still refuses (a race with another
 change) is logged there.
+
+Create answers with the group, because a business server needs its id: the API allocates
+the id (`store.groups.GroupStore.allocate_id`, a reservation that creates nothing) and
+publishes ApiGroupCreateReq with it, keyed by that id; the consumer creates exactly that
+group, idempotently (a replay finds it by the request's trace id). The API then waits up to
+`producers.deps.Pipeline.group_create_wait_s` for the group to exist — primary-key reads of
+the group store, backing off from 5 ms to 100 ms — and answers **201** with it; if the
+consumer is slower (lagging, or down), **202** with the same, final id and ``created``
+false. Either way the request is durable on the bus before the answer.
 
 Reads go to the group store directly (the Redis member cache in front of MongoDB).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import Annotated
+from typing import Annotated, Final
 
 from google.protobuf.message import Message
-from litestar import delete, get, post
+from litestar import Response, delete, get, patch, post
 from litestar.exceptions import ValidationException
+from litestar.openapi import ResponseSpec
 from litestar.params import JSONBody, Parameter
 
 from bus.base import Outgoing
@@ -31,16 +43,20 @@ from producers.models import (
     MAX_MEMBERS_PER_CALL,
     Accepted,
     GroupCreateBody,
+    GroupCreated,
     GroupList,
     GroupMembersBody,
+    GroupPatchBody,
     GroupView,
 )
 from producers.problems import PROBLEMS, ApiProblem
 from producers.users import parse_id, parse_user_id
+from schemas.codes import GroupType
 from schemas.commands import Cmd, UplinkTopic
 from schemas.envelope import encode_envelope, make_envelope
-from schemas.ids import GroupId, UserId, new_trace_id
-from schemas.pb.coffeechat import group_pb2
+from schemas.ids import GroupId, TraceId, UserId, new_trace_id
+from schemas.pb.coffeebus import ext_pb2
+from schemas.pb.coffeechat import base_pb2, group_pb2
 from store.groups import Group
 
 __all__ = [
@@ -50,6 +66,7 @@ __all__ = [
     "get_group",
     "list_groups",
     "remove_members",
+    "update_group",
 ]
 
 logger = logging.getLogger(__name__)
@@ -103,22 +120,52 @@ async def _publish(pipeline: Pipeline, cmd: Cmd, body: Message, key: int) -> Acc
     return Accepted(request_id=trace)
 
 
+#: first and longest pause between two reads of a group being created (seconds)
+_FIRST_POLL_S: Final = 0.005
+_MAX_POLL_S: Final = 0.1
+
+
+async def _created(pipeline: Pipeline, group_id: GroupId) -> Group | None:
+    """The group once it exists, or None when `pipeline.group_create_wait_s` passes first.
+
+    Reads by primary key with a growing pause: the API has no subscription to the group
+    consumer's results, and a create takes one consumer round trip (milliseconds embedded,
+    tens of milliseconds on Kafka and FerretDB).
+    """
+    pause = _FIRST_POLL_S
+    try:
+        async with asyncio.timeout(pipeline.group_create_wait_s):
+            while (group := await pipeline.groups.get(group_id)) is None:
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, _MAX_POLL_S)
+            return group
+    except TimeoutError:
+        return None
+
+
 @post(
     "/v1/groups",
     summary="Create a group",
     description=(
         "Creates a group owned by `owner_id` with `member_ids` (the owner is always a "
-        "member). 202: the group consumer creates it, puts a GROUP_CREATE notification in "
-        "its timeline and notifies the members' devices; the new group then shows in "
-        "`GET /v1/groups?user_id=<owner_id>`."
+        "member). The API allocates the group id and publishes the request; the group "
+        "consumer creates exactly that group, puts a GROUP_CREATE notification in its "
+        "timeline and notifies the members' devices. 201 with the group once it exists; "
+        "202 with the same (final) id and `created: false` if the consumer has not created "
+        "it within the API's wait (it will)."
     ),
     tags=["groups"],
-    responses=PROBLEMS,
-    status_code=202,
+    responses={
+        **PROBLEMS,
+        202: ResponseSpec(
+            GroupCreated, description="on the bus; the group consumer has not created it yet"
+        ),
+    },
+    status_code=201,
 )
 async def create_group(
     data: JSONBody[GroupCreateBody], stores: StoresDep, pipeline: PipelineDep
-) -> Accepted:
+) -> Response[GroupCreated]:
     """``POST /v1/groups``."""
     owner = UserId(data.owner_id)
     members = [UserId(u) for u in dict.fromkeys(data.member_ids) if u != owner]
@@ -128,8 +175,87 @@ async def create_group(
             409, "group-full", f"{len(members) + 1} members exceed the limit of {limit}"
         )
     await require_users(stores.users, [owner, *members])
-    req = group_pb2.GroupCreateReq(user_id=owner, group_name=data.name, member_id_list=members)
-    return await _publish(pipeline, Cmd.GROUP_CREATE_REQ, req, owner)
+    group_id = await pipeline.groups.allocate_id()
+    req = ext_pb2.ApiGroupCreateReq(
+        user_id=owner, group_id=group_id, group_name=data.name, member_id_list=members
+    )
+    request_id = TraceId(
+        (await _publish(pipeline, Cmd.API_GROUP_CREATE_REQ, req, group_id)).request_id
+    )
+    group = await _created(pipeline, group_id)
+    if group is None:
+        logger.warning(
+            "group %d not created within %.1f s (group consumer lagging?), trace %s",
+            group_id,
+            pipeline.group_create_wait_s,
+            request_id,
+        )
+        pending = GroupCreated(
+            group_id=group_id,
+            name=data.name,
+            group_type=GroupType.NORMAL,
+            owner_id=owner,
+            member_count=len(members) + 1,
+            created=False,
+            request_id=request_id,
+        )
+        return Response(pending, status_code=202)
+    created = GroupCreated(
+        group_id=group.group_id,
+        name=group.name,
+        group_type=group.group_type,
+        owner_id=group.owner_id,
+        member_count=len(await pipeline.groups.members(group.group_id)),
+        created=True,
+        request_id=request_id,
+    )
+    return Response(created, status_code=201, headers={"Location": f"/v1/groups/{group.group_id}"})
+
+
+#: the attributes of `GroupPatchBody` (the rest names the operator)
+_PATCHABLE: Final = tuple(n for n in GroupPatchBody.__struct_fields__ if n != "operator_user_id")
+
+
+@patch(
+    "/v1/groups/{group_id:str}",
+    summary="Update a group",
+    description=(
+        "Sets the attributes given (at least one): name, intro, announcement (the notice), "
+        "avatar_url, mute_model (1: only the owner may send), join_model, be_invite_model. "
+        "202: the group consumer applies what differs from the stored group, puts a "
+        "GROUP_UPDATE notification (with the attributes set) in the group's timeline, "
+        "which reaches every member, and emits `group.changed` (`updated`); a patch that "
+        "changes nothing is accepted and announces nothing."
+    ),
+    tags=["groups"],
+    responses=PROBLEMS,
+    status_code=202,
+)
+async def update_group(
+    group_id: GroupIdPath, data: JSONBody[GroupPatchBody], pipeline: PipelineDep
+) -> Accepted:
+    """``PATCH /v1/groups/{group_id}``."""
+    if all(getattr(data, name) is None for name in _PATCHABLE):
+        raise ValidationException(f"the patch sets no attribute (one of {', '.join(_PATCHABLE)})")
+    group = await _live_group(pipeline, group_id)
+    req = ext_pb2.GroupUpdateReq(
+        user_id=data.operator_user_id or group.owner_id, group_id=group.group_id
+    )
+    if data.name is not None:
+        req.group_name = data.name
+    if data.intro is not None:
+        req.group_intro = data.intro
+    if data.announcement is not None:
+        req.announcement = data.announcement
+    if data.avatar_url is not None:
+        req.group_avatar = data.avatar_url
+    if data.mute_model is not None:
+        req.mute_model = base_pb2.GroupMuteModel.ValueType(data.mute_model)
+    if data.join_model is not None:
+        req.join_model = base_pb2.GroupJoinModel.ValueType(data.join_model)
+    if data.be_invite_model is not None:
+        req.be_invite_model = base_pb2.GroupBeInviteMode.ValueType(data.be_invite_model)
+    return await _publish(pipeline, Cmd.GROUP_UPDATE_REQ, req, group.group_id)
 
 
 @delete(

@@ -1,8 +1,9 @@
-"""``Idempotency-Key`` on every POST: the first request with a key runs, a repeat replays.
+"""``Idempotency-Key`` on every POST and PATCH: the first request with a key runs, a repeat
+replays.
 
 An ASGI middleware around every route (Litestar runs it inside routing, outside the
 handler's own exception handling, so it sees every response the handler produced, errors
-included). For a POST carrying ``Idempotency-Key`` (1-255 visible ASCII characters):
+included). For a POST or PATCH carrying ``Idempotency-Key`` (1-255 visible ASCII characters):
 
 1. the body is read (up to the app's body limit; a larger one passes through to its 413)
    and fingerprinted: SHA-256 over method, path, query and body;
@@ -42,6 +43,9 @@ __all__ = ["IDEMPOTENCY_HEADER", "IdempotencyMiddleware", "key_scope", "request_
 logger = logging.getLogger(__name__)
 
 IDEMPOTENCY_HEADER: Final = "idempotency-key"
+#: the methods whose requests change state and so honour the header (DELETE is idempotent
+#: by itself)
+_METHODS: Final = frozenset({"POST", "PATCH"})
 REPLAYED_HEADER: Final = b"idempotent-replayed"
 _KEY_RE: Final = re.compile(rb"[\x21-\x7e]{1,255}")
 #: Default lifetime of a completed key (seconds).
@@ -99,7 +103,7 @@ class IdempotencyMiddleware:
         self._pending_ttl_s = pending_ttl_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != ScopeType.HTTP or scope.get("method") != "POST":
+        if scope["type"] != ScopeType.HTTP or scope.get("method") not in _METHODS:
             await self.app(scope, receive, send)
             return
         key = _header(scope, IDEMPOTENCY_HEADER.encode())

@@ -11,7 +11,7 @@ from typing import Annotated, Final, Literal
 
 import msgspec
 
-from schemas.codes import MsgType
+from schemas.codes import GroupBeInviteMode, GroupJoinModel, GroupMuteModel, MsgType
 from store.ids import MAX_USER_ID
 from store.passwords import MAX_PASSWORD_BYTES
 from store.push_tokens import PushProvider
@@ -21,6 +21,7 @@ __all__ = [
     "MAX_BODY_BYTES",
     "MAX_CLIENT_MSG_ID",
     "MAX_GROUP_NAME",
+    "MAX_GROUP_TEXT",
     "MAX_MEMBERS_PER_CALL",
     "MAX_PROFILE_FIELD",
     "MAX_PUSH_RECIPIENTS",
@@ -30,8 +31,10 @@ __all__ = [
     "Gate",
     "GatesResponse",
     "GroupCreateBody",
+    "GroupCreated",
     "GroupList",
     "GroupMembersBody",
+    "GroupPatchBody",
     "GroupView",
     "Health",
     "MessageAccepted",
@@ -188,6 +191,8 @@ MAX_PUSH_RECIPIENTS: Final = 1000
 MAX_MEMBERS_PER_CALL: Final = 500
 #: Characters of a group name (as the group consumer checks it).
 MAX_GROUP_NAME: Final = 128
+#: Characters of a group's intro, announcement or avatar URL (as the group consumer checks it).
+MAX_GROUP_TEXT: Final = 4096
 #: Characters of a client_msg_id / push_id (as the msg group checks it).
 MAX_CLIENT_MSG_ID: Final = 64
 
@@ -270,6 +275,43 @@ class GroupCreateBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     owner_id: IdValue
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_GROUP_NAME)]
     member_ids: Annotated[list[IdValue], msgspec.Meta(max_length=MAX_MEMBERS_PER_CALL)] = []
+
+
+class GroupCreated(msgspec.Struct, frozen=True):
+    """``POST /v1/groups``: the new group. ``created`` is true (201) once the group exists;
+    false (202) when the group consumer had not created it yet when the API stopped
+    waiting — the id is final either way, and the group appears with it."""
+
+    group_id: int
+    name: str
+    group_type: int
+    owner_id: int
+    #: the owner included
+    member_count: int
+    created: bool
+    #: the trace id of the create request (the logs and the group.changed event carry it)
+    request_id: str
+
+
+GroupName = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_GROUP_NAME)]
+GroupText = Annotated[str, msgspec.Meta(max_length=MAX_GROUP_TEXT)]
+
+
+class GroupPatchBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``PATCH /v1/groups/{group_id}``: set the attributes given (at least one); a field left
+    out or null keeps its value. The notification names ``operator_user_id`` (default: the
+    owner)."""
+
+    name: GroupName | None = None
+    intro: GroupText | None = None
+    #: the group notice
+    announcement: GroupText | None = None
+    avatar_url: GroupText | None = None
+    #: 1: only the owner may send
+    mute_model: GroupMuteModel | None = None
+    join_model: GroupJoinModel | None = None
+    be_invite_model: GroupBeInviteMode | None = None
+    operator_user_id: IdValue | None = None
 
 
 class GroupMembersBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

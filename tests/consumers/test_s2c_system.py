@@ -12,37 +12,23 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from coffeebus.settings import ApiSettings
-from producers.app import Pipeline, create_app
 from schemas.codes import MsgType, SessionType
 from schemas.commands import Cmd
 from schemas.ids import GroupId, c2c_conversation_id
 from schemas.pb.coffeebus import ext_pb2
 from schemas.pb.coffeechat import message_pb2
+from tests.consumers.apiclient import system_api
 from tests.consumers.conftest import System, next_push
-from tests.producers.conftest import Client, in_process_client
+from tests.producers.conftest import Client
 from tests.waiting import wait_for
 
 
 @pytest.fixture
 async def api(system: System) -> AsyncIterator[Client]:
     """The API app on the system's bus and stores, consumers and a gate running."""
-    runtime = system.runtime
     await system.start_consumers()
     await system.gate()
-    app = create_app(
-        ApiSettings(),
-        runtime.users,
-        runtime.routes,
-        pipeline=Pipeline(
-            bus=runtime.bus,
-            topology=runtime.topology,
-            groups=runtime.groups,
-            messages=runtime.messages,
-        ),
-        idempotency=runtime.idempotency,
-    )
-    async with in_process_client(app) as client:
+    async with system_api(system) as client:
         yield client
 
 
@@ -148,14 +134,9 @@ async def test_system_message_into_a_single_chat_and_a_group(system: System, api
     created = await api.post(
         "/v1/groups", json={"owner_id": alice, "name": "ops", "member_ids": [bob, carol]}
     )
-    assert created.status_code == 202, created.text
-    groups = system.runtime.groups
-
-    async def has_group() -> bool:
-        return bool(await groups.groups_of(alice))
-
-    await wait_for(has_group)
-    (group_id,) = await groups.groups_of(alice)
+    assert created.status_code == 201, created.text
+    group_id = created.json()["group_id"]
+    assert await system.runtime.groups.groups_of(alice) == [group_id]
     listed = await api.get("/v1/groups", params={"user_id": str(bob)})
     assert [g["group_id"] for g in listed.json()["groups"]] == [group_id]
     info = await api.get(f"/v1/groups/{group_id}")
@@ -186,14 +167,12 @@ async def test_system_message_into_a_single_chat_and_a_group(system: System, api
 
 async def test_group_management_through_the_group_consumer(system: System, api: Client) -> None:
     owner, bob, carol = await system.user(), await system.user(), await system.user()
-    await api.post("/v1/groups", json={"owner_id": owner, "name": "g", "member_ids": [bob]})
+    created = await api.post(
+        "/v1/groups", json={"owner_id": owner, "name": "g", "member_ids": [bob]}
+    )
+    assert created.status_code == 201, created.text
+    gid = created.json()["group_id"]
     groups = system.runtime.groups
-
-    async def created() -> bool:
-        return bool(await groups.groups_of(owner))
-
-    await wait_for(created)
-    (gid,) = await groups.groups_of(owner)
     added = await api.post(f"/v1/groups/{gid}/members", json={"user_ids": [carol]})
     assert added.status_code == 202, added.text
 

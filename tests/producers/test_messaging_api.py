@@ -59,6 +59,8 @@ class Env:
                 groups=self.groups,
                 messages=self.messages,
                 max_msg_data_bytes=1000,
+                # no group consumer runs here: a create answers 202 without waiting
+                group_create_wait_s=0.0,
             ),
             idempotency=self.idempotency,
         )
@@ -214,10 +216,33 @@ async def test_system_message_refuses_bad_input(
 
 async def test_group_requests_are_checked_then_published(env: Env, api: Client) -> None:
     created = await api.post(
-        "/v1/groups", json={"owner_id": ALICE, "name": "g", "member_ids": [BOB]}
+        "/v1/groups", json={"owner_id": ALICE, "name": "g", "member_ids": [BOB, ALICE, BOB]}
     )
-    assert created.status_code == 202
-    assert env.published("im.up.group") == 1
+    # No group consumer runs here: the API answers 202 with the id it allocated.
+    assert created.status_code == 202, created.text
+    body = created.json()
+    assert (body["name"], body["owner_id"], body["member_count"], body["created"]) == (
+        "g",
+        ALICE,
+        2,
+        False,
+    )
+    (record,) = _records(env, "im.up.group")
+    envelope = decode_envelope(record.value)
+    assert (envelope.cmd, envelope.origin, envelope.trace_id) == (
+        Cmd.API_GROUP_CREATE_REQ,
+        None,
+        body["request_id"],
+    )
+    req = ext_pb2.ApiGroupCreateReq.FromString(envelope.body)
+    assert (req.group_id, req.user_id, req.group_name, list(req.member_id_list)) == (
+        body["group_id"],
+        ALICE,
+        "g",
+        [BOB],
+    )
+    assert record.key == b"%d" % body["group_id"]  # keyed by the group, like its later changes
+    assert await env.groups.get(GroupId(body["group_id"])) is None  # the consumer creates it
     assert_problem(
         await api.post("/v1/groups", json={"owner_id": ALICE, "name": "", "member_ids": []}), 400
     )
@@ -260,6 +285,85 @@ async def test_group_requests_are_checked_then_published(env: Env, api: Client) 
     listed = (await api.get("/v1/groups", params={"user_id": str(BOB)})).json()
     assert [g["group_id"] for g in listed["groups"]] == [gid]
     assert await env.groups.get(GroupId(gid)) == group
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "slug"),
+    [
+        ({}, 400, "invalid-request"),
+        ({"operator_user_id": 101}, 400, "invalid-request"),
+        ({"name": None}, 400, "invalid-request"),
+        ({"name": ""}, 400, "invalid-request"),
+        ({"name": "x" * 129}, 400, "invalid-request"),
+        ({"name": 5}, 400, "invalid-request"),
+        ({"announcement": "x" * 4097}, 400, "invalid-request"),
+        ({"mute_model": 2}, 400, "invalid-request"),
+        ({"mute_model": "all"}, 400, "invalid-request"),
+        ({"join_model": 3}, 400, "invalid-request"),
+        ({"owner_id": 102}, 400, "invalid-request"),
+        ({"name": "n", "operator_user_id": 0}, 400, "invalid-request"),
+        ([], 400, "invalid-request"),
+    ],
+)
+async def test_group_patch_refuses_bad_bodies(
+    env: Env, api: Client, body: Any, status: int, slug: str
+) -> None:
+    group = (await env.groups.create(GroupSpec(name="g", owner_id=ALICE), [], create_key="k")).group
+    assert_problem(await api.patch(f"/v1/groups/{group.group_id}", json=body), status, slug)
+    assert env.published("im.up.group") == 0
+
+
+async def test_group_patch_of_an_unknown_or_disbanded_group_is_404(env: Env, api: Client) -> None:
+    assert_problem(await api.patch("/v1/groups/77", json={"name": "n"}), 404, "unknown-group")
+    assert_problem(await api.patch("/v1/groups/x", json={"name": "n"}), 400)
+    group = (await env.groups.create(GroupSpec(name="g", owner_id=ALICE), [], create_key="k")).group
+    await env.groups.disband(group.group_id)
+    assert_problem(
+        await api.patch(f"/v1/groups/{group.group_id}", json={"name": "n"}), 404, "unknown-group"
+    )
+    assert env.published("im.up.group") == 0
+
+
+async def test_group_patch_publishes_only_the_attributes_given(env: Env, api: Client) -> None:
+    group = (await env.groups.create(GroupSpec(name="g", owner_id=ALICE), [], create_key="k")).group
+    patched = await api.patch(
+        f"/v1/groups/{group.group_id}",
+        json={"announcement": "", "mute_model": 1, "operator_user_id": BOB},
+    )
+    assert patched.status_code == 202, patched.text
+    (record,) = _records(env, "im.up.group")
+    envelope = decode_envelope(record.value)
+    assert (envelope.cmd, envelope.trace_id) == (Cmd.GROUP_UPDATE_REQ, patched.json()["request_id"])
+    assert record.key == b"%d" % group.group_id
+    req = ext_pb2.GroupUpdateReq.FromString(envelope.body)
+    assert (req.user_id, req.group_id) == (BOB, group.group_id)
+    # an empty announcement is a value (clear the notice), not "unset"
+    assert [f.name for f, _ in req.ListFields()] == [
+        "user_id",
+        "group_id",
+        "announcement",
+        "mute_model",
+    ]
+    assert (req.announcement, int(req.mute_model)) == ("", 1)
+    owner_named = await api.patch(f"/v1/groups/{group.group_id}", json={"name": "n"})
+    assert owner_named.status_code == 202
+    assert ext_pb2.GroupUpdateReq.FromString(
+        decode_envelope(_records(env, "im.up.group")[-1].value).body
+    ).user_id == ALICE  # default operator: the owner
+
+
+async def test_idempotency_key_on_patch_replays_and_publishes_once(env: Env, api: Client) -> None:
+    group = (await env.groups.create(GroupSpec(name="g", owner_id=ALICE), [], create_key="k")).group
+    url = f"/v1/groups/{group.group_id}"
+    headers = {"Idempotency-Key": "patch-1"}
+    first = await api.patch(url, json={"name": "n"}, headers=headers)
+    again = await api.patch(url, json={"name": "n"}, headers=headers)
+    assert (first.status_code, again.status_code) == (202, 202)
+    assert again.json() == first.json()
+    assert again.headers["idempotent-replayed"] == "true"
+    assert env.published("im.up.group") == 1
+    reused = await api.patch(url, json={"name": "other"}, headers=headers)
+    assert_problem(reused, 422, "idempotency-key-reused")
 
 
 # --- admin revoke ----------------------------------------------------------------------------

@@ -51,6 +51,8 @@ def _app() -> object:
             topology=topology,
             groups=groups,
             messages=MemoryMessageStore(),
+            # no group consumer runs here: a create answers 202 at once instead of waiting
+            group_create_wait_s=0.0,
         ),
         push_tokens=MemoryPushTokenStore(),
     )
