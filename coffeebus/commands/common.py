@@ -4,21 +4,51 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import logging
+import signal
 import sys
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
+from coffeebus.commands import ExitCode
 from coffeebus.logs import configure_logging
 from coffeebus.settings import Settings, SettingsError, load_settings
 
-__all__ = ["SETTINGS_HELP", "add_config_option", "load_or_exit", "run_async"]
+__all__ = [
+    "SETTINGS_HELP",
+    "ServicesUnreachableError",
+    "add_config_option",
+    "load_or_exit",
+    "run_async",
+    "services_unreachable",
+]
+
+log = logging.getLogger(__name__)
 
 SETTINGS_HELP = """\
-Settings come from defaults, then the TOML file (--config or $COFFEEBUS_CONFIG), then the
-environment: COFFEEBUS_<SECTION>__<FIELD> (e.g. COFFEEBUS_GATEWAY__TCP_PORT=9000,
-COFFEEBUS_LOG__FORMAT=json) and KAFKA_BOOTSTRAP_SERVERS, MONGO_URL, REDIS_URL. Sections and
-fields: kafka, mongo, redis, gateway, api, log (see docs/operations.md).
+settings:
+  Defaults, then the TOML file (--config or $COFFEEBUS_CONFIG), then the environment:
+  COFFEEBUS_<SECTION>__<FIELD> (e.g. COFFEEBUS_GATEWAY__TCP_PORT=9000,
+  COFFEEBUS_LOG__FORMAT=json) and the conventional KAFKA_BOOTSTRAP_SERVERS, MONGO_URL,
+  REDIS_URL. Sections: kafka, mongo, redis, gateway, api, messaging, biz, webhooks, push,
+  log; docs/operations.md lists every field with its default. COFFEEBUS_TOPOLOGY and
+  COFFEEBUS_TOPOLOGY_OVERLAY choose another topology.yaml and its production overlay.
+
+signals:
+  SIGTERM or SIGINT (Ctrl-C) drains: gates tell their clients and close them, consumers
+  finish and commit their batches; then the process exits with 0. A second Ctrl-C while
+  draining stops at once (exit 130).
+
+exit codes:
+  0  stopped by a signal after draining
+  2  bad command line or settings
+  3  Kafka, MongoDB or Redis did not answer at start
 """
+
+
+class ServicesUnreachableError(Exception):
+    """A backing service (Kafka, MongoDB, Redis) did not answer; the message names it."""
 
 
 def add_config_option(parser: argparse.ArgumentParser) -> None:
@@ -26,7 +56,8 @@ def add_config_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config",
         metavar="PATH",
-        help="TOML settings file (default: $COFFEEBUS_CONFIG, else built-in defaults)",
+        help="TOML settings file, one [section] per settings group (default: "
+        "$COFFEEBUS_CONFIG, else built-in defaults; the environment overrides both)",
     )
 
 
@@ -41,12 +72,66 @@ def load_or_exit(args: argparse.Namespace) -> Settings:
     return settings
 
 
+@contextlib.asynccontextmanager
+async def services_unreachable() -> AsyncIterator[None]:
+    """Turn "cannot reach Kafka / MongoDB / Redis" into `ServicesUnreachableError`.
+
+    The clients raise their own connection errors from deep inside start-up; an operator
+    needs one line saying which service at which address, not three tracebacks.
+    """
+    from aiokafka.errors import KafkaConnectionError  # noqa: PLC0415  # keeps --help fast
+    from pymongo.errors import ConnectionFailure  # noqa: PLC0415
+    from redis.exceptions import ConnectionError as RedisConnectionError  # noqa: PLC0415
+
+    try:
+        yield
+    except KafkaConnectionError as exc:
+        raise ServicesUnreachableError(f"Kafka did not answer: {exc}") from exc
+    except ConnectionFailure as exc:
+        raise ServicesUnreachableError(f"MongoDB did not answer: {_first_line(exc)}") from exc
+    except RedisConnectionError as exc:
+        raise ServicesUnreachableError(f"Redis did not answer: {exc}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).split(", Timeout:")[0].splitlines()[0]
+
+
 def run_async(main: Coroutine[Any, Any, None]) -> int:
-    """Run a role's main coroutine on uvloop when installed (only process entries choose)."""
+    """Run a role's main coroutine (on uvloop when installed); the process's exit code.
+
+    Until `coffeebus.roles.serve` installs its draining handlers, SIGTERM and SIGINT cancel
+    start-up (connecting, creating indexes), so a process stopped while it starts exits 0
+    without a traceback too.
+    """
     try:
         import uvloop  # noqa: PLC0415
     except ImportError:
-        asyncio.run(main)
+        run = asyncio.run
     else:
-        uvloop.run(main)
-    return 0
+        run = uvloop.run
+    try:
+        run(_cancel_on_signal(main))
+    except ServicesUnreachableError as exc:
+        log.debug("start-up failed", exc_info=exc.__cause__)
+        print(f"coffeebus: error: {exc}", file=sys.stderr)
+        return ExitCode.UNREACHABLE
+    return ExitCode.OK
+
+
+async def _cancel_on_signal(main: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.ensure_future(main)
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for signum in signals:
+        loop.add_signal_handler(signum, task.cancel)
+    try:
+        await task
+    except asyncio.CancelledError:
+        if not task.cancelled():
+            raise
+        log.info("stopped by a signal while starting")
+    finally:
+        # serve() replaced and then removed these handlers if it ran; removing is harmless.
+        for signum in signals:
+            loop.remove_signal_handler(signum)

@@ -4,16 +4,35 @@ from __future__ import annotations
 
 import argparse
 
-from coffeebus.commands.common import SETTINGS_HELP, add_config_option, load_or_exit, run_async
+from coffeebus.commands.common import (
+    SETTINGS_HELP,
+    add_config_option,
+    load_or_exit,
+    run_async,
+    services_unreachable,
+)
 
-__all__ = ["register"]
+__all__ = ["register", "static_instance_id"]
 
 DESCRIPTION = """\
 Run one member of each named consumer group on Kafka, MongoDB and Redis. Handlers are
-stateless: scale a group by starting more processes (up to its topics' partition count;
-`coffeebus topology lag` shows how far behind each partition is). Offsets are committed only
-after a batch's effects are durable, so a killed member loses nothing: its partitions go to
-the others and the uncommitted records are handled again, idempotently.
+stateless: scale a group by starting more processes (useful up to the partition count of
+its topics; `coffeebus topology lag` shows how far behind each partition is and which
+member owns it). Offsets are committed only after a batch's effects are durable, so a
+killed member loses nothing: its partitions go to the others and the uncommitted records
+are handled again, idempotently. A poison record goes to <topic>.dlq with its error
+(`coffeebus dlq show` lists them).
+
+static membership:
+  Without --static-member-id every start and stop of a member rebalances its whole group:
+  all members pause while partitions move. With it, the member joins with the Kafka
+  group.instance.id ID-GROUP (one per group it runs); when it stops, the broker keeps its
+  partitions for it until the session timeout (10 s) passes, and the same id coming back
+  within that time gets the same partitions without a rebalance of the others. Use it for
+  rolling restarts and for members that restart often: give each replica a stable id of
+  its own (the pod name of a StatefulSet, the host name). Two live processes must never
+  share an id (the broker fences the older one). A member that stays away longer than the
+  session timeout is removed and the rest rebalance as usual.
 """
 
 
@@ -32,6 +51,15 @@ def _groups_help() -> str:
     )
 
 
+def static_instance_id(member_id: str, group: str) -> str:
+    """The Kafka group.instance.id of static member `member_id` in `group`.
+
+    One process may run several groups; each group needs its own instance id, and one
+    replica's ids must stay the same across restarts.
+    """
+    return f"{member_id}-{group}"
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `consume`."""
     from consumers.registry import known_groups  # noqa: PLC0415
@@ -45,15 +73,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     add_config_option(parser)
     parser.add_argument(
-        "groups", nargs="+", metavar="GROUP", choices=known_groups(), help="group names"
+        "groups",
+        nargs="+",
+        metavar="GROUP",
+        choices=known_groups(),
+        help="the consumer groups this process joins, one member each (listed above)",
     )
     parser.add_argument(
         "--static-member-id",
         metavar="ID",
-        help="static group membership (Kafka group.instance.id = ID-GROUP): a member "
-        "restarted with the same id within the session timeout gets its partitions back "
-        "without a rebalance — use a stable id per replica (e.g. the pod name) for rolling "
-        "restarts",
+        help="join as a static member (Kafka group.instance.id = ID-GROUP), so a restart "
+        "with the same ID within the session timeout keeps its partitions and does not "
+        "rebalance the group (see 'static membership' above); default: dynamic membership",
     )
     parser.set_defaults(handler=_handle)
 
@@ -64,17 +95,19 @@ def _handle(args: argparse.Namespace) -> int:
     from coffeebus.wiring import Mode, open_runtime  # noqa: PLC0415
 
     groups: list[str] = list(dict.fromkeys(args.groups))
+    member_id: str | None = args.static_member_id
+    client_id = "consume-" + "-".join(groups)
 
     async def main() -> None:
-        client_id = "consume-" + "-".join(groups)
-        async with open_runtime(settings, Mode.REAL, client_id=client_id) as runtime:
+        async with (
+            services_unreachable(),
+            open_runtime(settings, Mode.REAL, client_id=client_id) as runtime,
+        ):
             roles: list[Role] = [
                 ConsumerRole(
                     runtime,
                     group,
-                    static_member_id=(
-                        f"{args.static_member_id}-{group}" if args.static_member_id else None
-                    ),
+                    static_member_id=static_instance_id(member_id, group) if member_id else None,
                 )
                 for group in groups
             ]

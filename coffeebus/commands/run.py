@@ -3,25 +3,53 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from coffeebus.commands.common import SETTINGS_HELP, add_config_option, load_or_exit, run_async
+import msgspec
 
-__all__ = ["DEMO_USERS", "register"]
+from coffeebus.commands.common import (
+    SETTINGS_HELP,
+    add_config_option,
+    load_or_exit,
+    run_async,
+    services_unreachable,
+)
+
+if TYPE_CHECKING:
+    from coffeebus.settings import Settings
+    from coffeebus.wiring import Mode
+
+__all__ = ["DEMO_USERS", "DemoUser", "register"]
 
 DESCRIPTION = """\
 Run every role in this one process: a gate (TCP 8000, WebSocket 8001), the HTTP API (18080)
-and one member of every consumer group (msg, fanout, ack, query, group). By default on the
-embedded in-memory bus and stores — nothing else to install, and nothing kept after Ctrl-C.
-With --services real, the same roles run on Kafka, MongoDB and Redis (start them with
-`make services-up`, apply topics with `coffeebus topology apply`).
-Demo users are created unless --no-demo is given.
+and one member of every consumer group (msg, fanout, ack, query, group, timer, push, biz,
+webhook). It prints where to connect and how to log in, then serves until Ctrl-C (SIGINT) or
+SIGTERM, which drain the gate's connections and the consumers' batches and exit with 0.
+
+--services embedded (the default): the in-memory bus and stores — nothing else to install,
+and nothing is kept after the process stops.
+--services real: the same roles on Kafka, MongoDB and Redis ([kafka], [mongo], [redis]
+settings; `make services-up` starts local ones). The topics of topology.yaml are applied
+first (idempotent; --no-apply skips it, as when an operator applies them).
+Demo users (alice, bob, carol) are created or reset unless --no-demo is given.
 """
 
-#: (user id, nick name, token) of the users `coffeebus run` creates for a first try.
-DEMO_USERS: tuple[tuple[int, str, str], ...] = (
-    (1001, "alice", "alice-demo-token"),
-    (1002, "bob", "bob-demo-token"),
-    (1003, "carol", "carol-demo-token"),
+
+class DemoUser(msgspec.Struct, frozen=True):
+    """A user `coffeebus run` creates, so there is someone to log in as and someone to chat
+    with."""
+
+    user_id: int
+    nick: str
+    token: str
+
+
+#: The users `coffeebus run` creates for a first try (their tokens are public: demo only).
+DEMO_USERS: tuple[DemoUser, ...] = (
+    DemoUser(1001, "alice", "alice-demo-token"),
+    DemoUser(1002, "bob", "bob-demo-token"),
+    DemoUser(1003, "carol", "carol-demo-token"),
 )
 
 
@@ -29,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     """Add `run`."""
     parser = subparsers.add_parser(
         "run",
-        help="run every role in one process (embedded by default)",
+        help="run every role in one process (embedded by default; --services real)",
         description=DESCRIPTION,
         epilog=SETTINGS_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -39,65 +67,121 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--services",
         choices=("embedded", "real"),
         default="embedded",
-        help="embedded: in-memory bus and stores (default); real: Kafka, MongoDB, Redis",
+        help="embedded: in-memory bus and stores in this process (default); real: Kafka, "
+        "MongoDB and Redis from the settings",
     )
     parser.add_argument(
-        "--no-demo", action="store_true", help="do not create the demo users alice, bob, carol"
+        "--no-demo",
+        action="store_true",
+        help="do not create the demo users alice (1001), bob (1002) and carol (1003)",
+    )
+    parser.add_argument(
+        "--no-apply",
+        action="store_true",
+        help="with --services real: do not apply topology.yaml to Kafka first (the topics "
+        "must exist already)",
     )
     parser.set_defaults(handler=_handle)
 
 
-def _banner(gate_host: str, tcp: int, ws: int, api_host: str, api: int, *, demo: bool) -> str:
+def banner(settings: Settings, *, tcp_port: int, ws_port: int, mode: str, demo: bool) -> str:
+    """What `coffeebus run` prints once every role has started: where to connect, how to log
+    in. `tests/coffeebus/test_run.py` parses it, as a person reads it."""
+    gs, api = settings.gateway, settings.api
+    gate_host = gs.advertised_host or _reachable(gs.host)
+    api_url = f"http://{_reachable(api.host)}:{api.port}"
+    where = (
+        "in-memory bus and stores: nothing is kept after it stops"
+        if mode == "embedded"
+        else f"Kafka {settings.kafka.bootstrap_servers}, MongoDB database "
+        f"{settings.mongo.database!r}, Redis key prefix {settings.redis.key_prefix!r}"
+    )
     lines = [
-        "CoffeeBus is running. Connect a CoffeeChat client to:",
-        f"  TCP        {gate_host}:{tcp}",
-        f"  WebSocket  ws://{gate_host}:{ws}/",
-        f"  HTTP API   http://{api_host}:{api}/  (OpenAPI: /schema)",
+        f"CoffeeBus is running ({mode}: {where}).",
+        "Connect a CoffeeChat client or the SDK (docs/sdk.md) to:",
+        f"  TCP gate        {gate_host}:{tcp_port}",
+        f"  WebSocket gate  ws://{gate_host}:{ws_port}/",
+        f"  HTTP API        {api_url}/",
+        f"  API docs        {api_url}/schema  (OpenAPI JSON: {api_url}/schema/openapi.json)",
+        f"  health          {api_url}/healthz  {api_url}/readyz",
     ]
     if demo:
-        lines.append("Log in (AuthTokenReq 0x0101) as a demo user:")
-        lines += [
-            f"  user_id={uid:<5} token={token:<18} ({nick})" for uid, nick, token in DEMO_USERS
-        ]
+        lines.append("Log in with AuthTokenReq (0x0101): user_id and token of a demo user:")
+        width = max(len(u.nick) for u in DEMO_USERS)
+        lines += [f"  {u.nick:<{width}}  user_id={u.user_id}  token={u.token}" for u in DEMO_USERS]
+        alice, bob = DEMO_USERS[0], DEMO_USERS[1]
+        lines.append(
+            f"Chat: log in as {alice.nick} on one connection and {bob.nick} on another, "
+            f"and send a MsgData to user {bob.user_id}."
+        )
+    else:
+        lines.append("No demo users (--no-demo): import users with POST /v1/users.")
     lines.append("Press Ctrl-C to stop.")
     return "\n".join(lines)
 
 
+def _reachable(host: str) -> str:
+    """The address to print for a listener bound to `host` (a wildcard is not dialable)."""
+    return "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+
+
 def _handle(args: argparse.Namespace) -> int:
     settings = load_or_exit(args).with_gate_id()
-    from coffeebus.roles import (  # noqa: PLC0415  # keeps --help fast
-        ApiRole,
-        ConsumerRole,
-        GateRole,
-        Role,
-        serve,
-    )
-    from coffeebus.wiring import Mode, open_runtime  # noqa: PLC0415
+    from coffeebus.wiring import Mode  # noqa: PLC0415  # keeps --help fast
+
+    mode = Mode(args.services)
+    if mode is Mode.REAL and not args.no_apply:
+        problem = _apply_topology(settings)
+        if problem is not None:
+            return problem
+    return run_async(_main(settings, mode, demo=not args.no_demo))
+
+
+def _apply_topology(settings: Settings) -> int | None:
+    """Create or raise the declared topics; an exit code when Kafka refuses or is away."""
+    import asyncio  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    from bus.admin import AdminError, ClusterUnreachableError, apply  # noqa: PLC0415
+    from bus.topology import load_topology  # noqa: PLC0415
+    from coffeebus.commands import ExitCode  # noqa: PLC0415
+
+    try:
+        actions = asyncio.run(apply(load_topology(), settings.kafka.bootstrap_servers))
+    except ClusterUnreachableError as exc:
+        print(f"coffeebus: error: {exc}", file=sys.stderr)
+        return ExitCode.UNREACHABLE
+    except AdminError as exc:
+        print(f"coffeebus: error: Kafka refused the topology: {exc}", file=sys.stderr)
+        return ExitCode.USAGE
+    stuck = [a for a in actions if a.kind == "cannot-fix"]
+    for action in stuck:
+        # Fewer partitions than declared and the like: the roles still run, ordering and
+        # scaling are what the operator must look at (`coffeebus topology show`).
+        print(f"coffeebus: warning: {action.topic}: {action.detail}", file=sys.stderr)
+    return None
+
+
+async def _main(settings: Settings, mode: Mode, *, demo: bool) -> None:
+    from coffeebus.roles import ApiRole, ConsumerRole, GateRole, Role, serve  # noqa: PLC0415
+    from coffeebus.wiring import open_runtime  # noqa: PLC0415
     from consumers.registry import available_groups  # noqa: PLC0415
     from store.ids import UserId  # noqa: PLC0415
     from store.users import UserImport  # noqa: PLC0415
 
-    mode = Mode(args.services)
-    demo = not args.no_demo
+    async with services_unreachable(), open_runtime(settings, mode, client_id="all-in-one") as rt:
+        if demo:
+            for user in DEMO_USERS:
+                await rt.users.upsert(
+                    UserImport(user_id=UserId(user.user_id), nick_name=user.nick, token=user.token)
+                )
+        gate = GateRole(rt)
+        # Consumers first: they stop last, after the gate has drained its connections.
+        roles: list[Role] = [ConsumerRole(rt, group) for group in available_groups()]
+        roles += [gate, ApiRole(rt)]
 
-    async def main() -> None:
-        async with open_runtime(settings, mode, client_id="all-in-one") as rt:
-            if demo:
-                for uid, nick, token in DEMO_USERS:
-                    await rt.users.upsert(
-                        UserImport(user_id=UserId(uid), nick_name=nick, token=token)
-                    )
-            gate = GateRole(rt)
-            # Consumers first: they stop last, after the gate has drained its connections.
-            roles: list[Role] = [ConsumerRole(rt, group) for group in available_groups()]
-            roles += [gate, ApiRole(rt)]
-            gs, api = settings.gateway, settings.api
-            host = gs.advertised_host or ("127.0.0.1" if gs.host in ("0.0.0.0", "::") else gs.host)
+        def ready() -> str:
+            g = gate.gate
+            return banner(settings, tcp_port=g.tcp_port, ws_port=g.ws_port, mode=mode, demo=demo)
 
-            def banner() -> str:
-                g = gate.gate
-                return _banner(host, g.tcp_port, g.ws_port, api.host, api.port, demo=demo)
-
-            await serve(roles, ready=banner)
-
-    return run_async(main())
+        await serve(roles, ready=ready)

@@ -1,76 +1,221 @@
-"""`coffeebus run`: the all-in-one embedded process, as a person starts it."""
+"""`coffeebus run`: the all-in-one process, as a person starts it, on both kinds of services.
+
+The test reads the banner the way a person does — where the gates and the API are, which
+demo users and tokens to log in with — logs two demo users in over TCP and WebSocket with the
+SDK, has them chat both ways, and stops the process with a signal: it must drain and exit 0
+without a traceback.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import sys
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
+from coffeebus.commands.run import DEMO_USERS
+from schemas.commands import Cmd
+from schemas.pb.coffeechat import message_pb2
 from sdk.client import Client
 from sdk.errors import LoginError
+from sdk.events import Push
+from store.mongo import connect_mongo
+from tests.coffeebus.conftest import REPO, Isolated, free_port
+
+READY = "Press Ctrl-C to stop."
+WAIT_S = 30.0
 
 
-async def _free_port() -> int:
-    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
-    port: int = server.sockets[0].getsockname()[1]
-    server.close()
-    await server.wait_closed()
-    return port
+@dataclass
+class Banner:
+    """What `coffeebus run` printed: where to connect and who to log in as."""
+
+    lines: list[str]
+    tcp: tuple[str, int] = ("", 0)
+    ws: tuple[str, int] = ("", 0)
+    api: str = ""
+    users: dict[str, tuple[int, str]] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, lines: list[str]) -> Banner:
+        banner = cls(lines)
+        for line in lines:
+            if m := re.fullmatch(r"\s+TCP gate\s+(\S+):(\d+)", line):
+                banner.tcp = (m[1], int(m[2]))
+            elif m := re.fullmatch(r"\s+WebSocket gate\s+(ws://\S+)", line):
+                url = urlsplit(m[1])
+                assert url.hostname is not None
+                assert url.port is not None
+                banner.ws = (url.hostname, url.port)
+            elif m := re.fullmatch(r"\s+HTTP API\s+(http://\S+)/", line):
+                banner.api = m[1]
+            elif m := re.fullmatch(r"\s+(\w+)\s+user_id=(\d+)\s+token=(\S+)", line):
+                banner.users[m[1]] = (int(m[2]), m[3])
+        return banner
+
+
+@dataclass
+class Running:
+    proc: asyncio.subprocess.Process
+    banner: Banner
+    stderr: Path
+
+    async def stop(self, signum: signal.Signals) -> int:
+        self.proc.send_signal(signum)
+        async with asyncio.timeout(WAIT_S):
+            return await self.proc.wait()
+
+
+class StartRun(Protocol):
+    async def __call__(self, *args: str, env: dict[str, str] | None = None) -> Running: ...
 
 
 @pytest.fixture
-async def embedded() -> AsyncIterator[tuple[asyncio.subprocess.Process, dict[str, int]]]:
-    ports = {"tcp": await _free_port(), "ws": await _free_port(), "api": await _free_port()}
-    env = dict(
-        os.environ,
-        COFFEEBUS_GATEWAY__HOST="127.0.0.1",
-        COFFEEBUS_GATEWAY__TCP_PORT=str(ports["tcp"]),
-        COFFEEBUS_GATEWAY__WS_PORT=str(ports["ws"]),
-        COFFEEBUS_API__PORT=str(ports["api"]),
-    )
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "coffeebus",
-        "run",
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    assert proc.stdout is not None
-    try:
-        async with asyncio.timeout(30):
-            while b"Press Ctrl-C to stop." not in (line := await proc.stdout.readline()):
-                assert line, "coffeebus run exited before it was ready"
-        yield proc, ports
-    finally:
+async def start_run(tmp_path: Path) -> AsyncIterator[StartRun]:
+    """`await start_run(*args, env=...)` starts `coffeebus run` and waits for its banner."""
+    procs: list[asyncio.subprocess.Process] = []
+
+    async def start(*args: str, env: dict[str, str] | None = None) -> Running:
+        ports = {"tcp": free_port(), "ws": free_port(), "api": free_port()}
+        stderr = tmp_path / f"run{len(procs)}.stderr"
+        with stderr.open("wb") as err:  # the child keeps its own descriptor
+            proc = await asyncio.create_subprocess_exec(
+                *(sys.executable, "-m", "coffeebus", "run", *args),
+                cwd=REPO,
+                env={
+                    **os.environ,
+                    **(env or {}),
+                    "COFFEEBUS_GATEWAY__HOST": "127.0.0.1",
+                    "COFFEEBUS_GATEWAY__TCP_PORT": str(ports["tcp"]),
+                    "COFFEEBUS_GATEWAY__WS_PORT": str(ports["ws"]),
+                    "COFFEEBUS_API__PORT": str(ports["api"]),
+                },
+                stdout=asyncio.subprocess.PIPE,
+                stderr=err,
+            )
+        procs.append(proc)
+        assert proc.stdout is not None
+        lines: list[str] = []
+        # Real services: applying the topology and creating indexes come first.
+        async with asyncio.timeout(90):
+            while (line := (await proc.stdout.readline()).decode()) != READY + "\n":
+                assert line, f"coffeebus run exited early:\n{stderr.read_text()[-3000:]}"
+                lines.append(line.rstrip("\n"))
+        banner = Banner.parse(lines)
+        assert banner.tcp == ("127.0.0.1", ports["tcp"]), lines
+        assert banner.ws == ("127.0.0.1", ports["ws"]), lines
+        assert banner.api == f"http://127.0.0.1:{ports['api']}", lines
+        return Running(proc, banner, stderr)
+
+    yield start
+    for proc in procs:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
 
 
-async def test_run_serves_demo_users_and_stops_on_ctrl_c(
-    embedded: tuple[asyncio.subprocess.Process, dict[str, int]],
+async def next_msg(client: Client) -> message_pb2.MsgData:
+    async with asyncio.timeout(WAIT_S):
+        while True:
+            event = await client.next_event()
+            if isinstance(event, Push) and event.command_id == Cmd.MSG_DATA:
+                assert isinstance(event.message, message_pb2.MsgData)
+                return event.message
+
+
+async def chat_and_stop(running: Running, signum: signal.Signals) -> None:
+    """Alice (TCP) and Bob (WebSocket) log in with the printed tokens and chat both ways."""
+    banner = running.banner
+    assert banner.users == {u.nick: (u.user_id, u.token) for u in DEMO_USERS}
+    (alice, alice_token), (bob, bob_token) = banner.users["alice"], banner.users["bob"]
+    alice_c, bob_c = Client(), Client()
+    try:
+        await alice_c.connect(*banner.tcp)
+        await bob_c.connect(*banner.ws, transport="ws")
+        assert (await alice_c.login(alice, alice_token)).user_info.nick_name == "alice"
+        assert (await bob_c.login(bob, bob_token)).user_info.nick_name == "bob"
+
+        ack = await alice_c.send_text(bob, "hi bob")
+        got = await next_msg(bob_c)
+        assert (got.from_user_id, got.msg_data, got.server_msg_id) == (
+            alice,
+            b"hi bob",
+            ack.server_msg_id,
+        )
+        reply = await bob_c.send_text(alice, "hi alice")
+        got = await next_msg(alice_c)
+        assert (got.from_user_id, got.msg_data, got.server_msg_id) == (
+            bob,
+            b"hi alice",
+            reply.server_msg_id,
+        )
+        wrong = Client()
+        await wrong.connect(*banner.tcp)
+        with pytest.raises(LoginError):
+            await wrong.login(alice, bob_token)
+        await wrong.close()
+
+        async with httpx.AsyncClient(base_url=banner.api) as http:
+            assert (await http.get("/healthz")).status_code == 200
+            assert (await http.get("/readyz")).status_code == 200
+            assert (await http.get("/schema/openapi.json")).status_code == 200
+            devices = (await http.get(f"/v1/users/{bob}/devices")).json()
+        assert len(devices["devices"]) == 1
+
+        assert await running.stop(signum) == 0
+    finally:
+        await alice_c.close()
+        await bob_c.close()
+    stderr = running.stderr.read_text(errors="replace")
+    assert "Traceback" not in stderr, stderr[-3000:]
+    # aiokafka logs retriable errors (a coordinator not elected yet) at ERROR; ours never.
+    errors = [line for line in stderr.splitlines() if " ERROR " in line and "aiokafka" not in line]
+    assert errors == []
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+async def test_embedded_run_prints_how_to_log_in_and_two_demo_users_chat(
+    start_run: StartRun, signum: signal.Signals
 ) -> None:
-    proc, ports = embedded
-    client = Client()
-    await client.connect("127.0.0.1", ports["tcp"])
-    rsp = await client.login(1001, "alice-demo-token")
-    assert rsp.user_info.nick_name == "alice"
-    other = Client()
-    await other.connect("127.0.0.1", ports["ws"], transport="ws")
-    with pytest.raises(LoginError):
-        await other.login(1002, "not-bobs-token")
-    await other.close()
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports['api']}") as http:
-        devices = (await http.get("/v1/users/1001/devices")).json()
-    assert [d["client_type"] for d in devices["devices"]] == [int(client.client_type)]
-    proc.send_signal(signal.SIGINT)
-    async with asyncio.timeout(20):
-        assert await proc.wait() == 0
-    await client.close()
+    running = await start_run()
+    assert "embedded" in running.banner.lines[0]
+    await chat_and_stop(running, signum)
+
+
+@pytest.mark.kafka
+@pytest.mark.redis
+@pytest.mark.mongo
+async def test_run_on_real_services_applies_topics_and_two_demo_users_chat(
+    start_run: StartRun, isolated: Isolated
+) -> None:
+    running = await start_run("--services", "real", env=isolated.env)
+    first = running.banner.lines[0]
+    assert first.startswith("CoffeeBus is running (real: ")
+    assert isolated.database in first
+    assert isolated.key_prefix in first
+    await chat_and_stop(running, signal.SIGINT)
+    # The demo users and the chat were written to MongoDB: they outlive the process.
+    mongo = connect_mongo(isolated.settings().mongo.url)
+    try:
+        names = await mongo[isolated.database].list_collection_names()
+        users = await mongo[isolated.database]["users"].count_documents({})
+    finally:
+        await mongo.close()
+    assert "messages" in names
+    assert users == len(DEMO_USERS)
+
+
+async def test_no_demo_prints_how_to_import_users(start_run: StartRun) -> None:
+    running = await start_run("--no-demo")
+    assert running.banner.users == {}
+    assert any("POST /v1/users" in line for line in running.banner.lines)
+    assert await running.stop(signal.SIGINT) == 0
