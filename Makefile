@@ -10,7 +10,7 @@ UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 PYTEST_ARGS ?=
 FUZZ_ARGS ?=
 
-.PHONY: help install run test chaos test-fast lint format proto services-up services-down \
+.PHONY: help install run test chaos test-fast lint format proto demo-vendor services-up services-down \
         services-status topology-apply bench-bus fuzz clean
 
 help: ## List the targets
@@ -50,6 +50,9 @@ format: ## Apply ruff's fixes and formatting
 
 proto: ## Regenerate schemas/pb from schemas/proto with the pinned protoc
 	$(UV) run python -m schemas.generate
+
+demo-vendor: ## Re-vendor the web demo's protobuf.js and long.js (npm, producers/static/package-lock.json)
+	$(UV) run python -m producers.demo_vendor
 
 services-up: ## Install (cached) and start Kafka, Redis and FerretDB on loopback
 	bash services/services.sh up

@@ -30,6 +30,7 @@ GET         /v1/groups?user_id=              a user's groups
 GET         /v1/groups/{group_id}            a group and its members
 GET         /healthz                         liveness (no auth)
 GET         /readyz                          readiness: the stores answer (no auth)
+GET         /demo                            the web demo client (no auth; producers.demo)
 ==========  ===============================  ===========================================
 
 The messaging endpoints (push … groups) exist when the app is given a `Pipeline` (the bus
@@ -55,6 +56,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from coffeebus.settings import ApiSettings
 from producers.auth import ApiKeyGuard, check_bind_address
+from producers.demo import demo_router
 from producers.deps import Pipeline, Stores, StoresDep
 from producers.groups import (
     add_members,
@@ -209,7 +211,7 @@ def create_app(
         ),
     )
     return Litestar(
-        route_handlers=[business, healthz, _readyz(tuple(readiness_checks))],
+        route_handlers=[business, healthz, _readyz(tuple(readiness_checks)), demo_router()],
         dependencies={
             "stores": Provide(lambda: stores, use_cache=True, sync_to_thread=False),
             "pipeline": Provide(lambda: pipeline, use_cache=True, sync_to_thread=False),
