@@ -1,8 +1,11 @@
 """Logging for every CoffeeBus process: text for people, JSON lines for log shippers.
 
-Context that helps find a record or a connection (topic, partition, offset, conn id, trace
-id) is passed with ``extra={...}``; the JSON formatter writes every such field, the text
-formatter appends them as ``key=value``.
+Context that helps find a record or a connection (topic, partition, offset, conn id, user
+id, trace id) is either passed with ``extra={...}`` or bound for a stretch of work with
+`telemetry.logcontext.bind` (the gate binds the connection, the bus runner the record);
+`telemetry.logcontext.ContextFilter` on the handler adds the bound fields to every record.
+The JSON formatter writes every such field, the text formatter appends them as
+``key=value``.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any, Final
 import msgspec
 
 from coffeebus.settings import LogSettings
+from telemetry.logcontext import ContextFilter
 
 __all__ = ["JsonFormatter", "TextFormatter", "configure_logging"]
 
@@ -71,6 +75,7 @@ def configure_logging(settings: LogSettings, *, verbosity: int = 0) -> None:
         level = min(level, logging.DEBUG if verbosity > 1 else logging.INFO)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if settings.format == "json" else TextFormatter())
+    handler.addFilter(ContextFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -4,6 +4,11 @@
 through `serve`: start the roles, wait for SIGTERM / SIGINT (or a role ending on its own),
 then stop them in reverse order — the gate drains its connections, consumers finish and
 commit their in-flight batches — before the runtime closes the bus and the stores.
+
+With ``[observability] metrics_port`` set, `serve` also runs the process's metrics and
+health listener (`telemetry.http`): up before the first role starts and down after the
+last one stopped, so ``/healthz`` answers throughout and ``/readyz`` says "ready" only
+while every role runs and the runtime's stores answer.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from coffeebus.wiring import Runtime
 from consumers.registry import factory
 from gateway.server import Gate
 from producers.app import Pipeline, create_app, serve_api
+from telemetry.http import ReadinessCheck, TelemetryServer
 
 __all__ = ["ApiRole", "ConsumerRole", "GateRole", "Role", "serve"]
 
@@ -30,6 +36,8 @@ class Role(Protocol):
     """Something a process runs: started, then stopped gracefully."""
 
     name: str
+    #: what the role runs on (every role of a process shares one)
+    runtime: Runtime
 
     async def start(self) -> None: ...
 
@@ -45,6 +53,7 @@ class GateRole:
     name = "gateway"
 
     def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
         settings = runtime.settings.with_gate_id()
         self.gate = Gate(
             settings.gateway,
@@ -72,6 +81,7 @@ class ApiRole:
     name = "api"
 
     def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
         self._settings = runtime.settings.api
         self._app = create_app(
             runtime.settings.api,
@@ -116,6 +126,7 @@ class ConsumerRole:
     def __init__(
         self, runtime: Runtime, group: str, *, static_member_id: str | None = None
     ) -> None:
+        self.runtime = runtime
         self.name = f"consumer {group}"
         spec = runtime.topology.group(group)
         self.handler = factory(group)(runtime)
@@ -153,11 +164,51 @@ async def _signals() -> AsyncIterator[asyncio.Event]:
             loop.remove_signal_handler(signum)
 
 
+class _Running:
+    """The readiness check "every role has started and none has ended"."""
+
+    def __init__(self, roles: Sequence[Role]) -> None:
+        self._roles = roles
+        self.started = False
+        self.waiters: Sequence[asyncio.Future[None]] = ()
+
+    async def __call__(self) -> None:
+        if not self.started:
+            raise RuntimeError("starting")
+        ended = [r.name for r, w in zip(self._roles, self.waiters, strict=True) if w.done()]
+        if ended:
+            raise RuntimeError(f"ended: {', '.join(ended)}")
+
+
+@contextlib.asynccontextmanager
+async def _telemetry(roles: Sequence[Role], running: _Running) -> AsyncIterator[None]:
+    """The metrics and health listener when ``[observability] metrics_port`` is set."""
+    if not roles or not roles[0].runtime.settings.observability.metrics_port:
+        yield
+        return
+    runtime = roles[0].runtime
+    observability = runtime.settings.observability
+    checks: list[tuple[str, ReadinessCheck]] = [("roles", running), *runtime.readiness]
+    server = TelemetryServer(observability.metrics_host, observability.metrics_port, checks=checks)
+    await server.start()
+    try:
+        yield
+    finally:
+        await server.stop()
+
+
 async def serve(roles: Sequence[Role], *, ready: Callable[[], str] | None = None) -> None:
     """Start `roles` in order, run until a signal or until one ends, stop them in reverse.
 
-    `ready()` is printed (to stdout) once every role has started.
+    `ready()` is printed (to stdout) once every role has started. With ``[observability]
+    metrics_port`` set, the metrics and health listener runs around them (module doc).
     """
+    running = _Running(roles)
+    async with _telemetry(roles, running):
+        await _serve(roles, running, ready)
+
+
+async def _serve(roles: Sequence[Role], running: _Running, ready: Callable[[], str] | None) -> None:
     started: list[Role] = []
     async with _signals() as stop:
         try:
@@ -168,6 +219,7 @@ async def serve(roles: Sequence[Role], *, ready: Callable[[], str] | None = None
             if ready:
                 print(ready(), flush=True)
             waiters = [asyncio.ensure_future(role.wait()) for role in started]
+            running.waiters, running.started = waiters, True
             stopper = asyncio.ensure_future(stop.wait())
             done, _ = await asyncio.wait([stopper, *waiters], return_when=asyncio.FIRST_COMPLETED)
             for task in [stopper, *waiters]:
@@ -177,6 +229,7 @@ async def serve(roles: Sequence[Role], *, ready: Callable[[], str] | None = None
                     log.error("a role ended with an error", exc_info=task.exception())
             log.info("stopping: %s", ", ".join(r.name for r in reversed(started)))
         finally:
+            running.started = False
             for role in reversed(started):
                 try:
                     await role.stop()

@@ -39,6 +39,7 @@ __all__ = [
     "MessagingSettings",
     "MongoSettings",
     "MultiLoginPolicy",
+    "ObservabilitySettings",
     "PushSettings",
     "RedisSettings",
     "Settings",
@@ -118,7 +119,16 @@ class GatewaySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     tls_key: str | None = None
     max_frame_size: Annotated[int, msgspec.Meta(ge=16, le=16 * 1024 * 1024)] = 1024 * 1024
     max_connections: PositiveInt = 100_000
+    #: New connections per second one source address may open (token bucket), and the
+    #: burst above that rate (gateway/admission.py).
+    conn_rate_per_ip: Positive = 20.0
+    conn_burst_per_ip: PositiveInt = 100
+    #: Networks not limited per address: loopback (a local proxy makes every client look
+    #: like 127.0.0.1), and put a trusted load balancer's addresses here.
+    conn_rate_exempt: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     login_timeout_s: Positive = 15.0
+    #: A frame begun must be complete within this many seconds (slow-loris senders).
+    frame_timeout_s: Positive = 30.0
     heartbeat_interval_s: Positive = 60.0
     #: A connection silent for this many heartbeat intervals is closed.
     idle_heartbeats: Positive = 3.0
@@ -271,6 +281,22 @@ class LogSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     format: Literal["text", "json"] = "text"
 
 
+class ObservabilitySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``[observability]``: the metrics and health listener of every process
+    (docs/observability.md).
+
+    It serves ``/metrics`` (Prometheus), ``/healthz`` (the event loop answers) and
+    ``/readyz`` (every role started and the stores answer). The HTTP API serves the same
+    three paths on its own port as well.
+    """
+
+    #: port of the listener; 0 (the default) runs none — several processes of one host
+    #: each need their own port (``COFFEEBUS_OBSERVABILITY__METRICS_PORT``)
+    metrics_port: Port = 0
+    #: address to listen on (``0.0.0.0`` for a Prometheus on another host)
+    metrics_host: str = "127.0.0.1"
+
+
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Everything a CoffeeBus process is configured with."""
 
@@ -284,6 +310,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     webhooks: WebhookSettings = WebhookSettings()
     push: PushSettings = PushSettings()
     log: LogSettings = LogSettings()
+    observability: ObservabilitySettings = ObservabilitySettings()
 
     def with_gate_id(self) -> Settings:
         """These settings with a gate id filled in (host name + pid) when none is set."""

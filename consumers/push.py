@@ -17,7 +17,8 @@ the user acked a message in time. Per batch:
 5. remove the tokens a provider reported as invalid (`PushTokenStore.discard_invalid`).
 
 Devices of a provider that is not configured are skipped. `PushStats` counts outcomes per
-provider (metrics-friendly: monotonic counters).
+provider (metrics-friendly: monotonic counters), and so does ``coffeebus_pushes_total``
+(`telemetry.metrics`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from schemas.ids import UserId
 from store.clock import Clock, SystemClock
 from store.push_log import PushLog
 from store.push_tokens import PushDevice, PushTokenStore
+from telemetry.metrics import PUSHES
 
 if TYPE_CHECKING:
     from coffeebus.wiring import Runtime
@@ -127,6 +129,7 @@ class PushHandler:
             async with self._slots:
                 outcome = await provider.send(device, notification_for(request))
         self.stats.outcomes[(device.provider.value, outcome)] += 1
+        PUSHES.labels(provider=device.provider.value, result=outcome.value).inc()
         return outcome
 
     async def assigned(self, partitions: frozenset[TopicPartition]) -> None:

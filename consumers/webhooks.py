@@ -61,6 +61,7 @@ from schemas.webhooks import (
     encode_dead_letter,
     signature_header,
 )
+from telemetry.metrics import WEBHOOKS
 
 if TYPE_CHECKING:
     from coffeebus.wiring import Runtime
@@ -210,6 +211,7 @@ class WebhookSender:
                     await self._post(sub, item, attempts)
         except _Failed as failure:
             return attempts, failure
+        WEBHOOKS.labels(subscriber=sub.config.name, result="delivered").inc()
         return attempts, None
 
     def _wait(self, state: tenacity.RetryCallState) -> float:
@@ -253,6 +255,7 @@ class WebhookSender:
     def _dead_letter(
         self, sub: _Subscriber, item: _Item, failure: _Failed, attempts: int
     ) -> Outgoing:
+        WEBHOOKS.labels(subscriber=sub.config.name, result="dead_lettered").inc()
         record = item.record
         letter = WebhookDeadLetter(
             subscriber=sub.config.name,
@@ -306,6 +309,7 @@ def _retry_after(value: str | None, now: float) -> float | None:
 
 
 def _log_retry(sub: _Subscriber, item: _Item, state: tenacity.RetryCallState) -> None:
+    WEBHOOKS.labels(subscriber=sub.config.name, result="retried").inc()
     failure = state.outcome.exception() if state.outcome is not None else None
     log.info(
         "webhook %s: attempt %d of %s failed (%s); retrying in %.2f s",

@@ -30,6 +30,7 @@ GET         /v1/groups?user_id=              a user's groups
 GET         /v1/groups/{group_id}            a group and its members
 GET         /healthz                         liveness (no auth)
 GET         /readyz                          readiness: the stores answer (no auth)
+GET         /metrics                         Prometheus metrics of the process (no auth)
 GET         /demo                            the web demo client (no auth; producers.demo)
 ==========  ===============================  ===========================================
 
@@ -53,6 +54,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from coffeebus.settings import ApiSettings
 from producers.auth import ApiKeyGuard, check_bind_address
@@ -108,6 +110,17 @@ async def gates(stores: StoresDep) -> GatesResponse:
             for info in await stores.routes.live_gates()
         ]
     )
+
+
+@get(
+    "/metrics",
+    summary="Prometheus metrics of this process",
+    tags=["health"],
+    include_in_schema=False,
+)
+async def metrics() -> Response[bytes]:
+    """The process's metrics in the Prometheus text format (docs/observability.md)."""
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 
 @get("/healthz", summary="Liveness", tags=["health"])

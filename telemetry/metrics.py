@@ -104,8 +104,9 @@ WEBHOOKS: Final = Counter(
 )
 PUSHES: Final = Counter(
     "coffeebus_pushes",
-    "Offline pushes to devices, by provider (apns, fcm, webhook) and result: sent, retried, "
-    "failed (gave up), invalid_token (device removed), unconfigured (provider not set up).",
+    "Offline pushes to devices, by provider (apns, fcm, webhook) and result: sent, "
+    "invalid_token (device removed), failed (after the provider's retries), skipped "
+    "(provider not configured).",
     ["provider", "result"],
 )
 
