@@ -27,6 +27,7 @@ Usage::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -331,12 +332,14 @@ async def embedded_system() -> AsyncIterator[System]:
         yield system
 
 
-@pytest.fixture
-async def real_system(
-    kafka_bootstrap: str, redis_url: str, mongo_url: str
+@contextlib.asynccontextmanager
+async def open_real_system(
+    kafka_bootstrap: str, redis_url: str, mongo_url: str, *, topology: Topology | None = None
 ) -> AsyncIterator[System]:
+    """A `System` on the given servers (isolated as the module docstring says), closed and
+    cleaned up on exit. `topology` defaults to topology.yaml; its group ids are made unique."""
     suffix = uuid.uuid4().hex[:12]
-    topology = unique_groups(load_topology(), suffix)
+    topology = unique_groups(topology or load_topology(), suffix)
     await apply(topology, kafka_bootstrap)  # idempotent: the shared im.* topics
     settings = Settings(
         kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap, linger_ms=1),
@@ -355,6 +358,14 @@ async def real_system(
                 await system.close()
     finally:
         await _cleanup(settings, [] if system is None else [g.topic for g in system.gates])
+
+
+@pytest.fixture
+async def real_system(
+    kafka_bootstrap: str, redis_url: str, mongo_url: str
+) -> AsyncIterator[System]:
+    async with open_real_system(kafka_bootstrap, redis_url, mongo_url) as system:
+        yield system
 
 
 async def _cleanup(settings: Settings, gate_topics: list[str]) -> None:
