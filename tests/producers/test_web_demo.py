@@ -122,6 +122,8 @@ async def login(page: Page, api: ApiServer, gate: Gate, user_id: int, token: str
     await page.fill("#token", token)
     await page.click("#login-button")
     await expect(page.locator("body")).to_have_attribute("data-user", str(user_id))
+    await expect(page.locator("#login")).to_be_hidden()
+    await expect(page.locator("#app")).to_be_visible()
 
 
 async def open_conversation(page: Page, session_type: int, session_id: int) -> None:
