@@ -40,6 +40,10 @@ Decisions (each tested in tests/gateway/test_core.py):
   turn into an equal flood of error responses.
 - Idle: after login the connection closes when nothing arrived for `idle_timeout_s`
   (any frame counts, heartbeats included). Before login only the login deadline applies.
+- Slow senders: a TCP frame whose first bytes arrived must be complete within
+  `frame_timeout_s` (FRAME_TIMEOUT), so a client trickling a header or a body (slow loris)
+  holds its connection for that long, not for the idle timeout; partial bytes never count
+  as activity.
 - Logout answers LogoutRsp and closes (the shell removes the route first). A LogoutReq whose
   user_id is neither 0 nor the logged-in user gets ErrorRsp FORBIDDEN and changes nothing.
 - Every frame received and every frame queued is counted by command
@@ -104,6 +108,7 @@ class CloseReason(enum.Enum):
     LOGOUT = "logout"
     KICKED = "kicked"
     RATE_LIMITED = "rate_limited"
+    FRAME_TIMEOUT = "frame_timeout"
     SLOW_CONSUMER = "slow_consumer"
     SHUTDOWN = "shutdown"
     REFUSED = "refused"
@@ -116,6 +121,7 @@ class ConnectionLimits(msgspec.Struct, frozen=True, kw_only=True):
     max_frame_size: int = 1024 * 1024
     login_timeout_s: float = 15.0
     idle_timeout_s: float = 180.0
+    frame_timeout_s: float = 30.0
     rate_per_s: float = 50.0
     rate_burst: int = 100
 
@@ -209,6 +215,7 @@ class Connection:
         "_close_reason",
         "_decoder",
         "_events",
+        "_frame_started",
         "_last_activity",
         "_limits",
         "_login_deadline",
@@ -236,6 +243,8 @@ class Connection:
         self._rejected_in_row = 0
         self._login_deadline = now + limits.login_timeout_s
         self._last_activity = now
+        #: When the frame now partly received began to arrive (None: no partial frame).
+        self._frame_started: float | None = None
         self._close_reason: CloseReason | None = None
         self._close_detail = ""
 
@@ -269,8 +278,12 @@ class Connection:
         if self.state is State.CLOSED:
             return None
         if self.state is State.AUTHENTICATED:
-            return self._last_activity + self._limits.idle_timeout_s
-        return self._login_deadline
+            deadline = self._last_activity + self._limits.idle_timeout_s
+        else:
+            deadline = self._login_deadline
+        if self._frame_started is not None:
+            deadline = min(deadline, self._frame_started + self._limits.frame_timeout_s)
+        return deadline
 
     # -- input -------------------------------------------------------------------------------
 
@@ -285,6 +298,10 @@ class Connection:
         except FrameError as exc:
             self._violation(str(exc))
             return
+        if not self._decoder.buffered:
+            self._frame_started = None
+        elif frames or self._frame_started is None:
+            self._frame_started = now  # the partial frame began in this read
         for frame in frames:
             self._receive_frame(frame, now)
             if self.closed:
@@ -313,7 +330,13 @@ class Connection:
         """Check the deadlines; closes the connection if one has passed."""
         if self.state is State.CLOSED:
             return
-        if self.state is State.AUTHENTICATED:
+        started = self._frame_started
+        if started is not None and now >= started + self._limits.frame_timeout_s:
+            self._close(
+                CloseReason.FRAME_TIMEOUT,
+                f"frame not completed within {self._limits.frame_timeout_s:g} s",
+            )
+        elif self.state is State.AUTHENTICATED:
             if now >= self._last_activity + self._limits.idle_timeout_s:
                 self._close(
                     CloseReason.IDLE_TIMEOUT,

@@ -66,6 +66,7 @@ from websockets.asyncio.server import Server as WsServer
 from bus.base import Bus, Consumer, Record
 from bus.topology import Topology
 from coffeebus.settings import GatewaySettings, MultiLoginPolicy
+from gateway.admission import ConnectionRateLimiter, peer_address
 from gateway.core import (
     ConnectionClosed,
     ConnectionLimits,
@@ -130,6 +131,8 @@ class GateStats(msgspec.Struct, kw_only=True):
 
     accepted: int = 0
     refused: int = 0
+    #: of `refused`: above the per-address connection rate (gateway/admission.py)
+    refused_rate: int = 0
     published: int = 0
     publish_failed: int = 0
     downlink_frames: int = 0
@@ -171,6 +174,12 @@ class Gate:
             idle_timeout_s=settings.idle_heartbeats * settings.heartbeat_interval_s,
             rate_per_s=settings.rate_limit_per_s,
             rate_burst=settings.rate_limit_burst,
+            frame_timeout_s=settings.frame_timeout_s,
+        )
+        self._admission = ConnectionRateLimiter(
+            rate=settings.conn_rate_per_ip,
+            burst=settings.conn_burst_per_ip,
+            exempt=settings.conn_rate_exempt,
         )
         self.route_ttl_s = self._limits.idle_timeout_s + settings.heartbeat_interval_s
         self._registry_interval_s = registry_interval_s
@@ -287,18 +296,27 @@ class Gate:
     # -- connections -------------------------------------------------------------------------
 
     def accept(self, link: Link) -> GateConnection | None:
-        """A new client connection, or None when draining or full (the shell hangs up)."""
-        if not self._accepting or len(self._conns) >= self.settings.max_connections:
+        """A new client connection, or None when draining, full, or its address opens
+        connections too fast (the shell hangs up)."""
+        now = time.monotonic()
+        why = ""
+        if not self._accepting:
+            why = "draining"
+        elif len(self._conns) >= self.settings.max_connections:
+            why = f"{len(self._conns)} connections"
+        elif not self._admission.allow(peer_address(link.peer), now):
+            why = "its address opens connections too fast"
+            self.stats.refused_rate += 1
+        if why:
             self.stats.refused += 1
             _REFUSED[link.transport].inc()
-            now = time.monotonic()
             if now - self._last_refusal_log >= 1.0:  # a flood of refusals logs once a second
                 self._last_refusal_log = now
                 log.warning(
                     "gate %s: refused %s (%s; %d refused so far)",
                     self.gate_id,
                     link.peer,
-                    "draining" if not self._accepting else f"{len(self._conns)} connections",
+                    why,
                     self.stats.refused,
                 )
             return None

@@ -405,3 +405,31 @@ def test_logout_naming_another_user_is_refused() -> None:
     assert conn.authenticated
     conn.receive_data(frame(Cmd.LOGOUT_REQ, 7, login_pb2.LogoutReq(user_id=0)), T0)
     assert conn.events_received() == [LogoutRequested(7)]
+
+
+def test_a_frame_trickled_slower_than_the_frame_timeout_closes() -> None:
+    limits = ConnectionLimits(frame_timeout_s=30.0, idle_timeout_s=180.0)
+    conn = logged_in(limits=limits)
+    raw = msg_data(1)
+    conn.receive_data(raw[:3], T0 + 1)  # not even a whole header
+    assert conn.next_deadline() == T0 + 31
+    for i in range(3, len(raw) - 1):  # a byte every second: each one is no activity
+        conn.receive_data(raw[i : i + 1], T0 + i - 1)
+        conn.on_timer(T0 + i - 1)
+    assert not conn.closed
+    conn.on_timer(T0 + 31)
+    [event] = conn.events_received()
+    assert event == ConnectionClosed(CloseReason.FRAME_TIMEOUT, "frame not completed within 30 s")
+
+
+def test_the_frame_timer_restarts_with_each_frame() -> None:
+    conn = logged_in(limits=ConnectionLimits(frame_timeout_s=30.0))
+    stream = msg_data(1) + msg_data(2)
+    conn.receive_data(stream[:20], T0)  # frame 1 begins
+    conn.receive_data(stream[20:40], T0 + 29)  # frame 1 done, frame 2 begins
+    assert conn.next_deadline() == T0 + 59
+    conn.receive_data(stream[40:], T0 + 50)  # frame 2 done: no partial frame
+    assert conn.next_deadline() == T0 + 50 + 180
+    conn.on_timer(T0 + 59)
+    assert not conn.closed
+    assert len(conn.events_received()) == 2

@@ -120,6 +120,7 @@ INPUT_CLOSE_REASONS = frozenset(
         CloseReason.LOGIN_TIMEOUT,
         CloseReason.IDLE_TIMEOUT,
         CloseReason.PEER_CLOSED,
+        CloseReason.FRAME_TIMEOUT,
     }
 )
 #: What the core itself may send a client (responses and ErrorRsp; pushes come from the gate).
