@@ -39,6 +39,7 @@ __all__ = [
     "MessagingSettings",
     "MongoSettings",
     "MultiLoginPolicy",
+    "ObservabilitySettings",
     "PushSettings",
     "RedisSettings",
     "Settings",
@@ -280,6 +281,22 @@ class LogSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     format: Literal["text", "json"] = "text"
 
 
+class ObservabilitySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``[observability]``: the metrics and health listener of every process
+    (docs/observability.md).
+
+    It serves ``/metrics`` (Prometheus), ``/healthz`` (the event loop answers) and
+    ``/readyz`` (every role started and the stores answer). The HTTP API serves the same
+    three paths on its own port as well.
+    """
+
+    #: port of the listener; 0 (the default) runs none — several processes of one host
+    #: each need their own port (``COFFEEBUS_OBSERVABILITY__METRICS_PORT``)
+    metrics_port: Port = 0
+    #: address to listen on (``0.0.0.0`` for a Prometheus on another host)
+    metrics_host: str = "127.0.0.1"
+
+
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Everything a CoffeeBus process is configured with."""
 
@@ -293,6 +310,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     webhooks: WebhookSettings = WebhookSettings()
     push: PushSettings = PushSettings()
     log: LogSettings = LogSettings()
+    observability: ObservabilitySettings = ObservabilitySettings()
 
     def with_gate_id(self) -> Settings:
         """These settings with a gate id filled in (host name + pid) when none is set."""
