@@ -22,6 +22,7 @@ COMMANDS: tuple[str, ...] = (
     "coffeebus.commands.api",
     "coffeebus.commands.consume",
     "coffeebus.commands.topology",
+    "coffeebus.commands.dlq",
     "coffeebus.commands.events",
 )
 

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Coroutine
@@ -18,6 +19,7 @@ from coffeebus.settings import Settings, SettingsError, load_settings
 __all__ = [
     "SETTINGS_HELP",
     "ServicesUnreachableError",
+    "add_cluster_options",
     "add_config_option",
     "load_or_exit",
     "run_async",
@@ -59,6 +61,43 @@ def add_config_option(parser: argparse.ArgumentParser) -> None:
         help="TOML settings file, one [section] per settings group (default: "
         "$COFFEEBUS_CONFIG, else built-in defaults; the environment overrides both)",
     )
+
+
+def add_cluster_options(parser: argparse.ArgumentParser) -> None:
+    """``--bootstrap``, ``--file``, ``--timeout``, ``--json``: the options of the commands
+    that talk to a Kafka cluster directly (no settings file, no stores)."""
+    parser.add_argument(
+        "--bootstrap",
+        metavar="HOST:PORT[,...]",
+        default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+        help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS or %(default)s)",
+    )
+    parser.add_argument(
+        "--file",
+        metavar="PATH",
+        help="topology file (default: $COFFEEBUS_TOPOLOGY or the repository's topology.yaml)",
+    )
+    parser.add_argument(
+        "--timeout",
+        metavar="SECONDS",
+        type=positive_float,
+        default=10.0,
+        help="limit for each request to the cluster (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print machine-readable JSON instead of tables"
+    )
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0: {text!r}")
+    return value
 
 
 def load_or_exit(args: argparse.Namespace) -> Settings:
