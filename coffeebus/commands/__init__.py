@@ -24,6 +24,7 @@ COMMANDS: tuple[str, ...] = (
     "coffeebus.commands.topology",
     "coffeebus.commands.dlq",
     "coffeebus.commands.events",
+    "coffeebus.commands.chat",
 )
 
 
