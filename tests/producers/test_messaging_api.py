@@ -347,9 +347,8 @@ async def test_group_patch_publishes_only_the_attributes_given(env: Env, api: Cl
     assert (req.announcement, int(req.mute_model)) == ("", 1)
     owner_named = await api.patch(f"/v1/groups/{group.group_id}", json={"name": "n"})
     assert owner_named.status_code == 202
-    assert ext_pb2.GroupUpdateReq.FromString(
-        decode_envelope(_records(env, "im.up.group")[-1].value).body
-    ).user_id == ALICE  # default operator: the owner
+    latest = decode_envelope(_records(env, "im.up.group")[-1].value)
+    assert ext_pb2.GroupUpdateReq.FromString(latest.body).user_id == ALICE  # default: the owner
 
 
 async def test_idempotency_key_on_patch_replays_and_publishes_once(env: Env, api: Client) -> None:
