@@ -15,11 +15,19 @@ Isolation on the real services, where the ``im.*`` topics are shared:
 - user ids are random 48-bit numbers (`System.user`), and the consumers handle only uplink
   records that came from this system's gates (or from no gate: system messages), and only
   the fan-out, timer and push records of its users, so a test running at the same time
-  elsewhere on the broker is never answered by this one.
+  elsewhere on the broker is never answered by this one;
+- group ids come from a section reserved at a random height: group conversations
+  (``g:<id>``) are keys on the shared topics, and group notifications are system messages
+  that every running system's msg group handles.
+
+Every client `System.login` opens records its events (`System.pushes`, `System.wait_pushes`)
+besides queueing them (`next_push`, `drain`). `Seeder` writes messages straight to the
+stores, for tests of the read side that must not depend on the msg and fanout groups.
 
 Usage::
 
     async def test_x(system: System) -> None:
+        await system.start_consumers()
         alice = await system.login(await system.user())
         ack = await alice.send_text(bob_id, "hi")
 """
@@ -29,8 +37,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -39,6 +48,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka import TopicPartition as KafkaTopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from google.protobuf.message import Message
 
 from bus.admin import apply
 from bus.base import Consumer, Record, TopicPartition
@@ -54,15 +64,20 @@ from coffeebus.settings import (
 from coffeebus.wiring import Mode, Runtime, open_runtime
 from consumers.registry import GroupHandler, available_groups, factory
 from gateway.server import Gate
-from schemas.envelope import decode_envelope
+from schemas.codes import MsgType, SessionType
+from schemas.envelope import decode_envelope, now_ms
 from schemas.errors import EnvelopeError
 from schemas.events import decode_fanout
-from schemas.ids import UserId
+from schemas.ids import UserId, conversation_id
 from sdk.client import Client
 from sdk.events import Event, Push
+from store.groups_mongo import GROUP_ID_TIMELINE
+from store.inbox import InboxEntry
 from store.keys import RedisKeys
+from store.messages import StoredMessage
 from store.mongo import connect_mongo
 from store.redis import connect_redis
+from store.sessions import SessionTouch
 from store.users import UserImport
 
 WAIT_S = 20.0
@@ -86,6 +101,25 @@ def drain(client: Client) -> list[Event]:
         if event is not None:
             events.append(event)
     return events
+
+
+class EventLog:
+    """Every event one client received, in order, and a signal for each new one."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self._arrived = asyncio.Event()
+
+    def append(self, event: Event) -> None:
+        self.events.append(event)
+        self._arrived.set()
+
+    async def until(self, enough: Callable[[], bool], *, within: float = WAIT_S) -> None:
+        """Wait until `enough()` holds, checking it each time an event arrives."""
+        async with asyncio.timeout(within):
+            while not enough():
+                self._arrived.clear()
+                await self._arrived.wait()
 
 
 #: Topics whose records are keyed by the user they concern (delivery timers, push requests).
@@ -142,6 +176,8 @@ class System:
         self.gate_ids: set[str] = set()
         self.members: dict[str, tuple[Consumer, GroupHandler]] = {}
         self.clients: list[Client] = []
+        #: every event each client of `login` received
+        self.event_logs: dict[Client, EventLog] = {}
         self.tokens: dict[int, str] = {}
         self.user_ids: set[int] = set()
         self.group_ids: dict[str, str] = {}
@@ -254,9 +290,14 @@ class System:
 
     # -- users and clients -----------------------------------------------------------------
 
+    @staticmethod
+    def new_uid() -> UserId:
+        """A random 48-bit user id, unique across concurrent test runs (not imported)."""
+        return UserId(int.from_bytes(os.urandom(6), "big") | 1 << 40)
+
     async def user(self, *, nick: str | None = None) -> UserId:
-        """A new user with a random 48-bit id (unique across concurrent test runs)."""
-        user_id = UserId(int.from_bytes(os.urandom(6), "big") | 1 << 40)
+        """A new user with a random 48-bit id (`new_uid`) and the token ``tok-<id>``."""
+        user_id = self.new_uid()
         token = f"tok-{user_id}"
         await self.runtime.users.upsert(
             UserImport(user_id=user_id, nick_name=nick or f"user{user_id}", token=token)
@@ -268,13 +309,41 @@ class System:
     async def login(
         self, user_id: int, gate: Gate | None = None, *, client_type: int = 0, **options: Any
     ) -> Client:
-        """An SDK client logged in as `user_id` on `gate` (default: the first gate)."""
+        """An SDK client logged in as `user_id` on `gate` (default: the first gate), its
+        events recorded (`pushes`); `options` go to `Client` (an `on_event` still gets
+        every event)."""
         gate = gate or (self.gates[0] if self.gates else await self.gate())
-        client = Client(heartbeat_interval=None, reconnect=False, **options)
+        log = EventLog()
+        also: Callable[[Event], None] | None = options.pop("on_event", None)
+
+        def record(event: Event) -> None:
+            log.append(event)
+            if also is not None:
+                also(event)
+
+        client = Client(heartbeat_interval=None, reconnect=False, on_event=record, **options)
         self.clients.append(client)
+        self.event_logs[client] = log
         await client.connect("127.0.0.1", gate.tcp_port)
         await client.login(user_id, self.tokens[user_id], client_type=client_type)
         return client
+
+    def pushes(self, client: Client, command: int) -> list[Message]:
+        """The bodies of the pushes of `command` that `client` received so far, in order."""
+        return [
+            e.message
+            for e in self.event_logs[client].events
+            if isinstance(e, Push) and e.command_id == command and e.message is not None
+        ]
+
+    async def wait_pushes(
+        self, client: Client, command: int, *, count: int = 1, within: float = WAIT_S
+    ) -> list[Message]:
+        """Wait until `client` received `count` pushes of `command`; return them all."""
+        await self.event_logs[client].until(
+            lambda: len(self.pushes(client, command)) >= count, within=within
+        )
+        return self.pushes(client, command)
 
     async def close(self) -> None:
         for client in self.clients:
@@ -321,6 +390,56 @@ def unique_groups(topology: Topology, suffix: str) -> Topology:
     return msgspec.structs.replace(topology, groups=groups)
 
 
+class Seeder:
+    """Writes messages the way the msg and fanout groups do — timeline, inboxes, sessions —
+    for tests of the read side that must not depend on those groups' timing."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+        self._seqs: dict[str, int] = {}
+        self._inbox_seqs: dict[UserId, int] = {}
+        self._last_ms = 0
+
+    async def message(
+        self,
+        sender: UserId,
+        to: int,
+        *,
+        recipients: Sequence[UserId] = (),
+        session_type: SessionType = SessionType.SINGLE,
+        gap: int = 0,
+        text: str = "",
+        created_ms: int | None = None,
+    ) -> StoredMessage:
+        """Store a message `gap` seqs after the conversation's last one and append it to the
+        inboxes of the sender and `recipients` (the receiver by default for a single chat)."""
+        # Strictly increasing times keep "most recent first" orders unambiguous.
+        self._last_ms = max(self._last_ms + 1, created_ms or now_ms())
+        conversation = conversation_id(session_type, sender, to)
+        seq = self._seqs.get(conversation, 0) + 1 + gap
+        self._seqs[conversation] = seq
+        msg = StoredMessage(
+            conversation=conversation,
+            seq=seq,
+            client_msg_id=f"seed-{uuid.uuid4()}",
+            from_user_id=sender,
+            to_session_id=to,
+            session_type=session_type,
+            msg_type=MsgType.TEXT,
+            msg_data=(text or f"m{seq}").encode(),
+            created_ms=self._last_ms,
+        )
+        await self._runtime.messages.insert(msg)
+        users = list(recipients) or ([UserId(to)] if session_type == SessionType.SINGLE else [])
+        entries = []
+        for user in dict.fromkeys([sender, *users]):
+            self._inbox_seqs[user] = self._inbox_seqs.get(user, 0) + 1 + gap
+            entries.append(InboxEntry(user_id=user, inbox_seq=self._inbox_seqs[user], message=msg))
+        await self._runtime.inbox.append_many(entries)
+        await self._runtime.sessions.touch_many([SessionTouch(e.user_id, msg) for e in entries])
+        return msg
+
+
 @pytest.fixture
 async def embedded_system() -> AsyncIterator[System]:
     async with AsyncExitStack() as stack:
@@ -351,6 +470,9 @@ async def open_real_system(
         async with open_runtime(
             settings, Mode.REAL, client_id=f"tests-{suffix}", topology=topology
         ) as runtime:
+            # Group ids from a random height (module docstring): a fresh database would
+            # start every concurrent test's groups at the same ids.
+            await runtime.sections.reserve(GROUP_ID_TIMELINE, random.randrange(1 << 40, 1 << 47))
             system = System("real", runtime, kafka_bootstrap=kafka_bootstrap)
             try:
                 yield system

@@ -10,54 +10,54 @@ from schemas.commands import Cmd
 from schemas.ids import GroupId, c2c_conversation_id
 from schemas.pb.coffeechat import base_pb2, message_pb2
 from store.groups import GroupSpec
-from tests.consumers.minisystem import Seeder, System, mini
+from tests.consumers.conftest import Seeder, System
 from tests.waiting import wait_for
-
-__all__ = ["mini"]
 
 
 async def test_read_ack_moves_forward_only_and_notifies_the_peer_and_other_devices(
-    mini: System,
+    system: System,
 ) -> None:
-    alice, bob = await mini.user(), await mini.user()
-    seed = Seeder(mini.runtime)
+    await system.start_consumers()
+    alice, bob = await system.user(), await system.user()
+    seed = Seeder(system.runtime)
     sent = [await seed.message(alice, bob, gap=i) for i in range(3)]
     conv = c2c_conversation_id(alice, bob)
-    alice_sdk = await mini.client(alice)
-    bob_phone = await mini.client(bob, client_type=ClientType.ANDROID)
-    bob_desk = await mini.client(bob, client_type=ClientType.MAC_OS)
+    alice_sdk = await system.login(alice)
+    bob_phone = await system.login(bob, client_type=ClientType.ANDROID)
+    bob_desk = await system.login(bob, client_type=ClientType.MAC_OS)
 
     await bob_phone.read_ack(alice, sent[1].seq)
 
-    (to_alice,) = await mini.push(alice_sdk, Cmd.MSG_READ_NOTIFY)
+    (to_alice,) = await system.wait_pushes(alice_sdk, Cmd.MSG_READ_NOTIFY)
     assert isinstance(to_alice, message_pb2.MsgDataReadNotify)
     assert (to_alice.user_id, to_alice.session_id, to_alice.msg_id) == (bob, bob, sent[1].seq)
-    (to_desk,) = await mini.push(bob_desk, Cmd.MSG_READ_NOTIFY)
+    (to_desk,) = await system.wait_pushes(bob_desk, Cmd.MSG_READ_NOTIFY)
     assert isinstance(to_desk, message_pb2.MsgDataReadNotify)
     assert (to_desk.user_id, to_desk.session_id, to_desk.msg_id) == (bob, alice, sent[1].seq)
     await bob_phone.heartbeat()  # anything addressed to the phone came before this answer
-    assert mini.pushes(bob_phone, Cmd.MSG_READ_NOTIFY) == []
+    assert system.pushes(bob_phone, Cmd.MSG_READ_NOTIFY) == []
     assert (await bob_phone.recent_sessions()).unread_counts == 1
 
     # A stale ack changes nothing and notifies nobody; one beyond the newest message stops
     # at the newest message.
     await bob_desk.read_ack(alice, sent[0].seq)
     await bob_desk.read_ack(alice, sent[2].seq + 1000)
-    notes = await mini.push(alice_sdk, Cmd.MSG_READ_NOTIFY, count=2)
+    notes = await system.wait_pushes(alice_sdk, Cmd.MSG_READ_NOTIFY, count=2)
     assert [n.msg_id for n in notes if isinstance(n, message_pb2.MsgDataReadNotify)] == [
         sent[1].seq,
         sent[2].seq,
     ]
-    assert await mini.runtime.sessions.read_seq(bob, conv) == sent[2].seq
+    assert await system.runtime.sessions.read_seq(bob, conv) == sent[2].seq
     assert (await bob_phone.recent_sessions()).unread_counts == 0
 
 
-async def test_concurrent_read_acks_from_two_devices_keep_the_highest(mini: System) -> None:
-    alice, bob = await mini.user(), await mini.user()
-    seed = Seeder(mini.runtime)
+async def test_concurrent_read_acks_from_two_devices_keep_the_highest(system: System) -> None:
+    await system.start_consumers()
+    alice, bob = await system.user(), await system.user()
+    seed = Seeder(system.runtime)
     sent = [await seed.message(alice, bob, gap=i % 2) for i in range(12)]
-    phone = await mini.client(bob, client_type=ClientType.ANDROID)
-    desk = await mini.client(bob, client_type=ClientType.PC_WINDOWS)
+    phone = await system.login(bob, client_type=ClientType.ANDROID)
+    desk = await system.login(bob, client_type=ClientType.PC_WINDOWS)
     conv = c2c_conversation_id(alice, bob)
 
     await asyncio.gather(
@@ -66,23 +66,24 @@ async def test_concurrent_read_acks_from_two_devices_keep_the_highest(mini: Syst
     )
 
     async def all_read() -> bool:
-        return await mini.runtime.sessions.read_seq(bob, conv) == sent[-1].seq
+        return await system.runtime.sessions.read_seq(bob, conv) == sent[-1].seq
 
     await wait_for(all_read)
     rsp = await phone.recent_sessions()
     assert [s.unread_cnt for s in rsp.contact_session_list] == [0]
 
 
-async def test_delivery_acks_mark_single_and_group_messages(mini: System) -> None:
-    alice, bob = await mini.user(), await mini.user()
-    seed = Seeder(mini.runtime)
+async def test_delivery_acks_mark_single_and_group_messages(system: System) -> None:
+    await system.start_consumers()
+    alice, bob = await system.user(), await system.user()
+    seed = Seeder(system.runtime)
     c2c = [await seed.message(alice, bob) for _ in range(2)]
-    created = await mini.runtime.groups.create(
+    created = await system.runtime.groups.create(
         GroupSpec(name="g", owner_id=alice, group_type=GroupType.NORMAL), [bob], create_key="k"
     )
     group_id = created.group.group_id
     in_group = await seed.message(alice, group_id, recipients=[bob], session_type=SessionType.GROUP)
-    bob_sdk = await mini.client(bob)
+    bob_sdk = await system.login(bob)
 
     for msg in [c2c[0], in_group]:  # the SDK's receipt: its own id, the sender as session
         pushed = message_pb2.MsgData(
@@ -103,12 +104,12 @@ async def test_delivery_acks_mark_single_and_group_messages(mini: System) -> Non
     )
     await bob_sdk.send(Cmd.MSG_DATA_ACK, echo)
 
-    handler = mini.handlers["ack"]
+    handler = system.handler("ack")
     assert isinstance(handler, AckHandler)
     conv = c2c_conversation_id(alice, bob)
 
     async def delivered() -> bool:
-        acks = await mini.runtime.groups.acks(GroupId(group_id))
+        acks = await system.runtime.groups.acks(GroupId(group_id))
         return (
             await handler.deliveries.delivered_seq(bob, conv) == c2c[-1].seq
             and bob in acks

@@ -24,14 +24,12 @@ from schemas.pb.coffeechat import group_pb2, message_pb2
 from sdk.client import Client
 from sdk.errors import ServerError
 from store.groups import GroupLimits
-from tests.consumers.minisystem import Seeder, System, mini
+from tests.consumers.conftest import Seeder, System
 from tests.waiting import wait_for
 
-__all__ = ["mini"]
 
-
-async def _timeline_kinds(mini: System, group_id: int) -> list[MsgNotificationType]:
-    found = await mini.runtime.messages.history(group_conversation_id(GroupId(group_id)), 0, 99)
+async def _timeline_kinds(system: System, group_id: int) -> list[MsgNotificationType]:
+    found = await system.runtime.messages.history(group_conversation_id(GroupId(group_id)), 0, 99)
     return [
         MsgNotificationType(
             msgspec.json.decode(m.msg_data, type=GroupNotification).notification_type
@@ -41,9 +39,9 @@ async def _timeline_kinds(mini: System, group_id: int) -> list[MsgNotificationTy
     ]
 
 
-async def _until_timeline(mini: System, group_id: int, *kinds: MsgNotificationType) -> None:
+async def _until_timeline(system: System, group_id: int, *kinds: MsgNotificationType) -> None:
     async def there() -> bool:
-        return await _timeline_kinds(mini, group_id) == list(kinds)
+        return await _timeline_kinds(system, group_id) == list(kinds)
 
     await wait_for(there)
 
@@ -53,9 +51,10 @@ def _changed(notify: object) -> list[tuple[int, GroupMemberChangedType]]:
     return [(c.user_id, GroupMemberChangedType(c.type)) for c in notify.changed_list]
 
 
-async def test_group_life_cycle(mini: System) -> None:
-    owner, bob, carol, dave = [await mini.user() for _ in range(4)]
-    sdk: dict[UserId, Client] = {u: await mini.client(u) for u in (owner, bob, carol, dave)}
+async def test_group_life_cycle(system: System) -> None:
+    await system.start_consumers()
+    owner, bob, carol, dave = [await system.user() for _ in range(4)]
+    sdk: dict[UserId, Client] = {u: await system.login(u) for u in (owner, bob, carol, dave)}
 
     created = await sdk[owner].create_group("coffee", [bob, carol])
     assert created.result_code == ErrorCode.SUCCESS
@@ -67,21 +66,21 @@ async def test_group_life_cycle(mini: System) -> None:
     assert SessionType(attached.session_type) is SessionType.GROUP
     note = msgspec.json.decode(attached.msg_data, type=GroupNotification)
     assert note.notification_type == MsgNotificationType.GROUP_CREATE
-    (added,) = await mini.push(sdk[bob], Cmd.GROUP_MEMBER_CHANGED_NOTIFY)
+    (added,) = await system.wait_pushes(sdk[bob], Cmd.GROUP_MEMBER_CHANGED_NOTIFY)
     assert sorted(_changed(added)) == sorted(
         (u, GroupMemberChangedType.ADD) for u in (owner, bob, carol)
     )
-    await _until_timeline(mini, gid, MsgNotificationType.GROUP_CREATE)
+    await _until_timeline(system, gid, MsgNotificationType.GROUP_CREATE)
     assert [g.group_id for g in (await sdk[bob].group_list()).group_version_list] == [gid]
     (info,) = (await sdk[carol].group_info([gid])).group_info_list
     assert info.group_name == "coffee"
 
     invited = await sdk[bob].invite_members(gid, [dave])  # any member may invite
     assert invited.result_code == ErrorCode.SUCCESS
-    (joined,) = await mini.push(sdk[dave], Cmd.GROUP_MEMBER_CHANGED_NOTIFY)
+    (joined,) = await system.wait_pushes(sdk[dave], Cmd.GROUP_MEMBER_CHANGED_NOTIFY)
     assert _changed(joined) == [(dave, GroupMemberChangedType.ADD)]
     await _until_timeline(
-        mini, gid, MsgNotificationType.GROUP_CREATE, MsgNotificationType.GROUP_BE_INVITE
+        system, gid, MsgNotificationType.GROUP_CREATE, MsgNotificationType.GROUP_BE_INVITE
     )
 
     refused = await sdk[bob].kick_members(gid, [carol])
@@ -91,7 +90,7 @@ async def test_group_life_cycle(mini: System) -> None:
     kicked = await sdk[owner].kick_members(gid, [carol])
     assert kicked.result_code == ErrorCode.SUCCESS
     # carol heard of the create, of dave's invite, then of her own kick.
-    gone = (await mini.push(sdk[carol], Cmd.GROUP_MEMBER_CHANGED_NOTIFY, count=3))[-1]
+    gone = (await system.wait_pushes(sdk[carol], Cmd.GROUP_MEMBER_CHANGED_NOTIFY, count=3))[-1]
     assert _changed(gone) == [(carol, GroupMemberChangedType.DEL)]
     with pytest.raises(ServerError) as outsider:
         await sdk[carol].history(gid, session_type=SessionType.GROUP)
@@ -107,7 +106,7 @@ async def test_group_life_cycle(mini: System) -> None:
     disbanded = await sdk[owner].disband_group(gid)
     assert disbanded.result_code == ErrorCode.SUCCESS
     await _until_timeline(
-        mini,
+        system,
         gid,
         MsgNotificationType.GROUP_CREATE,
         MsgNotificationType.GROUP_BE_INVITE,
@@ -121,21 +120,22 @@ async def test_group_life_cycle(mini: System) -> None:
     assert after.value.code is ExtResultCode.NOT_FOUND
 
 
-async def test_limits_unknown_users_and_the_member_cache(mini: System) -> None:
-    handler = mini.handlers["group"]
+async def test_limits_unknown_users_and_the_member_cache(system: System) -> None:
+    await system.start_consumers()
+    handler = system.handler("group")
     assert isinstance(handler, GroupHandler)
     handler.limits = GroupLimits(normal=3)
-    owner, a, b, c = [await mini.user() for _ in range(4)]
-    sdk = await mini.client(owner)
+    owner, a, b, c = [await system.user() for _ in range(4)]
+    sdk = await system.login(owner)
 
     too_big = await sdk.create_group("big", [a, b, c])
     assert too_big.result_code == ExtResultCode.TOO_LARGE
-    unknown = await sdk.create_group("ghosts", [a, UserId(mini.new_uid())])
+    unknown = await sdk.create_group("ghosts", [a, UserId(system.new_uid())])
     assert unknown.result_code == ExtResultCode.INVALID_PARAMETER
     assert list((await sdk.group_list()).group_version_list) == []
 
     gid = (await sdk.create_group("small", [a, b])).group_info.group_id
-    groups = mini.runtime.groups
+    groups = system.runtime.groups
     assert await groups.is_member(GroupId(gid), b)  # read through (and into) the cache
     full = await sdk.invite_members(gid, [c])
     assert full.result_code == ExtResultCode.TOO_LARGE
@@ -149,12 +149,13 @@ async def test_limits_unknown_users_and_the_member_cache(mini: System) -> None:
     assert await groups.is_member(GroupId(gid), c)
 
 
-async def test_members_only_queries_and_read_state(mini: System) -> None:
-    owner, bob, mallory = await mini.user(), await mini.user(), await mini.user()
-    owner_sdk, bob_sdk = await mini.client(owner), await mini.client(bob)
-    mallory_sdk = await mini.client(mallory)
+async def test_members_only_queries_and_read_state(system: System) -> None:
+    await system.start_consumers()
+    owner, bob, mallory = await system.user(), await system.user(), await system.user()
+    owner_sdk, bob_sdk = await system.login(owner), await system.login(bob)
+    mallory_sdk = await system.login(mallory)
     gid = (await owner_sdk.create_group("reads", [bob])).group_info.group_id
-    seed = Seeder(mini.runtime)
+    seed = Seeder(system.runtime)
     sent = [
         await seed.message(owner, gid, recipients=[bob], session_type=SessionType.GROUP, gap=9)
         for _ in range(3)
@@ -189,4 +190,4 @@ async def test_members_only_queries_and_read_state(mini: System) -> None:
         assert refused.value.code is ExtResultCode.FORBIDDEN
     assert list((await mallory_sdk.group_info([gid])).group_info_list) == []
     assert (await mallory_sdk.exit_group(gid)).result_code == ErrorCode.SUCCESS  # no-op
-    assert await mini.runtime.groups.members(GroupId(gid)) == sorted([owner, bob])
+    assert await system.runtime.groups.members(GroupId(gid)) == sorted([owner, bob])

@@ -16,21 +16,20 @@ from schemas.commands import Cmd
 from schemas.ids import UserId
 from schemas.pb.coffeechat import base_pb2, list_pb2
 from sdk.errors import ServerError
-from tests.consumers.minisystem import Seeder, System, mini
-
-__all__ = ["mini"]
+from tests.consumers.conftest import Seeder, System
 
 
 async def test_session_list_has_exact_unread_counts_and_the_latest_message(
-    mini: System,
+    system: System,
 ) -> None:
-    alice, bob, carol = await mini.user(), await mini.user(), await mini.user()
-    seed = Seeder(mini.runtime)
+    await system.start_consumers()
+    alice, bob, carol = await system.user(), await system.user(), await system.user()
+    seed = Seeder(system.runtime)
     for gap in (0, 3, 0, 7):  # seq gaps, as after a change of owner
         await seed.message(bob, alice, gap=gap)
     await seed.message(alice, bob)  # one of alice's own: never unread for her
     last = await seed.message(carol, alice, text="latest")
-    sdk = await mini.client(alice)
+    sdk = await system.login(alice)
 
     rsp = await sdk.recent_sessions()
 
@@ -50,15 +49,16 @@ async def test_session_list_has_exact_unread_counts_and_the_latest_message(
     assert [s.session_id for s in rsp.contact_session_list] == [carol, bob]
 
 
-async def test_history_pages_backwards_and_returns_ascending(mini: System) -> None:
-    alice, bob = await mini.user(), await mini.user()
-    seed = Seeder(mini.runtime)
+async def test_history_pages_backwards_and_returns_ascending(system: System) -> None:
+    await system.start_consumers()
+    alice, bob = await system.user(), await system.user()
+    seed = Seeder(system.runtime)
     sent = [
         await seed.message(bob if i % 2 else alice, bob if not i % 2 else alice, gap=i % 3)
         for i in range(25)
     ]
     seqs = [m.seq for m in sent]
-    sdk = await mini.client(alice)
+    sdk = await system.login(alice)
 
     newest = await sdk.history(bob, limit=10)
     assert [m.server_msg_id for m in newest.msg_list] == seqs[-10:]
@@ -77,13 +77,15 @@ async def test_history_pages_backwards_and_returns_ascending(mini: System) -> No
     assert "99" in too_many.value.text
 
 
-async def test_latest_id_by_id_and_user_list(mini: System) -> None:
-    alice, bob, carol = await mini.user(), await mini.user(), await mini.user(nick="cc")
-    seed = Seeder(mini.runtime)
+async def test_latest_id_by_id_and_user_list(system: System) -> None:
+    await system.start_consumers()
+    alice = await system.user()
+    bob, carol = await system.user(nick="bb"), await system.user(nick="cc")
+    seed = Seeder(system.runtime)
     first = await seed.message(bob, alice)
     latest = await seed.message(alice, bob, gap=2)
     await seed.message(carol, alice)
-    sdk = await mini.client(alice)
+    sdk = await system.login(alice)
 
     assert (await sdk.latest_msg_id(bob)).latest_msg_id == latest.client_msg_id
     assert (await sdk.latest_msg_id(UserId(System.new_uid()))).latest_msg_id == ""
@@ -91,16 +93,17 @@ async def test_latest_id_by_id_and_user_list(mini: System) -> None:
     assert [m.server_msg_id for m in found.msg_list] == [first.seq, latest.seq]
     users = await sdk.user_list()
     assert {u.user_id: u.nick_name for u in users.user_info_list} == {
-        bob: f"n{bob}",
+        bob: "bb",
         carol: "cc",
     }
 
 
-async def test_sync_pages_the_inbox_with_has_more(mini: System) -> None:
-    alice, bob = await mini.user(), await mini.user()
-    seed = Seeder(mini.runtime)
+async def test_sync_pages_the_inbox_with_has_more(system: System) -> None:
+    await system.start_consumers()
+    alice, bob = await system.user(), await system.user()
+    seed = Seeder(system.runtime)
     sent = [await seed.message(bob, alice, gap=i % 2) for i in range(7)]
-    sdk = await mini.client(alice)
+    sdk = await system.login(alice)
 
     page = await sdk.sync(0, limit=3)
     assert page.has_more
@@ -114,10 +117,11 @@ async def test_sync_pages_the_inbox_with_has_more(mini: System) -> None:
     assert all(a.seq < b.seq for a, b in itertools.pairwise(seen))
 
 
-async def test_nobody_answers_about_another_user(mini: System) -> None:
-    alice, bob, mallory = await mini.user(), await mini.user(), await mini.user()
-    await Seeder(mini.runtime).message(bob, alice, text="secret")
-    sdk = await mini.client(mallory)
+async def test_nobody_answers_about_another_user(system: System) -> None:
+    await system.start_consumers()
+    alice, bob, mallory = await system.user(), await system.user(), await system.user()
+    await Seeder(system.runtime).message(bob, alice, text="secret")
+    sdk = await system.login(mallory)
 
     req = list_pb2.RecentContactSessionReq(user_id=alice)
     with pytest.raises(ServerError) as refused:

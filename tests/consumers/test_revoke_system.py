@@ -10,10 +10,8 @@ from schemas.commands import Cmd
 from schemas.pb.coffeebus import ext_pb2
 from schemas.pb.coffeechat import base_pb2
 from sdk.client import Client
-from tests.consumers.minisystem import Seeder, System, mini
+from tests.consumers.conftest import Seeder, System
 from tests.waiting import wait_for
-
-__all__ = ["mini"]
 
 
 async def _revoke(
@@ -31,11 +29,12 @@ async def _revoke(
     return rsp
 
 
-async def test_sender_revokes_everyone_is_told_and_history_shows_it(mini: System) -> None:
-    alice, bob = await mini.user(), await mini.user()
-    phone = await mini.client(alice, client_type=ClientType.ANDROID)
-    desk = await mini.client(alice, client_type=ClientType.MAC_OS)
-    bob_sdk = await mini.client(bob)
+async def test_sender_revokes_everyone_is_told_and_history_shows_it(system: System) -> None:
+    await system.start_consumers()
+    alice, bob = await system.user(), await system.user()
+    phone = await system.login(alice, client_type=ClientType.ANDROID)
+    desk = await system.login(alice, client_type=ClientType.MAC_OS)
+    bob_sdk = await system.login(bob)
     ack = await phone.send_text(bob, "oops")
     keep = await phone.send_text(bob, "fine")
 
@@ -48,16 +47,16 @@ async def test_sender_revokes_everyone_is_told_and_history_shows_it(mini: System
 
     rsp = await _revoke(phone, bob, ack.server_msg_id, cmid=ack.client_msg_id)
     assert ExtResultCode(rsp.result_code) is ExtResultCode.OK
-    (to_bob,) = await mini.push(bob_sdk, Cmd.REVOKE_NOTIFY)
+    (to_bob,) = await system.wait_pushes(bob_sdk, Cmd.REVOKE_NOTIFY)
     assert isinstance(to_bob, ext_pb2.RevokeNotify)
     assert (to_bob.operator_user_id, to_bob.session_id) == (alice, alice)
     assert (to_bob.server_msg_id, to_bob.client_msg_id) == (ack.server_msg_id, ack.client_msg_id)
     assert abs(to_bob.revoke_time - time.time()) < 60
-    (to_desk,) = await mini.push(desk, Cmd.REVOKE_NOTIFY)
+    (to_desk,) = await system.wait_pushes(desk, Cmd.REVOKE_NOTIFY)
     assert isinstance(to_desk, ext_pb2.RevokeNotify)
     assert to_desk.session_id == bob
     await phone.heartbeat()
-    assert mini.pushes(phone, Cmd.REVOKE_NOTIFY) == []
+    assert system.pushes(phone, Cmd.REVOKE_NOTIFY) == []
 
     shown = {m.server_msg_id: m for m in (await bob_sdk.history(alice)).msg_list}
     revoked, kept = shown[ack.server_msg_id], shown[keep.server_msg_id]
@@ -84,13 +83,14 @@ async def test_sender_revokes_everyone_is_told_and_history_shows_it(mini: System
     assert [m.msg_data for m in (await bob_sdk.history(alice)).msg_list][-1] == b"fine"
 
 
-async def test_revoke_window_and_group_members_notified(mini: System) -> None:
-    alice, bob, carol = await mini.user(), await mini.user(), await mini.user()
-    old = await Seeder(mini.runtime).message(
+async def test_revoke_window_and_group_members_notified(system: System) -> None:
+    await system.start_consumers()
+    alice, bob, carol = await system.user(), await system.user(), await system.user()
+    old = await Seeder(system.runtime).message(
         alice, carol, created_ms=int(time.time() * 1000) - 121_000
     )
-    alice_sdk, bob_sdk = await mini.client(alice), await mini.client(bob)
-    carol_sdk = await mini.client(carol)
+    alice_sdk, bob_sdk = await system.login(alice), await system.login(bob)
+    carol_sdk = await system.login(carol)
 
     late = await _revoke(alice_sdk, carol, old.seq)
     assert ExtResultCode(late.result_code) is ExtResultCode.EXPIRED
@@ -101,7 +101,7 @@ async def test_revoke_window_and_group_members_notified(mini: System) -> None:
     rsp = await _revoke(alice_sdk, gid, sent.server_msg_id, group=True)
     assert ExtResultCode(rsp.result_code) is ExtResultCode.OK
     for sdk in (bob_sdk, carol_sdk):
-        (note,) = await mini.push(sdk, Cmd.REVOKE_NOTIFY)
+        (note,) = await system.wait_pushes(sdk, Cmd.REVOKE_NOTIFY)
         assert isinstance(note, ext_pb2.RevokeNotify)
         assert (note.session_id, note.server_msg_id) == (gid, sent.server_msg_id)
 
