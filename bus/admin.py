@@ -46,6 +46,7 @@ __all__ = [
     "GroupLag",
     "PartitionLag",
     "ShowReport",
+    "TopicLag",
     "TopicRow",
     "apply",
     "apply_topics",
@@ -151,6 +152,19 @@ class PartitionLag(msgspec.Struct, frozen=True, kw_only=True):
     """client_id@host of the member assigned the partition, when the group is live."""
 
 
+class TopicLag(msgspec.Struct, frozen=True, kw_only=True):
+    """One group's lag on one topic, summed over its partitions."""
+
+    topic: str
+    partitions: int
+    committed_partitions: int
+    """Partitions where the group has a committed offset (0: it never committed here)."""
+    lag: int
+    max_lag: int
+    max_lag_partition: int | None
+    """The partition furthest behind; None when no partition lags."""
+
+
 class GroupLag(msgspec.Struct, frozen=True, kw_only=True):
     """One consumer group's lag over every partition of its topics."""
 
@@ -163,6 +177,32 @@ class GroupLag(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def total(self) -> int:
         return sum(p.lag for p in self.partitions)
+
+    @property
+    def never_committed(self) -> bool:
+        """No committed offset on any partition: its lag counts from the log start."""
+        return all(p.committed is None for p in self.partitions)
+
+    def topics(self) -> tuple[TopicLag, ...]:
+        """Per topic of the group (in the order of its partitions): total and maximum lag."""
+        by_topic: dict[str, list[PartitionLag]] = {}
+        for p in self.partitions:
+            by_topic.setdefault(p.topic, []).append(p)
+        summaries = []
+        for topic, rows in by_topic.items():
+            # The lowest partition wins a tie, so the answer does not depend on the order.
+            worst = max(rows, key=lambda p: (p.lag, -p.partition))
+            summaries.append(
+                TopicLag(
+                    topic=topic,
+                    partitions=len(rows),
+                    committed_partitions=sum(p.committed is not None for p in rows),
+                    lag=sum(p.lag for p in rows),
+                    max_lag=worst.lag,
+                    max_lag_partition=worst.partition if worst.lag else None,
+                )
+            )
+        return tuple(summaries)
 
 
 # --- connection ----------------------------------------------------------------------------

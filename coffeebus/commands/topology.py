@@ -17,6 +17,7 @@ from bus.admin import (
     ClusterUnreachableError,
     GroupLag,
     ShowReport,
+    TopicLag,
     TopicRow,
     apply,
     lag,
@@ -107,12 +108,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     lag_parser = actions.add_parser(
         "lag",
         parents=[common],
-        help="consumer lag per group, per partition",
+        help="consumer lag per group and topic, laggiest first",
         description=_wrap(
-            "For each declared consumer group: per partition of its topics, the "
-            "committed offset, the log end offset, the lag and the member that owns the "
-            "partition, with a total per group. A partition the group never committed counts "
-            "its lag from the start of the log."
+            "How far behind each declared consumer group is: one row per group and topic "
+            "with its partitions, how many of them have a committed offset, the total lag, "
+            "the largest lag of one partition and which partition that is, the group's state "
+            "and live members; laggiest first, then a totals line. Lag is the log end offset "
+            "minus the committed offset. A partition the group never committed counts its lag "
+            "from the start of the log; a group with no committed offset at all shows "
+            "COMMITTED 'none'. --partitions adds, per partition, the committed offset, the "
+            "log end offset, the lag and the member that owns the partition."
         ),
         epilog=_EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -122,6 +127,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="append",
         metavar="NAME",
         help="only this declared group (msg, fanout, ...); repeatable (default: all)",
+    )
+    lag_parser.add_argument(
+        "--partitions",
+        action="store_true",
+        help="also list every partition: committed offset, log end, lag, owning member",
     )
     lag_parser.set_defaults(handler=_lag)
 
@@ -243,27 +253,103 @@ def _lag(args: argparse.Namespace) -> int:
     groups = _run(args, lambda t: lag(t, args.bootstrap, args.group, request_timeout=args.timeout))
     if isinstance(groups, ExitCode):
         return groups
+    # Laggiest first; ties keep the declared order (sorted() is stable).
+    groups = sorted(groups, key=lambda g: -g.total)
     if args.json:
-        print_json([{**_to_builtins(g), "total": g.total} for g in groups])
+        print_json(_lag_json(groups))
     else:
-        print(_lag_text(groups))
+        print(_lag_text(groups, partitions=args.partitions))
     return ExitCode.OK
 
 
-def _lag_text(groups: list[GroupLag]) -> str:
-    rows: list[list[object]] = []
-    for group in groups:
-        rows += [
-            [group.group, p.topic, p.partition, p.committed, p.end, p.lag, p.owner]
-            for p in group.partitions
-        ]
-    header = ["GROUP", "TOPIC", "PARTITION", "COMMITTED", "END", "LAG", "OWNER"]
-    totals = table(
-        ["GROUP", "GROUP ID", "STATE", "MEMBERS", "PARTITIONS", "TOTAL LAG"],
-        [[g.group, g.group_id, g.state, g.members, len(g.partitions), g.total] for g in groups],
-        numeric={3, 4, 5},
+def _lag_json(groups: list[GroupLag]) -> dict[str, object]:
+    return {
+        "total_lag": sum(g.total for g in groups),
+        "groups": [
+            {
+                **_to_builtins(g),
+                "lag": g.total,
+                "never_committed": g.never_committed,
+                "topics": g.topics(),
+            }
+            for g in groups
+        ],
+    }
+
+
+def _lag_text(groups: list[GroupLag], *, partitions: bool) -> str:
+    """The summary table (one row per group and topic, laggiest first) and a totals line."""
+    rows = sorted(
+        ((g, t) for g in groups for t in g.topics()),
+        key=lambda row: -row[1].lag,
     )
-    return table(header, rows, numeric={2, 3, 4, 5}) + "\n\n" + totals
+    header = [
+        "GROUP",
+        "TOPIC",
+        "PARTITIONS",
+        "COMMITTED",
+        "LAG",
+        "MAX LAG",
+        "ON PARTITION",
+        "STATE",
+        "MEMBERS",
+    ]
+    summary = table(
+        header,
+        [
+            [
+                g.group,
+                t.topic,
+                t.partitions,
+                _committed_text(t),
+                t.lag,
+                t.max_lag,
+                t.max_lag_partition,
+                g.state,
+                g.members,
+            ]
+            for g, t in rows
+        ],
+        numeric={2, 4, 5, 6, 8},
+    )
+    parts = [summary, _lag_totals(groups)]
+    if partitions:
+        detail = [
+            [g.group, p.topic, p.partition, p.committed, p.end, p.lag, p.owner]
+            for g in groups
+            for p in g.partitions
+        ]
+        parts.append(
+            table(
+                ["GROUP", "TOPIC", "PARTITION", "COMMITTED", "END", "LAG", "OWNER"],
+                detail,
+                numeric={2, 3, 4, 5},
+            )
+        )
+    return "\n\n".join(parts)
+
+
+def _committed_text(topic: TopicLag) -> str:
+    """How many partitions have a committed offset: 'none' stands out in a column of n/n."""
+    if not topic.committed_partitions:
+        return "none"
+    return f"{topic.committed_partitions}/{topic.partitions}"
+
+
+def _lag_totals(groups: list[GroupLag]) -> str:
+    lagging = sum(g.total > 0 for g in groups)
+    never = [g.group for g in groups if g.never_committed]
+    line = (
+        f"total lag {sum(g.total for g in groups)} over {len(groups)} "
+        f"{_plural(len(groups), 'group')}, {lagging} lagging"
+    )
+    if never:
+        line += f"; never committed: {', '.join(never)} (lag counted from the start of the log)"
+    return line
+
+
+def _plural(count: int, word: str) -> str:
+    return word if count == 1 else word + "s"
 
 
 def _to_builtins(value: object) -> dict[str, object]:
