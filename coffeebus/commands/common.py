@@ -34,8 +34,16 @@ settings:
   COFFEEBUS_<SECTION>__<FIELD> (e.g. COFFEEBUS_GATEWAY__TCP_PORT=9000,
   COFFEEBUS_LOG__FORMAT=json) and the conventional KAFKA_BOOTSTRAP_SERVERS, MONGO_URL,
   REDIS_URL. Sections: kafka, mongo, redis, gateway, api, messaging, biz, webhooks, push,
-  log; docs/operations.md lists every field with its default. COFFEEBUS_TOPOLOGY and
-  COFFEEBUS_TOPOLOGY_OVERLAY choose another topology.yaml and its production overlay.
+  log, observability; docs/operations.md lists every field with its default.
+  COFFEEBUS_TOPOLOGY and COFFEEBUS_TOPOLOGY_OVERLAY choose another topology.yaml and its
+  production overlay.
+
+metrics and health:
+  [observability] metrics_port (COFFEEBUS_OBSERVABILITY__METRICS_PORT) serves /metrics
+  (Prometheus), /healthz and /readyz on metrics_host (COFFEEBUS_OBSERVABILITY__METRICS_HOST,
+  default 127.0.0.1; 0.0.0.0 lets a Prometheus on another host scrape). Port 0, the
+  default, runs no listener; each process of one host needs a port of its own.
+  docs/observability.md lists the metrics and what to alert on.
 
 signals:
   SIGTERM or SIGINT (Ctrl-C) drains: gates tell their clients and close them, consumers
