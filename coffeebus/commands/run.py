@@ -110,10 +110,15 @@ def banner(settings: Settings, *, tcp_port: int, ws_port: int, mode: str, demo: 
         width = max(len(u.nick) for u in DEMO_USERS)
         lines += [f"  {u.nick:<{width}}  user_id={u.user_id}  token={u.token}" for u in DEMO_USERS]
         alice, bob = DEMO_USERS[0], DEMO_USERS[1]
-        lines.append(
-            f"Chat: log in as {alice.nick} on one connection and {bob.nick} on another, "
-            f"and send a MsgData to user {bob.user_id}."
-        )
+        gate = f"{gate_host}:{tcp_port}"
+        lines += [
+            f"Chat as {alice.nick} and {bob.nick}:",
+            f"  in a browser    {api_url}/demo  (two windows, one per user)",
+            "  in terminals    "
+            f"coffeebus chat --gate {gate} --user {alice.user_id} --token {alice.token}",
+            "                  "
+            f"coffeebus chat --gate {gate} --user {bob.user_id} --token {bob.token}",
+        ]
     else:
         lines.append("No demo users (--no-demo): import users with POST /v1/users.")
     lines.append("Press Ctrl-C to stop.")

@@ -10,9 +10,7 @@ again, so a second dead letter appears that names the one it was replayed from.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -25,7 +23,8 @@ from bus.topology import load_topology
 from coffeebus.dlq import summary
 from coffeebus.roles import ConsumerRole
 from coffeebus.wiring import Mode, Runtime, open_runtime
-from tests.coffeebus.conftest import REPO, Isolated
+from tests.coffeebus.conftest import Isolated
+from tests.coffeebus.test_cli import coffeebus as run_coffeebus
 from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.mongo]
@@ -35,15 +34,8 @@ DLQ = "im.up.msg.dlq"
 
 
 def coffeebus(bootstrap: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "coffeebus", *args, "--bootstrap", bootstrap],
-        cwd=REPO,
-        env={k: v for k, v in os.environ.items() if not k.startswith("COFFEEBUS_TOPOLOGY")},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    """`coffeebus ARGS --bootstrap BOOTSTRAP`, as a separate process."""
+    return run_coffeebus(*args, "--bootstrap", bootstrap)
 
 
 def as_json(result: subprocess.CompletedProcess[str]) -> Any:

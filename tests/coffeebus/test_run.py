@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from coffeebus.cli import build_parser
 from coffeebus.commands.run import DEMO_USERS
 from schemas.commands import Cmd
 from schemas.pb.coffeechat import message_pb2
@@ -44,6 +45,8 @@ class Banner:
     ws: tuple[str, int] = ("", 0)
     api: str = ""
     users: dict[str, tuple[int, str]] = field(default_factory=dict)
+    demo_page: str = ""
+    chat_commands: list[list[str]] = field(default_factory=list)
 
     @classmethod
     def parse(cls, lines: list[str]) -> Banner:
@@ -60,6 +63,10 @@ class Banner:
                 banner.api = m[1]
             elif m := re.fullmatch(r"\s+(\w+)\s+user_id=(\d+)\s+token=(\S+)", line):
                 banner.users[m[1]] = (int(m[2]), m[3])
+            elif m := re.fullmatch(r"\s+in a browser\s+(http://\S+)\s.*", line):
+                banner.demo_page = m[1]
+            if m := re.search(r"\bcoffeebus (chat .*)", line):
+                banner.chat_commands.append(m[1].split())
         return banner
 
 
@@ -136,6 +143,11 @@ async def chat_and_stop(running: Running, signum: signal.Signals) -> None:
     """Alice (TCP) and Bob (WebSocket) log in with the printed tokens and chat both ways."""
     banner = running.banner
     assert banner.users == {u.nick: (u.user_id, u.token) for u in DEMO_USERS}
+    # The printed terminal-client commands are real and name the gate and the users above.
+    chats = [build_parser().parse_args(argv) for argv in banner.chat_commands]
+    assert [(c.user, c.token) for c in chats] == [banner.users["alice"], banner.users["bob"]]
+    assert {c.gate for c in chats} == {banner.tcp}
+    assert banner.demo_page == f"{banner.api}/demo"
     (alice, alice_token), (bob, bob_token) = banner.users["alice"], banner.users["bob"]
     alice_c, bob_c = Client(), Client()
     try:
@@ -168,6 +180,7 @@ async def chat_and_stop(running: Running, signum: signal.Signals) -> None:
             assert (await http.get("/healthz")).status_code == 200
             assert (await http.get("/readyz")).status_code == 200
             assert (await http.get("/schema/openapi.json")).status_code == 200
+            assert (await http.get(banner.demo_page)).status_code == 200
             devices = (await http.get(f"/v1/users/{bob}/devices")).json()
         assert len(devices["devices"]) == 1
 
