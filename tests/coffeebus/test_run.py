@@ -232,3 +232,67 @@ async def test_no_demo_prints_how_to_import_users(start_run: StartRun) -> None:
     assert running.banner.users == {}
     assert any("POST /v1/users" in line for line in running.banner.lines)
     assert await running.stop(signal.SIGINT) == 0
+
+
+async def _coffeebus_run(env: dict[str, str], *args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "coffeebus", "run", *args),
+        cwd=REPO,
+        env={**os.environ, **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def test_a_signal_while_starting_exits_0_without_a_traceback() -> None:
+    # A "MongoDB" that accepts and never answers holds the process in its start-up (index
+    # creation), and tells the test when the process got there.
+    connected = asyncio.Event()
+    held: list[asyncio.StreamWriter] = []
+
+    def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        connected.set()
+
+    mute = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = mute.sockets[0].getsockname()[1]
+    proc = await _coffeebus_run(
+        {
+            "MONGO_URL": f"mongodb://127.0.0.1:{port}/?directConnection=true",
+            "COFFEEBUS_MONGO__SERVER_SELECTION_TIMEOUT_MS": "60000",
+        },
+        *("--services", "real", "--no-apply"),
+    )
+    try:
+        async with asyncio.timeout(WAIT_S):
+            await connected.wait()
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(WAIT_S):
+            stdout, stderr = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        for writer in held:
+            writer.close()
+        mute.close()
+    assert proc.returncode == 0, stderr.decode()
+    assert b"Traceback" not in stderr
+    assert stdout == b""  # never got as far as the banner
+
+
+async def test_an_unreachable_service_is_one_line_and_exit_3() -> None:
+    proc = await _coffeebus_run(
+        {
+            "MONGO_URL": f"mongodb://127.0.0.1:{free_port()}/?directConnection=true",
+            "COFFEEBUS_MONGO__SERVER_SELECTION_TIMEOUT_MS": "500",
+        },
+        *("--services", "real", "--no-apply"),
+    )
+    async with asyncio.timeout(WAIT_S):
+        _, stderr = await proc.communicate()
+    assert proc.returncode == 3
+    errors = [line for line in stderr.decode().splitlines() if line.startswith("coffeebus:")]
+    assert len(errors) == 1
+    assert errors[0].startswith("coffeebus: error: MongoDB did not answer: ")
+    assert "Traceback" not in stderr.decode()
