@@ -11,6 +11,7 @@ before anything is asserted.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -84,7 +85,11 @@ async def run_under_load(
         f0 = time.monotonic()
         await fault()
         fault_s = time.monotonic() - f0
-        await load.finish(within=finish_within)
+        try:
+            await load.finish(within=finish_within)
+        except TimeoutError:
+            log.error("the load did not finish; where the tasks wait:\n%s", _task_stacks())
+            raise
     finally:
         await load.cancel()
     load_s = time.monotonic() - t0
@@ -104,6 +109,16 @@ async def run_under_load(
     )
     log.info("fault run: %s", run.describe())
     return run
+
+
+def _task_stacks(limit: int = 60) -> str:
+    """The innermost frames of every pending task: what a stuck load is waiting on."""
+    lines = []
+    for task in asyncio.all_tasks():
+        frames = task.get_stack(limit=3)
+        where = " <- ".join(f"{f.f_code.co_qualname}:{f.f_lineno}" for f in reversed(frames))
+        lines.append(f"{task.get_name()}: {where}")
+    return "\n".join(sorted(lines)[:limit])
 
 
 def assert_clean(run: FaultRun, *, expected: int) -> None:
