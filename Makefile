@@ -36,6 +36,11 @@ chaos: install services-up ## Fault tests: consumer processes killed with SIGKIL
 fuzz: install ## Fuzz the frame codec and connection core: >= 1M inputs, bounded (< 10 min)
 	$(UV) run python -m tests.security.fuzz_run $(FUZZ_ARGS)
 
+.PHONY: soak
+SOAK_ARGS ?=
+soak: install services-up ## 10 min at half the measured capacity on private services: memory flat, lag bounded, no error growth (SOAK_ARGS="--minutes 1") → bench/results/soak.json
+	$(UV) run python -m tests.chaos.soak $(SOAK_ARGS)
+
 test-fast: ## Run the tests without reinstalling or restarting services
 	$(UV) run pytest -x -q $(PYTEST_ARGS)
 
