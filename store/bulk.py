@@ -14,13 +14,24 @@ Two FerretDB v1 differences shape this module (both observed on v1.24.2):
   (they are idempotent, so re-sending those MongoDB did apply changes nothing).
 - Unordered inserts do continue past duplicates, as on MongoDB, so `insert_new` uses
   PyMongo's ``insert_many(ordered=False)``.
-- An ``update`` command of 100 or more statements never returns, so updates go out in
-  chunks of 64.
+- An ``update`` command keeps one pooled SQLite connection per statement it has run until
+  the whole command ends (``updateDocument`` defers each statement's query cursor close to
+  its return), and each database has a pool of 100 connections. A command of 100 statements
+  therefore never returns — and neither do several smaller commands that together hold the
+  100: each waits for a connection another one holds, for as long as their clients stay
+  connected. That froze a restarted consumer for minutes: replaying a backlog, the fanout
+  and ack processes sent concurrent 64-statement updates to one database. So updates go out
+  in chunks of `MAX_OPS_PER_COMMAND` (8), and each process (event loop) runs at most
+  `MAX_CONCURRENT_UPDATES` (2) update commands at a time: at most 18 connections per
+  process, whatever its concurrency, leaving the pool room for five writer processes. On
+  MongoDB this costs a few more round trips of commands that are cheap anyway.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,11 +46,23 @@ Document = dict[str, Any]
 DUPLICATE_KEY = 11000
 # A raw command is one BSON document (16 MiB at most, with the command's own fields).
 _MAX_COMMAND_BYTES = 8 * 1024 * 1024
-# FerretDB v1.24.2 never answers an ``update`` command of 100 or more statements (99 take
-# ~150 ms, 100 time out: measured), and spends ~1.5 ms per modifying statement; 64 keeps far
-# from that edge and costs MongoDB nothing that matters.
-_MAX_OPS_PER_COMMAND = 64
+# FerretDB v1.24.2 holds a connection of its 100 per statement until the command ends (module
+# docstring); it spends ~1.5 ms per modifying statement, so small commands lose little.
+MAX_OPS_PER_COMMAND = 8
+MAX_CONCURRENT_UPDATES = 2
 _MAX_UPDATE_ROUNDS = 5
+# One limit per event loop (an asyncio.Semaphore belongs to the loop it first waits on).
+_update_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _update_slot() -> asyncio.Semaphore:
+    loop = asyncio.get_running_loop()
+    slot = _update_slots.get(loop)
+    if slot is None:
+        slot = _update_slots[loop] = asyncio.Semaphore(MAX_CONCURRENT_UPDATES)
+    return slot
 
 
 def update_op(query: Document, update: Document, *, upsert: bool = False) -> Document:
@@ -77,9 +100,10 @@ async def update_all(collection: AsyncCollection[Document], ops: Sequence[Docume
     for chunk in _chunks(ops):
         pending: Sequence[Document] = chunk
         for round_no in range(1, _MAX_UPDATE_ROUNDS + 1):
-            reply = await collection.database.command(
-                {"update": collection.name, "updates": list(pending), "ordered": False}
-            )
+            async with _update_slot():
+                reply = await collection.database.command(
+                    {"update": collection.name, "updates": list(pending), "ordered": False}
+                )
             errors = reply.get("writeErrors") or []
             if reply.get("writeConcernError"):
                 raise OperationFailure(f"write concern error: {reply['writeConcernError']}")
@@ -110,7 +134,7 @@ def _chunks(ops: Sequence[Document]) -> list[Sequence[Document]]:
     start, size = 0, 0
     for i, op in enumerate(ops):
         op_size = len(bson.encode(op))
-        if i > start and (size + op_size > _MAX_COMMAND_BYTES or i - start >= _MAX_OPS_PER_COMMAND):
+        if i > start and (size + op_size > _MAX_COMMAND_BYTES or i - start >= MAX_OPS_PER_COMMAND):
             chunks.append(ops[start:i])
             start, size = i, 0
         size += op_size

@@ -78,8 +78,26 @@ async def test_update_all_chunks_large_batches(
 ) -> None:
     col = mongo_db["bulk_t"]
     # Small chunks keep this quick on FerretDB, where each modifying statement costs ms.
-    monkeypatch.setattr(store.bulk, "_MAX_OPS_PER_COMMAND", 7)
+    monkeypatch.setattr(store.bulk, "MAX_OPS_PER_COMMAND", 7)
     ops = [update_op({"_id": i}, {"$max": {"v": i}}, upsert=True) for i in range(30)]
     await update_all(col, ops)
     assert await col.count_documents({}) == 30
     await update_all(col, [])
+
+
+async def test_concurrent_large_updates_of_one_database_all_complete(
+    mongo_db: AsyncDatabase[Document],
+) -> None:
+    # FerretDB v1 holds a connection of its 100 per statement that matched a document until
+    # the update command ends: six concurrent commands of 64 such statements used to wait
+    # for each other forever.
+    col = mongo_db["bulk_t"]
+    ids = [f"{b}:{i}" for b in range(6) for i in range(64)]
+    await col.insert_many([{"_id": i, "v": 0} for i in ids])
+    batches = [
+        [update_op({"_id": f"{b}:{i}"}, {"$max": {"v": i + 1}}) for i in range(64)]
+        for b in range(6)
+    ]
+    async with asyncio.timeout(60):
+        await asyncio.gather(*(update_all(col, ops) for ops in batches))
+    assert await col.count_documents({"v": {"$gt": 0}}) == len(ids)
