@@ -33,7 +33,6 @@ everyone than a rare late delivery after a crash.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -138,18 +137,17 @@ class FanoutHandler:
     async def _allocate(self, fanouts: Sequence[Fanout]) -> dict[UserId, Iterator[int]]:
         """Inbox seqs for every entry of the batch, per recipient in record order.
 
-        One `allocate(n)` per recipient, all recipients concurrently: a recipient whose
-        section ran out (or who is new to this member) costs a section reservation — a few
-        store round trips — and those must not add up one after the other.
+        One `allocate(n)` per recipient (`SeqAllocator.allocate_many`: at once for those whose
+        section has room, concurrently for the others): a recipient whose section ran out (or
+        who is new to this member) costs a section reservation — a few store round trips —
+        and those must not add up one after the other.
         """
         counts: Counter[UserId] = Counter()
         for fanout in fanouts:
             counts.update(fanout.recipients)
-        users = list(counts)
-        ranges = await asyncio.gather(
-            *(self.seqs.allocate(inbox_timeline(user), counts[user]) for user in users)
-        )
-        return {user: iter(r) for user, r in zip(users, ranges, strict=True)}
+        timelines = {user: inbox_timeline(user) for user in counts}
+        ranges = await self.seqs.allocate_many({timelines[u]: n for u, n in counts.items()})
+        return {user: iter(ranges[timeline]) for user, timeline in timelines.items()}
 
     async def assigned(self, partitions: frozenset[TopicPartition]) -> None:
         """Forget inbox sections of users in `partitions` (another member may have

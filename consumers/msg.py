@@ -350,9 +350,8 @@ class MsgHandler:
         # One allocation per conversation, all concurrently (a section reservation costs a
         # few store round trips); seqs are handed out in record order within each.
         counts = Counter(send.conversation for send in sends)
-        conversations = list(counts)
-        ranges = await asyncio.gather(*(self.seqs.allocate(c, counts[c]) for c in conversations))
-        seqs = {c: iter(r) for c, r in zip(conversations, ranges, strict=True)}
+        ranges = await self.seqs.allocate_many(counts)
+        seqs = {c: iter(r) for c, r in ranges.items()}
         messages: list[StoredMessage] = []
         for send in sends:
             msg = send.msg

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol, TypeVar
 
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -34,6 +34,8 @@ from schemas.ids import UserId
 from store.collections import Collection
 
 logger = logging.getLogger(__name__)
+#: A timeline name (a conversation id, an inbox timeline, or a plain str).
+_Timeline = TypeVar("_Timeline", bound=str)
 
 Document = dict[str, Any]
 
@@ -188,14 +190,10 @@ class SeqAllocator:
     async def allocate(self, timeline: str, n: int = 1) -> range:
         """Allocate `n` consecutive seqs of `timeline`, all above every seq allocated for it
         before (by this process or any previous owner)."""
-        if n < 1:
-            raise ValueError(f"allocate at least one seq, not {n}")
         while True:
-            section = self._sections.get(timeline)
-            if section is not None and section.left >= n and timeline not in self._reserving:
-                first = section.next
-                section.next += n
-                return range(first, first + n)
+            taken = self.take(timeline, n)
+            if taken is not None:
+                return taken
             lock = self._reserving.get(timeline)
             if lock is not None:
                 # Someone is reserving for this timeline: wait for it, then try again.
@@ -209,6 +207,36 @@ class SeqAllocator:
                 finally:
                     if self._reserving.get(timeline) is lock:
                         del self._reserving[timeline]
+
+    def take(self, timeline: str, n: int = 1) -> range | None:
+        """`n` seqs of `timeline` from its current section, without awaiting; None when the
+        section is missing, too short or being replaced (`allocate` then reserves)."""
+        if n < 1:
+            raise ValueError(f"allocate at least one seq, not {n}")
+        section = self._sections.get(timeline)
+        if section is None or section.left < n or timeline in self._reserving:
+            return None
+        first = section.next
+        section.next += n
+        return range(first, first + n)
+
+    async def allocate_many(self, counts: Mapping[_Timeline, int]) -> dict[_Timeline, range]:
+        """`allocate(timeline, n)` for every timeline of `counts`: those whose section has
+        room are served at once, the others reserve concurrently. A handler's batch touches
+        many timelines (a fan-out, one per recipient) and nearly all have room: gathering a
+        task for each would cost more than the allocations themselves."""
+        ranges: dict[_Timeline, range] = {}
+        missing: list[_Timeline] = []
+        for timeline, n in counts.items():
+            taken = self.take(timeline, n)
+            if taken is None:
+                missing.append(timeline)
+            else:
+                ranges[timeline] = taken
+        if missing:
+            found = await asyncio.gather(*(self.allocate(t, counts[t]) for t in missing))
+            ranges.update(zip(missing, found, strict=True))
+        return ranges
 
     async def next(self, timeline: str) -> int:
         """Allocate one seq."""

@@ -182,3 +182,45 @@ async def test_forget_partitions_drops_only_the_timelines_of_those_partitions() 
     seqs.forget_partitions([pa], 16, key_of=str.encode)
     assert list(await seqs.allocate(a, 1)) == [11]  # a new section: a gap, never backwards
     assert list(await seqs.allocate(b, 1)) == [2]  # still owned: its section goes on
+
+
+async def test_take_serves_only_from_a_section_with_room(sections: SectionStore) -> None:
+    seqs = SeqAllocator(sections, section_size=10)
+    assert seqs.take(CONV, 1) is None  # no section yet: `allocate` must reserve
+    assert await seqs.allocate(CONV, 2) == range(1, 3)
+    assert seqs.take(CONV, 3) == range(3, 6)
+    assert seqs.take(CONV, 6) is None  # 5 left
+    assert seqs.take(CONV, 5) == range(6, 11)
+    assert await sections.reserved(CONV) == 10  # take never reserves
+    with pytest.raises(ValueError, match="at least one seq"):
+        seqs.take(CONV, 0)
+
+
+async def test_take_waits_for_a_reservation_in_flight(sections: SectionStore) -> None:
+    gated = GatedSections(sections)
+    seqs = SeqAllocator(gated, section_size=10)
+    gated.gate.set()
+    await seqs.allocate(CONV, 9)
+    gated.gate.clear()
+    gated.entered.clear()
+    task = asyncio.create_task(seqs.allocate(CONV, 5))  # 1 left: reserves the next section
+    await asyncio.wait_for(gated.entered.wait(), timeout=5)
+    # The last seq of the old section is not handed out while the section is replaced.
+    assert seqs.take(CONV, 1) is None
+    gated.gate.set()
+    assert await asyncio.wait_for(task, timeout=10) == range(10, 15)
+
+
+async def test_allocate_many_serves_each_timeline_as_allocate_would(
+    sections: SectionStore,
+) -> None:
+    seqs = SeqAllocator(sections, section_size=10)
+    await seqs.allocate("a", 8)
+    # "a" has 2 left (needs a new section for 3), "b" has room, "c" is new.
+    await seqs.allocate("b", 1)
+    ranges = await seqs.allocate_many({"a": 3, "b": 4, "c": 2})
+    assert ranges == {"a": range(9, 12), "b": range(2, 6), "c": range(1, 3)}
+    assert await sections.reserved("a") == 20
+    assert await sections.reserved("b") == 10
+    assert await sections.reserved("c") == 10
+    assert await seqs.allocate_many({}) == {}
