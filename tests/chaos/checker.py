@@ -31,7 +31,9 @@ from typing import Protocol
 
 import msgspec
 
-from schemas.ids import ConversationId, UserId
+from schemas.ids import ConversationId, UserId, conversation_id
+from sdk.client import Client
+from sdk.errors import RequestTimeoutError
 from store.inbox import InboxPage
 from store.messages import StoredMessage
 from tests.chaos.harness import Acked, Ledger
@@ -42,6 +44,7 @@ __all__ = [
     "InboxReader",
     "TimelineReader",
     "check_delivery",
+    "check_sync",
     "record_fault_result",
     "settle",
     "tally",
@@ -119,6 +122,17 @@ class _Findings:
         self.lost = self.duplicated = self.out_of_order = 0
         self.details: list[str] = []
 
+    def report(self, ledger: Ledger | Sequence[Acked]) -> DeliveryReport:
+        acked = ledger.acked if isinstance(ledger, Ledger) else ledger
+        return DeliveryReport(
+            acked=len({(a.conversation, a.client_msg_id) for a in acked}),
+            lost=self.lost,
+            duplicated=self.duplicated,
+            out_of_order=self.out_of_order,
+            details=tuple(self.details),
+            resends=ledger.resends if isinstance(ledger, Ledger) else 0,
+        )
+
     def note(self, kind: str, text: str, n: int = 1) -> None:
         setattr(self, kind, getattr(self, kind) + n)
         if len(self.details) < MAX_DETAILS:
@@ -165,35 +179,49 @@ async def _check_timelines(
                 )
 
 
-async def _check_inboxes(acked: Sequence[Acked], inbox: InboxReader, found: _Findings) -> None:
+Listing = list[tuple[ConversationId, int]]
+"""A user's inbox as (conversation, conversation seq) pairs, in inbox order."""
+
+
+def _check_listings(
+    acked: Sequence[Acked], listings: dict[UserId, Listing], found: _Findings, where: str
+) -> None:
     wanted: dict[UserId, set[tuple[ConversationId, int]]] = defaultdict(set)
     for a in acked:
         for user in a.recipients:
-            wanted[user].add((a.conversation, a.server_msg_id))
-    users = list(wanted)
-    inboxes = await asyncio.gather(*(_inbox(inbox, u) for u in users))
-    for user, entries in zip(users, inboxes, strict=True):
-        copies = Counter((m.conversation, m.seq) for m in entries)
+            if user in listings:
+                wanted[user].add((a.conversation, a.server_msg_id))
+    for user, entries in listings.items():
+        copies = Counter(entries)
         for conversation, seq in sorted(wanted[user]):
             n = copies[(conversation, seq)]
             if n == 0:
-                found.note("lost", f"seq {seq} of {conversation} not in {user}'s inbox")
+                found.note("lost", f"seq {seq} of {conversation} not in {user}'s {where}")
             elif n > 1:
                 found.note(
-                    "duplicated", f"seq {seq} of {conversation} {n}x in {user}'s inbox", n - 1
+                    "duplicated", f"seq {seq} of {conversation} {n}x in {user}'s {where}", n - 1
                 )
         conversations = {c for c, _ in wanted[user]}
         highest: dict[ConversationId, int] = {}
-        for m in entries:
-            if m.conversation not in conversations:
+        for conversation, seq in entries:
+            if conversation not in conversations:
                 continue
-            top = highest.get(m.conversation, 0)
-            if m.seq < top:
+            top = highest.get(conversation, 0)
+            if seq < top:
                 found.note(
-                    "out_of_order",
-                    f"{user}'s inbox has seq {m.seq} of {m.conversation} after seq {top}",
+                    "out_of_order", f"{user}'s {where} has seq {seq} of {conversation} after {top}"
                 )
-            highest[m.conversation] = max(top, m.seq)
+            highest[conversation] = max(top, seq)
+
+
+async def _check_inboxes(acked: Sequence[Acked], inbox: InboxReader, found: _Findings) -> None:
+    users = list(dict.fromkeys(u for a in acked for u in a.recipients))
+    inboxes = await asyncio.gather(*(_inbox(inbox, u) for u in users))
+    listings = {
+        user: [(m.conversation, m.seq) for m in entries]
+        for user, entries in zip(users, inboxes, strict=True)
+    }
+    _check_listings(acked, listings, found, "inbox")
 
 
 async def check_delivery(
@@ -205,14 +233,40 @@ async def check_delivery(
     _check_acks(acked, found)
     await _check_timelines(acked, messages, found)
     await _check_inboxes(acked, inbox, found)
-    return DeliveryReport(
-        acked=len({(a.conversation, a.client_msg_id) for a in acked}),
-        lost=found.lost,
-        duplicated=found.duplicated,
-        out_of_order=found.out_of_order,
-        details=tuple(found.details),
-        resends=ledger.resends if isinstance(ledger, Ledger) else 0,
-    )
+    return found.report(ledger)
+
+
+async def check_sync(
+    ledger: Ledger | Sequence[Acked], clients: dict[UserId, Client]
+) -> DeliveryReport:
+    """Check what each user's client gets by catching up with sync (0x0803 / 0x0804, served by
+    the query group) from inbox seq 0: every acked message addressed to the user once, in
+    conversation order — what a device that was away sees after a reconnect. Requests that
+    time out are sent again."""
+    acked = ledger.acked if isinstance(ledger, Ledger) else list(ledger)
+    found = _Findings()
+    listings = {user: await _synced(client) for user, client in clients.items()}
+    _check_listings(acked, listings, found, "sync")
+    return found.report(ledger)
+
+
+async def _synced(client: Client) -> Listing:
+    listing: Listing = []
+    after = 0
+    while True:
+        try:
+            page = await client.sync(after, limit=_PAGE)
+        except RequestTimeoutError:
+            continue  # a killed query member: its partitions move on, ask again
+        for entry in page.entries:
+            msg = entry.msg
+            conversation = conversation_id(
+                msg.session_type, UserId(msg.from_user_id), msg.to_session_id
+            )
+            listing.append((conversation, msg.server_msg_id))
+        if not page.has_more or not page.entries:
+            return listing
+        after = page.entries[-1].seq
 
 
 async def settle(

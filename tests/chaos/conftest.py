@@ -9,18 +9,39 @@ the very last line pytest prints is the sum over all of them::
 It is printed from `pytest_unconfigure`, after pytest's own summary line, so scripts can take
 ``tail -1``.
 
-`real_system` (tests/consumers/conftest.py: runtime, in-process gates, users and clients on
-the real services) is available here too.
+Fixtures:
+
+- `real_system` (tests/consumers/conftest.py) on the shared services;
+- `private_kafka`: a Kafka broker of this pytest session (tests.chaos.services), for tests
+  that run `coffeebus consume` / `coffeebus gateway` processes. Such a process handles every
+  record of its topics — it has no notion of "this test's records" — so on the shared broker
+  it would answer other tests' clients (with refusals: their users are not in its database)
+  and replay their records, with replies to gate topics long deleted, each stalling its
+  partition. On a broker of its own it sees only its test's traffic;
+- `chaos_system`: a `ChaosSystem` — the `System` of the consumer tests (runtime, in-process
+  gates, users) on `private_kafka` plus the shared Redis and FerretDB (own database and key
+  namespace), and role processes on the same settings, stopped at teardown.
 """
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from pathlib import Path
+
 import pytest
 
+from bus.admin import apply
+from bus.topology import load_topology
+from coffeebus.settings import KafkaSettings, MongoSettings, RedisSettings, Settings
+from coffeebus.wiring import Mode, Runtime, open_runtime
 from tests.chaos.checker import tally
-from tests.consumers.conftest import real_system
+from tests.chaos.processes import RoleProcess, role_env, write_topology
+from tests.chaos.services import PrivateServices
+from tests.consumers.conftest import System, _cleanup, real_system
 
-__all__ = ["real_system"]
+__all__ = ["ChaosSystem", "chaos_system", "private_kafka", "real_system"]
 
 _ran_chaos = pytest.StashKey[bool]()
 
@@ -39,3 +60,87 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         reporter.write_line(tally.line())
     else:  # -p no:terminal
         print(tally.line(), flush=True)
+
+
+@pytest.fixture(scope="session")
+def private_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Bootstrap servers of a one-node Kafka of this session (killed at the end)."""
+    services = PrivateServices(tmp_path_factory.mktemp("private-kafka"), kafka_nodes=1)
+    # A session fixture outlives every test's event loop: run its coroutines on their own.
+    try:
+        asyncio.run(services.start())
+        yield services.kafka_bootstrap
+    finally:
+        asyncio.run(services.close())
+
+
+class ChaosSystem(System):
+    """A `System` whose consumer groups (and extra gates) run as processes."""
+
+    def __init__(
+        self, runtime: Runtime, *, kafka_bootstrap: str, topology_file: Path, logs: Path
+    ) -> None:
+        super().__init__("real", runtime, kafka_bootstrap=kafka_bootstrap)
+        self.bootstrap = kafka_bootstrap
+        self.topology_file = topology_file
+        self.logs = logs
+        self.processes: list[RoleProcess] = []
+
+    def process(
+        self,
+        name: str,
+        args: Sequence[str],
+        *,
+        log_level: str = "WARNING",
+        env_overrides: Mapping[str, str] | None = None,
+    ) -> RoleProcess:
+        """A `coffeebus ARGS…` process on this system's settings (not started yet);
+        `env_overrides` adds settings of its own (``COFFEEBUS_GATEWAY__TCP_PORT``, ...)."""
+        env = role_env(self.runtime.settings, self.topology_file, log_level=log_level)
+        env.update(env_overrides or {})
+        process = RoleProcess(name, args, env, self.logs)
+        self.processes.append(process)
+        return process
+
+    def consumer(self, group: str, *, member: str = "k1") -> RoleProcess:
+        """A `coffeebus consume GROUP` process with static member id `member`."""
+        return self.process(f"{group}-{member}", ["consume", group, "--static-member-id", member])
+
+    def tracebacks(self) -> list[str]:
+        """Tracebacks in any role process's stderr."""
+        return [t for p in self.processes for t in p.tracebacks()]
+
+    async def close(self) -> None:
+        await super().close()
+        for process in self.processes:
+            process.stop()
+
+
+@pytest.fixture
+async def chaos_system(
+    private_kafka: str, redis_url: str, mongo_url: str, tmp_path: Path
+) -> AsyncIterator[ChaosSystem]:
+    suffix = uuid.uuid4().hex[:12]
+    topology_file = write_topology(tmp_path / "topology.yaml", suffix)
+    topology = load_topology(topology_file)
+    await apply(topology, private_kafka)
+    settings = Settings(
+        kafka=KafkaSettings(bootstrap_servers=private_kafka, linger_ms=1),
+        mongo=MongoSettings(url=mongo_url, database=f"cbchaos_{suffix}"),
+        redis=RedisSettings(url=redis_url, key_prefix=f"cbchaos:{suffix}:"),
+    )
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    try:
+        async with open_runtime(
+            settings, Mode.REAL, client_id=f"chaos-{suffix}", topology=topology
+        ) as runtime:
+            system = ChaosSystem(
+                runtime, kafka_bootstrap=private_kafka, topology_file=topology_file, logs=logs
+            )
+            try:
+                yield system
+            finally:
+                await system.close()
+    finally:
+        await _cleanup(settings, [])

@@ -1,0 +1,187 @@
+"""Role processes of a fault test: `coffeebus consume …` / `coffeebus gateway` subprocesses on
+a test's settings, killed with SIGKILL and started again.
+
+    env = role_env(system.runtime.settings, topology_file)
+    msg = RoleProcess("msg", ["consume", "msg", "--static-member-id", "k1"], env, tmp_path)
+    msg.start()
+    await wait_serving(system, bootstrap, ["msg"])
+    msg.kill()          # SIGKILL: no drain, no commit, no leave-group
+    msg.start()         # the same static member id gets its partitions back at once
+    ...
+    msg.stop()          # SIGTERM (graceful), SIGKILL if it does not end in time
+
+Every start writes the process's stderr to its own file (``<name>-<n>.log``); `tracebacks()`
+finds the unexpected ones across them.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from bus.admin import AdminError, lag
+from bus.topology import Topology, default_topology_path
+from coffeebus.settings import Settings
+from tests.waiting import wait_for
+
+__all__ = [
+    "RoleProcess",
+    "free_port",
+    "role_env",
+    "wait_listening",
+    "wait_serving",
+    "write_topology",
+]
+
+STOP_WITHIN_S = 30.0
+
+
+def write_topology(path: Path, suffix: str) -> Path:
+    """topology.yaml with ``.<suffix>`` added to every consumer group id (topics unchanged),
+    for a test's processes, which read their topology from a file (COFFEEBUS_TOPOLOGY)."""
+    text = default_topology_path().read_text()
+    path.write_text(re.sub(r"group_id: (\S+)", rf"group_id: \1.{suffix}", text))
+    return path
+
+
+def role_env(
+    settings: Settings, topology_file: Path, *, log_level: str = "WARNING"
+) -> dict[str, str]:
+    """The environment of a role process on the same services, database and Redis namespace
+    as `settings`, with the topology of `topology_file`."""
+    return {
+        **os.environ,
+        "COFFEEBUS_TOPOLOGY": str(topology_file),
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "MONGO_URL": settings.mongo.url,
+        "REDIS_URL": settings.redis.url,
+        "COFFEEBUS_MONGO__DATABASE": settings.mongo.database,
+        "COFFEEBUS_REDIS__KEY_PREFIX": settings.redis.key_prefix,
+        "COFFEEBUS_LOG__LEVEL": log_level,
+    }
+
+
+class RoleProcess:
+    """One `coffeebus ARGS…` process, started again after each kill (module docstring)."""
+
+    def __init__(self, name: str, args: Sequence[str], env: Mapping[str, str], logs: Path) -> None:
+        self.name = name
+        self.args = list(args)
+        self.env = dict(env)
+        self.logs = logs
+        self.starts = 0
+        self.kills = 0
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The pid of the running process, or None."""
+        p = self._process
+        return p.pid if p is not None and p.poll() is None else None
+
+    def start(self) -> None:
+        """Start the process (it must not be running)."""
+        if self.pid is not None:
+            raise RuntimeError(f"{self.name} is running")
+        self.starts += 1
+        log_file = self.logs / f"{self.name}-{self.starts}.log"
+        with log_file.open("wb") as out:  # the child keeps its own descriptor
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "coffeebus", *self.args],
+                env=self.env,
+                stdout=subprocess.DEVNULL,
+                stderr=out,
+            )
+
+    def kill(self) -> None:
+        """SIGKILL and reap (returns at once: the kernel ends a killed process promptly)."""
+        process = self._process
+        if process is None or process.poll() is not None:
+            raise RuntimeError(f"{self.name} is not running")
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        self.kills += 1
+
+    def stop(self) -> int | None:
+        """SIGTERM, then SIGKILL if it has not ended within `STOP_WITHIN_S`; the exit code."""
+        process = self._process
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=STOP_WITHIN_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        return process.returncode
+
+    def tracebacks(self) -> list[str]:
+        """The stderr of every start that holds a Python traceback."""
+        found = []
+        for n in range(1, self.starts + 1):
+            text = (self.logs / f"{self.name}-{n}.log").read_text(errors="replace")
+            if "Traceback" in text:
+                found.append(f"--- {self.name}-{n}.log\n{text[-3000:]}")
+        return found
+
+
+async def wait_serving(
+    topology: Topology,
+    bootstrap: str,
+    groups: Sequence[str],
+    *,
+    members: int | None = None,
+    within: float = 60.0,
+) -> None:
+    """Wait until every partition of each group's topics is assigned to a live member (and
+    the group has exactly `members` members, if given): the processes consume."""
+
+    async def serving() -> bool:
+        try:
+            rows = await lag(topology, bootstrap, groups)
+        except AdminError:  # e.g. a new broker still electing its group coordinator
+            return False
+        for row in rows:
+            if row.state != "Stable" or any(p.owner is None for p in row.partitions):
+                return False
+            if members is not None and row.members != members:
+                return False
+        return True
+
+    await wait_for(serving, within=within)
+
+
+def free_port() -> int:
+    """A loopback TCP port that nothing listens on now, below the ephemeral range (so an
+    outgoing connection of another process cannot take it before our process binds it)."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(12000, 32000)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port found in 12000-32000")
+
+
+async def wait_listening(port: int, *, within: float = 60.0) -> None:
+    """Wait until something accepts TCP connections on loopback `port`."""
+
+    def accepting() -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1.0):
+                return True
+        except OSError:
+            return False
+
+    await wait_for(accepting, within=within)
