@@ -30,7 +30,7 @@ run: install ## Start every role in one process on the embedded bus and stores
 test: install services-up lint ## Start the real services, lint, and run every test
 	$(UV) run pytest $(PYTEST_ARGS)
 
-chaos: install services-up ## Fault tests: consumer processes killed with SIGKILL mid-load
+chaos: install services-up ## Fault tests under load (tests/chaos); prints faults=N lost= duplicated= out_of_order= last
 	$(UV) run pytest -m chaos $(PYTEST_ARGS)
 
 fuzz: install ## Fuzz the frame codec and connection core: >= 1M inputs, bounded (< 10 min)
