@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import time
@@ -26,7 +27,9 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 import msgspec
+from prometheus_client.registry import REGISTRY
 
+from bench.stats import latency_ms
 from bus.admin import apply
 from bus.topology import load_topology
 from coffeebus.settings import (
@@ -144,13 +147,111 @@ async def _bounded(coros: Sequence[Any], limit: int = PREPARE_CONCURRENCY) -> li
     return await asyncio.gather(*(one(c) for c in coros))
 
 
+def handler_totals() -> dict[str, tuple[float, float, float]]:
+    """Per consumer group (its name in topology.yaml): handler calls, their seconds and the
+    records they handled, from the runner's Prometheus metrics (`telemetry.metrics`)."""
+    totals: dict[str, list[float]] = {}
+    for metric in REGISTRY.collect():
+        for sample in metric.samples:
+            group = sample.labels.get("group")
+            if group is None:
+                continue
+            # Bench group ids are "<declared id>.bench<suffix>"; "coffeebus.msg" -> "msg".
+            name = group.split(".bench")[0].removeprefix("coffeebus.")
+            entry = totals.setdefault(name, [0.0, 0.0, 0.0])
+            if sample.name == "coffeebus_handler_seconds_count":
+                entry[0] += sample.value
+            elif sample.name == "coffeebus_handler_seconds_sum":
+                entry[1] += sample.value
+            elif sample.name == "coffeebus_records_consumed_total":
+                entry[2] += sample.value
+    return {name: (e[0], e[1], e[2]) for name, e in totals.items()}
+
+
+class Monitor:
+    """Event-loop stalls and garbage-collector pauses of this process, since the last take.
+
+    CPU: the process's CPU seconds (user + system), a figure that other load on the machine
+    changes less than wall-clock rates do. Handlers: calls, records per call and time per
+    call of each consumer group. Loop lag: how late a 10 ms sleep wakes up (a handler or a
+    collection holding the loop delays every connection's frames by as much). GC: the
+    duration of every collection, by generation, from `gc.callbacks`.
+    """
+
+    TICK_S = 0.01
+
+    def __init__(self) -> None:
+        self._lags: list[float] = []
+        self._gc_started = 0.0
+        self._gc: list[list[float]] = [[], [], []]
+        self._task: asyncio.Task[None] | None = None
+        self._cpu = time.process_time()
+        self._handlers = handler_totals()
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        else:
+            self._gc[info["generation"]].append(time.perf_counter() - self._gc_started)
+
+    async def _tick(self) -> None:
+        while True:
+            started = time.perf_counter()
+            await asyncio.sleep(self.TICK_S)
+            self._lags.append(time.perf_counter() - started - self.TICK_S)
+
+    def start(self) -> None:
+        gc.callbacks.append(self._on_gc)
+        self._task = asyncio.create_task(self._tick(), name="bench-monitor")
+
+    def stop(self) -> None:
+        if self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)
+        if self._task is not None:
+            self._task.cancel()
+
+    def take(self) -> dict[str, Any]:
+        lags, self._lags = self._lags, []
+        pauses, self._gc = self._gc, [[], [], []]
+        cpu, self._cpu = time.process_time() - self._cpu, time.process_time()
+        now = handler_totals()
+        before, self._handlers = self._handlers, now
+        batches = {}
+        for group, (calls, seconds, records) in now.items():
+            c0, s0, r0 = before.get(group, (0.0, 0.0, 0.0))
+            if calls > c0:
+                batches[group] = {
+                    "calls": int(calls - c0),
+                    "records_per_call": round((records - r0) / (calls - c0), 2),
+                    "ms_per_call": round((seconds - s0) * 1000 / (calls - c0), 3),
+                }
+        return {
+            "cpu_s": round(cpu, 3),
+            "handlers": batches,
+            "loop_lag_ms": latency_ms(lags),
+            "gc_pause_ms": {
+                f"gen{g}": {
+                    "count": len(p),
+                    "total": round(sum(p) * 1000, 1),
+                    "max": round(max(p, default=0.0) * 1000, 1),
+                }
+                for g, p in enumerate(pauses)
+            },
+        }
+
+
 class Commands:
     """What the driver may ask of the system under test."""
 
-    def __init__(self, rt: Runtime, gate: Gate) -> None:
+    def __init__(self, rt: Runtime, gate: Gate, monitor: Monitor) -> None:
         self.rt = rt
         self.gate = gate
+        self._monitor = monitor
         self._next_user = USER_ID_BASE + int.from_bytes(os.urandom(4), "big") * 10_000
+
+    async def monitor(self) -> dict[str, Any]:
+        """Loop lag and GC pauses since the last call (`Monitor.take`)."""
+        return self._monitor.take()
 
     async def users(self, count: int) -> list[int]:
         """`count` new users, each with the token `token(user_id)`."""
@@ -178,16 +279,16 @@ class Commands:
     async def wait_inbox(self, users: list[int], count: int, limit_s: float) -> float | None:
         """The perf_counter time at which every one of `users` has `count` inbox entries
         (polled: a store has no event to await), or None after `limit_s` seconds."""
-        deadline = time.perf_counter() + limit_s
         pending = list(users)
-        while pending:
-            heads = await asyncio.gather(*(self.rt.inbox.head(UserId(u)) for u in pending))
-            pending = [u for u, head in zip(pending, heads, strict=True) if head < count]
-            if pending:
-                if time.perf_counter() > deadline:
-                    return None
-                await asyncio.sleep(0.005)
-        return time.perf_counter()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(limit_s):
+                while pending:
+                    heads = await asyncio.gather(*(self.rt.inbox.head(UserId(u)) for u in pending))
+                    pending = [u for u, head in zip(pending, heads, strict=True) if head < count]
+                    if pending:
+                        await asyncio.sleep(0.005)
+                return time.perf_counter()
+        return None
 
     async def seed_pull(self, reader: int, sessions: int, per_session: int) -> dict[str, Any]:
         """Give `reader` `sessions` c2c conversations of `per_session` messages each, written
@@ -227,7 +328,14 @@ class Commands:
 
 async def _serve(conn: Connection, services: str, group_max_members: int) -> None:
     async with system(services, group_max_members=group_max_members) as (rt, gate):
-        commands = Commands(rt, gate)
+        if os.environ.get("BENCH_SERVER_GC") == "tuned":
+            # Experiment knob (docs/benchmarks.md, "Profile and fixes"): startup objects out
+            # of the collector's sight, fewer young-generation collections.
+            gc.freeze()
+            gc.set_threshold(50_000, 50, 1000)
+        monitor = Monitor()
+        monitor.start()
+        commands = Commands(rt, gate, monitor)
         conn.send(("ready", gate.tcp_port))
         while True:
             request = await asyncio.to_thread(conn.recv)
@@ -239,6 +347,7 @@ async def _serve(conn: Connection, services: str, group_max_members: int) -> Non
             except Exception as exc:  # the driver reports it and stops the run
                 log.exception("bench server: %s failed", name)
                 conn.send(("error", f"{name}: {exc!r}"))
+        monitor.stop()
     conn.send(("stopped",))
 
 

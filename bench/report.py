@@ -46,6 +46,27 @@ class Latency(msgspec.Struct, frozen=True):
     max: Num
 
 
+class GcPauses(msgspec.Struct, frozen=True):
+    count: int
+    total: float
+    max: float
+
+
+class HandlerBatches(msgspec.Struct, frozen=True):
+    calls: int
+    records_per_call: float
+    ms_per_call: float
+
+
+class ServerLoad(msgspec.Struct, frozen=True):
+    """The system under test's CPU, handler batches, loop lag and GC pauses in a step."""
+
+    cpu_s: float
+    handlers: dict[str, HandlerBatches]
+    loop_lag_ms: Latency
+    gc_pause_ms: dict[str, GcPauses]
+
+
 class C2CStep(msgspec.Struct, frozen=True):
     offered_per_s: float
     sent_per_s: float
@@ -58,6 +79,8 @@ class C2CStep(msgspec.Struct, frozen=True):
     send_ack_ms: Latency
     send_deliver_ms: Latency
     keeps_up: bool
+    server: ServerLoad | None = None
+    server_cpu_us_per_msg: Num = None
 
 
 class C2C(msgspec.Struct, frozen=True):

@@ -130,9 +130,10 @@ async def _server_version(url: str) -> str | None:
 
 
 async def services_run(
-    services: str, plan: Plan, only: set[str], progress: Progress
+    services: str, plan: Plan, only: set[str], progress: Progress, errors: dict[str, str]
 ) -> dict[str, Any]:
-    """c2c, group and pull on `services`, sharing one system under test."""
+    """c2c, group and pull on `services`, sharing one system under test; a scenario that
+    fails is recorded in `errors` and the next one runs."""
     ramp = plan.ramp_embedded if services == "embedded" else plan.ramp_real
     groups = plan.groups_embedded if services == "embedded" else plan.groups_real
     max_normal = max(m for m, t, _ in groups if t == GroupType.NORMAL)
@@ -140,36 +141,54 @@ async def services_run(
     # The 1,000-member group is NORMAL: [messaging] group_max_members is raised to it for
     # the run (its default is the seed's 200); SUPER keeps its default limit (2,000).
     async with Rig(services, workers=2, group_max_members=max_normal) as rig:
-        if f"c2c_{services}" in only:
-            out[f"c2c_{services}"] = await scenarios.c2c(rig, ramp, progress, f"c2c {services}")
-        if f"group_{services}" in only:
-            runs = [
-                await scenarios.group(
-                    rig,
-                    m,
-                    t,
-                    n,
-                    progress=progress,
-                    label=f"group {services} {m} {GroupType(t).name}",
+
+        async def group_runs() -> dict[str, Any]:
+            runs = []
+            for members, kind, messages in groups:
+                label = f"group {services} {members} {GroupType(kind).name}"
+                run = await guarded(
+                    label,
+                    errors,
+                    functools.partial(
+                        scenarios.group,
+                        rig,
+                        members,
+                        kind,
+                        messages,
+                        progress=progress,
+                        label=label,
+                    ),
                 )
-                for m, t, n in groups
-            ]
-            out[f"group_{services}"] = {
+                if run:
+                    runs.append(run)
+            if not runs:
+                return {}
+            first = runs[0]
+            return {
                 "runs": runs,
-                # The headline is the 1,000-member group's.
-                "deliveries_per_s": runs[0]["deliveries_per_s"],
-                "inbox_writes_per_s": runs[0]["inbox_writes_per_s"],
+                # The headline is the first run's: the 1,000-member group.
+                "deliveries_per_s": first["deliveries_per_s"],
+                "inbox_writes_per_s": first["inbox_writes_per_s"],
                 "group_max_members": max_normal,
             }
-        if f"pull_{services}" in only:
-            out[f"pull_{services}"] = await scenarios.pull(
+
+        parts: dict[str, Callable[[], Awaitable[dict[str, Any]]]] = {
+            f"c2c_{services}": lambda: scenarios.c2c(rig, ramp, progress, f"c2c {services}"),
+            f"group_{services}": group_runs,
+            f"pull_{services}": lambda: scenarios.pull(
                 rig,
                 PULL_SESSIONS,
                 PULL_PER_SESSION,
                 plan.pull_rounds,
                 progress=progress,
                 label=f"pull {services}",
-            )
+            ),
+        }
+        for name, part in parts.items():
+            if name in only:
+                result = await guarded(name, errors, part)
+                if result:
+                    out[name] = result
     return out
 
 
@@ -236,7 +255,7 @@ async def run(mode: str, only: set[str], command: str) -> dict[str, Any]:
                     await guarded(
                         services,
                         errors,
-                        functools.partial(services_run, services, plan, only, progress),
+                        functools.partial(services_run, services, plan, only, progress, errors),
                     )
                 )
         if "baselines" in only:
