@@ -6,6 +6,15 @@ client's murmur2 rule. Topics are never auto-created: publishing to a topic the 
 not have raises `UnknownTopicError` after a short metadata wait instead of aiokafka's
 request-timeout-long one.
 
+The producer is replaced when the broker answers ``OutOfOrderSequenceNumber`` or
+``UnknownProducerId``: aiokafka 0.14 burns the sequence numbers of a batch it expires
+(a partition without a leader for longer than ``request_timeout_ms``, e.g. a broker
+restart that long: ``MessageAccumulator._pop_batch`` assigns them, then the batch is
+failed unsent), so every later batch to that partition is out of order for good. A new
+producer gets a new producer id whose sequences start at 0; the publish that saw the error
+raises `RetriableError`, and its caller retries it (a duplicate in the log is harmless:
+consumers are idempotent).
+
 Consumers: one `AIOKafkaConsumer` per `KafkaConsumer`, auto-commit off, earliest offset reset,
 optional static membership (`group.instance.id`). The loop::
 
@@ -36,7 +45,13 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka import TopicPartition as KafkaTopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalStateError,
+    KafkaError,
+    OutOfOrderSequenceNumber,
+    UnknownProducerId,
+)
 
 from bus.base import (
     BusError,
@@ -59,6 +74,12 @@ from bus.runner import BatchRunner, is_transient
 from telemetry.metrics import LAG
 
 log = logging.getLogger(__name__)
+
+
+#: Answers after which the idempotent producer's sequence state is wrong for good (module doc).
+_PRODUCER_STATE_ERRORS = (OutOfOrderSequenceNumber, UnknownProducerId)
+#: How long a replaced producer may take to flush and close, in the background.
+_RETIRE_S = 30.0
 
 
 def _wrap(exc: KafkaError) -> BusError:
@@ -114,6 +135,8 @@ class KafkaBus:
         self._metadata_wait_s = metadata_wait_ms / 1000
         self.poll_timeout_ms = poll_timeout_ms
         self._producer: Any = None
+        self._renewing = asyncio.Lock()
+        self._retiring: set[asyncio.Task[None]] = set()
         self._consumers: set[KafkaConsumer] = set()
 
     @property
@@ -135,6 +158,9 @@ class KafkaBus:
     async def start(self) -> None:
         if self._producer is not None:
             return
+        self._producer = await self._new_producer()
+
+    async def _new_producer(self) -> Any:
         producer = AIOKafkaProducer(
             bootstrap_servers=self._bootstrap,
             client_id=self._client_id,
@@ -144,7 +170,27 @@ class KafkaBus:
             **self._producer_config,
         )
         await producer.start()
-        self._producer = producer
+        return producer
+
+    async def _renew_producer(self, broken: Any, exc: KafkaError) -> RetriableError:
+        """Replace `broken` (once, however many publishes saw it fail) by a new producer;
+        the error to raise to the publisher, who retries (module docstring)."""
+        async with self._renewing:
+            if self._producer is broken:
+                log.warning("producer: %r from the broker; starting a new producer", exc)
+                self._producer = await self._new_producer()
+                retire = asyncio.create_task(self._retire(broken))
+                self._retiring.add(retire)
+                retire.add_done_callback(self._retiring.discard)
+        return RetriableError(f"{type(exc).__name__}: {exc} (producer replaced)")
+
+    @staticmethod
+    async def _retire(producer: Any) -> None:
+        try:
+            async with asyncio.timeout(_RETIRE_S):
+                await producer.stop()
+        except Exception as exc:  # its batches failed already; nothing else depends on it
+            log.info("producer: the replaced producer closed with %r", exc)
 
     async def stop(self) -> None:
         for consumer in list(self._consumers):
@@ -152,6 +198,8 @@ class KafkaBus:
         producer, self._producer = self._producer, None
         if producer is not None:
             await producer.stop()  # flushes what is still buffered
+        if self._retiring:
+            await asyncio.gather(*self._retiring, return_exceptions=True)
 
     def _require_producer(self) -> Any:
         if self._producer is None:
@@ -199,6 +247,8 @@ class KafkaBus:
                 headers=list(headers) if headers else None,
             )
             meta = await future
+        except _PRODUCER_STATE_ERRORS as exc:
+            raise await self._renew_producer(producer, exc) from exc
         except KafkaError as exc:
             raise _wrap(exc) from exc
         return RecordMeta(meta.topic, meta.partition, meta.offset, meta.timestamp)
@@ -237,6 +287,8 @@ class KafkaBus:
         metas: list[RecordMeta] = []
         for result in results:
             if isinstance(result, BaseException):
+                if isinstance(result, _PRODUCER_STATE_ERRORS):
+                    raise await self._renew_producer(producer, result) from result
                 if isinstance(result, KafkaError):
                     raise _wrap(result) from result
                 raise result
