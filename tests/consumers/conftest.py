@@ -453,15 +453,21 @@ async def embedded_system() -> AsyncIterator[System]:
 
 @contextlib.asynccontextmanager
 async def open_real_system(
-    kafka_bootstrap: str, redis_url: str, mongo_url: str, *, topology: Topology | None = None
+    kafka_bootstrap: str,
+    redis_url: str,
+    mongo_url: str,
+    *,
+    topology: Topology | None = None,
+    **kafka_options: Any,
 ) -> AsyncIterator[System]:
     """A `System` on the given servers (isolated as the module docstring says), closed and
-    cleaned up on exit. `topology` defaults to topology.yaml; its group ids are made unique."""
+    cleaned up on exit. `topology` defaults to topology.yaml; its group ids are made unique;
+    `kafka_options` are further `KafkaSettings` fields (e.g. ``request_timeout_ms``)."""
     suffix = uuid.uuid4().hex[:12]
     topology = unique_groups(topology or load_topology(), suffix)
     await apply(topology, kafka_bootstrap)  # idempotent: the shared im.* topics
     settings = Settings(
-        kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap, linger_ms=1),
+        kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap, linger_ms=1, **kafka_options),
         mongo=MongoSettings(url=mongo_url, database=f"cbtest_{suffix}"),
         redis=RedisSettings(url=redis_url, key_prefix=f"cbtest:{suffix}:"),
     )
