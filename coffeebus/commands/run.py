@@ -115,9 +115,9 @@ def banner(settings: Settings, *, tcp_port: int, ws_port: int, mode: str, demo: 
             f"Chat as {alice.nick} and {bob.nick}:",
             f"  in a browser    {api_url}/demo  (two windows, one per user)",
             "  in terminals    "
-            f"coffeebus chat --gate {gate} --user {alice.user_id} --token {alice.token}",
+            f"uv run coffeebus chat --gate {gate} --user {alice.user_id} --token {alice.token}",
             "                  "
-            f"coffeebus chat --gate {gate} --user {bob.user_id} --token {bob.token}",
+            f"uv run coffeebus chat --gate {gate} --user {bob.user_id} --token {bob.token}",
         ]
     else:
         lines.append("No demo users (--no-demo): import users with POST /v1/users.")
