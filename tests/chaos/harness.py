@@ -138,8 +138,9 @@ class Load:
         window: sends in flight per stream (a client pipelines this many requests).
         give_up_after: seconds a single message may keep being resent before it is
             recorded in `Ledger.given_up` (a fault test asserts there are none).
-        retry_delay: pause before resending on a client that is not connected (a real
-            client's backoff while its SDK reconnects).
+        retry_delay / max_backoff: a failed send (timed out, connection lost, client
+            reconnecting) is sent again after retry_delay * 2**(attempt-1) seconds, at most
+            max_backoff — a real client's backoff.
     """
 
     def __init__(
@@ -149,6 +150,7 @@ class Load:
         window: int = 10,
         give_up_after: float = 90.0,
         retry_delay: float = 0.05,
+        max_backoff: float = 8.0,
         ledger: Ledger | None = None,
     ) -> None:
         if rate is not None and rate <= 0:
@@ -159,14 +161,16 @@ class Load:
         self.window = window
         self.give_up_after = give_up_after
         self.retry_delay = retry_delay
+        self.max_backoff = max_backoff
         self.ledger = ledger or Ledger()
         self._streams: list[_Stream] = []
         self._task: asyncio.Task[None] | None = None
         self._next_slot = 0.0
+        self._stopping = False
 
     @property
     def total(self) -> int:
-        """How many distinct messages the streams added so far will send."""
+        """How many distinct messages the streams will send (unless stopped early)."""
         return sum(s.count for s in self._streams)
 
     def add(self, client: Client, sender: UserId, target: Target, *, count: int) -> None:
@@ -191,6 +195,10 @@ class Load:
             await asyncio.shield(self._task)
         return self.ledger
 
+    def stop(self) -> None:
+        """Send nothing new; sends already started go on until acked (then `finish`)."""
+        self._stopping = True
+
     async def cancel(self) -> None:
         """Stop sending (teardown after a failure)."""
         if self._task is not None and not self._task.done():
@@ -201,14 +209,18 @@ class Load:
         await asyncio.gather(*(self._stream(s) for s in self._streams))
 
     async def _stream(self, stream: _Stream) -> None:
-        window = asyncio.Semaphore(self.window)
+        # `window` senders share one sequence of message numbers: at most `window` sends of
+        # the stream are in flight, and a stream of any length costs `window` coroutines.
+        numbers = iter(range(stream.count))
 
-        async def one(n: int) -> None:
-            async with window:
+        async def sender() -> None:
+            for n in numbers:
+                if self._stopping:
+                    return
                 await self._pace()
                 await self._send(stream, n)
 
-        await asyncio.gather(*(one(n) for n in range(stream.count)))
+        await asyncio.gather(*(sender() for _ in range(self.window)))
 
     async def _pace(self) -> None:
         if self.rate is None:
@@ -236,13 +248,14 @@ class Load:
                     session_type=target.session_type,
                     client_msg_id=client_msg_id,
                 )
-            except (RequestTimeoutError, ConnectionLostError, NotConnectedError) as exc:
+            except (RequestTimeoutError, ConnectionLostError, NotConnectedError):
                 if time.monotonic() >= deadline:
                     self.ledger.given_up.append(client_msg_id)
                     log.warning("gave up on %s after %d attempts", client_msg_id, attempts)
                     return
-                if not isinstance(exc, RequestTimeoutError):
-                    await asyncio.sleep(self.retry_delay)  # the client is reconnecting
+                # Back off as a mobile client does: resending every request timeout would
+                # pile a restarting consumer's backlog up faster than it drains.
+                await asyncio.sleep(min(self.max_backoff, self.retry_delay * 2 ** (attempts - 1)))
                 continue
             except ServerError as exc:
                 if exc.retriable and time.monotonic() < deadline:

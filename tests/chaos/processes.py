@@ -26,12 +26,17 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import pytest
+
 from bus.admin import AdminError, lag
 from bus.topology import Topology, default_topology_path
 from coffeebus.settings import Settings
 from tests.waiting import wait_for
 
 __all__ = [
+    "GIVE_UP_S",
+    "ROLE_TEST_MARKS",
+    "WAIT_S",
     "RoleProcess",
     "free_port",
     "role_env",
@@ -41,6 +46,23 @@ __all__ = [
 ]
 
 STOP_WITHIN_S = 30.0
+
+#: Marks of a fault test with role processes: real services, `make chaos`, and a bound above
+#: the default 120 s — the session's private broker starts first (~35 s on a busy 2-core
+#: machine, more when it is loaded) and every role process takes seconds to start.
+ROLE_TEST_MARKS = [
+    pytest.mark.kafka,
+    pytest.mark.redis,
+    pytest.mark.mongo,
+    pytest.mark.chaos,
+    pytest.mark.timeout(600),
+]
+#: A restarted role process needs ~15 s to import on an idle 2-core machine and up to a minute
+#: when the machine is loaded, then replays what its predecessor left uncommitted, resends
+#: included: a send may wait that long for its ack (GIVE_UP_S), a load that long for
+#: progress (WAIT_S).
+GIVE_UP_S = 300.0
+WAIT_S = 240.0
 
 
 def write_topology(path: Path, suffix: str) -> Path:
