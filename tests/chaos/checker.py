@@ -10,8 +10,10 @@ For every acked message (DESIGN invariants 1, 3, 5):
 
 `check_delivery` reads the stores once and returns a `DeliveryReport`; `settle` repeats the
 check until nothing is missing any more (fan-out still catching up after a fault) or its time
-is up, and returns the last report. Fault tests hand the report to `record_fault_result`,
-which the chaos conftest sums into `make chaos`'s last line::
+is up, and returns the last report. `check_sync` checks the same from the clients' side: what
+each user's client gets by catching up with sync (0x0803) from inbox seq 0. Fault tests
+hand the report to `record_fault_result`, which the chaos conftest sums into `make chaos`'s
+last line::
 
     faults=N lost=0 duplicated=0 out_of_order=0
 

@@ -19,6 +19,7 @@ Usage::
     await load.ledger.wait_acked(100)           # e.g. inject the fault here
     ...
     await load.finish(within=120)               # every send acked (or refused / given up)
+    # open-ended: add(..., count=10**6), then load.stop() once enough happened, then finish()
     report = await settle(load.ledger, inbox=runtime.inbox, messages=runtime.messages)
     record_fault_result(report, faults=1)       # summed in `make chaos`'s last line
     assert report.clean, report.summary()
