@@ -26,6 +26,7 @@ from aiokafka.errors import KafkaError
 
 from bus.admin import apply
 from bus.topology import load_topology
+from store.mongo import connect_mongo, database, ensure_indexes
 from tests.coffeebus.conftest import REPO, Isolated
 from tests.waiting import wait_for
 
@@ -161,6 +162,15 @@ async def test_static_member_restart_gets_its_partitions_back_without_a_rebalanc
     everything = {
         (topic, p) for topic in spec.topics for p in range(topology.topic(topic).partitions)
     }
+    # Indexes first, as a deployment's first process leaves them: FerretDB v1 panics on one
+    # of two concurrent createIndexes in a fresh database (a start-up race of the test, not
+    # of what it tests).
+    settings = isolated.settings()
+    mongo = connect_mongo(settings.mongo.url)
+    try:
+        await ensure_indexes(database(mongo, settings.mongo.database))
+    finally:
+        await mongo.close()
     a, b = "replica-a", "replica-b"
     client_a, client_b = (f"{name}-consume-{GROUP}-{spec.group_id}" for name in (a, b))
     member_a, member_b = processes.start(a), processes.start(b)
