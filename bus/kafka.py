@@ -169,7 +169,13 @@ class KafkaBus:
             partitioner=kafka_partitioner,
             **self._producer_config,
         )
-        await producer.start()
+        try:
+            await producer.start()
+        except BaseException:
+            # A broker that cannot be reached fails start() with the producer's client and
+            # sender half set up; stop() releases them (else "Unclosed AIOKafkaProducer").
+            await producer.stop()
+            raise
         return producer
 
     async def _renew_producer(self, broken: Any, exc: KafkaError) -> RetriableError:
