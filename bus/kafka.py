@@ -1,19 +1,23 @@
 """KafkaBus: the `bus.base.Bus` on a real Kafka cluster, through aiokafka.
 
-Producer: one idempotent `AIOKafkaProducer` per bus (acks=all, so `publish` returns only
-once the record is on every in-sync replica), partitioning with `bus.partitioner` — the Java
-client's murmur2 rule. Topics are never auto-created: publishing to a topic the cluster does
-not have raises `UnknownTopicError` after a short metadata wait instead of aiokafka's
-request-timeout-long one.
+Producer: one `AIOKafkaProducer` per bus (acks=all, so `publish` returns only once the
+record is on every in-sync replica; not idempotent, see below), partitioning with
+`bus.partitioner` — the Java client's murmur2 rule. Topics are never auto-created:
+publishing to a topic the cluster does not have raises `UnknownTopicError` after a short
+metadata wait instead of aiokafka's request-timeout-long one.
 
-The producer is replaced when the broker answers ``OutOfOrderSequenceNumber`` or
-``UnknownProducerId``: aiokafka 0.14 burns the sequence numbers of a batch it expires
-(a partition without a leader for longer than ``request_timeout_ms``, e.g. a broker
-restart that long: ``MessageAccumulator._pop_batch`` assigns them, then the batch is
-failed unsent), so every later batch to that partition is out of order for good. A new
-producer gets a new producer id whose sequences start at 0; the publish that saw the error
-raises `RetriableError`, and its caller retries it (a duplicate in the log is harmless:
-consumers are idempotent).
+Why not aiokafka's idempotent producer: its broker-side dedupe is not needed (every consumer
+tolerates a record twice, DESIGN invariant 3), and in aiokafka 0.14 it breaks on a broker
+outage longer than ``request_timeout_ms``: a batch that waited that long for a partition
+leader is expired, and ``MessageAccumulator._pop_batch`` assigns its sequence numbers before
+failing it unsent, so every later batch to that partition gets ``OutOfOrderSequenceNumber``
+for good (the broker-restart fault test: the gate refused every later send of the affected
+conversations, consumer batches were dead-lettered, acked messages never reached inboxes).
+Replacing the producer on that error healed the partitions but still lost fan-out records in
+one run of two (not root-caused; aiokafka counts a ``DuplicateSequenceNumber`` answer as
+success, which a broken sequence can cause). Without idempotence an expired batch is a plain
+transient error its publisher retries, and per-partition order still holds: aiokafka has one
+request in flight per broker and mutes a partition while its batch is in flight.
 
 Consumers: one `AIOKafkaConsumer` per `KafkaConsumer`, auto-commit off, earliest offset reset,
 optional static membership (`group.instance.id`). The loop::
@@ -45,13 +49,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka import TopicPartition as KafkaTopicPartition
-from aiokafka.errors import (
-    CommitFailedError,
-    IllegalStateError,
-    KafkaError,
-    OutOfOrderSequenceNumber,
-    UnknownProducerId,
-)
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from bus.base import (
     BusError,
@@ -74,12 +72,6 @@ from bus.runner import BatchRunner, is_transient
 from telemetry.metrics import LAG
 
 log = logging.getLogger(__name__)
-
-
-#: Answers after which the idempotent producer's sequence state is wrong for good (module doc).
-_PRODUCER_STATE_ERRORS = (OutOfOrderSequenceNumber, UnknownProducerId)
-#: How long a replaced producer may take to flush and close, in the background.
-_RETIRE_S = 30.0
 
 
 def _wrap(exc: KafkaError) -> BusError:
@@ -135,8 +127,6 @@ class KafkaBus:
         self._metadata_wait_s = metadata_wait_ms / 1000
         self.poll_timeout_ms = poll_timeout_ms
         self._producer: Any = None
-        self._renewing = asyncio.Lock()
-        self._retiring: set[asyncio.Task[None]] = set()
         self._consumers: set[KafkaConsumer] = set()
 
     @property
@@ -158,14 +148,11 @@ class KafkaBus:
     async def start(self) -> None:
         if self._producer is not None:
             return
-        self._producer = await self._new_producer()
-
-    async def _new_producer(self) -> Any:
         producer = AIOKafkaProducer(
             bootstrap_servers=self._bootstrap,
             client_id=self._client_id,
             acks="all",
-            enable_idempotence=True,
+            enable_idempotence=False,  # see the module docstring
             partitioner=kafka_partitioner,
             **self._producer_config,
         )
@@ -176,27 +163,7 @@ class KafkaBus:
             # sender half set up; stop() releases them (else "Unclosed AIOKafkaProducer").
             await producer.stop()
             raise
-        return producer
-
-    async def _renew_producer(self, broken: Any, exc: KafkaError) -> RetriableError:
-        """Replace `broken` (once, however many publishes saw it fail) by a new producer;
-        the error to raise to the publisher, who retries (module docstring)."""
-        async with self._renewing:
-            if self._producer is broken:
-                log.warning("producer: %r from the broker; starting a new producer", exc)
-                self._producer = await self._new_producer()
-                retire = asyncio.create_task(self._retire(broken))
-                self._retiring.add(retire)
-                retire.add_done_callback(self._retiring.discard)
-        return RetriableError(f"{type(exc).__name__}: {exc} (producer replaced)")
-
-    @staticmethod
-    async def _retire(producer: Any) -> None:
-        try:
-            async with asyncio.timeout(_RETIRE_S):
-                await producer.stop()
-        except Exception as exc:  # its batches failed already; nothing else depends on it
-            log.info("producer: the replaced producer closed with %r", exc)
+        self._producer = producer
 
     async def stop(self) -> None:
         for consumer in list(self._consumers):
@@ -204,8 +171,6 @@ class KafkaBus:
         producer, self._producer = self._producer, None
         if producer is not None:
             await producer.stop()  # flushes what is still buffered
-        if self._retiring:
-            await asyncio.gather(*self._retiring, return_exceptions=True)
 
     def _require_producer(self) -> Any:
         if self._producer is None:
@@ -253,8 +218,6 @@ class KafkaBus:
                 headers=list(headers) if headers else None,
             )
             meta = await future
-        except _PRODUCER_STATE_ERRORS as exc:
-            raise await self._renew_producer(producer, exc) from exc
         except KafkaError as exc:
             raise _wrap(exc) from exc
         return RecordMeta(meta.topic, meta.partition, meta.offset, meta.timestamp)
@@ -293,8 +256,6 @@ class KafkaBus:
         metas: list[RecordMeta] = []
         for result in results:
             if isinstance(result, BaseException):
-                if isinstance(result, _PRODUCER_STATE_ERRORS):
-                    raise await self._renew_producer(producer, result) from result
                 if isinstance(result, KafkaError):
                     raise _wrap(result) from result
                 raise result
