@@ -7,11 +7,11 @@ reconnects by itself: every message is acked in the end, stored once with its ac
 server_msg_id and in both inboxes in order (DESIGN invariants 3, 4, 5).
 
 The bus's request timeout (5 s) is shorter than the restart (15-45 s here), so records wait
-longer than it for a partition leader and aiokafka expires their batches — which burns
-their sequence numbers, and the broker then answers OutOfOrderSequenceNumber to every later
-batch of those partitions (bus/kafka.py's docstring). Before the bus replaced its producer
-on that answer, this test lost acked messages: fan-out records were dead-lettered and the
-gate refused every later send of the affected conversations.
+longer than it for a partition leader and aiokafka expires their batches: the publish fails
+with a transient error, and the runner retries its batch or the client resends. With
+aiokafka's idempotent producer that expiry burnt the batch's sequence numbers and every later
+batch of the partition was refused for good (OutOfOrderSequenceNumber): this test lost
+acked messages in 3 of 5 runs until the bus stopped producing idempotently (bus/kafka.py).
 """
 
 from __future__ import annotations

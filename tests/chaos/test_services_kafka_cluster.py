@@ -2,8 +2,8 @@
 
 Every topic is created with replication factor 3 and ``min.insync.replicas`` 2 (the overlay
 that topology.yaml's header recommends for three brokers), and the bus producer publishes
-with ``acks=all`` and idempotence (bus/kafka.py), so a record the broker acknowledged is on
-at least two brokers: killing the one that leads the most ``im.up.msg`` partitions moves
+with ``acks=all`` (bus/kafka.py), so a record the broker acknowledged is on at least two
+brokers: killing the one that leads the most ``im.up.msg`` partitions moves
 their leadership to a surviving in-sync replica, and nothing acked is lost. The broker stays
 down until the end: two of three brokers still satisfy min ISR, so the load must finish.
 """
