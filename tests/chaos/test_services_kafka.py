@@ -10,8 +10,8 @@ The bus's request timeout (5 s) is shorter than the restart (15-45 s here), so r
 longer than it for a partition leader and aiokafka expires their batches: the publish fails
 with a transient error, and the runner retries its batch or the client resends. With
 aiokafka's idempotent producer that expiry burnt the batch's sequence numbers and every later
-batch of the partition was refused for good (OutOfOrderSequenceNumber): this test lost
-acked messages in 3 of 5 runs until the bus stopped producing idempotently (bus/kafka.py).
+batch of the partition was refused for good (OutOfOrderSequenceNumber): this test failed
+3 of 5 runs until the bus stopped producing idempotently (bus/kafka.py).
 """
 
 from __future__ import annotations
