@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
+from aiokafka.errors import KafkaError
 
 from bus.admin import AdminError, lag
 from bus.topology import Topology, default_topology_path
@@ -169,7 +170,7 @@ async def wait_serving(
     async def serving() -> bool:
         try:
             rows = await lag(topology, bootstrap, groups)
-        except AdminError:  # e.g. a new broker still electing its group coordinator
+        except (AdminError, KafkaError):  # a new broker electing its coordinator, a rebalance
             return False
         for row in rows:
             if row.state != "Stable" or any(p.owner is None for p in row.partitions):
