@@ -150,7 +150,7 @@ class AckHandler:
         for event in events:
             effects.publish(event.topic, encode_event(event), key=event.key())
         if len(effects):
-            await self._bus.publish_batch(effects.records())
+            await effects.flush(self._bus)
 
     def _fold(
         self,

@@ -92,9 +92,9 @@ class C2SHandler:
                 rsp.result_code = ext_pb2.ExtResultCode.ValueType(ExtResultCode.OK)
             answers.reply(origin, Cmd.C2S_UPLOAD_RSP, rsp, envelope.trace_id)
         if len(uploads):
-            await self._bus.publish_batch(uploads.records())
+            await uploads.flush(self._bus)
         if len(answers):
-            await self._bus.publish_batch(answers.records())
+            await answers.flush(self._bus)
 
     def _event(self, envelope: Envelope, msg: ext_pb2.C2SUploadReq) -> C2SUpload:
         origin = envelope.origin

@@ -12,12 +12,13 @@ them is idempotent or harmless to repeat (an ack, a response, a push the client 
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Iterable
 
 from google.protobuf.message import Message
 
-from bus.base import Outgoing
+from bus.base import Bus, Outgoing, UnknownTopicError
 from bus.partitioner import partition_for_key
 from bus.topology import Topology
 from schemas.codes import ExtResultCode
@@ -35,6 +36,8 @@ from schemas.pb.coffeebus import ext_pb2
 from store.routes import Route
 
 __all__ = ["Effects"]
+
+log = logging.getLogger(__name__)
 
 
 class Effects:
@@ -110,6 +113,35 @@ class Effects:
             self._pushes[key].append(Target(conn_id=route.conn_id, user_id=user_id))
             count += 1
         return count
+
+    async def flush(self, bus: Bus) -> None:
+        """Publish `records()` in one batch; records for a gate whose topic is gone are dropped.
+
+        A gate topic disappears when its gate is retired (or a test tears it down). The
+        connections it served are gone with it: their clients reconnect elsewhere and catch
+        up by sync, so a reply or push addressed there has no reader. Failing the batch
+        instead would dead-letter the record and lose everything else it produced — the
+        fan-out of a stored message among it. Any other unknown topic is a deployment error
+        and raises.
+        """
+        pending = self.records()
+        gate = self._topology.template("gate")
+        while pending:
+            try:
+                await bus.publish_batch(pending)
+                return
+            except UnknownTopicError as exc:
+                if self._topology.template_for(exc.topic) != gate:
+                    raise
+                kept = [record for record in pending if record.topic != exc.topic]
+                log.warning(
+                    "gate topic %s does not exist (gate retired?): dropped %d record(s) for "
+                    "its connections, publishing the other %d",
+                    exc.topic,
+                    len(pending) - len(kept),
+                    len(kept),
+                )
+                pending = kept
 
     def records(self) -> list[Outgoing]:
         """Everything to publish: the direct records, then the Delivers of the pushes.

@@ -132,7 +132,7 @@ class FanoutHandler:
                 skip = (fanout.skip_gate, fanout.skip_conn)
             effects.push(entry.user_id, user_routes, Cmd.MSG_DATA, body, fanout.trace_id, skip=skip)
         if len(effects):
-            await self._bus.publish_batch(effects.records())
+            await effects.flush(self._bus)
 
     async def _allocate(self, fanouts: Sequence[Fanout]) -> dict[UserId, Iterator[int]]:
         """Inbox seqs for every entry of the batch, per recipient in record order.

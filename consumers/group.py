@@ -144,7 +144,7 @@ class GroupHandler:
             effects = Effects(self._topology)
             await self._serve(request, effects)
             if len(effects):
-                await self._bus.publish_batch(effects.records())
+                await effects.flush(self._bus)
 
     async def assigned(self, partitions: frozenset[TopicPartition]) -> None:
         """Nothing is cached per partition."""

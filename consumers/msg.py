@@ -161,7 +161,7 @@ class MsgHandler:
         if sends:
             await self._send_all(sends, effects)
         if len(effects):
-            await self._ctx.bus.publish_batch(effects.records())
+            await effects.flush(self._ctx.bus)
 
     async def assigned(self, partitions: frozenset[TopicPartition]) -> None:
         """Forget sections of conversations in `partitions`: another member may have

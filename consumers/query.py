@@ -128,7 +128,7 @@ class QueryHandler:
         effects = Effects(self._topology)
         await asyncio.gather(*(self._serve(request, effects) for request in requests))
         if len(effects):
-            await self._bus.publish_batch(effects.records())
+            await effects.flush(self._bus)
 
     async def assigned(self, partitions: frozenset[TopicPartition]) -> None:
         """Nothing is cached per partition."""

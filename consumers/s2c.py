@@ -60,7 +60,7 @@ class S2CHandler:
         for user, body, trace in pushes:
             addressed += effects.push(user, routes.get(user, ()), Cmd.S2C_PUSH, body, trace)
         if len(effects):
-            await self._bus.publish_batch(effects.records())
+            await effects.flush(self._bus)
         self.pushes += len(pushes)
         self.addressed += addressed
         log.debug("s2c: %d push(es), %d device frame(s)", len(pushes), addressed)

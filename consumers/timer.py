@@ -219,7 +219,7 @@ class TimerHandler:
         if not len(effects):
             return
         self.stats.requested += len(effects)
-        await self._bus.publish_batch(effects.records())
+        await effects.flush(self._bus)
 
     async def _acked_seqs(
         self, due: Sequence[DeliveryTimer]
