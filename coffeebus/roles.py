@@ -18,14 +18,16 @@ import contextlib
 import logging
 import signal
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from bus.base import Consumer
 from coffeebus.wiring import Runtime
 from consumers.registry import factory
 from gateway.server import Gate
-from producers.app import Pipeline, create_app, serve_api
 from telemetry.http import ReadinessCheck, TelemetryServer
+
+if TYPE_CHECKING:
+    from litestar import Litestar
 
 __all__ = ["ApiRole", "ConsumerRole", "GateRole", "Role", "serve"]
 
@@ -81,9 +83,13 @@ class ApiRole:
     name = "api"
 
     def __init__(self, runtime: Runtime) -> None:
+        # Imported here, not at module level: the web framework is a second or more of
+        # import time that gate and consumer processes would pay at every (re)start.
+        from producers.app import Pipeline, create_app  # noqa: PLC0415
+
         self.runtime = runtime
         self._settings = runtime.settings.api
-        self._app = create_app(
+        self._app: Litestar = create_app(
             runtime.settings.api,
             runtime.users,
             runtime.routes,
@@ -102,6 +108,8 @@ class ApiRole:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        from producers.app import serve_api  # noqa: PLC0415
+
         self._task = asyncio.create_task(serve_api(self._app, self._settings), name="api")
         # serve_api binds before its first await: a port in use fails here, at start.
         await asyncio.sleep(0)
