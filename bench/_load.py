@@ -212,24 +212,26 @@ class Worker:
 
 async def _work(conn: Connection, port: int, sources: tuple[str, ...]) -> None:
     worker = Worker(port, sources)
-    conn.send(("ready",))
+    close_id = 0
+    conn.send((0, ("ready",)))
     try:
         while True:
             request = await asyncio.to_thread(conn.recv)
-            name, args = request[0], request[1:]
+            request_id, name, args = request[0], request[1], request[2:]
             if name == "close":
+                close_id = request_id
                 break
             try:
                 result = getattr(worker, name)(*args)
                 if asyncio.iscoroutine(result):
                     result = await result
-                conn.send(result)
+                conn.send((request_id, result))
             except Exception as exc:  # the driver reports it and stops the run
                 log.exception("bench load worker: %s failed", name)
-                conn.send(("error", f"{name}: {exc!r}"))
+                conn.send((request_id, ("error", f"{name}: {exc!r}")))
     finally:
         await worker.close()
-    conn.send(("closed",))
+    conn.send((close_id, ("closed",)))
 
 
 def work(conn: Connection, port: int, sources: tuple[str, ...]) -> None:

@@ -336,19 +336,20 @@ async def _serve(conn: Connection, services: str, group_max_members: int) -> Non
         monitor = Monitor()
         monitor.start()
         commands = Commands(rt, gate, monitor)
-        conn.send(("ready", gate.tcp_port))
+        conn.send((0, ("ready", gate.tcp_port)))
         while True:
             request = await asyncio.to_thread(conn.recv)
-            name, args = request[0], request[1:]
+            request_id, name, args = request[0], request[1], request[2:]
             if name == "stop":
+                stop_id = request_id
                 break
             try:
-                conn.send(await getattr(commands, name)(*args))
+                conn.send((request_id, await getattr(commands, name)(*args)))
             except Exception as exc:  # the driver reports it and stops the run
                 log.exception("bench server: %s failed", name)
-                conn.send(("error", f"{name}: {exc!r}"))
+                conn.send((request_id, ("error", f"{name}: {exc!r}")))
         monitor.stop()
-    conn.send(("stopped",))
+    conn.send((stop_id, ("stopped",)))
 
 
 def serve(conn: Connection, services: str, group_max_members: int) -> None:

@@ -8,7 +8,9 @@ spawned, not forked: each gets a fresh interpreter and event loop.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import multiprocessing
+import time
 from multiprocessing.connection import Connection
 from multiprocessing.context import SpawnProcess
 from types import TracebackType
@@ -28,20 +30,33 @@ class BenchError(RuntimeError):
     """A process of the benchmark failed or did not answer in time."""
 
 
+_request_ids = itertools.count(1)
+
+
 async def ask(conn: Connection, request: tuple[Any, ...], wait_s: float) -> Any:
-    """Send `request` on `conn` and wait up to `wait_s` seconds for its answer."""
-    conn.send(request)
-    return await answer(conn, wait_s, str(request[0]))
+    """Send `request` on `conn` and wait up to `wait_s` seconds for its answer.
+
+    Requests carry an id that the answer echoes: the late answer of a request that timed
+    out is dropped instead of being taken for the next request's."""
+    request_id = next(_request_ids)
+    conn.send((request_id, *request))
+    return await answer(conn, wait_s, str(request[0]), request_id)
 
 
-async def answer(conn: Connection, wait_s: float, what: str) -> Any:
-    """The next value on `conn`, waited for in a thread (a pipe has no asyncio reader)."""
-    if not await asyncio.to_thread(conn.poll, wait_s):
-        raise BenchError(f"{what}: no answer in {wait_s:g} s")
-    value = conn.recv()
-    if isinstance(value, tuple) and value and value[0] == "error":
-        raise BenchError(str(value[1]))
-    return value
+async def answer(conn: Connection, wait_s: float, what: str, request_id: int = 0) -> Any:
+    """The value answering `request_id` on `conn` (0: an unsolicited message such as
+    "ready"), waited for in a thread (a pipe has no asyncio reader)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not await asyncio.to_thread(conn.poll, left):
+            raise BenchError(f"{what}: no answer in {wait_s:g} s")
+        answered, value = conn.recv()
+        if answered != request_id:
+            continue  # the late answer of a request that timed out
+        if isinstance(value, tuple) and value and value[0] == "error":
+            raise BenchError(str(value[1]))
+        return value
 
 
 class Rig:
