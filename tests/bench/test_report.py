@@ -106,6 +106,14 @@ def test_an_unknown_block_in_the_template_is_an_error(tmp_path: Path) -> None:
         report.render("<!-- bench:nope -->\n", result, raw)
 
 
+def test_the_committed_page_is_rendered_from_the_committed_results() -> None:
+    latest = report.ROOT / "bench" / "results" / "latest.json"
+    result, raw = report.load(latest)
+    assert report.DOC.read_text() == report.render(report.TEMPLATE.read_text(), result, raw), (
+        "docs/benchmarks.md is stale: run `make bench-report`"
+    )
+
+
 # --- arithmetic ----------------------------------------------------------------------------
 
 
