@@ -40,6 +40,8 @@ __all__ = ["GateConnection", "Link", "Owner"]
 
 log = logging.getLogger(__name__)
 
+_ROUTINE_CLOSES = frozenset({CloseReason.PEER_CLOSED, CloseReason.LOGOUT, CloseReason.SHUTDOWN})
+
 #: Pending gate events above which reading from the client pauses.
 PAUSE_READING_AT = 8
 
@@ -214,7 +216,9 @@ class GateConnection:
             self._link.abort()  # nothing to flush to a peer that is gone
         elif event.reason is not CloseReason.SLOW_CONSUMER:
             self._link.close()
-        level = logging.INFO if event.reason is CloseReason.PROTOCOL_ERROR else logging.DEBUG
+        # A client leaving, logging out or a gate shutting down is routine; every other close
+        # (timeouts, limits, kicks, protocol errors) is something an operator may look for.
+        level = logging.DEBUG if event.reason in _ROUTINE_CLOSES else logging.INFO
         log.log(
             level,
             "conn %d (%s, user %d) closed: %s %s",
