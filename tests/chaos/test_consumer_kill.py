@@ -36,7 +36,14 @@ from sdk.errors import RequestTimeoutError
 from tests.chaos.checker import check_sync, record_fault_result, settle
 from tests.chaos.conftest import ChaosSystem
 from tests.chaos.harness import Acked, Ledger, Load, c2c, group
-from tests.chaos.processes import GIVE_UP_S, ROLE_TEST_MARKS, WAIT_S, RoleProcess, wait_serving
+from tests.chaos.processes import (
+    GIVE_UP_S,
+    LOAD_GATE,
+    ROLE_TEST_MARKS,
+    WAIT_S,
+    RoleProcess,
+    wait_serving,
+)
 from tests.waiting import wait_for
 
 log = logging.getLogger(__name__)
@@ -153,7 +160,7 @@ async def test_consumer_processes_killed_at_random_lose_and_duplicate_nothing(
         process.start()
     await wait_serving(system.topology, system.bootstrap, GROUPS, within=WAIT_S)
 
-    gate = await system.gate()
+    gate = await system.gate(**LOAD_GATE)
     alice, bob, carol, dave, erin, churned = [await system.user() for _ in range(6)]
     clients = {
         u: await system.login(u, gate, request_timeout=5.0)

@@ -26,6 +26,7 @@ from tests.chaos.conftest import ChaosSystem
 from tests.chaos.harness import Load, c2c, group
 from tests.chaos.processes import (
     GIVE_UP_S,
+    LOAD_GATE,
     ROLE_TEST_MARKS,
     WAIT_S,
     RoleProcess,
@@ -58,6 +59,7 @@ class _Gate:
                 "COFFEEBUS_GATEWAY__HOST": "127.0.0.1",
                 "COFFEEBUS_GATEWAY__TCP_PORT": str(self.port),
                 "COFFEEBUS_GATEWAY__WS_PORT": str(free_port()),
+                **{f"COFFEEBUS_GATEWAY__{k.upper()}": str(v) for k, v in LOAD_GATE.items()},
             },
         )
 

@@ -20,7 +20,7 @@ from schemas.ids import UserId
 from tests.chaos.checker import record_fault_result, settle
 from tests.chaos.conftest import ChaosSystem
 from tests.chaos.harness import Load, c2c, group
-from tests.chaos.processes import GIVE_UP_S, ROLE_TEST_MARKS, WAIT_S, wait_serving
+from tests.chaos.processes import GIVE_UP_S, LOAD_GATE, ROLE_TEST_MARKS, WAIT_S, wait_serving
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ async def test_scaling_msg_and_fanout_from_one_to_three_to_one_member(
     members[0].start()
     await wait_serving(system.topology, system.bootstrap, [*SCALED, "group"], within=WAIT_S)
 
-    gate = await system.gate()
+    gate = await system.gate(**LOAD_GATE)
     users = [await system.user() for _ in range(5)]
     clients = {u: await system.login(u, gate, request_timeout=5.0) for u in users}
     a, b, c, d, e = users
