@@ -378,6 +378,20 @@ class Client:
 
     # -- requests ----------------------------------------------------------------------------
 
+    async def _session_back(self, wait: float) -> bool:
+        """While a reconnect is under way, wait (up to `wait` s) until it has logged in again.
+
+        The new connection exists before its re-login is answered; a request sent on it in
+        between would reach the gate unauthenticated and be refused NOT_AUTHENTICATED. So
+        every request but the reconnect loop's own (the re-login) waits for the loop to end.
+        False when it did not end in time; when it ended without a session, `_live` says so.
+        """
+        task = self._reconnecting
+        if task is None or task.done() or task is asyncio.current_task():
+            return True
+        done, _ = await asyncio.wait({task}, timeout=wait)
+        return bool(done)
+
     def _live(self) -> tuple[Transport, ClientProtocol]:
         if self._transport is None:
             raise NotConnectedError("not connected" if not self._closed else "the client is closed")
@@ -395,11 +409,13 @@ class Client:
         Raises `ServerError` for an ErrorRsp, `RequestTimeoutError`, `ConnectionLostError`,
         `NotConnectedError`. A command without a response is a `ValueError` (use `send`).
         """
+        wait = self.request_timeout if timeout is None else timeout
+        if not await self._session_back(wait):
+            raise RequestTimeoutError(command, 0, wait)
         transport, protocol = self._live()
         seq, data, future = protocol.request(command, message)
         if future is None:
             raise ValueError(f"{command.name} has no response: use send()")
-        wait = self.request_timeout if timeout is None else timeout
         try:
             await transport.send(data)
             return await asyncio.wait_for(future, wait)
@@ -422,6 +438,8 @@ class Client:
 
     async def send(self, command: Cmd, message: Message) -> None:
         """Send a frame that gets no response (read ack, typing, a receipt)."""
+        if not await self._session_back(self.request_timeout):
+            raise NotConnectedError("still reconnecting")
         transport, protocol = self._live()
         _, data, _ = protocol.request(command, message, expect_response=False)
         await transport.send(data)

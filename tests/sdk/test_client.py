@@ -10,7 +10,7 @@ import pytest
 from schemas.codes import ErrorCode, ExtResultCode, KickReason, SessionType
 from schemas.commands import Cmd, build_frame
 from schemas.pb.coffeebus import ext_pb2
-from schemas.pb.coffeechat import list_pb2, login_pb2, message_pb2
+from schemas.pb.coffeechat import base_pb2, list_pb2, login_pb2, message_pb2
 from sdk import (
     Client,
     ConnectionLostError,
@@ -212,6 +212,31 @@ async def test_drop_fails_pending_then_reconnects_and_logs_in_again(peer: Peer) 
         frame = await second.recv_cmd(Cmd.HEARTBEAT)
         await second.send(Cmd.HEARTBEAT, frame.seq, login_pb2.HeartBeat())
         await beat
+
+
+async def test_a_request_made_while_reconnecting_waits_for_the_re_login(peer: Peer) -> None:
+    client = make_client(reconnect=True, reconnect_min_delay=0.01, reconnect_max_delay=0.05)
+    async with client:
+        conn = await logged_in(peer, client)
+        await conn.drop()
+        assert isinstance(await next_event(client), Disconnected)
+        second = await peer.accept()
+        login = await second.recv_cmd(Cmd.AUTH_TOKEN_REQ)
+        # The new connection is open, its login not answered yet: a request made now must
+        # not go out before the login (a gate would refuse it NOT_AUTHENTICATED).
+        beat = asyncio.create_task(client.heartbeat())
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(second.recv(), 0.3)  # nothing arrives
+        rsp = login_pb2.AuthTokenRsp(
+            result_code=ErrorCode.SUCCESS,  # type: ignore[arg-type]
+            user_info=base_pb2.UserInfo(user_id=USER),
+        )
+        await second.send(Cmd.AUTH_TOKEN_RSP, login.seq, rsp)
+        frame = await second.recv()  # the first frame after the login is the request
+        assert frame.command_id == Cmd.HEARTBEAT
+        await second.send(Cmd.HEARTBEAT, frame.seq, login_pb2.HeartBeat())
+        await beat
+        assert isinstance(await next_event(client), Reconnected)
 
 
 async def test_kick_stops_reconnecting(peer: Peer) -> None:
