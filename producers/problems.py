@@ -24,11 +24,12 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import ResponseSpec
 from litestar.types import ExceptionHandlersMap
-from pymongo.errors import ConnectionFailure
+from pymongo.errors import ConnectionFailure, OperationFailure
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bus.base import BusError
+from bus.runner import is_transient
 from producers.models import Problem, ProblemFieldError
 from store.errors import InvalidUserInputError, UnknownUserError, UserNameTakenError
 
@@ -179,6 +180,14 @@ def _unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[Pr
     )
 
 
+def _store_failure(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
+    """A server-side store error: 503 when the server says a retry may succeed (a busy or
+    stepping-down server, FerretDB-on-SQLite's "database is locked"), else 500."""
+    if is_transient(exc):
+        return _unavailable(request, exc)
+    return _internal(request, exc)
+
+
 def _internal(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
     logger.exception("%s %s failed", request.method, request.url.path, exc_info=exc)
     return problem_response(500, "internal server error")
@@ -193,6 +202,7 @@ EXCEPTION_HANDLERS: Final[ExceptionHandlersMap] = {
     ApiProblem: _api_problem,
     BusError: _unavailable,
     ConnectionFailure: _unavailable,
+    OperationFailure: _store_failure,
     RedisConnectionError: _unavailable,
     RedisTimeoutError: _unavailable,
     Exception: _internal,

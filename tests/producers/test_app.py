@@ -9,6 +9,7 @@ import time
 
 import httpx
 import pytest
+from pymongo.errors import OperationFailure
 
 from coffeebus.settings import ApiSettings
 from producers.app import create_app, serve_api
@@ -172,6 +173,29 @@ async def test_unexpected_errors_are_500_problems_without_internals(
     assert "secret" not in response.text
     assert body["detail"] == "internal server error"
     assert "secret internals" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "slug"),
+    [
+        # What FerretDB v1 on SQLite answers a write that waited out its busy timeout.
+        (OperationFailure("database is locked (5) (SQLITE_BUSY)", code=1), 503, "unavailable"),
+        (OperationFailure("not primary", code=10107), 503, "unavailable"),
+        (OperationFailure("unknown operator: $bad", code=2), 500, "internal-error"),
+    ],
+)
+async def test_a_store_error_is_503_when_a_retry_may_succeed_else_500(
+    memory_stores: Stores, error: OperationFailure, status: int, slug: str
+) -> None:
+    class FailingRoutes:
+        async def live_gates(self) -> list[object]:
+            raise error
+
+    app = create_app(ApiSettings(), memory_stores.users, FailingRoutes())  # type: ignore[arg-type]
+    async with in_process_client(app) as client:
+        response = await client.get("/v1/gates")
+    assert_problem(response, status, slug)
+    assert (response.headers.get("retry-after") == "1") is (status == 503)
 
 
 def _free_port() -> int:
