@@ -61,13 +61,19 @@ ACKS_BETWEEN_KILLS = (15, 50)
 T = TypeVar("T")
 
 
-async def until_answered(call: Callable[[], Awaitable[T]]) -> T:
-    """`call()` again while it times out (a killed member's request waits for its restart)."""
+async def until_answered(call: Callable[[], Awaitable[T]], *, within: float = WAIT_S) -> T:
+    """`call()` again while it times out (a killed member's request waits for its restart).
+
+    Bounded: a group whose restarted member never serves again fails here, naming the
+    request, instead of at the test's timeout with nothing said.
+    """
+    deadline = time.monotonic() + within
     while True:
         try:
             return await call()
-        except RequestTimeoutError:
-            continue
+        except RequestTimeoutError as exc:
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"no answer within {within:.0f} s: {exc}") from exc
 
 
 class _SideLoad:
