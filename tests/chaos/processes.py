@@ -17,7 +17,6 @@ finds the unexpected ones across them.
 from __future__ import annotations
 
 import os
-import random
 import re
 import signal
 import socket
@@ -32,6 +31,7 @@ from aiokafka.errors import KafkaError
 from bus.admin import AdminError, lag
 from bus.topology import Topology, default_topology_path
 from coffeebus.settings import Settings
+from tests.chaos.services import free_port
 from tests.waiting import wait_for
 
 __all__ = [
@@ -185,21 +185,6 @@ async def wait_serving(
         return True
 
     await wait_for(serving, within=within)
-
-
-def free_port() -> int:
-    """A loopback TCP port that nothing listens on now, below the ephemeral range (so an
-    outgoing connection of another process cannot take it before our process binds it)."""
-    rng = random.Random()
-    for _ in range(200):
-        port = rng.randrange(12000, 32000)
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port found in 12000-32000")
 
 
 async def wait_listening(port: int, *, within: float = 60.0) -> None:
