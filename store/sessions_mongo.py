@@ -23,7 +23,10 @@ bulk at its first error (`store.bulk`). ``$max`` on the whole message never fail
 Cost on FerretDB v1 on SQLite (`bench/store_timelines.py`): its update path scans the
 collection for every statement, so touches slow down as ``sessions`` grows — 1,000 touches
 of one group message took 26 s with ~1,000 sessions stored (39/s), against 7,200 inbox
-entries/s inserted. On MongoDB each touch is one primary-key upsert.
+entries/s inserted. On MongoDB each touch is one primary-key upsert. Both bulks therefore
+send one statement per session, however many touches or marks of it a batch holds: a
+restarted fanout member's 500-record batches of a backlog were 500 statements for a handful
+of sessions, and took minutes each while FerretDB was busy.
 
 Indexes: ``(user, upd)`` on both for the session list, ``(conv, read)`` on ``session_reads``
 for group read state. Intended shard key of both: ``user``.
@@ -94,20 +97,36 @@ class MongoSessionStore:
         self._clock = clock or SystemClock()
 
     async def touch_many(self, touches: Sequence[SessionTouch]) -> None:
-        """One bulk of ``$max`` upserts."""
-        ops = []
+        """One bulk of ``$max`` upserts, one per session however many touches it has.
+
+        A batch often touches one session many times (a backlog of one conversation, a
+        burst): only its newest message and latest time can win the ``$max``, so sending
+        the others would only cost FerretDB a statement each (module docstring).
+        """
+        newest: dict[str, tuple[SessionTouch, int]] = {}
         for touch in touches:
             msg = touch.message
             session_peer(touch.user_id, msg.conversation)  # validates the conversation id
+            key = session_key(touch.user_id, msg.conversation)
+            seen = newest.get(key)
+            if seen is None:
+                newest[key] = (touch, msg.created_ms)
+            else:
+                kept, upd = seen
+                winner = touch if msg.seq > kept.message.seq else kept
+                newest[key] = (winner, max(upd, msg.created_ms))
+        ops = []
+        for key, (touch, upd) in newest.items():
+            msg = touch.message
             ops.append(
                 update_op(
-                    {"_id": session_key(touch.user_id, msg.conversation)},
+                    {"_id": key},
                     {
                         "$max": {
                             "last_seq": msg.seq,
                             # seq first: documents compare field by field.
                             "last": {"seq": msg.seq, **message_fields(msg)},
-                            "upd": msg.created_ms,
+                            "upd": upd,
                         },
                         "$setOnInsert": {"user": touch.user_id, "conv": msg.conversation},
                     },
@@ -117,21 +136,26 @@ class MongoSessionStore:
         await update_all(self._sessions, ops)
 
     async def mark_read_many(self, marks: Sequence[ReadMark]) -> None:
-        """One bulk of ``$max`` upserts."""
+        """One bulk of ``$max`` upserts, one per session (its highest mark)."""
         now = self._clock.now_ms()
-        ops = []
+        highest: dict[str, ReadMark] = {}
         for mark in marks:
             session_peer(mark.user_id, mark.conversation)
-            ops.append(
-                update_op(
-                    {"_id": session_key(mark.user_id, mark.conversation)},
-                    {
-                        "$max": {"read": mark.seq, "upd": now},
-                        "$setOnInsert": {"user": mark.user_id, "conv": mark.conversation},
-                    },
-                    upsert=True,
-                )
+            key = session_key(mark.user_id, mark.conversation)
+            seen = highest.get(key)
+            if seen is None or mark.seq > seen.seq:
+                highest[key] = mark
+        ops = [
+            update_op(
+                {"_id": key},
+                {
+                    "$max": {"read": mark.seq, "upd": now},
+                    "$setOnInsert": {"user": mark.user_id, "conv": mark.conversation},
+                },
+                upsert=True,
             )
+            for key, mark in highest.items()
+        ]
         await update_all(self._reads, ops)
 
     async def mark_read(self, user_id: UserId, conversation: ConversationId, seq: int) -> None:

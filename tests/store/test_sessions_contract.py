@@ -14,9 +14,11 @@ import asyncio
 import random
 from dataclasses import dataclass, field
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.database import AsyncDatabase
 
 from schemas.codes import SessionType
@@ -82,6 +84,13 @@ async def test_last_message_moves_forward_only(stores: Stores) -> None:
     got = await sessions.get(ALICE, ab)
     assert got is not None
     assert got.last == newer[1]
+    # The session's time is the latest message time, even when that is not the newest
+    # message's (clocks of successive owners may disagree).
+    late_clock = msgspec.structs.replace(c2c(2, 1, 11), created_ms=T0 + 99)
+    await sessions.touch_many([SessionTouch(ALICE, c2c(1, 2, 13)), SessionTouch(ALICE, late_clock)])
+    got = await sessions.get(ALICE, ab)
+    assert got is not None
+    assert (got.last, got.updated_ms) == (c2c(1, 2, 13), T0 + 99)
 
 
 async def test_read_seq_never_goes_back(stores: Stores, clock: ManualClock) -> None:
@@ -317,3 +326,47 @@ async def test_random_interleavings_give_exact_sessions_on_the_server(
     stores = Stores(inbox, MongoSessionStore(mongo_db, inbox, clock=ManualClock()))
     await play(stores, scenario, rng, batch=rng.randint(3, 10))
     assert await observed(stores) == scenario.expected()
+
+
+class _UpdateStatements(monitoring.CommandListener):
+    """Counts the statements of the ``update`` commands a client sends."""
+
+    def __init__(self) -> None:
+        self.statements = 0
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name == "update":
+            self.statements += len(event.command["updates"])
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+@pytest.mark.mongo
+async def test_a_bulk_writes_each_session_once(
+    mongo_url: str, mongo_db: AsyncDatabase[Document], clock: ManualClock
+) -> None:
+    """A backlog touching a few sessions many times costs one statement per session: on
+    FerretDB v1 each statement is a read-modify-write of its own (store.sessions_mongo)."""
+    counter = _UpdateStatements()
+    client: AsyncMongoClient[Document] = AsyncMongoClient(mongo_url, event_listeners=[counter])
+    try:
+        db = client[mongo_db.name]
+        inbox = MongoInboxStore(db)
+        sessions = MongoSessionStore(db, inbox, clock=clock)
+        backlog = [c2c(2, 1, s) for s in range(1, 41)] + [c2c(3, 1, s) for s in range(1, 41)]
+        random.Random(7).shuffle(backlog)
+        await sessions.touch_many([SessionTouch(ALICE, m) for m in backlog])
+        assert counter.statements == 2
+        marks = [ReadMark(ALICE, m.conversation, m.seq) for m in backlog]
+        await sessions.mark_read_many(marks)
+        assert counter.statements == 4
+        for sender in (2, 3):
+            got = await sessions.get(ALICE, conv(1, sender))
+            assert got is not None
+            assert (got.last, got.read_seq) == (c2c(sender, 1, 40), 40)
+    finally:
+        await client.close()
