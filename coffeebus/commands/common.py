@@ -15,6 +15,7 @@ from typing import Any
 from coffeebus.commands import ExitCode
 from coffeebus.logs import configure_logging
 from coffeebus.settings import Settings, SettingsError, load_settings
+from telemetry.taskdump import install_task_dump
 
 __all__ = [
     "SETTINGS_HELP",
@@ -149,7 +150,7 @@ def run_async(main: Coroutine[Any, Any, None]) -> int:
 
     Until `coffeebus.roles.serve` installs its draining handlers, SIGTERM and SIGINT cancel
     start-up (connecting, creating indexes), so a process stopped while it starts exits 0
-    without a traceback too.
+    without a traceback too. SIGUSR1 logs every asyncio task's stack (`telemetry.taskdump`).
     """
     try:
         import uvloop  # noqa: PLC0415
@@ -169,6 +170,7 @@ def run_async(main: Coroutine[Any, Any, None]) -> int:
 async def _cancel_on_signal(main: Coroutine[Any, Any, None]) -> None:
     task = asyncio.ensure_future(main)
     loop = asyncio.get_running_loop()
+    install_task_dump(loop)
     signals = (signal.SIGTERM, signal.SIGINT)
     for signum in signals:
         loop.add_signal_handler(signum, task.cancel)

@@ -26,6 +26,7 @@ Fixtures:
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -91,12 +92,16 @@ class ChaosSystem(System):
         name: str,
         args: Sequence[str],
         *,
-        log_level: str = "WARNING",
+        log_level: str | None = None,
         env_overrides: Mapping[str, str] | None = None,
     ) -> RoleProcess:
         """A `coffeebus ARGS…` process on this system's settings (not started yet);
-        `env_overrides` adds settings of its own (``COFFEEBUS_GATEWAY__TCP_PORT``, ...)."""
-        env = role_env(self.runtime.settings, self.topology_file, log_level=log_level)
+        `env_overrides` adds settings of its own (``COFFEEBUS_GATEWAY__TCP_PORT``, ...).
+
+        Its log level is `log_level`, else ``CHAOS_ROLE_LOG_LEVEL`` (``INFO`` to see what a
+        process did before it stalled), else WARNING."""
+        level = log_level or os.environ.get("CHAOS_ROLE_LOG_LEVEL", "WARNING")
+        env = role_env(self.runtime.settings, self.topology_file, log_level=level)
         env.update(env_overrides or {})
         process = RoleProcess(name, args, env, self.logs)
         self.processes.append(process)
