@@ -123,10 +123,25 @@ class QueryHandler:
         }
 
     async def handle(self, records: Sequence[Record]) -> None:
-        """Answer every request of the batch, then publish the answers together."""
-        requests = [decode_request(record) for record in records]
+        """Answer every request of the batch, then publish the answers together.
+
+        Requests of one user with the same command and body are answered from one query:
+        clients repeat a sync or a session list while they wait (a resend after a timeout,
+        a poll), so a batch that queued up behind a slow store holds many copies of each,
+        and on FerretDB v1 every one of them would scan whole collections again.
+        """
+        alike: dict[object, list[Request]] = {}
+        for record in records:
+            request = decode_request(record)
+            origin = request.origin
+            key = (
+                (request.cmd, origin.user_id, request.envelope.body)
+                if origin is not None
+                else object()
+            )
+            alike.setdefault(key, []).append(request)
         effects = Effects(self._topology)
-        await asyncio.gather(*(self._serve(request, effects) for request in requests))
+        await asyncio.gather(*(self._serve(same, effects) for same in alike.values()))
         if len(effects):
             await effects.flush(self._bus)
 
@@ -139,13 +154,15 @@ class QueryHandler:
     async def close(self) -> None:
         """Nothing is buffered."""
 
-    async def _serve(self, request: Request, effects: Effects) -> None:
+    async def _serve(self, alike: Sequence[Request], effects: Effects) -> None:
+        """Answer `alike` (one user's identical requests) from one query, each to its own
+        connection and with its own trace."""
+        request = alike[0]
         origin = request.origin
         if origin is None:
             log.warning("query 0x%04X without an origin: nobody to answer", request.cmd)
             return
         answer = self._answers.get(request.cmd)
-        trace = request.envelope.trace_id
         async with self._slots:
             try:
                 if answer is None:
@@ -153,11 +170,17 @@ class QueryHandler:
                 user = acting_user(origin, getattr(request.message, "user_id", 0), request.cmd)
                 body = await answer(user, request.message)
             except Refusal as refusal:
-                effects.error(origin, request.cmd, refusal.code, refusal.text, trace)
+                for each in alike:
+                    assert each.origin is not None
+                    effects.error(
+                        each.origin, each.cmd, refusal.code, refusal.text, each.envelope.trace_id
+                    )
                 return
         response = spec(request.cmd).response
         assert response is not None
-        effects.reply(origin, response, body, trace)
+        for each in alike:
+            assert each.origin is not None
+            effects.reply(each.origin, response, body, each.envelope.trace_id)
 
     # --- helpers ---------------------------------------------------------------------------
 

@@ -7,16 +7,21 @@ wiring and on the real services.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import itertools
+from typing import cast
 
 import pytest
 
-from schemas.codes import ExtResultCode, MsgStatus, SessionType
+from schemas.codes import ClientType, ExtResultCode, MsgStatus, SessionType
 from schemas.commands import Cmd
 from schemas.ids import UserId
 from schemas.pb.coffeechat import base_pb2, list_pb2
 from sdk.errors import ServerError
+from store.inbox import InboxPage, InboxStore
 from tests.consumers.conftest import Seeder, System
+from tests.waiting import wait_for
 
 
 async def test_session_list_has_exact_unread_counts_and_the_latest_message(
@@ -136,3 +141,59 @@ async def test_nobody_answers_about_another_user(system: System) -> None:
     # Asking as herself about bob's chat gives mallory her own (empty) chat with bob.
     assert list((await sdk.history(bob)).msg_list) == []
     assert list((await sdk.recent_sessions()).contact_session_list) == []
+
+
+class _CountingInbox:
+    """The runtime's inbox, counting the sync pages read from it."""
+
+    def __init__(self, inner: InboxStore) -> None:
+        self._inner = inner
+        self.pages = 0
+
+    async def after(self, user_id: UserId, after_seq: int, limit: int) -> InboxPage:
+        self.pages += 1
+        return await self._inner.after(user_id, after_seq, limit)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+
+async def test_identical_requests_queued_together_are_answered_from_one_read(
+    system: System,
+) -> None:
+    """Requests that queued up behind a slow or restarting query member — a client polling
+    sync, two devices asking the same — cost one store read per distinct request, and each
+    is still answered to its own connection and seq."""
+    alice, bob = await system.user(), await system.user()
+    seed = Seeder(system.runtime)
+    sent = [await seed.message(bob, alice) for _ in range(3)]
+    topics = system.topology.group("query").topics
+    before = await system.positions(topics)
+    phone = await system.login(alice, client_type=ClientType.IOS)
+    pc = await system.login(alice, client_type=ClientType.MAC_OS)
+
+    asking = [
+        asyncio.create_task(phone.sync(0, limit=10)),
+        asyncio.create_task(pc.sync(0, limit=10)),
+        asyncio.create_task(phone.sync(0, limit=10)),
+        asyncio.create_task(phone.sync(sent[0].seq, limit=10)),  # another request
+    ]
+
+    async def queued() -> bool:
+        ends = await system.positions(topics)
+        return sum(ends.values()) - sum(before.values()) == len(asking)
+
+    await wait_for(queued, within=20)
+    inbox = _CountingInbox(system.runtime.inbox)
+    runtime = dataclasses.replace(system.runtime, inbox=cast(InboxStore, inbox))
+    await system.start_consumers(["query"], runtime=runtime, positions=before)
+    answers = await asyncio.gather(*asking)
+
+    everything = [m.client_msg_id for m in sent]
+    assert [[e.msg.client_msg_id for e in a.entries] for a in answers] == [
+        everything,
+        everything,
+        everything,
+        everything[1:],
+    ]
+    assert inbox.pages == 2
