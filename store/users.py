@@ -17,10 +17,11 @@ thread. A token check never returns the password hash.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import hmac
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 import msgspec
@@ -137,6 +138,16 @@ class UserStore(Protocol):
         """
         ...
 
+    async def create_many(self, users: Sequence[UserImport]) -> list[UserId]:
+        """Create the users among `users` that do not exist yet, in bulk; return their ids.
+
+        A user whose id exists, or whose user name is taken, is skipped and left as it is
+        (`upsert` updates). For loading many new users at once: on MongoDB one unordered
+        insert instead of one upsert round trip per user. Raises `InvalidUserInputError`,
+        before writing anything, if any import is invalid.
+        """
+        ...
+
     async def rotate_token(self, user_id: UserId) -> str:
         """Give the user a new random token and return it; the old one stops working at
         once. Raises `UnknownUserError` when there is no such user."""
@@ -191,6 +202,17 @@ def validate_token(token: str) -> None:
     """Raise `InvalidUserInputError` unless `token` is a usable login token."""
     if not token or len(token) > MAX_TOKEN_LENGTH or not token.isprintable():
         raise InvalidUserInputError(f"a token must be 1-{MAX_TOKEN_LENGTH} printable characters")
+
+
+async def hash_passwords(users: Sequence[UserImport], params: ScryptParams) -> list[str | None]:
+    """The password hash of each import that sets a password (None for the others)."""
+
+    async def one(user: UserImport) -> str | None:
+        if user.password is None:
+            return None
+        return await hash_password_async(user.password, params=params)
+
+    return list(await asyncio.gather(*(one(user) for user in users)))
 
 
 def validate_import(user: UserImport) -> None:
@@ -255,6 +277,21 @@ class MemoryUserStore:
         )
         # Hashing awaited a thread: `_apply` reads the current state only now, and in one go.
         return self._apply(user, password_hash)
+
+    async def create_many(self, users: Sequence[UserImport]) -> list[UserId]:
+        """Create the users that do not exist yet (see `UserStore.create_many`)."""
+        for user in users:
+            validate_import(user)
+        hashes = await hash_passwords(users, self._password_params)
+        created = []
+        for user, password_hash in zip(users, hashes, strict=True):
+            if user.user_id in self._users or (
+                user.user_name is not None and user.user_name in self._names
+            ):
+                continue
+            self._apply(user, password_hash)
+            created.append(user.user_id)
+        return created
 
     def _apply(self, change: UserImport, password_hash: str | None) -> User:
         uid = change.user_id

@@ -20,8 +20,9 @@ without sparse or partial indexes.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 import msgspec
@@ -31,6 +32,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 from redis.asyncio import Redis
 
+from store.bulk import insert_new
 from store.clock import Clock, SystemClock
 from store.collections import Collection
 from store.errors import UnknownUserError, UserNameTakenError
@@ -48,6 +50,7 @@ from store.users import (
     User,
     UserImport,
     generate_token,
+    hash_passwords,
     is_valid_user_id,
     is_valid_user_name,
     tokens_equal,
@@ -232,6 +235,22 @@ class MongoUserStore:
         stored = _to_user(doc)
         await self._cache(stored.user_id, doc["rev"], stored)
         return stored
+
+    async def create_many(self, users: Sequence[UserImport]) -> list[UserId]:
+        """Create the users that do not exist yet in one unordered bulk insert (see
+        `UserStore.create_many`); each new document is the one `upsert` would have made."""
+        for user in users:
+            validate_import(user)
+        hashes = await hash_passwords(users, self._password_params)
+        docs = []
+        for user, password_hash in zip(users, hashes, strict=True):
+            update = self._upsert_update(user, password_hash)
+            docs.append({"_id": user.user_id, **update["$setOnInsert"], **update["$set"], "rev": 1})
+        skipped = await insert_new(self._users, docs)
+        created = [doc for index, doc in enumerate(docs) if index not in skipped]
+        # A cached "no such user" (rev 0) gives way to the new user at once, as after upsert.
+        await asyncio.gather(*(self._cache(doc["_id"], 1, _to_user(doc)) for doc in created))
+        return [UserId(doc["_id"]) for doc in created]
 
     def _upsert_update(self, user: UserImport, password_hash: str | None) -> Document:
         now = self._clock.now_ms()

@@ -228,3 +228,40 @@ async def test_concurrent_imports_of_one_new_user_all_succeed(users: UserStore) 
     assert final.nick_name in {r.nick_name for r in results}
     # Whoever created the user, later imports kept its token.
     assert len({r.token for r in results}) == 1
+
+
+async def test_create_many_creates_only_the_new_users(users: UserStore) -> None:
+    await users.upsert(UserImport(user_id=ALICE, nick_name="Alice", token="secret-a"))
+    await users.upsert(UserImport(user_id=BOB, user_name="bob"))
+    carol, dave, erin = UserId(1003), UserId(1004), UserId(1005)
+    created = await users.create_many(
+        [
+            UserImport(user_id=ALICE, nick_name="Not Alice", token="secret-x"),  # exists
+            UserImport(user_id=carol, nick_name="Carol", token="secret-c"),
+            UserImport(user_id=dave, user_name="bob"),  # the name is taken
+            UserImport(user_id=erin, user_name="erin", password="pw-erin-1"),
+        ]
+    )
+    assert created == [carol, erin]
+    alice = await users.get(ALICE)
+    assert alice is not None
+    assert (alice.nick_name, alice.token) == ("Alice", "secret-a")
+    assert await users.get(dave) is None
+    assert (await users.check_token(carol, "secret-c")).ok
+    assert (await users.check_password("erin", "pw-erin-1")) == await users.get(erin)
+    assert await users.create_many([]) == []
+
+
+async def test_create_many_replaces_a_cached_unknown_user(users: UserStore) -> None:
+    # The failed login caches "no such user"; the bulk-created user logs in at once.
+    assert (await users.check_token(NOBODY, "secret-n")).status is TokenStatus.UNKNOWN_USER
+    assert await users.create_many([UserImport(user_id=NOBODY, token="secret-n")]) == [NOBODY]
+    assert (await users.check_token(NOBODY, "secret-n")).ok
+
+
+async def test_create_many_refuses_an_invalid_import_before_writing(users: UserStore) -> None:
+    with pytest.raises(InvalidUserInputError):
+        await users.create_many(
+            [UserImport(user_id=UserId(1003)), UserImport(user_id=UserId(MAX_USER_ID + 1))]
+        )
+    assert await users.get(UserId(1003)) is None
