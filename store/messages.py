@@ -122,6 +122,14 @@ class MessageStore(Protocol):
         """The newest message of the conversation, or None when it has none."""
         ...
 
+    async def latest_seqs(
+        self, conversations: Iterable[ConversationId]
+    ) -> dict[ConversationId, int]:
+        """Each conversation's highest stored seq (0 when it has no message), every one of
+        `conversations` a key: what capping a client's claimed seq needs, without the
+        messages themselves."""
+        ...
+
     async def mark_revoked(
         self, conversation: ConversationId, seq: int, *, by: UserId, at_ms: int
     ) -> StoredMessage | None:
@@ -265,6 +273,16 @@ class MemoryMessageStore:
         if timeline is None or not timeline.seqs:
             return None
         return timeline.by_seq[timeline.seqs[-1]]
+
+    async def latest_seqs(
+        self, conversations: Iterable[ConversationId]
+    ) -> dict[ConversationId, int]:
+        """Each conversation's highest seq (0 if none)."""
+        heads: dict[ConversationId, int] = {}
+        for conversation in conversations:
+            timeline = self._timelines.get(conversation)
+            heads[conversation] = timeline.seqs[-1] if timeline is not None and timeline.seqs else 0
+        return heads
 
     async def mark_revoked(
         self, conversation: ConversationId, seq: int, *, by: UserId, at_ms: int

@@ -120,6 +120,27 @@ class MongoMessageStore:
         doc = await self._messages.find_one({"conv": conversation}, sort=[("seq", DESCENDING)])
         return None if doc is None else message_from_doc(doc)
 
+    async def latest_seqs(
+        self, conversations: Iterable[ConversationId]
+    ) -> dict[ConversationId, int]:
+        """Each conversation's highest seq (0 if none): one sorted ``find_one`` each, run
+        concurrently, fetching only ``seq``.
+
+        On MongoDB each is the last key of an ``(conv, seq)`` index range; FerretDB v1 scans
+        the collection for each, which is why the consumers read these through
+        `store.heads_cache.CachedMessageStore`.
+        """
+        ordered = list(dict.fromkeys(conversations))
+        docs = await asyncio.gather(
+            *(
+                self._messages.find_one(
+                    {"conv": c}, {"seq": True, "_id": False}, sort=[("seq", DESCENDING)]
+                )
+                for c in ordered
+            )
+        )
+        return {c: 0 if d is None else int(d["seq"]) for c, d in zip(ordered, docs, strict=True)}
+
     async def mark_revoked(
         self, conversation: ConversationId, seq: int, *, by: UserId, at_ms: int
     ) -> StoredMessage | None:

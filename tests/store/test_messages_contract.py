@@ -1,4 +1,5 @@
-"""The `MessageStore` contract, run against the in-memory twin and the real MongoDB server."""
+"""The `MessageStore` contract, run against the in-memory twin, the real MongoDB server, and
+MongoDB behind the Redis cache of timeline heads (`store.heads_cache`)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ import asyncio
 import msgspec
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
+from redis.asyncio import Redis
 
 from schemas.ids import UserId
+from store.heads_cache import CachedMessageStore
+from store.keys import RedisKeys
 from store.messages import MemoryMessageStore, MessageStore, SeqConflictError, StoredMessage
 from store.messages_mongo import MongoMessageStore
 from store.mongo import Document
@@ -17,13 +21,23 @@ from tests.store.messaging import T0, c2c, conv, group_msg
 CONV = conv(1, 2)
 
 
-@pytest.fixture(params=["memory", pytest.param("mongo", marks=pytest.mark.mongo)])
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("mongo", marks=pytest.mark.mongo),
+        pytest.param("cached", marks=[pytest.mark.mongo, pytest.mark.redis]),
+    ]
+)
 def messages(request: pytest.FixtureRequest) -> MessageStore:
     """Each `MessageStore` implementation, empty."""
     if request.param == "memory":
         return MemoryMessageStore()
     db: AsyncDatabase[Document] = request.getfixturevalue("mongo_db")
-    return MongoMessageStore(db)
+    if request.param == "mongo":
+        return MongoMessageStore(db)
+    redis: Redis = request.getfixturevalue("redis")
+    keys: RedisKeys = request.getfixturevalue("redis_keys")
+    return CachedMessageStore(MongoMessageStore(db), redis, keys=keys)
 
 
 async def test_insert_then_read_back_every_field(messages: MessageStore) -> None:
@@ -71,6 +85,7 @@ async def test_a_seq_taken_by_another_message_is_a_conflict(messages: MessageSto
         await messages.insert_many([c2c(1, 2, 1, client_msg_id="b"), c2c(1, 2, 2)])
     # The rest of the batch is stored all the same.
     assert [m.client_msg_id for m in await messages.history(CONV, 0, 10)] == ["a", "c-1-2"]
+    assert await messages.latest_seqs([CONV]) == {CONV: 2}
 
 
 async def test_history_paging(messages: MessageStore) -> None:
@@ -105,6 +120,25 @@ async def test_conversations_are_separate(messages: MessageStore) -> None:
     assert await messages.latest(conv(5, 6)) is None
     assert await messages.history(conv(5, 6), 0, 10) == []
     assert await messages.get_by_client_ids(conv(5, 6), ["c-1-1"]) == []
+
+
+async def test_latest_seqs_are_each_conversations_highest_seq(messages: MessageStore) -> None:
+    group = group_msg(1, 9, 1).conversation
+    empty = conv(5, 6)
+    assert await messages.latest_seqs([CONV, empty]) == {CONV: 0, empty: 0}
+    await messages.insert_many([c2c(1, 2, 3), c2c(2, 1, 7), group_msg(1, 9, 4)])
+    await messages.insert(c2c(1, 2, 20))  # a gap, as after an owner change
+    # A replay comes with a fresh, higher seq and stores nothing: the head stays.
+    await messages.insert(msgspec.structs.replace(c2c(1, 2, 3), seq=40))
+    assert await messages.latest_seqs([empty, group, CONV, group]) == {
+        empty: 0,
+        group: 4,
+        CONV: 20,
+    }
+    assert await messages.latest_seqs([]) == {}
+    # A revocation moves no seq.
+    await messages.mark_revoked(CONV, 20, by=UserId(1), at_ms=T0 + 1)
+    assert await messages.latest_seqs([CONV]) == {CONV: 20}
 
 
 async def test_lookups_by_ids_skip_unknown_and_sort(messages: MessageStore) -> None:
