@@ -15,10 +15,12 @@ What it does, in order:
    processes ``coffeebus gateway`` and ``coffeebus api`` on Kafka/FerretDB/Redis
    (`bash services/services.sh up`). The gate's heartbeat interval is set to an hour for
    the run, so its idle timeout (3 intervals) closes nothing while the clients sit idle.
-3. Imports one user per connection through the HTTP API (``PUT /v1/users/{id}``, many in
-   flight): one route per (user, client type) and a new login kicks the older one of its
-   type, so connections need distinct users. Done before the baseline, so the users'
-   memory (in the embedded store) is not counted as the connections'.
+3. Imports one user per connection: one route per (user, client type) and a new login kicks
+   the older one of its type, so connections need distinct users. Embedded, through the
+   HTTP API (``PUT /v1/users/{id}``, many in flight, a 503 retried after its Retry-After);
+   on the real services straight into the run's own database in bulk
+   (`UserStore.create_many`), which is dropped at the end. Done before the baseline, so the
+   users' memory (in the embedded store) is not counted as the connections'.
 4. Reads the gate's VmRSS (``/proc/<pid>/status``) once it settles, then opens the
    connections from `--processes` worker processes (`bench._conn_load`), each connection
    bound to one of several 127.0.0.x source addresses and logged in by token; the SDK
@@ -56,6 +58,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -65,10 +68,18 @@ from pathlib import Path
 from typing import IO, Any
 
 import httpx
+import pymongo
 import rich.console
 import rich.progress
 
 from bench._conn_load import FAILED, OK, Job, raise_nofile, run_worker, token_for
+from coffeebus.settings import load_settings
+from store.ids import UserId
+from store.keys import RedisKeys
+from store.mongo import connect_mongo, database, ensure_indexes
+from store.redis import connect_redis
+from store.users import UserImport
+from store.users_mongo import MongoUserStore
 
 RESULTS = Path(__file__).parent / "results" / "connections.json"
 #: File descriptors a gate keeps for itself (listeners, epoll, logs, API, bus clients).
@@ -81,6 +92,10 @@ GATE_HEARTBEAT_S = 3600
 FIRST_USER = 70_000_000
 START_TIMEOUT_S = 60.0
 REGISTRY_WAIT_S = 25.0
+#: How long one user's import is retried while the API answers 503.
+IMPORT_RETRY_S = 60.0
+#: Users created per bulk insert on the real services.
+USER_BATCH = 1000
 STOP_TIMEOUT_S = 60.0
 
 
@@ -88,6 +103,8 @@ STOP_TIMEOUT_S = 60.0
 class Procs:
     """Every process the benchmark started, for clean-up on any exit."""
 
+    #: The real-services run's own Mongo database and Redis key prefix (dropped at the end).
+    database: str = field(default_factory=lambda: f"cbbench_conn_{uuid.uuid4().hex[:10]}")
     gate: subprocess.Popen[bytes] | None = None
     api: subprocess.Popen[bytes] | None = None
     workers: list[SpawnProcess] = field(default_factory=list)
@@ -207,7 +224,7 @@ class Ports:
     api: int
 
 
-def gate_env(ports: Ports, services: str) -> dict[str, str]:
+def gate_env(ports: Ports, services: str, database: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         {
@@ -224,8 +241,8 @@ def gate_env(ports: Ports, services: str) -> dict[str, str]:
     )
     if services == "real":
         # Own database and key prefix: the run neither reads nor disturbs anyone's data.
-        env["COFFEEBUS_MONGO__DATABASE"] = "coffeebus_bench"
-        env["COFFEEBUS_REDIS__KEY_PREFIX"] = "cbbench:"
+        env["COFFEEBUS_MONGO__DATABASE"] = database
+        env["COFFEEBUS_REDIS__KEY_PREFIX"] = f"{database}:"
     return env
 
 
@@ -247,7 +264,7 @@ def _spawn(
 
 async def start_gate(services: str, ports: Ports, procs: Procs) -> None:
     """Start the gate (and, on the real services, the API) and wait until both answer."""
-    env = gate_env(ports, services)
+    env = gate_env(ports, services, procs.database)
     if services == "embedded":
         procs.gate = _spawn(["run", "--services", "embedded", "--no-demo"], env, procs, "gate")
     else:
@@ -282,7 +299,10 @@ def tail(procs: Procs, lines: int = 30) -> str:
 
 
 async def import_users(api_port: int, first: int, count: int, in_flight: int) -> float:
-    """PUT one user per connection through the HTTP API; returns the seconds it took."""
+    """PUT one user per connection through the HTTP API; returns the seconds it took.
+
+    A 503 (a backing store busy: FerretDB-on-SQLite's "database is locked") is retried after
+    its Retry-After, until `IMPORT_RETRY_S` have passed for that user."""
     users: Iterator[int] = iter(range(first, first + count))
     progress = Progress("users", count)
     done = 0
@@ -293,15 +313,64 @@ async def import_users(api_port: int, first: int, count: int, in_flight: int) ->
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api_port}", timeout=60.0) as http:
             for user_id in users:
                 body = {"nick_name": f"bench{user_id}", "token": token_for(user_id)}
-                rsp = await http.put(f"/v1/users/{user_id}", json=body)
+                deadline = time.monotonic() + IMPORT_RETRY_S
+                while True:
+                    rsp = await http.put(f"/v1/users/{user_id}", json=body)
+                    if rsp.status_code != 503 or time.monotonic() > deadline:
+                        break
+                    await asyncio.sleep(retry_after_s(rsp))
                 if rsp.status_code != 200:
                     raise RuntimeError(f"importing user {user_id}: {rsp.status_code} {rsp.text}")
                 done += 1
                 if done % 500 == 0 or done == count:
                     progress.show(done)
 
-    await asyncio.gather(*(worker() for _ in range(in_flight)))
-    progress.end()
+    try:
+        await asyncio.gather(*(worker() for _ in range(in_flight)))
+    finally:
+        progress.end()
+    return time.perf_counter() - progress.start
+
+
+def retry_after_s(rsp: httpx.Response, default: float = 1.0) -> float:
+    """The delay a response's Retry-After asks for, in seconds (the delta-seconds form;
+    `default` when absent or an HTTP date)."""
+    try:
+        return max(0.0, float(rsp.headers.get("Retry-After", default)))
+    except ValueError:
+        return default
+
+
+async def create_users(env: dict[str, str], first: int, count: int) -> float:
+    """Create one user per connection straight in the store the gate and API use (the
+    settings of `env`), in bulk; returns the seconds it took.
+
+    On the real services: one ``PUT /v1/users/{id}`` is an upsert that took FerretDB v1
+    ~90 ms, and under load its "database is locked" answers made the API return 503s; an
+    unordered bulk insert (`UserStore.create_many`) takes ~0.2 ms a user."""
+    settings = load_settings(env=env)
+    progress = Progress("users", count)
+    redis = connect_redis(settings.redis.url)
+    mongo = connect_mongo(settings.mongo.url, socket_timeout=120)
+    try:
+        db = database(mongo, settings.mongo.database)
+        await ensure_indexes(db)
+        store = MongoUserStore(db, redis, keys=RedisKeys(namespace=settings.redis.key_prefix))
+        for start in range(first, first + count, USER_BATCH):
+            ids = range(start, min(first + count, start + USER_BATCH))
+            created = await store.create_many(
+                [
+                    UserImport(user_id=UserId(u), nick_name=f"bench{u}", token=token_for(u))
+                    for u in ids
+                ]
+            )
+            if len(created) != len(ids):
+                raise RuntimeError(f"{len(ids) - len(created)} of users {ids} existed already")
+            progress.show(start + len(ids) - first)
+    finally:
+        progress.end()
+        await redis.aclose()
+        await mongo.close()
     return time.perf_counter() - progress.start
 
 
@@ -405,7 +474,10 @@ async def bench(args: argparse.Namespace, procs: Procs) -> dict[str, Any]:
         file=sys.stderr,
     )
 
-    import_s = await import_users(ports.api, FIRST_USER, target, args.import_in_flight)
+    if args.services == "real":
+        import_s = await create_users(gate_env(ports, "real", procs.database), FIRST_USER, target)
+    else:
+        import_s = await import_users(ports.api, FIRST_USER, target, args.import_in_flight)
     rss_before = await settled_rss(gate_pid)
 
     # Connect phase.
@@ -543,6 +615,13 @@ def stop(procs: Procs) -> None:
     for log in procs.logs:
         log.close()
         Path(log.name).unlink(missing_ok=True)
+    if procs.api is not None:  # the real services: the run's database goes with it
+        settings = load_settings()
+        try:
+            with pymongo.MongoClient(settings.mongo.url, serverSelectionTimeoutMS=10_000) as mongo:
+                mongo.drop_database(procs.database)
+        except pymongo.errors.PyMongoError as exc:  # the run's result stands; say what is left
+            print(f"could not drop database {procs.database}: {exc}", file=sys.stderr)
 
 
 def save(result: dict[str, Any], path: Path) -> None:
