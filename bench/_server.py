@@ -22,24 +22,19 @@ import logging
 import os
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
 import msgspec
 from prometheus_client.registry import REGISTRY
+from pymongo import monitoring
 
 from bench.stats import latency_ms
 from bus.admin import apply
 from bus.topology import load_topology
-from coffeebus.settings import (
-    GatewaySettings,
-    KafkaSettings,
-    MessagingSettings,
-    MongoSettings,
-    RedisSettings,
-    Settings,
-)
+from coffeebus.settings import GatewaySettings, load_settings
 from coffeebus.wiring import Mode, Runtime, open_runtime
 from consumers.registry import factory
 from gateway.server import Gate
@@ -48,6 +43,7 @@ from schemas.ids import UserId, c2c_conversation_id
 from store.groups import GroupSpec
 from store.inbox import InboxEntry
 from store.messages import StoredMessage
+from store.mongo import connect_mongo
 from store.sessions import SessionTouch
 from store.users import UserImport
 from tests.consumers.conftest import commit_ends, unique_groups
@@ -59,8 +55,8 @@ log = logging.getLogger(__name__)
 GROUPS = ("msg", "fanout", "ack", "query")
 #: Bench users get ids above 2**40, far from the demo users and the tests' ids.
 USER_ID_BASE = 1 << 40
-#: How many store writes the preparation keeps in flight (FerretDB serialises them anyway).
-PREPARE_CONCURRENCY = 32
+#: Users created per bulk insert (`UserStore.create_many`).
+USER_BATCH = 1000
 
 
 def token(user_id: int) -> str:
@@ -68,23 +64,43 @@ def token(user_id: int) -> str:
     return f"bench-{user_id}"
 
 
+def new_suffix() -> str:
+    """What a run's Mongo database, Redis key prefix and consumer group ids end in."""
+    return uuid.uuid4().hex[:10]
+
+
+def database_name(suffix: str) -> str:
+    """The Mongo database of the run whose names end in `suffix` (see `system`)."""
+    return f"cbbench_{suffix}"
+
+
 @contextlib.asynccontextmanager
 async def system(
-    services: str, *, group_max_members: int = 200, groups: Sequence[str] = GROUPS
+    services: str,
+    *,
+    suffix: str | None = None,
+    group_max_members: int = 200,
+    groups: Sequence[str] = GROUPS,
 ) -> AsyncIterator[tuple[Runtime, Gate]]:
-    """A runtime, a member of each of `groups` and a gate on an ephemeral port."""
-    suffix = uuid.uuid4().hex[:10]
+    """A runtime, a member of each of `groups` and a gate on an ephemeral port.
+
+    `suffix` (default: `new_suffix()`) names the run's database, key prefix and group ids.
+    The settings are the environment's (`load_settings`: ``MONGO_URL``,
+    ``KAFKA_BOOTSTRAP_SERVERS``, ``REDIS_URL``, ``COFFEEBUS_*``), with the run's own names.
+    """
+    suffix = suffix or new_suffix()
     topology = unique_groups(load_topology(), f"bench{suffix}")
-    messaging = MessagingSettings(group_max_members=group_max_members)
-    settings = Settings(messaging=messaging)
+    base = load_settings()
+    messaging = msgspec.structs.replace(base.messaging, group_max_members=group_max_members)
+    settings = msgspec.structs.replace(base, messaging=messaging)
     mode = Mode.EMBEDDED
     if services == "real":
         mode = Mode.REAL
-        settings = Settings(
-            messaging=messaging,
-            kafka=KafkaSettings(linger_ms=2),
-            mongo=MongoSettings(database=f"cbbench_{suffix}"),
-            redis=RedisSettings(key_prefix=f"cbbench:{suffix}:"),
+        settings = msgspec.structs.replace(
+            settings,
+            kafka=msgspec.structs.replace(base.kafka, linger_ms=2),
+            mongo=msgspec.structs.replace(base.mongo, database=database_name(suffix)),
+            redis=msgspec.structs.replace(base.redis, key_prefix=f"cbbench:{suffix}:"),
         )
         await apply(topology, settings.kafka.bootstrap_servers)
         # Start at the end of the shared topics: other runs' records are not ours to handle.
@@ -130,21 +146,16 @@ async def system(
             for consumer in consumers:
                 await consumer.stop()
             if services == "real":
-                from store.mongo import connect_mongo  # noqa: PLC0415
-
-                mongo = connect_mongo(settings.mongo.url)
-                await mongo.drop_database(settings.mongo.database)
-                await mongo.close()
+                await drop_database(settings.mongo.url, settings.mongo.database)
 
 
-async def _bounded(coros: Sequence[Any], limit: int = PREPARE_CONCURRENCY) -> list[Any]:
-    slots = asyncio.Semaphore(limit)
-
-    async def one(coro: Any) -> Any:
-        async with slots:
-            return await coro
-
-    return await asyncio.gather(*(one(c) for c in coros))
+async def drop_database(url: str, name: str) -> None:
+    """Remove a run's Mongo database (also the driver's clean-up of a killed server)."""
+    mongo = connect_mongo(url, socket_timeout=60)
+    try:
+        await mongo.drop_database(name)
+    finally:
+        await mongo.close()
 
 
 def handler_totals() -> dict[str, tuple[float, float, float]]:
@@ -168,12 +179,41 @@ def handler_totals() -> dict[str, tuple[float, float, float]]:
     return {name: (e[0], e[1], e[2]) for name, e in totals.items()}
 
 
+class MongoCommands(monitoring.CommandListener):
+    """How many commands of each name this process's Mongo clients sent, and how long
+    each took (server round trip as PyMongo measures it), since the last `take`."""
+
+    def __init__(self) -> None:
+        self._ms: defaultdict[str, list[float]] = defaultdict(list)
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        pass
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        self._ms[event.command_name].append(event.duration_micros / 1e6)
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        self._ms[f"{event.command_name} (failed)"].append(event.duration_micros / 1e6)
+
+    def take(self) -> dict[str, dict[str, Any]]:
+        taken, self._ms = self._ms, defaultdict(list)
+        return {
+            name: {"count": len(times), "ms": latency_ms(times), "total_s": round(sum(times), 3)}
+            for name, times in sorted(taken.items())
+        }
+
+
+#: Registered before any client exists (PyMongo copies the global listeners at creation).
+MONGO_COMMANDS = MongoCommands()
+
+
 class Monitor:
     """Event-loop stalls and garbage-collector pauses of this process, since the last take.
 
     CPU: the process's CPU seconds (user + system), a figure that other load on the machine
     changes less than wall-clock rates do. Handlers: calls, records per call and time per
-    call of each consumer group. Loop lag: how late a 10 ms sleep wakes up (a handler or a
+    call of each consumer group. Mongo: the commands sent and their round trips (real
+    services). Loop lag: how late a 10 ms sleep wakes up (a handler or a
     collection holding the loop delays every connection's frames by as much). GC: the
     duration of every collection, by generation, from `gc.callbacks`.
     """
@@ -228,6 +268,7 @@ class Monitor:
         return {
             "cpu_s": round(cpu, 3),
             "handlers": batches,
+            "mongo": MONGO_COMMANDS.take(),
             "loop_lag_ms": latency_ms(lags),
             "gc_pause_ms": {
                 f"gen{g}": {
@@ -254,17 +295,17 @@ class Commands:
         return self._monitor.take()
 
     async def users(self, count: int) -> list[int]:
-        """`count` new users, each with the token `token(user_id)`."""
+        """`count` new users, each with the token `token(user_id)`, created in bulk (one
+        upsert per user took FerretDB v1 ~90 ms: 2,000 users did not fit in 10 minutes)."""
         ids = list(range(self._next_user, self._next_user + count))
         self._next_user += count
-        await _bounded(
-            [
-                self.rt.users.upsert(
-                    UserImport(user_id=UserId(u), nick_name=f"b{u}", token=token(u))
-                )
-                for u in ids
-            ]
-        )
+        for first in range(0, count, USER_BATCH):
+            chunk = ids[first : first + USER_BATCH]
+            created = await self.rt.users.create_many(
+                [UserImport(user_id=UserId(u), nick_name=f"b{u}", token=token(u)) for u in chunk]
+            )
+            if len(created) != len(chunk):
+                raise RuntimeError(f"{len(chunk) - len(created)} of {len(chunk)} users existed")
         return ids
 
     async def group(self, owner: int, members: list[int], group_type: int) -> int:
@@ -326,8 +367,8 @@ class Commands:
         return {"peers": peers, "seconds": time.perf_counter() - started}
 
 
-async def _serve(conn: Connection, services: str, group_max_members: int) -> None:
-    async with system(services, group_max_members=group_max_members) as (rt, gate):
+async def _serve(conn: Connection, services: str, suffix: str, group_max_members: int) -> None:
+    async with system(services, suffix=suffix, group_max_members=group_max_members) as (rt, gate):
         if os.environ.get("BENCH_SERVER_GC") == "tuned":
             # Experiment knob (docs/benchmarks.md, "Profile and fixes"): startup objects out
             # of the collector's sight, fewer young-generation collections.
@@ -352,9 +393,10 @@ async def _serve(conn: Connection, services: str, group_max_members: int) -> Non
     conn.send((stop_id, ("stopped",)))
 
 
-def serve(conn: Connection, services: str, group_max_members: int) -> None:
+def serve(conn: Connection, services: str, suffix: str, group_max_members: int) -> None:
     """Process entry point: run the system until the driver sends ``("stop",)``."""
+    monitoring.register(MONGO_COMMANDS)
     import uvloop  # noqa: PLC0415 - the gate's production loop
 
     logging.basicConfig(level=logging.WARNING)
-    uvloop.run(_serve(conn, services, group_max_members))
+    uvloop.run(_serve(conn, services, suffix, group_max_members))

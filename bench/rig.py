@@ -17,10 +17,13 @@ from types import TracebackType
 from typing import Any, Self
 
 from bench._load import work
-from bench._server import serve
+from bench._server import database_name, drop_database, new_suffix, serve
+from coffeebus.settings import load_settings
 
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 60.0
+#: How long a thread waiting on a pipe blocks before looking at its deadline again.
+POLL_SLICE_S = 0.5
 #: Loopback source addresses the workers' connections are spread over (each address has
 #: ~28,000 ephemeral ports toward one gate port).
 SOURCES = tuple(f"127.0.0.{n}" for n in range(2, 10))
@@ -45,12 +48,17 @@ async def ask(conn: Connection, request: tuple[Any, ...], wait_s: float) -> Any:
 
 async def answer(conn: Connection, wait_s: float, what: str, request_id: int = 0) -> Any:
     """The value answering `request_id` on `conn` (0: an unsolicited message such as
-    "ready"), waited for in a thread (a pipe has no asyncio reader)."""
+    "ready"), waited for in a thread (a pipe has no asyncio reader).
+
+    The thread polls in slices of `POLL_SLICE_S`: a cancelled wait (a scenario's deadline)
+    leaves no thread blocked behind it for the rest of `wait_s`."""
     deadline = time.monotonic() + wait_s
     while True:
         left = deadline - time.monotonic()
-        if left <= 0 or not await asyncio.to_thread(conn.poll, left):
+        if left <= 0:
             raise BenchError(f"{what}: no answer in {wait_s:g} s")
+        if not await asyncio.to_thread(conn.poll, min(left, POLL_SLICE_S)):
+            continue
         answered, value = conn.recv()
         if answered != request_id:
             continue  # the late answer of a request that timed out
@@ -67,6 +75,8 @@ class Rig:
         self.n_workers = workers
         self.group_max_members = group_max_members
         self.port = 0
+        #: Names the server's Mongo database, Redis key prefix and consumer group ids.
+        self.suffix = new_suffix()
         self._server: tuple[SpawnProcess, Connection] | None = None
         self._workers: list[tuple[SpawnProcess, Connection]] = []
 
@@ -76,7 +86,7 @@ class Rig:
             mine, theirs = ctx.Pipe()
             proc = ctx.Process(
                 target=serve,
-                args=(theirs, self.services, self.group_max_members),
+                args=(theirs, self.services, self.suffix, self.group_max_members),
                 name=f"bench-server-{self.services}",
             )
             proc.start()
@@ -95,7 +105,7 @@ class Rig:
             for _, conn in self._workers:
                 await answer(conn, START_TIMEOUT_S, "worker start")
         except BaseException:
-            await self.close()
+            await self.close(abort=True)
             raise
         return self
 
@@ -105,7 +115,7 @@ class Rig:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.close()
+        await self.close(abort=exc is not None)
 
     async def server(self, *request: Any, wait_s: float = 600.0) -> Any:
         """Ask the system under test (see `bench._server.Commands`)."""
@@ -124,8 +134,29 @@ class Rig:
             )
         )
 
-    async def close(self) -> None:
-        """Close the workers' clients, stop the server; kill what does not exit in time."""
+    async def close(self, *, abort: bool = False) -> None:
+        """Close the workers' clients, stop the server; kill what does not exit in time.
+
+        With `abort` (after a scenario failed or ran out of time: the server may still be
+        busy with a request it will not finish soon), kill every process at once and remove
+        what the server would have removed on its way out."""
+        procs = [p for p, _ in self._workers] + ([self._server[0]] if self._server else [])
+        if abort:
+            for proc in procs:
+                proc.kill()
+        else:
+            await self._stop_gently()
+        for proc in procs:
+            await asyncio.to_thread(proc.join, STOP_TIMEOUT_S)
+            if proc.is_alive():
+                proc.kill()
+                await asyncio.to_thread(proc.join)
+        if abort and self._server is not None and self.services == "real":
+            await drop_database(load_settings().mongo.url, database_name(self.suffix))
+        self._workers.clear()
+        self._server = None
+
+    async def _stop_gently(self) -> None:
         for proc, conn in self._workers:
             if proc.is_alive():
                 try:
@@ -137,14 +168,6 @@ class Rig:
                 await ask(self._server[1], ("stop",), STOP_TIMEOUT_S)
             except (BenchError, OSError, EOFError):
                 self._server[0].kill()
-        procs = [p for p, _ in self._workers] + ([self._server[0]] if self._server else [])
-        for proc in procs:
-            await asyncio.to_thread(proc.join, STOP_TIMEOUT_S)
-            if proc.is_alive():
-                proc.kill()
-                await asyncio.to_thread(proc.join)
-        self._workers.clear()
-        self._server = None
 
 
 def split(items: list[Any], parts: int) -> list[list[Any]]:

@@ -27,7 +27,7 @@ import shlex
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,16 +35,18 @@ from rich.console import Console
 from rich.progress import Progress
 
 from bench import conn_bench, report, scenarios
-from bench.rig import Rig
+from bench.rig import START_TIMEOUT_S, STOP_TIMEOUT_S, Rig
 from bench.scenarios import Ramp
 from bench.stats import ratio
 from bus.topology import load_topology
-from coffeebus.settings import Settings
+from coffeebus.settings import MessagingSettings, Settings, load_settings
 from schemas.codes import GroupType
 from store.mongo import connect_mongo
 
 ROOT = Path(__file__).resolve().parent.parent
 LATEST = ROOT / "bench" / "results" / "latest.json"
+#: [messaging] group_max_members by default (the seed's 200).
+DEFAULT_GROUP_MAX = MessagingSettings().group_max_members
 SCENARIOS = (
     "c2c_embedded",
     "group_embedded",
@@ -59,52 +61,95 @@ SCENARIOS = (
 
 
 @dataclass(frozen=True)
+class Sizes:
+    """What one mode runs on one kind of services, and how long each part may take."""
+
+    ramp: Ramp
+    #: (members, group type, messages) per group run
+    groups: tuple[tuple[int, int, int], ...]
+    #: (sessions, messages per session, request rounds)
+    pull: tuple[int, int, int]
+    connections: int
+    #: The deadline of each part, in seconds: past it the part fails, its processes are
+    #: killed and the run goes on. A group run has the group deadline each.
+    c2c_s: float
+    group_s: float
+    pull_s: float
+    connections_s: float
+
+
+@dataclass(frozen=True)
 class Plan:
     """The sizes of one mode."""
 
-    ramp_embedded: Ramp
-    ramp_real: Ramp
-    #: (members, group type, messages) per group run
-    groups_embedded: tuple[tuple[int, int, int], ...]
-    groups_real: tuple[tuple[int, int, int], ...]
-    pull_rounds: int
-    connections: int
-    connections_real: int
+    embedded: Sizes
+    real: Sizes
     heartbeat_s: float
     kafka_records: int
     mongo_documents: int
+    baseline_s: float
 
 
+#: The quick mode fits in about 6 minutes on a quiet 2-core machine. The real-services runs
+#: are smaller than the embedded ones: FerretDB v1 on SQLite takes ~600 write statements/s
+#: whatever the concurrency (docs/benchmarks.md), so a 1,000-member group's warm-up message
+#: alone (a seq section and an inbox write per member) takes minutes there.
 PLANS = {
     "quick": Plan(
-        ramp_embedded=Ramp((100, 250, 500, 1000, 2000, 4000, 8000, 16000, 32000), 3.0, 5.0, 100),
-        ramp_real=Ramp((10, 25, 50, 100, 200, 400, 800, 1600, 3200, 6400), 4.0, 10.0, 20),
-        groups_embedded=((1000, GroupType.NORMAL, 10), (2000, GroupType.SUPER, 5)),
-        groups_real=((1000, GroupType.NORMAL, 2), (2000, GroupType.SUPER, 1)),
-        pull_rounds=50,
-        connections=5_000,
-        connections_real=1_000,
+        embedded=Sizes(
+            ramp=Ramp((100, 250, 500, 1000, 2000, 4000, 8000, 16000, 32000), 3.0, 5.0, 100),
+            groups=((1000, GroupType.NORMAL, 10), (2000, GroupType.SUPER, 5)),
+            pull=(100, 100, 50),
+            connections=5_000,
+            c2c_s=120,
+            group_s=90,
+            pull_s=60,
+            connections_s=120,
+        ),
+        real=Sizes(
+            ramp=Ramp((10, 25, 50, 100, 200, 400, 800, 1600, 3200, 6400), 3.0, 8.0, 20),
+            groups=((100, GroupType.NORMAL, 2), (200, GroupType.SUPER, 1)),
+            pull=(20, 50, 5),
+            connections=1_000,
+            c2c_s=120,
+            group_s=90,
+            pull_s=90,
+            connections_s=120,
+        ),
         heartbeat_s=5.0,
         kafka_records=50_000,
         mongo_documents=5_000,
+        baseline_s=60,
     ),
     "full": Plan(
-        ramp_embedded=Ramp(
-            (100, 250, 500, 1000, 2000, 4000, 8000, 16000, 32000, 64000), 10.0, 10.0, 200
+        embedded=Sizes(
+            ramp=Ramp(
+                (100, 250, 500, 1000, 2000, 4000, 8000, 16000, 32000, 64000), 10.0, 10.0, 200
+            ),
+            groups=((1000, GroupType.NORMAL, 50), (2000, GroupType.SUPER, 20)),
+            pull=(100, 100, 200),
+            connections=20_000,
+            c2c_s=600,
+            group_s=600,
+            pull_s=300,
+            connections_s=900,
         ),
-        ramp_real=Ramp((10, 25, 50, 100, 200, 400, 800, 1600, 3200, 6400), 10.0, 20.0, 50),
-        groups_embedded=((1000, GroupType.NORMAL, 50), (2000, GroupType.SUPER, 20)),
-        groups_real=((1000, GroupType.NORMAL, 5), (2000, GroupType.SUPER, 3)),
-        pull_rounds=200,
-        connections=20_000,
-        connections_real=5_000,
+        real=Sizes(
+            ramp=Ramp((10, 25, 50, 100, 200, 400, 800, 1600, 3200, 6400), 10.0, 20.0, 50),
+            groups=((1000, GroupType.NORMAL, 5), (2000, GroupType.SUPER, 3)),
+            pull=(100, 100, 200),
+            connections=5_000,
+            c2c_s=900,
+            group_s=1800,
+            pull_s=600,
+            connections_s=900,
+        ),
         heartbeat_s=10.0,
         kafka_records=200_000,
         mongo_documents=20_000,
+        baseline_s=300,
     ),
 }
-#: The pull scenario's user: 100 sessions and 10,000 messages (issue 7).
-PULL_SESSIONS, PULL_PER_SESSION = 100, 100
 
 
 def machine(settings: Settings) -> dict[str, Any]:
@@ -131,66 +176,119 @@ async def _server_version(url: str) -> str | None:
     return f"MongoDB {info.get('version')}"
 
 
+class Rigs:
+    """The system under test of one services run, shared by its parts; a part that fails
+    takes its rig down with it (its server may still be busy with the failed request) and
+    the next part starts a fresh one."""
+
+    def __init__(self, services: str, group_max_members: int, log: RunLog) -> None:
+        self.services = services
+        self.group_max_members = group_max_members
+        self._log = log
+        self._rig: Rig | None = None
+
+    async def get(self) -> Rig:
+        """The running rig, started (within `bench.rig.START_TIMEOUT_S`) if there is none;
+        its start-up time is logged as "start <services>"."""
+        if self._rig is None:
+            started = time.perf_counter()
+            rig = Rig(self.services, workers=2, group_max_members=self.group_max_members)
+            self._rig = await rig.__aenter__()
+            name = f"start {self.services}"
+            took = self._log.durations.get(name, 0.0) + time.perf_counter() - started
+            self._log.durations[name] = round(took, 1)
+        return self._rig
+
+    async def close(self, *, abort: bool = False) -> None:
+        rig, self._rig = self._rig, None
+        if rig is not None:
+            await rig.close(abort=abort)
+
+
 async def services_run(
-    services: str, plan: Plan, only: set[str], progress: Progress, errors: dict[str, str]
+    services: str, plan: Plan, only: set[str], progress: Progress, log: RunLog
 ) -> dict[str, Any]:
-    """c2c, group and pull on `services`, sharing one system under test; a scenario that
-    fails is recorded in `errors` and the next one runs."""
-    ramp = plan.ramp_embedded if services == "embedded" else plan.ramp_real
-    groups = plan.groups_embedded if services == "embedded" else plan.groups_real
-    max_normal = max(m for m, t, _ in groups if t == GroupType.NORMAL)
+    """c2c, group and pull on `services`; a part that fails or passes its deadline is
+    recorded in the log and the next one runs."""
+    sizes = plan.embedded if services == "embedded" else plan.real
+    max_normal = max(
+        (m for m, t, _ in sizes.groups if t == GroupType.NORMAL), default=DEFAULT_GROUP_MAX
+    )
     out: dict[str, Any] = {}
-    # The 1,000-member group is NORMAL: [messaging] group_max_members is raised to it for
-    # the run (its default is the seed's 200); SUPER keeps its default limit (2,000).
-    async with Rig(services, workers=2, group_max_members=max_normal) as rig:
+    # A NORMAL group above [messaging] group_max_members (the seed's 200) is allowed by
+    # raising the limit for the run; SUPER keeps its default limit (2,000).
+    rigs = Rigs(services, max(max_normal, DEFAULT_GROUP_MAX), log)
 
-        async def group_runs() -> dict[str, Any]:
-            runs = []
-            for members, kind, messages in groups:
-                label = f"group {services} {members} {GroupType(kind).name}"
-                run = await guarded(
-                    label,
-                    errors,
-                    functools.partial(
-                        scenarios.group,
-                        rig,
-                        members,
-                        kind,
-                        messages,
-                        progress=progress,
-                        label=label,
-                    ),
-                )
-                if run:
-                    runs.append(run)
-            if not runs:
-                return {}
-            first = runs[0]
-            return {
-                "runs": runs,
-                # The headline is the first run's: the 1,000-member group.
-                "deliveries_per_s": first["deliveries_per_s"],
-                "inbox_writes_per_s": first["inbox_writes_per_s"],
-                "group_max_members": max_normal,
-            }
+    async def on_rig(
+        name: str, deadline_s: float, part: Callable[[Rig], Awaitable[dict[str, Any]]]
+    ) -> dict[str, Any]:
+        # Starting the system is not the part's time (its own deadline: `Rig.__aenter__`).
+        rig = await rigs.get()
+        result = await log.guarded(name, deadline_s, lambda: part(rig))
+        if name in log.errors:
+            await rigs.close(abort=True)
+        return result
 
-        parts: dict[str, Callable[[], Awaitable[dict[str, Any]]]] = {
-            f"c2c_{services}": lambda: scenarios.c2c(rig, ramp, progress, f"c2c {services}"),
-            f"group_{services}": group_runs,
-            f"pull_{services}": lambda: scenarios.pull(
-                rig,
-                PULL_SESSIONS,
-                PULL_PER_SESSION,
-                plan.pull_rounds,
-                progress=progress,
-                label=f"pull {services}",
-            ),
+    async def group_runs() -> dict[str, Any]:
+        runs = []
+        for members, kind, messages in sizes.groups:
+            label = f"group {services} {members} {GroupType(kind).name}"
+            run = await on_rig(
+                label,
+                sizes.group_s,
+                functools.partial(
+                    scenarios.group,
+                    members=members,
+                    group_type=kind,
+                    messages=messages,
+                    progress=progress,
+                    label=label,
+                ),
+            )
+            if run:
+                runs.append(run)
+        if not runs:
+            return {}
+        first = runs[0]
+        return {
+            "runs": runs,
+            # The headline is the first run's: the NORMAL group.
+            "deliveries_per_s": first["deliveries_per_s"],
+            "inbox_writes_per_s": first["inbox_writes_per_s"],
+            "group_max_members": max(max_normal, DEFAULT_GROUP_MAX),
         }
-        for name, part in parts.items():
-            if name in only:
-                result = await guarded(name, errors, part)
-                if result:
-                    out[name] = result
+
+    sessions, per_session, rounds = sizes.pull
+    try:
+        name = f"c2c_{services}"
+        if name in only:
+            result = await on_rig(
+                name,
+                sizes.c2c_s,
+                lambda rig: scenarios.c2c(rig, sizes.ramp, progress, f"c2c {services}"),
+            )
+            if result:
+                out[name] = result
+        name = f"group_{services}"
+        if name in only:
+            started = time.perf_counter()
+            result = await group_runs()
+            log.durations[name] = round(time.perf_counter() - started, 1)
+            if result:
+                out[name] = result
+        name = f"pull_{services}"
+        if name in only:
+            result = await on_rig(
+                name,
+                sizes.pull_s,
+                lambda rig: scenarios.pull(
+                    rig, sessions, per_session, rounds, progress=progress, label=f"pull {services}"
+                ),
+            )
+            if result:
+                out[name] = result
+    finally:
+        await rigs.close()
     return out
 
 
@@ -230,67 +328,93 @@ def ratios(scen: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def guarded(
-    name: str, errors: dict[str, str], step: Callable[[], Awaitable[dict[str, Any]]]
-) -> dict[str, Any]:
-    """Run one part; a failure is recorded under its name and the run goes on."""
-    try:
-        return await step()
-    except Exception as exc:
-        errors[name] = f"{type(exc).__name__}: {exc}"
-        Console(stderr=True).print(f"[red]{name} failed:[/red] {errors[name]}")
+@dataclass
+class RunLog:
+    """What went wrong in a run, and how long each part took."""
+
+    errors: dict[str, str] = field(default_factory=dict)
+    durations: dict[str, float] = field(default_factory=dict)
+
+    async def guarded(
+        self, name: str, deadline_s: float, step: Callable[[], Awaitable[dict[str, Any]]]
+    ) -> dict[str, Any]:
+        """Run one part within `deadline_s`; a failure is recorded under its name and the
+        run goes on."""
+        started = time.perf_counter()
+        limit = asyncio.timeout(deadline_s)
+        try:
+            async with limit:
+                return await step()
+        except TimeoutError as exc:
+            if limit.expired():
+                self.errors[name] = f"not done within its deadline of {deadline_s:g} s"
+            else:
+                self.errors[name] = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:
+            self.errors[name] = f"{type(exc).__name__}: {exc}"
+        finally:
+            self.durations[name] = round(time.perf_counter() - started, 1)
+        Console(stderr=True).print(f"[red]{name} failed:[/red] {self.errors[name]}")
         return {}
 
 
 async def run(mode: str, only: set[str], command: str) -> dict[str, Any]:
     plan = PLANS[mode]
-    settings = Settings()
+    settings = load_settings()
     started = time.time()
     scen: dict[str, Any] = {}
     base: dict[str, Any] = {}
-    errors: dict[str, str] = {}
+    log = RunLog()
     console = Console(stderr=True)
     with Progress(console=console) as progress:
-        for services in ("embedded", "real"):
+        for services, sizes in (("embedded", plan.embedded), ("real", plan.real)):
             if only & {f"{k}_{services}" for k in ("c2c", "group", "pull")}:
+                # Every part has its own deadline; this one only bounds the (re)starts of the
+                # system under test and the clean-up after.
+                parts = 2 + len(sizes.groups)
+                whole = sizes.c2c_s + len(sizes.groups) * sizes.group_s + sizes.pull_s
+                whole += parts * (START_TIMEOUT_S + STOP_TIMEOUT_S)
                 scen.update(
-                    await guarded(
+                    await log.guarded(
                         services,
-                        errors,
-                        functools.partial(services_run, services, plan, only, progress, errors),
+                        whole,
+                        functools.partial(services_run, services, plan, only, progress, log),
                     )
                 )
+                log.durations.pop(services, None)
         if "baselines" in only:
             bootstrap = settings.kafka.bootstrap_servers
             partitions = load_topology().topic("im.up.msg").partitions
             base.update(
-                await guarded(
+                await log.guarded(
                     "baseline kafka",
-                    errors,
+                    plan.baseline_s,
                     lambda: scenarios.kafka_baseline(
                         bootstrap, plan.kafka_records, partitions, progress
                     ),
                 )
             )
             base.update(
-                await guarded(
+                await log.guarded(
                     "baseline mongo",
-                    errors,
+                    plan.baseline_s,
                     lambda: scenarios.mongo_baseline(
                         settings.mongo.url, plan.mongo_documents, progress
                     ),
                 )
             )
     # conn_bench draws its own bars: outside the Progress above (one live display at a time).
-    for name, services, count in (
-        ("connections", "embedded", plan.connections),
-        ("connections_real", "real", plan.connections_real),
+    for name, services, sizes in (
+        ("connections", "embedded", plan.embedded),
+        ("connections_real", "real", plan.real),
     ):
         if name in only:
-            measured = await guarded(
-                name, errors, functools.partial(connections, services, count, plan.heartbeat_s)
+            measured = await log.guarded(
+                name,
+                sizes.connections_s,
+                functools.partial(connections, services, sizes.connections, plan.heartbeat_s),
             )
-            if measured:  # a failure is in `errors`, not an empty scenario
+            if measured:  # a failure is in the log's errors, not an empty scenario
                 scen[name] = measured
     return {
         "schema": report.SCHEMA_VERSION,
@@ -299,10 +423,11 @@ async def run(mode: str, only: set[str], command: str) -> dict[str, Any]:
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "duration_s": round(time.time() - started, 1),
         "load_average": [round(x, 2) for x in os.getloadavg()],
+        "durations_s": log.durations,
         "scenarios": scen,
         "baselines": base,
         "ratios": ratios(scen, base),
-        "errors": errors,
+        "errors": log.errors,
     }
 
 
@@ -316,7 +441,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--output", type=Path, default=LATEST)
     parser.add_argument("--no-report", action="store_true", help="write the JSON only")
+    parser.add_argument(
+        "--mongo-url",
+        help="the MongoDB-compatible server of the real-services parts (default: MONGO_URL, "
+        "else the settings' default); every process of the run uses it",
+    )
     args = parser.parse_args(argv)
+    if args.mongo_url:
+        # Read by `load_settings` here, in the spawned server and in the gate processes.
+        os.environ["MONGO_URL"] = args.mongo_url
     only = {s.strip() for s in args.only.split(",") if s.strip()}
     unknown = only - set(SCENARIOS)
     if unknown:
@@ -325,7 +458,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = shlex.join(["uv", "run", "python", "-m", "bench.run", *argv_shown])
     if "--mode" not in argv_shown:
         command += f"  # mode {args.mode}"
-    described = machine(Settings())
+    described = machine(load_settings())
     result = asyncio.run(run(args.mode, only, command))
     result = {"machine": described, **result}
     args.output.parent.mkdir(parents=True, exist_ok=True)
