@@ -58,13 +58,22 @@ class HandlerBatches(msgspec.Struct, frozen=True):
     ms_per_call: float
 
 
+class MongoCommands(msgspec.Struct, frozen=True):
+    count: int
+    ms: Latency
+    total_s: float
+
+
 class ServerLoad(msgspec.Struct, frozen=True):
-    """The system under test's CPU, handler batches, loop lag and GC pauses in a step."""
+    """The system under test's CPU, handler batches, Mongo commands, loop lag and GC pauses
+    in a step."""
 
     cpu_s: float
     handlers: dict[str, HandlerBatches]
     loop_lag_ms: Latency
     gc_pause_ms: dict[str, GcPauses]
+    #: Absent from runs before it was recorded.
+    mongo: dict[str, MongoCommands] = msgspec.field(default_factory=dict)
 
 
 class C2CStep(msgspec.Struct, frozen=True):
@@ -190,6 +199,8 @@ class Result(msgspec.Struct, frozen=True):
     baselines: Baselines
     ratios: Ratios
     errors: dict[str, str]
+    #: Wall seconds of each part (absent from runs before it was recorded).
+    durations_s: dict[str, float] = msgspec.field(default_factory=dict)
 
 
 def load(path: Path) -> tuple[Result, dict[str, Any]]:
@@ -308,6 +319,9 @@ def block_run(result: Result, raw: Mapping[str, Any]) -> str:
         f"{m.mongo_server or 'MongoDB-compatible server ?'}, Redis — all on this machine, on "
         f"loopback; open-files hard limit {fmt(m.nofile_hard_limit)}.",
     ]
+    if result.durations_s:
+        parts = ", ".join(f"{name} {fmt(s)} s" for name, s in result.durations_s.items())
+        lines += ["", f"Wall time per part: {parts}."]
     absent = missing(raw)
     if absent:
         lines += ["", "Figures missing from this run: " + ", ".join(f"`{p}`" for p in absent) + "."]
@@ -380,13 +394,55 @@ def _c2c_table(run: C2C) -> str:
         "send→deliver p50/p99/p999 ms",
         "keeps up",
     ]
-    return (
+    text = (
         f"{run.pairs} sender→receiver pairs over {run.workers} load processes, "
         f"{fmt(run.step_s, 1)} s per step, {fmt(run.drain_s, 1)} s drain. "
         "**Highest rate with p99 ≤ 100 ms: "
         f"{fmt(run.max_rate_p99_100ms)} msg/s**; highest delivered rate that kept up: "
         f"{fmt(run.max_delivered_per_s)} msg/s.\n\n" + table(head, rows)
     )
+    servers = [st for st in run.steps if st.server is not None]
+    if not servers:
+        return text
+    return text + "\n\nWhere the server's time went in each step:\n\n" + _server_table(servers)
+
+
+#: The consumer groups whose handler times the c2c server table shows.
+C2C_GROUPS = ("msg", "fanout", "ack")
+
+
+def _server_table(steps: Sequence[C2CStep]) -> str:
+    """Per step: the server's CPU per message, each group's handler time per call (and
+    records per call), and the Mongo commands that took the most time."""
+    rows = []
+    for st in steps:
+        assert st.server is not None
+        handlers = [st.server.handlers.get(g) for g in C2C_GROUPS]
+        mongo = sorted(st.server.mongo.items(), key=lambda kv: -kv[1].total_s)[:3]
+        rows.append(
+            [
+                fmt(st.offered_per_s),
+                fmt(st.server_cpu_us_per_msg),
+                *(
+                    f"{fmt(h.ms_per_call, 1)} ({fmt(h.records_per_call, 1)})" if h else ""
+                    for h in handlers
+                ),
+                ", ".join(
+                    f"{name} {fmt(c.count)}: {fmt(c.ms.p50, 1)} / {fmt(c.ms.p99, 1)}"
+                    for name, c in mongo
+                )
+                or "none",
+                " / ".join(fmt(getattr(st.server.loop_lag_ms, q), 1) for q in ("p50", "p99")),
+            ]
+        )
+    head = [
+        "offered/s",
+        "server CPU µs/msg",
+        *(f"{g} ms/call (records/call)" for g in C2C_GROUPS),
+        "Mongo commands: count: p50 / p99 ms (most time first)",
+        "loop lag p50/p99 ms",
+    ]
+    return table(head, rows)
 
 
 def block_c2c(result: Result, raw: Mapping[str, Any]) -> str:
