@@ -18,7 +18,8 @@ max seq in Redis, the wrappers here keep one string per timeline
   on every write, so that idle timelines leave Redis;
 - read heads from Redis, many keys in one pipeline of single-key commands (never MGET or a
   multi-key script: the keys spread over a Redis Cluster like the per-user keys), and on a
-  miss read the wrapped store and fill the cache through the same max.
+  miss read the wrapped store and fill the cache through the same max (an empty timeline's
+  0 for `EMPTY_HEAD_TTL` only).
 
 Coherence without transactions:
 
@@ -68,12 +69,20 @@ _S = TypeVar("_S")
 # every conversation that ever was. Not a setting: nothing depends on its value but the hit rate.
 HEAD_TTL: Final = datetime.timedelta(days=7)
 
+# A head of 0 — a timeline with nothing stored, cached by a miss — lives a minute only: an ack
+# may name any conversation, and a client naming many made-up ones must not fill Redis for a
+# week. (A scan per made-up conversation and minute is what it can still cost the store.)
+EMPTY_HEAD_TTL: Final = datetime.timedelta(minutes=1)
+
 # KEYS[1] a head key; ARGV[1] a seq; ARGV[2] TTL ms. Raises the head to the seq, never lowers
-# it, and refreshes the TTL either way; returns the head.
+# it; refreshes the TTL either way, but never shortens it (a late fill of 0 must not cut a
+# real head's TTL to EMPTY_HEAD_TTL); returns the head.
 _ADVANCE: Final = """
 local cur = redis.call('GET', KEYS[1])
 if cur and tonumber(cur) >= tonumber(ARGV[1]) then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  end
   return tonumber(cur)
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
@@ -89,6 +98,7 @@ class _Heads:
             raise ValueError("ttl must be positive")
         self._redis = redis
         self._ttl_ms = max(1, round(ttl.total_seconds() * 1000))
+        self._empty_ttl_ms = min(self._ttl_ms, round(EMPTY_HEAD_TTL.total_seconds() * 1000))
         self._script = redis.register_script(_ADVANCE)
 
     async def get(self, keys: Sequence[str]) -> list[int | None]:
@@ -103,7 +113,8 @@ class _Heads:
         return [None if v is None else int(v) for v in values]
 
     async def advance(self, heads: Mapping[str, int]) -> None:
-        """Raise each key's head to the given seq (where it is lower) and refresh its TTL."""
+        """Raise each key's head to the given seq (where it is lower) and refresh its TTL
+        (`EMPTY_HEAD_TTL` for a head of 0)."""
         pending = dict(heads)
         for attempt in range(2):
             if not pending:
@@ -113,7 +124,8 @@ class _Heads:
             # again after Redis lost it (a restart): NOSCRIPT fails only those commands.
             async with self._redis.pipeline(transaction=False) as pipe:
                 for key, seq in pending.items():
-                    pipe.evalsha(self._script.sha, 1, key, seq, self._ttl_ms)
+                    ttl_ms = self._ttl_ms if seq > 0 else self._empty_ttl_ms
+                    pipe.evalsha(self._script.sha, 1, key, seq, ttl_ms)
                 results = await pipe.execute(raise_on_error=False)
             failed = dict(zip(pending.items(), results, strict=True))
             errors = [r for r in failed.values() if isinstance(r, Exception)]

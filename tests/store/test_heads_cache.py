@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from schemas.ids import ConversationId, UserId
-from store.heads_cache import HEAD_TTL, CachedInboxStore, CachedMessageStore
+from store.heads_cache import EMPTY_HEAD_TTL, HEAD_TTL, CachedInboxStore, CachedMessageStore
 from store.inbox import InboxEntry
 from store.inbox_mongo import MongoInboxStore
 from store.keys import RedisKeys
@@ -36,6 +36,7 @@ pytestmark = [pytest.mark.mongo, pytest.mark.redis]
 CONV = conv(1, 2)
 GROUP = group_msg(1, 9, 1).conversation
 BOB = UserId(2)
+WEEK_MS = HEAD_TTL // datetime.timedelta(milliseconds=1)
 
 
 @pytest.fixture
@@ -136,24 +137,29 @@ class _PausedReads(MongoMessageStore):
         return found
 
 
+@pytest.mark.parametrize("stored_before", [0, 3])
 async def test_a_late_fill_does_not_undo_an_advance(
     messages: CachedMessageStore,
-    mongo_messages: MongoMessageStore,
     mongo_db: AsyncDatabase[Document],
     redis: Redis,
     redis_keys: RedisKeys,
+    stored_before: int,
 ) -> None:
-    await mongo_messages.insert(c2c(1, 2, 3))  # stored, not cached
     paused = _PausedReads(mongo_db)
+    if stored_before:
+        await paused.insert(c2c(1, 2, stored_before))  # stored in MongoDB, not cached
     reader = CachedMessageStore(paused, redis, keys=redis_keys)
     reading = asyncio.create_task(reader.latest_seqs([CONV]))
     async with asyncio.timeout(10):
-        await paused.read.wait()  # the reader missed and read 3 from MongoDB
+        await paused.read.wait()  # the reader missed and read the old head from MongoDB
     await messages.insert(c2c(1, 2, 7))  # the writer stores 7 and advances the head
     paused.release.set()
-    assert await reading == {CONV: 3}  # what it read, concurrently with the write
-    assert await redis.get(redis_keys.conversation_head(CONV)) == b"7"
+    assert await reading == {CONV: stored_before}  # what it read, concurrently with the write
+    key = redis_keys.conversation_head(CONV)
+    assert await redis.get(key) == b"7"
     assert await messages.latest_seqs([CONV]) == {CONV: 7}
+    # Nor does it shorten the head's TTL (a fill of 0 asks for EMPTY_HEAD_TTL).
+    assert await redis.pttl(key) > WEEK_MS - 60_000
 
 
 async def test_a_replay_advances_a_head_that_missed_the_first_write(
@@ -187,12 +193,14 @@ async def test_the_ttl_is_set_and_refreshed_by_every_write(
     messages: CachedMessageStore, redis: Redis, redis_keys: RedisKeys
 ) -> None:
     key = redis_keys.conversation_head(CONV)
+    # An empty conversation's head (any conversation an ack names) is cached briefly.
+    assert await messages.latest_seqs([CONV]) == {CONV: 0}
+    assert 0 < await redis.pttl(key) <= EMPTY_HEAD_TTL // datetime.timedelta(milliseconds=1)
     await messages.insert(c2c(1, 2, 4))
-    week_ms = HEAD_TTL // datetime.timedelta(milliseconds=1)
-    assert week_ms - 60_000 < await redis.pttl(key) <= week_ms
+    assert WEEK_MS - 60_000 < await redis.pttl(key) <= WEEK_MS
     await redis.pexpire(key, 1_000)
     await messages.insert(c2c(1, 2, 3))  # a write that does not move the head...
-    assert await redis.pttl(key) > week_ms - 60_000  # ...still keeps it
+    assert await redis.pttl(key) > WEEK_MS - 60_000  # ...still keeps it
     assert await redis.get(key) == b"4"
 
 
