@@ -6,7 +6,8 @@ stores and the topology. `open_runtime` builds it either
 - *embedded*: `MemoryBus` with every declared topic, and the in-memory store twins — the
   whole system in one process with nothing else installed (``make run``); or
 - *real*: `KafkaBus` on ``settings.kafka``, MongoDB stores on ``settings.mongo`` with their
-  indexes ensured, Redis on ``settings.redis``.
+  indexes ensured (groups and timeline heads behind Redis caches), Redis on
+  ``settings.redis``.
 
 Roles never choose between the two themselves; this module is the only place that does.
 """
@@ -29,6 +30,7 @@ from store.deliveries import DeliveryStore, MemoryDeliveryStore, MongoDeliverySt
 from store.groups import GroupLimits, GroupStore, MemoryGroupStore
 from store.groups_cache import CachedGroupStore
 from store.groups_mongo import MongoGroupStore
+from store.heads_cache import CachedInboxStore, CachedMessageStore
 from store.idempotency import IdempotencyStore, MemoryIdempotencyStore, RedisIdempotencyStore
 from store.inbox import InboxStore, MemoryInboxStore
 from store.inbox_mongo import MongoInboxStore
@@ -166,7 +168,9 @@ async def open_runtime(
         await mongo_store.ensure_indexes(db)
         await kafka_bus.start()
         sections = MongoSectionStore(db)
-        inbox_store = MongoInboxStore(db)
+        # Timeline heads through Redis (`store.heads_cache`). The sessions store gets the
+        # wrapper too: no inbox access of this process goes around the cache.
+        inbox_store = CachedInboxStore(MongoInboxStore(db), redis, keys=keys)
         try:
             yield Runtime(
                 settings=settings,
@@ -175,7 +179,7 @@ async def open_runtime(
                 bus=kafka_bus,
                 users=MongoUserStore(db, redis, keys=keys),
                 routes=RedisRouteStore(redis, keys=keys),
-                messages=MongoMessageStore(db),
+                messages=CachedMessageStore(MongoMessageStore(db), redis, keys=keys),
                 inbox=inbox_store,
                 sessions=MongoSessionStore(db, inbox_store),
                 deliveries=MongoDeliveryStore(db),

@@ -18,8 +18,9 @@ the write and the publish loses no event.
 
 Acks have no response. One that cannot be honoured (another user's id in the body, a group
 the user is not in, a seq the conversation never reached) is dropped with a log line.
-Every seq is clamped to the conversation's latest message, so a client cannot mark messages
-that do not exist yet as read or delivered.
+Every seq is clamped to the conversation's latest message (its head: `MessageStore.latest_seqs`,
+from Redis on the real services), so a client cannot mark messages that do not exist yet as
+read or delivered.
 
 Single writer: ``session_reads`` and ``deliveries`` documents are keyed by user and written
 only here, by the owner of the user's ``im.up.ack`` partition; reading the current read seq
@@ -208,9 +209,9 @@ class AckHandler:
             log.warning("command 0x%04X is not an ack: ignored", request.cmd)
 
     async def _latest_seqs(self, convs: set[ConversationId]) -> dict[ConversationId, int]:
-        ordered = list(convs)
-        found = await asyncio.gather(*(self._messages.latest(c) for c in ordered))
-        return {c: (0 if m is None else m.seq) for c, m in zip(ordered, found, strict=True)}
+        # One call for the batch: on the real services, one Redis round trip
+        # (`store.heads_cache`) instead of a timeline scan per conversation on FerretDB.
+        return await self._messages.latest_seqs(convs)
 
     async def _memberships(self, pairs: set[tuple[UserId, int]]) -> set[tuple[UserId, int]]:
         ordered = list(pairs)
