@@ -92,6 +92,8 @@ GATE_HEARTBEAT_S = 3600
 FIRST_USER = 70_000_000
 START_TIMEOUT_S = 60.0
 REGISTRY_WAIT_S = 25.0
+#: How long after the heartbeat phase's end the load workers may take to report it.
+HEARTBEAT_GRACE_S = 60.0
 #: How long one user's import is retried while the API answers 503.
 IMPORT_RETRY_S = 60.0
 #: Users created per bulk insert on the real services.
@@ -535,12 +537,21 @@ async def bench(args: argparse.Namespace, procs: Procs) -> dict[str, Any]:
         pipe.send(("heartbeat", n, args.heartbeat_seconds))
     hb_progress = Progress("heartbeat", int(args.heartbeat_seconds))
     answers: list[Any] = []
-    for pipe in procs.pipes:
-        while not pipe.poll():
-            hb_progress.show(min(int(time.perf_counter() - hb_progress.start), hb_progress.total))
-            await asyncio.sleep(0.25)
-        answers.append(pipe.recv())
-    hb_progress.end()
+    answer_by = time.monotonic() + args.heartbeat_seconds + HEARTBEAT_GRACE_S
+    try:
+        for pipe in procs.pipes:
+            while not pipe.poll():
+                if time.monotonic() > answer_by:
+                    raise RuntimeError(
+                        f"heartbeat phase: a load worker did not answer within "
+                        f"{args.heartbeat_seconds + HEARTBEAT_GRACE_S:g} s"
+                    )
+                elapsed = int(time.perf_counter() - hb_progress.start)
+                hb_progress.show(min(elapsed, hb_progress.total))
+                await asyncio.sleep(0.25)
+            answers.append(pipe.recv())
+    finally:
+        hb_progress.end()
     gate_cpu = cpu_s(gate_pid) - cpu_before
     answered = sum(a[1] for a in answers)
     hb_failed = sum(a[2] for a in answers)
