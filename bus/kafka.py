@@ -125,6 +125,8 @@ class KafkaBus:
             "request_timeout_ms": request_timeout_ms,
         }
         self._metadata_wait_s = metadata_wait_ms / 1000
+        #: How long a consumer waits for one offset commit (`KafkaConsumer._commit`).
+        self.commit_timeout_s = request_timeout_ms / 1000
         self.poll_timeout_ms = poll_timeout_ms
         self._producer: Any = None
         self._consumers: set[KafkaConsumer] = set()
@@ -464,7 +466,16 @@ class KafkaConsumer:
         self._positions = {}
         consumer = self._consumer
         if consumer is not None:
-            await consumer.stop()  # leaves the group (unless static); commits nothing
+            try:
+                await consumer.stop()  # leaves the group (unless static); commits nothing
+            except asyncio.CancelledError:
+                if (current := asyncio.current_task()) is not None and current.cancelling():
+                    raise
+                # aiokafka 0.14's Fetcher.close cancels the fetch requests in flight and then
+                # awaits them without suppressing their CancelledError (seen with a fetch in
+                # its retry backoff during a broker outage). Escaping, it skipped the client's
+                # close here and, above, the stop of every other role of the process.
+                await consumer._client.close()
 
     # -- rebalance callbacks (run by aiokafka's coordinator task) ---------------------------
 
@@ -568,11 +579,27 @@ class KafkaConsumer:
             KafkaTopicPartition(tp.topic, tp.partition): offset for tp, offset in done.items()
         }
         try:
-            await self._consumer.commit(offsets)
-            self._positions.update(
-                (TopicPartition(tp.topic, tp.partition), offset) for tp, offset in done.items()
+            # aiokafka retries a commit for as long as the group coordinator cannot be found,
+            # i.e. for the whole of a broker outage, and `stop` waits for this loop: a SIGTERM
+            # during an outage never ended the process. Bounded, an uncommitted batch costs
+            # nothing but a replay: a later commit covers it, or the next owner handles it
+            # again (handlers are idempotent).
+            async with asyncio.timeout(self._bus.commit_timeout_s):
+                await self._consumer.commit(offsets)
+        except TimeoutError:
+            log.warning(
+                "group %s: commit of %s not done within %.1fs (broker unreachable?); "
+                "a later commit or the next owner covers these records",
+                self._group,
+                offsets,
+                self._bus.commit_timeout_s,
             )
+            return
         except (CommitFailedError, IllegalStateError) as exc:
             # The group moved on without us (e.g. max_poll_interval exceeded): the new owner
             # gets these records again, which handlers tolerate.
             log.warning("group %s: commit of %s failed: %r", self._group, offsets, exc)
+            return
+        self._positions.update(
+            (TopicPartition(tp.topic, tp.partition), offset) for tp, offset in done.items()
+        )
