@@ -125,20 +125,27 @@ _FIRST_POLL_S: Final = 0.005
 _MAX_POLL_S: Final = 0.1
 
 
-async def _created(pipeline: Pipeline, group_id: GroupId) -> Group | None:
-    """The group once it exists, or None when `pipeline.group_create_wait_s` passes first.
+async def _created(pipeline: Pipeline, group_id: GroupId, members: int) -> tuple[Group, int] | None:
+    """The group and its member count once it exists with its `members` initial members, or
+    None when `pipeline.group_create_wait_s` passes first.
 
-    Reads by primary key with a growing pause: the API has no subscription to the group
-    consumer's results, and a create takes one consumer round trip (milliseconds embedded,
-    tens of milliseconds on Kafka and FerretDB).
+    The store inserts a group and then its members, so "the group exists" alone may be read
+    between the two (and answered 201 with the owner alone). Reads by primary key with a
+    growing pause: the API has no subscription to the group consumer's results, and a create
+    takes one consumer round trip (milliseconds embedded, tens of milliseconds on Kafka and
+    FerretDB).
     """
     pause = _FIRST_POLL_S
     try:
         async with asyncio.timeout(pipeline.group_create_wait_s):
-            while (group := await pipeline.groups.get(group_id)) is None:
+            while True:
+                group = await pipeline.groups.get(group_id)
+                if group is not None:
+                    count = len(await pipeline.groups.members(group_id))
+                    if count >= members:
+                        return group, count
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, _MAX_POLL_S)
-            return group
     except TimeoutError:
         return None
 
@@ -182,8 +189,8 @@ async def create_group(
     request_id = TraceId(
         (await _publish(pipeline, Cmd.API_GROUP_CREATE_REQ, req, group_id)).request_id
     )
-    group = await _created(pipeline, group_id)
-    if group is None:
+    found = await _created(pipeline, group_id, len(members) + 1)
+    if found is None:
         logger.warning(
             "group %d not created within %.1f s (group consumer lagging?), trace %s",
             group_id,
@@ -200,12 +207,13 @@ async def create_group(
             request_id=request_id,
         )
         return Response(pending, status_code=202)
+    group, member_count = found
     created = GroupCreated(
         group_id=group.group_id,
         name=group.name,
         group_type=group.group_type,
         owner_id=group.owner_id,
-        member_count=len(await pipeline.groups.members(group.group_id)),
+        member_count=member_count,
         created=True,
         request_id=request_id,
     )

@@ -20,6 +20,14 @@ put always contains its own change. Reads fill on a miss (read-through); every w
 this class re-puts the snapshot at once (other processes see the change immediately), and the
 TTL bounds only what a crash between the store write and the cache write leaves (the replayed
 write re-puts it).
+
+A create is the one write that does not follow "members first, version after": the store
+inserts the group (version 1) and then its members. A reader that misses in between caches
+version 1 with the owner alone, and a writer's put of the same version used to be refused —
+the members stayed invisible until the TTL (seen: the API's 201 reading right after a
+create, then the GROUP_CREATE notification reaching nobody but the owner). So a writer's put,
+made after its own write completed, may replace a snapshot of the *same* version; a reader's
+fill still needs a strictly newer one, so a slow reader cannot undo the writer's put.
 """
 
 from __future__ import annotations
@@ -45,17 +53,21 @@ from store.keys import RedisKeys
 VERSION_FIELD: Final = b"#v"
 GROUP_FIELD: Final = b"#g"
 
-# KEYS[1] cache key; ARGV[1] version; ARGV[2] TTL ms; ARGV[3] encoded group ("" = none);
-# ARGV[4..] member ids. Replaces the snapshot only with a newer version.
+# KEYS[1] cache key; ARGV[1] version; ARGV[2] TTL ms; ARGV[3] "1" for a writer's put (may
+# replace the same version), "0" for a reader's fill (only a newer one); ARGV[4] encoded group
+# ("" = none); ARGV[5..] member ids.
 _PUT: Final = """
 local cur = redis.call('HGET', KEYS[1], '#v')
-if cur and tonumber(cur) >= tonumber(ARGV[1]) then
-  return 0
+if cur then
+  local have, put = tonumber(cur), tonumber(ARGV[1])
+  if have > put or (have == put and ARGV[3] ~= '1') then
+    return 0
+  end
 end
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], '#v', ARGV[1], '#g', ARGV[3])
+redis.call('HSET', KEYS[1], '#v', ARGV[1], '#g', ARGV[4])
 local fields = {}
-for i = 4, #ARGV do
+for i = 5, #ARGV do
   fields[#fields + 1] = ARGV[i]
   fields[#fields + 1] = '1'
   if #fields >= 1000 then
@@ -110,29 +122,31 @@ class CachedGroupStore:
 
     # --- cache -------------------------------------------------------------------------
 
-    async def _load(self, group_id: GroupId) -> _Snapshot:
+    async def _load(self, group_id: GroupId, *, writer: bool = False) -> _Snapshot:
         # The group (and so its version) strictly before the members: see the module doc.
         group = await self._inner.get(group_id)
         members = frozenset(await self._inner.members(group_id)) if group else frozenset()
-        await self._put(group_id, group, members)
+        await self._put(group_id, group, members, writer=writer)
         return _Snapshot(group, members)
 
     async def _put(
-        self, group_id: GroupId, group: Group | None, members: frozenset[UserId]
+        self, group_id: GroupId, group: Group | None, members: frozenset[UserId], *, writer: bool
     ) -> None:
         await self._put_script(
             keys=[self._keys.group_members(group_id)],
             args=[
                 0 if group is None else group.version,
                 self._ttl_ms,
+                1 if writer else 0,
                 b"" if group is None else self._encoder.encode(group),
                 *sorted(members),
             ],
         )
 
     async def refresh(self, group_id: GroupId) -> None:
-        """Re-put the group's snapshot from the store (what every write here does)."""
-        await self._load(group_id)
+        """Re-put the group's snapshot from the store after a write of this process: it may
+        replace a snapshot of the same version (module docstring, "A create")."""
+        await self._load(group_id, writer=True)
 
     # --- reads through the cache -------------------------------------------------------
 

@@ -248,6 +248,31 @@ async def test_a_change_in_one_process_is_seen_by_the_other_at_once(
 
 @pytest.mark.mongo
 @pytest.mark.redis
+async def test_a_read_in_the_middle_of_a_create_does_not_hide_its_members(
+    two_processes: tuple[CachedGroupStore, CachedGroupStore],
+    mongo_db: AsyncDatabase[Document],
+    clock: ManualClock,
+) -> None:
+    """The store inserts a new group, then its members, both at version 1: a reader that
+    misses in between caches the owner alone, and the creating writer's put of the same
+    version must replace that (it used to be refused until the TTL)."""
+    writer, reader = two_processes
+    inner = mongo_store(mongo_db, clock)
+    # The create up to its group insert: the group, with the owner alone.
+    gid = (await inner.create(spec(), [], create_key="k")).group.group_id
+    assert await reader.members(gid) == [OWNER]  # cached: version 1, owner alone
+    # The rest of it: the members (no version bump), then the writer's put.
+    await inner.create(spec(), [U[2], U[3]], create_key="k")
+    await writer.refresh(gid)
+    assert await reader.members(gid) == [OWNER, U[2], U[3]]
+    assert await reader.is_member(gid, U[3])
+    # A reader's fill of that same version changes nothing (it may be the stale one).
+    await reader.get(gid)
+    assert await reader.members(gid) == [OWNER, U[2], U[3]]
+
+
+@pytest.mark.mongo
+@pytest.mark.redis
 async def test_reads_go_through_the_cache_and_fill_it_on_a_miss(
     mongo_db: AsyncDatabase[Document],
     redis: Redis,
@@ -294,7 +319,7 @@ async def test_an_old_snapshot_never_replaces_a_newer_one(
     await writer.remove_members(gid, [U[2]])
     # The slow reader's put of its old snapshot arrives now, and is refused.
     slow_reader = CachedGroupStore(inner, redis, keys=redis_keys)
-    await slow_reader._put(gid, old_group, old_members)
+    await slow_reader._put(gid, old_group, old_members, writer=False)
     assert not await slow_reader.is_member(gid, U[2])
     assert await slow_reader.members(gid) == [OWNER]
 
