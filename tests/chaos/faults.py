@@ -11,7 +11,6 @@ before anything is asserted.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -21,6 +20,7 @@ import msgspec
 from gateway.server import Gate
 from schemas.ids import UserId
 from sdk.client import Client
+from telemetry.taskdump import format_tasks
 from tests.chaos.checker import DeliveryReport, record_fault_result, settle
 from tests.chaos.harness import Ledger, Load, c2c
 from tests.consumers.conftest import System
@@ -88,7 +88,7 @@ async def run_under_load(
         try:
             await load.finish(within=finish_within)
         except TimeoutError:
-            log.error("the load did not finish; where the tasks wait:\n%s", _task_stacks())
+            log.error("the load did not finish; where the tasks wait:\n%s", format_tasks())
             raise
     finally:
         await load.cancel()
@@ -109,16 +109,6 @@ async def run_under_load(
     )
     log.info("fault run: %s", run.describe())
     return run
-
-
-def _task_stacks(limit: int = 60) -> str:
-    """The innermost frames of every pending task: what a stuck load is waiting on."""
-    lines = []
-    for task in asyncio.all_tasks():
-        frames = task.get_stack(limit=3)
-        where = " <- ".join(f"{f.f_code.co_qualname}:{f.f_lineno}" for f in reversed(frames))
-        lines.append(f"{task.get_name()}: {where}")
-    return "\n".join(sorted(lines)[:limit])
 
 
 def assert_clean(run: FaultRun, *, expected: int) -> None:
