@@ -26,7 +26,10 @@ from store.sessions import SessionTouch
 from store.sessions_mongo import MongoSessionStore
 
 
-def _msg(conversation: ConversationId, seq: int, sender: int, to: int, stype: int) -> StoredMessage:
+def stored_message(
+    conversation: ConversationId, seq: int, sender: int, to: int, stype: int
+) -> StoredMessage:
+    """A 64-byte text message at `seq` of `conversation`, as the msg group would store it."""
     return StoredMessage(
         conversation=conversation,
         seq=seq,
@@ -52,7 +55,7 @@ async def main(url: str, members: int, rounds: int, sessions: int) -> None:
         conv = group_conversation_id(gid)  # type: ignore[arg-type]
         insert_s, touch_s = [], []
         for seq in range(1, rounds + 1):
-            msg = _msg(conv, seq, 1, gid, SessionType.GROUP)
+            msg = stored_message(conv, seq, 1, gid, SessionType.GROUP)
             entries = [
                 InboxEntry(user_id=UserId(u), inbox_seq=seq, message=msg)
                 for u in range(1, members + 1)
@@ -78,7 +81,7 @@ async def main(url: str, members: int, rounds: int, sessions: int) -> None:
         for peer in range(2, sessions + 2):
             c = c2c_conversation_id(reader, UserId(peer))
             for seq in range(1, 6):
-                m = _msg(c, seq, peer, 1, SessionType.SINGLE)
+                m = stored_message(c, seq, peer, 1, SessionType.SINGLE)
                 iseq += 1
                 batch_entries.append(InboxEntry(user_id=reader, inbox_seq=iseq, message=m))
                 touches.append(SessionTouch(reader, m))

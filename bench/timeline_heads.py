@@ -20,32 +20,18 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 
-from schemas.codes import MsgType, SessionType
-from schemas.ids import ConversationId, UserId, c2c_conversation_id
+from bench.store_timelines import stored_message
+from schemas.codes import SessionType
+from schemas.ids import UserId, c2c_conversation_id
 from store.heads_cache import CachedInboxStore, CachedMessageStore
 from store.inbox import InboxEntry
 from store.inbox_mongo import MongoInboxStore
 from store.keys import RedisKeys
-from store.messages import StoredMessage
 from store.messages_mongo import MongoMessageStore
 from store.mongo import connect_mongo, ensure_indexes
 from store.redis import connect_redis
 
 READER = UserId(1)
-
-
-def _msg(conversation: ConversationId, seq: int, peer: int) -> StoredMessage:
-    return StoredMessage(
-        conversation=conversation,
-        seq=seq,
-        client_msg_id=uuid.uuid4().hex,
-        from_user_id=UserId(peer),
-        to_session_id=READER,
-        session_type=SessionType.SINGLE,
-        msg_type=MsgType.TEXT,
-        msg_data=b"x" * 64,
-        created_ms=1_700_000_000_000 + seq,
-    )
 
 
 async def _median_ms(call: Callable[[], Awaitable[object]], rounds: int) -> float:
@@ -74,7 +60,9 @@ async def main(args: argparse.Namespace) -> None:
         convs = [c2c_conversation_id(READER, UserId(p)) for p in range(2, args.conversations + 2)]
         per_conv = args.messages // args.conversations
         stored = [
-            _msg(c, seq, p + 2) for seq in range(1, per_conv + 1) for p, c in enumerate(convs)
+            stored_message(c, seq, p + 2, READER, SessionType.SINGLE)
+            for seq in range(1, per_conv + 1)
+            for p, c in enumerate(convs)
         ]
         for start in range(0, len(stored), 500):
             chunk = stored[start : start + 500]
