@@ -111,6 +111,13 @@ class Ledger:
         self.given_up: list[str] = []
         self._changed = asyncio.Event()
 
+    def assert_every_send_answered(self, total: int | None = None) -> None:
+        """No send refused or given up; with `total`, exactly that many messages acked."""
+        assert not self.refused, f"refused: {self.refused[:5]}"
+        assert not self.given_up, f"given up: {self.given_up[:5]}"
+        if total is not None:
+            assert len(self.acked) == total, f"{len(self.acked)} acked of {total}"
+
     def record(self, acked: Acked) -> None:
         """Record an ack (the harness calls this; tests may too, for sends of their own)."""
         self.acked.append(acked)
