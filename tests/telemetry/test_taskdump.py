@@ -6,8 +6,6 @@ import asyncio
 import logging
 import os
 
-import pytest
-
 from telemetry.taskdump import DUMP_SIGNAL, format_tasks, install_task_dump
 
 
@@ -33,29 +31,32 @@ async def test_the_dump_follows_awaits_to_where_a_task_blocks() -> None:
     await task
 
 
-async def test_sigusr1_logs_the_dump(caplog: pytest.LogCaptureFixture) -> None:
+async def test_sigusr1_logs_the_dump() -> None:
     loop = asyncio.get_running_loop()
     install_task_dump(loop)
     gate = asyncio.Event()
     task = asyncio.create_task(_outer(gate), name="stuck-handler")
+    dumps: list[logging.LogRecord] = []
     logged = asyncio.Event()
 
-    class _Seen(logging.Handler):
+    class _Dumps(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
+            dumps.append(record)
             logged.set()
 
-    seen = _Seen()
-    logging.getLogger("telemetry.taskdump").addHandler(seen)
+    logger = logging.getLogger("telemetry.taskdump")
+    handler = _Dumps(logging.WARNING)
+    logger.addHandler(handler)
     try:
-        with caplog.at_level(logging.WARNING, logger="telemetry.taskdump"):
-            os.kill(os.getpid(), DUMP_SIGNAL)
-            async with asyncio.timeout(10):
-                await logged.wait()
+        os.kill(os.getpid(), DUMP_SIGNAL)
+        async with asyncio.timeout(10):
+            await logged.wait()
     finally:
-        logging.getLogger("telemetry.taskdump").removeHandler(seen)
+        logger.removeHandler(handler)
         loop.remove_signal_handler(DUMP_SIGNAL)
         gate.set()
         await task
-    (record,) = [r for r in caplog.records if r.name == "telemetry.taskdump"]
+    (record,) = dumps
+    assert record.levelno == logging.WARNING
     assert "--- stuck-handler" in record.getMessage()
     assert "in _innermost" in record.getMessage()
