@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Literal, NamedTuple, Protocol
+from typing import Final, Literal, NamedTuple, Protocol
 
 import msgspec
 
@@ -46,6 +46,10 @@ DLQ_TOPIC = "dlq.topic"
 DLQ_PARTITION = "dlq.partition"
 DLQ_OFFSET = "dlq.offset"
 DLQ_GROUP = "dlq.group"
+
+
+#: Records a consumer hands its handler at most per batch, unless asked for another size.
+DEFAULT_BATCH_MAX: Final = 500
 
 
 def dlq_topic(topic: str) -> str:
@@ -274,7 +278,7 @@ class Bus(Protocol):
         topics: Sequence[str],
         handler: Handler,
         *,
-        batch_max: int = 500,
+        batch_max: int = DEFAULT_BATCH_MAX,
         static_member_id: str | None = None,
         retry: RetryPolicy | None = None,
         listener: PartitionListener | None = None,

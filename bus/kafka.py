@@ -52,6 +52,7 @@ from aiokafka import TopicPartition as KafkaTopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from bus.base import (
+    DEFAULT_BATCH_MAX,
     BusError,
     ConsumerFailed,
     Handler,
@@ -278,7 +279,7 @@ class KafkaBus:
         topics: Sequence[str],
         handler: Handler,
         *,
-        batch_max: int = 500,
+        batch_max: int = DEFAULT_BATCH_MAX,
         static_member_id: str | None = None,
         retry: RetryPolicy | None = None,
         listener: PartitionListener | None = None,

@@ -29,6 +29,7 @@ import time
 from collections.abc import Iterable, Sequence
 
 from bus.base import (
+    DEFAULT_BATCH_MAX,
     BusError,
     ConsumerFailed,
     Handler,
@@ -153,7 +154,7 @@ class MemoryBus:
         topics: Sequence[str],
         handler: Handler,
         *,
-        batch_max: int = 500,
+        batch_max: int = DEFAULT_BATCH_MAX,
         static_member_id: str | None = None,
         retry: RetryPolicy | None = None,
         listener: PartitionListener | None = None,

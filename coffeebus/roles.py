@@ -20,7 +20,7 @@ import signal
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
-from bus.base import Consumer
+from bus.base import DEFAULT_BATCH_MAX, Consumer
 from coffeebus.wiring import Runtime
 from consumers.registry import factory
 from gateway.server import Gate
@@ -140,10 +140,13 @@ class ConsumerRole:
         self.handler = factory(group)(runtime)
         # The handler hears of partition changes: it forgets what it cached for partitions
         # it may no longer own (seq sections above all, DESIGN invariant 2).
+        # A handler may ask for larger batches than the bus's default (the projection).
+        batch_max: int = getattr(self.handler, "batch_max", DEFAULT_BATCH_MAX)
         self.consumer: Consumer = runtime.bus.consumer(
             spec.group_id,
             spec.topics,
             self.handler.handle,
+            batch_max=batch_max,
             static_member_id=static_member_id,
             listener=self.handler,
         )

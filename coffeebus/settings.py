@@ -34,6 +34,7 @@ __all__ = [
     "ApiSettings",
     "BizSettings",
     "GatewaySettings",
+    "HotSettings",
     "KafkaSettings",
     "LogSettings",
     "MessagingSettings",
@@ -163,6 +164,23 @@ class MessagingSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
     #: member limits by group type (PROTOCOL.md: NORMAL <= 200, SUPER <= 2000)
     group_max_members: PositiveInt = 200
     super_group_max_members: PositiveInt = 2000
+
+
+class HotSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``[hot]``: what Redis keeps of the timelines on the real services (docs/architecture.md,
+    "Storage"). Redis always holds what the projection has not written yet; these add the
+    recent end that readers find without the document store."""
+
+    #: messages per conversation kept beyond what the projection has not written
+    conversation_window: PositiveInt = 200
+    #: inbox entries per user kept beyond what the projection has not written
+    inbox_window: PositiveInt = 1000
+    #: how long a conversation's or a user's hot state outlives its last write (seconds);
+    #: must be far above any projection lag
+    idle_ttl_s: Positive = 7 * 24 * 3600.0
+    #: how long a sent client_msg_id is remembered (seconds): a resend within it gets the
+    #: original server_msg_id back, one after it is stored as a new message
+    dedupe_ttl_s: Positive = 24 * 3600.0
 
 
 class PushSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -306,6 +324,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     gateway: GatewaySettings = GatewaySettings()
     api: ApiSettings = ApiSettings()
     messaging: MessagingSettings = MessagingSettings()
+    hot: HotSettings = HotSettings()
     biz: BizSettings = BizSettings()
     webhooks: WebhookSettings = WebhookSettings()
     push: PushSettings = PushSettings()

@@ -5,9 +5,11 @@ stores and the topology. `open_runtime` builds it either
 
 - *embedded*: `MemoryBus` with every declared topic, and the in-memory store twins — the
   whole system in one process with nothing else installed (``make run``); or
-- *real*: `KafkaBus` on ``settings.kafka``, MongoDB stores on ``settings.mongo`` with their
-  indexes ensured (groups and timeline heads behind Redis caches), Redis on
-  ``settings.redis``.
+- *real*: `KafkaBus` on ``settings.kafka``, MongoDB on ``settings.mongo`` with its indexes
+  ensured, Redis on ``settings.redis``. The timelines (messages, inboxes, sessions, read and
+  delivery marks) are served from Redis with MongoDB behind (`store.hot_messages`,
+  `store.hot_users`); MongoDB is written only by the ``projection`` group, whose targets
+  (`Runtime.projection`) are the MongoDB stores themselves. Groups sit behind a Redis cache.
 
 Roles never choose between the two themselves; this module is the only place that does.
 """
@@ -15,6 +17,7 @@ Roles never choose between the two themselves; this module is the only place tha
 from __future__ import annotations
 
 import contextlib
+import datetime
 import enum
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -24,13 +27,15 @@ from bus.kafka import KafkaBus
 from bus.memory import MemoryBus
 from bus.topology import Topology, load_topology
 from coffeebus.settings import Settings
+from consumers.projection import ProjectionTargets
 from store import mongo as mongo_store
 from store import redis as redis_store
 from store.deliveries import DeliveryStore, MemoryDeliveryStore, MongoDeliveryStore
 from store.groups import GroupLimits, GroupStore, MemoryGroupStore
 from store.groups_cache import CachedGroupStore
 from store.groups_mongo import MongoGroupStore
-from store.heads_cache import CachedInboxStore, CachedMessageStore
+from store.hot_messages import RedisMessageStore
+from store.hot_users import HotTimelines, RedisDeliveryStore, RedisInboxStore, RedisSessionStore
 from store.idempotency import IdempotencyStore, MemoryIdempotencyStore, RedisIdempotencyStore
 from store.inbox import InboxStore, MemoryInboxStore
 from store.inbox_mongo import MongoInboxStore
@@ -97,6 +102,22 @@ class Runtime:
     readiness: tuple[tuple[str, ReadinessCheck], ...] = field(default=())
     #: the HTTP API's Idempotency-Key responses (Redis on the real services)
     idempotency: IdempotencyStore = field(default_factory=MemoryIdempotencyStore)
+    #: what the projection group writes (the document store) and trims (Redis's hot state);
+    #: None: the timeline stores above, which then are the document store themselves
+    projection_targets: ProjectionTargets | None = None
+
+    @property
+    def projection(self) -> ProjectionTargets:
+        """The projection group's targets (`projection_targets`, or the stores above)."""
+        if self.projection_targets is not None:
+            return self.projection_targets
+        return ProjectionTargets(
+            messages=self.messages,
+            inbox=self.inbox,
+            sessions=self.sessions,
+            deliveries=self.deliveries,
+            groups=self.groups,
+        )
 
 
 def group_limits(settings: Settings) -> GroupLimits:
@@ -168,9 +189,25 @@ async def open_runtime(
         await mongo_store.ensure_indexes(db)
         await kafka_bus.start()
         sections = MongoSectionStore(db)
-        # Timeline heads through Redis (`store.heads_cache`). The sessions store gets the
-        # wrapper too: no inbox access of this process goes around the cache.
-        inbox_store = CachedInboxStore(MongoInboxStore(db), redis, keys=keys)
+        hot = settings.hot
+        idle = datetime.timedelta(seconds=hot.idle_ttl_s)
+        cold_messages = MongoMessageStore(db)
+        cold_inbox = MongoInboxStore(db)
+        cold_sessions = MongoSessionStore(db, cold_inbox)
+        messages = RedisMessageStore(
+            redis,
+            cold_messages,
+            keys=keys,
+            window=hot.conversation_window,
+            idle_ttl=idle,
+            dedupe_ttl=datetime.timedelta(seconds=hot.dedupe_ttl_s),
+        )
+        hot_inbox = RedisInboxStore(
+            redis, cold_inbox, messages, keys=keys, window=hot.inbox_window, idle_ttl=idle
+        )
+        groups = CachedGroupStore(
+            MongoGroupStore(db, sections, limits=group_limits(settings)), redis, keys=keys
+        )
         try:
             yield Runtime(
                 settings=settings,
@@ -179,12 +216,20 @@ async def open_runtime(
                 bus=kafka_bus,
                 users=MongoUserStore(db, redis, keys=keys),
                 routes=RedisRouteStore(redis, keys=keys),
-                messages=CachedMessageStore(MongoMessageStore(db), redis, keys=keys),
-                inbox=inbox_store,
-                sessions=MongoSessionStore(db, inbox_store),
-                deliveries=MongoDeliveryStore(db),
-                groups=CachedGroupStore(
-                    MongoGroupStore(db, sections, limits=group_limits(settings)), redis, keys=keys
+                messages=messages,
+                inbox=hot_inbox,
+                sessions=RedisSessionStore(
+                    redis, cold_sessions, cold_inbox, keys=keys, idle_ttl=idle
+                ),
+                deliveries=RedisDeliveryStore(redis, keys=keys, idle_ttl=idle),
+                groups=groups,
+                projection_targets=ProjectionTargets(
+                    messages=cold_messages,
+                    inbox=cold_inbox,
+                    sessions=cold_sessions,
+                    deliveries=MongoDeliveryStore(db),
+                    groups=groups,
+                    hot=HotTimelines(messages, hot_inbox),
                 ),
                 sections=sections,
                 push_tokens=MongoPushTokenStore(db),

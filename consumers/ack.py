@@ -45,6 +45,7 @@ from schemas.codes import SessionType
 from schemas.commands import Cmd
 from schemas.envelope import Origin
 from schemas.ids import ConversationId, GroupId, TraceId, UserId
+from schemas.logs import LogMark
 from schemas.pb.coffeebus import ext_pb2
 from schemas.pb.coffeechat import base_pb2, message_pb2
 from store.clock import Clock, SystemClock
@@ -52,7 +53,7 @@ from store.deliveries import (
     DeliveryMark,
     DeliveryStore,
 )
-from store.groups import GroupStore, MemberAck
+from store.groups import GroupStore
 from store.messages import MessageStore
 from store.routes import RouteStore
 from store.sessions import ReadMark, SessionStore
@@ -144,7 +145,7 @@ class AckHandler:
         )
         effects = Effects(self._topology)
         delivered_events, read_events = await asyncio.gather(
-            self._deliver(list(delivered.values()), latest, membership),
+            self._deliver(list(delivered.values()), latest, membership, effects),
             self._read(list(reads.values()), latest, membership, effects),
         )
         events: list[BizEvent] = [*delivered_events, *read_events]
@@ -223,22 +224,24 @@ class AckHandler:
         items: list[_Delivered],
         latest: dict[ConversationId, int],
         members: set[tuple[UserId, int]],
+        effects: Effects,
     ) -> list[MessageDelivered]:
-        """Write the delivery marks; the events of the acks that were honoured."""
+        """Move and log the delivery marks (a group's per-member ack seqs too); the events
+        of the acks that were honoured."""
         now = self._clock.now_ms()
         marks: list[DeliveryMark] = []
-        acks: list[MemberAck] = []
         events: list[MessageDelivered] = []
         for item in items:
             seq = min(item.seq, latest.get(item.conversation, 0))
             if seq <= 0:
                 continue
-            if item.session_type == SessionType.GROUP:
-                if (item.user, item.session_id) not in members:
-                    continue
-                acks.append(MemberAck(GroupId(item.session_id), item.user, seq, now))
-            else:
-                marks.append(DeliveryMark(item.user, item.conversation, seq, now))
+            if (
+                item.session_type == SessionType.GROUP
+                and (item.user, item.session_id) not in members
+            ):
+                continue
+            marks.append(DeliveryMark(item.user, item.conversation, seq, now))
+            effects.log_delivery(LogMark(item.user, item.conversation, seq, now))
             events.append(
                 MessageDelivered(
                     id=event_id(MessageDelivered, item.user, item.conversation, seq),
@@ -250,10 +253,8 @@ class AckHandler:
                     seq=seq,
                 )
             )
-        await asyncio.gather(
-            self.deliveries.mark_delivered_many(marks) if marks else _nothing(),
-            self._groups.record_acks(acks) if acks else _nothing(),
-        )
+        if marks:
+            await self.deliveries.mark_delivered_many(marks)
         return events
 
     async def _read(
@@ -278,15 +279,19 @@ class AckHandler:
                 )
                 continue
             wanted.append(item)
-        current = await asyncio.gather(
-            *(self._sessions.read_seq(r.user, r.conversation) for r in wanted)
+        if not wanted:
+            return []
+        before = await self._sessions.advance_reads(
+            [ReadMark(r.user, r.conversation, r.seq) for r in wanted]
         )
-        forward = [r for r, seq in zip(wanted, current, strict=True) if r.seq > seq]
-        reached = [r for r, seq in zip(wanted, current, strict=True) if r.seq >= seq]
+        forward = [r for r, seq in zip(wanted, before, strict=True) if r.seq > seq]
+        reached = [r for r, seq in zip(wanted, before, strict=True) if r.seq >= seq]
+        now = self._clock.now_ms()
+        for r in reached:
+            # Logged when reached, not only when moved: a process that died between the
+            # hot write and the log append left the move only in Redis.
+            effects.log_read(LogMark(r.user, r.conversation, r.seq, now))
         if forward:
-            await self._sessions.mark_read_many(
-                [ReadMark(r.user, r.conversation, r.seq) for r in forward]
-            )
             await self._notify_reads(forward, effects)
         return [
             MessageRead(
@@ -333,10 +338,6 @@ class AckHandler:
                     theirs.SerializeToString(),
                     r.trace_id,
                 )
-
-
-async def _nothing() -> None:
-    return None
 
 
 @consumer_group("ack")

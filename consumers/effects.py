@@ -1,20 +1,26 @@
 """What a consumer handler produces besides its store writes: records to publish.
 
-Handlers never publish as they go. They collect `Effects` — responses to a request's
-connection, pushes to users' connections grouped per gate, records for other topics — and the
-group runner publishes them all in one `Bus.publish_batch` *after* the handler's store writes
-have succeeded and *before* the batch is committed. That order is what DESIGN.md's
-invariants need: an ack leaves only after the store is durable (4), and nothing is committed
-that was not handed on (3, 5). A replayed batch produces its effects again; every receiver of
-them is idempotent or harmless to repeat (an ack, a response, a push the client dedupes by
-``server_msg_id``).
+Handlers never publish as they go. They collect `Effects` — entries for the logs of record
+(``im.log.msg``, ``im.log.user``: `schemas.logs`), responses to a request's connection,
+pushes to users' connections grouped per gate, records for other topics — and publish them
+in `Effects.flush` *after* their hot-state writes and *before* the batch is committed, in two
+steps: first the log records, awaited (every in-sync replica has them), then everything
+else. That order is what the invariants of docs/architecture.md need: an ack or a push
+leaves only once what it reports is in the replicated log (4), and nothing is committed that
+was not handed on (3, 5). A replayed batch produces its effects again; every receiver of
+them is idempotent or harmless to repeat (a log entry the projection already wrote, an ack,
+a response, a push the client dedupes by ``server_msg_id``).
+
+Log entries are grouped into one record per log partition (the partition of each entry's
+key, as the bus maps it), cut to `schemas.logs.RECORD_BUDGET_BYTES`, in the order the handler
+added them — so one conversation's (one user's) entries keep their order.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from google.protobuf.message import Message
 
@@ -31,7 +37,18 @@ from schemas.envelope import (
     encode_gate_record,
     now_ms,
 )
+from schemas.events import FanoutMessage, recipient_key
 from schemas.ids import ConnId, GateId, TraceId, UserId
+from schemas.logs import (
+    InboxAppend,
+    LogMark,
+    MessageLog,
+    Revocation,
+    UserLog,
+    chunks,
+    encode_log,
+    message_bytes,
+)
 from schemas.pb.coffeebus import ext_pb2
 from store.routes import Route
 
@@ -43,16 +60,41 @@ log = logging.getLogger(__name__)
 class Effects:
     """Records one handler call wants published, in order."""
 
-    __slots__ = ("_pushes", "_topology", "outgoing")
+    __slots__ = ("_log", "_pushes", "_topology", "outgoing")
 
     def __init__(self, topology: Topology) -> None:
         self._topology = topology
         self.outgoing: list[Outgoing] = []
         # (gate, cmd, body, trace) -> targets: one Deliver per gate and distinct push.
         self._pushes: dict[tuple[str, int, bytes, str], list[Target]] = defaultdict(list)
+        self._log = _LogEntries()
 
     def __len__(self) -> int:
-        return len(self.outgoing) + len(self._pushes)
+        return len(self.outgoing) + len(self._pushes) + len(self._log)
+
+    # --- the logs of record ------------------------------------------------------------------
+
+    def log_message(self, message: FanoutMessage) -> None:
+        """Append a sequenced message to its conversation's log (``im.log.msg``)."""
+        self._log.messages.append(message)
+
+    def log_revocation(self, revocation: Revocation) -> None:
+        """Append a revocation to its conversation's log (``im.log.msg``)."""
+        self._log.revocations.append(revocation)
+
+    def log_inbox(
+        self, message: FanoutMessage, users: Sequence[UserId], inbox_seqs: Sequence[int]
+    ) -> None:
+        """Append `message` to the inboxes of `users` at `inbox_seqs` (``im.log.user``)."""
+        self._log.inbox.append((message, tuple(users), tuple(inbox_seqs)))
+
+    def log_read(self, mark: LogMark) -> None:
+        """Log a read mark (``im.log.user``)."""
+        self._log.reads.append(mark)
+
+    def log_delivery(self, mark: LogMark) -> None:
+        """Log a delivery mark (``im.log.user``)."""
+        self._log.deliveries.append(mark)
 
     def publish(self, topic: str, value: bytes, *, key: bytes | None = None) -> None:
         """A record for a declared topic (raises for an undeclared name)."""
@@ -115,7 +157,11 @@ class Effects:
         return count
 
     async def flush(self, bus: Bus) -> None:
-        """Publish `records()` in one batch; records for a gate whose topic is gone are dropped.
+        """Publish the log records, then `records()` in one batch; records for a gate whose
+        topic is gone are dropped.
+
+        The log records go first and are awaited: nothing else is sent before every
+        in-sync replica has them.
 
         A gate topic disappears when its gate is retired (or a test tears it down). The
         connections it served are gone with it: their clients reconnect elsewhere and catch
@@ -124,6 +170,9 @@ class Effects:
         fan-out of a stored message among it. Any other unknown topic is a deployment error
         and raises.
         """
+        if self._log:
+            await bus.publish_batch(await self._log.records(bus, self._topology))
+            self._log = _LogEntries()
         pending = self.records()
         gate = self._topology.template("gate")
         while pending:
@@ -183,3 +232,89 @@ class Effects:
 def _conn_key(conn_id: int) -> bytes:
     """The gate-topic key of a connection (as the gate keys its own records)."""
     return b"%d" % conn_id
+
+
+MESSAGE_LOG_TOPIC = "im.log.msg"
+USER_LOG_TOPIC = "im.log.user"
+
+
+class _LogEntries:
+    """Entries for the logs of record, kept in the order they were added."""
+
+    __slots__ = ("deliveries", "inbox", "messages", "reads", "revocations")
+
+    def __init__(self) -> None:
+        self.messages: list[FanoutMessage] = []
+        self.revocations: list[Revocation] = []
+        self.inbox: list[tuple[FanoutMessage, tuple[UserId, ...], tuple[int, ...]]] = []
+        self.reads: list[LogMark] = []
+        self.deliveries: list[LogMark] = []
+
+    def __len__(self) -> int:
+        return (
+            len(self.messages)
+            + len(self.revocations)
+            + len(self.inbox)
+            + len(self.reads)
+            + len(self.deliveries)
+        )
+
+    async def records(self, bus: Bus, topology: Topology) -> list[Outgoing]:
+        """One record per log partition (cut by size), keyed by its first entry's key."""
+        out: list[Outgoing] = []
+        if self.messages or self.revocations:
+            topic = topology.topic(MESSAGE_LOG_TOPIC).name
+            count = await bus.partitions_for(topic)
+            parts: dict[int, tuple[list[FanoutMessage], list[Revocation], bytes]] = {}
+            for msg in self.messages:
+                key = msg.conversation.encode()
+                parts.setdefault(partition_for_key(key, count), ([], [], key))[0].append(msg)
+            for rev in self.revocations:
+                key = rev.conversation.encode()
+                parts.setdefault(partition_for_key(key, count), ([], [], key))[1].append(rev)
+            ts = now_ms()
+            for messages, revocations, key in parts.values():
+                for batch in chunks(messages, message_bytes):
+                    logged = MessageLog(tuple(batch), (), ts)
+                    out.append(Outgoing(topic, encode_log(logged), key=key))
+                if revocations:
+                    logged = MessageLog((), tuple(revocations), ts)
+                    out.append(Outgoing(topic, encode_log(logged), key=key))
+        if self.inbox or self.reads or self.deliveries:
+            topic = topology.topic(USER_LOG_TOPIC).name
+            count = await bus.partitions_for(topic)
+            users: dict[int, tuple[list[InboxAppend], list[LogMark], list[LogMark], bytes]] = {}
+
+            def part(user: int) -> tuple[list[InboxAppend], list[LogMark], list[LogMark], bytes]:
+                key = recipient_key(user)
+                return users.setdefault(partition_for_key(key, count), ([], [], [], key))
+
+            for message, who, seqs in self.inbox:
+                split: dict[int, tuple[list[UserId], list[int]]] = {}
+                for user, seq in zip(who, seqs, strict=True):
+                    p = partition_for_key(recipient_key(user), count)
+                    group = split.setdefault(p, ([], []))
+                    group[0].append(user)
+                    group[1].append(seq)
+                for user_ids, inbox_seqs in split.values():
+                    part(user_ids[0])[0].append(
+                        InboxAppend(message, tuple(user_ids), tuple(inbox_seqs))
+                    )
+            for mark in self.reads:
+                part(mark.user_id)[1].append(mark)
+            for mark in self.deliveries:
+                part(mark.user_id)[2].append(mark)
+            ts = now_ms()
+            for appends, reads, deliveries, key in users.values():
+                for run in chunks(appends, _append_bytes):
+                    record = UserLog(tuple(run), (), (), ts)
+                    out.append(Outgoing(topic, encode_log(record), key=key))
+                if reads or deliveries:
+                    record = UserLog((), tuple(reads), tuple(deliveries), ts)
+                    out.append(Outgoing(topic, encode_log(record), key=key))
+        return out
+
+
+def _append_bytes(append: InboxAppend) -> int:
+    """Estimated bytes of an inbox append in a log record."""
+    return message_bytes(append.message) + 16 * len(append.users)

@@ -33,6 +33,7 @@ everyone than a rare late delivery after a crash.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -107,9 +108,24 @@ class FanoutHandler:
                 sources.append(index)
         if not entries:
             return
-        new = await self._inbox.append_new(entries)
-        await self._sessions.touch_many([SessionTouch(e.user_id, e.message) for e in entries])
+        appended, _ = await asyncio.gather(
+            self._inbox.append(entries),
+            self._sessions.touch_many([SessionTouch(e.user_id, e.message) for e in entries]),
+        )
+        new = [seq > 0 for seq in appended]
         effects = Effects(self._topology)
+        # The inbox log, before any push: every entry at the seq it has — a replayed one at
+        # its original seq, which a process that died before its log append left only in
+        # Redis (the projection skips what it has). An entry Redis no longer holds (0) is in
+        # the store already.
+        logged: dict[int, tuple[list[UserId], list[int]]] = {}
+        for entry, index, seq in zip(entries, sources, appended, strict=True):
+            if seq:
+                who, at = logged.setdefault(index, ([], []))
+                who.append(entry.user_id)
+                at.append(abs(seq))
+        for index, (who, at) in logged.items():
+            effects.log_inbox(fanouts[index].message, who, at)
         if self.timers is not None:
             # Delivery timers (consumers.timer) for every entry, new or not: a replay after a
             # crash between the inbox write and the publish pushes nothing live, so the timer

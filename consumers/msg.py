@@ -395,9 +395,12 @@ class MsgHandler:
                 )
             if origin is not None:
                 effects.reply(origin, Cmd.MSG_DATA_ACK, _ack(origin, message), trace)
+            body = _fanout_message(message, nicks.get(message.from_user_id, ""))
+            # Logged again when it is a duplicate: a process that died between the hot
+            # write and the log append left it only in Redis (the projection dedupes).
+            effects.log_message(body)
             event = _stored_event(message, trace, with_data=self.include_msg_data)
             effects.publish(event.topic, encode_event(event), key=event.key())
-            body = _fanout_message(message, nicks.get(message.from_user_id, ""))
             by_partition: dict[int, list[UserId]] = defaultdict(list)
             for user in send.recipients:
                 by_partition[partition_for_key(recipient_key(user), partitions)].append(user)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
@@ -76,13 +75,8 @@ async def current_versions(
     messages: MessageStore, found: Iterable[StoredMessage]
 ) -> dict[tuple[ConversationId, int], StoredMessage]:
     """The stored version of each message copy (sessions and inboxes hold copies that a
-    later revoke does not touch): one `get_by_seqs` per conversation, run concurrently."""
-    by_conv: dict[ConversationId, list[int]] = defaultdict(list)
-    for msg in found:
-        by_conv[msg.conversation].append(msg.seq)
-    convs = list(by_conv)
-    pages = await asyncio.gather(*(messages.get_by_seqs(c, by_conv[c]) for c in convs))
-    return {(m.conversation, m.seq): m for page in pages for m in page}
+    later revoke does not touch): one `MessageStore.get_many`."""
+    return await messages.get_many((m.conversation, m.seq) for m in found)
 
 
 class QueryHandler:

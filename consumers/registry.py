@@ -43,6 +43,7 @@ GROUP_MODULES: dict[str, str] = {
     "push": "consumers.push",
     "biz": "consumers.biz",
     "webhook": "consumers.webhooks",
+    "projection": "consumers.projection",
 }
 
 

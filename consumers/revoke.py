@@ -47,6 +47,7 @@ from schemas.codes import ExtResultCode, SessionType
 from schemas.commands import Cmd
 from schemas.envelope import Envelope
 from schemas.ids import ConnId, GateId, GroupId, UserId
+from schemas.logs import Revocation
 from schemas.pb.coffeebus import ext_pb2
 from store.clock import Clock, SystemClock
 from store.groups import GroupStore
@@ -185,8 +186,17 @@ class Revoker:
         operator: UserId,
         skip: tuple[GateId, ConnId] | None = None,
     ) -> None:
-        """RevokeNotify to every device of `views` (user → the session id they see), and the
-        ``message.revoked`` business event (again on a repeated revoke: same id)."""
+        """The revocation in the conversation's log, RevokeNotify to every device of `views`
+        (user → the session id they see), and the ``message.revoked`` business event (again
+        on a repeated revoke: same id, and logged again, which the projection ignores)."""
+        effects.log_revocation(
+            Revocation(
+                conversation=msg.conversation,
+                seq=msg.seq,
+                by=UserId(msg.revoked_by),
+                at_ms=msg.revoked_ms,
+            )
+        )
         event = MessageRevoked(
             id=event_id(MessageRevoked, msg.conversation, msg.seq),
             ts=msg.revoked_ms,

@@ -27,10 +27,10 @@ Waiting: pause the partition until its head is due
     Records behind the head that are due *earlier* than it (clocks again) fire with it —
     late, never early.
 
-Firing: the due records are checked in one round of store reads — single chats by the
-user's delivery mark of the conversation (`store.deliveries`, written by the ack group with
-``$max``: delivered seq ≥ the record's seq means a device acked it), groups by the member's
-ack seq (`GroupStore.acks`, once per group). Acked records are dropped. For each of the
+Firing: the due records are checked in one read of the delivery marks — the user's mark of
+the conversation, a single chat or a group (`store.deliveries`, moved forward only by the
+ack group: delivered seq ≥ the record's seq means a device acked it). Acked records are
+dropped. For each of the
 others a `schemas.events.PushRequest` goes to ``im.push``, all in one publish, after which
 the runner commits. One request per message, not one per conversation: the push group's
 at-most-once claim is per (user, conversation, seq), and a request standing for several
@@ -41,7 +41,6 @@ show one notification per conversation anyway (APNs ``apns-collapse-id``, FCM
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -64,10 +63,9 @@ from schemas.events import (
     encode_record,
     recipient_key,
 )
-from schemas.ids import ConversationId, GroupId, UserId
+from schemas.ids import ConversationId, UserId
 from store.clock import Clock, SystemClock
 from store.deliveries import DeliveryStore
-from store.groups import GroupStore
 
 if TYPE_CHECKING:
     from coffeebus.wiring import Runtime
@@ -158,7 +156,6 @@ class TimerHandler:
         bus: Bus,
         topology: Topology,
         deliveries: DeliveryStore,
-        groups: GroupStore,
         delay_s: float,
         clock: Clock | None = None,
         wait: Hold = hold,
@@ -166,7 +163,6 @@ class TimerHandler:
         self._bus = bus
         self._topology = topology
         self._deliveries = deliveries
-        self._groups = groups
         self._max_wait_ms = max(1, round(delay_s * 1000))
         self._clock = clock or SystemClock()
         self._wait = wait
@@ -224,31 +220,11 @@ class TimerHandler:
     async def _acked_seqs(
         self, due: Sequence[DeliveryTimer]
     ) -> dict[tuple[UserId, ConversationId], int]:
-        """The highest acked seq per (user, conversation) of `due`: one read per single chat
-        and one per group."""
-        singles = {
-            (t.user_id, t.notice.conversation)
-            for t in due
-            if t.notice.session_type != SessionType.GROUP
-        }
-        groups: dict[GroupId, set[tuple[UserId, ConversationId]]] = {}
-        for t in due:
-            if t.notice.session_type == SessionType.GROUP:
-                groups.setdefault(GroupId(t.notice.group_id), set()).add(
-                    (t.user_id, t.notice.conversation)
-                )
-        single_keys = sorted(singles)
-        group_ids = sorted(groups)
-        single_seqs, group_acks = await asyncio.gather(
-            asyncio.gather(*(self._deliveries.delivered_seq(u, c) for u, c in single_keys)),
-            asyncio.gather(*(self._groups.acks(g) for g in group_ids)),
+        """The highest acked seq per (user, conversation) of `due`, single chats and groups
+        alike: one read of the delivery marks (Redis on the real services)."""
+        return await self._deliveries.delivered_seqs(
+            (t.user_id, t.notice.conversation) for t in due
         )
-        acked = dict(zip(single_keys, single_seqs, strict=True))
-        for group_id, acks in zip(group_ids, group_acks, strict=True):
-            for user, conversation in groups[group_id]:
-                ack = acks.get(user)
-                acked[(user, conversation)] = 0 if ack is None else ack.seq
-        return acked
 
     async def assigned(self, partitions: frozenset[TopicPartition]) -> None:
         """Nothing is cached per partition."""
@@ -274,6 +250,5 @@ def build(runtime: Runtime) -> TimerHandler:
         bus=runtime.bus,
         topology=runtime.topology,
         deliveries=runtime.deliveries,
-        groups=runtime.groups,
         delay_s=runtime.settings.push.timer_delay_s,
     )

@@ -18,7 +18,7 @@ one bulk per batch; no other index. Intended shard key: ``user`` (or ``_id``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Final, Protocol
 
 import msgspec
@@ -62,6 +62,12 @@ class DeliveryStore(Protocol):
         """The highest seq the user acked in the conversation (0 if none)."""
         ...
 
+    async def delivered_seqs(
+        self, pairs: Iterable[tuple[UserId, ConversationId]]
+    ) -> dict[tuple[UserId, ConversationId], int]:
+        """`delivered_seq` of each (user, conversation), every pair a key: one round trip."""
+        ...
+
 
 def merge_marks(marks: Sequence[DeliveryMark]) -> list[DeliveryMark]:
     """One mark per (user, conversation): the highest seq and the latest time."""
@@ -95,6 +101,12 @@ class MemoryDeliveryStore:
         """The highest acked seq (0 if none)."""
         return self._marks.get((user_id, conversation), 0)
 
+    async def delivered_seqs(
+        self, pairs: Iterable[tuple[UserId, ConversationId]]
+    ) -> dict[tuple[UserId, ConversationId], int]:
+        """The highest acked seq of each pair (0 if none)."""
+        return {pair: self._marks.get(pair, 0) for pair in pairs}
+
 
 class MongoDeliveryStore:
     """`DeliveryStore` on MongoDB ``deliveries``."""
@@ -122,3 +134,19 @@ class MongoDeliveryStore:
         """The highest acked seq (0 if none)."""
         doc = await self._coll.find_one({"_id": f"{user_id}|{conversation}"}, {"seq": 1})
         return 0 if doc is None else int(doc["seq"])
+
+    async def delivered_seqs(
+        self, pairs: Iterable[tuple[UserId, ConversationId]]
+    ) -> dict[tuple[UserId, ConversationId], int]:
+        """The highest acked seq of each pair: one query by ``_id``."""
+        wanted = list(dict.fromkeys(pairs))
+        found = dict.fromkeys(wanted, 0)
+        if not wanted:
+            return found
+        keys = {f"{u}|{c}": (u, c) for u, c in wanted}
+        query: Document = (
+            {"_id": next(iter(keys))} if len(keys) == 1 else {"_id": {"$in": list(keys)}}
+        )
+        async for doc in self._coll.find(query, {"seq": 1}):
+            found[keys[doc["_id"]]] = int(doc["seq"])
+        return found

@@ -64,6 +64,13 @@ class InboxStore(Protocol):
         group pushes only what is new, so a replay never delivers twice."""
         ...
 
+    async def append(self, entries: Sequence[InboxEntry]) -> list[int]:
+        """`append_new`, telling for each entry its inbox seq if this call appended it, minus
+        the original's inbox seq if it was there already (when the store knows it cheaply),
+        or 0 if it was there at a seq not known. The fanout group logs a replayed entry
+        again at its original seq."""
+        ...
+
     async def after(self, user_id: UserId, after_seq: int, limit: int) -> InboxPage:
         """At most `limit` entries with inbox seq > `after_seq`, ascending."""
         ...
@@ -77,6 +84,13 @@ class InboxStore(Protocol):
     ) -> dict[ConversationId, int]:
         """For each conversation, how many of the user's entries have a message seq above
         the given read seq and were sent by someone else (every key is in the result)."""
+        ...
+
+    async def unread_seqs(
+        self, user_id: UserId, read_seqs: Mapping[ConversationId, int]
+    ) -> dict[ConversationId, list[int]]:
+        """For each conversation, the message seqs `count_unread` counts, ascending (every
+        key is in the result). One query: what rebuilding a user's unread counts needs."""
         ...
 
 
@@ -103,22 +117,30 @@ class MemoryInboxStore:
 
     async def append_new(self, entries: Sequence[InboxEntry]) -> list[bool]:
         """Append the new entries; skip replays; tell which were new."""
-        new: list[bool] = []
+        return [seq > 0 for seq in await self.append(entries)]
+
+    async def append(self, entries: Sequence[InboxEntry]) -> list[int]:
+        """Append the new entries; skip replays; each one's seq (negated: the original's)."""
+        done: list[int] = []
         for entry in entries:
             inbox = self._inboxes.setdefault(entry.user_id, _UserInbox())
             key = (entry.message.conversation, entry.message.seq)
-            if key in inbox.by_message or entry.inbox_seq in inbox.by_seq:
+            original = inbox.by_message.get(key)
+            if original is not None:
+                done.append(-original.inbox_seq)
+                continue
+            if entry.inbox_seq in inbox.by_seq:
                 # As on MongoDB, a taken inbox seq is a duplicate key too; with a correct
                 # allocator it cannot happen.
-                new.append(False)
+                done.append(0)
                 continue
             inbox.by_message[key] = entry
             inbox.by_seq[entry.inbox_seq] = entry
             bisect.insort(inbox.seqs, entry.inbox_seq)
             if entry.message.from_user_id != entry.user_id:
                 bisect.insort(inbox.from_others.setdefault(key[0], []), key[1])
-            new.append(True)
-        return new
+            done.append(entry.inbox_seq)
+        return done
 
     async def after(self, user_id: UserId, after_seq: int, limit: int) -> InboxPage:
         """Entries after `after_seq`, ascending."""
@@ -147,3 +169,14 @@ class MemoryInboxStore:
             seqs = inbox.from_others.get(conversation, []) if inbox is not None else []
             counts[conversation] = len(seqs) - bisect.bisect_right(seqs, read)
         return counts
+
+    async def unread_seqs(
+        self, user_id: UserId, read_seqs: Mapping[ConversationId, int]
+    ) -> dict[ConversationId, list[int]]:
+        """The seqs above each read seq, sent by someone else."""
+        inbox = self._inboxes.get(user_id)
+        found: dict[ConversationId, list[int]] = {}
+        for conversation, read in read_seqs.items():
+            seqs = inbox.from_others.get(conversation, []) if inbox is not None else []
+            found[conversation] = seqs[bisect.bisect_right(seqs, read) :]
+        return found

@@ -89,6 +89,12 @@ class MongoInboxStore:
         duplicates = await insert_new(self._inbox, [_entry_doc(e) for e in entries])
         return [i not in duplicates for i in range(len(entries))]
 
+    async def append(self, entries: Sequence[InboxEntry]) -> list[int]:
+        """`append_new` with each new entry's inbox seq (0 for a replay: its original seq is
+        not read back)."""
+        new = await self.append_new(entries)
+        return [e.inbox_seq if n else 0 for e, n in zip(entries, new, strict=True)]
+
     async def after(self, user_id: UserId, after_seq: int, limit: int) -> InboxPage:
         """Entries after `after_seq`, ascending; one query for ``limit + 1`` entries."""
         check_limit(limit)
@@ -144,3 +150,25 @@ class MongoInboxStore:
         async for doc in await self._inbox.aggregate(pipeline):
             counts[ConversationId(doc["_id"])] = int(doc["n"])
         return counts
+
+    async def unread_seqs(
+        self, user_id: UserId, read_seqs: Mapping[ConversationId, int]
+    ) -> dict[ConversationId, list[int]]:
+        """The unread seqs of each conversation: one query, an ``$or`` of ranges of the
+        ``(user, conv, seq)`` index."""
+        found: dict[ConversationId, list[int]] = {c: [] for c in read_seqs}
+        if not read_seqs:
+            return found
+        cursor = self._inbox.find(
+            {
+                "user": user_id,
+                "from": {"$ne": user_id},
+                "$or": [{"conv": c, "seq": {"$gt": s}} for c, s in read_seqs.items()],
+            },
+            {"conv": True, "seq": True, "_id": False},
+        )
+        async for doc in cursor:
+            found[ConversationId(doc["conv"])].append(int(doc["seq"]))
+        for seqs in found.values():
+            seqs.sort()
+        return found

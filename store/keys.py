@@ -84,6 +84,53 @@ class RedisKeys(msgspec.Struct, frozen=True):
         """Cache of a user's highest stored inbox seq (see `store.heads_cache`)."""
         return f"{self.namespace}inbox:{user_id}:head"
 
+    # --- hot state (store.hot_messages, store.hot_users): one hash tag per timeline ---------
+
+    def timeline(self, conversation: str) -> str:
+        """Sorted set of a conversation's recent messages, scored by seq."""
+        return f"{self.namespace}tl:{{{conversation}}}"
+
+    def timeline_meta(self, conversation: str) -> str:
+        """Hash of a conversation's hot-state bounds: ``floor``, ``head``."""
+        return f"{self.namespace}tm:{{{conversation}}}"
+
+    def client_msg(self, conversation: str, client_msg_id: str) -> str:
+        """A sent client_msg_id's seq and time (the resend window's dedupe)."""
+        return f"{self.namespace}cm:{{{conversation}}}:{client_msg_id}"
+
+    def revocations(self, conversation: str) -> str:
+        """Hash of a conversation's recently revoked messages, seq → message."""
+        return f"{self.namespace}tr:{{{conversation}}}"
+
+    def inbox(self, user_id: int) -> str:
+        """Sorted set of a user's recent inbox entries ("<conv>|<seq>"), scored by inbox seq."""
+        return f"{self.namespace}ib:{{u{user_id}}}"
+
+    def inbox_meta(self, user_id: int) -> str:
+        """Hash of a user's hot-state bounds and flags (``#head``, ``#floor``, ``#init``,
+        ``t:<conv>``)."""
+        return f"{self.namespace}im:{{u{user_id}}}"
+
+    def session_order(self, user_id: int) -> str:
+        """Sorted set of a user's conversations, scored by last change (ms)."""
+        return f"{self.namespace}ss:{{u{user_id}}}"
+
+    def session_last(self, user_id: int) -> str:
+        """Hash of a user's last message per conversation ("<seq>|<message>")."""
+        return f"{self.namespace}sl:{{u{user_id}}}"
+
+    def reads(self, user_id: int) -> str:
+        """Hash of a user's read seq per conversation."""
+        return f"{self.namespace}rd:{{u{user_id}}}"
+
+    def unread(self, user_id: int) -> str:
+        """Sorted set (by lex) of a user's unread messages, "<conv>|<20-digit seq>"."""
+        return f"{self.namespace}ur:{{u{user_id}}}"
+
+    def delivered(self, user_id: int) -> str:
+        """Hash of a user's delivered seq per conversation (acked by a device)."""
+        return f"{self.namespace}dl:{{u{user_id}}}"
+
     def rate_limit(self, scope: str, ident: str | int) -> str:
         """Rate-limit state of one subject (a connection, a user, an API key) in a scope."""
         return f"{self.namespace}rl:{scope}:{ident}"

@@ -27,6 +27,8 @@ from schemas.ids import ConversationId, UserId
 from store.errors import StoreError
 
 Document = dict[str, Any]
+#: A message by its conversation and seq.
+MessageRef = tuple[ConversationId, int]
 
 MAX_CLIENT_MSG_ID_LENGTH = 128
 
@@ -109,6 +111,12 @@ class MessageStore(Protocol):
         self, conversation: ConversationId, seqs: Iterable[int]
     ) -> list[StoredMessage]:
         """The stored messages among `seqs`, ascending by seq."""
+        ...
+
+    async def get_many(self, refs: Iterable[MessageRef]) -> dict[MessageRef, StoredMessage]:
+        """The stored messages among `refs` ((conversation, seq) pairs, of any number of
+        conversations), keyed by ref: one round trip (what the current versions of the
+        message copies in a session list or a sync page need)."""
         ...
 
     async def history(
@@ -255,6 +263,16 @@ class MemoryMessageStore:
             return []
         found = {timeline.by_seq.get(seq) for seq in seqs}
         return sorted((m for m in found if m is not None), key=lambda m: m.seq)
+
+    async def get_many(self, refs: Iterable[MessageRef]) -> dict[MessageRef, StoredMessage]:
+        """The stored messages among `refs`."""
+        found: dict[MessageRef, StoredMessage] = {}
+        for conversation, seq in refs:
+            timeline = self._timelines.get(conversation)
+            msg = None if timeline is None else timeline.by_seq.get(seq)
+            if msg is not None:
+                found[(conversation, seq)] = msg
+        return found
 
     async def history(
         self, conversation: ConversationId, end_seq: int, limit: int

@@ -26,6 +26,7 @@ from store.collections import Collection
 from store.messages import (
     Document,
     InsertResult,
+    MessageRef,
     SeqConflictError,
     StoredMessage,
     check_limit,
@@ -102,6 +103,19 @@ class MongoMessageStore:
         cursor = self._messages.find({"conv": conversation, "seq": {"$in": wanted}}).sort("seq")
         return [message_from_doc(doc) async for doc in cursor]
 
+    async def get_many(self, refs: Iterable[MessageRef]) -> dict[MessageRef, StoredMessage]:
+        """The stored messages among `refs`: one query, an ``$or`` of ``(conv, seq)`` index
+        lookups per conversation."""
+        by_conv: dict[ConversationId, list[int]] = {}
+        for conversation, seq in refs:
+            by_conv.setdefault(conversation, []).append(seq)
+        if not by_conv:
+            return {}
+        branches = [{"conv": c, "seq": {"$in": seqs}} for c, seqs in by_conv.items()]
+        query: Document = branches[0] if len(branches) == 1 else {"$or": branches}
+        found = [message_from_doc(doc) async for doc in self._messages.find(query)]
+        return {(m.conversation, m.seq): m for m in found}
+
     async def history(
         self, conversation: ConversationId, end_seq: int, limit: int
     ) -> list[StoredMessage]:
@@ -127,8 +141,8 @@ class MongoMessageStore:
         concurrently, fetching only ``seq``.
 
         On MongoDB each is the last key of an ``(conv, seq)`` index range; FerretDB v1 scans
-        the collection for each, which is why the consumers read these through
-        `store.heads_cache.CachedMessageStore`.
+        the collection for each, which is why the consumers read heads from Redis
+        (`store.hot_messages.RedisMessageStore`) and come here only for idle conversations.
         """
         ordered = list(dict.fromkeys(conversations))
         docs = await asyncio.gather(

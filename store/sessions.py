@@ -94,6 +94,12 @@ class SessionStore(Protocol):
         """Move each session's read seq forward (never back). One bulk write."""
         ...
 
+    async def advance_reads(self, marks: Sequence[ReadMark]) -> list[int]:
+        """`mark_read_many`, returning each session's read seq from before the call (for
+        marks of one session, the value before the first of them). The ack group, the single
+        writer of read seqs, notifies only what moved."""
+        ...
+
     async def mark_read(self, user_id: UserId, conversation: ConversationId, seq: int) -> None:
         """Move one session's read seq forward (never back)."""
         ...
@@ -115,6 +121,13 @@ class SessionStore(Protocol):
         self, conversation: ConversationId, member_ids: Iterable[UserId], seqs: Iterable[int]
     ) -> dict[int, int]:
         """For each seq, how many of `member_ids` have a read seq ≥ it."""
+        ...
+
+    async def read_seqs_of(
+        self, conversation: ConversationId, user_ids: Iterable[UserId]
+    ) -> dict[UserId, int]:
+        """Each user's read seq in the conversation (0 if none; every user a key): one
+        query, by the sessions' keys."""
         ...
 
 
@@ -173,6 +186,17 @@ class MemorySessionStore:
             state.read = max(state.read, mark.seq)
             state.read_updated = max(state.read_updated, now)
 
+    async def advance_reads(self, marks: Sequence[ReadMark]) -> list[int]:
+        """Move read seqs forward; each session's read seq from before."""
+        before: dict[tuple[UserId, ConversationId], int] = {}
+        for mark in marks:
+            key = (mark.user_id, mark.conversation)
+            if key not in before:
+                state = self._sessions.get(key)
+                before[key] = 0 if state is None else state.read
+        await self.mark_read_many(marks)
+        return [before[(m.user_id, m.conversation)] for m in marks]
+
     async def mark_read(self, user_id: UserId, conversation: ConversationId, seq: int) -> None:
         """Move one read seq forward."""
         await self.mark_read_many([ReadMark(user_id, conversation, seq)])
@@ -223,6 +247,16 @@ class MemorySessionStore:
             state = self._sessions.get((uid, conversation))
             reads.append(0 if state is None else state.read)
         return count_reads(reads, seqs)
+
+    async def read_seqs_of(
+        self, conversation: ConversationId, user_ids: Iterable[UserId]
+    ) -> dict[UserId, int]:
+        """Each user's read seq (0 if none)."""
+        found: dict[UserId, int] = {}
+        for uid in user_ids:
+            state = self._sessions.get((uid, conversation))
+            found[uid] = 0 if state is None else state.read
+        return found
 
 
 async def with_unread(inbox: InboxStore, user_id: UserId, sessions: list[Session]) -> list[Session]:

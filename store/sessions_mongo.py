@@ -158,6 +158,16 @@ class MongoSessionStore:
         ]
         await update_all(self._reads, ops)
 
+    async def advance_reads(self, marks: Sequence[ReadMark]) -> list[int]:
+        """Read the sessions' read seqs (one query by key), then `mark_read_many`: safe
+        because the ack group is the single writer of read seqs (module docstring)."""
+        pairs = list(dict.fromkeys((m.user_id, m.conversation) for m in marks))
+        keys = [session_key(u, c) for u, c in pairs]
+        query: Document = {"_id": keys[0]} if len(keys) == 1 else {"_id": {"$in": keys}}
+        before = {doc["_id"]: int(doc["read"]) async for doc in self._reads.find(query)}
+        await self.mark_read_many(marks)
+        return [before.get(session_key(m.user_id, m.conversation), 0) for m in marks]
+
     async def mark_read(self, user_id: UserId, conversation: ConversationId, seq: int) -> None:
         """Move one read seq forward."""
         await self.mark_read_many([ReadMark(user_id, conversation, seq)])
@@ -235,3 +245,17 @@ class MongoSessionStore:
         )
         reads = [int(doc["read"]) async for doc in cursor if int(doc["user"]) in members]
         return count_reads(reads, wanted)
+
+    async def read_seqs_of(
+        self, conversation: ConversationId, user_ids: Iterable[UserId]
+    ) -> dict[UserId, int]:
+        """Each user's read seq: one query by ``_id``."""
+        users = list(dict.fromkeys(user_ids))
+        found: dict[UserId, int] = dict.fromkeys(users, 0)
+        if not users:
+            return found
+        keys = [session_key(u, conversation) for u in users]
+        query: Document = {"_id": keys[0]} if len(keys) == 1 else {"_id": {"$in": keys}}
+        async for doc in self._reads.find(query, {"user": True, "read": True}):
+            found[UserId(int(doc["user"]))] = int(doc["read"])
+        return found

@@ -2,8 +2,9 @@
 
 Every login checks a token, so `MongoUserStore.check_token` reads a Redis hash first and goes
 to MongoDB only on a miss (negative answers are cached too, so a flood of logins for unknown
-ids does not reach MongoDB). The other reads (`get`, `list_users`, `check_password`) go to
-MongoDB: they are rarer, and `check_password` needs the hash, which never enters Redis.
+ids does not reach MongoDB), and so does `MongoUserStore.list_users` (the msg group looks up
+every sender and receiver). The other reads (`get`, `check_password`) go to MongoDB: they are
+rarer, and `check_password` needs the hash, which never enters Redis.
 
 Cache coherence without transactions: every write to a user document increments its ``rev``
 (atomically, in the same single-document update) and then writes the new state into the
@@ -146,14 +147,41 @@ class MongoUserStore:
         return None if doc is None else _to_user(doc)
 
     async def list_users(self, user_ids: Iterable[UserId]) -> list[User]:
-        """Return the existing users among `user_ids`, in first-asked order."""
+        """Return the existing users among `user_ids` (without password hashes), in
+        first-asked order: from the cache, the misses from MongoDB in one query (and cached,
+        "no such user" too), so the msg group's lookups of senders and receivers stay off
+        the document store."""
         wanted = [uid for uid in dict.fromkeys(user_ids) if is_valid_user_id(uid)]
         if not wanted:
             return []
         found: dict[UserId, User] = {}
-        async for doc in self._users.find({"_id": {"$in": wanted}}):
-            user = _to_user(doc)
-            found[user.user_id] = user
+        missing = wanted
+        if self._redis is not None:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for uid in wanted:
+                    pipe.hmget(self._keys.user_cache(uid), ["rev", "user"])
+                cached = await pipe.execute()
+            missing = []
+            for uid, (rev, data) in zip(wanted, cached, strict=True):
+                if rev is None or data is None:
+                    missing.append(uid)
+                elif data:
+                    found[uid] = self._decoder.decode(_as_bytes(data))
+        if missing:
+            query: Document = (
+                {"_id": missing[0]} if len(missing) == 1 else {"_id": {"$in": missing}}
+            )
+            read: dict[UserId, Document] = {}
+            async for doc in self._users.find(query, {"password_hash": False}):
+                read[UserId(int(doc["_id"]))] = doc
+            fills = []
+            for uid in missing:
+                stored = read.get(uid)
+                user = None if stored is None else _to_user(stored)
+                if user is not None:
+                    found[uid] = user
+                fills.append(self._cache(uid, 0 if stored is None else int(stored["rev"]), user))
+            await asyncio.gather(*fills)
         return [found[uid] for uid in wanted if uid in found]
 
     async def check_token(self, user_id: UserId, token: str) -> TokenCheck:

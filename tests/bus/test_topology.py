@@ -30,6 +30,8 @@ DESIGN_TOPICS = [
     "biz.events.message",
     "biz.events.user",
     "biz.events.group",
+    "im.log.msg",
+    "im.log.user",
 ]
 DESIGN_GROUPS = {
     "msg": {"im.up.msg"},
@@ -41,6 +43,7 @@ DESIGN_GROUPS = {
     "push": {"im.push"},
     "biz": {"im.up.c2s"},
     "webhook": {"biz.c2s", "biz.events.message", "biz.events.user", "biz.events.group"},
+    "projection": {"im.log.msg", "im.log.user"},
 }
 
 MINIMAL = """\

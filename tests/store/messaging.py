@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
+
+from pymongo.asynchronous.database import AsyncDatabase
+from redis.asyncio import Redis
+
 from schemas.codes import MsgType, SessionType
 from schemas.ids import ConversationId, GroupId, UserId, c2c_conversation_id, group_conversation_id
+from store.clock import Clock
+from store.hot_messages import RedisMessageStore
+from store.hot_users import RedisInboxStore, RedisSessionStore
+from store.inbox import InboxEntry, InboxPage
+from store.inbox_mongo import MongoInboxStore
+from store.keys import RedisKeys
 from store.messages import StoredMessage
+from store.messages_mongo import MongoMessageStore
+from store.mongo import Document
+from store.sessions_mongo import MongoSessionStore
 
 T0 = 1_700_000_000_000
 
@@ -48,3 +63,82 @@ def group_msg(
 def conv(a: int, b: int) -> ConversationId:
     """The single-chat conversation of `a` and `b`."""
     return c2c_conversation_id(UserId(a), UserId(b))
+
+
+class InboxOverTimelines:
+    """A hot inbox (`store.hot_users.RedisInboxStore`) whose entries' messages are first
+    put into their conversations' timelines — what the msg group does before any fan-out:
+    the hot inbox keeps references to messages, not copies."""
+
+    def __init__(self, inbox: RedisInboxStore, messages: RedisMessageStore) -> None:
+        self.hot = inbox
+        self._messages = messages
+
+    async def _timelines(self, entries: Sequence[InboxEntry]) -> None:
+        unique = {(e.message.conversation, e.message.seq): e.message for e in entries}
+        await self._messages.insert_many(list(unique.values()))
+
+    async def append(self, entries: Sequence[InboxEntry]) -> list[int]:
+        await self._timelines(entries)
+        return await self.hot.append(entries)
+
+    async def append_new(self, entries: Sequence[InboxEntry]) -> list[bool]:
+        await self._timelines(entries)
+        return await self.hot.append_new(entries)
+
+    async def append_many(self, entries: Sequence[InboxEntry]) -> int:
+        await self._timelines(entries)
+        return await self.hot.append_many(entries)
+
+    async def after(self, user_id: UserId, after_seq: int, limit: int) -> InboxPage:
+        return await self.hot.after(user_id, after_seq, limit)
+
+    async def head(self, user_id: UserId) -> int:
+        return await self.hot.head(user_id)
+
+    async def count_unread(
+        self, user_id: UserId, read_seqs: Mapping[ConversationId, int]
+    ) -> dict[ConversationId, int]:
+        return await self.hot.count_unread(user_id, read_seqs)
+
+    async def unread_seqs(
+        self, user_id: UserId, read_seqs: Mapping[ConversationId, int]
+    ) -> dict[ConversationId, list[int]]:
+        return await self.hot.unread_seqs(user_id, read_seqs)
+
+
+class HotStores(NamedTuple):
+    """The real services' timeline stores: Redis in front of MongoDB."""
+
+    messages: RedisMessageStore
+    inbox: InboxOverTimelines
+    sessions: RedisSessionStore
+    cold_messages: MongoMessageStore
+    cold_inbox: MongoInboxStore
+    cold_sessions: MongoSessionStore
+
+
+def hot_stores(
+    redis: Redis,
+    keys: RedisKeys,
+    db: AsyncDatabase[Document],
+    *,
+    clock: Clock | None = None,
+    conversation_window: int = 200,
+    inbox_window: int = 1000,
+) -> HotStores:
+    """Hot stores over a fresh MongoDB database, as `coffeebus.wiring` builds them."""
+    cold_messages = MongoMessageStore(db)
+    cold_inbox = MongoInboxStore(db)
+    cold_sessions = MongoSessionStore(db, cold_inbox, clock=clock)
+    messages = RedisMessageStore(redis, cold_messages, keys=keys, window=conversation_window)
+    inbox = RedisInboxStore(redis, cold_inbox, messages, keys=keys, window=inbox_window)
+    sessions = RedisSessionStore(redis, cold_sessions, cold_inbox, keys=keys, clock=clock)
+    return HotStores(
+        messages,
+        InboxOverTimelines(inbox, messages),
+        sessions,
+        cold_messages,
+        cold_inbox,
+        cold_sessions,
+    )

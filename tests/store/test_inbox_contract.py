@@ -1,6 +1,5 @@
 """The `InboxStore` contract, run against the in-memory twin, the real MongoDB server (both
-unread strategies), and MongoDB behind the Redis cache of timeline heads
-(`store.heads_cache`)."""
+unread strategies), and Redis's hot inboxes in front of MongoDB (`store.hot_users`)."""
 
 from __future__ import annotations
 
@@ -9,12 +8,11 @@ from pymongo.asynchronous.database import AsyncDatabase
 from redis.asyncio import Redis
 
 from schemas.ids import UserId
-from store.heads_cache import CachedInboxStore
 from store.inbox import InboxEntry, InboxStore, MemoryInboxStore
 from store.inbox_mongo import MongoInboxStore
 from store.keys import RedisKeys
 from store.mongo import Document
-from tests.store.messaging import c2c, conv, group_msg
+from tests.store.messaging import c2c, conv, group_msg, hot_stores
 
 ALICE, BOB, CAROL = UserId(1), UserId(2), UserId(3)
 
@@ -24,7 +22,7 @@ ALICE, BOB, CAROL = UserId(1), UserId(2), UserId(3)
         "memory",
         pytest.param("mongo", marks=pytest.mark.mongo),
         pytest.param("mongo-count", marks=pytest.mark.mongo),
-        pytest.param("cached", marks=[pytest.mark.mongo, pytest.mark.redis]),
+        pytest.param("hot", marks=[pytest.mark.mongo, pytest.mark.redis]),
     ]
 )
 def inbox(request: pytest.FixtureRequest) -> InboxStore:
@@ -32,10 +30,10 @@ def inbox(request: pytest.FixtureRequest) -> InboxStore:
     if request.param == "memory":
         return MemoryInboxStore()
     db: AsyncDatabase[Document] = request.getfixturevalue("mongo_db")
-    if request.param == "cached":
+    if request.param == "hot":
         redis: Redis = request.getfixturevalue("redis")
         keys: RedisKeys = request.getfixturevalue("redis_keys")
-        return CachedInboxStore(MongoInboxStore(db), redis, keys=keys)
+        return hot_stores(redis, keys, db).inbox
     return MongoInboxStore(
         db, unread_strategy="count" if request.param == "mongo-count" else "aggregate"
     )

@@ -1,5 +1,5 @@
 """The `MessageStore` contract, run against the in-memory twin, the real MongoDB server, and
-MongoDB behind the Redis cache of timeline heads (`store.heads_cache`)."""
+Redis's hot timelines in front of MongoDB (`store.hot_messages`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from redis.asyncio import Redis
 
 from schemas.ids import UserId
-from store.heads_cache import CachedMessageStore
+from store.hot_messages import RedisMessageStore
 from store.keys import RedisKeys
 from store.messages import MemoryMessageStore, MessageStore, SeqConflictError, StoredMessage
 from store.messages_mongo import MongoMessageStore
@@ -25,7 +25,7 @@ CONV = conv(1, 2)
     params=[
         "memory",
         pytest.param("mongo", marks=pytest.mark.mongo),
-        pytest.param("cached", marks=[pytest.mark.mongo, pytest.mark.redis]),
+        pytest.param("hot", marks=[pytest.mark.mongo, pytest.mark.redis]),
     ]
 )
 def messages(request: pytest.FixtureRequest) -> MessageStore:
@@ -37,7 +37,7 @@ def messages(request: pytest.FixtureRequest) -> MessageStore:
         return MongoMessageStore(db)
     redis: Redis = request.getfixturevalue("redis")
     keys: RedisKeys = request.getfixturevalue("redis_keys")
-    return CachedMessageStore(MongoMessageStore(db), redis, keys=keys)
+    return RedisMessageStore(redis, MongoMessageStore(db), keys=keys)
 
 
 async def test_insert_then_read_back_every_field(messages: MessageStore) -> None:

@@ -20,17 +20,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.database import AsyncDatabase
+from redis.asyncio import Redis
 
 from schemas.codes import SessionType
 from schemas.ids import ConversationId, UserId
 from store.clock import ManualClock
 from store.inbox import InboxEntry, InboxStore, MemoryInboxStore
 from store.inbox_mongo import MongoInboxStore
+from store.keys import RedisKeys
 from store.messages import StoredMessage
 from store.mongo import Document
 from store.sessions import MemorySessionStore, ReadMark, SessionStore, SessionTouch
 from store.sessions_mongo import MongoSessionStore
-from tests.store.messaging import T0, c2c, conv, group_msg
+from tests.store.messaging import T0, c2c, conv, group_msg, hot_stores
 
 ALICE, BOB, CAROL = UserId(1), UserId(2), UserId(3)
 GROUP = 9
@@ -48,12 +50,24 @@ def memory_stores(clock: ManualClock) -> Stores:
     return Stores(inbox, MemorySessionStore(inbox, clock=clock))
 
 
-@pytest.fixture(params=["memory", pytest.param("mongo", marks=pytest.mark.mongo)])
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("mongo", marks=pytest.mark.mongo),
+        pytest.param("hot", marks=[pytest.mark.mongo, pytest.mark.redis]),
+    ]
+)
 def stores(request: pytest.FixtureRequest, clock: ManualClock) -> Stores:
-    """Each implementation: an inbox and the sessions deriving unread counts from it."""
+    """Each implementation: an inbox and the sessions deriving unread counts from it (or,
+    hot, keeping them as the inbox is appended to and read)."""
     if request.param == "memory":
         return memory_stores(clock)
     db: AsyncDatabase[Document] = request.getfixturevalue("mongo_db")
+    if request.param == "hot":
+        hot = hot_stores(
+            request.getfixturevalue("redis"), request.getfixturevalue("redis_keys"), db, clock=clock
+        )
+        return Stores(hot.inbox, hot.sessions)
     inbox = MongoInboxStore(db)
     return Stores(inbox, MongoSessionStore(db, inbox, clock=clock))
 
@@ -324,6 +338,21 @@ async def test_random_interleavings_give_exact_sessions_on_the_server(
     scenario = build_scenario(rng, messages=40, reads=25)
     inbox = MongoInboxStore(mongo_db)
     stores = Stores(inbox, MongoSessionStore(mongo_db, inbox, clock=ManualClock()))
+    await play(stores, scenario, rng, batch=rng.randint(3, 10))
+    assert await observed(stores) == scenario.expected()
+
+
+@pytest.mark.mongo
+@pytest.mark.redis
+@pytest.mark.parametrize("seed", [11, 22, 33, 44, 55])
+async def test_random_interleavings_give_exact_sessions_in_the_hot_state(
+    mongo_db: AsyncDatabase[Document], redis: Redis, redis_keys: RedisKeys, seed: int
+) -> None:
+    """The same on Redis: the unread counts kept by the append and read scripts."""
+    rng = random.Random(seed)
+    scenario = build_scenario(rng, messages=80, reads=50)
+    hot = hot_stores(redis, redis_keys, mongo_db, clock=ManualClock())
+    stores = Stores(hot.inbox, hot.sessions)
     await play(stores, scenario, rng, batch=rng.randint(3, 10))
     assert await observed(stores) == scenario.expected()
 
