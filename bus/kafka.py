@@ -43,6 +43,7 @@ not yet handled: at most one fetch, ``max_partition_fetch_bytes``, is then under
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -107,6 +108,7 @@ class KafkaBus:
         fetch_max_wait_ms: int = 500,
         max_partition_fetch_bytes: int = 1024 * 1024,
         poll_timeout_ms: int = 1_000,
+        commit_while_handling: bool = True,
     ) -> None:
         self._bootstrap = bootstrap_servers
         self._client_id = client_id
@@ -129,6 +131,9 @@ class KafkaBus:
         #: How long a consumer waits for one offset commit (`KafkaConsumer._commit`).
         self.commit_timeout_s = request_timeout_ms / 1000
         self.poll_timeout_ms = poll_timeout_ms
+        #: Commit a batch's offsets while the next batch is fetched and handled, rather
+        #: than before (`KafkaConsumer._commit_behind`).
+        self.commit_while_handling = commit_while_handling
         self._producer: Any = None
         self._consumers: set[KafkaConsumer] = set()
 
@@ -341,6 +346,8 @@ class KafkaConsumer:
         self._settled.set()
         self._idle = asyncio.Event()
         self._idle.set()
+        # The commit of the last batch, running while the next one is handled.
+        self._committing: asyncio.Task[None] | None = None
         self._abort = asyncio.Event()
         self._stopping = False
         # True while the loop waits on the broker (getmany, error backoff): the only
@@ -428,6 +435,9 @@ class KafkaConsumer:
             # The loop committed its last batches; leaving the group revokes the rest.
             await self._give_up_assignment()
         finally:
+            # A loop cancelled while it waited for records may have a commit in flight.
+            with contextlib.suppress(Exception):
+                await self._committed()
             await self._close()
 
     async def abort(self) -> None:
@@ -461,6 +471,9 @@ class KafkaConsumer:
             raise ConsumerFailed(f"group {self._group}: consumer failed") from exc
 
     async def _close(self) -> None:
+        if self._committing is not None:  # an abort: a crash commits nothing more
+            self._committing.cancel()
+            self._committing = None
         self._bus._consumers.discard(self)
         LAG.untrack(self)
         self._assigned = frozenset()
@@ -484,6 +497,7 @@ class KafkaConsumer:
         # Partitions go only after their in-flight batches are done and committed.
         self._abort.set()
         await self._idle.wait()
+        await self._committed()
         if not self._stopping:
             self._abort.clear()
         await self._give_up_assignment()
@@ -547,9 +561,26 @@ class KafkaConsumer:
             self._idle.clear()
             try:
                 done = await self._process(fetched)
-                await self._commit(done)
+                await self._commit_behind(done)
             finally:
                 self._idle.set()
+        await self._committed()
+
+    async def _commit_behind(self, done: dict[Any, int]) -> None:
+        """Commit `done` while the loop goes on to the next batch (`commit_while_handling`),
+        after the previous commit ended: commits stay in order, and one round trip to the
+        group coordinator leaves the path every record takes. Otherwise commit, then go on."""
+        if not self._bus.commit_while_handling:
+            await self._commit(done)
+            return
+        await self._committed()
+        self._committing = asyncio.create_task(self._commit(done), name=f"bus-commit-{self._group}")
+
+    async def _committed(self) -> None:
+        """Wait for the commit in flight, if any (before a revoke lets partitions go)."""
+        task, self._committing = self._committing, None
+        if task is not None:
+            await task
 
     async def _process(self, fetched: dict[Any, list[Any]]) -> dict[Any, int]:
         batches = {

@@ -31,6 +31,8 @@ from schemas.codes import ExtResultCode
 from schemas.commands import Cmd, spec
 from schemas.envelope import (
     Deliver,
+    GateBatch,
+    GateRecord,
     Origin,
     Reply,
     Target,
@@ -60,17 +62,21 @@ log = logging.getLogger(__name__)
 class Effects:
     """Records one handler call wants published, in order."""
 
-    __slots__ = ("_log", "_pushes", "_topology", "outgoing")
+    __slots__ = ("_gate_items", "_gate_topics", "_log", "_pushes", "_topology", "outgoing")
 
     def __init__(self, topology: Topology) -> None:
         self._topology = topology
         self.outgoing: list[Outgoing] = []
         # (gate, cmd, body, trace) -> targets: one Deliver per gate and distinct push.
         self._pushes: dict[tuple[str, int, bytes, str], list[Target]] = defaultdict(list)
+        # (gate topic, partition) -> (key, items): replies, then Delivers, for one record.
+        self._gate_items: dict[tuple[str, int], tuple[bytes, list[Reply | Deliver]]] = {}
+        # gate id -> (topic, partitions): a template instance costs a struct per call.
+        self._gate_topics: dict[str, tuple[str, int]] = {}
         self._log = _LogEntries()
 
     def __len__(self) -> int:
-        return len(self.outgoing) + len(self._pushes) + len(self._log)
+        return len(self.outgoing) + len(self._pushes) + len(self._gate_items) + len(self._log)
 
     # --- the logs of record ------------------------------------------------------------------
 
@@ -114,7 +120,7 @@ class Effects:
             trace_id=trace_id,
             ts_ms=now_ms(),
         )
-        self._to_gate(origin.gate_id, record.target.conn_id, encode_gate_record(record))
+        self._gate_item(origin.gate_id, origin.conn_id, record)
 
     def error(
         self,
@@ -193,40 +199,52 @@ class Effects:
                 pending = kept
 
     def records(self) -> list[Outgoing]:
-        """Everything to publish: the direct records, then the Delivers of the pushes.
+        """Everything to publish: the direct records, then one record per gate-topic
+        partition with its replies and the Delivers of the pushes, in that order.
 
-        A push becomes one Deliver per gate *partition* and body, keyed by a connection of
-        that partition: every record for one connection (Replies are keyed by it too) then
-        travels in one partition of the gate topic, so the connection gets them in the order
-        they were published — a keyless Deliver could overtake an earlier one on another
-        partition, and a conversation's messages would arrive out of order.
+        A push becomes one Deliver per gate *partition* and body: every record for one
+        connection is keyed by it, so it travels in one partition of the gate topic and the
+        connection gets them in the order they were published — a keyless Deliver could
+        overtake an earlier one on another partition, and a conversation's messages would
+        arrive out of order. What one handler call has for one partition travels as one
+        record (a `GateBatch` when it is more than one item): the gate applies its items in
+        order, and a busy gate costs a record per batch rather than per frame.
         """
-        out = list(self.outgoing)
         ts = now_ms()
         for (gate_id, cmd, body, trace_id), targets in self._pushes.items():
-            gate = GateId(gate_id)
-            partitions = self._topology.gate_topic(gate).partitions
+            topic, partitions = self._gate_topic(gate_id)
             by_partition: dict[int, list[Target]] = defaultdict(list)
             for target in targets:
                 by_partition[partition_for_key(_conn_key(target.conn_id), partitions)].append(
                     target
                 )
-            for group in by_partition.values():
+            for partition, group in by_partition.items():
                 record = Deliver(
                     cmd=cmd, body=body, targets=tuple(group), trace_id=TraceId(trace_id), ts_ms=ts
                 )
-                out.append(self._gate_record(gate, group[0].conn_id, encode_gate_record(record)))
+                key = _conn_key(group[0].conn_id)
+                self._gate_items.setdefault((topic, partition), (key, []))[1].append(record)
+        self._pushes.clear()
+        out = list(self.outgoing)
+        for (topic, _), (key, items) in self._gate_items.items():
+            item: GateRecord = items[0] if len(items) == 1 else GateBatch(tuple(items))
+            out.append(Outgoing(topic=topic, value=encode_gate_record(item), key=key))
         return out
 
-    def _to_gate(self, gate_id: GateId, conn_id: ConnId | None, value: bytes) -> None:
-        self.outgoing.append(self._gate_record(gate_id, conn_id, value))
+    def _gate_topic(self, gate_id: str) -> tuple[str, int]:
+        found = self._gate_topics.get(gate_id)
+        if found is None:
+            spec = self._topology.gate_topic(gate_id)
+            found = self._gate_topics[gate_id] = (spec.name, spec.partitions)
+        return found
 
-    def _gate_record(self, gate_id: GateId, conn_id: ConnId | None, value: bytes) -> Outgoing:
+    def _gate_item(self, gate_id: GateId, conn_id: ConnId, item: Reply) -> None:
         # Gate topics are instances of the declared template; the key keeps one connection's
         # records in one partition, in order.
-        topic = self._topology.gate_topic(gate_id).name
-        key = None if conn_id is None else _conn_key(conn_id)
-        return Outgoing(topic=topic, value=value, key=key)
+        topic, partitions = self._gate_topic(gate_id)
+        key = _conn_key(conn_id)
+        slot = (topic, partition_for_key(key, partitions))
+        self._gate_items.setdefault(slot, (key, []))[1].append(item)
 
 
 def _conn_key(conn_id: int) -> bytes:

@@ -44,10 +44,10 @@ from bus.topology import Topology
 from consumers.effects import Effects
 from consumers.registry import consumer_group
 from consumers.s2c import S2C_TOPIC, S2CHandler
-from consumers.timer import DeliveryTimers
+from consumers.timer import TIMER_TOPIC, DeliveryTimers
 from schemas.commands import Cmd
 from schemas.errors import EnvelopeError
-from schemas.events import Fanout, FanoutMessage, decode_fanout
+from schemas.events import Fanout, FanoutMessage, decode_fanouts
 from schemas.ids import UserId
 from schemas.pb.coffeechat import base_pb2, message_pb2
 from store.inbox import InboxEntry, InboxStore
@@ -90,13 +90,14 @@ class FanoutHandler:
         self.timers = timers
         #: business pushes (``im.s2c``), a separate concern sharing this group
         self.s2c = S2CHandler(bus=bus, topology=topology, routes=routes)
+        self._timer_partitions: int | None = None
 
     async def handle(self, records: Sequence[Record]) -> None:
         """Handle one partition's batch (module docstring)."""
         if records[0].topic == S2C_TOPIC:
             await self.s2c.handle(records)
             return
-        fanouts = [_decode(record) for record in records]
+        fanouts = [fanout for record in records for fanout in _decode(record)]
         seqs = await self._allocate(fanouts)
         entries: list[InboxEntry] = []
         sources: list[int] = []  # index into fanouts of each entry
@@ -130,8 +131,15 @@ class FanoutHandler:
             # Delivery timers (consumers.timer) for every entry, new or not: a replay after a
             # crash between the inbox write and the publish pushes nothing live, so the timer
             # is what still brings the message to the user (an offline push if unacked).
-            for entry, index in zip(entries, sources, strict=True):
-                self.timers.schedule(effects, fanouts[index], entry.user_id)
+            timers = [
+                timer
+                for entry, index in zip(entries, sources, strict=True)
+                if (timer := self.timers.timer(fanouts[index], entry.user_id)) is not None
+            ]
+            if timers:
+                if self._timer_partitions is None:
+                    self._timer_partitions = await self._bus.partitions_for(TIMER_TOPIC)
+                self.timers.publish(effects, timers, self._timer_partitions)
         fresh = [(entry, sources[i]) for i, entry in enumerate(entries) if new[i]]
         routes = await self._routes.get_many({entry.user_id for entry, _ in fresh}) if fresh else {}
         bodies: dict[int, bytes] = {}
@@ -189,9 +197,9 @@ def _inbox_key(timeline: str) -> bytes:
     return timeline.partition(":")[2].encode()
 
 
-def _decode(record: Record) -> Fanout:
+def _decode(record: Record) -> tuple[Fanout, ...]:
     try:
-        return decode_fanout(record.value)
+        return decode_fanouts(record.value)
     except EnvelopeError as exc:
         raise Reject(str(exc)) from exc
 

@@ -59,7 +59,14 @@ from schemas.bizevents import MessageStored, encode_event, event_id
 from schemas.codes import ExtResultCode, ResCode, SessionType
 from schemas.commands import Cmd
 from schemas.envelope import Origin, now_ms
-from schemas.events import Fanout, FanoutMessage, encode_fanout, recipient_key
+from schemas.events import (
+    Fanout,
+    FanoutBatch,
+    FanoutMessage,
+    encode_fanout,
+    encode_record,
+    recipient_key,
+)
 from schemas.ids import ConversationId, GroupId, TraceId, UserId, conversation_id
 from schemas.pb.coffeechat import base_pb2, message_pb2
 from store.groups import Group
@@ -382,6 +389,7 @@ class MsgHandler:
         if self._fanout_partitions is None:
             self._fanout_partitions = await self._ctx.bus.partitions_for(FANOUT_TOPIC)
         partitions = self._fanout_partitions
+        fanouts: dict[int, list[Fanout]] = defaultdict(list)
         for send, result in zip(sends, stored, strict=True):
             message = result.message
             origin = send.request.origin
@@ -405,18 +413,26 @@ class MsgHandler:
             for user in send.recipients:
                 by_partition[partition_for_key(recipient_key(user), partitions)].append(user)
             ts = now_ms()
-            for recipients in by_partition.values():
-                record = Fanout(
-                    message=body,
-                    recipients=tuple(recipients),
-                    trace_id=trace,
-                    ts_ms=ts,
-                    skip_gate=origin.gate_id if origin is not None else None,
-                    skip_conn=origin.conn_id if origin is not None else None,
+            for partition, recipients in by_partition.items():
+                fanouts[partition].append(
+                    Fanout(
+                        message=body,
+                        recipients=tuple(recipients),
+                        trace_id=trace,
+                        ts_ms=ts,
+                        skip_gate=origin.gate_id if origin is not None else None,
+                        skip_conn=origin.conn_id if origin is not None else None,
+                    )
                 )
-                effects.publish(
-                    FANOUT_TOPIC, encode_fanout(record), key=recipient_key(recipients[0])
-                )
+        # One record per fan-out partition for the whole run of sends (a batch record when
+        # it holds more than one message): the fanout group reads them in order.
+        for batch in fanouts.values():
+            value = (
+                encode_fanout(batch[0])
+                if len(batch) == 1
+                else encode_record(FanoutBatch(tuple(batch)))
+            )
+            effects.publish(FANOUT_TOPIC, value, key=recipient_key(batch[0].recipients[0]))
 
 
 def _ack(origin: Origin, message: StoredMessage) -> message_pb2.MsgDataAck:

@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bus.base import Bus, Record, Reject, TopicPartition
+from bus.partitioner import partition_for_key
 from bus.runner import hold
 from bus.topology import Topology
 from consumers.effects import Effects
@@ -59,7 +60,8 @@ from schemas.events import (
     FanoutMessage,
     PushNotice,
     PushRequest,
-    decode_delivery_timer,
+    TimerBatch,
+    decode_delivery_timers,
     encode_record,
     recipient_key,
 )
@@ -99,18 +101,38 @@ class DeliveryTimers:
         self._clock = clock or SystemClock()
 
     def schedule(self, effects: Effects, fanout: Fanout, recipient: UserId) -> bool:
-        """Add the check of `fanout`'s message for `recipient`; False for its sender (the
-        sender's other devices are not waited for)."""
-        if recipient == fanout.message.from_user_id:
+        """Add the check of `fanout`'s message for `recipient` as a record of its own; False
+        for its sender (the sender's other devices are not waited for)."""
+        timer = self.timer(fanout, recipient)
+        if timer is None:
             return False
-        timer = DeliveryTimer(
+        effects.publish(TIMER_TOPIC, encode_record(timer), key=recipient_key(recipient))
+        return True
+
+    def timer(self, fanout: Fanout, recipient: UserId) -> DeliveryTimer | None:
+        """The check of `fanout`'s message for `recipient`, due after the delay; None for
+        its sender."""
+        if recipient == fanout.message.from_user_id:
+            return None
+        return DeliveryTimer(
             user_id=recipient,
             notice=push_notice(fanout.message, self._preview_chars),
             due_ms=self._clock.now_ms() + self._delay_ms,
             trace_id=fanout.trace_id,
         )
-        effects.publish(TIMER_TOPIC, encode_record(timer), key=recipient_key(recipient))
-        return True
+
+    @staticmethod
+    def publish(effects: Effects, timers: Sequence[DeliveryTimer], partitions: int) -> None:
+        """`timers` as one record per ``im.timer`` partition (a `TimerBatch` when more than
+        one), in the order given: what a fan-out batch schedules costs a record per
+        partition, not per recipient and message."""
+        by_partition: dict[int, list[DeliveryTimer]] = {}
+        for timer in timers:
+            key = recipient_key(timer.user_id)
+            by_partition.setdefault(partition_for_key(key, partitions), []).append(timer)
+        for batch in by_partition.values():
+            value = encode_record(batch[0] if len(batch) == 1 else TimerBatch(tuple(batch)))
+            effects.publish(TIMER_TOPIC, value, key=recipient_key(batch[0].user_id))
 
 
 def push_notice(message: FanoutMessage, preview_chars: int) -> PushNotice:
@@ -170,7 +192,8 @@ class TimerHandler:
 
     async def handle(self, records: Sequence[Record]) -> None:
         """Fire the batch's records as they come due, waiting once per head."""
-        timers = [_decode(record) for record in records]
+        decoded = [(timer, record) for record in records for timer in _decode(record)]
+        timers = [timer for timer, _ in decoded]
         start = 0
         while start < len(timers):
             now = self._clock.now_ms()
@@ -183,9 +206,9 @@ class TimerHandler:
                     log.warning(
                         "timer: %s[%d]@%d was due %d ms ahead, more than the delay; "
                         "firing it now (is a fanout member's clock ahead?)",
-                        records[start].topic,
-                        records[start].partition,
-                        records[start].offset,
+                        decoded[start][1].topic,
+                        decoded[start][1].partition,
+                        decoded[start][1].offset,
                         head.due_ms - now,
                     )
                     now = head.due_ms  # fire it (and what is due with it) after the wait
@@ -236,9 +259,9 @@ class TimerHandler:
         """Nothing is buffered."""
 
 
-def _decode(record: Record) -> DeliveryTimer:
+def _decode(record: Record) -> tuple[DeliveryTimer, ...]:
     try:
-        return decode_delivery_timer(record.value)
+        return decode_delivery_timers(record.value)
     except EnvelopeError as exc:
         raise Reject(str(exc)) from exc
 

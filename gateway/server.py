@@ -95,6 +95,7 @@ from schemas.codes import ErrorCode, ExtResultCode, KickReason
 from schemas.commands import Cmd, UplinkTopic
 from schemas.envelope import (
     Deliver,
+    GateBatch,
     Kick,
     Reply,
     Target,
@@ -599,23 +600,31 @@ class Gate:
                     exc,
                 )
                 continue
-            if isinstance(item, Deliver):
-                for target in item.targets:
-                    conn = self._target(target)
-                    if conn is not None:
-                        conn.send(item.cmd, item.body)
-                        self._log_downlink(item.cmd, target, item.trace_id)
-            elif isinstance(item, Reply):
-                conn = self._target(item.target)
-                if conn is not None:
-                    conn.send(item.cmd, item.body, item.seq)
-                    self._log_downlink(item.cmd, item.target, item.trace_id)
+            if isinstance(item, GateBatch):
+                for one in item.items:
+                    self._apply(one)
             else:
-                conn = self._target(item.target)
+                self._apply(item)
+
+    def _apply(self, item: Deliver | Reply | Kick) -> None:
+        """Write one downlink record to the connections it names."""
+        if isinstance(item, Deliver):
+            for target in item.targets:
+                conn = self._target(target)
                 if conn is not None:
-                    reason = _kick_reason(item.reason)
-                    conn.kick(reason, new_client_type=item.new_client_type, text=item.text)
-                    self._log_downlink(Cmd.KICK_NOTIFY, item.target, item.trace_id)
+                    conn.send(item.cmd, item.body)
+                    self._log_downlink(item.cmd, target, item.trace_id)
+        elif isinstance(item, Reply):
+            conn = self._target(item.target)
+            if conn is not None:
+                conn.send(item.cmd, item.body, item.seq)
+                self._log_downlink(item.cmd, item.target, item.trace_id)
+        else:
+            conn = self._target(item.target)
+            if conn is not None:
+                reason = _kick_reason(item.reason)
+                conn.kick(reason, new_client_type=item.new_client_type, text=item.text)
+                self._log_downlink(Cmd.KICK_NOTIFY, item.target, item.trace_id)
 
     def _log_downlink(self, cmd: int, target: Target, trace_id: str) -> None:
         if log.isEnabledFor(logging.DEBUG):

@@ -15,7 +15,9 @@ integer tag naming the record kind *and its version*:
                         gate stamps each connection's own push seq, so the body is shared
                         and the header is written per connection;
     `Reply` (tag 11)    a response to one request: echoes the request's frame seq;
-    `Kick` (tag 12)     close a connection after sending it a KickNotify.
+    `Kick` (tag 12)     close a connection after sending it a KickNotify;
+    `GateBatch` (tag 13) several of the above for connections of one gate-topic
+                        partition, in order: what one consumer batch produced for it.
 
 Every connection is addressed as a `Target` (connection id *and* user id): a gate delivers
 only if the connection is still logged in as that user, so a record that outlived its
@@ -47,6 +49,7 @@ __all__ = [
     "Deliver",
     "Envelope",
     "EnvelopeError",
+    "GateBatch",
     "GateRecord",
     "Kick",
     "Origin",
@@ -71,6 +74,7 @@ ENVELOPE_TAG: Final = 1
 DELIVER_TAG: Final = 10
 REPLY_TAG: Final = 11
 KICK_TAG: Final = 12
+GATE_BATCH_TAG: Final = 13
 
 
 class Origin(msgspec.Struct, frozen=True, array_like=True, gc=False):
@@ -139,7 +143,13 @@ class Kick(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=KICK_TAG)
     ts_ms: NonNegative
 
 
-GateRecord: TypeAlias = Deliver | Reply | Kick
+class GateBatch(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=GATE_BATCH_TAG):
+    """Records for connections of one gate-topic partition, to be applied in order."""
+
+    items: tuple[Deliver | Reply | Kick, ...]
+
+
+GateRecord: TypeAlias = Deliver | Reply | Kick | GateBatch
 
 _encoder: Final = msgspec.msgpack.Encoder()
 _envelope_decoder: Final = msgspec.msgpack.Decoder(Envelope)

@@ -19,6 +19,12 @@
     The timer group publishes it; the push group sends it through the devices' providers,
     at most once per (user, conversation, seq) (`store.push_log`).
 
+``FanoutBatch`` (tag 23) and ``TimerBatch`` (tag 24) carry several `Fanout` or
+`DeliveryTimer` records of one partition, in order: the msg group publishes one fan-out
+record per ``im.fanout`` partition and batch, the fanout group one timer record per
+``im.timer`` partition and batch. Consumers read a single record and a batch alike
+(`decode_fanouts`, `decode_delivery_timers`).
+
 Both carry a `PushNotice`: what a notification says about the message, taken from the
 fan-out record, so neither group reads the timeline back.
 
@@ -45,11 +51,15 @@ __all__ = [
     "PUSH_REQUEST_TAG",
     "DeliveryTimer",
     "Fanout",
+    "FanoutBatch",
     "FanoutMessage",
     "PushNotice",
     "PushRequest",
+    "TimerBatch",
     "decode_delivery_timer",
+    "decode_delivery_timers",
     "decode_fanout",
+    "decode_fanouts",
     "decode_push_request",
     "encode_fanout",
     "encode_record",
@@ -59,6 +69,8 @@ __all__ = [
 FANOUT_TAG: Final = 20
 DELIVERY_TIMER_TAG: Final = 21
 PUSH_REQUEST_TAG: Final = 22
+FANOUT_BATCH_TAG: Final = 23
+TIMER_BATCH_TAG: Final = 24
 
 NonNegative = Annotated[int, msgspec.Meta(ge=0)]
 Positive = Annotated[int, msgspec.Meta(gt=0)]
@@ -136,9 +148,23 @@ class PushRequest(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=PU
         return f"{self.user_id}|{self.notice.conversation}|{self.notice.seq}"
 
 
+class FanoutBatch(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=FANOUT_BATCH_TAG):
+    """Several `Fanout` records whose recipients all live in one ``im.fanout`` partition."""
+
+    fanouts: tuple[Fanout, ...]
+
+
+class TimerBatch(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=TIMER_BATCH_TAG):
+    """Several `DeliveryTimer` records of one ``im.timer`` partition, in due order."""
+
+    timers: tuple[DeliveryTimer, ...]
+
+
 _encoder: Final = msgspec.msgpack.Encoder()
 _decoder: Final = msgspec.msgpack.Decoder(Fanout)
+_fanouts_decoder: Final = msgspec.msgpack.Decoder(Fanout | FanoutBatch)
 _timer_decoder: Final = msgspec.msgpack.Decoder(DeliveryTimer)
+_timers_decoder: Final = msgspec.msgpack.Decoder(DeliveryTimer | TimerBatch)
 _push_decoder: Final = msgspec.msgpack.Decoder(PushRequest)
 
 
@@ -160,8 +186,20 @@ def decode_fanout(data: bytes | bytearray | memoryview) -> Fanout:
         raise EnvelopeError(f"not a fanout record ({len(data)} bytes): {exc}") from exc
 
 
-def encode_record(record: DeliveryTimer | PushRequest) -> bytes:
-    """The record value of a `DeliveryTimer` or a `PushRequest`."""
+def decode_fanouts(data: bytes | bytearray | memoryview) -> tuple[Fanout, ...]:
+    """The `Fanout` records of an ``im.fanout`` record value (one, or a `FanoutBatch`);
+    `EnvelopeError` if it is neither."""
+    try:
+        record = _fanouts_decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise EnvelopeError(f"not a fanout record ({len(data)} bytes): {exc}") from exc
+    return record.fanouts if isinstance(record, FanoutBatch) else (record,)
+
+
+def encode_record(
+    record: DeliveryTimer | PushRequest | FanoutBatch | TimerBatch,
+) -> bytes:
+    """The record value of a `DeliveryTimer`, a `PushRequest` or a batch."""
     return _encoder.encode(record)
 
 
@@ -171,6 +209,16 @@ def decode_delivery_timer(data: bytes | bytearray | memoryview) -> DeliveryTimer
         return _timer_decoder.decode(data)
     except msgspec.DecodeError as exc:
         raise EnvelopeError(f"not a delivery timer record ({len(data)} bytes): {exc}") from exc
+
+
+def decode_delivery_timers(data: bytes | bytearray | memoryview) -> tuple[DeliveryTimer, ...]:
+    """The `DeliveryTimer` records of an ``im.timer`` record value (one, or a `TimerBatch`);
+    `EnvelopeError` if it is neither."""
+    try:
+        record = _timers_decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise EnvelopeError(f"not a delivery timer record ({len(data)} bytes): {exc}") from exc
+    return record.timers if isinstance(record, TimerBatch) else (record,)
 
 
 def decode_push_request(data: bytes | bytearray | memoryview) -> PushRequest:

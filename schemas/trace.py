@@ -1,5 +1,8 @@
 """The trace id of any CoffeeBus record value, read without decoding the rest of it.
 
+A batch record (`schemas.envelope.GateBatch`, `schemas.events.FanoutBatch`,
+`schemas.events.TimerBatch`) answers with its first item's trace id.
+
 Every record kind carries the trace id of the client frame (or API request) that caused it
 (`schemas.envelope`, `schemas.events`, `schemas.bizevents`). The bus runner puts it in the
 log lines of the consumer handling the record (`bus.runner`), whatever the topic, so it
@@ -15,8 +18,14 @@ from typing import Final
 
 import msgspec
 
-from schemas.envelope import DELIVER_TAG, ENVELOPE_TAG, KICK_TAG, REPLY_TAG
-from schemas.events import DELIVERY_TIMER_TAG, FANOUT_TAG, PUSH_REQUEST_TAG
+from schemas.envelope import DELIVER_TAG, ENVELOPE_TAG, GATE_BATCH_TAG, KICK_TAG, REPLY_TAG
+from schemas.events import (
+    DELIVERY_TIMER_TAG,
+    FANOUT_BATCH_TAG,
+    FANOUT_TAG,
+    PUSH_REQUEST_TAG,
+    TIMER_BATCH_TAG,
+)
 
 __all__ = ["trace_id_of"]
 
@@ -76,12 +85,45 @@ class _PushRequest(_Base, frozen=True, tag=PUSH_REQUEST_TAG):
     trace_id: str
 
 
+class _GateBatch(_Base, frozen=True, tag=GATE_BATCH_TAG):
+    items: tuple[_Deliver | _Reply | _Kick, ...]
+
+    @property
+    def trace_id(self) -> str:
+        return self.items[0].trace_id if self.items else ""
+
+
+class _FanoutBatch(_Base, frozen=True, tag=FANOUT_BATCH_TAG):
+    fanouts: tuple[_Fanout, ...]
+
+    @property
+    def trace_id(self) -> str:
+        return self.fanouts[0].trace_id if self.fanouts else ""
+
+
+class _TimerBatch(_Base, frozen=True, tag=TIMER_BATCH_TAG):
+    timers: tuple[_DeliveryTimer, ...]
+
+    @property
+    def trace_id(self) -> str:
+        return self.timers[0].trace_id if self.timers else ""
+
+
 class _JsonEvent(msgspec.Struct, frozen=True, gc=False):
     trace_id: str = ""
 
 
 _msgpack: Final = msgspec.msgpack.Decoder(
-    _Envelope | _Deliver | _Reply | _Kick | _Fanout | _DeliveryTimer | _PushRequest
+    _Envelope
+    | _Deliver
+    | _Reply
+    | _Kick
+    | _Fanout
+    | _DeliveryTimer
+    | _PushRequest
+    | _GateBatch
+    | _FanoutBatch
+    | _TimerBatch
 )
 _json: Final = msgspec.json.Decoder(_JsonEvent)
 

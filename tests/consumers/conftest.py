@@ -67,7 +67,7 @@ from gateway.server import Gate
 from schemas.codes import MsgType, SessionType
 from schemas.envelope import decode_envelope, now_ms
 from schemas.errors import EnvelopeError
-from schemas.events import decode_fanout
+from schemas.events import decode_fanouts
 from schemas.ids import UserId, conversation_id
 from sdk.client import Client
 from sdk.events import Event, Push
@@ -137,7 +137,11 @@ class _OwnRecords:
     def _ours(self, record: Record) -> bool:
         if record.topic == "im.fanout" and self._users:
             try:
-                return any(u in self._users for u in decode_fanout(record.value).recipients)
+                return any(
+                    u in self._users
+                    for fanout in decode_fanouts(record.value)
+                    for u in fanout.recipients
+                )
             except EnvelopeError:
                 return True
         if record.topic in _USER_KEYED and self._users:

@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from schemas.commands import Cmd
-from schemas.envelope import Deliver, Kick, Reply, Target, encode_gate_record, now_ms
+from schemas.envelope import (
+    Deliver,
+    GateBatch,
+    Kick,
+    Reply,
+    Target,
+    encode_gate_record,
+    now_ms,
+)
 from schemas.ids import ConnId, UserId, new_trace_id
 from schemas.pb.coffeebus import ext_pb2
 from store.ids import UserId as StoreUserId
@@ -60,6 +68,27 @@ async def test_one_record_delivers_to_many_connections(env: Env, kind: Kind) -> 
     # 2003 got nothing: its next frame is the answer to its own heartbeat.
     seq = await clients[2003].send(Cmd.HEARTBEAT)
     assert (await clients[2003].expect(Cmd.HEARTBEAT)).seq == seq
+
+
+async def test_a_batch_record_applies_its_items_in_order(memory_env: Env) -> None:
+    await memory_env.user(2005)
+    gate = await memory_env.gate()
+    client = await memory_env.connect(gate, "tcp")
+    await client.login(2005, "token-2005")
+    target = Target(conn_id=ConnId(await conn_id_of(memory_env, 2005)), user_id=UserId(2005))
+    trace = new_trace_id()
+    items = (
+        Reply(target=target, cmd=Cmd.MSG_DATA_ACK, seq=9, body=b"", trace_id=trace, ts_ms=1),
+        Deliver(cmd=Cmd.MSG_DATA, body=b"\x08\x01", targets=(target,), trace_id=trace, ts_ms=1),
+        Deliver(cmd=Cmd.MSG_DATA, body=b"\x08\x02", targets=(target,), trace_id=trace, ts_ms=1),
+        Kick(target=target, reason=3, new_client_type=0, text="bye", trace_id=trace, ts_ms=1),
+    )
+    await memory_env.bus.publish(gate.topic, encode_gate_record(GateBatch(items)), key=b"0")
+    assert (await client.expect(Cmd.MSG_DATA_ACK)).seq == 9
+    assert (await client.expect(Cmd.MSG_DATA)).body == b"\x08\x01"
+    assert (await client.expect(Cmd.MSG_DATA)).body == b"\x08\x02"
+    [notify] = await client.wait_closed()
+    assert ext_pb2.KickNotify.FromString(notify.body).reason == 3
 
 
 async def test_kick_record_and_bad_records(memory_env: Env) -> None:

@@ -8,10 +8,12 @@ import pytest
 from schemas.bizevents import UserOnline, encode_event
 from schemas.envelope import (
     Deliver,
+    GateBatch,
     Kick,
     Origin,
     Reply,
     Target,
+    decode_gate_record,
     encode_envelope,
     encode_gate_record,
     make_envelope,
@@ -19,9 +21,13 @@ from schemas.envelope import (
 from schemas.events import (
     DeliveryTimer,
     Fanout,
+    FanoutBatch,
     FanoutMessage,
     PushNotice,
     PushRequest,
+    TimerBatch,
+    decode_delivery_timers,
+    decode_fanouts,
     encode_fanout,
     encode_record,
 )
@@ -79,6 +85,34 @@ VALUES = {
     "push request": encode_record(
         PushRequest(user_id=UserId(2), notice=NOTICE, trace_id=TRACE, ts_ms=1)
     ),
+    "gate batch": encode_gate_record(
+        GateBatch(
+            (
+                Reply(target=TARGET, cmd=1, seq=2, body=b"x", trace_id=TRACE, ts_ms=1),
+                Deliver(cmd=1, body=b"x", targets=(TARGET,), trace_id=new_trace_id(), ts_ms=1),
+            )
+        )
+    ),
+    "fanout batch": encode_record(
+        FanoutBatch(
+            (
+                Fanout(message=MESSAGE, recipients=(UserId(1),), trace_id=TRACE, ts_ms=1),
+                Fanout(
+                    message=MESSAGE, recipients=(UserId(2),), trace_id=TraceId("other"), ts_ms=1
+                ),
+            )
+        )
+    ),
+    "timer batch": encode_record(
+        TimerBatch(
+            (
+                DeliveryTimer(user_id=UserId(2), notice=NOTICE, due_ms=5, trace_id=TRACE),
+                DeliveryTimer(
+                    user_id=UserId(3), notice=NOTICE, due_ms=6, trace_id=TraceId("other")
+                ),
+            )
+        )
+    ),
     "business event": encode_event(
         UserOnline(
             id="user.online:g:1",
@@ -109,6 +143,19 @@ def test_a_record_from_a_newer_producer_with_appended_fields() -> None:
 )
 def test_no_trace_id_in_garbage_or_unknown_records(value: bytes) -> None:
     assert trace_id_of(value) is None
+
+
+def test_batches_decode_to_their_items_in_order() -> None:
+    assert [f.recipients for f in decode_fanouts(VALUES["fanout batch"])] == [
+        (UserId(1),),
+        (UserId(2),),
+    ]
+    assert [t.user_id for t in decode_delivery_timers(VALUES["timer batch"])] == [2, 3]
+    assert len(decode_fanouts(VALUES["fanout"])) == 1
+    assert len(decode_delivery_timers(VALUES["delivery timer"])) == 1
+    batch = decode_gate_record(VALUES["gate batch"])
+    assert isinstance(batch, GateBatch)
+    assert [type(item).__name__ for item in batch.items] == ["Reply", "Deliver"]
 
 
 def test_an_empty_trace_id_is_none() -> None:
