@@ -56,6 +56,7 @@ from bus.memory import MemoryBus
 from bus.topology import Topology, load_topology
 from coffeebus.settings import (
     GatewaySettings,
+    HotSettings,
     KafkaSettings,
     MongoSettings,
     RedisSettings,
@@ -462,11 +463,13 @@ async def open_real_system(
     mongo_url: str,
     *,
     topology: Topology | None = None,
+    hot: HotSettings | None = None,
     **kafka_options: Any,
 ) -> AsyncIterator[System]:
     """A `System` on the given servers (isolated as the module docstring says), closed and
     cleaned up on exit. `topology` defaults to topology.yaml; its group ids are made unique;
-    `kafka_options` are further `KafkaSettings` fields (e.g. ``request_timeout_ms``)."""
+    `hot` sizes Redis's hot state; `kafka_options` are further `KafkaSettings` fields (e.g.
+    ``request_timeout_ms``)."""
     suffix = uuid.uuid4().hex[:12]
     topology = unique_groups(topology or load_topology(), suffix)
     await apply(topology, kafka_bootstrap)  # idempotent: the shared im.* topics
@@ -474,6 +477,7 @@ async def open_real_system(
         kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap, linger_ms=1, **kafka_options),
         mongo=MongoSettings(url=mongo_url, database=f"cbtest_{suffix}"),
         redis=RedisSettings(url=redis_url, key_prefix=f"cbtest:{suffix}:"),
+        hot=hot or HotSettings(),
     )
     system: System | None = None
     try:
