@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -37,10 +38,16 @@ from bus.admin import apply
 from bus.topology import load_topology
 from coffeebus.settings import KafkaSettings, MongoSettings, RedisSettings, Settings
 from coffeebus.wiring import Mode, Runtime, open_runtime
+from store.groups_mongo import GROUP_ID_TIMELINE
 from tests.chaos.checker import tally
 from tests.chaos.processes import RoleProcess, role_env, write_topology
 from tests.chaos.services import PrivateServices
-from tests.consumers.conftest import System, _cleanup, real_system
+from tests.consumers.conftest import (
+    System,
+    _cleanup,
+    commit_ends,
+    real_system,
+)
 
 __all__ = ["ChaosSystem", "chaos_system", "private_kafka", "real_system"]
 
@@ -140,6 +147,15 @@ async def chaos_system(
         async with open_runtime(
             settings, Mode.REAL, client_id=f"chaos-{suffix}", topology=topology
         ) as runtime:
+            # Role processes handle every record of their topics, and the private broker
+            # is the whole session's: they start at the ends, not at earlier tests' records
+            # (whose group conversations, g:1 and up, would collide with this test's).
+            await commit_ends(
+                private_kafka,
+                topology,
+                [(spec.group_id, spec.topics) for spec in topology.groups.values()],
+            )
+            await runtime.sections.reserve(GROUP_ID_TIMELINE, random.randrange(1 << 40, 1 << 47))
             system = ChaosSystem(
                 runtime, kafka_bootstrap=private_kafka, topology_file=topology_file, logs=logs
             )
