@@ -21,7 +21,7 @@ from schemas.ids import ConversationId, UserId, c2c_conversation_id, group_conve
 from store.inbox import InboxEntry
 from store.inbox_mongo import MongoInboxStore
 from store.messages import StoredMessage
-from store.mongo import connect_mongo, ensure_indexes
+from store.mongo.client import connect_mongo, ensure_indexes
 from store.sessions import SessionTouch
 from store.sessions_mongo import MongoSessionStore
 

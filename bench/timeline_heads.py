@@ -26,10 +26,10 @@ from schemas.ids import UserId, c2c_conversation_id
 from store.heads_cache import CachedInboxStore, CachedMessageStore
 from store.inbox import InboxEntry
 from store.inbox_mongo import MongoInboxStore
-from store.keys import RedisKeys
 from store.messages_mongo import MongoMessageStore
-from store.mongo import connect_mongo, ensure_indexes
-from store.redis import connect_redis
+from store.mongo.client import connect_mongo, ensure_indexes
+from store.redis.client import connect_redis
+from store.redis.keys import RedisKeys
 
 READER = UserId(1)
 

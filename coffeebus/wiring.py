@@ -24,8 +24,6 @@ from bus.kafka import KafkaBus
 from bus.memory import MemoryBus
 from bus.topology import Topology, load_topology
 from coffeebus.settings import Settings
-from store import mongo as mongo_store
-from store import redis as redis_store
 from store.deliveries import DeliveryStore, MemoryDeliveryStore, MongoDeliveryStore
 from store.groups import GroupLimits, GroupStore, MemoryGroupStore
 from store.groups_cache import CachedGroupStore
@@ -34,11 +32,13 @@ from store.heads_cache import CachedInboxStore, CachedMessageStore
 from store.idempotency import IdempotencyStore, MemoryIdempotencyStore, RedisIdempotencyStore
 from store.inbox import InboxStore, MemoryInboxStore
 from store.inbox_mongo import MongoInboxStore
-from store.keys import RedisKeys
 from store.messages import MemoryMessageStore, MessageStore
 from store.messages_mongo import MongoMessageStore
+from store.mongo import client as mongo_store
 from store.push_log import MemoryPushLog, MongoPushLog, PushLog
 from store.push_tokens import MemoryPushTokenStore, MongoPushTokenStore, PushTokenStore
+from store.redis import client as redis_store
+from store.redis.keys import RedisKeys
 from store.routes import MemoryRouteStore, RouteStore
 from store.routes_redis import RedisRouteStore
 from store.seq import MemorySectionStore, MongoSectionStore, SectionStore

@@ -85,7 +85,7 @@ __all__ = ["Pipeline", "ReadinessCheck", "create_app", "serve_api"]
 logger = logging.getLogger(__name__)
 
 ReadinessCheck = Callable[[], Awaitable[None]]
-"""Raises unless a dependency answers (e.g. `store.redis.ping` bound to a client)."""
+"""Raises unless a dependency answers (e.g. `store.redis.client.ping` bound to a client)."""
 
 #: How long /readyz waits for each check before calling the dependency down.
 READINESS_TIMEOUT_S: Final = 2.0

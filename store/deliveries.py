@@ -26,8 +26,8 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
 from schemas.ids import ConversationId, UserId
-from store.bulk import Document, update_all, update_op
-from store.collections import Collection
+from store.mongo.bulk import Document, update_all, update_op
+from store.mongo.collections import Collection
 
 __all__ = [
     "DELIVERIES_COLLECTION",

@@ -1,7 +1,8 @@
 """`CachedGroupStore`: a Redis cache of each group and its member set in front of a store.
 
 Every group message needs "is the sender a member, is the group muted, who are the
-members"; this answers them from one Redis hash per group (`store.keys.RedisKeys.group_members`)::
+members"; this answers them from one Redis hash per group
+(`store.redis.keys.RedisKeys.group_members`)::
 
     #v  -> the group's version (`store.groups.Group.version`)
     #g  -> the group, msgpack-encoded ("" = no such group)
@@ -48,7 +49,7 @@ from store.groups import (
     MemberAck,
     MembershipChange,
 )
-from store.keys import RedisKeys
+from store.redis.keys import RedisKeys
 
 VERSION_FIELD: Final = b"#v"
 GROUP_FIELD: Final = b"#g"

@@ -26,9 +26,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from schemas.ids import GroupId, UserId
-from store.bulk import insert_new, update_all, update_op
 from store.clock import Clock, SystemClock
-from store.collections import Collection
 from store.groups import (
     CreateResult,
     Group,
@@ -45,6 +43,8 @@ from store.groups import (
     new_group,
 )
 from store.messages import Document
+from store.mongo.bulk import insert_new, update_all, update_op
+from store.mongo.collections import Collection
 from store.seq import SectionStore
 
 GROUP_ID_TIMELINE = "#group-ids"
@@ -99,7 +99,7 @@ def _group_from_doc(doc: Document) -> Group:
 
 
 class MongoGroupStore:
-    """`GroupStore` on a MongoDB database (indexes from `store.mongo.ensure_indexes`).
+    """`GroupStore` on a MongoDB database (indexes from `store.mongo.client.ensure_indexes`).
 
     Args:
         db: the database holding ``groups`` and ``group_members``.

@@ -6,7 +6,7 @@ the ``ack`` group caps every claimed seq at its conversation's head, and the syn
 FerretDB v1 (SQLite), which pushes down no filter but ``_id`` equality, each is a scan of the
 whole collection, and they get slower as data grows. So, as OpenIM keeps each conversation's
 max seq in Redis, the wrappers here keep one string per timeline
-(`store.keys.RedisKeys.conversation_head`, `store.keys.RedisKeys.inbox_head`)::
+(`store.redis.keys.RedisKeys.conversation_head`, `store.redis.keys.RedisKeys.inbox_head`)::
 
     <ns>head:<conversation>    -> highest stored message seq
     <ns>inbox:<user_id>:head   -> highest stored inbox seq
@@ -58,8 +58,8 @@ from redis.exceptions import NoScriptError
 
 from schemas.ids import ConversationId, UserId
 from store.inbox import InboxEntry, InboxPage, InboxStore
-from store.keys import RedisKeys
 from store.messages import InsertResult, MessageStore, SeqConflictError, StoredMessage
+from store.redis.keys import RedisKeys
 
 _S = TypeVar("_S")
 

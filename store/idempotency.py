@@ -10,7 +10,7 @@ running) or completed (replay its response), each with the fingerprint to compar
 
 Keys are opaque scope strings chosen by the caller (a digest of the API key and the
 Idempotency-Key, so two business servers never share a key space). Redis keys come from
-`store.keys.RedisKeys.idempotency`.
+`store.redis.keys.RedisKeys.idempotency`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Final, Protocol, cast
 import msgspec
 from redis.asyncio import Redis
 
-from store.keys import RedisKeys
+from store.redis.keys import RedisKeys
 
 __all__ = [
     "IdempotencyRecord",

@@ -36,10 +36,10 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
 from schemas.ids import ConversationId, UserId
-from store.bulk import insert_new
-from store.collections import Collection
 from store.inbox import InboxEntry, InboxPage
 from store.messages import Document, check_limit, message_fields, message_from_doc
+from store.mongo.bulk import insert_new
+from store.mongo.collections import Collection
 
 UnreadStrategy = Literal["aggregate", "count"]
 
@@ -66,7 +66,7 @@ def _entry_from_doc(doc: Document) -> InboxEntry:
 
 
 class MongoInboxStore:
-    """`InboxStore` on a MongoDB database (indexes from `store.mongo.ensure_indexes`).
+    """`InboxStore` on a MongoDB database (indexes from `store.mongo.client.ensure_indexes`).
 
     Args:
         db: the database holding ``inbox``.

@@ -21,8 +21,6 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
 from schemas.ids import ConversationId, UserId
-from store.bulk import insert_new
-from store.collections import Collection
 from store.messages import (
     Document,
     InsertResult,
@@ -32,6 +30,8 @@ from store.messages import (
     message_fields,
     message_from_doc,
 )
+from store.mongo.bulk import insert_new
+from store.mongo.collections import Collection
 
 
 def message_key(conversation: str, client_msg_id: str) -> str:
@@ -40,7 +40,7 @@ def message_key(conversation: str, client_msg_id: str) -> str:
 
 
 class MongoMessageStore:
-    """`MessageStore` on a MongoDB database (indexes from `store.mongo.ensure_indexes`)."""
+    """`MessageStore` on a MongoDB database (indexes from `store.mongo.client.ensure_indexes`)."""
 
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self._messages: AsyncCollection[Document] = db[Collection.MESSAGES]

@@ -8,7 +8,7 @@ that dies between the claim and the send loses that one push (the message itself
 the inbox and shows on the next sync) — a duplicate alert on every replay would be worse.
 
 MongoDB ``push_log``: ``{_id: "<user>|<conversation>|<seq>", ms}``, inserted in one unordered
-bulk per batch (`store.bulk.insert_new`). No other index. ``im.push`` keeps its records for a
+bulk per batch (`store.mongo.bulk.insert_new`). No other index. ``im.push`` keeps its records for a
 day, so an entry older than that can never be claimed again: `PushLog.prune` deletes them
 (a maintenance job; the log is correct without it). Intended shard key: ``_id``.
 """
@@ -21,8 +21,8 @@ from typing import Final, Protocol
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
-from store.bulk import Document, insert_new
-from store.collections import Collection
+from store.mongo.bulk import Document, insert_new
+from store.mongo.collections import Collection
 
 __all__ = ["PUSH_LOG_COLLECTION", "MemoryPushLog", "MongoPushLog", "PushLog"]
 

@@ -36,9 +36,9 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
 from schemas.ids import UserId
-from store.bulk import Document
 from store.clock import Clock, SystemClock
-from store.collections import Collection
+from store.mongo.bulk import Document
+from store.mongo.collections import Collection
 
 __all__ = [
     "MAX_DEVICES_PER_USER",

@@ -1,6 +1,6 @@
 """`RouteStore` on Redis (redis.asyncio).
 
-Keys (`store.keys`):
+Keys (`store.redis.keys`):
 
 - ``route:<user_id>``: a hash, field = client type, value = the route as a compact JSON array
   ``[gate_id, conn_id, client_type, login_ms]``; the hash's TTL is the user's route TTL.
@@ -22,7 +22,7 @@ import msgspec
 from redis.asyncio import Redis
 
 from store.ids import ConnId, GateId, UserId
-from store.keys import RedisKeys
+from store.redis.keys import RedisKeys
 from store.routes import GateInfo, Route, ttl_to_ms
 
 logger = logging.getLogger(__name__)

@@ -31,7 +31,7 @@ from pymongo.errors import DuplicateKeyError
 
 from bus.partitioner import partition_for_key
 from schemas.ids import UserId
-from store.collections import Collection
+from store.mongo.collections import Collection
 
 logger = logging.getLogger(__name__)
 #: A timeline name (a conversation id, an inbox timeline, or a plain str).

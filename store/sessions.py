@@ -10,7 +10,7 @@ each last changed. No write reads-then-writes, and every write is order-independ
 - read seq: ``$max`` (never back);
 - updated times: ``$max``;
 - creation: an upsert on ``_id``; when two upserts race to create one document, the loser
-  is sent again (`store.bulk.update_all`) and then updates.
+  is sent again (`store.mongo.bulk.update_all`) and then updates.
 
 The last message and the read seq live in two documents (``sessions``, ``session_reads``),
 each written by one consumer group only, keyed by user like that group's topic: see

@@ -18,7 +18,7 @@ the split costs one more query per session list and nothing else.
 
 Why not the classic ``update_one({..., last_seq: {$lt: seq}}, {$set: ...}, upsert=True)``:
 a stale touch then fails its upsert with a duplicate key, and FerretDB v1 stops an unordered
-bulk at its first error (`store.bulk`). ``$max`` on the whole message never fails.
+bulk at its first error (`store.mongo.bulk`). ``$max`` on the whole message never fails.
 
 Cost on FerretDB v1 on SQLite (`bench/store_timelines.py`): its update path scans the
 collection for every statement, so touches slow down as ``sessions`` grows — 1,000 touches
@@ -41,11 +41,11 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
 from schemas.ids import ConversationId, UserId
-from store.bulk import update_all, update_op
 from store.clock import Clock, SystemClock
-from store.collections import Collection
 from store.inbox import InboxStore
 from store.messages import Document, check_limit, message_fields, message_from_doc
+from store.mongo.bulk import update_all, update_op
+from store.mongo.collections import Collection
 from store.sessions import (
     ReadMark,
     Session,
@@ -80,7 +80,7 @@ def _session(
 
 
 class MongoSessionStore:
-    """`SessionStore` on a MongoDB database (indexes from `store.mongo.ensure_indexes`).
+    """`SessionStore` on a MongoDB database (indexes from `store.mongo.client.ensure_indexes`).
 
     Args:
         db: the database holding ``sessions``.

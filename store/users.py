@@ -179,7 +179,7 @@ def is_valid_user_name(user_name: str) -> bool:
     """Whether `user_name` is a valid login name.
 
     1-64 printable characters without whitespace, not starting with ``#`` (that prefix is
-    reserved for the name key of users without a name, see `store.collections`).
+    reserved for the name key of users without a name, see `store.mongo.collections`).
     """
     return (
         0 < len(user_name) <= MAX_USER_NAME_LENGTH

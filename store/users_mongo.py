@@ -14,7 +14,7 @@ never overwrite a newer one: a rotated token stops working at once, not after th
 The TTL bounds only what a crash between the MongoDB write and the cache write can leave
 behind (the write raises then, and the caller retries it).
 
-Documents: see `store.collections` for ``name_key``, the unique login-name key that works
+Documents: see `store.mongo.collections` for ``name_key``, the unique login-name key that works
 without sparse or partial indexes.
 """
 
@@ -32,18 +32,18 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 from redis.asyncio import Redis
 
-from store.bulk import insert_new
 from store.clock import Clock, SystemClock
-from store.collections import Collection
 from store.errors import UnknownUserError, UserNameTakenError
 from store.ids import UserId
-from store.keys import RedisKeys
+from store.mongo.bulk import insert_new
+from store.mongo.collections import Collection
 from store.passwords import (
     DEFAULT_PARAMS,
     ScryptParams,
     hash_password_async,
     verify_password_async,
 )
+from store.redis.keys import RedisKeys
 from store.users import (
     TokenCheck,
     TokenStatus,
@@ -108,7 +108,7 @@ class MongoUserStore:
     """`UserStore` on a MongoDB database, with an optional Redis token-check cache.
 
     Args:
-        db: the database holding ``users`` (indexes from `store.mongo.ensure_indexes`).
+        db: the database holding ``users`` (indexes from `store.mongo.client.ensure_indexes`).
         redis: the cache's Redis client (``decode_responses=False``), or None for no cache.
         keys: the Redis key namespace.
         cache_ttl: seconds a cached token-check entry lives.

@@ -29,10 +29,10 @@ from coffeebus.settings import GatewaySettings
 from gateway.server import Gate
 from schemas.envelope import Envelope, decode_envelope
 from store.ids import UserId
-from store.keys import RedisKeys
-from store.mongo import connect_mongo, ensure_indexes
+from store.mongo.client import connect_mongo, ensure_indexes
 from store.passwords import ScryptParams
-from store.redis import connect_redis
+from store.redis.client import connect_redis
+from store.redis.keys import RedisKeys
 from store.routes import MemoryRouteStore, RouteStore
 from store.routes_redis import RedisRouteStore
 from store.users import MemoryUserStore, User, UserImport, UserStore

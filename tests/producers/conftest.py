@@ -19,10 +19,10 @@ from litestar import Litestar
 
 from coffeebus.settings import ApiSettings
 from producers.app import create_app
-from store.keys import RedisKeys
-from store.mongo import connect_mongo, ensure_indexes
+from store.mongo.client import connect_mongo, ensure_indexes
 from store.passwords import ScryptParams
-from store.redis import connect_redis
+from store.redis.client import connect_redis
+from store.redis.keys import RedisKeys
 from store.routes import MemoryRouteStore, RouteStore
 from store.routes_redis import RedisRouteStore
 from store.users import MemoryUserStore, UserStore

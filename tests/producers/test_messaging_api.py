@@ -28,9 +28,9 @@ from schemas.ids import ConnId, GateId, GroupId, UserId, c2c_conversation_id
 from schemas.pb.coffeebus import ext_pb2
 from store.groups import GroupSpec, MemoryGroupStore
 from store.idempotency import IdempotencyRecord, MemoryIdempotencyStore, RedisIdempotencyStore
-from store.keys import RedisKeys
 from store.messages import MemoryMessageStore, StoredMessage
-from store.redis import connect_redis
+from store.redis.client import connect_redis
+from store.redis.keys import RedisKeys
 from store.routes import Route
 from store.users import UserImport
 from tests.producers.conftest import Client, Stores, in_process_client

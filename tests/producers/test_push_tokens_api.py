@@ -9,7 +9,7 @@ import pytest
 from coffeebus.settings import ApiSettings
 from producers.app import create_app
 from store.ids import UserId
-from store.mongo import connect_mongo, ensure_indexes
+from store.mongo.client import connect_mongo, ensure_indexes
 from store.push_tokens import (
     MemoryPushTokenStore,
     MongoPushTokenStore,

@@ -26,8 +26,8 @@ from store.groups import (
 )
 from store.groups_cache import CachedGroupStore
 from store.groups_mongo import MongoGroupStore
-from store.keys import RedisKeys
-from store.mongo import Document
+from store.mongo.client import Document
+from store.redis.keys import RedisKeys
 from store.seq import MongoSectionStore
 
 OWNER = UserId(1)

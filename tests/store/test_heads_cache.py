@@ -24,10 +24,10 @@ from schemas.ids import ConversationId, UserId
 from store.heads_cache import EMPTY_HEAD_TTL, HEAD_TTL, CachedInboxStore, CachedMessageStore
 from store.inbox import InboxEntry
 from store.inbox_mongo import MongoInboxStore
-from store.keys import RedisKeys
 from store.messages_mongo import MongoMessageStore
-from store.mongo import Document
-from store.redis import connect_redis
+from store.mongo.client import Document
+from store.redis.client import connect_redis
+from store.redis.keys import RedisKeys
 from tests.store.messaging import c2c, conv, group_msg
 from tests.waiting import wait_for
 

@@ -12,8 +12,8 @@ from schemas.ids import UserId
 from store.heads_cache import CachedInboxStore
 from store.inbox import InboxEntry, InboxStore, MemoryInboxStore
 from store.inbox_mongo import MongoInboxStore
-from store.keys import RedisKeys
-from store.mongo import Document
+from store.mongo.client import Document
+from store.redis.keys import RedisKeys
 from tests.store.messaging import c2c, conv, group_msg
 
 ALICE, BOB, CAROL = UserId(1), UserId(2), UserId(3)

@@ -12,10 +12,10 @@ from redis.asyncio import Redis
 
 from schemas.ids import UserId
 from store.heads_cache import CachedMessageStore
-from store.keys import RedisKeys
 from store.messages import MemoryMessageStore, MessageStore, SeqConflictError, StoredMessage
 from store.messages_mongo import MongoMessageStore
-from store.mongo import Document
+from store.mongo.client import Document
+from store.redis.keys import RedisKeys
 from tests.store.messaging import T0, c2c, conv, group_msg
 
 CONV = conv(1, 2)

@@ -10,9 +10,16 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError, ServerSelectionTimeoutError
 
-from store.collections import INDEXES, USERS_NAME_KEY_INDEX, Collection
 from store.errors import IndexConflictError
-from store.mongo import DEFAULT_DATABASE, Document, connect_mongo, database, ensure_indexes, ping
+from store.mongo.client import (
+    DEFAULT_DATABASE,
+    Document,
+    connect_mongo,
+    database,
+    ensure_indexes,
+    ping,
+)
+from store.mongo.collections import INDEXES, USERS_NAME_KEY_INDEX, Collection
 
 pytestmark = pytest.mark.mongo
 

@@ -8,7 +8,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from schemas.ids import UserId
 from store.clock import ManualClock
-from store.mongo import Document
+from store.mongo.client import Document
 from store.push_log import MemoryPushLog, MongoPushLog, PushLog
 from store.push_tokens import (
     MAX_DEVICES_PER_USER,

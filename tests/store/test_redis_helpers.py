@@ -8,8 +8,8 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from store.keys import RedisKeys
-from store.redis import connect_redis, ping
+from store.redis.client import connect_redis, ping
+from store.redis.keys import RedisKeys
 
 
 @pytest.mark.redis

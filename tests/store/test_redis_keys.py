@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from store.keys import DEFAULT_NAMESPACE, RedisKeys
+from store.redis.keys import DEFAULT_NAMESPACE, RedisKeys
 
 
 def test_every_key_is_inside_the_namespace() -> None:

@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 
 from store.clock import ManualClock
 from store.ids import ConnId, GateId, UserId
-from store.keys import RedisKeys
+from store.redis.keys import RedisKeys
 from store.routes import GateInfo, MemoryRouteStore, Route, RouteStore
 from store.routes_redis import RedisRouteStore
 

@@ -10,7 +10,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from bus.partitioner import partition_for_key
 from schemas.ids import UserId
-from store.mongo import Document
+from store.mongo.client import Document
 from store.seq import (
     MemorySectionStore,
     MongoSectionStore,

@@ -27,7 +27,7 @@ from store.clock import ManualClock
 from store.inbox import InboxEntry, InboxStore, MemoryInboxStore
 from store.inbox_mongo import MongoInboxStore
 from store.messages import StoredMessage
-from store.mongo import Document
+from store.mongo.client import Document
 from store.sessions import MemorySessionStore, ReadMark, SessionStore, SessionTouch
 from store.sessions_mongo import MongoSessionStore
 from tests.store.messaging import T0, c2c, conv, group_msg

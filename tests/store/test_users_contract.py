@@ -11,9 +11,9 @@ from redis.asyncio import Redis
 from store.clock import ManualClock
 from store.errors import InvalidUserInputError, UnknownUserError, UserNameTakenError
 from store.ids import MAX_USER_ID, UserId
-from store.keys import RedisKeys
-from store.mongo import Document
+from store.mongo.client import Document
 from store.passwords import verify_password
+from store.redis.keys import RedisKeys
 from store.users import MemoryUserStore, TokenStatus, UserImport, UserStore
 from store.users_mongo import MongoUserStore
 

@@ -7,10 +7,10 @@ import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 from redis.asyncio import Redis
 
-from store.collections import Collection
 from store.ids import UserId
-from store.keys import RedisKeys
-from store.mongo import Document
+from store.mongo.client import Document
+from store.mongo.collections import Collection
+from store.redis.keys import RedisKeys
 from store.users import TokenStatus, User, UserImport
 from store.users_mongo import MongoUserStore
 

@@ -1,6 +1,6 @@
 """Every MongoDB collection CoffeeBus uses, and every index it needs, declared in one place.
 
-`store.mongo.ensure_indexes` creates the indexes below at start; nothing else creates an
+`store.mongo.client.ensure_indexes` creates the indexes below at start; nothing else creates an
 index. Only features a MongoDB-compatible server without transactions supports are used
 (FerretDB v1: no partial, sparse or TTL indexes), so uniqueness that would need a partial
 index is designed around instead — see *users*.
@@ -137,4 +137,4 @@ INDEXES: Mapping[Collection, tuple[IndexSpec, ...]] = MappingProxyType(
         Collection.PUSH_LOG: (),
     }
 )
-"""The indexes of each collection, created by `store.mongo.ensure_indexes`."""
+"""The indexes of each collection, created by `store.mongo.client.ensure_indexes`."""

@@ -14,8 +14,8 @@ from typing import Any
 from pymongo import AsyncMongoClient, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 
-from store.collections import INDEXES, Collection, IndexSpec
 from store.errors import IndexConflictError
+from store.mongo.collections import INDEXES, Collection, IndexSpec
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""The MongoDB adapters of the stores, and their plumbing (client, collections, bulk writes)."""
