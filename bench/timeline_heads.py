@@ -3,7 +3,7 @@
 What the ``ack`` group pays per batch to cap claimed seqs (the heads of the batch's
 conversations) and the sync query per request (a user's inbox head): straight from the
 MongoDB-compatible server — one sorted ``find_one`` per timeline, as ``_latest_seqs`` did
-before `store.heads_cache` — and through the cache (all hits, one pipelined Redis round trip).
+before `store.redis.heads` — and through the cache (all hits, one pipelined Redis round trip).
 
     uv run python -m bench.timeline_heads [--messages 5000] [--conversations 50] [--batch 10]
 
@@ -23,12 +23,12 @@ from collections.abc import Awaitable, Callable
 from bench.store_timelines import stored_message
 from schemas.codes import SessionType
 from schemas.ids import UserId, c2c_conversation_id
-from store.heads_cache import CachedInboxStore, CachedMessageStore
 from store.inbox import InboxEntry
-from store.inbox_mongo import MongoInboxStore
-from store.messages_mongo import MongoMessageStore
 from store.mongo.client import connect_mongo, ensure_indexes
+from store.mongo.inbox import MongoInboxStore
+from store.mongo.messages import MongoMessageStore
 from store.redis.client import connect_redis
+from store.redis.heads import CachedInboxStore, CachedMessageStore
 from store.redis.keys import RedisKeys
 
 READER = UserId(1)

@@ -24,28 +24,44 @@ from bus.kafka import KafkaBus
 from bus.memory import MemoryBus
 from bus.topology import Topology, load_topology
 from coffeebus.settings import Settings
-from store.deliveries import DeliveryStore, MemoryDeliveryStore, MongoDeliveryStore
-from store.groups import GroupLimits, GroupStore, MemoryGroupStore
-from store.groups_cache import CachedGroupStore
-from store.groups_mongo import MongoGroupStore
-from store.heads_cache import CachedInboxStore, CachedMessageStore
-from store.idempotency import IdempotencyStore, MemoryIdempotencyStore, RedisIdempotencyStore
-from store.inbox import InboxStore, MemoryInboxStore
-from store.inbox_mongo import MongoInboxStore
-from store.messages import MemoryMessageStore, MessageStore
-from store.messages_mongo import MongoMessageStore
+from store.deliveries import DeliveryStore
+from store.groups import GroupLimits, GroupStore
+from store.idempotency import IdempotencyStore
+from store.inbox import InboxStore
+from store.memory.deliveries import MemoryDeliveryStore
+from store.memory.groups import MemoryGroupStore
+from store.memory.idempotency import MemoryIdempotencyStore
+from store.memory.inbox import MemoryInboxStore
+from store.memory.messages import MemoryMessageStore
+from store.memory.push_log import MemoryPushLog
+from store.memory.push_tokens import MemoryPushTokenStore
+from store.memory.routes import MemoryRouteStore
+from store.memory.seq import MemorySectionStore
+from store.memory.sessions import MemorySessionStore
+from store.memory.users import MemoryUserStore
+from store.messages import MessageStore
 from store.mongo import client as mongo_store
-from store.push_log import MemoryPushLog, MongoPushLog, PushLog
-from store.push_tokens import MemoryPushTokenStore, MongoPushTokenStore, PushTokenStore
+from store.mongo.deliveries import MongoDeliveryStore
+from store.mongo.groups import MongoGroupStore
+from store.mongo.inbox import MongoInboxStore
+from store.mongo.messages import MongoMessageStore
+from store.mongo.push_log import MongoPushLog
+from store.mongo.push_tokens import MongoPushTokenStore
+from store.mongo.seq import MongoSectionStore
+from store.mongo.sessions import MongoSessionStore
+from store.mongo.users import MongoUserStore
+from store.push_log import PushLog
+from store.push_tokens import PushTokenStore
 from store.redis import client as redis_store
+from store.redis.groups import CachedGroupStore
+from store.redis.heads import CachedInboxStore, CachedMessageStore
+from store.redis.idempotency import RedisIdempotencyStore
 from store.redis.keys import RedisKeys
-from store.routes import MemoryRouteStore, RouteStore
-from store.routes_redis import RedisRouteStore
-from store.seq import MemorySectionStore, MongoSectionStore, SectionStore
-from store.sessions import MemorySessionStore, SessionStore
-from store.sessions_mongo import MongoSessionStore
-from store.users import MemoryUserStore, UserStore
-from store.users_mongo import MongoUserStore
+from store.redis.routes import RedisRouteStore
+from store.routes import RouteStore
+from store.seq import SectionStore
+from store.sessions import SessionStore
+from store.users import UserStore
 
 __all__ = ["Mode", "ReadinessCheck", "Runtime", "memory_bus_for", "open_runtime"]
 
@@ -168,7 +184,7 @@ async def open_runtime(
         await mongo_store.ensure_indexes(db)
         await kafka_bus.start()
         sections = MongoSectionStore(db)
-        # Timeline heads through Redis (`store.heads_cache`). The sessions store gets the
+        # Timeline heads through Redis (`store.redis.heads`). The sessions store gets the
         # wrapper too: no inbox access of this process goes around the cache.
         inbox_store = CachedInboxStore(MongoInboxStore(db), redis, keys=keys)
         try:

@@ -48,10 +48,7 @@ from schemas.ids import ConversationId, GroupId, TraceId, UserId
 from schemas.pb.coffeebus import ext_pb2
 from schemas.pb.coffeechat import base_pb2, message_pb2
 from store.clock import Clock, SystemClock
-from store.deliveries import (
-    DeliveryMark,
-    DeliveryStore,
-)
+from store.deliveries import DeliveryMark, DeliveryStore
 from store.groups import GroupStore, MemberAck
 from store.messages import MessageStore
 from store.routes import RouteStore
@@ -210,7 +207,7 @@ class AckHandler:
 
     async def _latest_seqs(self, convs: set[ConversationId]) -> dict[ConversationId, int]:
         # One call for the batch: on the real services, one Redis round trip
-        # (`store.heads_cache`) instead of a timeline scan per conversation on FerretDB.
+        # (`store.redis.heads`) instead of a timeline scan per conversation on FerretDB.
         return await self._messages.latest_seqs(convs)
 
     async def _memberships(self, pairs: set[tuple[UserId, int]]) -> set[tuple[UserId, int]]:

@@ -75,7 +75,8 @@ from producers.models import MAX_BODY_BYTES, Gate, GatesResponse, Health
 from producers.problems import EXCEPTION_HANDLERS, PROBLEMS, problem_response
 from producers.push_tokens import list_push_tokens, register_push_token, remove_push_token
 from producers.users import devices, get_user, legacy_register, put_user, rotate_token
-from store.idempotency import IdempotencyStore, MemoryIdempotencyStore
+from store.idempotency import IdempotencyStore
+from store.memory.idempotency import MemoryIdempotencyStore
 from store.push_tokens import PushTokenStore
 from store.routes import RouteStore
 from store.users import UserStore

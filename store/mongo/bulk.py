@@ -33,15 +33,15 @@ import asyncio
 import logging
 import weakref
 from collections.abc import Sequence
-from typing import Any
 
 import bson
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, OperationFailure
 
+from store.mongo.client import Document
+
 logger = logging.getLogger(__name__)
 
-Document = dict[str, Any]
 
 DUPLICATE_KEY = 11000
 # A raw command is one BSON document (16 MiB at most, with the command's own fields).

@@ -20,25 +20,25 @@ Collections and their intended shard keys
     by the shard key, and the name index moves to a ``user_names`` collection keyed by name.
 ``messages``
     Conversation timelines, ``_id = "<conv>|<client_msg_id>"`` (the idempotency key);
-    unique ``(conv, seq)``. Shard key: ``conv`` (`store.messages_mongo`).
+    unique ``(conv, seq)``. Shard key: ``conv`` (`store.mongo.messages`).
 ``inbox``
     User timelines, ``_id = "<user>|<conv>|<seq>"`` (the idempotency key); unique
-    ``(user, conv, seq)`` and ``(user, iseq)``. Shard key: ``user`` (`store.inbox_mongo`).
+    ``(user, conv, seq)`` and ``(user, iseq)``. Shard key: ``user`` (`store.mongo.inbox`).
 ``sessions``
     Per user per conversation, the last message (written by the fanout group only),
     ``_id = "<user>|<conv>"``; ``(user, upd)`` for the session list. Shard key: ``user``
-    (`store.sessions_mongo`).
+    (`store.mongo.sessions`).
 ``session_reads``
     Per user per conversation, the read seq (written by the ack group only), same ``_id``;
     ``(user, upd)`` for the session list, ``(conv, read)`` for group read state. Shard key:
     ``user``. Apart from ``sessions`` so that no document has two writer groups
-    (`store.sessions_mongo` says why).
+    (`store.mongo.sessions` says why).
 ``groups``
     One document per group, ``_id`` = group id; unique ``create_key`` makes a replayed
-    create return the first group. Shard key: ``_id`` (`store.groups_mongo`).
+    create return the first group. Shard key: ``_id`` (`store.mongo.groups`).
 ``group_members``
     One document per membership, ``_id = "<group>|<user>"``; ``(group, user)`` lists a
-    group, ``(user, group)`` a user's groups. Shard key: ``group`` (`store.groups_mongo`).
+    group, ``(user, group)`` a user's groups. Shard key: ``group`` (`store.mongo.groups`).
 ``seq_sections``
     Persisted sequence sections, ``_id`` = timeline key; shard key: ``_id`` (`store.seq`).
 ``push_tokens``

@@ -15,11 +15,11 @@ key                                type    holds
 ``<ns>{gates}:load``               zset    gate id scored by its connection count
 ``<ns>{gates}:gate:<gate_id>``     string  the gate's addresses and load; TTL = liveness
 ``<ns>group:<group_id>:members``   hash    group cache: ``#v`` version, ``#g`` group, one
-                                           field per member id (`store.groups_cache`); TTL
+                                           field per member id (`store.redis.groups`); TTL
 ``<ns>head:<conversation>``        string  a conversation's highest stored seq
-                                           (`store.heads_cache`); TTL refreshed on write
+                                           (`store.redis.heads`); TTL refreshed on write
 ``<ns>inbox:<user_id>:head``       string  a user's highest stored inbox seq
-                                           (`store.heads_cache`); TTL refreshed on write
+                                           (`store.redis.heads`); TTL refreshed on write
 ``<ns>rl:<scope>:<id>``            —       rate-limit buckets
 ``<ns>idem:<scope>``               string  an ``Idempotency-Key``'s request fingerprint and
                                            response (`store.idempotency`); TTL
@@ -29,7 +29,7 @@ Redis Cluster: the gate registry keys share the ``{gates}`` hash tag so that the
 multi-key operations stay in one slot. Per-user, per-group and per-conversation keys carry no
 tag and spread over a cluster: the timeline-head cache reads and writes many of them in one
 pipeline of single-key commands, never a multi-key command; the one place that reads many
-users' keys in a single script (`store.routes_redis.RedisRouteStore.get_many`) has a
+users' keys in a single script (`store.redis.routes.RedisRouteStore.get_many`) has a
 pipelined mode for a cluster.
 """
 
@@ -73,15 +73,15 @@ class RedisKeys(msgspec.Struct, frozen=True):
         return f"{self.namespace}{{gates}}:gate:{gate_id}"
 
     def group_members(self, group_id: int) -> str:
-        """Cache of a group and its member set (hash, see `store.groups_cache`)."""
+        """Cache of a group and its member set (hash, see `store.redis.groups`)."""
         return f"{self.namespace}group:{group_id}:members"
 
     def conversation_head(self, conversation: str) -> str:
-        """Cache of a conversation's highest stored seq (see `store.heads_cache`)."""
+        """Cache of a conversation's highest stored seq (see `store.redis.heads`)."""
         return f"{self.namespace}head:{conversation}"
 
     def inbox_head(self, user_id: int) -> str:
-        """Cache of a user's highest stored inbox seq (see `store.heads_cache`)."""
+        """Cache of a user's highest stored inbox seq (see `store.redis.heads`)."""
         return f"{self.namespace}inbox:{user_id}:head"
 
     def rate_limit(self, scope: str, ident: str | int) -> str:

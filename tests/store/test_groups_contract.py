@@ -21,14 +21,14 @@ from store.groups import (
     GroupStore,
     GroupUpdate,
     MemberAck,
-    MemoryGroupStore,
     UnknownGroupError,
 )
-from store.groups_cache import CachedGroupStore
-from store.groups_mongo import MongoGroupStore
+from store.memory.groups import MemoryGroupStore
 from store.mongo.client import Document
+from store.mongo.groups import MongoGroupStore
+from store.mongo.seq import MongoSectionStore
+from store.redis.groups import CachedGroupStore
 from store.redis.keys import RedisKeys
-from store.seq import MongoSectionStore
 
 OWNER = UserId(1)
 LIMITS = GroupLimits(normal=5, super_group=8)

@@ -1,6 +1,6 @@
 """The `InboxStore` contract, run against the in-memory twin, the real MongoDB server (both
 unread strategies), and MongoDB behind the Redis cache of timeline heads
-(`store.heads_cache`)."""
+(`store.redis.heads`)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from pymongo.asynchronous.database import AsyncDatabase
 from redis.asyncio import Redis
 
 from schemas.ids import UserId
-from store.heads_cache import CachedInboxStore
-from store.inbox import InboxEntry, InboxStore, MemoryInboxStore
-from store.inbox_mongo import MongoInboxStore
+from store.inbox import InboxEntry, InboxStore
+from store.memory.inbox import MemoryInboxStore
 from store.mongo.client import Document
+from store.mongo.inbox import MongoInboxStore
+from store.redis.heads import CachedInboxStore
 from store.redis.keys import RedisKeys
 from tests.store.messaging import c2c, conv, group_msg
 

@@ -1,5 +1,5 @@
 """The `MessageStore` contract, run against the in-memory twin, the real MongoDB server, and
-MongoDB behind the Redis cache of timeline heads (`store.heads_cache`)."""
+MongoDB behind the Redis cache of timeline heads (`store.redis.heads`)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ from pymongo.asynchronous.database import AsyncDatabase
 from redis.asyncio import Redis
 
 from schemas.ids import UserId
-from store.heads_cache import CachedMessageStore
-from store.messages import MemoryMessageStore, MessageStore, SeqConflictError, StoredMessage
-from store.messages_mongo import MongoMessageStore
+from store.memory.messages import MemoryMessageStore
+from store.messages import MessageStore, SeqConflictError, StoredMessage
 from store.mongo.client import Document
+from store.mongo.messages import MongoMessageStore
+from store.redis.heads import CachedMessageStore
 from store.redis.keys import RedisKeys
 from tests.store.messaging import T0, c2c, conv, group_msg
 

@@ -10,14 +10,10 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from bus.partitioner import partition_for_key
 from schemas.ids import UserId
+from store.memory.seq import MemorySectionStore
 from store.mongo.client import Document
-from store.seq import (
-    MemorySectionStore,
-    MongoSectionStore,
-    SectionStore,
-    SeqAllocator,
-    inbox_timeline,
-)
+from store.mongo.seq import MongoSectionStore
+from store.seq import SectionStore, SeqAllocator, inbox_timeline
 
 CONV = "s:1:2"
 

@@ -24,12 +24,14 @@ from pymongo.asynchronous.database import AsyncDatabase
 from schemas.codes import SessionType
 from schemas.ids import ConversationId, UserId
 from store.clock import ManualClock
-from store.inbox import InboxEntry, InboxStore, MemoryInboxStore
-from store.inbox_mongo import MongoInboxStore
+from store.inbox import InboxEntry, InboxStore
+from store.memory.inbox import MemoryInboxStore
+from store.memory.sessions import MemorySessionStore
 from store.messages import StoredMessage
 from store.mongo.client import Document
-from store.sessions import MemorySessionStore, ReadMark, SessionStore, SessionTouch
-from store.sessions_mongo import MongoSessionStore
+from store.mongo.inbox import MongoInboxStore
+from store.mongo.sessions import MongoSessionStore
+from store.sessions import ReadMark, SessionStore, SessionTouch
 from tests.store.messaging import T0, c2c, conv, group_msg
 
 ALICE, BOB, CAROL = UserId(1), UserId(2), UserId(3)
@@ -350,7 +352,7 @@ async def test_a_bulk_writes_each_session_once(
     mongo_url: str, mongo_db: AsyncDatabase[Document], clock: ManualClock
 ) -> None:
     """A backlog touching a few sessions many times costs one statement per session: on
-    FerretDB v1 each statement is a read-modify-write of its own (store.sessions_mongo)."""
+    FerretDB v1 each statement is a read-modify-write of its own (store.mongo.sessions)."""
     counter = _UpdateStatements()
     client: AsyncMongoClient[Document] = AsyncMongoClient(mongo_url, event_listeners=[counter])
     try:

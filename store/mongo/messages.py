@@ -1,6 +1,6 @@
 """`MessageStore` on MongoDB ``messages`` (PyMongo's asyncio API).
 
-Documents: the fields of `store.messages.message_fields` plus
+Documents: the fields of `store.mongo.messages.message_fields` plus
 ``_id = "<conversation>|<client_msg_id>"``. The primary key *is* the idempotency key
 (conversation ids never contain ``|``): a resend fails its insert on ``_id`` and is read back
 by ``_id``, which every MongoDB-compatible server serves from its primary key — FerretDB v1
@@ -21,17 +21,52 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
 from schemas.ids import ConversationId, UserId
-from store.messages import (
-    Document,
-    InsertResult,
-    SeqConflictError,
-    StoredMessage,
-    check_limit,
-    message_fields,
-    message_from_doc,
-)
+from store.messages import InsertResult, SeqConflictError, StoredMessage, check_limit
 from store.mongo.bulk import insert_new
+from store.mongo.client import Document
 from store.mongo.collections import Collection
+
+# --- document codec, shared with the inbox and sessions ----------------------------------
+
+
+def message_fields(msg: StoredMessage) -> Document:
+    """The message as document fields (no ``_id``); the inverse of `message_from_doc`."""
+    return {
+        "conv": msg.conversation,
+        "seq": msg.seq,
+        "cmid": msg.client_msg_id,
+        "from": msg.from_user_id,
+        "to": msg.to_session_id,
+        "stype": msg.session_type,
+        "mtype": msg.msg_type,
+        "data": msg.msg_data,
+        "ctime": msg.created_ms,
+        "attach": msg.attach,
+        "ctype": msg.sender_client_type,
+        "rev_by": msg.revoked_by,
+        "rev_ms": msg.revoked_ms,
+    }
+
+
+def message_from_doc(doc: Document) -> StoredMessage:
+    """A message from the fields `message_fields` wrote (extra fields are ignored)."""
+    # int(): PyMongo hands 64-bit integers back as bson.Int64; plain ints keep equality
+    # with the memory twin simple. bytes(): binary comes back as bytes or bson.Binary.
+    return StoredMessage(
+        conversation=ConversationId(doc["conv"]),
+        seq=int(doc["seq"]),
+        client_msg_id=doc["cmid"],
+        from_user_id=UserId(int(doc["from"])),
+        to_session_id=int(doc["to"]),
+        session_type=int(doc["stype"]),
+        msg_type=int(doc["mtype"]),
+        msg_data=bytes(doc["data"]),
+        created_ms=int(doc["ctime"]),
+        attach=doc.get("attach", ""),
+        sender_client_type=int(doc.get("ctype", 0)),
+        revoked_by=int(doc.get("rev_by", 0)),
+        revoked_ms=int(doc.get("rev_ms", 0)),
+    )
 
 
 def message_key(conversation: str, client_msg_id: str) -> str:
@@ -128,7 +163,7 @@ class MongoMessageStore:
 
         On MongoDB each is the last key of an ``(conv, seq)`` index range; FerretDB v1 scans
         the collection for each, which is why the consumers read these through
-        `store.heads_cache.CachedMessageStore`.
+        `store.redis.heads.CachedMessageStore`.
         """
         ordered = list(dict.fromkeys(conversations))
         docs = await asyncio.gather(

@@ -9,7 +9,7 @@ Documents:
 
 Group ids come from a `store.seq.SectionStore` counter (timeline ``#group-ids``, one id per
 reservation), so they are unique across processes without a read-modify-write. Writes follow
-the order the member cache relies on (`store.groups_cache`): memberships first, then the
+the order the member cache relies on (`store.redis.groups`): memberships first, then the
 group's ``version`` increment.
 
 Intended shard keys: ``groups`` by ``_id``; ``group_members`` by ``group`` (a user's groups
@@ -42,8 +42,8 @@ from store.groups import (
     initial_members,
     new_group,
 )
-from store.messages import Document
 from store.mongo.bulk import insert_new, update_all, update_op
+from store.mongo.client import Document
 from store.mongo.collections import Collection
 from store.seq import SectionStore
 
@@ -103,7 +103,7 @@ class MongoGroupStore:
 
     Args:
         db: the database holding ``groups`` and ``group_members``.
-        ids: where group ids are drawn from (normally a `store.seq.MongoSectionStore`).
+        ids: where group ids are drawn from (normally a `store.mongo.seq.MongoSectionStore`).
         limits: member limits by group type.
         clock: source of created/updated times.
     """

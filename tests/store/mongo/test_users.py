@@ -10,9 +10,9 @@ from redis.asyncio import Redis
 from store.ids import UserId
 from store.mongo.client import Document
 from store.mongo.collections import Collection
+from store.mongo.users import MongoUserStore
 from store.redis.keys import RedisKeys
 from store.users import TokenStatus, User, UserImport
-from store.users_mongo import MongoUserStore
 
 pytestmark = [pytest.mark.mongo, pytest.mark.redis]
 

@@ -1,18 +1,10 @@
 """`UserStore` on MongoDB ``users`` (PyMongo's asyncio API), with a Redis token-check cache.
 
-Every login checks a token, so `MongoUserStore.check_token` reads a Redis hash first and goes
-to MongoDB only on a miss (negative answers are cached too, so a flood of logins for unknown
-ids does not reach MongoDB). The other reads (`get`, `list_users`, `check_password`) go to
-MongoDB: they are rarer, and `check_password` needs the hash, which never enters Redis.
-
-Cache coherence without transactions: every write to a user document increments its ``rev``
-(atomically, in the same single-document update) and then writes the new state into the
-cache through a script that only replaces an entry with a *newer* ``rev``. A reader that
-fills the cache after a miss goes through the same script with the ``rev`` it read (0 for
-"no such user"). So whatever the interleaving of a slow reader and a writer, a stale entry can
-never overwrite a newer one: a rotated token stops working at once, not after the cache TTL.
-The TTL bounds only what a crash between the MongoDB write and the cache write can leave
-behind (the write raises then, and the caller retries it).
+Every login checks a token, so `MongoUserStore.check_token` goes through the token cache
+(`store.redis.users.RedisTokenCache`, which says how it stays coherent: every write here
+increments the document's ``rev`` and then puts the new state into the cache). The other
+reads (`get`, `list_users`, `check_password`) go to MongoDB: they are rarer, and
+`check_password` needs the hash, which never enters Redis.
 
 Documents: see `store.mongo.collections` for ``name_key``, the unique login-name key that works
 without sparse or partial indexes.
@@ -23,9 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable, Sequence
-from typing import Any, Final
+from typing import Final
 
-import msgspec
 from pymongo import ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -36,6 +27,7 @@ from store.clock import Clock, SystemClock
 from store.errors import UnknownUserError, UserNameTakenError
 from store.ids import UserId
 from store.mongo.bulk import insert_new
+from store.mongo.client import Document
 from store.mongo.collections import Collection
 from store.passwords import (
     DEFAULT_PARAMS,
@@ -44,6 +36,7 @@ from store.passwords import (
     verify_password_async,
 )
 from store.redis.keys import RedisKeys
+from store.redis.users import RedisTokenCache
 from store.users import (
     TokenCheck,
     TokenStatus,
@@ -59,19 +52,6 @@ from store.users import (
 
 logger = logging.getLogger(__name__)
 
-Document = dict[str, Any]
-
-# Replace the cached entry only with a newer revision of the user, and (re)arm its TTL.
-# KEYS[1] cache key; ARGV[1] rev; ARGV[2] encoded user, or "" for "no such user"; ARGV[3] TTL ms
-_CACHE_PUT: Final = """
-local cur = redis.call('HGET', KEYS[1], 'rev')
-if cur and tonumber(cur) >= tonumber(ARGV[1]) then
-  return 0
-end
-redis.call('HSET', KEYS[1], 'rev', ARGV[1], 'user', ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return 1
-"""
 
 _PROFILE_FIELDS: Final = ("nick_name", "nick_name_spell", "phone", "avatar_url", "attach_info")
 _MAX_UPSERT_ATTEMPTS: Final = 3
@@ -80,10 +60,6 @@ _MAX_UPSERT_ATTEMPTS: Final = 3
 def _name_key(user_id: int, user_name: str | None) -> str:
     # Names cannot start with "#", so "#<id>" never collides with a real name.
     return user_name if user_name is not None else f"#{user_id}"
-
-
-def _as_bytes(value: bytes | str) -> bytes:
-    return value.encode() if isinstance(value, str) else value
 
 
 def _to_user(doc: Document) -> User:
@@ -129,14 +105,13 @@ class MongoUserStore:
         if cache_ttl <= 0:
             raise ValueError("cache_ttl must be positive")
         self._users: AsyncCollection[Document] = db[Collection.USERS]
-        self._redis = redis
-        self._keys = keys or RedisKeys()
-        self._cache_ttl_ms = max(1, round(cache_ttl * 1000))
+        self._token_cache = (
+            None
+            if redis is None
+            else RedisTokenCache(redis, keys=keys or RedisKeys(), ttl=cache_ttl)
+        )
         self._password_params = password_params
         self._clock = clock or SystemClock()
-        self._cache_put = redis.register_script(_CACHE_PUT) if redis is not None else None
-        self._encoder = msgspec.msgpack.Encoder()
-        self._decoder = msgspec.msgpack.Decoder(User)
 
     async def get(self, user_id: UserId) -> User | None:
         """Return the user, or None."""
@@ -169,25 +144,18 @@ class MongoUserStore:
 
     async def _cached_user(self, user_id: UserId) -> User | None:
         """The user without password hash, from the cache or else from MongoDB."""
-        if self._redis is None:
-            doc = await self._users.find_one({"_id": user_id}, {"password_hash": False})
-            return None if doc is None else _to_user(doc)
-        rev, data = await self._redis.hmget(self._keys.user_cache(user_id), ["rev", "user"])
-        if rev is not None and data is not None:
-            # An empty entry is a cached "no such user".
-            return self._decoder.decode(_as_bytes(data)) if data else None
+        if self._token_cache is not None:
+            hit = await self._token_cache.get(user_id)
+            if hit is not None:
+                return hit.user
         doc = await self._users.find_one({"_id": user_id}, {"password_hash": False})
         user = None if doc is None else _to_user(doc)
         await self._cache(user_id, 0 if doc is None else doc["rev"], user)
         return user
 
     async def _cache(self, user_id: UserId, rev: int, user: User | None) -> None:
-        if self._cache_put is None:
-            return
-        data = b"" if user is None else self._encoder.encode(user.without_password())
-        await self._cache_put(
-            keys=[self._keys.user_cache(user_id)], args=[rev, data, self._cache_ttl_ms]
-        )
+        if self._token_cache is not None:
+            await self._token_cache.put(user_id, rev, user)
 
     async def check_password(self, user_name: str, password: str) -> User | None:
         """Return the user when name and password match (hash verified in a thread)."""

@@ -1,7 +1,7 @@
 """`InboxStore` on MongoDB ``inbox`` (PyMongo's asyncio API).
 
 Documents: ``{_id: "<user>|<conversation>|<message seq>", user, iseq, <message fields>}``
-(`store.messages.message_fields`). The ``_id`` is the idempotency key (user, conversation,
+(`store.mongo.messages.message_fields`). The ``_id`` is the idempotency key (user, conversation,
 message seq), so a replayed entry fails its insert whatever inbox seq it was given; the
 unique index ``(user, conv, seq)`` states the same key for unread counts to range over, and
 the unique index ``(user, iseq)`` orders the timeline for sync.
@@ -37,9 +37,11 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from schemas.ids import ConversationId, UserId
 from store.inbox import InboxEntry, InboxPage
-from store.messages import Document, check_limit, message_fields, message_from_doc
+from store.messages import check_limit
 from store.mongo.bulk import insert_new
+from store.mongo.client import Document
 from store.mongo.collections import Collection
+from store.mongo.messages import message_fields, message_from_doc
 
 UnreadStrategy = Literal["aggregate", "count"]
 

@@ -162,7 +162,7 @@ class _Cached(Generic[_S]):
 
 class CachedMessageStore(_Cached[MessageStore]):
     """A `MessageStore` that keeps each conversation's head in Redis (module docstring);
-    `inner` is normally `store.messages_mongo.MongoMessageStore`."""
+    `inner` is normally `store.mongo.messages.MongoMessageStore`."""
 
     async def insert_many(self, messages: Sequence[StoredMessage]) -> list[InsertResult]:
         """Store through `inner`, then advance each conversation's head to the highest seq
@@ -240,7 +240,7 @@ class CachedMessageStore(_Cached[MessageStore]):
 
 class CachedInboxStore(_Cached[InboxStore]):
     """An `InboxStore` that keeps each user's inbox head in Redis (module docstring);
-    `inner` is normally `store.inbox_mongo.MongoInboxStore`."""
+    `inner` is normally `store.mongo.inbox.MongoInboxStore`."""
 
     async def append_many(self, entries: Sequence[InboxEntry]) -> int:
         """`append_new`, counted."""

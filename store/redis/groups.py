@@ -97,7 +97,7 @@ class CachedGroupStore:
     """A `GroupStore` reading groups and members through Redis, writing through `inner`.
 
     Args:
-        inner: the authoritative store (normally `store.groups_mongo.MongoGroupStore`).
+        inner: the authoritative store (normally `store.mongo.groups.MongoGroupStore`).
         redis: a client with ``decode_responses=False``.
         keys: the Redis key namespace.
         ttl: seconds a cached snapshot lives.

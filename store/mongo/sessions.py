@@ -43,17 +43,12 @@ from pymongo.asynchronous.database import AsyncDatabase
 from schemas.ids import ConversationId, UserId
 from store.clock import Clock, SystemClock
 from store.inbox import InboxStore
-from store.messages import Document, check_limit, message_fields, message_from_doc
+from store.messages import check_limit
 from store.mongo.bulk import update_all, update_op
+from store.mongo.client import Document
 from store.mongo.collections import Collection
-from store.sessions import (
-    ReadMark,
-    Session,
-    SessionTouch,
-    count_reads,
-    session_peer,
-    with_unread,
-)
+from store.mongo.messages import message_fields, message_from_doc
+from store.sessions import ReadMark, Session, SessionTouch, count_reads, session_peer, with_unread
 
 
 def session_key(user_id: int, conversation: str) -> str:

@@ -1,4 +1,4 @@
-"""The Redis cache of timeline heads (`store.heads_cache`) on the real servers: misses fall back
+"""The Redis cache of timeline heads (`store.redis.heads`) on the real servers: misses fall back
 to MongoDB, heads never go back, a lost Redis still answers exactly, a replay repairs a head.
 
 The contracts of the wrapped stores run in test_messages_contract.py and
@@ -21,12 +21,12 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from schemas.ids import ConversationId, UserId
-from store.heads_cache import EMPTY_HEAD_TTL, HEAD_TTL, CachedInboxStore, CachedMessageStore
 from store.inbox import InboxEntry
-from store.inbox_mongo import MongoInboxStore
-from store.messages_mongo import MongoMessageStore
 from store.mongo.client import Document
+from store.mongo.inbox import MongoInboxStore
+from store.mongo.messages import MongoMessageStore
 from store.redis.client import connect_redis
+from store.redis.heads import EMPTY_HEAD_TTL, HEAD_TTL, CachedInboxStore, CachedMessageStore
 from store.redis.keys import RedisKeys
 from tests.store.messaging import c2c, conv, group_msg
 from tests.waiting import wait_for

@@ -1,0 +1,51 @@
+"""`DeliveryStore` on MongoDB ``deliveries``.
+
+Documents: ``{_id: "<user>|<conv>", user, conv, seq, ms}``, written by the ack group only
+(``im.up.ack`` is keyed by user: one writer per document). Primary-key ``$max`` upserts in one
+bulk per batch; no other index. Intended shard key: ``user`` (or ``_id``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Final
+
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+
+from schemas.ids import ConversationId, UserId
+from store.deliveries import DeliveryMark, merge_marks
+from store.mongo.bulk import update_all, update_op
+from store.mongo.client import Document
+from store.mongo.collections import Collection
+
+#: The MongoDB collection of delivery marks.
+DELIVERIES_COLLECTION: Final = Collection.DELIVERIES
+
+
+class MongoDeliveryStore:
+    """`DeliveryStore` on MongoDB ``deliveries``."""
+
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        self._coll: AsyncCollection[Document] = db[DELIVERIES_COLLECTION]
+
+    async def mark_delivered_many(self, marks: Sequence[DeliveryMark]) -> None:
+        """``$max`` upserts by ``_id``, one bulk for the merged marks."""
+        ops = [
+            update_op(
+                {"_id": f"{m.user_id}|{m.conversation}"},
+                {
+                    "$max": {"seq": m.seq, "ms": m.at_ms},
+                    "$setOnInsert": {"user": m.user_id, "conv": m.conversation},
+                },
+                upsert=True,
+            )
+            for m in merge_marks(marks)
+        ]
+        if ops:
+            await update_all(self._coll, ops)
+
+    async def delivered_seq(self, user_id: UserId, conversation: ConversationId) -> int:
+        """The highest acked seq (0 if none)."""
+        doc = await self._coll.find_one({"_id": f"{user_id}|{conversation}"}, {"seq": 1})
+        return 0 if doc is None else int(doc["seq"])
