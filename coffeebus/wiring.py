@@ -6,8 +6,8 @@ stores and the topology. `open_runtime` builds it either
 - *embedded*: `MemoryBus` with every declared topic, and the in-memory store twins — the
   whole system in one process with nothing else installed (``make run``); or
 - *real*: `KafkaBus` on ``settings.kafka``, MongoDB stores on ``settings.mongo`` with their
-  indexes ensured (groups and timeline heads behind Redis caches), Redis on
-  ``settings.redis``.
+  indexes ensured and their server mode resolved (``[mongo] server``, `store.mongo.compat`),
+  groups and timeline heads behind Redis caches, Redis on ``settings.redis``.
 
 Roles never choose between the two themselves; this module is the only place that does.
 """
@@ -41,6 +41,7 @@ from store.memory.sessions import MemorySessionStore
 from store.memory.users import MemoryUserStore
 from store.messages import MessageStore
 from store.mongo import client as mongo_store
+from store.mongo.compat import resolve_server
 from store.mongo.deliveries import MongoDeliveryStore
 from store.mongo.groups import MongoGroupStore
 from store.mongo.inbox import MongoInboxStore
@@ -182,8 +183,9 @@ async def open_runtime(
     try:
         db = mongo_store.database(mongo, settings.mongo.database)
         await mongo_store.ensure_indexes(db)
+        server = await resolve_server(mongo, settings.mongo.server)
         await kafka_bus.start()
-        sections = MongoSectionStore(db)
+        sections = MongoSectionStore(db, server=server)
         # Timeline heads through Redis (`store.redis.heads`). The sessions store gets the
         # wrapper too: no inbox access of this process goes around the cache.
         inbox_store = CachedInboxStore(MongoInboxStore(db), redis, keys=keys)
@@ -197,10 +199,12 @@ async def open_runtime(
                 routes=RedisRouteStore(redis, keys=keys),
                 messages=CachedMessageStore(MongoMessageStore(db), redis, keys=keys),
                 inbox=inbox_store,
-                sessions=MongoSessionStore(db, inbox_store),
-                deliveries=MongoDeliveryStore(db),
+                sessions=MongoSessionStore(db, inbox_store, server=server),
+                deliveries=MongoDeliveryStore(db, server=server),
                 groups=CachedGroupStore(
-                    MongoGroupStore(db, sections, limits=group_limits(settings)), redis, keys=keys
+                    MongoGroupStore(db, sections, limits=group_limits(settings), server=server),
+                    redis,
+                    keys=keys,
                 ),
                 sections=sections,
                 push_tokens=MongoPushTokenStore(db),

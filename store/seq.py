@@ -2,10 +2,10 @@
 
 Every timeline — a conversation (``s:<low>:<high>``, ``g:<id>``) or a user's inbox
 (`inbox_timeline`, ``u:<id>``) — has its own seq. Seqs are handed out **in memory** by the
-single owner of the partition the timeline's key maps to, from *sections* reserved in
-MongoDB ``seq_sections``. Reserving a section atomically claims the range above every range
-reserved before for that timeline (`MongoSectionStore`: one unique-key insert per section);
-no other process can be given any part of it, whatever the interleaving.
+single owner of the partition the timeline's key maps to, from *sections* reserved in a
+`SectionStore` (MongoDB ``seq_sections``: `store.mongo.seq.MongoSectionStore`). Reserving a
+section atomically claims the range above every range reserved before for that timeline; no
+other process can be given any part of it, whatever the interleaving.
 
 A new owner — another process, or the same one after a rebalance — never trusts what it may
 have cached: `SeqAllocator.forget` (on partition revoke/assign) or `SeqAllocator.reset`
@@ -14,8 +14,8 @@ the previous owner could have handed out. Seqs therefore never go backwards; the
 abandoned section is a gap, which readers must tolerate (unread counts are counted, never
 computed from seq differences).
 
-Costs: four MongoDB round trips (all by ``_id``) per `section_size` allocations per
-timeline, and per timeline after each ownership change.
+Costs: one reservation (a round trip on MongoDB, four on FerretDB v1, all by ``_id``) per
+`section_size` allocations per timeline, and per timeline after each ownership change.
 """
 
 from __future__ import annotations

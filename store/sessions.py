@@ -14,7 +14,7 @@ each last changed. No write reads-then-writes, and every write is order-independ
 
 The last message and the read seq live in two documents (``sessions``, ``session_reads``),
 each written by one consumer group only, keyed by user like that group's topic: see
-`store.mongo.sessions` for the FerretDB behaviour that makes this necessary.
+`store.mongo.sessions` for why.
 
 Unread counts are never stored: `SessionStore.recent` and `SessionStore.get` derive them from
 the user's inbox when read (`store.inbox.InboxStore.count_unread`), so they are exact across

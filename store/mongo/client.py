@@ -21,6 +21,8 @@ logger = logging.getLogger(__name__)
 
 Document = dict[str, Any]
 DEFAULT_DATABASE = "coffeebus"
+#: The server's error code for a duplicate key.
+DUPLICATE_KEY = 11000
 
 
 def connect_mongo(

@@ -18,16 +18,21 @@ from store.deliveries import DeliveryMark, merge_marks
 from store.mongo.bulk import update_all, update_op
 from store.mongo.client import Document
 from store.mongo.collections import Collection
+from store.mongo.compat import MongoServer
 
 #: The MongoDB collection of delivery marks.
 DELIVERIES_COLLECTION: Final = Collection.DELIVERIES
 
 
 class MongoDeliveryStore:
-    """`DeliveryStore` on MongoDB ``deliveries``."""
+    """`DeliveryStore` on MongoDB ``deliveries``; `server`: the server's mode
+    (`store.mongo.compat`)."""
 
-    def __init__(self, db: AsyncDatabase[Document]) -> None:
+    def __init__(
+        self, db: AsyncDatabase[Document], *, server: MongoServer = MongoServer.FERRETDB_V1
+    ) -> None:
         self._coll: AsyncCollection[Document] = db[DELIVERIES_COLLECTION]
+        self._server = server
 
     async def mark_delivered_many(self, marks: Sequence[DeliveryMark]) -> None:
         """``$max`` upserts by ``_id``, one bulk for the merged marks."""
@@ -43,7 +48,7 @@ class MongoDeliveryStore:
             for m in merge_marks(marks)
         ]
         if ops:
-            await update_all(self._coll, ops)
+            await update_all(self._coll, ops, server=self._server)
 
     async def delivered_seq(self, user_id: UserId, conversation: ConversationId) -> int:
         """The highest acked seq (0 if none)."""

@@ -2,7 +2,8 @@
 
 Transient: PyMongo's `AutoReconnect` family (NetworkTimeout, NotPrimaryError,
 ServerSelectionTimeoutError), and a server error that MongoDB labels or codes as one a retry
-may cure — or that FerretDB v1 on SQLite answers when busy ("database is locked"). A bulk
+may cure — or that the server is known to answer when busy
+(`store.mongo.compat.is_busy_error`: FerretDB v1 on SQLite's "database is locked"). A bulk
 write's error (`BulkWriteError`, an `OperationFailure`) is transient only when every write
 error in it is: one poison document makes the whole batch non-transient, so the runner
 isolates it instead of retrying forever.
@@ -13,6 +14,7 @@ from __future__ import annotations
 from pymongo.errors import AutoReconnect, OperationFailure
 
 from bus.transient import register_transient
+from store.mongo.compat import is_busy_error
 
 __all__ = ["is_transient_mongo"]
 
@@ -26,9 +28,6 @@ _TRANSIENT_SERVER_CODES = frozenset(
 )
 # Labels the server puts on errors that a retry may cure.
 _TRANSIENT_LABELS = ("RetryableWriteError", "TransientTransactionError")
-# FerretDB v1 on SQLite answers a write that waited out SQLite's busy timeout with
-# InternalError (code 1) and this text; the write did not happen and may be sent again.
-_SQLITE_BUSY = ("SQLITE_BUSY", "database is locked")
 
 
 def is_transient_mongo(exc: BaseException) -> bool:
@@ -47,9 +46,7 @@ def is_transient_mongo(exc: BaseException) -> bool:
 
 
 def _transient_code(code: object, message: str) -> bool:
-    if code in _TRANSIENT_SERVER_CODES:
-        return True
-    return code == 1 and any(marker in message for marker in _SQLITE_BUSY)
+    return code in _TRANSIENT_SERVER_CODES or is_busy_error(code, message)
 
 
 register_transient(is_transient_mongo)

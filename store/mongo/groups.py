@@ -45,6 +45,7 @@ from store.groups import (
 from store.mongo.bulk import insert_new, update_all, update_op
 from store.mongo.client import Document
 from store.mongo.collections import Collection
+from store.mongo.compat import MongoServer
 from store.seq import SectionStore
 
 GROUP_ID_TIMELINE = "#group-ids"
@@ -106,6 +107,7 @@ class MongoGroupStore:
         ids: where group ids are drawn from (normally a `store.mongo.seq.MongoSectionStore`).
         limits: member limits by group type.
         clock: source of created/updated times.
+        server: the server's mode (`store.mongo.compat`), for the ack bulk writes.
     """
 
     def __init__(
@@ -115,12 +117,14 @@ class MongoGroupStore:
         *,
         limits: GroupLimits | None = None,
         clock: Clock | None = None,
+        server: MongoServer = MongoServer.FERRETDB_V1,
     ) -> None:
         self._groups: AsyncCollection[Document] = db[Collection.GROUPS]
         self._members: AsyncCollection[Document] = db[Collection.GROUP_MEMBERS]
         self._ids = ids
         self._limits = limits or GroupLimits()
         self._clock = clock or SystemClock()
+        self._server = server
 
     async def allocate_id(self) -> GroupId:
         """An id from the ``#group-ids`` counter (one reservation, no read-modify-write)."""
@@ -258,6 +262,7 @@ class MongoGroupStore:
                 )
                 for a in acks
             ],
+            server=self._server,
         )
 
     async def acks(self, group_id: GroupId) -> dict[UserId, MemberAck]:

@@ -1,86 +1,78 @@
-"""`SectionStore` on MongoDB."""
+"""`SectionStore` on MongoDB ``seq_sections`` (`store.seq` says what a section is).
+
+On MongoDB a timeline's reserved maximum is one counter, ``{_id: "<timeline>", hi}``, and a
+reservation is one ``$inc`` of it (``find_one_and_update``), which MongoDB applies atomically:
+no two reservations can return overlapping ranges, whatever the interleaving. On FerretDB v1,
+where concurrent ``$inc`` of one document lose updates, sections are claimed by unique-key
+inserts instead (`store.mongo.compat.ClaimedSections`, chosen by ``server``).
+
+Moving a deployment from ``ferretdb-v1`` to ``mongodb`` mode keeps seqs increasing: a
+timeline's counter is created at the highest section claimed before it (``$max``, so a
+racing ``$inc`` is never undone). The other way round is not supported: claims would start
+above the claimed sections only, not above the counter. Every lookup is by ``_id``.
+Intended shard key: ``_id``.
+"""
 
 from __future__ import annotations
 
-import logging
+import contextlib
 
+from pymongo import ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from store.mongo.client import Document
 from store.mongo.collections import Collection
+from store.mongo.compat import ClaimedSections, MongoServer
 from store.seq import check_section_size
-
-logger = logging.getLogger(__name__)
 
 
 class MongoSectionStore:
-    """`SectionStore` on MongoDB ``seq_sections``, claiming sections by *inserting* them.
+    """`SectionStore` on MongoDB ``seq_sections`` (module docstring).
 
-    Documents: one per reserved section, ``{_id: "<timeline>#<k>", lo, hi}`` for the k-th
-    section of a timeline (seqs ``lo..hi``), plus a hint ``{_id: "<timeline>", k}`` naming a
-    recently claimed section. Reserving reads the hint, then tries to insert section k+1
-    with ``lo`` = section k's ``hi`` + 1; a duplicate key means someone else claimed k+1, so
-    it moves on to k+2. Only one insert of a given ``_id`` can succeed, so sections never
-    overlap and always continue the highest one: claimed sections form the prefix 1..K,
-    since a claim is made at the first free k above a claimed one. The hint is advanced with
-    ``$max`` afterwards; if that write is lost, the next claim just probes a little further.
-
-    Why not one document per timeline and ``$inc`` (``find_one_and_update``): that is what
-    MongoDB makes atomic, but FerretDB v1 on SQLite applies every update as an unlocked
-    read-modify-write — 20 concurrent ``$inc`` of one document left 7 of them applied, and
-    concurrent ``find_one_and_update`` calls returned the same maximum (measured on
-    v1.24.2). A unique-key insert is atomic on both. Every lookup here is by ``_id``, the
-    only filter FerretDB v1 pushes down. Intended shard key: ``_id``.
+    Args:
+        db: the database holding ``seq_sections``.
+        server: the server's mode (`store.mongo.compat`): ``$inc`` on MongoDB, claimed
+            sections on FerretDB v1.
     """
 
-    def __init__(self, db: AsyncDatabase[Document]) -> None:
+    def __init__(
+        self, db: AsyncDatabase[Document], *, server: MongoServer = MongoServer.FERRETDB_V1
+    ) -> None:
         self._sections: AsyncCollection[Document] = db[Collection.SEQ_SECTIONS]
+        self._claims = ClaimedSections(self._sections)
+        self._server = server
 
     async def reserve(self, timeline: str, size: int) -> int:
-        """Claim the next section of `size` seqs; return its highest seq."""
+        """Reserve the next `size` seqs; return the highest."""
         check_section_size(size)
-        k = await self._hint(timeline)
+        if self._server is MongoServer.FERRETDB_V1:
+            return await self._claims.reserve(timeline, size)
         while True:
-            prev_hi = await self._section_hi(timeline, k) if k else 0
-            try:
-                await self._sections.insert_one(
-                    {"_id": _section_id(timeline, k + 1), "lo": prev_hi + 1, "hi": prev_hi + size}
-                )
-            except DuplicateKeyError:
-                k += 1  # claimed by someone else: continue above it
-                continue
-            await self._advance_hint(timeline, k + 1)
-            return prev_hi + size
+            doc = await self._sections.find_one_and_update(
+                {"_id": timeline, "hi": {"$exists": True}},
+                {"$inc": {"hi": size}},
+                return_document=ReturnDocument.AFTER,
+            )
+            if doc is not None:
+                return int(doc["hi"])
+            await self._create_counter(timeline)
 
     async def reserved(self, timeline: str) -> int:
         """The highest reserved seq (0 if none)."""
-        k = await self._hint(timeline)
-        hi = await self._section_hi(timeline, k) if k else 0
-        while True:
-            doc = await self._sections.find_one({"_id": _section_id(timeline, k + 1)})
-            if doc is None:
-                return hi
-            k, hi = k + 1, int(doc["hi"])
+        if self._server is MongoServer.MONGODB:
+            doc = await self._sections.find_one({"_id": timeline})
+            if doc is not None and "hi" in doc:
+                return int(doc["hi"])
+        return await self._claims.reserved(timeline)
 
-    async def _hint(self, timeline: str) -> int:
-        doc = await self._sections.find_one({"_id": timeline})
-        return 0 if doc is None else int(doc["k"])
-
-    async def _section_hi(self, timeline: str, k: int) -> int:
-        doc = await self._sections.find_one({"_id": _section_id(timeline, k)})
-        if doc is None:
-            raise RuntimeError(f"section {k} of {timeline} is missing from seq_sections")
-        return int(doc["hi"])
-
-    async def _advance_hint(self, timeline: str, k: int) -> None:
-        try:
-            await self._sections.update_one({"_id": timeline}, {"$max": {"k": k}}, upsert=True)
-        except DuplicateKeyError:
-            # Two first claims raced to create the hint; it is only a hint.
-            logger.debug("hint of %s raced, left to the next claim", timeline)
-
-
-def _section_id(timeline: str, k: int) -> str:
-    return f"{timeline}#{k}"
+    async def _create_counter(self, timeline: str) -> None:
+        """Start the timeline's counter above every section claimed before (none on a
+        deployment that always ran on MongoDB)."""
+        claimed = await self._claims.reserved(timeline)
+        # A racing first reservation may create it first: the $inc that follows finds it.
+        with contextlib.suppress(DuplicateKeyError):
+            await self._sections.update_one(
+                {"_id": timeline}, {"$max": {"hi": claimed}}, upsert=True
+            )

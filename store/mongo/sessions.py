@@ -14,11 +14,13 @@ of the whole document — concurrent ``$inc``/``$max`` updates of one document l
 in one document, a read ack racing a fan-out write could undo the other. Split, each document
 has a single writer: the owner of the user's partition in that group (``im.fanout`` and
 ``im.up.ack`` are both keyed by user). On MongoDB, where single-document updates are atomic,
-the split costs one more query per session list and nothing else.
+the split costs one more query per session list and nothing else, and it stays there too
+(`store.mongo.compat` counts it as design): one writer group per document, and one layout
+whatever the server, so a move between servers is no migration.
 
 Why not the classic ``update_one({..., last_seq: {$lt: seq}}, {$set: ...}, upsert=True)``:
 a stale touch then fails its upsert with a duplicate key, and FerretDB v1 stops an unordered
-bulk at its first error (`store.mongo.bulk`). ``$max`` on the whole message never fails.
+bulk at its first error (`store.mongo.compat`). ``$max`` on the whole message never fails.
 
 Cost on FerretDB v1 on SQLite (`bench/store_timelines.py`): its update path scans the
 collection for every statement, so touches slow down as ``sessions`` grows — 1,000 touches
@@ -47,6 +49,7 @@ from store.messages import check_limit
 from store.mongo.bulk import update_all, update_op
 from store.mongo.client import Document
 from store.mongo.collections import Collection
+from store.mongo.compat import MongoServer
 from store.mongo.messages import message_fields, message_from_doc
 from store.sessions import ReadMark, Session, SessionTouch, count_reads, session_peer, with_unread
 
@@ -81,15 +84,22 @@ class MongoSessionStore:
         db: the database holding ``sessions``.
         inbox: the inbox unread counts are derived from.
         clock: the time read marks are stamped with.
+        server: the server's mode (`store.mongo.compat`), for the bulk writes.
     """
 
     def __init__(
-        self, db: AsyncDatabase[Document], inbox: InboxStore, *, clock: Clock | None = None
+        self,
+        db: AsyncDatabase[Document],
+        inbox: InboxStore,
+        *,
+        clock: Clock | None = None,
+        server: MongoServer = MongoServer.FERRETDB_V1,
     ) -> None:
         self._sessions: AsyncCollection[Document] = db[Collection.SESSIONS]
         self._reads: AsyncCollection[Document] = db[Collection.SESSION_READS]
         self._inbox = inbox
         self._clock = clock or SystemClock()
+        self._server = server
 
     async def touch_many(self, touches: Sequence[SessionTouch]) -> None:
         """One bulk of ``$max`` upserts, one per session however many touches it has.
@@ -128,7 +138,7 @@ class MongoSessionStore:
                     upsert=True,
                 )
             )
-        await update_all(self._sessions, ops)
+        await update_all(self._sessions, ops, server=self._server)
 
     async def mark_read_many(self, marks: Sequence[ReadMark]) -> None:
         """One bulk of ``$max`` upserts, one per session (its highest mark)."""
@@ -151,7 +161,7 @@ class MongoSessionStore:
             )
             for key, mark in highest.items()
         ]
-        await update_all(self._reads, ops)
+        await update_all(self._reads, ops, server=self._server)
 
     async def mark_read(self, user_id: UserId, conversation: ConversationId, seq: int) -> None:
         """Move one read seq forward."""

@@ -29,6 +29,7 @@ from store.memory.inbox import MemoryInboxStore
 from store.memory.sessions import MemorySessionStore
 from store.messages import StoredMessage
 from store.mongo.client import Document
+from store.mongo.compat import MongoServer
 from store.mongo.inbox import MongoInboxStore
 from store.mongo.sessions import MongoSessionStore
 from store.sessions import ReadMark, SessionStore, SessionTouch
@@ -50,14 +51,21 @@ def memory_stores(clock: ManualClock) -> Stores:
     return Stores(inbox, MemorySessionStore(inbox, clock=clock))
 
 
-@pytest.fixture(params=["memory", pytest.param("mongo", marks=pytest.mark.mongo)])
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param(MongoServer.FERRETDB_V1, marks=pytest.mark.mongo),
+        pytest.param(MongoServer.MONGODB, marks=pytest.mark.mongo),
+    ]
+)
 def stores(request: pytest.FixtureRequest, clock: ManualClock) -> Stores:
-    """Each implementation: an inbox and the sessions deriving unread counts from it."""
+    """Each implementation: an inbox and the sessions deriving unread counts from it (on
+    MongoDB in each server mode)."""
     if request.param == "memory":
         return memory_stores(clock)
     db: AsyncDatabase[Document] = request.getfixturevalue("mongo_db")
     inbox = MongoInboxStore(db)
-    return Stores(inbox, MongoSessionStore(db, inbox, clock=clock))
+    return Stores(inbox, MongoSessionStore(db, inbox, clock=clock, server=request.param))
 
 
 async def deliver(stores: Stores, user: UserId, inbox_seq: int, msg: StoredMessage) -> None:

@@ -1,4 +1,5 @@
-"""`store.mongo.bulk` against the real server: duplicate keys resolved, other errors raised."""
+"""`store.mongo.bulk` against the real server in ferretdb-v1 mode (the default): duplicate
+keys resolved, other errors raised, updates chunked. The mongodb mode: test_compat.py."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, OperationFailure
 
-import store.mongo.bulk
+import store.mongo.compat
 from store.mongo.bulk import insert_new, update_all, update_op
 from store.mongo.client import Document
 
@@ -78,7 +79,7 @@ async def test_update_all_chunks_large_batches(
 ) -> None:
     col = mongo_db["bulk_t"]
     # Small chunks keep this quick on FerretDB, where each modifying statement costs ms.
-    monkeypatch.setattr(store.mongo.bulk, "MAX_OPS_PER_COMMAND", 7)
+    monkeypatch.setattr(store.mongo.compat, "MAX_OPS_PER_COMMAND", 7)
     ops = [update_op({"_id": i}, {"$max": {"v": i}}, upsert=True) for i in range(30)]
     await update_all(col, ops)
     assert await col.count_documents({}) == 30
