@@ -43,7 +43,7 @@ from schemas.ids import UserId, c2c_conversation_id
 from store.groups import GroupSpec
 from store.inbox import InboxEntry
 from store.messages import StoredMessage
-from store.mongo import connect_mongo
+from store.mongo.client import connect_mongo
 from store.sessions import SessionTouch
 from store.users import UserImport
 from tests.consumers.conftest import commit_ends, unique_groups

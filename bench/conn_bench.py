@@ -75,11 +75,11 @@ import rich.progress
 from bench._conn_load import FAILED, OK, Job, raise_nofile, run_worker, token_for
 from coffeebus.settings import load_settings
 from store.ids import UserId
-from store.keys import RedisKeys
-from store.mongo import connect_mongo, database, ensure_indexes
-from store.redis import connect_redis
+from store.mongo.client import connect_mongo, database, ensure_indexes
+from store.mongo.users import MongoUserStore
+from store.redis.client import connect_redis
+from store.redis.keys import RedisKeys
 from store.users import UserImport
-from store.users_mongo import MongoUserStore
 
 RESULTS = Path(__file__).parent / "results" / "connections.json"
 #: File descriptors a gate keeps for itself (listeners, epoll, logs, API, bus clients).

@@ -41,7 +41,7 @@ from bench.stats import ratio
 from bus.topology import load_topology
 from coffeebus.settings import MessagingSettings, Settings, load_settings
 from schemas.codes import GroupType
-from store.mongo import connect_mongo
+from store.mongo.client import connect_mongo
 
 ROOT = Path(__file__).resolve().parent.parent
 LATEST = ROOT / "bench" / "results" / "latest.json"

@@ -22,7 +22,7 @@ from bench.rig import BenchError, Rig, split
 from bench.stats import c2c_step, latency_ms, max_rate_within
 from schemas.codes import GroupType
 from schemas.ids import ConnId, GateId, UserId
-from store.mongo import connect_mongo
+from store.mongo.client import connect_mongo
 
 #: A c2c ramp stops once p99 passes this: later steps would only queue more.
 RAMP_STOP_P99_MS = 2000.0

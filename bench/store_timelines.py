@@ -19,11 +19,11 @@ import uuid
 from schemas.codes import MsgType, SessionType
 from schemas.ids import ConversationId, UserId, c2c_conversation_id, group_conversation_id
 from store.inbox import InboxEntry
-from store.inbox_mongo import MongoInboxStore
 from store.messages import StoredMessage
-from store.mongo import connect_mongo, ensure_indexes
+from store.mongo.client import connect_mongo, ensure_indexes
+from store.mongo.inbox import MongoInboxStore
+from store.mongo.sessions import MongoSessionStore
 from store.sessions import SessionTouch
-from store.sessions_mongo import MongoSessionStore
 
 
 def stored_message(

@@ -14,8 +14,9 @@ Ack policy, expressed as exceptions raised by a handler (the runner, `bus.runner
 
     BusError                      root of everything this package raises
     ├── RetriableError            transient: retry the batch with backoff, commit nothing,
-    │                             skip nothing (also: known transient errors of Kafka,
-    │                             MongoDB, Redis and the network are treated the same way)
+    │                             skip nothing (also: transient errors of Kafka and the
+    │                             network, and those the store adapters register with
+    │                             `bus.transient`, are treated the same way)
     ├── Reject(reason)            this record is poison: send it to `<topic>.dlq`
     ├── UnknownTopicError         publish/lookup of a topic the bus does not have
     └── ConsumerFailed            a consumer loop died of an error it cannot handle

@@ -70,7 +70,8 @@ from bus.base import (
     notify_listener,
 )
 from bus.partitioner import kafka_partitioner, partition_for_key
-from bus.runner import BatchRunner, is_transient
+from bus.runner import BatchRunner
+from bus.transient import is_transient
 from telemetry.metrics import LAG
 
 log = logging.getLogger(__name__)

@@ -4,12 +4,11 @@ Both buses hand every batch of one partition to `BatchRunner.run`, which returns
 up to which the partition may be committed. The policy, in order:
 
 1. The handler returns: the whole batch is done.
-2. It raises a *transient* error (`is_transient`: `RetriableError`, a Kafka error flagged
-   `retriable`, a network/timeout error, PyMongo's `AutoReconnect` family, a server error
-   MongoDB labels or codes as transient (or FerretDB-on-SQLite's "database is locked"), Redis
-   connection and timeout errors): the same batch is retried with exponential backoff and
-   jitter (tenacity), forever or up to `RetryPolicy.max_attempts`. Nothing is committed,
-   nothing is skipped.
+2. It raises a *transient* error (`bus.transient.is_transient`: `RetriableError`, a Kafka
+   error flagged `retriable`, a network/timeout error, or an error a store adapter classes as
+   transient — `store.mongo.errors`, `store.redis.errors`): the same batch is retried with
+   exponential backoff and jitter (tenacity), forever or up to `RetryPolicy.max_attempts`.
+   Nothing is committed, nothing is skipped.
 3. It raises anything else (`Reject` included), or retries ran out: the runner cannot tell
    which record of the batch is the poison one, so it re-runs the batch record by record
    (committing nothing before) and dead-letters only the records that still fail; the
@@ -45,9 +44,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
-import redis.exceptions
 import tenacity
-from pymongo.errors import AutoReconnect, OperationFailure
 
 from bus.base import (
     DLQ_ERROR,
@@ -60,84 +57,20 @@ from bus.base import (
     Outgoing,
     Record,
     RecordMeta,
-    RetriableError,
     RetryPolicy,
     dlq_topic,
 )
+from bus.transient import is_transient
 from schemas.trace import trace_id_of
 from telemetry import logcontext
 from telemetry.metrics import DLQ_RECORDS, HANDLER_SECONDS, RECORDS_CONSUMED, RETRIES
 
 log = logging.getLogger(__name__)
 
-# Exceptions that mean "try again later" whoever raises them. AutoReconnect covers PyMongo's
-# NetworkTimeout, NotPrimaryError and ServerSelectionTimeoutError.
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    RetriableError,
-    ConnectionError,
-    TimeoutError,
-    AutoReconnect,
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    redis.exceptions.BusyLoadingError,
-)
-
-# Server error codes MongoDB documents as transient: the operation may succeed if sent again
-# (HostUnreachable, HostNotFound, NetworkTimeout, ShutdownInProgress, PrimarySteppedDown,
-# ExceededTimeLimit, SocketException, NotWritablePrimary, InterruptedAtShutdown,
-# InterruptedDueToReplStateChange, NotPrimaryNoSecondaryOk, NotPrimaryOrSecondary,
-# WriteConflict, LockTimeout).
-_TRANSIENT_SERVER_CODES = frozenset(
-    {6, 7, 24, 89, 91, 112, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436}
-)
-# Labels the server puts on errors that a retry may cure.
-_TRANSIENT_LABELS = ("RetryableWriteError", "TransientTransactionError")
-# FerretDB v1 on SQLite answers a write that waited out SQLite's busy timeout with
-# InternalError (code 1) and this text; the write did not happen and may be sent again.
-_SQLITE_BUSY = ("SQLITE_BUSY", "database is locked")
-
 # Longest error text put in a DLQ header; the record itself stays whole.
 _MAX_ERROR_LEN = 2000
 
 PublishMany = Callable[[Sequence[Outgoing]], Awaitable[list[RecordMeta]]]
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Whether `exc` is worth retrying: a known transient type, or flagged `retriable`.
-
-    The flag is aiokafka's convention (`KafkaError.retriable`); aiokafka's
-    `KafkaTimeoutError` (a batch expired before the broker answered) lacks it but is
-    transient all the same.
-    """
-    if isinstance(exc, TRANSIENT_ERRORS):
-        return True
-    if isinstance(exc, OperationFailure):
-        return _transient_server_error(exc)
-    if getattr(exc, "retriable", False) is True:
-        return True
-    return type(exc).__name__ == "KafkaTimeoutError" and type(exc).__module__.startswith("aiokafka")
-
-
-def _transient_server_error(exc: OperationFailure) -> bool:
-    """Whether a server-side failure says "send it again" rather than "this is wrong".
-
-    A bulk write's error (`BulkWriteError`, an `OperationFailure`) is transient only when
-    every write error in it is: one poison document makes the whole batch non-transient, so
-    the runner isolates it instead of retrying forever.
-    """
-    if any(exc.has_error_label(label) for label in _TRANSIENT_LABELS):
-        return True
-    details = exc.details or {}
-    write_errors = details.get("writeErrors") if isinstance(details, dict) else None
-    if write_errors:
-        return all(_transient_code(e.get("code"), str(e.get("errmsg", ""))) for e in write_errors)
-    return _transient_code(exc.code, str(exc))
-
-
-def _transient_code(code: object, message: str) -> bool:
-    if code in _TRANSIENT_SERVER_CODES:
-        return True
-    return code == 1 and any(marker in message for marker in _SQLITE_BUSY)
 
 
 class _TopicMetrics:

@@ -96,6 +96,10 @@ class MongoSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     url: str = "mongodb://127.0.0.1:27017"
     database: str = "coffeebus"
     server_selection_timeout_ms: PositiveInt = 5_000
+    #: Which server the adapters write for (`store.mongo.compat`): "mongodb" pays none of
+    #: the FerretDB v1 workarounds, "ferretdb-v1" all of them, "auto" asks the server at
+    #: start (FerretDB names itself in buildInfo) and logs the choice.
+    server: Literal["auto", "mongodb", "ferretdb-v1"] = "auto"
 
 
 class RedisSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

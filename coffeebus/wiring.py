@@ -6,10 +6,12 @@ stores and the topology. `open_runtime` builds it either
 - *embedded*: `MemoryBus` with every declared topic, and the in-memory store twins — the
   whole system in one process with nothing else installed (``make run``); or
 - *real*: `KafkaBus` on ``settings.kafka``, MongoDB on ``settings.mongo`` with its indexes
-  ensured, Redis on ``settings.redis``. The timelines (messages, inboxes, sessions, read and
-  delivery marks) are served from Redis with MongoDB behind (`store.hot_messages`,
-  `store.hot_users`); MongoDB is written only by the ``projection`` group, whose targets
-  (`Runtime.projection`) are the MongoDB stores themselves. Groups sit behind a Redis cache.
+  ensured and its server mode resolved (``[mongo] server``, `store.mongo.compat`), Redis on
+  ``settings.redis``. The timelines (messages, inboxes, sessions, read and delivery marks)
+  are served from Redis with MongoDB behind (`store.redis.messages`, `store.redis.inbox`,
+  `store.redis.sessions`, `store.redis.deliveries`); MongoDB is written only by the
+  ``projection`` group, whose targets (`Runtime.projection`) are the MongoDB stores
+  themselves. Groups sit behind a Redis cache.
 
 Roles never choose between the two themselves; this module is the only place that does.
 """
@@ -28,29 +30,49 @@ from bus.memory import MemoryBus
 from bus.topology import Topology, load_topology
 from coffeebus.settings import Settings
 from consumers.projection import ProjectionTargets
-from store import mongo as mongo_store
-from store import redis as redis_store
-from store.deliveries import DeliveryStore, MemoryDeliveryStore, MongoDeliveryStore
-from store.groups import GroupLimits, GroupStore, MemoryGroupStore
-from store.groups_cache import CachedGroupStore
-from store.groups_mongo import MongoGroupStore
-from store.hot_messages import RedisMessageStore
-from store.hot_users import HotTimelines, RedisDeliveryStore, RedisInboxStore, RedisSessionStore
-from store.idempotency import IdempotencyStore, MemoryIdempotencyStore, RedisIdempotencyStore
-from store.inbox import InboxStore, MemoryInboxStore
-from store.inbox_mongo import MongoInboxStore
-from store.keys import RedisKeys
-from store.messages import MemoryMessageStore, MessageStore
-from store.messages_mongo import MongoMessageStore
-from store.push_log import MemoryPushLog, MongoPushLog, PushLog
-from store.push_tokens import MemoryPushTokenStore, MongoPushTokenStore, PushTokenStore
-from store.routes import MemoryRouteStore, RouteStore
-from store.routes_redis import RedisRouteStore
-from store.seq import MemorySectionStore, MongoSectionStore, SectionStore
-from store.sessions import MemorySessionStore, SessionStore
-from store.sessions_mongo import MongoSessionStore
-from store.users import MemoryUserStore, UserStore
-from store.users_mongo import MongoUserStore
+from store.deliveries import DeliveryStore
+from store.groups import GroupLimits, GroupStore
+from store.idempotency import IdempotencyStore
+from store.inbox import InboxStore
+from store.memory.deliveries import MemoryDeliveryStore
+from store.memory.groups import MemoryGroupStore
+from store.memory.idempotency import MemoryIdempotencyStore
+from store.memory.inbox import MemoryInboxStore
+from store.memory.messages import MemoryMessageStore
+from store.memory.push_log import MemoryPushLog
+from store.memory.push_tokens import MemoryPushTokenStore
+from store.memory.routes import MemoryRouteStore
+from store.memory.seq import MemorySectionStore
+from store.memory.sessions import MemorySessionStore
+from store.memory.users import MemoryUserStore
+from store.messages import MessageStore
+from store.mongo import client as mongo_store
+from store.mongo.compat import resolve_server
+from store.mongo.deliveries import MongoDeliveryStore
+from store.mongo.groups import MongoGroupStore
+from store.mongo.inbox import MongoInboxStore
+from store.mongo.messages import MongoMessageStore
+from store.mongo.push_log import MongoPushLog
+from store.mongo.push_tokens import MongoPushTokenStore
+from store.mongo.seq import MongoSectionStore
+from store.mongo.sessions import MongoSessionStore
+from store.mongo.users import MongoUserStore
+from store.push_log import PushLog
+from store.push_tokens import PushTokenStore
+from store.redis import client as redis_store
+from store.redis.deliveries import RedisDeliveryStore
+from store.redis.groups import CachedGroupStore
+from store.redis.idempotency import RedisIdempotencyStore
+from store.redis.inbox import RedisInboxStore
+from store.redis.keys import RedisKeys
+from store.redis.messages import RedisMessageStore
+from store.redis.routes import RedisRouteStore
+from store.redis.sessions import RedisSessionStore
+from store.redis.trim import HotTimelines
+from store.routes import RouteStore
+from store.seq import SectionStore
+from store.sessions import SessionStore
+from store.users import UserStore
 
 __all__ = ["Mode", "ReadinessCheck", "Runtime", "memory_bus_for", "open_runtime"]
 
@@ -187,13 +209,14 @@ async def open_runtime(
     try:
         db = mongo_store.database(mongo, settings.mongo.database)
         await mongo_store.ensure_indexes(db)
+        server = await resolve_server(mongo, settings.mongo.server)
         await kafka_bus.start()
-        sections = MongoSectionStore(db)
+        sections = MongoSectionStore(db, server=server)
         hot = settings.hot
         idle = datetime.timedelta(seconds=hot.idle_ttl_s)
         cold_messages = MongoMessageStore(db)
         cold_inbox = MongoInboxStore(db)
-        cold_sessions = MongoSessionStore(db, cold_inbox)
+        cold_sessions = MongoSessionStore(db, cold_inbox, server=server)
         messages = RedisMessageStore(
             redis,
             cold_messages,
@@ -206,7 +229,9 @@ async def open_runtime(
             redis, cold_inbox, messages, keys=keys, window=hot.inbox_window, idle_ttl=idle
         )
         groups = CachedGroupStore(
-            MongoGroupStore(db, sections, limits=group_limits(settings)), redis, keys=keys
+            MongoGroupStore(db, sections, limits=group_limits(settings), server=server),
+            redis,
+            keys=keys,
         )
         try:
             yield Runtime(
@@ -227,7 +252,7 @@ async def open_runtime(
                     messages=cold_messages,
                     inbox=cold_inbox,
                     sessions=cold_sessions,
-                    deliveries=MongoDeliveryStore(db),
+                    deliveries=MongoDeliveryStore(db, server=server),
                     groups=groups,
                     hot=HotTimelines(messages, hot_inbox),
                 ),

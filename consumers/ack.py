@@ -211,7 +211,7 @@ class AckHandler:
 
     async def _latest_seqs(self, convs: set[ConversationId]) -> dict[ConversationId, int]:
         # One call for the batch: on the real services, one Redis round trip
-        # (`store.heads_cache`) instead of a timeline scan per conversation on FerretDB.
+        # (`store.redis.heads`) instead of a timeline scan per conversation on FerretDB.
         return await self._messages.latest_seqs(convs)
 
     async def _memberships(self, pairs: set[tuple[UserId, int]]) -> set[tuple[UserId, int]]:

@@ -34,7 +34,7 @@ operator their body's ``user_id`` names, with admin rights — no owner or membe
 (the API checked what it could and answered 202); a refusal is logged. Members' devices get
 GroupMemberChangedNotify as for any change.
 
-The member cache (`store.groups_cache.CachedGroupStore`) re-puts its snapshot on every write
+The member cache (`store.redis.groups.CachedGroupStore`) re-puts its snapshot on every write
 made through it, so the msg group sees a change before this handler answers.
 """
 

@@ -5,7 +5,7 @@ what the msg, fanout and ack groups append before anyone is answered (`schemas.l
 group turns them into MongoDB documents — ``messages``, ``inbox``, ``sessions``,
 ``session_reads``, ``deliveries`` and the group members' ack seqs — in large bulk writes,
 and only then lets Redis forget: it trims each timeline it wrote to its hot window
-(`store.hot_messages`, `store.hot_users`). Nothing on the send→ack or send→deliver path
+(`store.redis.messages`, `store.redis.user_state`). Nothing on the send→ack or send→deliver path
 waits for it; readers find in Redis whatever it has not written yet.
 
 Per batch (one log partition, up to `BATCH_MAX` records, in order):

@@ -75,7 +75,8 @@ from producers.models import MAX_BODY_BYTES, Gate, GatesResponse, Health
 from producers.problems import EXCEPTION_HANDLERS, PROBLEMS, problem_response
 from producers.push_tokens import list_push_tokens, register_push_token, remove_push_token
 from producers.users import devices, get_user, legacy_register, put_user, rotate_token
-from store.idempotency import IdempotencyStore, MemoryIdempotencyStore
+from store.idempotency import IdempotencyStore
+from store.memory.idempotency import MemoryIdempotencyStore
 from store.push_tokens import PushTokenStore
 from store.routes import RouteStore
 from store.users import UserStore
@@ -85,7 +86,7 @@ __all__ = ["Pipeline", "ReadinessCheck", "create_app", "serve_api"]
 logger = logging.getLogger(__name__)
 
 ReadinessCheck = Callable[[], Awaitable[None]]
-"""Raises unless a dependency answers (e.g. `store.redis.ping` bound to a client)."""
+"""Raises unless a dependency answers (e.g. `store.redis.client.ping` bound to a client)."""
 
 #: How long /readyz waits for each check before calling the dependency down.
 READINESS_TIMEOUT_S: Final = 2.0

@@ -29,9 +29,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bus.base import BusError
-from bus.runner import is_transient
 from producers.models import Problem, ProblemFieldError
 from store.errors import InvalidUserInputError, UnknownUserError, UserNameTakenError
+from store.mongo.errors import is_transient_mongo
 
 __all__ = [
     "EXCEPTION_HANDLERS",
@@ -183,7 +183,7 @@ def _unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[Pr
 def _store_failure(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
     """A server-side store error: 503 when the server says a retry may succeed (a busy or
     stepping-down server, FerretDB-on-SQLite's "database is locked"), else 500."""
-    if is_transient(exc):
+    if is_transient_mongo(exc):
         return _unavailable(request, exc)
     return _internal(request, exc)
 

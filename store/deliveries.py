@@ -1,4 +1,4 @@
-"""Delivery marks of single chats: the `DeliveryStore` protocol, memory twin and MongoDB.
+"""Delivery marks of single chats: the model and the `DeliveryStore` protocol.
 
 When a receiver's device acks a pushed message (MsgDataAck 0x0302), the ack group records
 that the user has received the conversation's messages up to that seq: one mark per (user,
@@ -11,35 +11,20 @@ pushes in order on one connection and acks them in that order, so the highest ac
 the same as one flag per message at one write per (user, conversation) per batch. The delivery
 timer (issue 5) asks `DeliveryStore.delivered_seq` whether a message reached a device.
 
-MongoDB ``deliveries``: ``{_id: "<user>|<conv>", user, conv, seq, ms}``, written by the ack
-group only (``im.up.ack`` is keyed by user: one writer per document). Primary-key upserts in
-one bulk per batch; no other index. Intended shard key: ``user`` (or ``_id``).
+Implementations: `store.memory.deliveries.MemoryDeliveryStore`,
+`store.mongo.deliveries.MongoDeliveryStore`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Final, Protocol
+from typing import Protocol
 
 import msgspec
-from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.asynchronous.database import AsyncDatabase
 
 from schemas.ids import ConversationId, UserId
-from store.bulk import Document, update_all, update_op
-from store.collections import Collection
 
-__all__ = [
-    "DELIVERIES_COLLECTION",
-    "DeliveryMark",
-    "DeliveryStore",
-    "MemoryDeliveryStore",
-    "MongoDeliveryStore",
-    "merge_marks",
-]
-
-#: The MongoDB collection of delivery marks.
-DELIVERIES_COLLECTION: Final = Collection.DELIVERIES
+__all__ = ["DeliveryMark", "DeliveryStore", "merge_marks"]
 
 
 class DeliveryMark(msgspec.Struct, frozen=True):
@@ -83,70 +68,3 @@ def merge_marks(marks: Sequence[DeliveryMark]) -> list[DeliveryMark]:
             )
         )
     return list(merged.values())
-
-
-class MemoryDeliveryStore:
-    """In-memory `DeliveryStore` (embedded mode and tests)."""
-
-    def __init__(self) -> None:
-        self._marks: dict[tuple[UserId, ConversationId], int] = {}
-
-    async def mark_delivered_many(self, marks: Sequence[DeliveryMark]) -> None:
-        """Move marks forward."""
-        for mark in marks:
-            key = (mark.user_id, mark.conversation)
-            self._marks[key] = max(self._marks.get(key, 0), mark.seq)
-
-    async def delivered_seq(self, user_id: UserId, conversation: ConversationId) -> int:
-        """The highest acked seq (0 if none)."""
-        return self._marks.get((user_id, conversation), 0)
-
-    async def delivered_seqs(
-        self, pairs: Iterable[tuple[UserId, ConversationId]]
-    ) -> dict[tuple[UserId, ConversationId], int]:
-        """The highest acked seq of each pair (0 if none)."""
-        return {pair: self._marks.get(pair, 0) for pair in pairs}
-
-
-class MongoDeliveryStore:
-    """`DeliveryStore` on MongoDB ``deliveries``."""
-
-    def __init__(self, db: AsyncDatabase[Document]) -> None:
-        self._coll: AsyncCollection[Document] = db[DELIVERIES_COLLECTION]
-
-    async def mark_delivered_many(self, marks: Sequence[DeliveryMark]) -> None:
-        """``$max`` upserts by ``_id``, one bulk for the merged marks."""
-        ops = [
-            update_op(
-                {"_id": f"{m.user_id}|{m.conversation}"},
-                {
-                    "$max": {"seq": m.seq, "ms": m.at_ms},
-                    "$setOnInsert": {"user": m.user_id, "conv": m.conversation},
-                },
-                upsert=True,
-            )
-            for m in merge_marks(marks)
-        ]
-        if ops:
-            await update_all(self._coll, ops)
-
-    async def delivered_seq(self, user_id: UserId, conversation: ConversationId) -> int:
-        """The highest acked seq (0 if none)."""
-        doc = await self._coll.find_one({"_id": f"{user_id}|{conversation}"}, {"seq": 1})
-        return 0 if doc is None else int(doc["seq"])
-
-    async def delivered_seqs(
-        self, pairs: Iterable[tuple[UserId, ConversationId]]
-    ) -> dict[tuple[UserId, ConversationId], int]:
-        """The highest acked seq of each pair: one query by ``_id``."""
-        wanted = list(dict.fromkeys(pairs))
-        found = dict.fromkeys(wanted, 0)
-        if not wanted:
-            return found
-        keys = {f"{u}|{c}": (u, c) for u, c in wanted}
-        query: Document = (
-            {"_id": next(iter(keys))} if len(keys) == 1 else {"_id": {"$in": list(keys)}}
-        )
-        async for doc in self._coll.find(query, {"seq": 1}):
-            found[keys[doc["_id"]]] = int(doc["seq"])
-        return found

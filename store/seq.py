@@ -2,10 +2,10 @@
 
 Every timeline — a conversation (``s:<low>:<high>``, ``g:<id>``) or a user's inbox
 (`inbox_timeline`, ``u:<id>``) — has its own seq. Seqs are handed out **in memory** by the
-single owner of the partition the timeline's key maps to, from *sections* reserved in
-MongoDB ``seq_sections``. Reserving a section atomically claims the range above every range
-reserved before for that timeline (`MongoSectionStore`: one unique-key insert per section);
-no other process can be given any part of it, whatever the interleaving.
+single owner of the partition the timeline's key maps to, from *sections* reserved in a
+`SectionStore` (MongoDB ``seq_sections``: `store.mongo.seq.MongoSectionStore`). Reserving a
+section atomically claims the range above every range reserved before for that timeline; no
+other process can be given any part of it, whatever the interleaving.
 
 A new owner — another process, or the same one after a rebalance — never trusts what it may
 have cached: `SeqAllocator.forget` (on partition revoke/assign) or `SeqAllocator.reset`
@@ -14,8 +14,8 @@ the previous owner could have handed out. Seqs therefore never go backwards; the
 abandoned section is a gap, which readers must tolerate (unread counts are counted, never
 computed from seq differences).
 
-Costs: four MongoDB round trips (all by ``_id``) per `section_size` allocations per
-timeline, and per timeline after each ownership change.
+Costs: one reservation (a round trip on MongoDB, four on FerretDB v1, all by ``_id``) per
+`section_size` allocations per timeline, and per timeline after each ownership change.
 """
 
 from __future__ import annotations
@@ -23,21 +23,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Protocol, TypeVar
-
-from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from typing import Protocol, TypeVar
 
 from bus.partitioner import partition_for_key
 from schemas.ids import UserId
-from store.collections import Collection
 
 logger = logging.getLogger(__name__)
 #: A timeline name (a conversation id, an inbox timeline, or a plain str).
 _Timeline = TypeVar("_Timeline", bound=str)
 
-Document = dict[str, Any]
 
 DEFAULT_SECTION_SIZE = 1000
 
@@ -61,96 +55,8 @@ class SectionStore(Protocol):
         ...
 
 
-class MemorySectionStore:
-    """In-memory `SectionStore`: the embedded mode's, and the twin in the contract tests."""
-
-    def __init__(self) -> None:
-        self._max: dict[str, int] = {}
-
-    async def reserve(self, timeline: str, size: int) -> int:
-        """Raise the reserved maximum by `size`; return the new maximum."""
-        _check_size(size)
-        new_max = self._max.get(timeline, 0) + size
-        self._max[timeline] = new_max
-        return new_max
-
-    async def reserved(self, timeline: str) -> int:
-        """The highest reserved seq (0 if none)."""
-        return self._max.get(timeline, 0)
-
-
-class MongoSectionStore:
-    """`SectionStore` on MongoDB ``seq_sections``, claiming sections by *inserting* them.
-
-    Documents: one per reserved section, ``{_id: "<timeline>#<k>", lo, hi}`` for the k-th
-    section of a timeline (seqs ``lo..hi``), plus a hint ``{_id: "<timeline>", k}`` naming a
-    recently claimed section. Reserving reads the hint, then tries to insert section k+1
-    with ``lo`` = section k's ``hi`` + 1; a duplicate key means someone else claimed k+1, so
-    it moves on to k+2. Only one insert of a given ``_id`` can succeed, so sections never
-    overlap and always continue the highest one: claimed sections form the prefix 1..K,
-    since a claim is made at the first free k above a claimed one. The hint is advanced with
-    ``$max`` afterwards; if that write is lost, the next claim just probes a little further.
-
-    Why not one document per timeline and ``$inc`` (``find_one_and_update``): that is what
-    MongoDB makes atomic, but FerretDB v1 on SQLite applies every update as an unlocked
-    read-modify-write — 20 concurrent ``$inc`` of one document left 7 of them applied, and
-    concurrent ``find_one_and_update`` calls returned the same maximum (measured on
-    v1.24.2). A unique-key insert is atomic on both. Every lookup here is by ``_id``, the
-    only filter FerretDB v1 pushes down. Intended shard key: ``_id``.
-    """
-
-    def __init__(self, db: AsyncDatabase[Document]) -> None:
-        self._sections: AsyncCollection[Document] = db[Collection.SEQ_SECTIONS]
-
-    async def reserve(self, timeline: str, size: int) -> int:
-        """Claim the next section of `size` seqs; return its highest seq."""
-        _check_size(size)
-        k = await self._hint(timeline)
-        while True:
-            prev_hi = await self._section_hi(timeline, k) if k else 0
-            try:
-                await self._sections.insert_one(
-                    {"_id": _section_id(timeline, k + 1), "lo": prev_hi + 1, "hi": prev_hi + size}
-                )
-            except DuplicateKeyError:
-                k += 1  # claimed by someone else: continue above it
-                continue
-            await self._advance_hint(timeline, k + 1)
-            return prev_hi + size
-
-    async def reserved(self, timeline: str) -> int:
-        """The highest reserved seq (0 if none)."""
-        k = await self._hint(timeline)
-        hi = await self._section_hi(timeline, k) if k else 0
-        while True:
-            doc = await self._sections.find_one({"_id": _section_id(timeline, k + 1)})
-            if doc is None:
-                return hi
-            k, hi = k + 1, int(doc["hi"])
-
-    async def _hint(self, timeline: str) -> int:
-        doc = await self._sections.find_one({"_id": timeline})
-        return 0 if doc is None else int(doc["k"])
-
-    async def _section_hi(self, timeline: str, k: int) -> int:
-        doc = await self._sections.find_one({"_id": _section_id(timeline, k)})
-        if doc is None:
-            raise RuntimeError(f"section {k} of {timeline} is missing from seq_sections")
-        return int(doc["hi"])
-
-    async def _advance_hint(self, timeline: str, k: int) -> None:
-        try:
-            await self._sections.update_one({"_id": timeline}, {"$max": {"k": k}}, upsert=True)
-        except DuplicateKeyError:
-            # Two first claims raced to create the hint; it is only a hint.
-            logger.debug("hint of %s raced, left to the next claim", timeline)
-
-
-def _section_id(timeline: str, k: int) -> str:
-    return f"{timeline}#{k}"
-
-
-def _check_size(size: int) -> None:
+def check_section_size(size: int) -> None:
+    """Reject a section that holds no seq (every `SectionStore.reserve` checks)."""
     if size < 1:
         raise ValueError(f"a section holds at least one seq, not {size}")
 
@@ -181,7 +87,7 @@ class SeqAllocator:
     """
 
     def __init__(self, sections: SectionStore, *, section_size: int = DEFAULT_SECTION_SIZE) -> None:
-        _check_size(section_size)
+        check_section_size(section_size)
         self._store = sections
         self._section_size = section_size
         self._sections: dict[str, _Section] = {}

@@ -6,23 +6,13 @@ import asyncio
 from collections.abc import Sequence
 
 import pytest
-import redis.exceptions
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, UnsupportedVersionError
-from pymongo.errors import (
-    AutoReconnect,
-    BulkWriteError,
-    DuplicateKeyError,
-    NetworkTimeout,
-    OperationFailure,
-)
 
 from bus.base import DLQ_ERROR, Record, Reject, RetriableError, RetryPolicy, dlq_topic
 from bus.memory import MemoryBus
-from bus.runner import BatchRunner, is_transient
+from bus.runner import BatchRunner
+from bus.transient import is_transient, register_transient
 
-SQLITE_BUSY = (
-    "[collection.go:135 sqlite.(*collection).UpdateAll] database is locked (5) (SQLITE_BUSY)"
-)
 FAST = RetryPolicy(initial_backoff_s=0.001, max_backoff_s=0.002, jitter_s=0)
 
 
@@ -32,17 +22,8 @@ FAST = RetryPolicy(initial_backoff_s=0.001, max_backoff_s=0.002, jitter_s=0)
         RetriableError("x"),
         ConnectionResetError(),
         TimeoutError(),
-        AutoReconnect("x"),
-        NetworkTimeout("x"),
-        redis.exceptions.ConnectionError("x"),
-        redis.exceptions.TimeoutError("x"),
         KafkaConnectionError("x"),
         KafkaTimeoutError("x"),
-        # What FerretDB v1 on SQLite answers when a write waited out SQLite's busy timeout.
-        OperationFailure(SQLITE_BUSY, code=1),
-        OperationFailure("not primary", code=10107),
-        OperationFailure("x", code=2, details={"errorLabels": ["RetryableWriteError"]}),
-        BulkWriteError({"writeErrors": [{"index": 0, "code": 1, "errmsg": SQLITE_BUSY}]}),
     ],
 )
 def test_transient_errors(error: Exception) -> None:
@@ -50,27 +31,27 @@ def test_transient_errors(error: Exception) -> None:
 
 
 @pytest.mark.parametrize(
-    "error",
-    [
-        Reject("x"),
-        ValueError("x"),
-        DuplicateKeyError("x"),
-        UnsupportedVersionError("x"),
-        OperationFailure("unknown operator: $bad", code=2),
-        OperationFailure("some other internal error", code=1),
-        # One poison document makes the bulk permanent, even beside a busy one.
-        BulkWriteError(
-            {
-                "writeErrors": [
-                    {"index": 0, "code": 1, "errmsg": SQLITE_BUSY},
-                    {"index": 1, "code": 52, "errmsg": "bad field name"},
-                ]
-            }
-        ),
-    ],
+    "error", [Reject("x"), ValueError("x"), UnsupportedVersionError("x"), KeyError("x")]
 )
 def test_permanent_errors(error: Exception) -> None:
     assert not is_transient(error)
+
+
+class _DriverError(Exception):
+    """What a store adapter's driver raises."""
+
+
+def _is_driver_error(exc: BaseException) -> bool:
+    return isinstance(exc, _DriverError) and "busy" in str(exc)
+
+
+def test_a_registered_classifier_decides_for_the_errors_it_knows() -> None:
+    assert not is_transient(_DriverError("busy"))
+    register_transient(_is_driver_error)
+    register_transient(_is_driver_error)  # once is enough
+    assert is_transient(_DriverError("busy"))
+    assert not is_transient(_DriverError("bad document"))
+    assert not is_transient(ValueError("busy"))
 
 
 class Fixture:

@@ -38,7 +38,7 @@ from bus.admin import apply
 from bus.topology import load_topology
 from coffeebus.settings import KafkaSettings, MongoSettings, RedisSettings, Settings
 from coffeebus.wiring import Mode, Runtime, open_runtime
-from store.groups_mongo import GROUP_ID_TIMELINE
+from store.mongo.groups import GROUP_ID_TIMELINE
 from tests.chaos.checker import tally
 from tests.chaos.processes import RoleProcess, role_env, write_topology
 from tests.chaos.services import PrivateServices

@@ -13,8 +13,10 @@ import msgspec
 
 from schemas.codes import SessionType
 from schemas.ids import ConversationId, UserId, c2c_conversation_id
-from store.inbox import InboxEntry, InboxPage, MemoryInboxStore
-from store.messages import MemoryMessageStore, StoredMessage
+from store.inbox import InboxEntry, InboxPage
+from store.memory.inbox import MemoryInboxStore
+from store.memory.messages import MemoryMessageStore
+from store.messages import StoredMessage
 from tests.chaos.checker import (
     DeliveryReport,
     FaultTally,

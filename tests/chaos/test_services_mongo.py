@@ -1,12 +1,13 @@
 """The MongoDB wire-protocol server (a FerretDB private to this test) restarted mid-load.
 
 While it is down every store call of the msg and fanout groups fails with a network error,
-which the bus runner classes as transient (`bus.runner.is_transient`: PyMongo's
-`AutoReconnect` family): the batch is retried with backoff, nothing is committed, nothing is
-dead-lettered, and nothing is acked — the sender's MsgDataAck leaves only after the message
-is stored (DESIGN invariant 4), so clients resend with the same client_msg_id. When the
-server is back the retries go through: the checker finds every acked message stored once
-with the acked server_msg_id and in both inboxes, in order.
+which the bus runner classes as transient (`store.mongo.errors`, registered with
+`bus.transient`: PyMongo's `AutoReconnect` family): the batch is retried with backoff,
+nothing is committed, nothing is dead-lettered, and nothing is acked — the sender's
+MsgDataAck leaves only after the message is stored (DESIGN invariant 4), so clients resend
+with the same client_msg_id. When the server is back the retries go through: the checker
+finds every acked message stored once with the acked server_msg_id and in both inboxes, in
+order.
 """
 
 from __future__ import annotations

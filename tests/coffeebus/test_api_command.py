@@ -11,8 +11,8 @@ import uuid
 import httpx
 import pytest
 
-from store.mongo import connect_mongo
-from store.redis import connect_redis
+from store.mongo.client import connect_mongo
+from store.redis.client import connect_redis
 
 
 def _free_port() -> int:

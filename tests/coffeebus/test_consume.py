@@ -26,7 +26,7 @@ from aiokafka.errors import KafkaError
 
 from bus.admin import apply
 from bus.topology import load_topology
-from store.mongo import connect_mongo, database, ensure_indexes
+from store.mongo.client import connect_mongo, database, ensure_indexes
 from tests.coffeebus.conftest import REPO, Isolated
 from tests.waiting import wait_for
 

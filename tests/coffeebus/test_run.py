@@ -29,7 +29,7 @@ from schemas.pb.coffeechat import message_pb2
 from sdk.client import Client
 from sdk.errors import LoginError
 from sdk.events import Push
-from store.mongo import connect_mongo
+from store.mongo.client import connect_mongo
 from tests.coffeebus.conftest import REPO, Isolated, free_port
 
 READY = "Press Ctrl-C to stop."

@@ -14,6 +14,7 @@ def test_defaults_are_the_seed_ports() -> None:
     assert (s.gateway.tcp_port, s.gateway.ws_port, s.api.port) == (8000, 8001, 18080)
     assert s.gateway.login_timeout_s == 15.0
     assert s.gateway.multi_login is MultiLoginPolicy.KICK_SAME_TYPE
+    assert s.mongo.server == "auto"
 
 
 def test_file_then_environment_wins(tmp_path: Path) -> None:
@@ -25,6 +26,7 @@ def test_file_then_environment_wins(tmp_path: Path) -> None:
         "REDIS_URL": "redis://127.0.0.1:6390/1",
         "MONGO_URL": "mongodb://127.0.0.1:27018",
         "COFFEEBUS_GATEWAY__MULTI_LOGIN": "allow_all",
+        "COFFEEBUS_MONGO__SERVER": "mongodb",
     }
     s = load_settings(cfg, env=env)
     assert s.gateway.tcp_port == 9100
@@ -34,6 +36,7 @@ def test_file_then_environment_wins(tmp_path: Path) -> None:
     assert s.redis.url == "redis://127.0.0.1:6390/1"
     assert s.mongo.url == "mongodb://127.0.0.1:27018"
     assert s.gateway.multi_login is MultiLoginPolicy.ALLOW_ALL
+    assert s.mongo.server == "mongodb"
 
 
 def test_config_path_from_environment(tmp_path: Path) -> None:
@@ -50,6 +53,7 @@ def test_config_path_from_environment(tmp_path: Path) -> None:
         ({"COFFEEBUS_GATEWAY__NO_SUCH_FIELD": "1"}, "no_such_field"),
         ({"COFFEEBUS_NOSECTION__X": "1"}, "unknown settings section 'nosection'"),
         ({"COFFEEBUS_GATEWAY__MULTI_LOGIN": "sometimes"}, "$.gateway.multi_login"),
+        ({"COFFEEBUS_MONGO__SERVER": "ferretdb"}, "$.mongo.server"),
     ],
 )
 def test_bad_environment_is_named(env: dict[str, str], fragment: str) -> None:

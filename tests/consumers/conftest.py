@@ -72,12 +72,12 @@ from schemas.events import decode_fanouts
 from schemas.ids import UserId, conversation_id
 from sdk.client import Client
 from sdk.events import Event, Push
-from store.groups_mongo import GROUP_ID_TIMELINE
 from store.inbox import InboxEntry
-from store.keys import RedisKeys
 from store.messages import StoredMessage
-from store.mongo import connect_mongo
-from store.redis import connect_redis
+from store.mongo.client import connect_mongo
+from store.mongo.groups import GROUP_ID_TIMELINE
+from store.redis.client import connect_redis
+from store.redis.keys import RedisKeys
 from store.sessions import SessionTouch
 from store.users import UserImport
 

@@ -26,12 +26,15 @@ from schemas.commands import Cmd
 from schemas.envelope import Origin, encode_envelope, make_envelope
 from schemas.ids import ConnId, GateId, UserId, c2c_conversation_id
 from schemas.pb.coffeechat import base_pb2, message_pb2
-from store.deliveries import MemoryDeliveryStore
-from store.groups import MemoryGroupStore
-from store.inbox import InboxEntry, MemoryInboxStore
-from store.messages import MemoryMessageStore, StoredMessage
-from store.routes import MemoryRouteStore
-from store.sessions import MemorySessionStore, SessionTouch
+from store.inbox import InboxEntry
+from store.memory.deliveries import MemoryDeliveryStore
+from store.memory.groups import MemoryGroupStore
+from store.memory.inbox import MemoryInboxStore
+from store.memory.messages import MemoryMessageStore
+from store.memory.routes import MemoryRouteStore
+from store.memory.sessions import MemorySessionStore
+from store.messages import StoredMessage
+from store.sessions import SessionTouch
 
 READER, PEER = UserId(11), UserId(12)
 CONV = c2c_conversation_id(READER, PEER)

@@ -13,8 +13,9 @@ from consumers.push import PushHandler
 from consumers.push_providers.base import Outcome, Provider
 from schemas.events import PushNotice, PushRequest, encode_record
 from schemas.ids import ConversationId, TraceId, UserId
-from store.push_log import MemoryPushLog
-from store.push_tokens import MemoryPushTokenStore, PushDevice, PushProvider
+from store.memory.push_log import MemoryPushLog
+from store.memory.push_tokens import MemoryPushTokenStore
+from store.push_tokens import PushDevice, PushProvider
 from tests.consumers.push_servers import Answer
 from tests.consumers.test_push_providers import (  # the fixtures are used by name
     FcmStandIn,

@@ -18,8 +18,10 @@ from schemas.events import (
     encode_record,
 )
 from schemas.ids import ConversationId, TraceId, UserId
-from store.deliveries import DeliveryMark, MemoryDeliveryStore
-from store.groups import GroupSpec, MemoryGroupStore
+from store.deliveries import DeliveryMark
+from store.groups import GroupSpec
+from store.memory.deliveries import MemoryDeliveryStore
+from store.memory.groups import MemoryGroupStore
 
 BOB = UserId(7)
 CONV = ConversationId("s:3:7")

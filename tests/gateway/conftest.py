@@ -29,14 +29,16 @@ from coffeebus.settings import GatewaySettings
 from gateway.server import Gate
 from schemas.envelope import Envelope, decode_envelope
 from store.ids import UserId
-from store.keys import RedisKeys
-from store.mongo import connect_mongo, ensure_indexes
+from store.memory.routes import MemoryRouteStore
+from store.memory.users import MemoryUserStore
+from store.mongo.client import connect_mongo, ensure_indexes
+from store.mongo.users import MongoUserStore
 from store.passwords import ScryptParams
-from store.redis import connect_redis
-from store.routes import MemoryRouteStore, RouteStore
-from store.routes_redis import RedisRouteStore
-from store.users import MemoryUserStore, User, UserImport, UserStore
-from store.users_mongo import MongoUserStore
+from store.redis.client import connect_redis
+from store.redis.keys import RedisKeys
+from store.redis.routes import RedisRouteStore
+from store.routes import RouteStore
+from store.users import User, UserImport, UserStore
 from tests.gateway.client import Client, Kind
 
 FAST_SCRYPT = ScryptParams(n=16, r=1, p=1)

@@ -18,12 +18,12 @@ from schemas.codes import KickReason
 from schemas.commands import Cmd
 from schemas.pb.coffeebus import ext_pb2
 from store.ids import UserId as StoreUserId
-from store.keys import RedisKeys
-from store.mongo import connect_mongo
-from store.redis import connect_redis
-from store.routes_redis import RedisRouteStore
+from store.mongo.client import connect_mongo
+from store.mongo.users import MongoUserStore
+from store.redis.client import connect_redis
+from store.redis.keys import RedisKeys
+from store.redis.routes import RedisRouteStore
 from store.users import UserImport
-from store.users_mongo import MongoUserStore
 from tests.gateway.client import Client, Kind
 from tests.gateway.conftest import FAST_SCRYPT, Env
 from tests.waiting import wait_for

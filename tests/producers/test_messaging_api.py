@@ -26,11 +26,15 @@ from schemas.commands import Cmd
 from schemas.envelope import decode_envelope
 from schemas.ids import ConnId, GateId, GroupId, UserId, c2c_conversation_id
 from schemas.pb.coffeebus import ext_pb2
-from store.groups import GroupSpec, MemoryGroupStore
-from store.idempotency import IdempotencyRecord, MemoryIdempotencyStore, RedisIdempotencyStore
-from store.keys import RedisKeys
-from store.messages import MemoryMessageStore, StoredMessage
-from store.redis import connect_redis
+from store.groups import GroupSpec
+from store.idempotency import IdempotencyRecord
+from store.memory.groups import MemoryGroupStore
+from store.memory.idempotency import MemoryIdempotencyStore
+from store.memory.messages import MemoryMessageStore
+from store.messages import StoredMessage
+from store.redis.client import connect_redis
+from store.redis.idempotency import RedisIdempotencyStore
+from store.redis.keys import RedisKeys
 from store.routes import Route
 from store.users import UserImport
 from tests.producers.conftest import Client, Stores, in_process_client

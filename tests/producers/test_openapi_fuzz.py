@@ -24,11 +24,13 @@ from coffeebus.settings import ApiSettings
 from coffeebus.wiring import memory_bus_for
 from producers.app import Pipeline, create_app
 from schemas.ids import UserId
-from store.groups import GroupSpec, MemoryGroupStore
-from store.messages import MemoryMessageStore
-from store.push_tokens import MemoryPushTokenStore
-from store.routes import MemoryRouteStore
-from store.users import MemoryUserStore, UserImport
+from store.groups import GroupSpec
+from store.memory.groups import MemoryGroupStore
+from store.memory.messages import MemoryMessageStore
+from store.memory.push_tokens import MemoryPushTokenStore
+from store.memory.routes import MemoryRouteStore
+from store.memory.users import MemoryUserStore
+from store.users import UserImport
 
 
 def _app() -> object:

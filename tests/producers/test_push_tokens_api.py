@@ -9,12 +9,10 @@ import pytest
 from coffeebus.settings import ApiSettings
 from producers.app import create_app
 from store.ids import UserId
-from store.mongo import connect_mongo, ensure_indexes
-from store.push_tokens import (
-    MemoryPushTokenStore,
-    MongoPushTokenStore,
-    PushTokenStore,
-)
+from store.memory.push_tokens import MemoryPushTokenStore
+from store.mongo.client import connect_mongo, ensure_indexes
+from store.mongo.push_tokens import MongoPushTokenStore
+from store.push_tokens import PushTokenStore
 from store.users import UserImport
 from tests.producers.conftest import Client, Stores, in_process_client
 from tests.producers.test_users_api import assert_problem

@@ -16,9 +16,10 @@ from schemas.codes import ClientType, ErrorCode, ExtResultCode, KickReason
 from sdk import Client, Disconnected, Kicked, LoginError, ServerError
 from sdk.transport import TransportKind
 from store.ids import UserId
+from store.memory.routes import MemoryRouteStore
+from store.memory.users import MemoryUserStore
 from store.passwords import ScryptParams
-from store.routes import MemoryRouteStore
-from store.users import MemoryUserStore, UserImport
+from store.users import UserImport
 
 KINDS: list[TransportKind] = ["tcp", "ws"]
 TIMEOUT = 5.0

@@ -12,11 +12,11 @@ from bus.topology import load_topology
 from coffeebus.settings import ApiSettings
 from coffeebus.wiring import memory_bus_for
 from producers.app import Pipeline, create_app
-from store.groups import MemoryGroupStore
-from store.messages import MemoryMessageStore
-from store.push_tokens import MemoryPushTokenStore
-from store.routes import MemoryRouteStore
-from store.users import MemoryUserStore
+from store.memory.groups import MemoryGroupStore
+from store.memory.messages import MemoryMessageStore
+from store.memory.push_tokens import MemoryPushTokenStore
+from store.memory.routes import MemoryRouteStore
+from store.memory.users import MemoryUserStore
 from tests.producers.conftest import in_process_client
 from tests.producers.test_users_api import assert_problem
 

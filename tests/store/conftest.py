@@ -16,9 +16,9 @@ from pymongo.asynchronous.database import AsyncDatabase
 from redis.asyncio import Redis
 
 from store.clock import ManualClock
-from store.keys import RedisKeys
-from store.mongo import Document, connect_mongo, ensure_indexes
-from store.redis import connect_redis
+from store.mongo.client import Document, connect_mongo, ensure_indexes
+from store.redis.client import connect_redis
+from store.redis.keys import RedisKeys
 
 
 @pytest.fixture

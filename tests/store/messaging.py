@@ -11,15 +11,16 @@ from redis.asyncio import Redis
 from schemas.codes import MsgType, SessionType
 from schemas.ids import ConversationId, GroupId, UserId, c2c_conversation_id, group_conversation_id
 from store.clock import Clock
-from store.hot_messages import RedisMessageStore
-from store.hot_users import RedisInboxStore, RedisSessionStore
 from store.inbox import InboxEntry, InboxPage
-from store.inbox_mongo import MongoInboxStore
-from store.keys import RedisKeys
 from store.messages import StoredMessage
-from store.messages_mongo import MongoMessageStore
-from store.mongo import Document
-from store.sessions_mongo import MongoSessionStore
+from store.mongo.client import Document
+from store.mongo.inbox import MongoInboxStore
+from store.mongo.messages import MongoMessageStore
+from store.mongo.sessions import MongoSessionStore
+from store.redis.inbox import RedisInboxStore
+from store.redis.keys import RedisKeys
+from store.redis.messages import RedisMessageStore
+from store.redis.sessions import RedisSessionStore
 
 T0 = 1_700_000_000_000
 
@@ -66,7 +67,7 @@ def conv(a: int, b: int) -> ConversationId:
 
 
 class InboxOverTimelines:
-    """A hot inbox (`store.hot_users.RedisInboxStore`) whose entries' messages are first
+    """A hot inbox (`store.redis.user_state.RedisInboxStore`) whose entries' messages are first
     put into their conversations' timelines — what the msg group does before any fan-out:
     the hot inbox keeps references to messages, not copies."""
 

@@ -21,14 +21,15 @@ from store.groups import (
     GroupStore,
     GroupUpdate,
     MemberAck,
-    MemoryGroupStore,
     UnknownGroupError,
 )
-from store.groups_cache import CachedGroupStore
-from store.groups_mongo import MongoGroupStore
-from store.keys import RedisKeys
-from store.mongo import Document
-from store.seq import MongoSectionStore
+from store.memory.groups import MemoryGroupStore
+from store.mongo.client import Document
+from store.mongo.compat import MongoServer
+from store.mongo.groups import MongoGroupStore
+from store.mongo.seq import MongoSectionStore
+from store.redis.groups import CachedGroupStore
+from store.redis.keys import RedisKeys
 
 OWNER = UserId(1)
 LIMITS = GroupLimits(normal=5, super_group=8)
@@ -40,24 +41,30 @@ def spec(*, name: str = "coffee", group_type: int = GroupType.NORMAL, intro: str
     return GroupSpec(name=name, owner_id=OWNER, group_type=group_type, intro=intro)
 
 
-def mongo_store(db: AsyncDatabase[Document], clock: ManualClock) -> MongoGroupStore:
-    return MongoGroupStore(db, MongoSectionStore(db), limits=LIMITS, clock=clock)
+def mongo_store(
+    db: AsyncDatabase[Document],
+    clock: ManualClock,
+    server: MongoServer = MongoServer.FERRETDB_V1,
+) -> MongoGroupStore:
+    sections = MongoSectionStore(db, server=server)
+    return MongoGroupStore(db, sections, limits=LIMITS, clock=clock, server=server)
 
 
 @pytest.fixture(
     params=[
         "memory",
-        pytest.param("mongo", marks=pytest.mark.mongo),
+        pytest.param(MongoServer.FERRETDB_V1, marks=pytest.mark.mongo),
+        pytest.param(MongoServer.MONGODB, marks=pytest.mark.mongo),
         pytest.param("cached", marks=[pytest.mark.mongo, pytest.mark.redis]),
     ]
 )
 def groups(request: pytest.FixtureRequest, clock: ManualClock) -> GroupStore:
-    """Each `GroupStore` implementation, empty."""
+    """Each `GroupStore` implementation, empty (on MongoDB in each server mode)."""
     if request.param == "memory":
         return MemoryGroupStore(limits=LIMITS, clock=clock)
     db: AsyncDatabase[Document] = request.getfixturevalue("mongo_db")
-    if request.param == "mongo":
-        return mongo_store(db, clock)
+    if isinstance(request.param, MongoServer):
+        return mongo_store(db, clock, request.param)
     redis: Redis = request.getfixturevalue("redis")
     keys: RedisKeys = request.getfixturevalue("redis_keys")
     return CachedGroupStore(mongo_store(db, clock), redis, keys=keys)

@@ -1,5 +1,5 @@
 """The `InboxStore` contract, run against the in-memory twin, the real MongoDB server (both
-unread strategies), and Redis's hot inboxes in front of MongoDB (`store.hot_users`)."""
+unread strategies), and Redis's hot inboxes in front of MongoDB (`store.redis.inbox`)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from pymongo.asynchronous.database import AsyncDatabase
 from redis.asyncio import Redis
 
 from schemas.ids import UserId
-from store.inbox import InboxEntry, InboxStore, MemoryInboxStore
-from store.inbox_mongo import MongoInboxStore
-from store.keys import RedisKeys
-from store.mongo import Document
+from store.inbox import InboxEntry, InboxStore
+from store.memory.inbox import MemoryInboxStore
+from store.mongo.client import Document
+from store.mongo.inbox import MongoInboxStore
+from store.redis.keys import RedisKeys
 from tests.store.messaging import c2c, conv, group_msg, hot_stores
 
 ALICE, BOB, CAROL = UserId(1), UserId(2), UserId(3)

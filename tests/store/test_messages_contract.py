@@ -1,5 +1,5 @@
 """The `MessageStore` contract, run against the in-memory twin, the real MongoDB server, and
-Redis's hot timelines in front of MongoDB (`store.hot_messages`)."""
+Redis's hot timelines in front of MongoDB (`store.redis.messages`)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ from pymongo.asynchronous.database import AsyncDatabase
 from redis.asyncio import Redis
 
 from schemas.ids import UserId
-from store.hot_messages import RedisMessageStore
-from store.keys import RedisKeys
-from store.messages import MemoryMessageStore, MessageStore, SeqConflictError, StoredMessage
-from store.messages_mongo import MongoMessageStore
-from store.mongo import Document
+from store.memory.messages import MemoryMessageStore
+from store.messages import MessageStore, SeqConflictError, StoredMessage
+from store.mongo.client import Document
+from store.mongo.messages import MongoMessageStore
+from store.redis.keys import RedisKeys
+from store.redis.messages import RedisMessageStore
 from tests.store.messaging import T0, c2c, conv, group_msg
 
 CONV = conv(1, 2)

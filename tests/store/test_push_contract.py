@@ -8,16 +8,13 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from schemas.ids import UserId
 from store.clock import ManualClock
-from store.mongo import Document
-from store.push_log import MemoryPushLog, MongoPushLog, PushLog
-from store.push_tokens import (
-    MAX_DEVICES_PER_USER,
-    MemoryPushTokenStore,
-    MongoPushTokenStore,
-    PushDevice,
-    PushProvider,
-    PushTokenStore,
-)
+from store.memory.push_log import MemoryPushLog
+from store.memory.push_tokens import MemoryPushTokenStore
+from store.mongo.client import Document
+from store.mongo.push_log import MongoPushLog
+from store.mongo.push_tokens import MongoPushTokenStore
+from store.push_log import PushLog
+from store.push_tokens import MAX_DEVICES_PER_USER, PushDevice, PushProvider, PushTokenStore
 
 ALICE = UserId(1001)
 BOB = UserId(1002)

@@ -15,9 +15,10 @@ from redis.asyncio import Redis
 
 from store.clock import ManualClock
 from store.ids import ConnId, GateId, UserId
-from store.keys import RedisKeys
-from store.routes import GateInfo, MemoryRouteStore, Route, RouteStore
-from store.routes_redis import RedisRouteStore
+from store.memory.routes import MemoryRouteStore
+from store.redis.keys import RedisKeys
+from store.redis.routes import RedisRouteStore
+from store.routes import GateInfo, Route, RouteStore
 
 ALICE = UserId(1001)
 BOB = UserId(1002)

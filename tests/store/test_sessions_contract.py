@@ -25,13 +25,16 @@ from redis.asyncio import Redis
 from schemas.codes import SessionType
 from schemas.ids import ConversationId, UserId
 from store.clock import ManualClock
-from store.inbox import InboxEntry, InboxStore, MemoryInboxStore
-from store.inbox_mongo import MongoInboxStore
-from store.keys import RedisKeys
+from store.inbox import InboxEntry, InboxStore
+from store.memory.inbox import MemoryInboxStore
+from store.memory.sessions import MemorySessionStore
 from store.messages import StoredMessage
-from store.mongo import Document
-from store.sessions import MemorySessionStore, ReadMark, SessionStore, SessionTouch
-from store.sessions_mongo import MongoSessionStore
+from store.mongo.client import Document
+from store.mongo.compat import MongoServer
+from store.mongo.inbox import MongoInboxStore
+from store.mongo.sessions import MongoSessionStore
+from store.redis.keys import RedisKeys
+from store.sessions import ReadMark, SessionStore, SessionTouch
 from tests.store.messaging import T0, c2c, conv, group_msg, hot_stores
 
 ALICE, BOB, CAROL = UserId(1), UserId(2), UserId(3)
@@ -53,13 +56,15 @@ def memory_stores(clock: ManualClock) -> Stores:
 @pytest.fixture(
     params=[
         "memory",
-        pytest.param("mongo", marks=pytest.mark.mongo),
+        pytest.param(MongoServer.FERRETDB_V1, marks=pytest.mark.mongo),
+        pytest.param(MongoServer.MONGODB, marks=pytest.mark.mongo),
         pytest.param("hot", marks=[pytest.mark.mongo, pytest.mark.redis]),
     ]
 )
 def stores(request: pytest.FixtureRequest, clock: ManualClock) -> Stores:
-    """Each implementation: an inbox and the sessions deriving unread counts from it (or,
-    hot, keeping them as the inbox is appended to and read)."""
+    """Each implementation: an inbox and the sessions deriving unread counts from it (on
+    MongoDB in each server mode), or, hot, keeping them as the inbox is appended to and
+    read."""
     if request.param == "memory":
         return memory_stores(clock)
     db: AsyncDatabase[Document] = request.getfixturevalue("mongo_db")
@@ -69,7 +74,7 @@ def stores(request: pytest.FixtureRequest, clock: ManualClock) -> Stores:
         )
         return Stores(hot.inbox, hot.sessions)
     inbox = MongoInboxStore(db)
-    return Stores(inbox, MongoSessionStore(db, inbox, clock=clock))
+    return Stores(inbox, MongoSessionStore(db, inbox, clock=clock, server=request.param))
 
 
 async def deliver(stores: Stores, user: UserId, inbox_seq: int, msg: StoredMessage) -> None:
@@ -379,7 +384,7 @@ async def test_a_bulk_writes_each_session_once(
     mongo_url: str, mongo_db: AsyncDatabase[Document], clock: ManualClock
 ) -> None:
     """A backlog touching a few sessions many times costs one statement per session: on
-    FerretDB v1 each statement is a read-modify-write of its own (store.sessions_mongo)."""
+    FerretDB v1 each statement is a read-modify-write of its own (store.mongo.sessions)."""
     counter = _UpdateStatements()
     client: AsyncMongoClient[Document] = AsyncMongoClient(mongo_url, event_listeners=[counter])
     try:

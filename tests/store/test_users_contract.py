@@ -11,11 +11,12 @@ from redis.asyncio import Redis
 from store.clock import ManualClock
 from store.errors import InvalidUserInputError, UnknownUserError, UserNameTakenError
 from store.ids import MAX_USER_ID, UserId
-from store.keys import RedisKeys
-from store.mongo import Document
+from store.memory.users import MemoryUserStore
+from store.mongo.client import Document
+from store.mongo.users import MongoUserStore
 from store.passwords import verify_password
-from store.users import MemoryUserStore, TokenStatus, UserImport, UserStore
-from store.users_mongo import MongoUserStore
+from store.redis.keys import RedisKeys
+from store.users import TokenStatus, UserImport, UserStore
 
 ALICE = UserId(1001)
 BOB = UserId(1002)

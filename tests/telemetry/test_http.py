@@ -13,7 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
-from store import redis as redis_store
+from store.redis import client as redis_store
 from telemetry.http import TelemetryServer
 from telemetry.metrics import FRAMES_IN
 from tests.waiting import wait_for

@@ -1,0 +1,2 @@
+"""The in-memory twins of the stores: the embedded mode's stores, and the contract tests'
+reference for the real ones."""

@@ -1,0 +1,141 @@
+"""Every Redis key CoffeeBus uses, built in one place.
+
+All keys start with a namespace (``cb:`` by default) so that several deployments — or several
+tests running at once — can share one Redis server without seeing each other's data. Code
+never writes a key literal elsewhere: it asks a `RedisKeys` for it.
+
+=================================  ======  ==============================================
+key                                type    holds
+=================================  ======  ==============================================
+``<ns>route:<user_id>``            hash    client type → route of that device (gate, conn,
+                                           login time); TTL refreshed by heartbeats
+``<ns>user:<user_id>``             hash    token-check cache of a user: ``rev`` (the Mongo
+                                           document revision) and ``user`` (encoded user
+                                           without password hash, or empty = no such user)
+``<ns>{gates}:load``               zset    gate id scored by its connection count
+``<ns>{gates}:gate:<gate_id>``     string  the gate's addresses and load; TTL = liveness
+``<ns>group:<group_id>:members``   hash    group cache: ``#v`` version, ``#g`` group, one
+                                           field per member id (`store.redis.groups`); TTL
+``<ns>tl:{<conv>}``                 zset    a conversation's recent messages by seq
+``<ns>tm:{<conv>}``                 hash    its ``floor`` and ``head`` (`store.redis.messages`)
+``<ns>cm:{<conv>}:<client_msg_id>`` string  a sent message's seq and time: the resend dedupe
+``<ns>tr:{<conv>}``                 hash    its recently revoked messages, seq → message
+``<ns>ib:{u<id>}``, ``im``, ``ss``, —       a user's hot state: inbox, its bounds, session
+``sl``, ``rd``, ``ur``, ``dl``              order, last messages, read seqs, unread
+                                           messages, delivery marks
+                                           (`store.redis.user_state`); TTL refreshed together
+``<ns>rl:<scope>:<id>``            —       rate-limit buckets
+``<ns>idem:<scope>``               string  an ``Idempotency-Key``'s request fingerprint and
+                                           response (`store.idempotency`); TTL
+=================================  ======  ==============================================
+
+Redis Cluster: the gate registry keys share the ``{gates}`` hash tag so that the registry's
+multi-key operations stay in one slot, and so do the hot-state keys of one conversation
+(``{<conv>}``) and of one user (``{u<id>}``): every script touches one timeline, one slot.
+Different timelines spread over a cluster: their stores read and write many of them in one
+pipeline of single-slot commands, never a multi-slot command; the one place that reads many
+users' keys in a single script (`store.redis.routes.RedisRouteStore.get_many`) has a
+pipelined mode for a cluster.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+DEFAULT_NAMESPACE = "cb:"
+
+# Hash tags and glob characters in a namespace would move keys between cluster slots or make
+# `RedisKeys.pattern` match other namespaces.
+_FORBIDDEN_IN_NAMESPACE = frozenset("{}*?[]\\")
+
+
+class RedisKeys(msgspec.Struct, frozen=True):
+    """Builds the Redis keys of one namespace."""
+
+    namespace: str = DEFAULT_NAMESPACE
+
+    def __post_init__(self) -> None:
+        if any(ch.isspace() or ch in _FORBIDDEN_IN_NAMESPACE for ch in self.namespace):
+            raise ValueError(
+                f"Redis key namespace {self.namespace!r} must not contain whitespace, "
+                "hash-tag braces or glob characters"
+            )
+
+    def route(self, user_id: int) -> str:
+        """Hash of a user's device routes, field = client type."""
+        return f"{self.namespace}route:{user_id}"
+
+    def user_cache(self, user_id: int) -> str:
+        """Hash caching what a token check needs of a user."""
+        return f"{self.namespace}user:{user_id}"
+
+    def gate_load(self) -> str:
+        """Sorted set of registered gates by connection count."""
+        return f"{self.namespace}{{gates}}:load"
+
+    def gate(self, gate_id: str) -> str:
+        """A live gate's record; it expires when the gate stops heartbeating."""
+        return f"{self.namespace}{{gates}}:gate:{gate_id}"
+
+    def group_members(self, group_id: int) -> str:
+        """Cache of a group and its member set (hash, see `store.redis.groups`)."""
+        return f"{self.namespace}group:{group_id}:members"
+
+    # --- hot state (store.redis.messages, store.redis.user_state): a hash tag per timeline --
+
+    def timeline(self, conversation: str) -> str:
+        """Sorted set of a conversation's recent messages, scored by seq."""
+        return f"{self.namespace}tl:{{{conversation}}}"
+
+    def timeline_meta(self, conversation: str) -> str:
+        """Hash of a conversation's hot-state bounds: ``floor``, ``head``."""
+        return f"{self.namespace}tm:{{{conversation}}}"
+
+    def client_msg(self, conversation: str, client_msg_id: str) -> str:
+        """A sent client_msg_id's seq and time (the resend window's dedupe)."""
+        return f"{self.namespace}cm:{{{conversation}}}:{client_msg_id}"
+
+    def revocations(self, conversation: str) -> str:
+        """Hash of a conversation's recently revoked messages, seq → message."""
+        return f"{self.namespace}tr:{{{conversation}}}"
+
+    def inbox(self, user_id: int) -> str:
+        """Sorted set of a user's recent inbox entries ("<conv>|<seq>"), scored by inbox seq."""
+        return f"{self.namespace}ib:{{u{user_id}}}"
+
+    def inbox_meta(self, user_id: int) -> str:
+        """Hash of a user's hot-state bounds and flags (``#head``, ``#floor``, ``#init``,
+        ``t:<conv>``)."""
+        return f"{self.namespace}im:{{u{user_id}}}"
+
+    def session_order(self, user_id: int) -> str:
+        """Sorted set of a user's conversations, scored by last change (ms)."""
+        return f"{self.namespace}ss:{{u{user_id}}}"
+
+    def session_last(self, user_id: int) -> str:
+        """Hash of a user's last message per conversation ("<seq>|<message>")."""
+        return f"{self.namespace}sl:{{u{user_id}}}"
+
+    def reads(self, user_id: int) -> str:
+        """Hash of a user's read seq per conversation."""
+        return f"{self.namespace}rd:{{u{user_id}}}"
+
+    def unread(self, user_id: int) -> str:
+        """Sorted set (by lex) of a user's unread messages, "<conv>|<20-digit seq>"."""
+        return f"{self.namespace}ur:{{u{user_id}}}"
+
+    def delivered(self, user_id: int) -> str:
+        """Hash of a user's delivered seq per conversation (acked by a device)."""
+        return f"{self.namespace}dl:{{u{user_id}}}"
+
+    def rate_limit(self, scope: str, ident: str | int) -> str:
+        """Rate-limit state of one subject (a connection, a user, an API key) in a scope."""
+        return f"{self.namespace}rl:{scope}:{ident}"
+
+    def idempotency(self, scope: str) -> str:
+        """An HTTP API idempotency key's record (scope: a digest of API key + header)."""
+        return f"{self.namespace}idem:{scope}"
+
+    def pattern(self) -> str:
+        """A SCAN pattern matching every key of this namespace (for tests and tooling)."""
+        return f"{self.namespace}*"
