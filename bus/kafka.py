@@ -432,13 +432,16 @@ class KafkaConsumer:
                 raise
         except Exception:
             log.exception("group %s: consumer failed", self._group)
-        else:
-            # The loop committed its last batches; leaving the group revokes the rest.
-            await self._give_up_assignment()
-        finally:
-            # A loop cancelled while it waited for records may have a commit in flight.
+            await self._close()
+            return
+        try:
+            # The loop ended between batches (or was cancelled waiting for records, with the
+            # last batch's commit maybe still in flight): once that commit is done, the
+            # partitions go, and the listener hears so before the member leaves the group.
             with contextlib.suppress(Exception):
                 await self._committed()
+            await self._give_up_assignment()
+        finally:
             await self._close()
 
     async def abort(self) -> None:
