@@ -36,6 +36,18 @@ STOP_WITHIN_S = 60.0
 async def test_a_consumer_stops_while_its_broker_is_down(tmp_path: Path) -> None:
     async with private_services(tmp_path, kafka_nodes=1) as services:
         await apply(load_topology(default_topology_path()), services.kafka_bootstrap)
+        # The records go out on a producer with the default request timeout: a broker that
+        # just created every topic of the topology (500 partitions) may answer "not leader"
+        # for a few seconds after its metadata names it leader, and aiokafka retries for as
+        # long as the request timeout — the 3 s this test needs for its outage was too short
+        # for that (NotLeaderForPartitionError, one run in several).
+        seeder = KafkaBus(services.kafka_bootstrap, client_id="cbtest-outage-seed")
+        await seeder.start()
+        try:
+            for i in range(20):
+                await seeder.publish(TOPIC, b"record %d" % i, key=b"user-%d" % i)
+        finally:
+            await seeder.stop()
         bus = KafkaBus(
             services.kafka_bootstrap,
             client_id="cbtest-outage",
@@ -50,8 +62,6 @@ async def test_a_consumer_stops_while_its_broker_is_down(tmp_path: Path) -> None
             await release.wait()  # the broker dies while this batch is being handled
             handled.extend(records)
 
-        for i in range(20):
-            await bus.publish(TOPIC, b"record %d" % i, key=b"user-%d" % i)
         consumer = bus.consumer("cbtest.outage", [TOPIC], handler)
         async with asyncio.timeout(60):
             await consumer.start()
