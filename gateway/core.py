@@ -66,7 +66,7 @@ from schemas.errors import BodyDecodeError, CommandError, FrameError
 from schemas.frame import Frame, FrameDecoder, decode_frame, encode_frame, next_push_seq
 from schemas.pb.coffeebus import ext_pb2
 from schemas.pb.coffeechat import base_pb2, login_pb2
-from telemetry.metrics import FRAMES_IN, FRAMES_OUT, CommandCounters
+from telemetry.metrics import FRAMES_IN, FRAMES_OUT
 
 __all__ = [
     "CloseReason",
@@ -201,9 +201,8 @@ Event = (
 _LOGIN_COMMANDS = frozenset({Cmd.AUTH_TOKEN_REQ, Cmd.AUTH_REQ})
 
 # Frames in and out by command (the core's only side effect: two counter increments).
-_COMMAND_NAMES = {int(cmd): cmd.name for cmd in Cmd}
-_FRAMES_IN = CommandCounters(FRAMES_IN, _COMMAND_NAMES)
-_FRAMES_OUT = CommandCounters(FRAMES_OUT, _COMMAND_NAMES)
+_FRAMES_IN = FRAMES_IN
+_FRAMES_OUT = FRAMES_OUT
 
 
 class Connection:

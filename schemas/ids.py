@@ -23,6 +23,7 @@ restarts (e.g. boot time in milliseconds shifted left by 20 bits).
 from __future__ import annotations
 
 import os
+import random
 import re
 from typing import Final, NewType
 
@@ -120,6 +121,13 @@ def gate_id(value: str) -> GateId:
     return GateId(value)
 
 
+_trace_random: Final = random.Random(os.urandom(32))
+_trace_bits: Final = _trace_random.getrandbits
+# A forked child must not repeat its parent's trace ids.
+os.register_at_fork(after_in_child=lambda: _trace_random.seed(os.urandom(32)))
+
+
 def new_trace_id() -> TraceId:
-    """A random trace id (128 bits, hex)."""
-    return TraceId(os.urandom(16).hex())
+    """A random trace id (128 bits, hex). Not a secret: drawn from a generator seeded once
+    from the OS (a fifth of the cost of ``os.urandom`` per id, which every frame pays)."""
+    return TraceId(_trace_bits(128).to_bytes(16, "big").hex())

@@ -21,8 +21,10 @@ from collections.abc import Iterable, Mapping
 from typing import Final, Protocol
 
 from prometheus_client import Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import REGISTRY, Collector
+
+from schemas.commands import Cmd
 
 __all__ = [
     "CONNECTIONS",
@@ -53,16 +55,6 @@ CONNECTIONS_REFUSED: Final = Counter(
     "coffeebus_gate_connections_refused",
     "Connections refused because the gate was draining or full (max_connections).",
     ["transport"],
-)
-FRAMES_IN: Final = Counter(
-    "coffeebus_gate_frames_received",
-    "Frames received from clients, by command (``unknown``: not in the command table).",
-    ["command"],
-)
-FRAMES_OUT: Final = Counter(
-    "coffeebus_gate_frames_sent",
-    "Frames queued for clients (responses, pushes, errors, heartbeats), by command.",
-    ["command"],
 )
 UPLINK_PUBLISH_FAILED: Final = Counter(
     "coffeebus_gate_uplink_publish_failed",
@@ -111,22 +103,57 @@ PUSHES: Final = Counter(
 )
 
 
-class CommandCounters:
-    """A counter's children bound once per command id, for the per-frame path.
+class CommandCounters(Collector):
+    """A counter by command for the per-frame path: a plain integer per command id, read at
+    scrape time (no lock per increment, as a `prometheus_client.Counter` child takes).
 
-    `names` maps every known command id to its name; any other id counts as ``unknown``, so
-    a client sending random command ids cannot create series.
+    `names` maps every known command id to its name; any other id counts as ``unknown``, so a
+    client sending random command ids cannot create series. Increments come from the event
+    loop's thread only; a scrape from another thread reads a value at most a frame old.
     """
 
-    __slots__ = ("_by_id", "_unknown")
+    def __init__(self, name: str, documentation: str, names: Mapping[int, str]) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._names = dict(names)
+        self._counts: dict[int, int] = dict.fromkeys(self._names, 0)
+        self._counts[_UNKNOWN_COMMAND] = 0
+        REGISTRY.register(self)
 
-    def __init__(self, counter: Counter, names: Mapping[int, str]) -> None:
-        self._by_id = {cmd: counter.labels(command=name) for cmd, name in names.items()}
-        self._unknown = counter.labels(command="unknown")
+    def inc(self, command_id: int, amount: int = 1) -> None:
+        """Count `amount` frames of `command_id`."""
+        counts = self._counts
+        if command_id in counts:
+            counts[command_id] += amount
+        else:
+            counts[_UNKNOWN_COMMAND] += amount
 
-    def inc(self, command_id: int) -> None:
-        """Count one frame of `command_id`."""
-        self._by_id.get(command_id, self._unknown).inc()
+    def collect(self) -> Iterable[Metric]:
+        family = CounterMetricFamily(self._name, self._documentation, labels=["command"])
+        for command_id, count in list(self._counts.items()):
+            family.add_metric([self._names.get(command_id, "unknown")], count)
+        yield family
+
+    def describe(self) -> Iterable[Metric]:
+        return [CounterMetricFamily(self._name, self._documentation, labels=["command"])]
+
+
+# Not a 16-bit command id: where every id outside the command table is counted.
+_UNKNOWN_COMMAND: Final = -1
+
+#: Command ids and their names, for the per-command counters (`schemas.commands.Cmd`).
+_COMMAND_NAMES: Final = {int(cmd): cmd.name for cmd in Cmd}
+
+FRAMES_IN: Final = CommandCounters(
+    "coffeebus_gate_frames_received",
+    "Frames received from clients, by command (``unknown``: not in the command table).",
+    _COMMAND_NAMES,
+)
+FRAMES_OUT: Final = CommandCounters(
+    "coffeebus_gate_frames_sent",
+    "Frames queued for clients (responses, pushes, errors, heartbeats), by command.",
+    _COMMAND_NAMES,
+)
 
 
 # -- consumer lag --------------------------------------------------------------------------

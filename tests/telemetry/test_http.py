@@ -13,6 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
+from schemas.commands import Cmd
 from store.redis import client as redis_store
 from telemetry.http import TelemetryServer
 from telemetry.metrics import FRAMES_IN
@@ -53,9 +54,9 @@ async def test_metrics_and_health(http: httpx.AsyncClient) -> None:
     await server.start()
     try:
         base = f"http://127.0.0.1:{server.port}"
-        FRAMES_IN.labels(command="HEARTBEAT").inc(0)  # the series exists
+        FRAMES_IN.inc(Cmd.HEARTBEAT, 0)
         before = _sample(await http.get(f"{base}/metrics"), "HEARTBEAT")
-        FRAMES_IN.labels(command="HEARTBEAT").inc(3)
+        FRAMES_IN.inc(Cmd.HEARTBEAT, 3)
         rsp = await http.get(f"{base}/metrics")
         assert rsp.status_code == 200
         assert rsp.headers["content-type"].startswith("text/plain")
