@@ -527,6 +527,7 @@ POSTGRES_URL=postgres://$POSTGRES_USER:$POSTGRES_PASSWORD@$LOOPBACK:$POSTGRES_PO
 # On the postmaster's command line (its children show it in ps), so pid_of knows it; the " -D"
 # that follows keeps port 5433 from matching 54330.
 POSTGRES_MARKER="cluster_name=coffeebus:$POSTGRES_PORT -D"
+POSTGRES_STARTED_US=0
 
 # AS_POSTGRES CMD...: the command prefix that runs CMD as the postgres OS user with
 # POSTGRES_DATA at POSTGRES_MOUNT. PostgreSQL refuses to run as root, and the postgres user may
@@ -589,9 +590,9 @@ EOF
 
 # postgres_init: create the cluster on first use — initdb, then FerretDB's role and database in
 # single-user mode (so they exist before the server listens). A half-made cluster (no
-# `initialized` mark) is deleted and made again.
+# `initialized` mark) is deleted and made again, as is a mark without its data directory.
 postgres_init() {
-	[[ -e $POSTGRES_DIR/initialized ]] && return 0
+	[[ -e $POSTGRES_DIR/initialized && -e $POSTGRES_DATA/PG_VERSION ]] && return 0
 	local log=$POSTGRES_INIT_LOG
 	rm -rf "$POSTGRES_DATA"
 	mkdir -p "$POSTGRES_DATA"
@@ -632,6 +633,7 @@ postgres_clear_lock() {
 	rm -f "$lockfile"
 }
 
+# Sets POSTGRES_STARTED_US to the launch time, or to 0 when PostgreSQL was already running.
 start_postgres() {
 	POSTGRES_STARTED_US=0
 	clear_stale postgres "$POSTGRES_PIDFILE" "$POSTGRES_MARKER"
@@ -697,16 +699,23 @@ print(d["Dir"]); print(d.get("Origin", {}).get("Hash", ""))' <<<"$info")
 }
 
 # start_ferretdb: launch FerretDB on this script's PostgreSQL, which must already answer
-# (cmd_up waits for it first). A FerretDB that runs on anything else (SQLite, as services.sh
-# used to start it, or another cluster) is restarted on this one.
+# (cmd_up waits for it first). A running FerretDB is restarted if it uses anything else
+# (SQLite, as services.sh used to start it, or another cluster), or if its PostgreSQL was just
+# started again: its pooled connections to the old server would each fail their next command
+# ("terminating connection due to administrator command", SQLSTATE 57P01, as an InternalError).
 start_ferretdb() {
 	local pid
 	FERRETDB_STARTED_US=0
 	clear_stale ferretdb "$FERRETDB_PIDFILE" "$FERRETDB_BIN"
 	pid=$(pid_of "$FERRETDB_PIDFILE" "$FERRETDB_BIN")
 	if [[ -n $pid ]]; then
-		tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "--postgresql-url=$POSTGRES_URL " && return 0
-		say "ferretdb: the running FerretDB (pid $pid) does not use $LOOPBACK:$POSTGRES_PORT; restarting it"
+		if ! tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "--postgresql-url=$POSTGRES_URL "; then
+			say "ferretdb: the running FerretDB (pid $pid) does not use $LOOPBACK:$POSTGRES_PORT; restarting it"
+		elif ((POSTGRES_STARTED_US)); then
+			say "ferretdb: restarting it (pid $pid): its PostgreSQL was started again, its pooled connections are dead"
+		else
+			return 0
+		fi
 		stop_pidfile ferretdb "$FERRETDB_PIDFILE" "$FERRETDB_BIN"
 	fi
 	reuse_foreign ferretdb "$LOOPBACK:$FERRETDB_PORT" mongo "mongodb://$LOOPBACK:$FERRETDB_PORT" && return 0

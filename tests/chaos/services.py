@@ -28,6 +28,8 @@ test's load keeps running on the same event loop::
 Redis runs without persistence (as the shared one): a restart loses every key. FerretDB (in
 PostgreSQL) and Kafka keep their data across a restart. Stopping ``postgres`` is PostgreSQL's
 fast shutdown (SIGINT): its smart one (SIGTERM) would wait for FerretDB's pooled connections.
+`start` after ``postgres`` was stopped or killed restarts FerretDB as well (services.sh: its
+pooled connections to the old server would fail their next command).
 """
 
 from __future__ import annotations
