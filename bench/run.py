@@ -91,9 +91,9 @@ class Plan:
 
 
 #: The quick mode fits in about 6 minutes on a quiet 2-core machine. The real-services runs
-#: are smaller than the embedded ones: FerretDB v1 on SQLite takes ~600 write statements/s
-#: whatever the concurrency (docs/benchmarks.md), so a 1,000-member group's warm-up message
-#: alone (a seq section and an inbox write per member) takes minutes there.
+#: are smaller than the embedded ones, sized when the test server's FerretDB v1 ran on SQLite:
+#: ~600 write statements/s whatever the concurrency (docs/benchmarks.md), so a 1,000-member
+#: group's warm-up message alone (a seq section and an inbox write per member) took minutes.
 PLANS = {
     "quick": Plan(
         embedded=Sizes(

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # services.sh — install, start, health-check and stop CoffeeBus's real services on loopback,
 # without Docker: Kafka (KRaft, jars from Maven Central), Redis (Debian's redis-server) and
-# FerretDB v1 on SQLite (built from the Go module proxy) as the MongoDB wire-protocol server.
+# FerretDB v1 (built from the Go module proxy) as the MongoDB wire-protocol server, storing its
+# data in a PostgreSQL cluster of this script's own (Debian's postgresql, run as `postgres`).
 #
 #   services.sh up [SERVICE...]      install what is missing, start, wait until healthy
 #   services.sh down [SERVICE...]    stop what this script started (pid files)
@@ -10,12 +11,14 @@
 #   services.sh reset                down, then delete all run state (data, logs, pid files)
 #   services.sh browser              install Debian's chromium if missing (for the web demo tests)
 #
-# SERVICE is kafka, redis or ferretdb (alias mongo); none means all three, plus the browser.
+# SERVICE is kafka, redis, ferretdb (alias mongo) or postgres; none means all, plus the browser.
+# ferretdb includes postgres, its backend (started first, stopped last).
 # COFFEEBUS_KAFKA_NODES=3 makes kafka a cluster of three brokers/controllers on loopback (ports:
 # see kafka_ports); `up kafka` then starts whichever of its nodes is not running.
 # Downloads and builds are cached under $COFFEEBUS_HOME (default ~/.cache/coffeebus), run state
 # under $COFFEEBUS_HOME/run. KAFKA_BOOTSTRAP_SERVERS, REDIS_URL or MONGO_URL in the environment
-# mean "use that existing server": `up` then only checks that it answers. See README.md here.
+# mean "use that existing server": `up` then only checks that it answers (with MONGO_URL, no
+# PostgreSQL is started either). See README.md here.
 set -euo pipefail
 export LC_ALL=C # EPOCHREALTIME and tool output in one known format
 
@@ -34,6 +37,8 @@ KAFKA_CONTROLLER_PORT=${COFFEEBUS_KAFKA_CONTROLLER_PORT:-9093}
 KAFKA_NODES=${COFFEEBUS_KAFKA_NODES:-1}
 REDIS_PORT=${COFFEEBUS_REDIS_PORT:-6379}
 FERRETDB_PORT=${COFFEEBUS_FERRETDB_PORT:-27017}
+# FerretDB's PostgreSQL; 5433 leaves 5432 to a Debian cluster the machine may also run.
+POSTGRES_PORT=${COFFEEBUS_POSTGRES_PORT:-5433}
 FERRETDB_VERSION=${FERRETDB_VERSION:-v1.24.2}
 FERRETDB_MODULE=github.com/FerretDB/FerretDB
 KAFKA_HEAP_OPTS=${KAFKA_HEAP_OPTS:--Xmx512m -Xms256m}
@@ -41,6 +46,7 @@ KAFKA_HEAP_OPTS=${KAFKA_HEAP_OPTS:--Xmx512m -Xms256m}
 KAFKA_READY_S=${KAFKA_READY_S:-120}
 REDIS_READY_S=${REDIS_READY_S:-20}
 FERRETDB_READY_S=${FERRETDB_READY_S:-30}
+POSTGRES_READY_S=${POSTGRES_READY_S:-30}
 EXTERNAL_READY_S=${EXTERNAL_READY_S:-15}
 STOP_S=${STOP_S:-30}
 LOG_TAIL_LINES=30
@@ -80,7 +86,25 @@ fail_service() {
 	exit 1
 }
 
-probe() { "$PYTHON" "$PROBE" "$@" 2>&1; }
+# probe KIND TARGET: one real request to the server; prints a summary, or why it failed.
+probe() {
+	if [[ $1 == postgres ]]; then
+		probe_postgres "$2"
+		return
+	fi
+	"$PYTHON" "$PROBE" "$@" 2>&1
+}
+
+# probe_postgres URL: log in as FerretDB does (user, password, database of the URL) and run a
+# query, with psql: PostgreSQL's own client, installed with the server.
+probe_postgres() {
+	local answer
+	if ! answer=$(PGCONNECT_TIMEOUT=3 "$POSTGRES_BIN/psql" -XAtqw -c 'SHOW server_version' "$1" 2>&1); then
+		printf '%s' "${answer%%$'\n'*}"
+		return 1
+	fi
+	printf 'PostgreSQL %s' "${answer%% *}"
+}
 
 port_open() { (: <"/dev/tcp/$1/$2") 2>/dev/null; }
 
@@ -185,9 +209,10 @@ wait_ready() {
 	done
 }
 
-# stop_pidfile NAME PIDFILE MARKER: SIGTERM, wait up to STOP_S, then SIGKILL.
+# stop_pidfile NAME PIDFILE MARKER [SIGNAL]: SIGNAL (default TERM), wait up to STOP_S, then
+# SIGKILL.
 stop_pidfile() {
-	local name=$1 pidfile=$2 marker=$3 pid start
+	local name=$1 pidfile=$2 marker=$3 signal=${4:-TERM} pid start
 	pid=$(pid_of "$pidfile" "$marker")
 	if [[ -z $pid ]]; then
 		[[ -e $pidfile ]] && rm -f "$pidfile"
@@ -195,10 +220,10 @@ stop_pidfile() {
 		return 0
 	fi
 	start=$(now_us)
-	kill -TERM "$pid" 2>/dev/null || true
+	kill -"$signal" "$pid" 2>/dev/null || true
 	while alive "$pid"; do
 		if (($(now_us) - start > STOP_S * 1000000)); then
-			say "$name: still running ${STOP_S}s after SIGTERM, sending SIGKILL"
+			say "$name: still running ${STOP_S}s after SIG$signal, sending SIGKILL"
 			kill -KILL "$pid" 2>/dev/null || true
 			break
 		fi
@@ -480,7 +505,167 @@ wait_redis() {
 }
 
 # ---------------------------------------------------------------------------------------------
-# FerretDB v1 (SQLite backend)
+# PostgreSQL: FerretDB's backend. Debian's server binaries (apt), a cluster of this script's own
+# in $COFFEEBUS_HOME/run/postgres on its own port; Debian's default cluster (15/main, 5432) and
+# its init script are left alone.
+
+POSTGRES_MAJOR=15 # Debian 12's
+POSTGRES_BIN=/usr/lib/postgresql/$POSTGRES_MAJOR/bin
+POSTGRES_DIR=$RUN_DIR/postgres
+POSTGRES_DATA=$POSTGRES_DIR/data
+POSTGRES_PIDFILE=$POSTGRES_DIR/postgres.pid
+POSTGRES_LOG=$POSTGRES_DIR/postgres.log
+POSTGRES_INIT_LOG=$POSTGRES_DIR/initdb.log
+# Where the postgres user sees POSTGRES_DATA (see AS_POSTGRES); on the host an empty directory.
+POSTGRES_MOUNT=/var/lib/postgresql/coffeebus
+# FerretDB's role and database. The password is fixed: the cluster listens on loopback only,
+# holds test data, and pg_hba.conf admits this one role to this one database and nothing else.
+POSTGRES_USER=ferretdb
+POSTGRES_PASSWORD=ferretdb
+POSTGRES_DB=ferretdb
+POSTGRES_URL=postgres://$POSTGRES_USER:$POSTGRES_PASSWORD@$LOOPBACK:$POSTGRES_PORT/$POSTGRES_DB
+# On the postmaster's command line (its children show it in ps), so pid_of knows it; the " -D"
+# that follows keeps port 5433 from matching 54330.
+POSTGRES_MARKER="cluster_name=coffeebus:$POSTGRES_PORT -D"
+POSTGRES_STARTED_US=0
+
+# AS_POSTGRES CMD...: the command prefix that runs CMD as the postgres OS user with
+# POSTGRES_DATA at POSTGRES_MOUNT. PostgreSQL refuses to run as root, and the postgres user may
+# not enter COFFEEBUS_HOME: the default ~/.cache/coffeebus is below /root (0700), a pytest
+# tmp_path below /tmp/pytest-of-root (0700). Rather than open those directories to it, CMD runs
+# in a mount namespace of its own (unshare) in which the data directory is bind-mounted at
+# POSTGRES_MOUNT, a path the postgres user reaches. The mount is private to CMD and its children
+# and goes away with them; clusters of several COFFEEBUS_HOMEs share the mount point without
+# seeing each other. Every step execs, so the pid of the prefixed command is CMD's.
+# shellcheck disable=SC2016 # $1, $2 and $@ belong to the inner shell
+AS_POSTGRES=(
+	unshare --mount --propagation private --
+	bash -c 'mount --bind -- "$1" "$2" && cd / && shift 2 &&
+		exec setpriv --reuid=postgres --regid=postgres --init-groups -- "$@"'
+	as_postgres "$POSTGRES_DATA" "$POSTGRES_MOUNT"
+)
+
+postgres_install() {
+	[[ -x $POSTGRES_BIN/postgres ]] || apt_install postgresql
+	[[ -x $POSTGRES_BIN/postgres ]] ||
+		die "postgres: 'apt-get install postgresql' did not bring $POSTGRES_BIN/postgres (services.sh runs PostgreSQL $POSTGRES_MAJOR, Debian 12's)"
+	id postgres >/dev/null 2>&1 || die "postgres: Debian's postgresql package made no 'postgres' user"
+}
+
+# postgres_write_config: postgresql.conf and pg_hba.conf, rewritten at every start (initdb's
+# are replaced entirely; what is not set here has PostgreSQL's built-in default).
+postgres_write_config() {
+	cat >"$POSTGRES_DATA/postgresql.conf" <<EOF
+# Written by services/services.sh; rewritten at every start.
+listen_addresses = '$LOOPBACK'
+port = $POSTGRES_PORT
+# TCP only: no socket directory (Debian's /var/run/postgresql belongs to its own clusters).
+unix_socket_directories = ''
+# FerretDB's pool opens up to 50 connections (its pool_max_conns default).
+max_connections = 100
+# A test box shared with Kafka, Redis and the tests: PostgreSQL's (and Debian's) default size.
+shared_buffers = 128MB
+
+# Durability: PostgreSQL's defaults, spelt out. A commit waits for its WAL flush, so nothing
+# acknowledged is lost even if PostgreSQL or the OS crashes, and the cluster never needs a
+# reset after one. Relaxing it bought nothing measurable here: FerretDB, not the ~80 us
+# fdatasync of this disk, is the limit (README.md, "PostgreSQL, FerretDB's backend").
+fsync = on
+synchronous_commit = on
+
+log_destination = 'stderr'
+logging_collector = off
+log_line_prefix = '%m [%p] '
+# Start, stop, checkpoints, FATAL and PANIC; not the ERROR of every failed statement, which
+# FerretDB returns to its client anyway: the stores' idempotent inserts meet duplicate keys
+# thousands of times per test run (3 log lines each).
+log_min_messages = log
+log_timezone = 'UTC'
+timezone = 'UTC'
+EOF
+	cat >"$POSTGRES_DATA/pg_hba.conf" <<EOF
+# Written by services/services.sh; rewritten at every start.
+# FerretDB's role, its database, over loopback TCP, with its password; nothing else.
+# TYPE DATABASE USER ADDRESS METHOD
+host $POSTGRES_DB $POSTGRES_USER $LOOPBACK/32 scram-sha-256
+EOF
+	chown postgres:postgres "$POSTGRES_DATA/postgresql.conf" "$POSTGRES_DATA/pg_hba.conf"
+}
+
+# postgres_init: create the cluster on first use — initdb, then FerretDB's role and database in
+# single-user mode (so they exist before the server listens). A half-made cluster (no
+# `initialized` mark) is deleted and made again, as is a mark without its data directory.
+postgres_init() {
+	[[ -e $POSTGRES_DIR/initialized && -e $POSTGRES_DATA/PG_VERSION ]] && return 0
+	local log=$POSTGRES_INIT_LOG
+	rm -rf "$POSTGRES_DATA"
+	mkdir -p "$POSTGRES_DATA"
+	chown postgres:postgres "$POSTGRES_DATA"
+	chmod 700 "$POSTGRES_DATA"
+	say "postgres: creating the cluster in $POSTGRES_DATA (log: $log)"
+	# C collation (FerretDB compares and sorts in Go); the auth methods are replaced by
+	# pg_hba.conf at every start.
+	"${AS_POSTGRES[@]}" "$POSTGRES_BIN/initdb" -D "$POSTGRES_MOUNT" --username=postgres \
+		--encoding=UTF8 --locale=C --auth-local=peer --auth-host=scram-sha-256 --no-instructions \
+		>"$log" 2>&1 || fail_service postgres "initdb failed" "$log"
+	postgres_write_config
+	"${AS_POSTGRES[@]}" "$POSTGRES_BIN/postgres" --single -D "$POSTGRES_MOUNT" postgres >>"$log" 2>&1 <<EOF ||
+CREATE ROLE $POSTGRES_USER LOGIN PASSWORD '$POSTGRES_PASSWORD';
+CREATE DATABASE $POSTGRES_DB OWNER $POSTGRES_USER;
+EOF
+		fail_service postgres "creating FerretDB's role and database failed" "$log"
+	# Single-user mode reports a failed statement in its output only, not in its exit status.
+	if grep -qE '^(ERROR|FATAL|PANIC):' "$log"; then
+		fail_service postgres "creating FerretDB's role and database failed" "$log"
+	fi
+	touch "$POSTGRES_DIR/initialized"
+}
+
+# postgres_clear_lock: delete the postmaster.pid of a postmaster that is gone (killed, or the
+# machine stopped). PostgreSQL ignores a stale one only if no process has its pid, but a killed
+# service lingers as a zombie until it is reaped (see alive), and PostgreSQL takes that for a
+# postmaster still running. Only called when our pid file shows no live postmaster.
+postgres_clear_lock() {
+	local lockfile=$POSTGRES_DATA/postmaster.pid pid
+	[[ -s $lockfile ]] || return 0
+	pid=$(head -n 1 "$lockfile")
+	if [[ $pid =~ ^[0-9]+$ ]] && alive "$pid" &&
+		tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$POSTGRES_MARKER"; then
+		return 0 # a live postmaster of this cluster: PostgreSQL will refuse to start, and say why
+	fi
+	say "postgres: removing the lock file of a postmaster that is gone (pid $pid)"
+	rm -f "$lockfile"
+}
+
+# Sets POSTGRES_STARTED_US to the launch time, or to 0 when PostgreSQL was already running.
+start_postgres() {
+	POSTGRES_STARTED_US=0
+	clear_stale postgres "$POSTGRES_PIDFILE" "$POSTGRES_MARKER"
+	[[ -n $(pid_of "$POSTGRES_PIDFILE" "$POSTGRES_MARKER") ]] && return 0
+	reuse_foreign postgres "$LOOPBACK:$POSTGRES_PORT" postgres "$POSTGRES_URL" && return 0
+	postgres_install
+	mkdir -p "$POSTGRES_DIR" "$POSTGRES_MOUNT"
+	postgres_init
+	postgres_write_config
+	postgres_clear_lock
+	say "postgres: starting PostgreSQL $("$POSTGRES_BIN/postgres" --version | sed 's/.*) //') (log: $POSTGRES_LOG)"
+	POSTGRES_STARTED_US=$(now_us)
+	launch "$POSTGRES_PIDFILE" "$POSTGRES_LOG" "${AS_POSTGRES[@]}" "$POSTGRES_BIN/postgres" \
+		-c "cluster_name=coffeebus:$POSTGRES_PORT" -D "$POSTGRES_MOUNT"
+}
+
+wait_postgres() {
+	wait_ready postgres "$POSTGRES_READY_S" "$POSTGRES_STARTED_US" "$POSTGRES_LOG" "$POSTGRES_PIDFILE" \
+		"$POSTGRES_MARKER" "$LOOPBACK:$POSTGRES_PORT" postgres "$POSTGRES_URL"
+}
+
+# SIGINT is PostgreSQL's fast shutdown: open transactions are rolled back, clients disconnected,
+# a checkpoint written. SIGTERM (smart shutdown) would wait for FerretDB's idle pooled
+# connections to close, which they do not.
+stop_postgres() { stop_pidfile postgres "$POSTGRES_PIDFILE" "$POSTGRES_MARKER" INT; }
+
+# ---------------------------------------------------------------------------------------------
+# FerretDB v1 (PostgreSQL backend)
 
 FERRETDB_DIR=$RUN_DIR/ferretdb
 FERRETDB_PIDFILE=$FERRETDB_DIR/ferretdb.pid
@@ -517,24 +702,35 @@ print(d["Dir"]); print(d.get("Origin", {}).get("Hash", ""))' <<<"$info")
 	rm -rf "$src"
 }
 
+# start_ferretdb: launch FerretDB on this script's PostgreSQL, which must already answer
+# (cmd_up waits for it first). A running FerretDB is restarted if it uses anything else
+# (SQLite, as services.sh used to start it, or another cluster), or if its PostgreSQL was just
+# started again: its pooled connections to the old server would each fail their next command
+# ("terminating connection due to administrator command", SQLSTATE 57P01, as an InternalError).
 start_ferretdb() {
+	local pid
 	FERRETDB_STARTED_US=0
 	clear_stale ferretdb "$FERRETDB_PIDFILE" "$FERRETDB_BIN"
-	[[ -n $(pid_of "$FERRETDB_PIDFILE" "$FERRETDB_BIN") ]] && return 0
+	pid=$(pid_of "$FERRETDB_PIDFILE" "$FERRETDB_BIN")
+	if [[ -n $pid ]]; then
+		if ! tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "--postgresql-url=$POSTGRES_URL "; then
+			say "ferretdb: the running FerretDB (pid $pid) does not use $LOOPBACK:$POSTGRES_PORT; restarting it"
+		elif ((POSTGRES_STARTED_US)); then
+			say "ferretdb: restarting it (pid $pid): its PostgreSQL was started again, its pooled connections are dead"
+		else
+			return 0
+		fi
+		stop_pidfile ferretdb "$FERRETDB_PIDFILE" "$FERRETDB_BIN"
+	fi
 	reuse_foreign ferretdb "$LOOPBACK:$FERRETDB_PORT" mongo "mongodb://$LOOPBACK:$FERRETDB_PORT" && return 0
 	ferretdb_build
-	mkdir -p "$FERRETDB_DIR/data" "$FERRETDB_DIR/state"
-	say "ferretdb: starting FerretDB $FERRETDB_VERSION on SQLite (log: $FERRETDB_LOG)"
+	mkdir -p "$FERRETDB_DIR/state"
+	say "ferretdb: starting FerretDB $FERRETDB_VERSION on PostgreSQL $LOOPBACK:$POSTGRES_PORT (log: $FERRETDB_LOG)"
 	FERRETDB_STARTED_US=$(now_us)
 	# --debug-addr=- : no HTTP debug listener (8088 is free for others); the wire probe is the
 	# health check. --state-dir: FerretDB keeps state.json there, by default in the cwd.
-	# synchronous(normal): FerretDB runs SQLite in WAL mode, where NORMAL syncs the WAL at
-	# checkpoints instead of at every commit. A commit survives a crash of FerretDB or of any
-	# client; only an OS crash or power loss may undo the last ones — the same promise as
-	# MongoDB's default write concern (journal flushed every 100 ms). It cut c2c send->deliver
-	# p99 at 50 msg/s from 1.6 s to 0.75 s here (docs/benchmarks.md).
-	launch "$FERRETDB_PIDFILE" "$FERRETDB_LOG" "$FERRETDB_BIN" --handler=sqlite \
-		--sqlite-url="file:$FERRETDB_DIR/data/?_pragma=synchronous(normal)" \
+	launch "$FERRETDB_PIDFILE" "$FERRETDB_LOG" "$FERRETDB_BIN" --handler=postgresql \
+		--postgresql-url="$POSTGRES_URL" \
 		--state-dir="$FERRETDB_DIR/state" \
 		--listen-addr="$LOOPBACK:$FERRETDB_PORT" --telemetry=disable --debug-addr=- \
 		--log-format=text --log-level=INFO
@@ -552,7 +748,7 @@ external_var() {
 	case $1 in
 	kafka) printf 'KAFKA_BOOTSTRAP_SERVERS' ;;
 	redis) printf 'REDIS_URL' ;;
-	ferretdb) printf 'MONGO_URL' ;;
+	ferretdb | postgres) printf 'MONGO_URL' ;; # PostgreSQL only serves a FerretDB of ours
 	esac
 }
 
@@ -574,6 +770,10 @@ check_external() {
 	local name=$1 var value start answer
 	var=$(external_var "$name")
 	value=${!var}
+	if [[ $name == postgres ]]; then
+		say "postgres: not needed, $var=$value names the MongoDB server"
+		return 0
+	fi
 	start=$(now_us)
 	until answer=$(probe "$(probe_kind "$name")" "$value"); do
 		if (($(now_us) - start > EXTERNAL_READY_S * 1000000)); then
@@ -587,20 +787,27 @@ check_external() {
 # ---------------------------------------------------------------------------------------------
 # Commands
 
-ALL_SERVICES=(kafka redis ferretdb)
+# In the order they start: a service after the one it needs.
+ALL_SERVICES=(kafka redis postgres ferretdb)
 
-# select_services NAME...: normalise the names given on the command line into SELECTED.
+# select_services NAME...: normalise the names given on the command line into SELECTED, in
+# ALL_SERVICES order; ferretdb brings postgres, the backend it cannot run without.
 select_services() {
-	SELECTED=()
+	local name wanted=" "
 	(($# > 0)) || set -- "${ALL_SERVICES[@]}"
-	local name
 	for name in "$@"; do
 		case $name in
-		kafka | redis | ferretdb) SELECTED+=("$name") ;;
-		mongo | mongodb) SELECTED+=(ferretdb) ;;
+		kafka | redis | postgres) wanted+="$name " ;;
+		postgresql | pg) wanted+="postgres " ;;
+		ferretdb | mongo | mongodb) wanted+="postgres ferretdb " ;;
 		*) die "unknown service '$name' (known: ${ALL_SERVICES[*]})" ;;
 		esac
 	done
+	SELECTED=()
+	for name in "${ALL_SERVICES[@]}"; do
+		[[ $wanted == *" $name "* ]] && SELECTED+=("$name")
+	done
+	return 0
 }
 
 # lock: serialise up/down/reset across shells and clones sharing COFFEEBUS_HOME. The lock is
@@ -639,19 +846,27 @@ cmd_up() {
 		case $name in
 		kafka) kafka_libs ;;
 		redis) command -v redis-server >/dev/null || apt_install redis-server ;;
+		postgres) postgres_install ;;
 		ferretdb) ferretdb_build ;;
 		esac
 	done
+	# FerretDB is launched only once its PostgreSQL answers (SELECTED has postgres before it).
+	local postgres_waited=0
 	for name in "${SELECTED[@]}"; do
 		is_external "$name" && continue
 		case $name in
 		kafka) start_kafka ;;
 		redis) start_redis ;;
-		ferretdb) start_ferretdb ;;
+		postgres) start_postgres ;;
+		ferretdb)
+			wait_postgres
+			postgres_waited=1
+			start_ferretdb
+			;;
 		esac
 	done
 	# Wait for the quick starters first, so that each "ready in" is its own start-up time.
-	for name in redis ferretdb kafka; do
+	for name in redis postgres ferretdb kafka; do
 		[[ " ${SELECTED[*]} " == *" $name "* ]] || continue
 		if is_external "$name"; then
 			check_external "$name"
@@ -660,6 +875,7 @@ cmd_up() {
 		case $name in
 		kafka) wait_kafka ;;
 		redis) wait_redis ;;
+		postgres) ((postgres_waited)) || wait_postgres ;;
 		ferretdb) wait_ferretdb ;;
 		esac
 	done
@@ -669,14 +885,17 @@ cmd_up() {
 cmd_down() {
 	select_services "$@"
 	lock
-	local name
-	for name in "${SELECTED[@]}"; do
+	local i name
+	# In reverse: FerretDB before its PostgreSQL.
+	for ((i = ${#SELECTED[@]} - 1; i >= 0; i--)); do
+		name=${SELECTED[i]}
 		case $name in
 		kafka)
 			local id
 			for ((id = 1; id <= KAFKA_NODES; id++)); do stop_kafka_node "$id"; done
 			;;
 		redis) stop_pidfile redis "$REDIS_PIDFILE" "$REDIS_MARKER" ;;
+		postgres) stop_postgres ;;
 		ferretdb) stop_pidfile ferretdb "$FERRETDB_PIDFILE" "$FERRETDB_BIN" ;;
 		esac
 	done
@@ -710,7 +929,9 @@ cmd_status() {
 		if is_external "$name"; then
 			local var
 			var=$(external_var "$name")
-			if answer=$(probe "$(probe_kind "$name")" "${!var}"); then
+			if [[ $name == postgres ]]; then
+				say "postgres: not needed, external $var=${!var}"
+			elif answer=$(probe "$(probe_kind "$name")" "${!var}"); then
 				say "$name: external $var=${!var}, healthy ($answer)"
 			else
 				say "$name: external $var=${!var}, NOT answering ($answer)"
@@ -735,6 +956,11 @@ cmd_status() {
 			report_health redis redis "$REDIS_PIDFILE" "$REDIS_MARKER" "$address" \
 				"redis://$address/0" "$REDIS_LOG" || healthy=0
 			;;
+		postgres)
+			address=$LOOPBACK:$POSTGRES_PORT
+			report_health postgres postgres "$POSTGRES_PIDFILE" "$POSTGRES_MARKER" "$address" \
+				"$POSTGRES_URL" "$POSTGRES_LOG" || healthy=0
+			;;
 		ferretdb)
 			address=$LOOPBACK:$FERRETDB_PORT
 			report_health ferretdb mongo "$FERRETDB_PIDFILE" "$FERRETDB_BIN" "$address" \
@@ -749,6 +975,7 @@ log_path() {
 	case $1 in
 	kafka) printf '%s' "$KAFKA_RUN_DIR/node-1/kafka.log" ;;
 	redis) printf '%s' "$REDIS_LOG" ;;
+	postgres) printf '%s' "$POSTGRES_LOG" ;;
 	ferretdb) printf '%s' "$FERRETDB_LOG" ;;
 	esac
 }
@@ -756,10 +983,11 @@ log_path() {
 cmd_logs() {
 	(($# >= 1)) || die "usage: services.sh logs SERVICE [LINES]"
 	select_services "$1"
-	local path lines=${2:-50}
-	path=$(log_path "${SELECTED[0]}")
+	# The last selected: ferretdb selects postgres too.
+	local name=${SELECTED[-1]} path lines=${2:-50}
+	path=$(log_path "$name")
 	say "log: $path"
-	[[ -e $path ]] || die "${SELECTED[0]}: no log yet at $path"
+	[[ -e $path ]] || die "$name: no log yet at $path"
 	tail -n "$lines" "$path"
 }
 
@@ -770,7 +998,8 @@ cmd_reset() {
 }
 
 usage() {
-	sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+	# The header comment, up to the first line that is not a comment.
+	sed -n '2,/^[^#]/{/^#/p}' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 main() {

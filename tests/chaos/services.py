@@ -1,29 +1,35 @@
 """Private Kafka, Redis and FerretDB instances that a fault test may stop, kill and restart.
 
-The shared services (Kafka 9092, Redis 6379, FerretDB 27017) carry every other test of the
-team and must never be touched, so a test that breaks a service starts its own copy through
-``services/services.sh`` — the script that starts the shared ones, so both run the same
-configuration — with:
+The shared services (Kafka 9092, Redis 6379, FerretDB 27017 on PostgreSQL 5433) carry every
+other test of the team and must never be touched, so a test that breaks a service starts its
+own copy through ``services/services.sh`` — the script that starts the shared ones, so both run
+the same configuration — with:
 
 - a temporary ``COFFEEBUS_HOME`` (own run state, pid files, logs and lock) whose ``kafka/``
   and ``ferretdb/`` entries link to the shared cache, so the Kafka jars and the FerretDB
   binary are reused, never fetched or built again;
+- for FerretDB, a PostgreSQL cluster of its own in that home (Debian's binaries, installed
+  once per machine; ``initdb`` adds about a second to the first start);
 - free loopback ports (``COFFEEBUS_*_PORT``), and ``COFFEEBUS_KAFKA_NODES=3`` for a
   three-broker KRaft cluster (replication factor 3, ``min.insync.replicas`` 2);
 - ``KAFKA_BOOTSTRAP_SERVERS``, ``REDIS_URL`` and ``MONGO_URL`` removed from the script's
   environment (there they mean "use that server" and would point it at the shared ones).
 
 Services are named ``kafka`` (one node), ``kafka-1`` … ``kafka-N`` (the nodes of a cluster),
-``redis`` and ``ferretdb``. Every call is a coroutine that runs the script as a subprocess,
-so a fault can be injected while the test's load keeps running on the same event loop::
+``redis``, ``postgres`` and ``ferretdb`` (a set with FerretDB has its PostgreSQL too). Every
+call is a coroutine that runs the script as a subprocess, so a fault can be injected while the
+test's load keeps running on the same event loop::
 
     async with private_services(tmp_path, kafka_nodes=3) as services:
         bootstrap = services.kafka_bootstrap
         await services.kill("kafka-2")        # SIGKILL, returns once the process is gone
         await services.start()                # starts whatever is down, waits until healthy
 
-Redis runs without persistence (as the shared one): a restart loses every key. FerretDB and
-Kafka keep their data across a restart.
+Redis runs without persistence (as the shared one): a restart loses every key. FerretDB (in
+PostgreSQL) and Kafka keep their data across a restart. Stopping ``postgres`` is PostgreSQL's
+fast shutdown (SIGINT): its smart one (SIGTERM) would wait for FerretDB's pooled connections.
+`start` after ``postgres`` was stopped or killed restarts FerretDB as well (services.sh: its
+pooled connections to the old server would fail their next command).
 """
 
 from __future__ import annotations
@@ -56,6 +62,8 @@ GONE_WITHIN_S = 60.0
 # connection of another process cannot take one between the check and the bind.
 _PORT_RANGE = (12000, 32000)
 _EXTERNAL = ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL", "MONGO_URL")
+#: The signal of a clean stop, where it is not SIGTERM (PostgreSQL: fast shutdown).
+_STOP_SIGNAL = {"postgres": signal.SIGINT}
 
 
 class ServiceError(RuntimeError):
@@ -102,7 +110,7 @@ class PrivateServices:
         root: a directory of the test's own (``tmp_path``); state goes under ``root/home``.
         kafka_nodes: 0 (no Kafka), 1 (a single node, named ``kafka``) or N (``kafka-1`` …).
         redis: run a Redis.
-        ferretdb: run a FerretDB (MongoDB wire protocol on SQLite).
+        ferretdb: run a FerretDB (MongoDB wire protocol) and the PostgreSQL it stores into.
     """
 
     def __init__(
@@ -117,6 +125,7 @@ class PrivateServices:
             for kind, wanted in (
                 ("kafka", kafka_nodes > 0),
                 ("redis", redis),
+                ("postgres", ferretdb),
                 ("ferretdb", ferretdb),
             )
             if wanted
@@ -125,6 +134,7 @@ class PrivateServices:
         self._kafka_port = free_port(2 * kafka_nodes) if kafka_nodes else 0
         self._redis_port = free_port(1) if redis else 0
         self._ferretdb_port = free_port(1) if ferretdb else 0
+        self._postgres_port = free_port(1) if ferretdb else 0
 
     # -- addresses ---------------------------------------------------------------------------
 
@@ -181,8 +191,8 @@ class PrivateServices:
         await self._script("up", *self._kinds)
 
     async def stop(self, name: str) -> None:
-        """SIGTERM (a clean shutdown) and wait until the process is gone."""
-        await self._signal(name, signal.SIGTERM)
+        """A clean shutdown (SIGTERM; SIGINT for PostgreSQL) and wait until the process is gone."""
+        await self._signal(name, _STOP_SIGNAL.get(name, signal.SIGTERM))
 
     async def kill(self, name: str) -> None:
         """SIGKILL (no shutdown at all) and wait until the process is gone."""
@@ -190,7 +200,10 @@ class PrivateServices:
 
     async def restart(self, name: str, *, kill: bool = False) -> None:
         """Stop (or kill) `name`, then start it again and wait until it is healthy."""
-        await self._signal(name, signal.SIGKILL if kill else signal.SIGTERM)
+        if kill:
+            await self.kill(name)
+        else:
+            await self.stop(name)
         await self.start()
 
     def pid(self, name: str) -> int | None:
@@ -204,12 +217,16 @@ class PrivateServices:
         return int(text)
 
     async def close(self) -> None:
-        """Kill everything (the data is disposable) and delete the data, keeping the logs."""
-        for name in self.names:
+        """Kill everything (the data is disposable) and delete the data, keeping the logs.
+
+        PostgreSQL is stopped (fast shutdown), not killed: a killed postmaster leaves its SysV
+        shared memory segment behind, and with the data directory deleted nothing reclaims it.
+        """
+        for name in reversed(self.names):  # FerretDB before its PostgreSQL
             if self.pid(name) is not None:
-                await self.kill(name)
+                await (self.stop(name) if name == "postgres" else self.kill(name))
         run = self.home / "run"
-        for data in [*run.glob("kafka/node-*/data"), run / "ferretdb" / "data"]:
+        for data in [*run.glob("kafka/node-*/data"), run / "postgres" / "data"]:
             shutil.rmtree(data, ignore_errors=True)
 
     # -- internals ---------------------------------------------------------------------------
@@ -220,6 +237,8 @@ class PrivateServices:
             return run / "redis" / "redis.pid"
         if name == "ferretdb":
             return run / "ferretdb" / "ferretdb.pid"
+        if name == "postgres":
+            return run / "postgres" / "postgres.pid"
         node = 1 if name == "kafka" else int(name.removeprefix("kafka-"))
         if name not in self.names or not 1 <= node <= self.kafka_nodes:
             raise ValueError(f"no service {name!r} here (have {self.names})")
@@ -244,6 +263,7 @@ class PrivateServices:
             env["COFFEEBUS_REDIS_PORT"] = str(self._redis_port)
         if self._ferretdb_port:
             env["COFFEEBUS_FERRETDB_PORT"] = str(self._ferretdb_port)
+            env["COFFEEBUS_POSTGRES_PORT"] = str(self._postgres_port)
         return env
 
     async def _script(self, *args: str) -> str:
