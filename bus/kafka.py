@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -75,6 +76,12 @@ from bus.transient import is_transient
 from telemetry.metrics import LAG
 
 log = logging.getLogger(__name__)
+
+
+# The producer of the consumer whose loop (and handler) is running in this context.
+_consumer_producer: contextvars.ContextVar[Any] = contextvars.ContextVar(
+    "bus_kafka_consumer_producer", default=None
+)
 
 
 def _wrap(exc: KafkaError) -> BusError:
@@ -110,6 +117,7 @@ class KafkaBus:
         max_partition_fetch_bytes: int = 1024 * 1024,
         poll_timeout_ms: int = 1_000,
         commit_while_handling: bool = True,
+        producer_per_consumer: bool = True,
     ) -> None:
         self._bootstrap = bootstrap_servers
         self._client_id = client_id
@@ -135,6 +143,8 @@ class KafkaBus:
         #: Commit a batch's offsets while the next batch is fetched and handled, rather
         #: than before (`KafkaConsumer._commit_behind`).
         self.commit_while_handling = commit_while_handling
+        #: Give each consumer a producer of its own for what its handler publishes.
+        self.producer_per_consumer = producer_per_consumer
         self._producer: Any = None
         self._consumers: set[KafkaConsumer] = set()
 
@@ -157,9 +167,12 @@ class KafkaBus:
     async def start(self) -> None:
         if self._producer is not None:
             return
+        self._producer = await self._new_producer(self._client_id)
+
+    async def _new_producer(self, client_id: str) -> Any:
         producer = AIOKafkaProducer(
             bootstrap_servers=self._bootstrap,
-            client_id=self._client_id,
+            client_id=client_id,
             acks="all",
             enable_idempotence=False,  # see the module docstring
             partitioner=kafka_partitioner,
@@ -172,7 +185,7 @@ class KafkaBus:
             # sender half set up; stop() releases them (else "Unclosed AIOKafkaProducer").
             await producer.stop()
             raise
-        self._producer = producer
+        return producer
 
     async def stop(self) -> None:
         for consumer in list(self._consumers):
@@ -182,9 +195,11 @@ class KafkaBus:
             await producer.stop()  # flushes what is still buffered
 
     def _require_producer(self) -> Any:
+        """The producer of the consumer whose handler is running, else the bus's own."""
         if self._producer is None:
             raise BusError("KafkaBus is not started")
-        return self._producer
+        own = _consumer_producer.get()
+        return self._producer if own is None else own
 
     async def _partitions(self, topic: str) -> set[int]:
         """The partitions of `topic`, refreshing metadata briefly if it is not known yet."""
@@ -354,6 +369,8 @@ class KafkaConsumer:
         # True while the loop waits on the broker (getmany, error backoff): the only
         # moments at which stop() may cancel it without losing handled work.
         self._waiting = False
+        # This consumer's own producer (`KafkaBus.producer_per_consumer`), made at start.
+        self._producer: Any = None
         self._runner = BatchRunner(
             handler,
             group=group,
@@ -393,6 +410,10 @@ class KafkaConsumer:
             raise BusError(f"a consumer of group {self._group} was already started")
         for topic in self._topics:
             await self._bus._partitions(topic)  # UnknownTopicError now, not a silent wait
+        if self._bus.producer_per_consumer:
+            self._producer = await self._bus._new_producer(
+                f"{self._bus._client_id}-{self._group}"
+            )
         consumer = AIOKafkaConsumer(
             **self._bus.consumer_config(self._group, self._static_member_id)
         )
@@ -401,6 +422,7 @@ class KafkaConsumer:
             consumer.subscribe(list(self._topics), listener=_Listener(self))
         except KafkaError as exc:
             await consumer.stop()
+            await self._stop_producer()
             raise _wrap(exc) from exc
         self._consumer = consumer
         self._bus._consumers.add(self)
@@ -483,6 +505,12 @@ class KafkaConsumer:
         self._assigned = frozenset()
         self._positions = {}
         consumer = self._consumer
+        try:
+            await self._close_consumer(consumer)
+        finally:
+            await self._stop_producer()
+
+    async def _close_consumer(self, consumer: Any) -> None:
         if consumer is not None:
             try:
                 await consumer.stop()  # leaves the group (unless static); commits nothing
@@ -528,7 +556,16 @@ class KafkaConsumer:
 
     # -- the loop ---------------------------------------------------------------------------
 
+    async def _stop_producer(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()  # flushes what is still buffered
+
     async def _main(self) -> None:
+        # What the handler publishes (and the runner dead-letters) goes out on this
+        # consumer's producer: aiokafka sends one request at a time per broker and producer,
+        # so groups sharing a process would otherwise queue behind each other's requests.
+        _consumer_producer.set(self._producer)
         try:
             await self._run()
         except Exception as exc:
