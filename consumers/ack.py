@@ -1,17 +1,22 @@
 """The ``ack`` group: receivers' acks from ``im.up.ack`` (keyed by user).
 
-- MsgDataAck (0x0302) from a receiver's device: the message reached it. Single chats move the
-  user's delivery mark of the conversation (`store.deliveries`), groups the member's ack seq
-  and time (`GroupStore.record_acks`); both are ``$max`` updates, so acks may come in any
-  order and any number of times. A batch makes one bulk write of each kind, whatever its size.
-- MsgDataReadAck (0x0303): the session's read seq moves forward (`SessionStore.mark_read_many`,
-  one bulk per batch), then MsgDataReadNotify (0x0304) goes to the peer's devices (single
-  chat) and to the reader's other devices. A group's read state is asked for, not pushed
-  (GroupReadStateReq 0x080D).
+- MsgDataAck (0x0302) from a receiver's device: the message reached it. The user's delivery
+  mark of the conversation moves forward (`DeliveryStore.mark_delivered_many` — a single
+  chat, or a group member's ack seq), so acks may come in any order and any number of times;
+  the delivery timer reads it. One write per batch, whatever its size.
+- MsgDataReadAck (0x0303): the session's read seq moves forward, and the unread count with
+  it (`SessionStore.advance_reads`, one write per batch, returning the read seqs from before
+  it), then MsgDataReadNotify (0x0304) goes to the peer's devices (single chat) and to the
+  reader's other devices for every read that moved. A group's read state is asked for, not
+  pushed (GroupReadStateReq 0x080D).
 - S2CPushAck (0x080C): business push receipts; their events come with issue 5.
 
-Business events (`schemas.bizevents`, on ``biz.events.message`` keyed by conversation) go out
-in the batch's one publish, after its writes: ``message.delivered`` for every (clamped)
+Marks are logged to ``im.log.user`` (the projection writes them into MongoDB's
+``session_reads``, ``deliveries`` and group members' ack seqs) before anything else goes out
+(`consumers.effects`): a delivery mark whenever one is written, a read mark whenever the read
+seq reached it — a replayed ack finds its own hot write done and logs it again, so a crash
+between the write and the append loses no mark. Business events (`schemas.bizevents`, on
+``biz.events.message`` keyed by conversation) go out after: ``message.delivered`` for every (clamped)
 delivery ack, ``message.read`` for every read ack that is not behind the stored read seq — a
 replayed ack finds its own write done and emits its event again (same id), so a crash between
 the write and the publish loses no event.
@@ -22,9 +27,8 @@ Every seq is clamped to the conversation's latest message (its head: `MessageSto
 from Redis on the real services), so a client cannot mark messages that do not exist yet as
 read or delivered.
 
-Single writer: ``session_reads`` and ``deliveries`` documents are keyed by user and written
-only here, by the owner of the user's ``im.up.ack`` partition; reading the current read seq
-before writing (to notify only real progress) is therefore safe.
+Single writer: read seqs and delivery marks are keyed by user and written only here, by the
+owner of the user's ``im.up.ack`` partition (and behind, from the log, by the projection).
 """
 
 from __future__ import annotations
@@ -49,10 +53,7 @@ from schemas.logs import LogMark
 from schemas.pb.coffeebus import ext_pb2
 from schemas.pb.coffeechat import base_pb2, message_pb2
 from store.clock import Clock, SystemClock
-from store.deliveries import (
-    DeliveryMark,
-    DeliveryStore,
-)
+from store.deliveries import DeliveryMark, DeliveryStore
 from store.groups import GroupStore
 from store.messages import MessageStore
 from store.routes import RouteStore

@@ -3,29 +3,32 @@
 ``im.fanout`` is keyed by recipient, so the member owning a partition is the single writer of
 its recipients' inbox timelines and allocates their inbox seqs in memory
 (`store.seq.SeqAllocator`, timeline ``u:<user>``; sections are forgotten on assignment and
-revocation). Per batch (one partition, in order), with one round trip per store:
+revocation). Per batch (one partition, in order; a record may carry several messages):
 
 1. decode the `schemas.events.Fanout` records (undecodable → `Reject` → DLQ);
 2. allocate an inbox seq per (recipient, message), in record order;
-3. ``InboxStore.append_new`` — one bulk insert; entries already there (a replayed record, a
-   resent message) are skipped and reported as not new;
-4. ``SessionStore.touch_many`` for *every* entry, new or not — the last message only moves
-   forward (``$max``), and touching replays too is what repairs a crash between 3 and 4;
-5. ``RouteStore.get_many`` for the recipients of the new entries;
-6. push each new entry to the recipient's devices (but the connection it was sent from):
-   one MsgData body per message, one Deliver per gate partition (`consumers.effects`);
-   and schedule a delivery check (``im.timer``, `consumers.timer.DeliveryTimers`) for every
-   entry, new or not, of a recipient other than the sender;
-7. publish; the runner commits after.
+3. ``InboxStore.append`` and ``SessionStore.touch_many`` together — on the real services
+   one script per user on the users' hot state (`store.redis.user_state`): entries already
+   there (a replayed record, a resent message) are reported with their original inbox seq
+   and appended again nowhere; the last message only moves forward, and touching replays
+   too is what repairs a crash between the two;
+4. the effects, logged first (`consumers.effects`): every entry — a replayed one at its
+   original inbox seq — appended to ``im.log.user``, and only once every in-sync replica
+   has it, each new entry pushed to the recipient's devices (but the connection it was
+   sent from: one MsgData body per message, one record per gate partition), and a delivery
+   check for every entry, new or not, of a recipient other than the sender (``im.timer``,
+   one record per partition, `consumers.timer.DeliveryTimers`); routes come from
+   ``RouteStore.get_many`` for the recipients of the new entries;
+5. the runner commits after.
 
 Only new entries are pushed, so replaying any record — or a client resending — delivers
-nothing twice. The price is one window: if a member dies after 3 and before 7, the replay
-finds the entries and pushes nothing. The message is safe in the inbox — the receiver gets it
-by sync / session list after a reconnect, and the delivery timer (issue 5) sends an offline
-push for what was not acked — but an online device does not see it live. Closing that would
-mean remembering "pushed" per entry (one more write per entry) or pushing duplicates on every
-replay; clients dedupe by server_msg_id, but pushing twice on every resend is worse for
-everyone than a rare late delivery after a crash.
+nothing twice. The price is one window: if a member dies after 3 and before the pushes go
+out, the replay finds the entries and pushes nothing. The message is safe in the inbox (and
+logged by the replay) — the receiver gets it by sync / session list after a reconnect, and
+the delivery timer sends an offline push for what was not acked — but an online device does
+not see it live. Closing that would mean remembering "pushed" per entry or pushing
+duplicates on every replay; clients dedupe by server_msg_id, but pushing twice on every
+resend is worse for everyone than a rare late delivery after a crash.
 
 ``im.s2c`` (business pushes) is consumed by this group too: its batches go to
 `consumers.s2c.S2CHandler` (route lookup, S2CPush to online devices; nothing stored).

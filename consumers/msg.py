@@ -14,19 +14,23 @@ forgotten when partitions are assigned or revoked). Per batch (one partition, in
    have the sender as a member, and not be muted (mute model ALL) unless the sender owns
    it. A refused send is answered with an ErrorRsp (0x0802) *and* a MsgDataAck with
    ``res_code`` UNKNOWN (docs/protocol-extensions.md);
-3. allocate seqs in record order and store the run of sends in one ``insert_many``: a
-   resent client_msg_id stores nothing and yields the original message (its seq is a gap);
-4. only then — the messages are durable — the effects: the sender's MsgDataAck with the
-   original ``server_msg_id``, and `schemas.events.Fanout` records for ``im.fanout``, one
-   per ``im.fanout`` partition of the recipients (c2c: the receiver and the sender, whose
-   inbox holds its own messages for multi-device sync; group: every member), and a
-   ``message.stored`` business event on ``biz.events.message`` (`schemas.bizevents`; keyed
-   by conversation, so in seq order; a duplicate emits it again with the same id);
-5. publish everything in one batch; the runner commits after.
+3. allocate seqs in record order and write the run of sends to the conversations' hot state
+   (`store.redis.messages` on the real services: one script per conversation, one round
+   trip): a client_msg_id sent within the resend window stores nothing and yields the
+   original message (its freshly allocated seq is a gap);
+4. the effects, logged first (`consumers.effects`): every message of the run — duplicates
+   with their original seq and time — appended to ``im.log.msg``, the log of record, and
+   only once every in-sync replica has it, the sender's MsgDataAck with the original
+   ``server_msg_id``, the fan-out for ``im.fanout`` (one record per ``im.fanout`` partition
+   for the whole run; recipients — c2c: the receiver and the sender, whose inbox holds its
+   own messages for multi-device sync; group: every member) and a ``message.stored``
+   business event on ``biz.events.message`` (`schemas.bizevents`; keyed by conversation,
+   so in seq order; a duplicate emits it again with the same id);
+5. the runner commits after.
 
-Duplicates are fanned out again on purpose: if a process died after storing a message and
-before publishing its fan-out, the client's resend (or the replay of the record) is what
-completes it. The fanout group appends and pushes only inbox entries that are new, so the
+Duplicates are logged and fanned out again on purpose: if a process died after its hot
+write and before its log append or its fan-out, the client's resend (or the replay of the
+record) is what completes it. The fanout group appends and pushes only inbox entries that are new, so the
 receivers get nothing twice.
 
 System messages (``origin`` None — group notifications from the group handler, system sends
