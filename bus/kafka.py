@@ -411,9 +411,7 @@ class KafkaConsumer:
         for topic in self._topics:
             await self._bus._partitions(topic)  # UnknownTopicError now, not a silent wait
         if self._bus.producer_per_consumer:
-            self._producer = await self._bus._new_producer(
-                f"{self._bus._client_id}-{self._group}"
-            )
+            self._producer = await self._bus._new_producer(f"{self._bus._client_id}-{self._group}")
         consumer = AIOKafkaConsumer(
             **self._bus.consumer_config(self._group, self._static_member_id)
         )

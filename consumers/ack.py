@@ -16,10 +16,10 @@ Marks are logged to ``im.log.user`` (the projection writes them into MongoDB's
 (`consumers.effects`): a delivery mark whenever one is written, a read mark whenever the read
 seq reached it — a replayed ack finds its own hot write done and logs it again, so a crash
 between the write and the append loses no mark. Business events (`schemas.bizevents`, on
-``biz.events.message`` keyed by conversation) go out after: ``message.delivered`` for every (clamped)
-delivery ack, ``message.read`` for every read ack that is not behind the stored read seq — a
-replayed ack finds its own write done and emits its event again (same id), so a crash between
-the write and the publish loses no event.
+``biz.events.message`` keyed by conversation) go out after: ``message.delivered`` for every
+(clamped) delivery ack, ``message.read`` for every read ack that is not behind the stored
+read seq — a replayed ack finds its own write done and emits its event again (same id), so a
+crash between the write and the publish loses no event.
 
 Acks have no response. One that cannot be honoured (another user's id in the body, a group
 the user is not in, a seq the conversation never reached) is dropped with a log line.

@@ -30,8 +30,8 @@ forgotten when partitions are assigned or revoked). Per batch (one partition, in
 
 Duplicates are logged and fanned out again on purpose: if a process died after its hot
 write and before its log append or its fan-out, the client's resend (or the replay of the
-record) is what completes it. The fanout group appends and pushes only inbox entries that are new, so the
-receivers get nothing twice.
+record) is what completes it. The fanout group appends and pushes only inbox entries that
+are new, so the receivers get nothing twice.
 
 System messages (``origin`` None — group notifications from the group handler, system sends
 from the API) are trusted: their ``from_user_id`` is the body's, they skip the membership and
