@@ -585,39 +585,52 @@ class Gate:
     # -- downlink ----------------------------------------------------------------------------
 
     async def _on_records(self, records: Sequence[Record]) -> None:
-        for record in records:
-            try:
-                item = decode_gate_record(record.value)
-            except EnvelopeError as exc:
-                # The gate topic has no DLQ (topology.yaml): log and drop.
-                self.stats.downlink_bad_records += 1
-                log.warning(
-                    "gate %s: bad record at %s[%d]@%d: %s",
-                    self.gate_id,
-                    record.topic,
-                    record.partition,
-                    record.offset,
-                    exc,
-                )
-                continue
-            if isinstance(item, GateBatch):
-                for one in item.items:
-                    self._apply(one)
-            else:
-                self._apply(item)
+        # Frames are queued on their connections first and written once per connection at
+        # the end: a connection with several frames in a batch costs one write, not one each.
+        touched: dict[int, GateConnection] = {}
+        try:
+            for record in records:
+                self._on_record(record, touched)
+        finally:
+            for conn in touched.values():
+                conn.pump()
 
-    def _apply(self, item: Deliver | Reply | Kick) -> None:
-        """Write one downlink record to the connections it names."""
+    def _on_record(self, record: Record, touched: dict[int, GateConnection]) -> None:
+        try:
+            item = decode_gate_record(record.value)
+        except EnvelopeError as exc:
+            # The gate topic has no DLQ (topology.yaml): log and drop.
+            self.stats.downlink_bad_records += 1
+            log.warning(
+                "gate %s: bad record at %s[%d]@%d: %s",
+                self.gate_id,
+                record.topic,
+                record.partition,
+                record.offset,
+                exc,
+            )
+            return
+        if isinstance(item, GateBatch):
+            for one in item.items:
+                self._apply(one, touched)
+        else:
+            self._apply(item, touched)
+
+    def _apply(self, item: Deliver | Reply | Kick, touched: dict[int, GateConnection]) -> None:
+        """Queue one downlink record's frames on the connections it names (a kick acts at
+        once); `touched` collects the connections to pump."""
         if isinstance(item, Deliver):
             for target in item.targets:
                 conn = self._target(target)
                 if conn is not None:
-                    conn.send(item.cmd, item.body)
+                    conn.queue(item.cmd, item.body)
+                    touched[target.conn_id] = conn
                     self._log_downlink(item.cmd, target, item.trace_id)
         elif isinstance(item, Reply):
             conn = self._target(item.target)
             if conn is not None:
-                conn.send(item.cmd, item.body, item.seq)
+                conn.queue(item.cmd, item.body, item.seq)
+                touched[item.target.conn_id] = conn
                 self._log_downlink(item.cmd, item.target, item.trace_id)
         else:
             conn = self._target(item.target)

@@ -167,6 +167,10 @@ class GateConnection:
         self.core.send_frame(command_id, body, seq)
         self.pump()
 
+    def queue(self, command_id: int, body: bytes, seq: int | None = None) -> None:
+        """`send` without writing yet: the caller pumps once it queued all it has."""
+        self.core.send_frame(command_id, body, seq)
+
     def kick(self, reason: KickReason, *, new_client_type: int = 0, text: str = "") -> None:
         """KickNotify, then close."""
         self.core.kick(reason, new_client_type=new_client_type, text=text)

@@ -417,8 +417,11 @@ class Client:
         if future is None:
             raise ValueError(f"{command.name} has no response: use send()")
         try:
-            await transport.send(data)
-            return await asyncio.wait_for(future, wait)
+            # asyncio.timeout costs one timer; wait_for (3.11) also a waiter future and two
+            # callbacks, for every request a client makes.
+            async with asyncio.timeout(wait):
+                await transport.send(data)
+                return await future
         except TimeoutError:
             if future.done() and not future.cancelled():
                 raise  # a RequestTimeoutError of our own would not be a plain timeout
