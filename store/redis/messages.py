@@ -58,7 +58,7 @@ from store.messages import (
     StoredMessage,
 )
 from store.redis.keys import RedisKeys
-from store.redis.scripts import ScriptRunner
+from store.redis.scripts import WINDOW_CUT, ScriptRunner, ttl_ms
 
 __all__ = [
     "DEFAULT_CONVERSATION_WINDOW",
@@ -205,12 +205,9 @@ return 1
 
 # KEYS: tl, tm. ARGV: the highest seq the store now has, the window. Drops messages the store
 # has, beyond the newest `window`, and raises the floor above them.
-_TRIM: Final = """
-local n = redis.call('ZCARD', KEYS[1])
-local window = tonumber(ARGV[2])
-if n <= window then return 0 end
-local cut = redis.call('ZRANGE', KEYS[1], n - window - 1, n - window - 1, 'WITHSCORES')
-local limit = math.min(tonumber(cut[2]), tonumber(ARGV[1]))
+_TRIM: Final = (
+    WINDOW_CUT
+    + """
 local removed = redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', limit)
 if removed > 0 then
   local floor = tonumber(redis.call('HGET', KEYS[2], 'floor') or '0')
@@ -218,17 +215,12 @@ if removed > 0 then
 end
 return removed
 """
+)
 
 
 def _bytes(value: bytes | str) -> bytes:
     """A reply as bytes (the client decodes nothing, but its types allow str)."""
     return value if isinstance(value, bytes) else value.encode()
-
-
-def _ms(ttl: datetime.timedelta) -> int:
-    if ttl <= datetime.timedelta(0):
-        raise ValueError("a TTL must be positive")
-    return max(1, round(ttl.total_seconds() * 1000))
 
 
 class RedisMessageStore:
@@ -260,9 +252,9 @@ class RedisMessageStore:
         self.cold = cold
         self._keys = keys or RedisKeys()
         self.window = window
-        self._idle_ms = _ms(idle_ttl)
-        self._dedupe_ms = _ms(dedupe_ttl)
-        self._empty_ms = min(self._idle_ms, _ms(EMPTY_TTL))
+        self._idle_ms = ttl_ms(idle_ttl)
+        self._dedupe_ms = ttl_ms(dedupe_ttl)
+        self._empty_ms = min(self._idle_ms, ttl_ms(EMPTY_TTL))
         self._accept = ScriptRunner(redis, _ACCEPT)
         self._revoke = ScriptRunner(redis, _REVOKE)
         self._fill_head = ScriptRunner(redis, _FILL_HEAD)

@@ -10,16 +10,36 @@ so a call that Redis ran before the connection broke may safely run again.
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
-__all__ = ["Call", "ScriptRunner"]
+__all__ = ["WINDOW_CUT", "Call", "ScriptRunner", "ttl_ms"]
 
 #: (keys, args) of one script call
 Call = tuple[Sequence[str], Sequence[Any]]
+
+#: The opening of a trim script: KEYS[1] a sorted set scored by seq, ARGV[1] the highest seq
+#: the document store has, ARGV[2] the window. Returns 0 when the set is within its window;
+#: else `limit` is the highest score that may go — beyond the newest `window` members, and
+#: only what the store has.
+WINDOW_CUT: Final = """
+local n = redis.call('ZCARD', KEYS[1])
+local window = tonumber(ARGV[2])
+if n <= window then return 0 end
+local cut = redis.call('ZRANGE', KEYS[1], n - window - 1, n - window - 1, 'WITHSCORES')
+local limit = math.min(tonumber(cut[2]), tonumber(ARGV[1]))
+"""
+
+
+def ttl_ms(ttl: datetime.timedelta) -> int:
+    """A positive TTL in milliseconds, as ``PEXPIRE`` takes it."""
+    if ttl <= datetime.timedelta(0):
+        raise ValueError("a TTL must be positive")
+    return max(1, round(ttl.total_seconds() * 1000))
 
 
 class ScriptRunner:

@@ -47,7 +47,6 @@ written is missing from such a repair until nothing: counts can stay low for tho
 
 from __future__ import annotations
 
-import datetime
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
@@ -55,6 +54,7 @@ from schemas.ids import UserId
 from store.messages import StoredMessage
 from store.redis.keys import RedisKeys
 from store.redis.messages import DEFAULT_IDLE_TTL, decode_message, encode_message
+from store.redis.scripts import WINDOW_CUT, ttl_ms
 
 __all__ = [
     "APPEND",
@@ -258,12 +258,9 @@ redis.call('HSET', KEYS[2], '#init', 1)
 # KEYS: ib, im. ARGV: the highest inbox seq the store now has, the window. Drops entries the
 # store has, beyond the newest `window`; remembers per conversation the highest seq dropped
 # (the dedupe of entries that left) and raises the floor.
-TRIM: Final = """
-local n = redis.call('ZCARD', KEYS[1])
-local window = tonumber(ARGV[2])
-if n <= window then return 0 end
-local cut = redis.call('ZRANGE', KEYS[1], n - window - 1, n - window - 1, 'WITHSCORES')
-local limit = math.min(tonumber(cut[2]), tonumber(ARGV[1]))
+TRIM: Final = (
+    WINDOW_CUT
+    + """
 local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', limit)
 if #gone == 0 then return 0 end
 for _, ref in ipairs(gone) do
@@ -278,6 +275,7 @@ if limit + 1 > tonumber(redis.call('HGET', KEYS[2], '#floor') or '0') then
 end
 return #gone
 """
+)
 
 # KEYS: im. ARGV: the store's inbox head, ttl ms. Raises #head (a read-through fill).
 FILL_HEAD: Final = """
@@ -307,12 +305,6 @@ class UserKeys:
             k.unread(user_id),
             k.delivered(user_id),
         ]
-
-
-def ttl_ms(ttl: datetime.timedelta) -> int:
-    if ttl <= datetime.timedelta(0):
-        raise ValueError("a TTL must be positive")
-    return max(1, round(ttl.total_seconds() * 1000))
 
 
 def by_user(items: Iterable[Any], user_of: Callable[[Any], int]) -> dict[int, list[int]]:
