@@ -170,17 +170,6 @@ class RedisSessionStore:
             answer = await self._list.run(keys, [self._ttl_ms, after_ms, limit, conversation])
         return answer
 
-    async def _complete(self, user_ids: Iterable[UserId]) -> None:
-        """Repair whichever of `user_ids` is not complete (one round trip to ask)."""
-        users = list(dict.fromkeys(user_ids))
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for user in users:
-                pipe.hget(self._keys.inbox_meta(user), "#init")
-            flags = await pipe.execute()
-        todo = [u for u, flag in zip(users, flags, strict=True) if flag is None]
-        if todo:
-            await asyncio.gather(*(self.repair(u) for u in todo))
-
     # --- reads -----------------------------------------------------------------------------
 
     def _sessions(self, user_id: UserId, answer: list[Any]) -> list[Session]:
@@ -217,14 +206,23 @@ class RedisSessionStore:
         return found[0] if found else None
 
     async def read_seq(self, user_id: UserId, conversation: ConversationId) -> int:
-        """The read seq (0 if none)."""
-        return (await self.read_seqs_of(conversation, [user_id]))[user_id]
+        """The read seq (0 if none): the user's own reads (history, sync) complete its hot
+        state once, like its first session list, rather than ask the store every time."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hget(self._keys.reads(user_id), conversation)
+            pipe.hget(self._keys.inbox_meta(user_id), "#init")
+            read, init = await pipe.execute()
+        if init is None:
+            await self.repair(user_id)
+            read = await self._redis.hget(self._keys.reads(user_id), conversation)
+        return int(read or 0)
 
     async def read_seqs_of(
         self, conversation: ConversationId, user_ids: Iterable[UserId]
     ) -> dict[UserId, int]:
         """Each user's read seq in the conversation: from Redis for complete users, from
-        Redis and the store (one query for all the others) for the rest."""
+        Redis and the store (one query for all the others) for the rest — the group read
+        state asks this of every member, and repairing them all would cost a query each."""
         users = list(dict.fromkeys(user_ids))
         if not users:
             return {}

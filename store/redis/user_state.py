@@ -277,12 +277,16 @@ return #gone
 """
 )
 
-# KEYS: im. ARGV: the store's inbox head, ttl ms. Raises #head (a read-through fill).
+# KEYS: im. ARGV: the store's inbox head, ttl ms. A user without hot inbox entries learnt
+# its head from the store: raise #head to it, and put the floor above it — the store has
+# every entry up to it, Redis every later one — so that later reads need the store no more.
 FILL_HEAD: Final = """
-if tonumber(ARGV[1]) > tonumber(redis.call('HGET', KEYS[1], '#head') or '-1') then
-  redis.call('HSET', KEYS[1], '#head', ARGV[1])
-  if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+local head = tonumber(ARGV[1])
+if head > tonumber(redis.call('HGET', KEYS[1], '#head') or '-1') then
+  redis.call('HSET', KEYS[1], '#head', head)
 end
+redis.call('HSETNX', KEYS[1], '#floor', head + 1)
+if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 1
 """
 

@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 
 from schemas.ids import ConversationId, UserId
 from store.clock import ManualClock
-from store.inbox import InboxEntry
+from store.inbox import InboxEntry, InboxPage
 from store.messages import StoredMessage
 from store.mongo.client import Document
 from store.redis.keys import RedisKeys
@@ -179,3 +179,27 @@ async def test_read_seqs_of_users_not_yet_complete_come_from_both_sides(
     reads = await hot.sessions.read_seqs_of(group, [ALICE, BOB, UserId(3)])
     assert reads == {ALICE: 7, BOB: 4, UserId(3): 0}
     assert await hot.sessions.read_counts(group, [ALICE, BOB, UserId(3)], [3, 5]) == {3: 2, 5: 1}
+
+
+async def test_a_user_redis_knows_nothing_of_asks_the_store_once(
+    hot: HotStores, redis: Redis, redis_keys: RedisKeys
+) -> None:
+    old = [entry(ALICE, s, c2c(2, 1, s)) for s in range(1, 4)]
+    await hot.cold_messages.insert_many([e.message for e in old])
+    await hot.cold_inbox.append_many(old)
+    asked: list[int] = []
+    cold_after = hot.cold_inbox.after
+
+    async def counted(user_id: UserId, after_seq: int, limit: int) -> InboxPage:
+        asked.append(after_seq)
+        return await cold_after(user_id, after_seq, limit)
+
+    hot.inbox.hot.cold.after = counted  # type: ignore[method-assign]
+    page = await hot.inbox.after(ALICE, 0, 10)
+    assert (page.entries, asked) == (old, [0])
+    assert await hot.inbox.after(ALICE, 3, 10) == InboxPage([], has_more=False)
+    assert asked == [0]  # Redis now knows its own entries start above the store's head
+    new = entry(ALICE, 4, c2c(2, 1, 9))
+    await hot.inbox.append([new])
+    assert (await hot.inbox.after(ALICE, 3, 10)).entries == [new]
+    assert asked == [0]
