@@ -183,6 +183,19 @@ def test_production_overlay_raises_replication(tmp_path: Path) -> None:
     assert prod.gate_topic("g").replication_factor == 3
 
 
+def test_the_repository_production_overlay() -> None:
+    """topology.prod.yaml: every topic (gate topics too) on three replicas, acked by two,
+    no unclean leader election; the logs of record keep their two weeks."""
+    prod = load_topology(overlay=default_topology_path().with_name("topology.prod.yaml"))
+    specs = [*prod.topics.values(), prod.gate_topic("g")]
+    for spec in specs:
+        assert spec.replication_factor == 3, spec.name
+        assert spec.configs["min.insync.replicas"] == "2", spec.name
+        assert spec.configs["unclean.leader.election.enable"] == "false", spec.name
+    for name in ("im.log.msg", "im.log.user"):
+        assert int(prod.topic(name).configs["retention.ms"]) >= 14 * 24 * 3600 * 1000
+
+
 def test_overlay_environment_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     base = write(tmp_path, MINIMAL)
     overlay = write(tmp_path, "topics:\n  t.in: {partitions: 9}\n", "o.yaml")
