@@ -134,11 +134,10 @@ class FanoutHandler:
             # Delivery timers (consumers.timer) for every entry, new or not: a replay after a
             # crash between the inbox write and the publish pushes nothing live, so the timer
             # is what still brings the message to the user (an offline push if unacked).
-            timers = [
-                timer
+            timers = self.timers.timers(
+                (fanouts[index], entry.user_id)
                 for entry, index in zip(entries, sources, strict=True)
-                if (timer := self.timers.timer(fanouts[index], entry.user_id)) is not None
-            ]
+            )
             if timers:
                 if self._timer_partitions is None:
                     self._timer_partitions = await self._bus.partitions_for(TIMER_TOPIC)

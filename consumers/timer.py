@@ -42,7 +42,7 @@ show one notification per conversation anyway (APNs ``apns-collapse-id``, FCM
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -100,26 +100,24 @@ class DeliveryTimers:
         self._preview_chars = preview_chars
         self._clock = clock or SystemClock()
 
-    def schedule(self, effects: Effects, fanout: Fanout, recipient: UserId) -> bool:
-        """Add the check of `fanout`'s message for `recipient` as a record of its own; False
-        for its sender (the sender's other devices are not waited for)."""
-        timer = self.timer(fanout, recipient)
-        if timer is None:
-            return False
-        effects.publish(TIMER_TOPIC, encode_record(timer), key=recipient_key(recipient))
-        return True
-
-    def timer(self, fanout: Fanout, recipient: UserId) -> DeliveryTimer | None:
-        """The check of `fanout`'s message for `recipient`, due after the delay; None for
-        its sender."""
-        if recipient == fanout.message.from_user_id:
-            return None
-        return DeliveryTimer(
-            user_id=recipient,
-            notice=push_notice(fanout.message, self._preview_chars),
-            due_ms=self._clock.now_ms() + self._delay_ms,
-            trace_id=fanout.trace_id,
-        )
+    def timers(self, checks: Iterable[tuple[Fanout, UserId]]) -> list[DeliveryTimer]:
+        """`timer` for each (fan-out, recipient), the senders left out; a message's notice
+        is made once, however many recipients it has (a group's members)."""
+        due = self._clock.now_ms() + self._delay_ms
+        notices: dict[int, PushNotice] = {}
+        out: list[DeliveryTimer] = []
+        for fanout, recipient in checks:
+            if recipient == fanout.message.from_user_id:
+                continue
+            notice = notices.get(id(fanout))
+            if notice is None:
+                notice = notices[id(fanout)] = push_notice(fanout.message, self._preview_chars)
+            out.append(
+                DeliveryTimer(
+                    user_id=recipient, notice=notice, due_ms=due, trace_id=fanout.trace_id
+                )
+            )
+        return out
 
     @staticmethod
     def publish(effects: Effects, timers: Sequence[DeliveryTimer], partitions: int) -> None:
