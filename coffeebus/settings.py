@@ -185,6 +185,12 @@ class HotSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     #: how long a sent client_msg_id is remembered (seconds): a resend within it gets the
     #: original server_msg_id back, one after it is stored as a new message
     dedupe_ttl_s: Positive = 24 * 3600.0
+    #: the shards of the hot state (Redis Cluster slots it uses per kind of timeline): keep
+    #: it a divisor of the partitions of im.up.msg, im.fanout and im.up.ack, so that a
+    #: handler batch writes one shard; changing it leaves the hot state behind (reads come
+    #: from the document store until timelines are written again): change it with the
+    #: projection caught up
+    shards: PositiveInt = 16
 
 
 class PushSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -72,6 +72,7 @@ from store.redis.trim import HotTimelines
 from store.routes import RouteStore
 from store.seq import SectionStore
 from store.sessions import SessionStore
+from store.timelines import SeparateTimelines, UserTimelines
 from store.users import UserStore
 
 __all__ = ["Mode", "ReadinessCheck", "Runtime", "memory_bus_for", "open_runtime"]
@@ -124,9 +125,19 @@ class Runtime:
     readiness: tuple[tuple[str, ReadinessCheck], ...] = field(default=())
     #: the HTTP API's Idempotency-Key responses (Redis on the real services)
     idempotency: IdempotencyStore = field(default_factory=MemoryIdempotencyStore)
+    #: inbox appends with their session touches in one write (the fanout group); None: the
+    #: inbox and session stores above, side by side
+    user_timelines: UserTimelines | None = None
     #: what the projection group writes (the document store) and trims (Redis's hot state);
     #: None: the timeline stores above, which then are the document store themselves
     projection_targets: ProjectionTargets | None = None
+
+    @property
+    def timelines(self) -> UserTimelines:
+        """What the fanout group writes entries and session touches through."""
+        if self.user_timelines is not None:
+            return self.user_timelines
+        return SeparateTimelines(self.inbox, self.sessions)
 
     @property
     def projection(self) -> ProjectionTargets:
@@ -191,7 +202,7 @@ async def open_runtime(
         return
 
     kafka = settings.kafka
-    keys = RedisKeys(namespace=settings.redis.key_prefix)
+    keys = RedisKeys(namespace=settings.redis.key_prefix, hot_shards=settings.hot.shards)
     redis = redis_store.connect_redis(settings.redis.url)
     mongo = mongo_store.connect_mongo(
         settings.mongo.url,
@@ -243,6 +254,7 @@ async def open_runtime(
                 routes=RedisRouteStore(redis, keys=keys),
                 messages=messages,
                 inbox=hot_inbox,
+                user_timelines=hot_inbox,
                 sessions=RedisSessionStore(
                     redis, cold_sessions, cold_inbox, keys=keys, idle_ttl=idle
                 ),

@@ -7,8 +7,9 @@ revocation). Per batch (one partition, in order; a record may carry several mess
 
 1. decode the `schemas.events.Fanout` records (undecodable → `Reject` → DLQ);
 2. allocate an inbox seq per (recipient, message), in record order;
-3. ``InboxStore.append`` and ``SessionStore.touch_many`` together — on the real services
-   one script per user on the users' hot state (`store.redis.user_state`): entries already
+3. ``UserTimelines.deliver``: inbox appends and session touches together — on the real
+   services one script per shard on the users' hot state (`store.redis.user_state`),
+   whatever the number of recipients: entries already
    there (a replayed record, a resent message) are reported with their original inbox seq
    and appended again nowhere; the last message only moves forward, and touching replays
    too is what repairs a crash between the two;
@@ -36,7 +37,6 @@ resend is worse for everyone than a rare late delivery after a crash.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -53,11 +53,11 @@ from schemas.errors import EnvelopeError
 from schemas.events import Fanout, FanoutMessage, decode_fanouts
 from schemas.ids import UserId
 from schemas.pb.coffeechat import base_pb2, message_pb2
-from store.inbox import InboxEntry, InboxStore
+from store.inbox import InboxEntry
 from store.messages import StoredMessage
 from store.routes import RouteStore
 from store.seq import SeqAllocator, inbox_timeline
-from store.sessions import SessionStore, SessionTouch
+from store.timelines import UserTimelines
 
 if TYPE_CHECKING:
     from coffeebus.wiring import Runtime
@@ -77,16 +77,14 @@ class FanoutHandler:
         *,
         bus: Bus,
         topology: Topology,
-        inbox: InboxStore,
-        sessions: SessionStore,
+        timelines: UserTimelines,
         routes: RouteStore,
         seqs: SeqAllocator,
         timers: DeliveryTimers | None = None,
     ) -> None:
         self._bus = bus
         self._topology = topology
-        self._inbox = inbox
-        self._sessions = sessions
+        self._timelines = timelines
         self._routes = routes
         self.seqs = seqs
         #: schedules a delivery check per recipient and message (None: no offline pushes)
@@ -112,10 +110,7 @@ class FanoutHandler:
                 sources.append(index)
         if not entries:
             return
-        appended, _ = await asyncio.gather(
-            self._inbox.append(entries),
-            self._sessions.touch_many([SessionTouch(e.user_id, e.message) for e in entries]),
-        )
+        appended = await self._timelines.deliver(entries)
         new = [seq > 0 for seq in appended]
         effects = Effects(self._topology)
         # The inbox log, before any push: every entry at the seq it has — a replayed one at
@@ -244,8 +239,7 @@ def build(runtime: Runtime) -> FanoutHandler:
     return FanoutHandler(
         bus=runtime.bus,
         topology=runtime.topology,
-        inbox=runtime.inbox,
-        sessions=runtime.sessions,
+        timelines=runtime.timelines,
         routes=runtime.routes,
         seqs=SeqAllocator(runtime.sections),
         timers=DeliveryTimers(

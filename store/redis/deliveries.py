@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 from redis.asyncio import Redis
 
@@ -12,7 +11,7 @@ from schemas.ids import ConversationId, UserId
 from store.deliveries import DeliveryMark
 from store.redis.keys import RedisKeys
 from store.redis.scripts import ScriptRunner
-from store.redis.user_state import DEFAULT_IDLE_TTL, DELIVER, UserKeys, by_user, ttl_ms
+from store.redis.user_state import DEFAULT_IDLE_TTL, DELIVER, ttl_ms, user_calls
 
 __all__ = ["RedisDeliveryStore"]
 
@@ -32,19 +31,18 @@ class RedisDeliveryStore:
     ) -> None:
         self._redis = redis
         self._keys = keys or RedisKeys()
-        self._user = UserKeys(self._keys)
         self._ttl_ms = ttl_ms(idle_ttl)
         self._deliver = ScriptRunner(redis, DELIVER)
 
     async def mark_delivered_many(self, marks: Sequence[DeliveryMark]) -> None:
-        """Move marks forward (one script per user, one round trip)."""
-        groups = by_user(marks, lambda m: m.user_id)
-        calls = []
-        for user, indexes in groups.items():
-            args: list[Any] = [self._ttl_ms]
-            for i in indexes:
-                args += [marks[i].conversation, marks[i].seq]
-            calls.append((self._user.all(user), args))
+        """Move marks forward (one script per shard, one round trip)."""
+        calls, _ = user_calls(
+            self._keys,
+            marks,
+            lambda m: m.user_id,
+            lambda m: [m.conversation, m.seq],
+            [self._ttl_ms],
+        )
         await self._deliver.run_many(calls)
 
     async def delivered_seq(self, user_id: UserId, conversation: ConversationId) -> int:
@@ -58,6 +56,6 @@ class RedisDeliveryStore:
         wanted = list(dict.fromkeys(pairs))
         async with self._redis.pipeline(transaction=False) as pipe:
             for user, conv in wanted:
-                pipe.hget(self._keys.delivered(user), conv)
+                pipe.hget(self._keys.user_state(user), f"d:{conv}")
             found = await pipe.execute()
         return {p: int(v or 0) for p, v in zip(wanted, found, strict=True)}

@@ -26,11 +26,11 @@ from store.redis.user_state import (
     DEFAULT_INBOX_WINDOW,
     FILL_HEAD,
     TRIM,
-    UserKeys,
-    by_user,
     counts_as_unread,
+    last_value,
     pad,
     ttl_ms,
+    user_calls,
 )
 
 __all__ = ["RedisInboxStore"]
@@ -64,7 +64,6 @@ class RedisInboxStore:
         self.cold = cold
         self._messages = messages
         self._keys = keys or RedisKeys()
-        self._user = UserKeys(self._keys)
         self.window = window
         self._ttl_ms = ttl_ms(idle_ttl)
         self._append = ScriptRunner(redis, APPEND)
@@ -72,29 +71,44 @@ class RedisInboxStore:
         self._fill_head = ScriptRunner(redis, FILL_HEAD)
 
     async def append(self, entries: Sequence[InboxEntry]) -> list[int]:
-        """Append each entry not already in its user's inbox (one script per user, one
+        """Append each entry not already in its user's inbox (one script per shard, one
         round trip); an entry counts as unread for its user if `counts_as_unread` and above
         the read seq. Returns each entry's inbox seq if appended, minus the original's if it
         was already there, 0 if it had left Redis (the store has it)."""
-        groups = by_user(entries, lambda e: e.user_id)
-        calls = []
-        for user, indexes in groups.items():
-            args: list[Any] = [self._ttl_ms]
-            for i in indexes:
-                entry = entries[i]
-                msg = entry.message
-                args += [
-                    entry.inbox_seq,
-                    msg.conversation,
-                    msg.seq,
-                    pad(msg.seq),
-                    1 if counts_as_unread(msg, entry.user_id) else 0,
-                ]
-            calls.append((self._user.all(user), args))
+        return await self._write(entries, touch=False)
+
+    async def deliver(self, entries: Sequence[InboxEntry]) -> list[int]:
+        """`append`, and in the same script the users' sessions moved to the entries'
+        messages (`RedisSessionStore.touch_many`), new entries or not: the fanout group's one
+        write per entry (`store.timelines.UserTimelines`)."""
+        return await self._write(entries, touch=True)
+
+    async def _write(self, entries: Sequence[InboxEntry], *, touch: bool) -> list[int]:
+        # A message's encoding is made once, however many recipients it has (a group).
+        lasts: dict[int, bytes] = {}
+
+        def args_of(entry: InboxEntry) -> list[Any]:
+            msg = entry.message
+            last = b""
+            if touch:
+                last = lasts.get(id(msg)) or lasts.setdefault(id(msg), last_value(msg))
+            return [
+                entry.inbox_seq,
+                msg.conversation,
+                msg.seq,
+                pad(msg.seq),
+                1 if counts_as_unread(msg, entry.user_id) else 0,
+                msg.created_ms,
+                last,
+            ]
+
+        calls, orders = user_calls(
+            self._keys, entries, lambda e: e.user_id, args_of, [self._ttl_ms]
+        )
         answers = await self._append.run_many(calls)
         done = [0] * len(entries)
-        for indexes, answer in zip(groups.values(), answers, strict=True):
-            for i, value in zip(indexes, answer, strict=True):
+        for order, answer in zip(orders, answers, strict=True):
+            for i, value in zip(order, answer, strict=True):
                 done[i] = int(value)
         return done
 
@@ -108,19 +122,23 @@ class RedisInboxStore:
 
     async def trim(self, upto: Mapping[UserId, int]) -> int:
         """After the projection wrote each user's entries up to the given inbox seq: drop
-        them from Redis beyond the newest `window`. Returns how many were dropped."""
-        calls = [
-            ([self._keys.inbox(u), self._keys.inbox_meta(u)], [seq, self.window])
-            for u, seq in upto.items()
-        ]
-        return sum(int(n) for n in await self._trim.run_many(calls))
+        them from Redis beyond the newest `window` (one script per shard). Returns how many
+        were dropped."""
+        calls, _ = user_calls(
+            self._keys,
+            list(upto.items()),
+            lambda item: item[0],
+            lambda item: [item[1]],
+            [self._ttl_ms, self.window],
+        )
+        return sum(sum(int(n) for n in answer) for answer in await self._trim.run_many(calls))
 
     async def after(self, user_id: UserId, after_seq: int, limit: int) -> InboxPage:
         """Entries after `after_seq`, ascending: those below the floor from the store (one
         query), the rest from Redis, each with its message's current version."""
         check_limit(limit)
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hget(self._keys.inbox_meta(user_id), "#floor")
+            pipe.hget(self._keys.user_state(user_id), "#floor")
             pipe.zrangebyscore(
                 self._keys.inbox(user_id),
                 f"({after_seq}",
@@ -168,11 +186,11 @@ class RedisInboxStore:
 
     async def head(self, user_id: UserId) -> int:
         """The highest inbox seq: Redis's, or the store's (then cached)."""
-        cached = await self._redis.hget(self._keys.inbox_meta(user_id), "#head")
+        cached = await self._redis.hget(self._keys.user_state(user_id), "#head")
         if cached is not None:
             return int(cached)
         head = await self.cold.head(user_id)
-        await self._fill_head.run([self._keys.inbox_meta(user_id)], [head, self._ttl_ms])
+        await self._fill_head.run([self._keys.user_state(user_id)], [head, self._ttl_ms])
         return head
 
     async def count_unread(

@@ -16,13 +16,12 @@ key                                type    holds
 ``<ns>{gates}:gate:<gate_id>``     string  the gate's addresses and load; TTL = liveness
 ``<ns>group:<group_id>:members``   hash    group cache: ``#v`` version, ``#g`` group, one
                                            field per member id (`store.redis.groups`); TTL
-``<ns>tl:{<conv>}``                 zset    a conversation's recent messages by seq
-``<ns>tm:{<conv>}``                 hash    its ``floor`` and ``head`` (`store.redis.messages`)
-``<ns>cm:{<conv>}:<client_msg_id>`` string  a sent message's seq and time: the resend dedupe
-``<ns>tr:{<conv>}``                 hash    its recently revoked messages, seq → message
-``<ns>ib:{u<id>}``, ``im``, ``ss``, —       a user's hot state: inbox, its bounds, session
-``sl``, ``rd``, ``ur``, ``dl``              order, last messages, read seqs, unread
-                                           messages, delivery marks
+``<ns>tl:{c<s>}:<conv>``           zset    a conversation's recent messages by seq
+``<ns>tm:{c<s>}:<conv>``           hash    its ``floor`` and ``head`` (`store.redis.messages`)
+``<ns>cm:{c<s>}:<conv>:<cmid>``    string  a sent message's seq and time: the resend dedupe
+``<ns>tr:{c<s>}:<conv>``           hash    its recently revoked messages, seq → message
+``<ns>ib:{u<s>}:<id>``, ``ss``,    —       a user's hot state: inbox, session order, unread
+``ur``, ``uh``                             messages, and a hash of the rest
                                            (`store.redis.user_state`); TTL refreshed together
 ``<ns>rl:<scope>:<id>``            —       rate-limit buckets
 ``<ns>idem:<scope>``               string  an ``Idempotency-Key``'s request fingerprint and
@@ -30,10 +29,12 @@ key                                type    holds
 =================================  ======  ==============================================
 
 Redis Cluster: the gate registry keys share the ``{gates}`` hash tag so that the registry's
-multi-key operations stay in one slot, and so do the hot-state keys of one conversation
-(``{<conv>}``) and of one user (``{u<id>}``): every script touches one timeline, one slot.
-Different timelines spread over a cluster: their stores read and write many of them in one
-pipeline of single-slot commands, never a multi-slot command; the one place that reads many
+multi-key operations stay in one slot, and so do the hot-state keys of one shard of
+conversations (``{c<s>}``) and of users (``{u<s>}``): a shard is the Kafka partition of the
+timelines' key among ``hot_shards`` (`RedisKeys.shard`), so every script touches one shard,
+one slot, and a handler batch — one partition's timelines — writes one shard. Different
+shards spread over a cluster: stores read and write many of them in one pipeline of
+single-slot commands, never a multi-slot command; the one place that reads many
 users' keys in a single script (`store.redis.routes.RedisRouteStore.get_many`) has a
 pipelined mode for a cluster.
 """
@@ -42,7 +43,12 @@ from __future__ import annotations
 
 import msgspec
 
+from bus.partitioner import partition_for_key
+
 DEFAULT_NAMESPACE = "cb:"
+#: The hot state's shards: the partitions of topology.yaml's hot topics, so that one handler
+#: batch writes one shard.
+DEFAULT_HOT_SHARDS = 16
 
 # Hash tags and glob characters in a namespace would move keys between cluster slots or make
 # `RedisKeys.pattern` match other namespaces.
@@ -50,9 +56,10 @@ _FORBIDDEN_IN_NAMESPACE = frozenset("{}*?[]\\")
 
 
 class RedisKeys(msgspec.Struct, frozen=True):
-    """Builds the Redis keys of one namespace."""
+    """Builds the Redis keys of one namespace (and the hot state's shards, `shard`)."""
 
     namespace: str = DEFAULT_NAMESPACE
+    hot_shards: int = DEFAULT_HOT_SHARDS
 
     def __post_init__(self) -> None:
         if any(ch.isspace() or ch in _FORBIDDEN_IN_NAMESPACE for ch in self.namespace):
@@ -60,6 +67,8 @@ class RedisKeys(msgspec.Struct, frozen=True):
                 f"Redis key namespace {self.namespace!r} must not contain whitespace, "
                 "hash-tag braces or glob characters"
             )
+        if self.hot_shards < 1:
+            raise ValueError(f"hot_shards must be at least 1, not {self.hot_shards}")
 
     def route(self, user_id: int) -> str:
         """Hash of a user's device routes, field = client type."""
@@ -81,52 +90,61 @@ class RedisKeys(msgspec.Struct, frozen=True):
         """Cache of a group and its member set (hash, see `store.redis.groups`)."""
         return f"{self.namespace}group:{group_id}:members"
 
-    # --- hot state (store.redis.messages, store.redis.user_state): a hash tag per timeline --
+    # --- hot state (store.redis.messages, store.redis.user_state) ---------------------------
+    #
+    # Every timeline's keys carry the hash tag of its *shard* — the Kafka partition its key
+    # maps to, over `hot_shards` partitions (`shard`) — not of the timeline itself: a
+    # handler batch holds the timelines of one partition, so with `hot_shards` dividing the
+    # partition counts of im.up.msg, im.fanout and im.up.ack, one batch writes one shard in
+    # one script (one Redis Cluster slot), whatever the number of users or conversations.
+
+    def shard(self, key: bytes) -> int:
+        """The hot-state shard of a timeline with Kafka key `key` (conversation id or user
+        id in decimal): its partition among `hot_shards`, by the Java client's rule."""
+        return partition_for_key(key, self.hot_shards)
+
+    def conversation_tag(self, conversation: str) -> str:
+        """The hash tag of a conversation's hot-state keys."""
+        return f"{{c{self.shard(conversation.encode())}}}"
+
+    def user_tag(self, user_id: int) -> str:
+        """The hash tag of a user's hot-state keys."""
+        return f"{{u{self.shard(b'%d' % user_id)}}}"
 
     def timeline(self, conversation: str) -> str:
         """Sorted set of a conversation's recent messages, scored by seq."""
-        return f"{self.namespace}tl:{{{conversation}}}"
+        return f"{self.namespace}tl:{self.conversation_tag(conversation)}:{conversation}"
 
     def timeline_meta(self, conversation: str) -> str:
         """Hash of a conversation's hot-state bounds: ``floor``, ``head``."""
-        return f"{self.namespace}tm:{{{conversation}}}"
+        return f"{self.namespace}tm:{self.conversation_tag(conversation)}:{conversation}"
 
     def client_msg(self, conversation: str, client_msg_id: str) -> str:
         """A sent client_msg_id's seq and time (the resend window's dedupe)."""
-        return f"{self.namespace}cm:{{{conversation}}}:{client_msg_id}"
+        tag = self.conversation_tag(conversation)
+        return f"{self.namespace}cm:{tag}:{conversation}:{client_msg_id}"
 
     def revocations(self, conversation: str) -> str:
         """Hash of a conversation's recently revoked messages, seq → message."""
-        return f"{self.namespace}tr:{{{conversation}}}"
+        return f"{self.namespace}tr:{self.conversation_tag(conversation)}:{conversation}"
 
     def inbox(self, user_id: int) -> str:
         """Sorted set of a user's recent inbox entries ("<conv>|<seq>"), scored by inbox seq."""
-        return f"{self.namespace}ib:{{u{user_id}}}"
-
-    def inbox_meta(self, user_id: int) -> str:
-        """Hash of a user's hot-state bounds and flags (``#head``, ``#floor``, ``#init``,
-        ``t:<conv>``)."""
-        return f"{self.namespace}im:{{u{user_id}}}"
+        return f"{self.namespace}ib:{self.user_tag(user_id)}:{user_id}"
 
     def session_order(self, user_id: int) -> str:
         """Sorted set of a user's conversations, scored by last change (ms)."""
-        return f"{self.namespace}ss:{{u{user_id}}}"
-
-    def session_last(self, user_id: int) -> str:
-        """Hash of a user's last message per conversation ("<seq>|<message>")."""
-        return f"{self.namespace}sl:{{u{user_id}}}"
-
-    def reads(self, user_id: int) -> str:
-        """Hash of a user's read seq per conversation."""
-        return f"{self.namespace}rd:{{u{user_id}}}"
+        return f"{self.namespace}ss:{self.user_tag(user_id)}:{user_id}"
 
     def unread(self, user_id: int) -> str:
         """Sorted set (by lex) of a user's unread messages, "<conv>|<20-digit seq>"."""
-        return f"{self.namespace}ur:{{u{user_id}}}"
+        return f"{self.namespace}ur:{self.user_tag(user_id)}:{user_id}"
 
-    def delivered(self, user_id: int) -> str:
-        """Hash of a user's delivered seq per conversation (acked by a device)."""
-        return f"{self.namespace}dl:{{u{user_id}}}"
+    def user_state(self, user_id: int) -> str:
+        """Hash of the rest of a user's hot state: bounds and flags (``#head``, ``#floor``,
+        ``#init``), and per conversation ``l:`` last message, ``r:`` read seq, ``d:``
+        delivered seq, ``t:`` highest seq trimmed from the inbox (`store.redis.user_state`)."""
+        return f"{self.namespace}uh:{self.user_tag(user_id)}:{user_id}"
 
     def rate_limit(self, scope: str, ident: str | int) -> str:
         """Rate-limit state of one subject (a connection, a user, an API key) in a scope."""

@@ -7,18 +7,20 @@ message the projection may not have written yet, plus the newest `window` of eac
 conversation, and readers find a message they were acked or pushed here at once
 (read-your-writes), whatever the projection's lag.
 
-Per conversation, under one hash tag (one Redis Cluster slot, so one script can touch all):
+Per conversation, under the hash tag of its shard (`store.redis.keys.RedisKeys.shard`: the
+conversation's Kafka partition among ``hot_shards``; one Redis Cluster slot, so that one
+script writes all the conversations of a msg batch):
 
 =====================================  ======  ============================================
 key                                    type    holds
 =====================================  ======  ============================================
-``tl:{<conv>}``                        zset    recent messages (encoded), scored by seq
-``tm:{<conv>}``                        hash    ``floor``: every seq ≥ floor is in ``tl``, every
+``tl:{c<s>}:<conv>``                   zset    recent messages (encoded), scored by seq
+``tm:{c<s>}:<conv>``                   hash    ``floor``: every seq ≥ floor is in ``tl``, every
                                                one below it is in the document store;
                                                ``head``: the highest seq known
-``cm:{<conv>}:<client_msg_id>``        string  "<seq>:<created_ms>" of a sent message: the
+``cm:{c<s>}:<conv>:<client_msg_id>``  string  "<seq>:<created_ms>" of a sent message: the
                                                resend dedupe, kept `dedupe_ttl`
-``tr:{<conv>}``                        hash    seq → revoked message, for messages read from
+``tr:{c<s>}:<conv>``                   hash    seq → revoked message, for messages read from
                                                the document store before it has the revocation
 =====================================  ======  ============================================
 
@@ -127,49 +129,55 @@ def decode_message(data: bytes) -> StoredMessage:
     )
 
 
-# KEYS: tl, tm, then one cm key per message, then tr. ARGV: idle ttl ms, dedupe ttl ms, then per
+# Conversations of one shard: KEYS per conversation tl, tm, tr, then one cm key per message;
+# ARGV idle ttl ms, dedupe ttl ms, then per conversation the count of its messages and per
 # message: seq, created ms, encoded message. Returns per message three values:
 #   1, "", ""                      appended
 #   0, "<seq>:<created>", member   a duplicate: its original, and its encoding while in tl
 #   -1, "", ""                     the seq is taken by another message (single writer broken)
 _ACCEPT: Final = """
-local idle = ARGV[1]
 local out = {}
-local head = tonumber(redis.call('HGET', KEYS[2], 'head') or '0')
-local first = nil
-local n = (#ARGV - 2) / 3
-for i = 1, n do
-  local seq = ARGV[3 * i]
-  local created = ARGV[3 * i + 1]
-  local member = ARGV[3 * i + 2]
-  local prev = redis.call('SET', KEYS[2 + i], seq .. ':' .. created, 'NX', 'GET', 'PX', ARGV[2])
-  if prev then
-    local s = string.match(prev, '^(%d+):')
-    local m = redis.call('ZRANGEBYSCORE', KEYS[1], s, s, 'LIMIT', 0, 1)
-    out[#out + 1] = 0
-    out[#out + 1] = prev
-    out[#out + 1] = m[1] or ''
-  else
-    local taken = redis.call('ZRANGEBYSCORE', KEYS[1], seq, seq, 'LIMIT', 0, 1)
-    if taken[1] then
-      redis.call('DEL', KEYS[2 + i])
-      out[#out + 1] = -1
+local k, a = 1, 3
+while a <= #ARGV do
+  local tl, tm, tr = KEYS[k], KEYS[k + 1], KEYS[k + 2]
+  k = k + 3
+  local n = tonumber(ARGV[a])
+  a = a + 1
+  local head = tonumber(redis.call('HGET', tm, 'head') or '0')
+  local first = nil
+  for _ = 1, n do
+    local seq, created, member = ARGV[a], ARGV[a + 1], ARGV[a + 2]
+    local cm = KEYS[k]
+    a, k = a + 3, k + 1
+    local prev = redis.call('SET', cm, seq .. ':' .. created, 'NX', 'GET', 'PX', ARGV[2])
+    if prev then
+      local s = string.match(prev, '^(%d+):')
+      local m = redis.call('ZRANGEBYSCORE', tl, s, s, 'LIMIT', 0, 1)
+      out[#out + 1] = 0
+      out[#out + 1] = prev
+      out[#out + 1] = m[1] or ''
     else
-      redis.call('ZADD', KEYS[1], seq, member)
-      if not first then first = seq end
-      if tonumber(seq) > head then head = tonumber(seq) end
-      out[#out + 1] = 1
+      local taken = redis.call('ZRANGEBYSCORE', tl, seq, seq, 'LIMIT', 0, 1)
+      if taken[1] then
+        redis.call('DEL', cm)
+        out[#out + 1] = -1
+      else
+        redis.call('ZADD', tl, seq, member)
+        if not first then first = seq end
+        if tonumber(seq) > head then head = tonumber(seq) end
+        out[#out + 1] = 1
+      end
+      out[#out + 1] = ''
+      out[#out + 1] = ''
     end
-    out[#out + 1] = ''
-    out[#out + 1] = ''
   end
-end
-if first then
-  redis.call('HSETNX', KEYS[2], 'floor', first)
-  redis.call('HSET', KEYS[2], 'head', head)
-  redis.call('PEXPIRE', KEYS[1], idle)
-  redis.call('PEXPIRE', KEYS[2], idle)
-  redis.call('PEXPIRE', KEYS[3 + n], idle)
+  if first then
+    redis.call('HSETNX', tm, 'floor', first)
+    redis.call('HSET', tm, 'head', head)
+    redis.call('PEXPIRE', tl, ARGV[1])
+    redis.call('PEXPIRE', tm, ARGV[1])
+    redis.call('PEXPIRE', tr, ARGV[1])
+  end
 end
 return out
 """
@@ -203,15 +211,24 @@ end
 return 1
 """
 
-# KEYS: tl, tm. ARGV: the highest seq the store now has, the window. Drops messages the store
-# has, beyond the newest `window`, and raises the floor above them.
+# Trims of one shard's conversations (the projection): KEYS per conversation tl, tm; ARGV
+# the window, then per conversation the highest seq the store now has. Drops messages the
+# store has, beyond the newest `window`, and raises the floor above them. Returns how many.
 _TRIM: Final = (
     WINDOW_CUT
     + """
-local removed = redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', limit)
-if removed > 0 then
-  local floor = tonumber(redis.call('HGET', KEYS[2], 'floor') or '0')
-  if limit + 1 > floor then redis.call('HSET', KEYS[2], 'floor', limit + 1) end
+local removed = 0
+for c = 0, #KEYS / 2 - 1 do
+  local tl, tm = KEYS[2 * c + 1], KEYS[2 * c + 2]
+  local limit = window_cut(tl, tonumber(ARGV[c + 2]), tonumber(ARGV[1]))
+  if limit then
+    local gone = redis.call('ZREMRANGEBYSCORE', tl, '-inf', limit)
+    if gone > 0 then
+      removed = removed + gone
+      local floor = tonumber(redis.call('HGET', tm, 'floor') or '0')
+      if limit + 1 > floor then redis.call('HSET', tm, 'floor', limit + 1) end
+    end
+  end
 end
 return removed
 """
@@ -265,28 +282,36 @@ class RedisMessageStore:
     async def insert_many(self, messages: Sequence[StoredMessage]) -> list[InsertResult]:
         """Append each new message to its conversation in Redis; a duplicate (its
         client_msg_id seen within the resend window) appends nothing and comes back as first
-        stored. One script per conversation, all in one round trip. Raises
-        `SeqConflictError` after the others are appended if a seq was taken."""
+        stored. One script per shard (`store.redis.keys.RedisKeys.shard`), all in one round
+        trip. Raises `SeqConflictError` after the others are appended if a seq was taken."""
         by_conv: dict[ConversationId, list[int]] = {}
         for index, msg in enumerate(messages):
             by_conv.setdefault(msg.conversation, []).append(index)
-        convs = list(by_conv)
-        calls = []
-        for conv in convs:
-            keys = [self._keys.timeline(conv), self._keys.timeline_meta(conv)]
-            args: list[Any] = [self._idle_ms, self._dedupe_ms]
-            for index in by_conv[conv]:
+        # One script per shard (a batch of one partition's conversations is one shard).
+        shards: dict[int, tuple[list[str], list[Any], list[ConversationId]]] = {}
+        for conv, indexes in by_conv.items():
+            keys, args, convs = shards.setdefault(
+                self._keys.shard(conv.encode()), ([], [self._idle_ms, self._dedupe_ms], [])
+            )
+            keys += [
+                self._keys.timeline(conv),
+                self._keys.timeline_meta(conv),
+                self._keys.revocations(conv),
+            ]
+            args.append(len(indexes))
+            for index in indexes:
                 msg = messages[index]
                 keys.append(self._keys.client_msg(conv, msg.client_msg_id))
                 args += [msg.seq, msg.created_ms, encode_message(msg)]
-            keys.append(self._keys.revocations(conv))
-            calls.append((keys, args))
+            convs.append(conv)
+        calls = [(keys, args) for keys, args, _ in shards.values()]
         answers = await self._accept.run_many(calls)
         results: list[InsertResult | None] = [None] * len(messages)
         conflict: str | None = None
         lookups: list[tuple[int, int, int]] = []  # (index, original seq, original created)
-        for conv, answer in zip(convs, answers, strict=True):
-            for k, index in enumerate(by_conv[conv]):
+        for (_, _, convs), answer in zip(shards.values(), answers, strict=True):
+            order = [(conv, index) for conv in convs for index in by_conv[conv]]
+            for k, (conv, index) in enumerate(order):
                 status, original, member = answer[3 * k : 3 * k + 3]
                 msg = messages[index]
                 if status == 1:
@@ -358,12 +383,14 @@ class RedisMessageStore:
 
     async def trim(self, upto: dict[ConversationId, int]) -> int:
         """After the projection wrote each conversation's messages up to the given seq:
-        drop them from Redis beyond the newest `window`. Returns how many were dropped."""
-        calls = [
-            ([self._keys.timeline(c), self._keys.timeline_meta(c)], [seq, self.window])
-            for c, seq in upto.items()
-        ]
-        return sum(int(n) for n in await self._trim.run_many(calls))
+        drop them from Redis beyond the newest `window` (one script per shard). Returns how
+        many were dropped."""
+        shards: dict[int, tuple[list[str], list[Any]]] = {}
+        for conv, seq in upto.items():
+            keys, args = shards.setdefault(self._keys.shard(conv.encode()), ([], [self.window]))
+            keys += [self._keys.timeline(conv), self._keys.timeline_meta(conv)]
+            args.append(seq)
+        return sum(int(n) for n in await self._trim.run_many(list(shards.values())))
 
     # --- reads -----------------------------------------------------------------------------
 

@@ -22,16 +22,16 @@ __all__ = ["WINDOW_CUT", "Call", "ScriptRunner", "ttl_ms"]
 #: (keys, args) of one script call
 Call = tuple[Sequence[str], Sequence[Any]]
 
-#: The opening of a trim script: KEYS[1] a sorted set scored by seq, ARGV[1] the highest seq
-#: the document store has, ARGV[2] the window. Returns 0 when the set is within its window;
-#: else `limit` is the highest score that may go — beyond the newest `window` members, and
-#: only what the store has.
+#: A Lua function for the trim scripts: `window_cut(key, upto, window)` — of a sorted set
+#: scored by seq, the highest score that may go (beyond the newest `window` members, and only
+#: what the document store has: at most `upto`), or nil when it is within its window.
 WINDOW_CUT: Final = """
-local n = redis.call('ZCARD', KEYS[1])
-local window = tonumber(ARGV[2])
-if n <= window then return 0 end
-local cut = redis.call('ZRANGE', KEYS[1], n - window - 1, n - window - 1, 'WITHSCORES')
-local limit = math.min(tonumber(cut[2]), tonumber(ARGV[1]))
+local function window_cut(key, upto, window)
+  local n = redis.call('ZCARD', key)
+  if n <= window then return nil end
+  local cut = redis.call('ZRANGE', key, n - window - 1, n - window - 1, 'WITHSCORES')
+  return math.min(tonumber(cut[2]), upto)
+end
 """
 
 

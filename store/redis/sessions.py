@@ -29,11 +29,11 @@ from store.redis.user_state import (
     REPAIR_SESSIONS,
     TOUCH,
     UserKeys,
-    by_user,
     last_from,
     last_value,
     pad,
     ttl_ms,
+    user_calls,
 )
 from store.sessions import ReadMark, Session, SessionStore, SessionTouch, count_reads, session_peer
 
@@ -79,37 +79,37 @@ class RedisSessionStore:
     # --- writes ----------------------------------------------------------------------------
 
     async def touch_many(self, touches: Sequence[SessionTouch]) -> None:
-        """Move each session's last message forward (one script per user, one round trip)."""
-        groups = by_user(touches, lambda t: t.user_id)
-        calls = []
-        for user, indexes in groups.items():
-            args: list[Any] = [self._ttl_ms]
-            for i in indexes:
-                msg = touches[i].message
-                session_peer(UserId(user), msg.conversation)  # validates the conversation id
-                args += [msg.conversation, msg.seq, msg.created_ms, last_value(msg)]
-            calls.append((self._user.all(user), args))
+        """Move each session's last message forward (one script per shard, one round trip)."""
+        lasts: dict[int, bytes] = {}
+
+        def args_of(touch: SessionTouch) -> list[Any]:
+            msg = touch.message
+            session_peer(touch.user_id, msg.conversation)  # validates the conversation id
+            last = lasts.get(id(msg)) or lasts.setdefault(id(msg), last_value(msg))
+            return [msg.conversation, msg.seq, msg.created_ms, last]
+
+        calls, _ = user_calls(self._keys, touches, lambda t: t.user_id, args_of, [self._ttl_ms])
         await self._touch.run_many(calls)
 
     async def advance_reads(self, marks: Sequence[ReadMark]) -> list[int]:
         """Move read seqs forward (and the unread counts with them); each session's read
-        seq from before the call."""
-        now = self._clock.now_ms()
-        groups = by_user(marks, lambda m: m.user_id)
-        calls = []
-        for user, indexes in groups.items():
-            args: list[Any] = [self._ttl_ms, now]
-            for i in indexes:
-                mark = marks[i]
-                session_peer(mark.user_id, mark.conversation)
-                args += [mark.conversation, mark.seq, pad(mark.seq)]
-            calls.append((self._user.all(user), args))
+        seq from before the call (for marks of one session, from before the first)."""
+        for mark in marks:
+            session_peer(mark.user_id, mark.conversation)
+        calls, orders = user_calls(
+            self._keys,
+            marks,
+            lambda m: m.user_id,
+            lambda m: [m.conversation, m.seq, pad(m.seq)],
+            [self._ttl_ms, self._clock.now_ms()],
+        )
         answers = await self._read.run_many(calls)
         before = [0] * len(marks)
-        for indexes, answer in zip(groups.values(), answers, strict=True):
-            first: dict[ConversationId, int] = {}
-            for i, value in zip(indexes, answer, strict=True):
-                before[i] = first.setdefault(marks[i].conversation, int(value))
+        first: dict[tuple[UserId, ConversationId], int] = {}
+        for order, answer in zip(orders, answers, strict=True):
+            for i, value in zip(order, answer, strict=True):
+                mark = marks[i]
+                before[i] = first.setdefault((mark.user_id, mark.conversation), int(value))
         return before
 
     async def mark_read_many(self, marks: Sequence[ReadMark]) -> None:
@@ -136,7 +136,9 @@ class RedisSessionStore:
         sessions = await self.cold.recent(user_id, 0, REPAIR_SESSIONS)
         keys = self._user.all(user_id)
         hot_reads = (
-            await self._redis.hmget(keys[4], [s.conversation for s in sessions]) if sessions else []
+            await self._redis.hmget(keys[3], [f"r:{s.conversation}" for s in sessions])
+            if sessions
+            else []
         )
         reads = {
             s.conversation: max(s.read_seq, 0 if hot is None else int(hot))
@@ -162,12 +164,10 @@ class RedisSessionStore:
     ) -> list[Any]:
         """The LIST script's answer, after a repair if the user was not complete."""
         keys = self._user.all(user_id)
-        answer: list[Any] = await self._list.run(
-            keys, [self._ttl_ms, after_ms, limit, conversation]
-        )
+        answer: list[Any] = await self._list.run(keys, [after_ms, limit, conversation])
         if not answer[0]:
             await self.repair(user_id)
-            answer = await self._list.run(keys, [self._ttl_ms, after_ms, limit, conversation])
+            answer = await self._list.run(keys, [after_ms, limit, conversation])
         return answer
 
     # --- reads -----------------------------------------------------------------------------
@@ -209,12 +209,12 @@ class RedisSessionStore:
         """The read seq (0 if none): the user's own reads (history, sync) complete its hot
         state once, like its first session list, rather than ask the store every time."""
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hget(self._keys.reads(user_id), conversation)
-            pipe.hget(self._keys.inbox_meta(user_id), "#init")
+            pipe.hget(self._keys.user_state(user_id), f"r:{conversation}")
+            pipe.hget(self._keys.user_state(user_id), "#init")
             read, init = await pipe.execute()
         if init is None:
             await self.repair(user_id)
-            read = await self._redis.hget(self._keys.reads(user_id), conversation)
+            read = await self._redis.hget(self._keys.user_state(user_id), f"r:{conversation}")
         return int(read or 0)
 
     async def read_seqs_of(
@@ -228,8 +228,8 @@ class RedisSessionStore:
             return {}
         async with self._redis.pipeline(transaction=False) as pipe:
             for user in users:
-                pipe.hget(self._keys.reads(user), conversation)
-                pipe.hget(self._keys.inbox_meta(user), "#init")
+                pipe.hget(self._keys.user_state(user), f"r:{conversation}")
+                pipe.hget(self._keys.user_state(user), "#init")
             answers = await pipe.execute()
         reads = {u: int(answers[2 * i] or 0) for i, u in enumerate(users)}
         partial = [u for i, u in enumerate(users) if answers[2 * i + 1] is None]

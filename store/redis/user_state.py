@@ -1,8 +1,8 @@
 """Users' hot state in Redis: the keys, the scripts and the helpers its stores share.
 
-The stores are `store.redis.inbox.RedisInboxStore`, `store.redis.sessions.RedisSessionStore`
-and `store.redis.deliveries.RedisDeliveryStore`; this module says what they keep and how.
-
+The stores are `store.redis.inbox.RedisInboxStore`, `store.redis.sessions.RedisSessionStore`,
+`store.redis.deliveries.RedisDeliveryStore` and `store.redis.timelines.RedisUserTimelines`;
+this module says what they keep and how.
 
 The fanout group appends inbox entries and moves sessions here (and logs them to
 ``im.log.user``) before it delivers anything; the ack group moves read and delivery marks
@@ -11,29 +11,34 @@ then trims inboxes in Redis. So a user's recent inbox, every session with its la
 read seq and exact unread count, and the delivery marks are answered from Redis, whatever
 the projection's lag (read-your-writes).
 
-Per user, under one hash tag ``{u<id>}`` (one Redis Cluster slot; every script here gets all
-seven keys and refreshes the TTL of all of them, so they expire together after `idle_ttl`
-without a write):
+Per user, four keys under the hash tag of the user's shard (`store.redis.keys.RedisKeys.shard`:
+the user's Kafka partition among ``hot_shards``), refreshed together by every write so that
+they expire together after `idle_ttl` without one:
 
-==================  ======  ==================================================================
-key                 type    holds
-==================  ======  ==================================================================
-``ib:{u<id>}``      zset    recent inbox entries "<conv>|<seq>", scored by inbox seq
-``im:{u<id>}``      hash    ``#head`` (highest inbox seq), ``#floor`` (every inbox seq ≥ it is
-                            in ``ib``, every one below in the store), ``#init`` (the sessions
-                            here are complete), ``t:<conv>`` (highest seq of the conversation
-                            trimmed from ``ib``: the entries' dedupe once they left)
-``ss:{u<id>}``      zset    conversations scored by their last change (ms)
-``sl:{u<id>}``      hash    conversation → "<seq>|<last message>"
-``rd:{u<id>}``      hash    conversation → read seq
-``ur:{u<id>}``      zset    unread messages "<conv>|<seq, 20 digits>" (all scores 0: by lex)
-``dl:{u<id>}``      hash    conversation → highest seq a device acked
-==================  ======  ==================================================================
+=====================  ======  ===============================================================
+key                    type    holds
+=====================  ======  ===============================================================
+``ib:{u<s>}:<id>``     zset    recent inbox entries "<conv>|<seq>", scored by inbox seq
+``ss:{u<s>}:<id>``     zset    conversations scored by their last change (ms)
+``ur:{u<s>}:<id>``     zset    unread messages "<conv>|<seq, 20 digits>" (all scores 0: by lex)
+``uh:{u<s>}:<id>``     hash    ``#head`` (highest inbox seq), ``#floor`` (every inbox seq ≥ it
+                               is in ``ib``, every one below in the store), ``#init`` (the
+                               sessions here are complete), and per conversation ``l:<conv>``
+                               "<seq>|<last message>", ``r:<conv>`` read seq, ``d:<conv>``
+                               highest seq a device acked, ``t:<conv>`` highest seq trimmed
+                               from ``ib`` (the entries' dedupe once they left)
+=====================  ======  ===============================================================
+
+A handler batch holds the users of one Kafka partition, so with ``hot_shards`` dividing the
+partition counts it writes one shard: one script call for the whole batch, looping over its
+users (`user_calls`). Every script here takes a list of users — ``KEYS`` four per user, in
+the order above — and ``ARGV`` the TTL in ms, then per user the count of its items and the
+items.
 
 Unread counts stay exact across seq gaps and any interleaving of fan-out and read acks: an
-append adds its message to ``ur`` only if it counts (`counts_as_unread`) and is above the read
-seq, a read removes everything up to it, each in one script on the user's slot, and a count
-is a ``ZLEXCOUNT`` of the conversation's range.
+append adds its message to ``ur`` only if it counts (`counts_as_unread`) and is above the
+read seq, a read removes everything up to it, each atomic on the user's slot, and a count is
+a ``ZLEXCOUNT`` of the conversation's range.
 
 Completeness (``#init``): writers create a user's keys from nothing when they are gone — a new
 user, one idle past the TTL, a Redis that lost its data — and cannot know what the document
@@ -41,20 +46,20 @@ store holds from before. The first read of such a user merges the store's sessio
 and unread messages in (`RedisSessionStore.repair`: two queries, once per user and hot-state
 lifetime), then marks it complete. Everything merged is a max or a union, so a repair racing
 with writers loses nothing. After a Redis that lost data, what the projection had not yet
-written is missing from such a repair until nothing: counts can stay low for those messages
-(docs/operations.md, "Redis").
+written is missing from such a repair: counts can stay low for those messages
+(docs/operations.md, "Backups and what each store holds").
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any, Final
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Final, TypeVar
 
 from schemas.ids import UserId
 from store.messages import StoredMessage
 from store.redis.keys import RedisKeys
 from store.redis.messages import DEFAULT_IDLE_TTL, decode_message, encode_message
-from store.redis.scripts import WINDOW_CUT, ttl_ms
+from store.redis.scripts import WINDOW_CUT, Call, ttl_ms
 
 __all__ = [
     "APPEND",
@@ -69,12 +74,12 @@ __all__ = [
     "TOUCH",
     "TRIM",
     "UserKeys",
-    "by_user",
     "counts_as_unread",
     "last_from",
     "last_value",
     "pad",
     "ttl_ms",
+    "user_calls",
 ]
 
 DEFAULT_INBOX_WINDOW: Final = 1000
@@ -92,120 +97,170 @@ def pad(seq: int) -> str:
     return f"{seq:020d}"
 
 
-# Every user script gets KEYS = ib, im, ss, sl, rd, ur, dl and ARGV[1] = the TTL in ms, and
-# ends by refreshing the TTL of every key that exists.
-EXPIRE: Final = """
-for k = 1, 7 do redis.call('PEXPIRE', KEYS[k], ARGV[1]) end
+# The frame of every multi-user write script: `BODY` runs once per item of a user with
+# `ib`, `ss`, `ur`, `uh` bound to its keys and `a` pointing at the item's first ARGV, and
+# must advance `a` past it; `BEFORE` and `AFTER` run once per user around its items. The
+# user's four keys get the TTL in ARGV[1] after them. Results go to `out`.
+def _per_user(body: str, *, before: str = "", after: str = "", first_arg: int = 2) -> str:
+    return f"""
+local out = {{}}
+local a = {first_arg}
+for u = 0, #KEYS / 4 - 1 do
+  local ib, ss, ur, uh = KEYS[4 * u + 1], KEYS[4 * u + 2], KEYS[4 * u + 3], KEYS[4 * u + 4]
+  local n = tonumber(ARGV[a])
+  a = a + 1
+  {before}
+  for _ = 1, n do
+    {body}
+  end
+  {after}
+  redis.call('PEXPIRE', ib, ARGV[1])
+  redis.call('PEXPIRE', ss, ARGV[1])
+  redis.call('PEXPIRE', ur, ARGV[1])
+  redis.call('PEXPIRE', uh, ARGV[1])
+end
+return out
 """
 
-# ARGV[2..]: per entry 5 values: inbox seq, conv, seq, 20-digit seq, counts (1/0). Returns per
-# entry its inbox seq if appended now, minus the original's if it is in ib, 0 if it left ib.
-APPEND: Final = (
-    """
-local out = {}
-local head = tonumber(redis.call('HGET', KEYS[2], '#head') or '0')
-local first = nil
-for i = 2, #ARGV, 5 do
-  local iseq, conv, seq = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local ref = conv .. '|' .. seq
-  local have = redis.call('ZSCORE', KEYS[1], ref)
-  if have then
-    out[#out + 1] = -tonumber(have)
-  elseif tonumber(seq) <= tonumber(redis.call('HGET', KEYS[2], 't:' .. conv) or '0') then
-    out[#out + 1] = 0
-  else
-    redis.call('ZADD', KEYS[1], iseq, ref)
-    local read = tonumber(redis.call('HGET', KEYS[5], conv) or '0')
-    if ARGV[i + 4] == '1' and tonumber(seq) > read then
-      redis.call('ZADD', KEYS[6], 0, conv .. '|' .. ARGV[i + 3])
+
+# Inbox append, with the session touch when an item carries a last message (the fanout
+# group's one write per entry). Per item 7 values: inbox seq, conv, seq, 20-digit seq,
+# counts (1/0), time ms, "<seq>|<message>" or "" (no touch). Per item it returns its inbox
+# seq if appended now, minus the original's if it is in ib, 0 if it left ib.
+APPEND: Final = _per_user(
+    before="""
+  local head = tonumber(redis.call('HGET', uh, '#head') or '0')
+  local first = nil
+""",
+    body="""
+    local iseq, conv, seq = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
+    local ref = conv .. '|' .. ARGV[a + 2]
+    local have = redis.call('ZSCORE', ib, ref)
+    if have then
+      out[#out + 1] = -tonumber(have)
+    elseif seq <= tonumber(redis.call('HGET', uh, 't:' .. conv) or '0') then
+      out[#out + 1] = 0
+    else
+      redis.call('ZADD', ib, iseq, ref)
+      if ARGV[a + 4] == '1' and seq > tonumber(redis.call('HGET', uh, 'r:' .. conv) or '0') then
+        redis.call('ZADD', ur, 0, conv .. '|' .. ARGV[a + 3])
+      end
+      if tonumber(iseq) > head then head = tonumber(iseq) end
+      if not first then first = iseq end
+      out[#out + 1] = tonumber(iseq)
     end
-    if tonumber(iseq) > head then head = tonumber(iseq) end
-    if not first then first = iseq end
-    out[#out + 1] = tonumber(iseq)
+    local last = ARGV[a + 6]
+    if last ~= '' then
+      local cur = redis.call('HGET', uh, 'l:' .. conv)
+      if not cur or tonumber(string.match(cur, '^(%d+)|')) < seq then
+        redis.call('HSET', uh, 'l:' .. conv, last)
+      end
+      redis.call('ZADD', ss, 'GT', ARGV[a + 5], conv)
+    end
+    a = a + 7
+""",
+    after="""
+  if first then
+    redis.call('HSETNX', uh, '#floor', first)
+    redis.call('HSET', uh, '#head', head)
   end
-end
-if first then
-  redis.call('HSETNX', KEYS[2], '#floor', first)
-  redis.call('HSET', KEYS[2], '#head', head)
-end
-"""
-    + EXPIRE
-    + "return out"
+""",
 )
 
-# ARGV[2..]: per touch 4 values: conv, seq, time ms, "<seq>|<message>".
-TOUCH: Final = (
-    """
-for i = 2, #ARGV, 4 do
-  local conv, seq = ARGV[i], tonumber(ARGV[i + 1])
-  local cur = redis.call('HGET', KEYS[4], conv)
-  if not cur or tonumber(string.match(cur, '^(%d+)|')) < seq then
-    redis.call('HSET', KEYS[4], conv, ARGV[i + 3])
-  end
-  redis.call('ZADD', KEYS[3], 'GT', ARGV[i + 2], conv)
-end
+# Session touch. Per item 4 values: conv, seq, time ms, "<seq>|<message>".
+TOUCH: Final = _per_user(
+    body="""
+    local conv, seq = ARGV[a], tonumber(ARGV[a + 1])
+    local cur = redis.call('HGET', uh, 'l:' .. conv)
+    if not cur or tonumber(string.match(cur, '^(%d+)|')) < seq then
+      redis.call('HSET', uh, 'l:' .. conv, ARGV[a + 3])
+    end
+    redis.call('ZADD', ss, 'GT', ARGV[a + 2], conv)
+    a = a + 4
 """
-    + EXPIRE
-    + "return 1"
 )
 
-# ARGV[2] now ms; ARGV[3..]: per mark 3 values: conv, seq, 20-digit seq. Returns each
-# session's read seq from before the mark.
-READ: Final = (
-    """
-local out = {}
-for i = 3, #ARGV, 3 do
-  local conv, seq = ARGV[i], tonumber(ARGV[i + 1])
-  local prev = tonumber(redis.call('HGET', KEYS[5], conv) or '0')
-  out[#out + 1] = prev
-  if seq > prev then
-    redis.call('HSET', KEYS[5], conv, ARGV[i + 1])
-    redis.call('ZREMRANGEBYLEX', KEYS[6], '[' .. conv .. '|', '[' .. conv .. '|' .. ARGV[i + 2])
-    redis.call('ZADD', KEYS[3], 'GT', ARGV[2], conv)
-  end
-end
-"""
-    + EXPIRE
-    + "return out"
+# Read marks. ARGV[2] now ms; per item 3 values: conv, seq, 20-digit seq. Per item it
+# returns the session's read seq from before it.
+READ: Final = _per_user(
+    first_arg=3,
+    body="""
+    local conv, seq = ARGV[a], tonumber(ARGV[a + 1])
+    local prev = tonumber(redis.call('HGET', uh, 'r:' .. conv) or '0')
+    out[#out + 1] = prev
+    if seq > prev then
+      redis.call('HSET', uh, 'r:' .. conv, ARGV[a + 1])
+      redis.call('ZREMRANGEBYLEX', ur, '[' .. conv .. '|', '[' .. conv .. '|' .. ARGV[a + 2])
+      redis.call('ZADD', ss, 'GT', ARGV[2], conv)
+    end
+    a = a + 3
+""",
 )
 
-# ARGV[2..]: per mark 2 values: conv, seq.
-DELIVER: Final = (
-    """
-for i = 2, #ARGV, 2 do
-  if tonumber(ARGV[i + 1]) > tonumber(redis.call('HGET', KEYS[7], ARGV[i]) or '0') then
-    redis.call('HSET', KEYS[7], ARGV[i], ARGV[i + 1])
-  end
-end
+# Delivery marks. Per item 2 values: conv, seq.
+DELIVER: Final = _per_user(
+    body="""
+    local field = 'd:' .. ARGV[a]
+    if tonumber(ARGV[a + 1]) > tonumber(redis.call('HGET', uh, field) or '0') then
+      redis.call('HSET', uh, field, ARGV[a + 1])
+    end
+    a = a + 2
 """
-    + EXPIRE
-    + "return 1"
 )
 
-# ARGV[2] after ms, ARGV[3] limit, ARGV[4] a conversation or "" (then all). Returns #init
-# ("" if unset), then per session with a last message (or the one named, with or without),
-# newest first: conv, time, last ("" if none), read seq, unread count.
+# Inbox trims (the projection). ARGV[2] the window; per user 1 item: the highest inbox seq
+# the store now has. Drops entries the store has, beyond the newest `window`; remembers per
+# conversation the highest seq dropped (the dedupe of entries that left) and raises the
+# floor. Returns per user how many it dropped.
+TRIM: Final = WINDOW_CUT + _per_user(
+    first_arg=3,
+    body="""
+    local limit = window_cut(ib, tonumber(ARGV[a]), tonumber(ARGV[2]))
+    local gone = {}
+    if limit then gone = redis.call('ZRANGEBYSCORE', ib, '-inf', limit) end
+    for _, ref in ipairs(gone) do
+      local conv, seq = string.match(ref, '^(.*)|(%d+)$')
+      if tonumber(seq) > tonumber(redis.call('HGET', uh, 't:' .. conv) or '0') then
+        redis.call('HSET', uh, 't:' .. conv, seq)
+      end
+    end
+    if #gone > 0 then
+      redis.call('ZREMRANGEBYSCORE', ib, '-inf', limit)
+      if limit + 1 > tonumber(redis.call('HGET', uh, '#floor') or '0') then
+        redis.call('HSET', uh, '#floor', limit + 1)
+      end
+    end
+    out[#out + 1] = #gone
+    a = a + 1
+""",
+)
+
+# One user's session list: KEYS ib, ss, ur, uh; ARGV[1] after ms, ARGV[2] limit, ARGV[3] a
+# conversation or "" (then all). Returns #init ("" if unset), then per session with a last
+# message (or the one named, with or without), newest first: conv, time, last ("" if none),
+# read seq, unread count.
 LIST: Final = """
-local out = {redis.call('HGET', KEYS[2], '#init') or ''}
-local limit = tonumber(ARGV[3])
+local ss, ur, uh = KEYS[2], KEYS[3], KEYS[4]
+local out = {redis.call('HGET', uh, '#init') or ''}
+local limit = tonumber(ARGV[2])
 local function add(conv, score, bare)
-  local last = redis.call('HGET', KEYS[4], conv)
+  local last = redis.call('HGET', uh, 'l:' .. conv)
   if not last and not bare then return false end
   out[#out + 1] = conv
   out[#out + 1] = score
   out[#out + 1] = last or ''
-  out[#out + 1] = redis.call('HGET', KEYS[5], conv) or '0'
-  out[#out + 1] = redis.call('ZLEXCOUNT', KEYS[6], '[' .. conv .. '|', '(' .. conv .. '}')
+  out[#out + 1] = redis.call('HGET', uh, 'r:' .. conv) or '0'
+  out[#out + 1] = redis.call('ZLEXCOUNT', ur, '[' .. conv .. '|', '(' .. conv .. '}')
   return true
 end
-if ARGV[4] ~= '' then
-  local score = redis.call('ZSCORE', KEYS[3], ARGV[4])
-  if score then add(ARGV[4], score, true) end
+if ARGV[3] ~= '' then
+  local score = redis.call('ZSCORE', ss, ARGV[3])
+  if score then add(ARGV[3], score, true) end
   return out
 end
 local got, offset = 0, 0
 while got < limit do
-  local page = redis.call('ZREVRANGEBYSCORE', KEYS[3], '+inf', '(' .. ARGV[2],
+  local page = redis.call('ZREVRANGEBYSCORE', ss, '+inf', '(' .. ARGV[1],
                           'WITHSCORES', 'LIMIT', offset, limit)
   if #page == 0 then break end
   for j = 1, #page, 2 do
@@ -219,67 +274,45 @@ end
 return out
 """
 
-# ARGV[2] number of sessions; then per session 5 values: conv, time ms, "<seq>|<message>" or
-# "", read seq, 20-digit read seq; then per unread message 2 values: conv, 20-digit seq.
-# Merges the store's view in (max and union), then marks the user complete.
-REPAIR: Final = (
-    """
+# One user's repair: KEYS ib, ss, ur, uh; ARGV[1] ttl ms, ARGV[2] number of sessions; then
+# per session 5 values: conv, time ms, "<seq>|<message>" or "", read seq, 20-digit read seq;
+# then per unread message 2 values: conv, 20-digit seq. Merges the store's view in (max and
+# union), then marks the user complete.
+REPAIR: Final = """
+local ib, ss, ur, uh = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local n = tonumber(ARGV[2])
 local i = 3
 for s = 1, n do
   local conv, value, read = ARGV[i], ARGV[i + 2], tonumber(ARGV[i + 3])
-  redis.call('ZADD', KEYS[3], 'GT', ARGV[i + 1], conv)
+  redis.call('ZADD', ss, 'GT', ARGV[i + 1], conv)
   if value ~= '' then
-    local cur = redis.call('HGET', KEYS[4], conv)
+    local cur = redis.call('HGET', uh, 'l:' .. conv)
     local seq = tonumber(string.match(value, '^(%d+)|'))
     if not cur or tonumber(string.match(cur, '^(%d+)|')) < seq then
-      redis.call('HSET', KEYS[4], conv, value)
+      redis.call('HSET', uh, 'l:' .. conv, value)
     end
   end
-  if read > tonumber(redis.call('HGET', KEYS[5], conv) or '0') then
-    redis.call('HSET', KEYS[5], conv, ARGV[i + 3])
-    redis.call('ZREMRANGEBYLEX', KEYS[6], '[' .. conv .. '|', '[' .. conv .. '|' .. ARGV[i + 4])
+  if read > tonumber(redis.call('HGET', uh, 'r:' .. conv) or '0') then
+    redis.call('HSET', uh, 'r:' .. conv, ARGV[i + 3])
+    redis.call('ZREMRANGEBYLEX', ur, '[' .. conv .. '|', '[' .. conv .. '|' .. ARGV[i + 4])
   end
   i = i + 5
 end
 while i < #ARGV do
-  local conv, pad = ARGV[i], ARGV[i + 1]
-  if tonumber(pad) > tonumber(redis.call('HGET', KEYS[5], conv) or '0') then
-    redis.call('ZADD', KEYS[6], 0, conv .. '|' .. pad)
+  local conv, digits = ARGV[i], ARGV[i + 1]
+  if tonumber(digits) > tonumber(redis.call('HGET', uh, 'r:' .. conv) or '0') then
+    redis.call('ZADD', ur, 0, conv .. '|' .. digits)
   end
   i = i + 2
 end
-redis.call('HSET', KEYS[2], '#init', 1)
+redis.call('HSET', uh, '#init', 1)
+for k = 1, 4 do redis.call('PEXPIRE', KEYS[k], ARGV[1]) end
+return 1
 """
-    + EXPIRE
-    + "return 1"
-)
 
-# KEYS: ib, im. ARGV: the highest inbox seq the store now has, the window. Drops entries the
-# store has, beyond the newest `window`; remembers per conversation the highest seq dropped
-# (the dedupe of entries that left) and raises the floor.
-TRIM: Final = (
-    WINDOW_CUT
-    + """
-local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', limit)
-if #gone == 0 then return 0 end
-for _, ref in ipairs(gone) do
-  local conv, seq = string.match(ref, '^(.*)|(%d+)$')
-  if tonumber(seq) > tonumber(redis.call('HGET', KEYS[2], 't:' .. conv) or '0') then
-    redis.call('HSET', KEYS[2], 't:' .. conv, seq)
-  end
-end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', limit)
-if limit + 1 > tonumber(redis.call('HGET', KEYS[2], '#floor') or '0') then
-  redis.call('HSET', KEYS[2], '#floor', limit + 1)
-end
-return #gone
-"""
-)
-
-# KEYS: im. ARGV: the store's inbox head, ttl ms. A user without hot inbox entries learnt
-# its head from the store: raise #head to it, and put the floor above it — the store has
-# every entry up to it, Redis every later one — so that later reads need the store no more.
+# KEYS uh; ARGV the store's inbox head, ttl ms. A user without hot inbox entries learnt its
+# head from the store: raise #head to it, and put the floor above it — the store has every
+# entry up to it, Redis every later one — so that later reads need the store no more.
 FILL_HEAD: Final = """
 local head = tonumber(ARGV[1])
 if head > tonumber(redis.call('HGET', KEYS[1], '#head') or '-1') then
@@ -292,36 +325,56 @@ return 1
 
 
 class UserKeys:
-    """The seven keys of a user's hot state, in the order the scripts take them."""
+    """The four keys of a user's hot state, in the order the scripts take them."""
 
     def __init__(self, keys: RedisKeys) -> None:
         self.keys = keys
 
     def all(self, user_id: int) -> list[str]:
-        """ib, im, ss, sl, rd, ur, dl."""
+        """ib, ss, ur, uh."""
         k = self.keys
         return [
             k.inbox(user_id),
-            k.inbox_meta(user_id),
             k.session_order(user_id),
-            k.session_last(user_id),
-            k.reads(user_id),
             k.unread(user_id),
-            k.delivered(user_id),
+            k.user_state(user_id),
         ]
 
 
-def by_user(items: Iterable[Any], user_of: Callable[[Any], int]) -> dict[int, list[int]]:
-    """Indexes of `items` grouped by user, users in first-seen order."""
-    groups: dict[int, list[int]] = {}
+_T = TypeVar("_T")
+
+
+def user_calls(
+    keys: RedisKeys,
+    items: Sequence[_T],
+    user_of: Callable[[_T], int],
+    args_of: Callable[[_T], Iterable[Any]],
+    head: Sequence[Any],
+) -> tuple[list[Call], list[list[int]]]:
+    """One script call per shard for `items` (users in first-seen order, each user's items
+    in order): the calls, and for each call the indexes of `items` its results answer, in
+    result order. `head` is the ARGV before the users (the TTL first)."""
+    users: dict[int, list[int]] = {}
     for index, item in enumerate(items):
-        groups.setdefault(user_of(item), []).append(index)
-    return groups
+        users.setdefault(user_of(item), []).append(index)
+    shards: dict[int, tuple[list[str], list[Any], list[int]]] = {}
+    user_keys = UserKeys(keys)
+    for user, indexes in users.items():
+        call_keys, args, order = shards.setdefault(keys.shard(b"%d" % user), ([], list(head), []))
+        call_keys += user_keys.all(user)
+        args.append(len(indexes))
+        for index in indexes:
+            args += args_of(items[index])
+        order += indexes
+    calls: list[Call] = [(k, a) for k, a, _ in shards.values()]
+    return calls, [order for _, _, order in shards.values()]
 
 
 def last_value(msg: StoredMessage) -> bytes:
+    """A session's last message as ``l:<conv>`` holds it: its seq, "|", the message."""
     return b"%d|" % msg.seq + encode_message(msg)
 
 
 def last_from(value: bytes) -> StoredMessage:
+    """The inverse of `last_value`."""
     return decode_message(value[value.index(b"|") + 1 :])
