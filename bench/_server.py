@@ -6,9 +6,10 @@ One process runs a gate and one member each of the consumer groups the scenarios
 reach the gate over loopback TCP like any client. On the real services the projection group
 runs in a process of its own too, as it is deployed (`bench._projection`). The benchmark's
 driver talks to this process over a multiprocessing pipe to prepare data that clients
-cannot create (users with tokens, groups beyond the client's own limits, a pull history of
-10,000 messages) and to ask when an inbox is complete; each request is a tuple ``(command,
-*args)`` answered by one value (or ``("error", text)``).
+cannot create (users with tokens, groups beyond the client's own limits) and to ask when an
+inbox is complete; each request is a tuple ``(command, *args)`` answered by one value (or
+``("error", text)``). Every message of every scenario is sent by SDK clients through the
+gate.
 
 On the real services the run uses its own Mongo database, Redis key prefix and consumer
 group ids (the Kafka topics are the shared ones of topology.yaml); the database is removed
@@ -40,13 +41,9 @@ from coffeebus.settings import GatewaySettings, Settings, load_settings
 from coffeebus.wiring import Mode, Runtime, open_runtime
 from consumers.registry import factory
 from gateway.server import Gate
-from schemas.codes import MsgType, SessionType
-from schemas.ids import UserId, c2c_conversation_id
+from schemas.ids import UserId
 from store.groups import GroupSpec
-from store.inbox import InboxEntry
-from store.messages import StoredMessage
 from store.mongo.client import connect_mongo
-from store.sessions import SessionTouch
 from store.users import UserImport
 from tests.consumers.conftest import commit_ends, unique_groups
 
@@ -358,41 +355,6 @@ class Commands:
                         await asyncio.sleep(0.005)
                 return time.perf_counter()
         return None
-
-    async def seed_pull(self, reader: int, sessions: int, per_session: int) -> dict[str, Any]:
-        """Give `reader` `sessions` c2c conversations of `per_session` messages each, written
-        straight into the stores (messages, the reader's inbox, its sessions) in bulk as the
-        msg and fanout groups would have; returns the peers and the seconds it took."""
-        started = time.perf_counter()
-        now_ms = time.time_ns() // 1_000_000
-        peers = await self.users(sessions)
-        inbox_seq = 0
-        for peer in peers:
-            conversation = c2c_conversation_id(UserId(reader), UserId(peer))
-            messages = [
-                StoredMessage(
-                    conversation=conversation,
-                    seq=seq,
-                    client_msg_id=uuid.uuid4().hex,
-                    from_user_id=UserId(peer if seq % 2 else reader),
-                    to_session_id=reader if seq % 2 else peer,
-                    session_type=SessionType.SINGLE,
-                    msg_type=MsgType.TEXT,
-                    msg_data=b"x" * 48,
-                    created_ms=now_ms - (per_session - seq) * 1000,
-                )
-                for seq in range(1, per_session + 1)
-            ]
-            entries = []
-            for message in messages:
-                inbox_seq += 1
-                entries.append(
-                    InboxEntry(user_id=UserId(reader), inbox_seq=inbox_seq, message=message)
-                )
-            await self.rt.messages.insert_many(messages)
-            await self.rt.inbox.append_many(entries)
-            await self.rt.sessions.touch_many([SessionTouch(UserId(reader), messages[-1])])
-        return {"peers": peers, "seconds": time.perf_counter() - started}
 
 
 async def _serve(conn: Connection, services: str, suffix: str, group_max_members: int) -> None:

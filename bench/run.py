@@ -4,12 +4,13 @@
     uv run python -m bench.run --mode full     # longer steps, bigger runs (make bench-full)
     uv run python -m bench.run --only c2c_embedded,baselines
 
-Loopback only. The system under test runs in a process of its own (`bench._server`), the
-load comes from SDK clients in `--workers` other processes (`bench._load`); the connection
-scenario reuses `bench.conn_bench` (a gate process and its own load processes). The raw
-baselines — aiokafka produce→consume of c2c-sized records, PyMongo bulk inserts — run
-against the same broker and server in the same run, and every real-services figure is also
-given as a ratio to its baseline.
+Loopback only. The system under test runs in a process of its own (`bench._server`), on the
+real services with the projection group in another (`bench._projection`, as it is
+deployed); the load comes from SDK clients in `--workers` other processes (`bench._load`);
+the connection scenario reuses `bench.conn_bench` (a gate process and its own load
+processes). The raw baselines — aiokafka produce→consume of c2c-sized records, PyMongo
+bulk inserts — run against the same broker and server in the same run, and every
+real-services figure is also given as a ratio to its baseline.
 
 Writes bench/results/latest.json, then regenerates the plots and docs/benchmarks.md from it
 (`bench.report`). The real services must be up (`make services-up`).
@@ -88,6 +89,9 @@ class Plan:
     kafka_records: int
     mongo_documents: int
     baseline_s: float
+    #: How long a real-services part waits, after its load, for the projection to catch
+    #: up; added to the part's deadline.
+    catch_up_s: float
 
 
 #: The quick mode fits in about 6 minutes on a quiet 2-core machine. The real-services runs
@@ -103,7 +107,7 @@ PLANS = {
             connections=5_000,
             c2c_s=120,
             group_s=90,
-            pull_s=60,
+            pull_s=120,
             connections_s=120,
         ),
         real=Sizes(
@@ -120,6 +124,7 @@ PLANS = {
         kafka_records=50_000,
         mongo_documents=5_000,
         baseline_s=60,
+        catch_up_s=120,
     ),
     "full": Plan(
         embedded=Sizes(
@@ -148,6 +153,7 @@ PLANS = {
         kafka_records=200_000,
         mongo_documents=20_000,
         baseline_s=300,
+        catch_up_s=600,
     ),
 }
 
@@ -218,13 +224,15 @@ async def services_run(
     # A NORMAL group above [messaging] group_max_members (the seed's 200) is allowed by
     # raising the limit for the run; SUPER keeps its default limit (2,000).
     rigs = Rigs(services, max(max_normal, DEFAULT_GROUP_MAX), log)
+    # Only the real services have a projection to wait for.
+    catch_up_s = plan.catch_up_s if services == "real" else 0.0
 
     async def on_rig(
         name: str, deadline_s: float, part: Callable[[Rig], Awaitable[dict[str, Any]]]
     ) -> dict[str, Any]:
         # Starting the system is not the part's time (its own deadline: `Rig.__aenter__`).
         rig = await rigs.get()
-        result = await log.guarded(name, deadline_s, lambda: part(rig))
+        result = await log.guarded(name, deadline_s + catch_up_s, lambda: part(rig))
         if name in log.errors:
             await rigs.close(abort=True)
         return result
@@ -243,6 +251,7 @@ async def services_run(
                     messages=messages,
                     progress=progress,
                     label=label,
+                    catch_up_s=catch_up_s,
                 ),
             )
             if run:
@@ -250,13 +259,16 @@ async def services_run(
         if not runs:
             return {}
         first = runs[0]
-        return {
+        headline = {
             "runs": runs,
             # The headline is the first run's: the NORMAL group.
             "deliveries_per_s": first["deliveries_per_s"],
             "inbox_writes_per_s": first["inbox_writes_per_s"],
             "group_max_members": max(max_normal, DEFAULT_GROUP_MAX),
         }
+        if "projection" in first:
+            headline["projection"] = first["projection"]
+        return headline
 
     sessions, per_session, rounds = sizes.pull
     try:
@@ -265,7 +277,9 @@ async def services_run(
             result = await on_rig(
                 name,
                 sizes.c2c_s,
-                lambda rig: scenarios.c2c(rig, sizes.ramp, progress, f"c2c {services}"),
+                lambda rig: scenarios.c2c(
+                    rig, sizes.ramp, progress, f"c2c {services}", catch_up_s=catch_up_s
+                ),
             )
             if result:
                 out[name] = result
@@ -282,7 +296,13 @@ async def services_run(
                 name,
                 sizes.pull_s,
                 lambda rig: scenarios.pull(
-                    rig, sessions, per_session, rounds, progress=progress, label=f"pull {services}"
+                    rig,
+                    sessions,
+                    per_session,
+                    rounds,
+                    progress=progress,
+                    label=f"pull {services}",
+                    catch_up_s=catch_up_s,
                 ),
             )
             if result:
@@ -374,6 +394,8 @@ async def run(mode: str, only: set[str], command: str) -> dict[str, Any]:
                 parts = 2 + len(sizes.groups)
                 whole = sizes.c2c_s + len(sizes.groups) * sizes.group_s + sizes.pull_s
                 whole += parts * (START_TIMEOUT_S + STOP_TIMEOUT_S)
+                if services == "real":
+                    whole += parts * plan.catch_up_s
                 scen.update(
                     await log.guarded(
                         services,
