@@ -41,6 +41,8 @@ REQUIRED = (
     "scenarios.c2c_real.projection.caught_up_s",
     "scenarios.group_real.projection.inbox_entries_per_s",
     "scenarios.pull_real.projection.caught_up_s",
+    "baselines.kafka_chain_max_rate_p99_100ms",
+    "baselines.kafka_chain_saturation_per_s",
 )
 LATENCY_PLOT = "c2c_latency.png"
 GROUP_PLOT = "group_deliveries.png"
@@ -216,6 +218,30 @@ class Scenarios(msgspec.Struct, frozen=True):
     connections_real: Connections | None = None
 
 
+class ChainStep(msgspec.Struct, frozen=True):
+    offered_per_s: float
+    sent_per_s: float
+    delivered_per_s: float
+    sent: int
+    delivered: int
+    end_to_end_ms: Latency
+    keeps_up: bool
+
+
+class KafkaChain(msgspec.Struct, frozen=True):
+    """The bare three-hop chain's parameters and ramp (`bench.kafka_chain`)."""
+
+    hops: int
+    record_bytes: int
+    partitions: int
+    linger_ms: float
+    fetch_max_wait_ms: float
+    batch_max: int
+    step_s: float
+    drain_s: float
+    steps: list[ChainStep]
+
+
 class Baselines(msgspec.Struct, frozen=True):
     kafka_roundtrip_per_s: Num = None
     kafka_publish_per_s: Num = None
@@ -225,6 +251,9 @@ class Baselines(msgspec.Struct, frozen=True):
     mongo_bulk_insert_per_s: Num = None
     mongo_documents: int | None = None
     mongo_batch: int | None = None
+    kafka_chain_max_rate_p99_100ms: Num = None
+    kafka_chain_saturation_per_s: Num = None
+    kafka_chain: KafkaChain | None = None
 
 
 class Ratios(msgspec.Struct, frozen=True):
@@ -232,6 +261,7 @@ class Ratios(msgspec.Struct, frozen=True):
     c2c_real_delivered_vs_kafka: Num
     group_real_deliveries_vs_kafka: Num
     group_real_inbox_writes_vs_mongo: Num
+    c2c_real_vs_kafka_chain: Num = None
 
 
 class Machine(msgspec.Struct, frozen=True):
@@ -457,6 +487,12 @@ def block_summary(result: Result, raw: Mapping[str, Any]) -> str:
         ],
         ["KiB per idle connection", fmt(_get(s.connections, "rss_kb_per_conn"), 2), "", "≤ 15"],
         ["raw Kafka produce→consume, records/s", fmt(b.kafka_roundtrip_per_s), "", ""],
+        [
+            "bare three-hop Kafka chain: highest rate with p99 ≤ 100 ms / saturation, records/s",
+            f"{fmt(b.kafka_chain_max_rate_p99_100ms)} / {fmt(b.kafka_chain_saturation_per_s)}",
+            "",
+            "",
+        ],
         ["raw PyMongo bulk insert, documents/s", fmt(b.mongo_bulk_insert_per_s), "", ""],
     ]
     return table(["figure", "measured", "aim (issue 13)", "aim (issue 7)"], rows)
@@ -766,6 +802,12 @@ def block_baselines(result: Result, raw: Mapping[str, Any]) -> str:
             f"{fmt(b.kafka_roundtrip_per_s)} records/s (publish {fmt(b.kafka_publish_per_s)}/s)",
         ],
         [
+            "bare three-hop Kafka chain (aiokafka, a process per stage)",
+            _chain_work(b.kafka_chain),
+            f"p99 ≤ 100 ms up to {fmt(b.kafka_chain_max_rate_p99_100ms)} records/s; "
+            f"saturates at {fmt(b.kafka_chain_saturation_per_s)} records/s",
+        ],
+        [
             "raw PyMongo insert_many",
             f"{fmt(b.mongo_documents)} documents, {fmt(b.mongo_batch)} per call",
             f"{fmt(b.mongo_bulk_insert_per_s)} documents/s",
@@ -773,6 +815,10 @@ def block_baselines(result: Result, raw: Mapping[str, Any]) -> str:
     ]
     ratio_rows = [
         ["c2c real (highest rate, p99 ≤ 100 ms) / Kafka round trip", pct(r.c2c_real_vs_kafka)],
+        [
+            "c2c real (highest rate, p99 ≤ 100 ms) / Kafka chain (highest rate, p99 ≤ 100 ms)",
+            pct(r.c2c_real_vs_kafka_chain),
+        ],
         [
             "c2c real (highest delivered rate that kept up) / Kafka round trip",
             pct(r.c2c_real_delivered_vs_kafka),
@@ -783,8 +829,37 @@ def block_baselines(result: Result, raw: Mapping[str, Any]) -> str:
             pct(r.group_real_inbox_writes_vs_mongo),
         ],
     ]
+    parts = [table(["baseline", "work", "rate"], rows)]
+    if b.kafka_chain is not None:
+        parts.append(_chain_table(b.kafka_chain))
+    parts.append(table(["ratio", "value"], ratio_rows))
+    return "\n\n".join(parts)
+
+
+def _chain_work(chain: KafkaChain | None) -> str:
+    if chain is None:
+        return "not measured in this run"
     return (
-        table(["baseline", "work", "rate"], rows) + "\n\n" + table(["ratio", "value"], ratio_rows)
+        f"source → relay → relay → sink, {fmt(chain.record_bytes)} B records, acks=all, "
+        f"a commit per batch of ≤ {fmt(chain.batch_max)}, {fmt(chain.partitions)} partitions, "
+        f"linger {fmt(chain.linger_ms)} ms; {fmt(chain.step_s, 1)} s steps"
+    )
+
+
+def _chain_table(chain: KafkaChain) -> str:
+    rows = [
+        [
+            fmt(st.offered_per_s),
+            fmt(st.sent_per_s),
+            fmt(st.delivered_per_s),
+            " / ".join(fmt(getattr(st.end_to_end_ms, q), 1) for q in ("p50", "p99", "max")),
+            "yes" if st.keeps_up else "**no**",
+        ]
+        for st in chain.steps
+    ]
+    head = ["offered/s", "sent/s", "delivered/s", "end to end p50/p99/max ms", "keeps up"]
+    return "The chain's ramp (delivered/s: first to last arrival of the step):\n\n" + table(
+        head, rows
     )
 
 

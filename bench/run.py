@@ -8,9 +8,10 @@ Loopback only. The system under test runs in a process of its own (`bench._serve
 real services with the projection group in another (`bench._projection`, as it is
 deployed); the load comes from SDK clients in `--workers` other processes (`bench._load`);
 the connection scenario reuses `bench.conn_bench` (a gate process and its own load
-processes). The raw baselines — aiokafka produce→consume of c2c-sized records, PyMongo
-bulk inserts — run against the same broker and server in the same run, and every
-real-services figure is also given as a ratio to its baseline.
+processes). The raw baselines — aiokafka produce→consume of c2c-sized records, a bare
+three-hop Kafka chain (`bench.kafka_chain`), PyMongo bulk inserts — run against the same
+broker and server in the same run, and every real-services figure is also given as a ratio
+to its baseline.
 
 Writes bench/results/latest.json, then regenerates the plots and docs/benchmarks.md from it
 (`bench.report`). The real services must be up (`make services-up`).
@@ -35,7 +36,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import Progress
 
-from bench import conn_bench, report, scenarios
+from bench import conn_bench, kafka_chain, report, scenarios
 from bench.rig import START_TIMEOUT_S, STOP_TIMEOUT_S, Rig
 from bench.scenarios import Ramp
 from bench.stats import ratio
@@ -89,6 +90,9 @@ class Plan:
     kafka_records: int
     mongo_documents: int
     baseline_s: float
+    #: The bare three-hop Kafka chain's ramp (`bench.kafka_chain`) and its deadline.
+    chain: kafka_chain.ChainRamp
+    chain_s: float
     #: How long a real-services part waits, after its load, for the projection to catch
     #: up; added to the part's deadline.
     catch_up_s: float
@@ -124,6 +128,10 @@ PLANS = {
         kafka_records=50_000,
         mongo_documents=5_000,
         baseline_s=60,
+        chain=kafka_chain.ChainRamp(
+            (500, 1000, 2000, 4000, 8000, 12000, 16000, 24000, 32000), 3.0, 5.0
+        ),
+        chain_s=150,
         catch_up_s=120,
     ),
     "full": Plan(
@@ -153,6 +161,12 @@ PLANS = {
         kafka_records=200_000,
         mongo_documents=20_000,
         baseline_s=300,
+        chain=kafka_chain.ChainRamp(
+            (500, 1000, 2000, 3000, 4000, 6000, 8000, 12000, 16000, 20000, 24000, 32000),
+            10.0,
+            10.0,
+        ),
+        chain_s=600,
         catch_up_s=600,
     ),
 }
@@ -340,8 +354,10 @@ def ratios(scen: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
     group = scen.get("group_real", {})
     kafka = base.get("kafka_roundtrip_per_s")
     mongo = base.get("mongo_bulk_insert_per_s")
+    chain = base.get("kafka_chain_max_rate_p99_100ms")
     return {
         "c2c_real_vs_kafka": ratio(c2c.get("max_rate_p99_100ms"), kafka),
+        "c2c_real_vs_kafka_chain": ratio(c2c.get("max_rate_p99_100ms"), chain),
         "c2c_real_delivered_vs_kafka": ratio(c2c.get("max_delivered_per_s"), kafka),
         "group_real_deliveries_vs_kafka": ratio(group.get("deliveries_per_s"), kafka),
         "group_real_inbox_writes_vs_mongo": ratio(group.get("inbox_writes_per_s"), mongo),
@@ -414,6 +430,13 @@ async def run(mode: str, only: set[str], command: str) -> dict[str, Any]:
                     lambda: scenarios.kafka_baseline(
                         bootstrap, plan.kafka_records, partitions, progress
                     ),
+                )
+            )
+            base.update(
+                await log.guarded(
+                    "baseline kafka chain",
+                    plan.chain_s,
+                    lambda: kafka_chain.ramp(bootstrap, plan.chain, partitions, progress),
                 )
             )
             base.update(

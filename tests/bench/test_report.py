@@ -71,6 +71,10 @@ def test_generate_writes_plots_and_the_page_keeping_the_hand_written_text(tmp_pa
     # pull real: sent through the gate, the unmeasured first read apart.
     assert "| real | 100 / 10,000 | 6.2 (1,600/s) | 6.4 | 35.5 (100 / 10,000) |" in text
     assert "first session list is not in the percentiles" in text
+    # The bare three-hop chain beside the raw round trip.
+    assert "p99 ≤ 100 ms up to 2,000 records/s; saturates at 14,250 records/s" in text
+    assert "| 16,000 | 15,800 | 14,250 | 900.0 / 2,500.0 / 2,650.0 | **no** |" in text
+    assert "/ Kafka chain (highest rate, p99 ≤ 100 ms) | 0.5 % |" in text
     assert "Figures missing" not in text
     for name in (report.LATENCY_PLOT, report.GROUP_PLOT):
         assert (tmp_path / name).read_bytes().startswith(PNG_MAGIC)
@@ -93,7 +97,7 @@ def test_a_projection_that_did_not_catch_up_is_named_as_missing(tmp_path: Path) 
 
 
 def test_a_result_from_before_the_projection_still_renders(tmp_path: Path) -> None:
-    """Results recorded before issue 13: seeded pull messages, no projection."""
+    """Results recorded before issue 13: seeded pull messages, no projection, no chain."""
     data = fixture()
     for name in ("pull_embedded", "pull_real"):
         pull = data["scenarios"][name]
@@ -108,11 +112,17 @@ def test_a_result_from_before_the_projection_still_renders(tmp_path: Path) -> No
         del run["projection"]
     for step in data["scenarios"]["c2c_real"]["steps"]:
         del step["projection_max_lag"]
+    for key in ("kafka_chain", "kafka_chain_max_rate_p99_100ms", "kafka_chain_saturation_per_s"):
+        del data["baselines"][key]
+    del data["ratios"]["c2c_real_vs_kafka_chain"]
 
     result, raw = report.load(write(tmp_path, data))
     assert "| real | 100 / 10,000 | seeded in 0.5 | - | - |" in report.block_pull(result, raw)
     assert "**Projection**" not in report.block_c2c(result, raw)
-    assert "`scenarios.pull_real.projection.caught_up_s`" in report.block_run(result, raw)
+    assert "not measured in this run | p99 ≤ 100 ms up to - records/s" in report.block_baselines(
+        result, raw
+    )
+    assert "`baselines.kafka_chain_saturation_per_s`" in report.block_run(result, raw)
 
 
 def test_a_missing_required_figure_is_named_in_the_page(tmp_path: Path) -> None:
