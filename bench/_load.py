@@ -15,6 +15,12 @@ time — ``(command, *args)`` answered by one value:
   `drain_s` after the last send for acks; returns counts and the send→ack latencies.
 - ``("deliveries",)``: the send→deliver latencies (and group arrival times) recorded since
   the last call, then forgets them.
+- ``("send_to", senders, receiver, count)``: each of `senders` sends `count` messages to
+  `receiver`, one after another (the next once the previous is acked), all senders at once;
+  returns counts, the send→ack latencies and when the first send started and the last ack
+  came (the pull scenario's history, sent the way production messages are).
+- ``("sessions", user_id)``: one session-list request: its latency, how many sessions it
+  listed and their unread counts' total.
 - ``("pull", user_id, peers, rounds)``: `rounds` session-list requests and as many history
   pages (20 messages, a random conversation of `peers`), one at a time; their latencies.
 - ``("close",)``: close every client and exit.
@@ -187,6 +193,58 @@ class Worker:
 
         acks = await asyncio.gather(*(send(i) for i in range(messages)))
         return {"dues": dues, "ack_latencies": list(acks)}
+
+    async def send_to(self, senders: list[int], receiver: int, count: int) -> dict[str, Any]:
+        """Every sender sends `count` messages to `receiver`, each once the previous one is
+        acked; the senders all at once."""
+        acks: list[float] = []
+        failed = 0
+        errors: list[str] = []
+
+        async def one_sender(sender_id: int) -> None:
+            nonlocal failed
+            sender = self.clients[sender_id]
+            for index in range(count):
+                due = time.perf_counter()
+                msg = message_pb2.MsgData(
+                    from_user_id=sender_id,
+                    to_session_id=receiver,
+                    client_msg_id=str(uuid.uuid4()),
+                    session_type=SessionType.SINGLE,  # type: ignore[arg-type]
+                    msg_type=1,  # type: ignore[arg-type]
+                    msg_data=STAMP.pack(due, index) + PAD,
+                )
+                try:
+                    await sender.send_message(msg)
+                except (SdkError, TimeoutError, OSError) as exc:
+                    failed += 1
+                    if len(errors) < 3:
+                        errors.append(repr(exc))
+                    continue
+                acks.append(time.perf_counter() - due)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one_sender(s) for s in senders))
+        return {
+            "sent": len(senders) * count,
+            "acked": len(acks),
+            "failed": failed,
+            "errors": errors,
+            "started": started,
+            "ended": time.perf_counter(),
+            "ack_latencies": acks,
+        }
+
+    async def sessions(self, user_id: int) -> dict[str, Any]:
+        """One session list: its latency, the sessions it listed and their unread total."""
+        started = time.perf_counter()
+        listed = await self.clients[user_id].recent_sessions()
+        seconds = time.perf_counter() - started
+        return {
+            "seconds": seconds,
+            "sessions": len(listed.contact_session_list),
+            "unread": sum(s.unread_cnt for s in listed.contact_session_list),
+        }
 
     def deliveries(self) -> dict[str, Any]:
         delivered, arrivals = self.delivered, dict(self.arrivals)

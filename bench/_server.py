@@ -3,14 +3,17 @@
 One process runs a gate and one member each of the consumer groups the scenarios exercise
 (msg, fanout, ack, query) on the embedded wiring or on the real services, exactly as
 `bench.msg_bench` wires them in-process. The load generators are other processes: they
-reach the gate over loopback TCP like any client. The benchmark's driver talks to this
-process over a multiprocessing pipe to prepare data that clients cannot create (users with
-tokens, groups beyond the client's own limits, a pull history of 10,000 messages) and to ask
-when an inbox is complete; each request is a tuple ``(command, *args)`` answered by one
-value (or ``("error", text)``).
+reach the gate over loopback TCP like any client. On the real services the projection group
+runs in a process of its own too, as it is deployed (`bench._projection`). The benchmark's
+driver talks to this process over a multiprocessing pipe to prepare data that clients
+cannot create (users with tokens, groups beyond the client's own limits) and to ask when an
+inbox is complete; each request is a tuple ``(command, *args)`` answered by one value (or
+``("error", text)``). Every message of every scenario is sent by SDK clients through the
+gate.
 
 On the real services the run uses its own Mongo database, Redis key prefix and consumer
-group ids (the Kafka topics are the shared ones of topology.yaml), all removed afterwards.
+group ids (the Kafka topics are the shared ones of topology.yaml); the database is removed
+afterwards (`run_settings` names them all).
 """
 
 from __future__ import annotations
@@ -33,18 +36,14 @@ from pymongo import monitoring
 
 from bench.stats import latency_ms
 from bus.admin import apply
-from bus.topology import load_topology
-from coffeebus.settings import GatewaySettings, load_settings
+from bus.topology import Topology, load_topology
+from coffeebus.settings import GatewaySettings, Settings, load_settings
 from coffeebus.wiring import Mode, Runtime, open_runtime
 from consumers.registry import factory
 from gateway.server import Gate
-from schemas.codes import MsgType, SessionType
-from schemas.ids import UserId, c2c_conversation_id
+from schemas.ids import UserId
 from store.groups import GroupSpec
-from store.inbox import InboxEntry
-from store.messages import StoredMessage
 from store.mongo.client import connect_mongo
-from store.sessions import SessionTouch
 from store.users import UserImport
 from tests.consumers.conftest import commit_ends, unique_groups
 
@@ -79,6 +78,45 @@ def database_name(suffix: str) -> str:
     return f"cbbench_{suffix}"
 
 
+def run_settings(
+    services: str, suffix: str, *, group_max_members: int = 200
+) -> tuple[Settings, Mode, Topology]:
+    """The settings, mode and topology of a run's processes on `services`.
+
+    The settings are the environment's (`load_settings`: ``MONGO_URL``,
+    ``KAFKA_BOOTSTRAP_SERVERS``, ``REDIS_URL``, ``COFFEEBUS_*``), with the run's own names:
+    on the real services the Mongo database `database_name(suffix)`, the Redis key prefix
+    ``cbbench:<suffix>:`` and consumer group ids ending in ``.bench<suffix>``.
+    """
+    topology = unique_groups(load_topology(), f"bench{suffix}")
+    base = load_settings()
+    messaging = msgspec.structs.replace(base.messaging, group_max_members=group_max_members)
+    settings = msgspec.structs.replace(base, messaging=messaging)
+    if services != "real":
+        return settings, Mode.EMBEDDED, topology
+    settings = msgspec.structs.replace(
+        settings,
+        kafka=msgspec.structs.replace(
+            base.kafka,
+            linger_ms=base.kafka.linger_ms if LINGER_ENV in os.environ else BENCH_LINGER_MS,
+        ),
+        mongo=msgspec.structs.replace(base.mongo, database=database_name(suffix)),
+        redis=msgspec.structs.replace(base.redis, key_prefix=f"cbbench:{suffix}:"),
+    )
+    return settings, Mode.REAL, topology
+
+
+async def start_at_ends(settings: Settings, topology: Topology, groups: Sequence[str]) -> None:
+    """Apply the topology, and commit the end of the shared topics for `groups`: other
+    runs' records are not theirs to handle."""
+    await apply(topology, settings.kafka.bootstrap_servers)
+    await commit_ends(
+        settings.kafka.bootstrap_servers,
+        topology,
+        [(topology.group(g).group_id, topology.group(g).topics) for g in groups],
+    )
+
+
 @contextlib.asynccontextmanager
 async def system(
     services: str,
@@ -89,34 +127,13 @@ async def system(
 ) -> AsyncIterator[tuple[Runtime, Gate]]:
     """A runtime, a member of each of `groups` and a gate on an ephemeral port.
 
-    `suffix` (default: `new_suffix()`) names the run's database, key prefix and group ids.
-    The settings are the environment's (`load_settings`: ``MONGO_URL``,
-    ``KAFKA_BOOTSTRAP_SERVERS``, ``REDIS_URL``, ``COFFEEBUS_*``), with the run's own names.
+    `suffix` (default: `new_suffix()`) names the run's database, key prefix and group ids
+    (`run_settings`).
     """
     suffix = suffix or new_suffix()
-    topology = unique_groups(load_topology(), f"bench{suffix}")
-    base = load_settings()
-    messaging = msgspec.structs.replace(base.messaging, group_max_members=group_max_members)
-    settings = msgspec.structs.replace(base, messaging=messaging)
-    mode = Mode.EMBEDDED
-    if services == "real":
-        mode = Mode.REAL
-        settings = msgspec.structs.replace(
-            settings,
-            kafka=msgspec.structs.replace(
-                base.kafka,
-                linger_ms=base.kafka.linger_ms if LINGER_ENV in os.environ else BENCH_LINGER_MS,
-            ),
-            mongo=msgspec.structs.replace(base.mongo, database=database_name(suffix)),
-            redis=msgspec.structs.replace(base.redis, key_prefix=f"cbbench:{suffix}:"),
-        )
-        await apply(topology, settings.kafka.bootstrap_servers)
-        # Start at the end of the shared topics: other runs' records are not ours to handle.
-        await commit_ends(
-            settings.kafka.bootstrap_servers,
-            topology,
-            [(topology.group(g).group_id, topology.group(g).topics) for g in groups],
-        )
+    settings, mode, topology = run_settings(services, suffix, group_max_members=group_max_members)
+    if mode is Mode.REAL:
+        await start_at_ends(settings, topology, groups)
     async with open_runtime(settings, mode, client_id="bench", topology=topology) as rt:
         consumers = []
         gate = Gate(
@@ -153,7 +170,7 @@ async def system(
             await gate.stop()
             for consumer in consumers:
                 await consumer.stop()
-            if services == "real":
+            if mode is Mode.REAL:
                 await drop_database(settings.mongo.url, settings.mongo.database)
 
 
@@ -338,41 +355,6 @@ class Commands:
                         await asyncio.sleep(0.005)
                 return time.perf_counter()
         return None
-
-    async def seed_pull(self, reader: int, sessions: int, per_session: int) -> dict[str, Any]:
-        """Give `reader` `sessions` c2c conversations of `per_session` messages each, written
-        straight into the stores (messages, the reader's inbox, its sessions) in bulk as the
-        msg and fanout groups would have; returns the peers and the seconds it took."""
-        started = time.perf_counter()
-        now_ms = time.time_ns() // 1_000_000
-        peers = await self.users(sessions)
-        inbox_seq = 0
-        for peer in peers:
-            conversation = c2c_conversation_id(UserId(reader), UserId(peer))
-            messages = [
-                StoredMessage(
-                    conversation=conversation,
-                    seq=seq,
-                    client_msg_id=uuid.uuid4().hex,
-                    from_user_id=UserId(peer if seq % 2 else reader),
-                    to_session_id=reader if seq % 2 else peer,
-                    session_type=SessionType.SINGLE,
-                    msg_type=MsgType.TEXT,
-                    msg_data=b"x" * 48,
-                    created_ms=now_ms - (per_session - seq) * 1000,
-                )
-                for seq in range(1, per_session + 1)
-            ]
-            entries = []
-            for message in messages:
-                inbox_seq += 1
-                entries.append(
-                    InboxEntry(user_id=UserId(reader), inbox_seq=inbox_seq, message=message)
-                )
-            await self.rt.messages.insert_many(messages)
-            await self.rt.inbox.append_many(entries)
-            await self.rt.sessions.touch_many([SessionTouch(UserId(reader), messages[-1])])
-        return {"peers": peers, "seconds": time.perf_counter() - started}
 
 
 async def _serve(conn: Connection, services: str, suffix: str, group_max_members: int) -> None:

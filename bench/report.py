@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "bench" / "benchmarks.md.in"
 DOC = ROOT / "docs" / "benchmarks.md"
 SCHEMA_VERSION = 1
-#: Dotted paths every complete run has (issue 7).
+#: Dotted paths every complete run has (issues 7 and 13). A projection that did not catch up
+#: within its wait has no ``caught_up_s``: named here as missing.
 REQUIRED = (
     "scenarios.c2c_real.max_rate_p99_100ms",
     "scenarios.c2c_embedded.max_rate_p99_100ms",
@@ -32,6 +33,16 @@ REQUIRED = (
     "scenarios.connections.rss_kb_per_conn",
     "baselines.kafka_roundtrip_per_s",
     "ratios.c2c_real_vs_kafka",
+    "scenarios.group_real.group_max_members",
+    "scenarios.pull_real.sessions",
+    "scenarios.pull_real.messages",
+    "scenarios.pull_real.session_list_ms.p99",
+    "scenarios.pull_real.history_page_ms.p99",
+    "scenarios.c2c_real.projection.caught_up_s",
+    "scenarios.group_real.projection.inbox_entries_per_s",
+    "scenarios.pull_real.projection.caught_up_s",
+    "baselines.kafka_chain_max_rate_p99_100ms",
+    "baselines.kafka_chain_saturation_per_s",
 )
 LATENCY_PLOT = "c2c_latency.png"
 GROUP_PLOT = "group_deliveries.png"
@@ -76,6 +87,31 @@ class ServerLoad(msgspec.Struct, frozen=True):
     mongo: dict[str, MongoCommands] = msgspec.field(default_factory=dict)
 
 
+class Projection(msgspec.Struct, frozen=True):
+    """The projection process during one real-services scenario (`bench.projection`).
+
+    Lag is in log records (each holds one handler batch of messages or inbox entries), from
+    the cluster: the log ends minus the group's committed offsets."""
+
+    #: The highest lag sampled during the scenario, and the last one sampled.
+    max_lag: int | None
+    end_lag: int | None
+    #: Seconds from the end of the load until the lag was 0 with everything written; None:
+    #: not within `catch_up_limit_s`.
+    caught_up_s: Num
+    #: Seconds from the start of the load until it caught up (or the wait ended).
+    window_s: float
+    #: What it wrote in that window, and per second of it.
+    messages: int
+    inbox_entries: int
+    messages_per_s: Num
+    inbox_entries_per_s: Num
+    #: The projection process's CPU seconds in the window.
+    cpu_s: float
+    lag_samples: int
+    catch_up_limit_s: float
+
+
 class C2CStep(msgspec.Struct, frozen=True):
     offered_per_s: float
     sent_per_s: float
@@ -90,6 +126,8 @@ class C2CStep(msgspec.Struct, frozen=True):
     keeps_up: bool
     server: ServerLoad | None = None
     server_cpu_us_per_msg: Num = None
+    #: The projection's highest lag in the step (real services).
+    projection_max_lag: int | None = None
 
 
 class C2C(msgspec.Struct, frozen=True):
@@ -101,6 +139,7 @@ class C2C(msgspec.Struct, frozen=True):
     max_rate_p99_100ms: float
     max_delivered_per_s: float
     fell_behind_at: Num
+    projection: Projection | None = None
 
 
 class GroupRun(msgspec.Struct, frozen=True):
@@ -115,6 +154,7 @@ class GroupRun(msgspec.Struct, frozen=True):
     inbox_writes_per_s: Num
     send_ack_ms: Latency
     to_last_online_ms: Latency
+    projection: Projection | None = None
 
 
 class Group(msgspec.Struct, frozen=True):
@@ -122,16 +162,37 @@ class Group(msgspec.Struct, frozen=True):
     deliveries_per_s: float
     inbox_writes_per_s: Num
     group_max_members: int
+    #: The first run's (the headline's).
+    projection: Projection | None = None
+
+
+class FirstRead(msgspec.Struct, frozen=True):
+    """The reader's first, unmeasured session list: what it listed and how long it took."""
+
+    ms: float
+    sessions: int
+    unread: int
 
 
 class Pull(msgspec.Struct, frozen=True):
     sessions: int
     messages: int
     rounds: int
-    seed_s: float
     session_list_ms: Latency
     history_page_ms: Latency
     history_page_size: int
+    #: Runs before the messages were sent through the gate wrote them into the stores.
+    seed_s: Num = None
+    #: From the first send to the last ack, and the rate of that.
+    send_s: Num = None
+    sent_per_s: Num = None
+    #: Sends answered with an error (the messages may be stored all the same).
+    send_failed: int | None = None
+    send_ack_ms: Latency | None = None
+    #: From the first send until the reader's inbox held every message.
+    inbox_complete_s: Num = None
+    first_session_list: FirstRead | None = None
+    projection: Projection | None = None
 
 
 class Connections(msgspec.Struct, frozen=True):
@@ -157,6 +218,30 @@ class Scenarios(msgspec.Struct, frozen=True):
     connections_real: Connections | None = None
 
 
+class ChainStep(msgspec.Struct, frozen=True):
+    offered_per_s: float
+    sent_per_s: float
+    delivered_per_s: float
+    sent: int
+    delivered: int
+    end_to_end_ms: Latency
+    keeps_up: bool
+
+
+class KafkaChain(msgspec.Struct, frozen=True):
+    """The bare three-hop chain's parameters and ramp (`bench.kafka_chain`)."""
+
+    hops: int
+    record_bytes: int
+    partitions: int
+    linger_ms: float
+    fetch_max_wait_ms: float
+    batch_max: int
+    step_s: float
+    drain_s: float
+    steps: list[ChainStep]
+
+
 class Baselines(msgspec.Struct, frozen=True):
     kafka_roundtrip_per_s: Num = None
     kafka_publish_per_s: Num = None
@@ -166,6 +251,9 @@ class Baselines(msgspec.Struct, frozen=True):
     mongo_bulk_insert_per_s: Num = None
     mongo_documents: int | None = None
     mongo_batch: int | None = None
+    kafka_chain_max_rate_p99_100ms: Num = None
+    kafka_chain_saturation_per_s: Num = None
+    kafka_chain: KafkaChain | None = None
 
 
 class Ratios(msgspec.Struct, frozen=True):
@@ -173,6 +261,7 @@ class Ratios(msgspec.Struct, frozen=True):
     c2c_real_delivered_vs_kafka: Num
     group_real_deliveries_vs_kafka: Num
     group_real_inbox_writes_vs_mongo: Num
+    c2c_real_vs_kafka_chain: Num = None
 
 
 class Machine(msgspec.Struct, frozen=True):
@@ -342,34 +431,107 @@ def block_summary(result: Result, raw: Mapping[str, Any]) -> str:
         [
             "c2c, embedded: highest rate with p99 ≤ 100 ms",
             fmt(_get(s.c2c_embedded, "max_rate_p99_100ms")),
+            "≥ 4,000/s",
             "≥ 20,000/s",
         ],
         [
             "c2c, real services: highest rate with p99 ≤ 100 ms",
             fmt(_get(s.c2c_real, "max_rate_p99_100ms")),
+            "≥ 1,000/s",
             "≥ 5,000/s",
         ],
-        ["c2c real / raw Kafka round trip", pct(r.c2c_real_vs_kafka), "≥ 40 %"],
+        [
+            "c2c, real services: highest delivered rate that kept up",
+            fmt(_get(s.c2c_real, "max_delivered_per_s")),
+            "≥ 3,000/s",
+            "",
+        ],
+        ["c2c real / raw Kafka round trip", pct(r.c2c_real_vs_kafka), "", "≥ 40 %"],
         [
             f"group deliveries/s, embedded ({_headline_group(s.group_embedded)})",
             fmt(_get(s.group_embedded, "deliveries_per_s")),
+            "",
             "≥ 50,000/s",
         ],
         [
             f"group deliveries/s, real services ({_headline_group(s.group_real)})",
             fmt(_get(s.group_real, "deliveries_per_s")),
+            "≥ 20,000/s",
             "≥ 50,000/s",
         ],
         [
+            f"session list p99 ms, real services ({_pull_size(s.pull_real)})",
+            fmt(_get(_get(s.pull_real, "session_list_ms"), "p99"), 1),
+            "≤ 50 ms",
+            "",
+        ],
+        [
+            "history page (20) p99 ms, real services",
+            fmt(_get(_get(s.pull_real, "history_page_ms"), "p99"), 1),
+            "≤ 20 ms",
+            "",
+        ],
+        *(
+            [f"projection, {name} real: {PROJECTION_BRIEF}", _projection_brief(p), "", ""]
+            for name, p in (
+                ("c2c", _get(s.c2c_real, "projection")),
+                ("group", _get(s.group_real, "projection")),
+                ("pull", _get(s.pull_real, "projection")),
+            )
+        ),
+        [
             "idle connections held by one gate",
             fmt(_get(s.connections, "idle_per_gate")),
+            "",
             "≥ 50,000",
         ],
-        ["KiB per idle connection", fmt(_get(s.connections, "rss_kb_per_conn"), 2), "≤ 15"],
-        ["raw Kafka produce→consume, records/s", fmt(b.kafka_roundtrip_per_s), ""],
-        ["raw PyMongo bulk insert, documents/s", fmt(b.mongo_bulk_insert_per_s), ""],
+        ["KiB per idle connection", fmt(_get(s.connections, "rss_kb_per_conn"), 2), "", "≤ 15"],
+        ["raw Kafka produce→consume, records/s", fmt(b.kafka_roundtrip_per_s), "", ""],
+        [
+            "bare three-hop Kafka chain: highest rate with p99 ≤ 100 ms / saturation, records/s",
+            f"{fmt(b.kafka_chain_max_rate_p99_100ms)} / {fmt(b.kafka_chain_saturation_per_s)}",
+            "",
+            "",
+        ],
+        ["raw PyMongo bulk insert, documents/s", fmt(b.mongo_bulk_insert_per_s), "", ""],
     ]
-    return table(["figure", "measured", "aim (issue 7)"], rows)
+    return table(["figure", "measured", "aim (issue 13)", "aim (issue 7)"], rows)
+
+
+#: What `_projection_brief` shows.
+PROJECTION_BRIEF = "highest lag (records) / caught up after the load / inbox entries written/s"
+
+
+def _projection_brief(p: Projection | None) -> str:
+    if p is None:
+        return "-"
+    caught = f"{fmt(p.caught_up_s, 1)} s" if p.caught_up_s is not None else "**not**"
+    return f"{fmt(p.max_lag)} / {caught} / {fmt(p.inbox_entries_per_s)}"
+
+
+def _pull_size(pull: Pull | None) -> str:
+    if pull is None:
+        return "not measured"
+    return f"{fmt(pull.sessions)} sessions, {fmt(pull.messages)} messages"
+
+
+def projection_line(p: Projection | None) -> str:
+    """One sentence on the projection during a real-services scenario."""
+    if p is None:
+        return "**Projection**: not measured in this run."
+    if p.caught_up_s is not None:
+        caught = f"caught up **{fmt(p.caught_up_s, 1)} s** after the load"
+    else:
+        caught = (
+            f"**not caught up** within {fmt(p.catch_up_limit_s)} s after the load "
+            f"(lag {fmt(p.end_lag)} at the end)"
+        )
+    return (
+        f"**Projection** (its own process): highest lag **{fmt(p.max_lag)} records**, "
+        f"{caught}; it wrote {fmt(p.messages)} messages ({fmt(p.messages_per_s)}/s) and "
+        f"{fmt(p.inbox_entries)} inbox entries ({fmt(p.inbox_entries_per_s)}/s) in the "
+        f"{fmt(p.window_s, 1)} s from the start of the load, using {fmt(p.cpu_s, 1)} CPU s."
+    )
 
 
 def _headline_group(group: Group | None) -> str:
@@ -402,6 +564,10 @@ def _c2c_table(run: C2C) -> str:
         "send→deliver p50/p99/p999 ms",
         "keeps up",
     ]
+    if any(st.projection_max_lag is not None for st in run.steps):
+        head.append("projection max lag")
+        for row, st in zip(rows, run.steps, strict=True):
+            row.append(fmt(st.projection_max_lag))
     text = (
         f"{run.pairs} sender→receiver pairs over {run.workers} load processes, "
         f"{fmt(run.step_s, 1)} s per step, {fmt(run.drain_s, 1)} s drain. "
@@ -409,6 +575,8 @@ def _c2c_table(run: C2C) -> str:
         f"{fmt(run.max_rate_p99_100ms)} msg/s**; highest delivered rate that kept up: "
         f"{fmt(run.max_delivered_per_s)} msg/s.\n\n" + table(head, rows)
     )
+    if run.projection is not None:
+        text += "\n\n" + projection_line(run.projection)
     servers = [st for st in run.steps if st.server is not None]
     if not servers:
         return text
@@ -482,6 +650,7 @@ def block_group(result: Result, raw: Mapping[str, Any]) -> str:
                     fmt(run.deliveries_per_s),
                     fmt(run.inbox_writes_per_s),
                     f"{fmt(run.to_last_online_ms.p50, 1)} / {fmt(run.to_last_online_ms.max, 1)}",
+                    *_projection_cells(run.projection),
                 ]
             )
     if not rows:
@@ -495,40 +664,96 @@ def block_group(result: Result, raw: Mapping[str, Any]) -> str:
         "deliveries/s",
         "inbox writes/s",
         "to last online member p50 / max ms",
+        "projection inbox writes/s",
+        "projection max lag",
+        "projection caught up in s",
     ]
-    return table(head, rows) + f"\n\n![deliveries vs group size](../bench/results/{GROUP_PLOT})"
+    return (
+        table(head, rows)
+        + "\n\n"
+        + PROJECTION_NOTE
+        + f"\n\n![deliveries vs group size](../bench/results/{GROUP_PLOT})"
+    )
+
+
+#: Under every table with projection columns.
+PROJECTION_NOTE = (
+    "Projection columns: the projection process of the real-services runs — its inbox "
+    "entries written per second from the first send until it caught up, its highest lag in "
+    "log records, and the seconds from the end of the load until its lag was 0 "
+    '("not" if it had not within its wait). The embedded runs have no projection process: '
+    "in memory the timeline stores are the document store already."
+)
+
+
+def _projection_cells(p: Projection | None) -> list[str]:
+    if p is None:
+        return ["", "", ""]
+    caught = fmt(p.caught_up_s, 1) if p.caught_up_s is not None else "**not**"
+    return [fmt(p.inbox_entries_per_s), fmt(p.max_lag), caught]
 
 
 def block_pull(result: Result, raw: Mapping[str, Any]) -> str:
     rows = []
+    lines = []
     for name, p in (
         ("embedded", result.scenarios.pull_embedded),
         ("real", result.scenarios.pull_real),
     ):
-        if p:
-            rows.append(
-                [
-                    name,
-                    f"{fmt(p.sessions)} / {fmt(p.messages)}",
-                    fmt(p.rounds),
-                    " / ".join(
-                        fmt(getattr(p.session_list_ms, q), 1) for q in ("p50", "p99", "max")
-                    ),
-                    " / ".join(
-                        fmt(getattr(p.history_page_ms, q), 1) for q in ("p50", "p99", "max")
-                    ),
-                ]
-            )
+        if not p:
+            continue
+        if p.send_s is not None:
+            sent = f"{fmt(p.send_s, 1)} ({fmt(p.sent_per_s)}/s)"
+            if p.send_failed:
+                sent += f", {fmt(p.send_failed)} failed"
+        else:
+            sent = f"seeded in {fmt(p.seed_s, 1)}"
+        first = p.first_session_list
+        rows.append(
+            [
+                name,
+                f"{fmt(p.sessions)} / {fmt(p.messages)}",
+                sent,
+                fmt(p.inbox_complete_s, 1),
+                (
+                    f"{fmt(first.ms, 1)} ({fmt(first.sessions)} / {fmt(first.unread)})"
+                    if first
+                    else "-"
+                ),
+                fmt(p.rounds),
+                " / ".join(fmt(getattr(p.session_list_ms, q), 1) for q in ("p50", "p99", "max")),
+                " / ".join(fmt(getattr(p.history_page_ms, q), 1) for q in ("p50", "p99", "max")),
+                *_projection_cells(p.projection)[1:],
+            ]
+        )
+        if name == "real" and p.send_s is not None:
+            lines.append(projection_line(p.projection))
     if not rows:
         return "Not measured in this run."
     head = [
         "services",
         "sessions / messages",
+        "sent in s (msg/s)",
+        "inbox complete at s",
+        "first session list ms, unmeasured (sessions / unread)",
         "requests",
         "session list p50/p99/max ms",
         "history page (20) p50/p99/max ms",
+        "projection max lag",
+        "projection caught up in s",
     ]
-    return table(head, rows)
+    return "\n\n".join([table(head, rows), *lines, PULL_NOTE])
+
+
+PULL_NOTE = (
+    "Each peer sent its messages to the reader through the gate, one at a time, each acked, "
+    "while the reader was offline; once the reader's inbox held them all (and, on the real "
+    "services, the projection had caught up) the reader logged in. Its first session list "
+    "is not in the percentiles: a user's first read after its hot state was created merges "
+    'the document store\'s state in, once (docs/architecture.md, "Completeness"). The '
+    "embedded runs have no projection process: in memory the timeline stores are the "
+    "document store already."
+)
 
 
 def block_connections(result: Result, raw: Mapping[str, Any]) -> str:
@@ -577,6 +802,12 @@ def block_baselines(result: Result, raw: Mapping[str, Any]) -> str:
             f"{fmt(b.kafka_roundtrip_per_s)} records/s (publish {fmt(b.kafka_publish_per_s)}/s)",
         ],
         [
+            "bare three-hop Kafka chain (aiokafka, a process per stage)",
+            _chain_work(b.kafka_chain),
+            f"p99 ≤ 100 ms up to {fmt(b.kafka_chain_max_rate_p99_100ms)} records/s; "
+            f"saturates at {fmt(b.kafka_chain_saturation_per_s)} records/s",
+        ],
+        [
             "raw PyMongo insert_many",
             f"{fmt(b.mongo_documents)} documents, {fmt(b.mongo_batch)} per call",
             f"{fmt(b.mongo_bulk_insert_per_s)} documents/s",
@@ -584,6 +815,10 @@ def block_baselines(result: Result, raw: Mapping[str, Any]) -> str:
     ]
     ratio_rows = [
         ["c2c real (highest rate, p99 ≤ 100 ms) / Kafka round trip", pct(r.c2c_real_vs_kafka)],
+        [
+            "c2c real (highest rate, p99 ≤ 100 ms) / Kafka chain (highest rate, p99 ≤ 100 ms)",
+            pct(r.c2c_real_vs_kafka_chain),
+        ],
         [
             "c2c real (highest delivered rate that kept up) / Kafka round trip",
             pct(r.c2c_real_delivered_vs_kafka),
@@ -594,8 +829,37 @@ def block_baselines(result: Result, raw: Mapping[str, Any]) -> str:
             pct(r.group_real_inbox_writes_vs_mongo),
         ],
     ]
+    parts = [table(["baseline", "work", "rate"], rows)]
+    if b.kafka_chain is not None:
+        parts.append(_chain_table(b.kafka_chain))
+    parts.append(table(["ratio", "value"], ratio_rows))
+    return "\n\n".join(parts)
+
+
+def _chain_work(chain: KafkaChain | None) -> str:
+    if chain is None:
+        return "not measured in this run"
     return (
-        table(["baseline", "work", "rate"], rows) + "\n\n" + table(["ratio", "value"], ratio_rows)
+        f"source → relay → relay → sink, {fmt(chain.record_bytes)} B records, acks=all, "
+        f"a commit per batch of ≤ {fmt(chain.batch_max)}, {fmt(chain.partitions)} partitions, "
+        f"linger {fmt(chain.linger_ms)} ms; {fmt(chain.step_s, 1)} s steps"
+    )
+
+
+def _chain_table(chain: KafkaChain) -> str:
+    rows = [
+        [
+            fmt(st.offered_per_s),
+            fmt(st.sent_per_s),
+            fmt(st.delivered_per_s),
+            " / ".join(fmt(getattr(st.end_to_end_ms, q), 1) for q in ("p50", "p99", "max")),
+            "yes" if st.keeps_up else "**no**",
+        ]
+        for st in chain.steps
+    ]
+    head = ["offered/s", "sent/s", "delivered/s", "end to end p50/p99/max ms", "keeps up"]
+    return "The chain's ramp (delivered/s: first to last arrival of the step):\n\n" + table(
+        head, rows
     )
 
 

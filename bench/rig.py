@@ -1,8 +1,9 @@
 """The processes of one `make bench` scenario: the system under test and its load workers.
 
-`Rig` starts `bench._server` (gate + consumers) in one process and `workers` load processes
-(`bench._load`), talks to each over a pipe, and stops them all on any exit. Processes are
-spawned, not forked: each gets a fresh interpreter and event loop.
+`Rig` starts `bench._server` (gate + consumers) in one process, on the real services the
+projection group in another (`bench._projection`, as it is deployed), and `workers` load
+processes (`bench._load`); it talks to each over a pipe, and stops them all on any exit.
+Processes are spawned, not forked: each gets a fresh interpreter and event loop.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from types import TracebackType
 from typing import Any, Self
 
 from bench._load import work
-from bench._server import database_name, drop_database, new_suffix, serve
+from bench._projection import project
+from bench._server import database_name, drop_database, new_suffix, run_settings, serve
+from bus.topology import Topology
 from coffeebus.settings import load_settings
 
 START_TIMEOUT_S = 120.0
@@ -77,8 +80,18 @@ class Rig:
         self.port = 0
         #: Names the server's Mongo database, Redis key prefix and consumer group ids.
         self.suffix = new_suffix()
+        settings, _, topology = run_settings(services, self.suffix)
+        #: The run's topology (its consumer group ids), for `bus.admin.lag`.
+        self.topology: Topology = topology
+        self.bootstrap = settings.kafka.bootstrap_servers
         self._server: tuple[SpawnProcess, Connection] | None = None
+        self._projection: tuple[SpawnProcess, Connection] | None = None
         self._workers: list[tuple[SpawnProcess, Connection]] = []
+
+    @property
+    def has_projection(self) -> bool:
+        """Whether a projection process runs (the real services only)."""
+        return self._projection is not None
 
     async def __aenter__(self) -> Self:
         ctx = multiprocessing.get_context("spawn")
@@ -94,6 +107,17 @@ class Rig:
             self._server = (proc, mine)
             ready = await answer(mine, START_TIMEOUT_S, "server start")
             self.port = int(ready[1])
+            if self.services == "real":
+                # After the server: it applied the topology and created the database's
+                # indexes; before any message: the projection starts at the logs' ends.
+                mine, theirs = ctx.Pipe()
+                proc = ctx.Process(
+                    target=project, args=(theirs, self.suffix), name="bench-projection"
+                )
+                proc.start()
+                theirs.close()
+                self._projection = (proc, mine)
+                await answer(mine, START_TIMEOUT_S, "projection start")
             for index in range(self.n_workers):
                 mine, theirs = ctx.Pipe()
                 proc = ctx.Process(
@@ -122,6 +146,11 @@ class Rig:
         assert self._server is not None
         return await ask(self._server[1], request, wait_s)
 
+    async def projection(self, *request: Any, wait_s: float = 60.0) -> Any:
+        """Ask the projection process (see `bench._projection`); real services only."""
+        assert self._projection is not None, "no projection process on the embedded wiring"
+        return await ask(self._projection[1], request, wait_s)
+
     async def worker(self, index: int, *request: Any, wait_s: float = 600.0) -> Any:
         """Ask load worker `index` (see `bench._load`)."""
         return await ask(self._workers[index][1], request, wait_s)
@@ -140,7 +169,8 @@ class Rig:
         With `abort` (after a scenario failed or ran out of time: the server may still be
         busy with a request it will not finish soon), kill every process at once and remove
         what the server would have removed on its way out."""
-        procs = [p for p, _ in self._workers] + ([self._server[0]] if self._server else [])
+        procs = [p for p, _ in self._workers]
+        procs += [held[0] for held in (self._projection, self._server) if held is not None]
         if abort:
             for proc in procs:
                 proc.kill()
@@ -154,7 +184,7 @@ class Rig:
         if abort and self._server is not None and self.services == "real":
             await drop_database(load_settings().mongo.url, database_name(self.suffix))
         self._workers.clear()
-        self._server = None
+        self._server = self._projection = None
 
     async def _stop_gently(self) -> None:
         for proc, conn in self._workers:
@@ -163,11 +193,18 @@ class Rig:
                     await ask(conn, ("close",), STOP_TIMEOUT_S)
                 except (BenchError, OSError, EOFError):
                     proc.kill()
-        if self._server is not None and self._server[0].is_alive():
-            try:
-                await ask(self._server[1], ("stop",), STOP_TIMEOUT_S)
-            except (BenchError, OSError, EOFError):
-                self._server[0].kill()
+        # The projection before the server: the server drops the run's database on its way
+        # out, and a projection still writing would create it again.
+        for held in (self._projection, self._server):
+            if held is not None and held[0].is_alive():
+                proc, conn = held
+                try:
+                    await ask(conn, ("stop",), STOP_TIMEOUT_S)
+                except (BenchError, OSError, EOFError):
+                    proc.kill()
+                await asyncio.to_thread(proc.join, STOP_TIMEOUT_S)
+                if proc.is_alive():
+                    proc.kill()
 
 
 def split(items: list[Any], parts: int) -> list[list[Any]]:

@@ -4,12 +4,14 @@
     uv run python -m bench.run --mode full     # longer steps, bigger runs (make bench-full)
     uv run python -m bench.run --only c2c_embedded,baselines
 
-Loopback only. The system under test runs in a process of its own (`bench._server`), the
-load comes from SDK clients in `--workers` other processes (`bench._load`); the connection
-scenario reuses `bench.conn_bench` (a gate process and its own load processes). The raw
-baselines — aiokafka produce→consume of c2c-sized records, PyMongo bulk inserts — run
-against the same broker and server in the same run, and every real-services figure is also
-given as a ratio to its baseline.
+Loopback only. The system under test runs in a process of its own (`bench._server`), on the
+real services with the projection group in another (`bench._projection`, as it is
+deployed); the load comes from SDK clients in `--workers` other processes (`bench._load`);
+the connection scenario reuses `bench.conn_bench` (a gate process and its own load
+processes). The raw baselines — aiokafka produce→consume of c2c-sized records, a bare
+three-hop Kafka chain (`bench.kafka_chain`), PyMongo bulk inserts — run against the same
+broker and server in the same run, and every real-services figure is also given as a ratio
+to its baseline.
 
 Writes bench/results/latest.json, then regenerates the plots and docs/benchmarks.md from it
 (`bench.report`). The real services must be up (`make services-up`).
@@ -34,7 +36,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import Progress
 
-from bench import conn_bench, report, scenarios
+from bench import conn_bench, kafka_chain, report, scenarios
 from bench.rig import START_TIMEOUT_S, STOP_TIMEOUT_S, Rig
 from bench.scenarios import Ramp
 from bench.stats import ratio
@@ -88,12 +90,18 @@ class Plan:
     kafka_records: int
     mongo_documents: int
     baseline_s: float
+    #: The bare three-hop Kafka chain's ramp (`bench.kafka_chain`) and its deadline.
+    chain: kafka_chain.ChainRamp
+    chain_s: float
+    #: How long a real-services part waits, after its load, for the projection to catch
+    #: up; added to the part's deadline.
+    catch_up_s: float
 
 
-#: The quick mode fits in about 6 minutes on a quiet 2-core machine. The real-services runs
-#: are smaller than the embedded ones, sized when the test server's FerretDB v1 ran on SQLite:
-#: ~600 write statements/s whatever the concurrency (docs/benchmarks.md), so a 1,000-member
-#: group's warm-up message alone (a seq section and an inbox write per member) took minutes.
+#: The quick mode is meant to fit in about 8 minutes on a quiet 2-core machine. The real
+#: services run the same group and pull sizes as the embedded wiring (the issue's: a
+#: 1,000-member NORMAL group, 100 sessions x 100 messages): the message path no longer waits
+#: on the document store. Their c2c ramp starts lower and waits longer for the drain.
 PLANS = {
     "quick": Plan(
         embedded=Sizes(
@@ -103,23 +111,28 @@ PLANS = {
             connections=5_000,
             c2c_s=120,
             group_s=90,
-            pull_s=60,
+            pull_s=120,
             connections_s=120,
         ),
         real=Sizes(
             ramp=Ramp((10, 25, 50, 100, 200, 400, 800, 1600, 3200, 6400), 3.0, 8.0, 20),
-            groups=((100, GroupType.NORMAL, 2), (200, GroupType.SUPER, 1)),
-            pull=(20, 50, 5),
+            groups=((1000, GroupType.NORMAL, 10), (2000, GroupType.SUPER, 5)),
+            pull=(100, 100, 50),
             connections=1_000,
-            c2c_s=120,
-            group_s=90,
-            pull_s=90,
+            c2c_s=150,
+            group_s=180,
+            pull_s=240,
             connections_s=120,
         ),
         heartbeat_s=5.0,
         kafka_records=50_000,
         mongo_documents=5_000,
         baseline_s=60,
+        chain=kafka_chain.ChainRamp(
+            (500, 1000, 2000, 4000, 8000, 12000, 16000, 24000, 32000), 3.0, 5.0
+        ),
+        chain_s=150,
+        catch_up_s=120,
     ),
     "full": Plan(
         embedded=Sizes(
@@ -148,6 +161,13 @@ PLANS = {
         kafka_records=200_000,
         mongo_documents=20_000,
         baseline_s=300,
+        chain=kafka_chain.ChainRamp(
+            (500, 1000, 2000, 3000, 4000, 6000, 8000, 12000, 16000, 20000, 24000, 32000),
+            10.0,
+            10.0,
+        ),
+        chain_s=600,
+        catch_up_s=600,
     ),
 }
 
@@ -218,13 +238,15 @@ async def services_run(
     # A NORMAL group above [messaging] group_max_members (the seed's 200) is allowed by
     # raising the limit for the run; SUPER keeps its default limit (2,000).
     rigs = Rigs(services, max(max_normal, DEFAULT_GROUP_MAX), log)
+    # Only the real services have a projection to wait for.
+    catch_up_s = plan.catch_up_s if services == "real" else 0.0
 
     async def on_rig(
         name: str, deadline_s: float, part: Callable[[Rig], Awaitable[dict[str, Any]]]
     ) -> dict[str, Any]:
         # Starting the system is not the part's time (its own deadline: `Rig.__aenter__`).
         rig = await rigs.get()
-        result = await log.guarded(name, deadline_s, lambda: part(rig))
+        result = await log.guarded(name, deadline_s + catch_up_s, lambda: part(rig))
         if name in log.errors:
             await rigs.close(abort=True)
         return result
@@ -243,6 +265,7 @@ async def services_run(
                     messages=messages,
                     progress=progress,
                     label=label,
+                    catch_up_s=catch_up_s,
                 ),
             )
             if run:
@@ -250,13 +273,16 @@ async def services_run(
         if not runs:
             return {}
         first = runs[0]
-        return {
+        headline = {
             "runs": runs,
             # The headline is the first run's: the NORMAL group.
             "deliveries_per_s": first["deliveries_per_s"],
             "inbox_writes_per_s": first["inbox_writes_per_s"],
             "group_max_members": max(max_normal, DEFAULT_GROUP_MAX),
         }
+        if "projection" in first:
+            headline["projection"] = first["projection"]
+        return headline
 
     sessions, per_session, rounds = sizes.pull
     try:
@@ -265,7 +291,9 @@ async def services_run(
             result = await on_rig(
                 name,
                 sizes.c2c_s,
-                lambda rig: scenarios.c2c(rig, sizes.ramp, progress, f"c2c {services}"),
+                lambda rig: scenarios.c2c(
+                    rig, sizes.ramp, progress, f"c2c {services}", catch_up_s=catch_up_s
+                ),
             )
             if result:
                 out[name] = result
@@ -282,7 +310,13 @@ async def services_run(
                 name,
                 sizes.pull_s,
                 lambda rig: scenarios.pull(
-                    rig, sessions, per_session, rounds, progress=progress, label=f"pull {services}"
+                    rig,
+                    sessions,
+                    per_session,
+                    rounds,
+                    progress=progress,
+                    label=f"pull {services}",
+                    catch_up_s=catch_up_s,
                 ),
             )
             if result:
@@ -320,8 +354,10 @@ def ratios(scen: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
     group = scen.get("group_real", {})
     kafka = base.get("kafka_roundtrip_per_s")
     mongo = base.get("mongo_bulk_insert_per_s")
+    chain = base.get("kafka_chain_max_rate_p99_100ms")
     return {
         "c2c_real_vs_kafka": ratio(c2c.get("max_rate_p99_100ms"), kafka),
+        "c2c_real_vs_kafka_chain": ratio(c2c.get("max_rate_p99_100ms"), chain),
         "c2c_real_delivered_vs_kafka": ratio(c2c.get("max_delivered_per_s"), kafka),
         "group_real_deliveries_vs_kafka": ratio(group.get("deliveries_per_s"), kafka),
         "group_real_inbox_writes_vs_mongo": ratio(group.get("inbox_writes_per_s"), mongo),
@@ -374,6 +410,8 @@ async def run(mode: str, only: set[str], command: str) -> dict[str, Any]:
                 parts = 2 + len(sizes.groups)
                 whole = sizes.c2c_s + len(sizes.groups) * sizes.group_s + sizes.pull_s
                 whole += parts * (START_TIMEOUT_S + STOP_TIMEOUT_S)
+                if services == "real":
+                    whole += parts * plan.catch_up_s
                 scen.update(
                     await log.guarded(
                         services,
@@ -392,6 +430,13 @@ async def run(mode: str, only: set[str], command: str) -> dict[str, Any]:
                     lambda: scenarios.kafka_baseline(
                         bootstrap, plan.kafka_records, partitions, progress
                     ),
+                )
+            )
+            base.update(
+                await log.guarded(
+                    "baseline kafka chain",
+                    plan.chain_s,
+                    lambda: kafka_chain.ramp(bootstrap, plan.chain, partitions, progress),
                 )
             )
             base.update(

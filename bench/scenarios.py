@@ -1,7 +1,10 @@
 """The scenarios of `make bench`: c2c ramp, group fan-out, pull, and the raw baselines.
 
 Each scenario takes a started `Rig` (or a broker / server address for the baselines) and a
-`rich` progress display, and returns a JSON-ready dict of its figures.
+`rich` progress display, and returns a JSON-ready dict of its figures. On the real services
+c2c, group and pull also report the projection's lag, catch-up and writes beside their own
+figures (a ``projection`` section: `bench.projection`); every message they measure is sent
+by SDK clients through the gate.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from rich.progress import Progress
 
 from bench import bus_bench
 from bench._load import PAD, STAMP
+from bench.projection import watching
 from bench.rig import BenchError, Rig, split
 from bench.stats import c2c_step, latency_ms, max_rate_within
 from schemas.codes import GroupType
@@ -29,6 +33,11 @@ RAMP_STOP_P99_MS = 2000.0
 DELIVERY_POLL_S = 0.1
 #: How long the group scenario's warm-up message may take to reach every inbox.
 WARM_UP_S = 300.0
+#: How long a scenario waits, after its load, for the projection to catch up (the plans of
+#: `bench.run` pass their own).
+CATCH_UP_S = 120.0
+#: How long the pull scenario waits for the reader's inbox to hold every message sent.
+INBOX_WAIT_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -41,8 +50,11 @@ class Ramp:
     pairs: int
 
 
-async def c2c(rig: Rig, ramp: Ramp, progress: Progress, label: str) -> dict[str, Any]:
-    """Open-loop c2c sends at each rate of `ramp` until the system falls behind."""
+async def c2c(
+    rig: Rig, ramp: Ramp, progress: Progress, label: str, *, catch_up_s: float = CATCH_UP_S
+) -> dict[str, Any]:
+    """Open-loop c2c sends at each rate of `ramp` until the system falls behind; on the real
+    services, the projection's highest lag per step, and its catch-up after the ramp."""
     task = progress.add_task(label, total=len(ramp.rates))
     ids = await rig.server("users", 2 * ramp.pairs)
     pairs = list(zip(ids[: ramp.pairs], ids[ramp.pairs :], strict=True))
@@ -50,28 +62,43 @@ async def c2c(rig: Rig, ramp: Ramp, progress: Progress, label: str) -> dict[str,
     await rig.each([("login", [u for p in share for u in p]) for share in shares])
     await _c2c_warm_up(rig, shares)
     steps: list[dict[str, Any]] = []
-    for rate in ramp.rates:
-        progress.update(task, description=f"{label} {rate:,.0f}/s")
-        await rig.server("monitor")  # start the step's loop-lag and GC window
-        sends = await rig.each(
-            [("c2c", share, rate / rig.n_workers, ramp.step_s, ramp.drain_s) for share in shares]
-        )
-        sent = sum(s["sent"] for s in sends)
-        latencies = await _deliveries(rig, sent, ramp.drain_s)
-        step = c2c_step(rate, ramp.step_s, sends, latencies)
-        step["server"] = await rig.server("monitor")
-        # The server's CPU per message is the efficiency figure a busy machine disturbs least.
-        step["server_cpu_us_per_msg"] = (
-            round(step["server"]["cpu_s"] * 1e6 / step["acked"], 1) if step["acked"] else None
-        )
-        steps.append(step)
-        progress.advance(task)
-        p99 = step["send_deliver_ms"]["p99"]
-        if not step["keeps_up"] or p99 is None or p99 > RAMP_STOP_P99_MS:
-            break
-    progress.update(task, completed=len(ramp.rates))
+    projection = None
+    async with watching(rig, settle_s=catch_up_s) as watch:
+        for rate in ramp.rates:
+            progress.update(task, description=f"{label} {rate:,.0f}/s")
+            await rig.server("monitor")  # start the step's loop-lag and GC window
+            sends = await rig.each(
+                [
+                    ("c2c", share, rate / rig.n_workers, ramp.step_s, ramp.drain_s)
+                    for share in shares
+                ]
+            )
+            sent = sum(s["sent"] for s in sends)
+            latencies = await _deliveries(rig, sent, ramp.drain_s)
+            step = c2c_step(rate, ramp.step_s, sends, latencies)
+            step["server"] = await rig.server("monitor")
+            # The server's CPU per message is the efficiency figure a busy machine disturbs
+            # least.
+            step["server_cpu_us_per_msg"] = (
+                round(step["server"]["cpu_s"] * 1e6 / step["acked"], 1) if step["acked"] else None
+            )
+            if watch is not None:
+                step["projection_max_lag"] = watch.take_max()
+            steps.append(step)
+            progress.advance(task)
+            p99 = step["send_deliver_ms"]["p99"]
+            if not step["keeps_up"] or p99 is None or p99 > RAMP_STOP_P99_MS:
+                break
+        progress.update(task, completed=len(ramp.rates))
+        if watch is not None:
+            progress.update(task, description=f"{label}: projection catching up")
+            acked = sum(s["acked"] for s in steps)
+            # Every acked message is logged once, and lands in two inboxes (both sides').
+            projection = await watch.finish(
+                time.perf_counter(), catch_up_s, messages=acked, inbox_entries=2 * acked
+            )
     kept = [s for s in steps if s["keeps_up"]]
-    return {
+    result = {
         "pairs": ramp.pairs,
         "step_s": ramp.step_s,
         "drain_s": ramp.drain_s,
@@ -81,6 +108,9 @@ async def c2c(rig: Rig, ramp: Ramp, progress: Progress, label: str) -> dict[str,
         "max_delivered_per_s": max((s["delivered_per_s"] for s in kept), default=0.0),
         "fell_behind_at": None if steps and steps[-1]["keeps_up"] else steps[-1]["offered_per_s"],
     }
+    if projection is not None:
+        result["projection"] = projection
+    return result
 
 
 async def _c2c_warm_up(rig: Rig, shares: list[list[tuple[int, int]]]) -> None:
@@ -120,8 +150,10 @@ async def group(
     *,
     progress: Progress,
     label: str,
+    catch_up_s: float = CATCH_UP_S,
 ) -> dict[str, Any]:
-    """One sender, `messages` messages into a new group of `members`, half of them online."""
+    """One sender, `messages` messages into a new group of `members`, half of them online;
+    on the real services, the projection's lag and inbox writes beside the deliveries."""
     ids = await rig.server("users", members)
     owner = ids[0]
     group_id = await rig.server("group", owner, ids[1:], group_type)
@@ -142,20 +174,31 @@ async def group(
     await _arrivals(rig, len(online), WARM_UP_S)
     await rig.each([("deliveries",)] * rig.n_workers)  # forget every push so far
 
-    sent = await rig.worker(0, "group_send", owner, group_id, messages)
-    dues: list[float] = sent["dues"]
-    expected = len(online) * messages
-    arrivals = await _arrivals(
-        rig, expected, 60 + 2 * expected / 1000, lambda n: progress.update(task, completed=n)
-    )
-    count = sum(len(t) for t in arrivals.values())
-    # The inbox of offline members is written by the same fan-out: the last of a sample of
-    # them complete means every member's inbox is (fan-out writes all in bulk per batch).
-    inbox_done = await rig.server("wait_inbox", sample, 1 + messages, 120.0, wait_s=180.0)
+    projection = None
+    async with watching(rig, settle_s=catch_up_s) as watch:
+        sent = await rig.worker(0, "group_send", owner, group_id, messages)
+        dues: list[float] = sent["dues"]
+        expected = len(online) * messages
+        arrivals = await _arrivals(
+            rig, expected, 60 + 2 * expected / 1000, lambda n: progress.update(task, completed=n)
+        )
+        count = sum(len(t) for t in arrivals.values())
+        # The inbox of offline members is written by the same fan-out: the last of a sample
+        # of them complete means every member's inbox is (fan-out writes all in bulk per
+        # batch).
+        inbox_done = await rig.server("wait_inbox", sample, 1 + messages, 120.0, wait_s=180.0)
+        if watch is not None:
+            progress.update(task, description=f"{label}: projection catching up")
+            projection = await watch.finish(
+                time.perf_counter(),
+                catch_up_s,
+                messages=messages,
+                inbox_entries=members * messages,
+            )
     first = min(dues)
     last_arrival = max((max(t) for t in arrivals.values()), default=None)
     to_last = [max(arrivals[i]) - dues[i] for i in sorted(arrivals) if arrivals[i]]
-    return {
+    result = {
         "members": members,
         "group_type": GroupType(group_type).name,
         "online": len(online),
@@ -170,6 +213,9 @@ async def group(
         "send_ack_ms": latency_ms(sent["ack_latencies"]),
         "to_last_online_ms": latency_ms(to_last),
     }
+    if projection is not None:
+        result["projection"] = projection
+    return result
 
 
 async def _arrivals(
@@ -199,25 +245,74 @@ async def pull(
     *,
     progress: Progress,
     label: str,
+    catch_up_s: float = CATCH_UP_S,
 ) -> dict[str, Any]:
     """Session list and history page latency for a user with `sessions` conversations of
-    `per_session` messages (seeded into the stores, then read by an SDK client)."""
-    task = progress.add_task(label, total=rounds + 1)
-    (reader,) = await rig.server("users", 1)
-    seeded = await rig.server("seed_pull", reader, sessions, per_session)
-    progress.advance(task)
+    `per_session` messages.
+
+    The messages reach the system as production messages do: `sessions` peers each send
+    `per_session` messages to the reader through the gate (each peer one at a time, acked;
+    the reader offline). Once the reader's inbox holds them all and, on the real services,
+    the projection has caught up, the reader logs in; its first session list is not
+    measured (it pays the one-time merge of the document store's state into a hot state the
+    writers created: docs/architecture.md, "Completeness"); then `rounds` session lists and
+    as many 20-message history pages of random sessions, one request at a time."""
+    task = progress.add_task(f"{label}: sending", total=3)
+    reader, *peers = await rig.server("users", 1 + sessions)
+    shares = split(peers, rig.n_workers)
+    await rig.each([("login", share) for share in shares])
+    total = sessions * per_session
+    projection = None
+    async with watching(rig) as watch:
+        sends = await rig.each([("send_to", share, reader, per_session) for share in shares])
+        failed = sum(s["failed"] for s in sends)
+        errors = [e for s in sends for e in s["errors"]][:3]
+        started = min(s["started"] for s in sends)
+        ended = max(s["ended"] for s in sends)
+        progress.update(task, advance=1, description=f"{label}: inbox")
+        # A failed send may still be stored: on the shared topics another run's msg group
+        # handles this run's records too, and its refusal ("no such user") can reach the
+        # sender before this run's ack. The inbox says what arrived.
+        inbox_at = await rig.server(
+            "wait_inbox", [reader], total, INBOX_WAIT_S, wait_s=INBOX_WAIT_S + 60
+        )
+        if inbox_at is None:
+            raise BenchError(
+                f"pull: the reader's inbox lacked messages after {INBOX_WAIT_S:g} s "
+                f"({failed} of {total} sends failed, e.g. {errors})"
+            )
+        if watch is not None:
+            progress.update(task, description=f"{label}: projection catching up")
+            # Every message is logged once and lands in two inboxes (the reader's, the peer's).
+            projection = await watch.finish(
+                ended, catch_up_s, messages=total, inbox_entries=2 * total
+            )
+    progress.update(task, advance=1, description=f"{label}: reading")
     await rig.worker(0, "login", [reader])
-    got = await rig.worker(0, "pull", reader, seeded["peers"], rounds)
-    progress.update(task, completed=rounds + 1)
-    return {
+    first = await rig.worker(0, "sessions", reader)
+    got = await rig.worker(0, "pull", reader, peers, rounds)
+    progress.update(task, completed=3)
+    result = {
         "sessions": sessions,
-        "messages": sessions * per_session,
+        "messages": total,
         "rounds": rounds,
-        "seed_s": round(seeded["seconds"], 2),
+        "send_s": round(ended - started, 2),
+        "sent_per_s": round(total / (ended - started), 1),
+        "send_failed": failed,
+        "send_ack_ms": latency_ms([x for s in sends for x in s["ack_latencies"]]),
+        "inbox_complete_s": round(inbox_at - started, 2),
+        "first_session_list": {
+            "ms": round(first["seconds"] * 1000, 2),
+            "sessions": first["sessions"],
+            "unread": first["unread"],
+        },
         "session_list_ms": latency_ms(got["sessions"]),
         "history_page_ms": latency_ms(got["history"]),
         "history_page_size": 20,
     }
+    if projection is not None:
+        result["projection"] = projection
+    return result
 
 
 def record_size() -> int:

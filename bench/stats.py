@@ -83,3 +83,42 @@ def ratio(value: float | None, baseline: float | None) -> float | None:
     if value is None or not baseline:
         return None
     return round(value / baseline, 4)
+
+
+def projection_figures(
+    before: Mapping[str, Any],
+    after: Mapping[str, Any],
+    lags: Sequence[tuple[float, int]],
+    *,
+    started: float,
+    load_ended: float,
+    caught_up: float | None,
+) -> dict[str, Any]:
+    """The projection's figures over one scenario.
+
+    `before` and `after` are the projection process's stats (`bench._projection.stats`) at
+    the start of the scenario's load and at its end; `lags` the (time, records) samples of
+    the group's lag; `started` when the load began, `load_ended` when it was done (every
+    message acked and delivered), `caught_up` when the lag was 0 with everything written
+    (None: not within the wait). Rates run from `started` to `caught_up` (or to `after`, a
+    lower bound, when it did not catch up)."""
+    messages = int(after["messages"] - before["messages"])
+    inbox_entries = int(after["inbox_entries"] - before["inbox_entries"])
+    end = caught_up if caught_up is not None else float(after["at"])
+    window = end - started
+
+    def per_s(count: int) -> float | None:
+        return round(count / window, 1) if window > 0 else None
+
+    return {
+        "max_lag": max((lag for _, lag in lags), default=None),
+        "end_lag": lags[-1][1] if lags else None,
+        "caught_up_s": None if caught_up is None else round(max(0.0, caught_up - load_ended), 2),
+        "window_s": round(window, 2),
+        "messages": messages,
+        "inbox_entries": inbox_entries,
+        "messages_per_s": per_s(messages),
+        "inbox_entries_per_s": per_s(inbox_entries),
+        "cpu_s": round(float(after["cpu_s"] - before["cpu_s"]), 2),
+        "lag_samples": len(lags),
+    }

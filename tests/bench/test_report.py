@@ -10,7 +10,14 @@ import msgspec
 import pytest
 
 from bench import report
-from bench.stats import c2c_step, latency_ms, max_rate_within, percentile, ratio
+from bench.stats import (
+    c2c_step,
+    latency_ms,
+    max_rate_within,
+    percentile,
+    projection_figures,
+    ratio,
+)
 
 FIXTURE = Path(__file__).parent / "result_fixture.json"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -54,6 +61,20 @@ def test_generate_writes_plots_and_the_page_keeping_the_hand_written_text(tmp_pa
     assert "20,375 records/s" in text
     assert "| c2c real (highest rate, p99 ≤ 100 ms) / Kafka round trip | 0.1 % |" in text
     assert "| real | 2,000 SUPER | 1,000 | 2 | 2,000 / 2,000 | 58 | - |" in text
+    # The projection beside c2c, group and pull real; none on the embedded wiring.
+    assert "highest lag **41 records**, caught up **1.5 s** after the load" in text
+    assert "| yes | 41 |" in text  # the c2c step's highest projection lag
+    assert "| 250.0 / 300.0 | 250 | 230 | 3.2 |" in text  # group: inbox writes/s, lag, catch-up
+    assert "| 250.0 / 300.0 | 23 | 410 | **not** |" in text
+    assert "caught up **12.5 s** after the load; it wrote 10,000 messages" in text
+    assert "The embedded runs have no projection process" in text
+    # pull real: sent through the gate, the unmeasured first read apart.
+    assert "| real | 100 / 10,000 | 6.2 (1,600/s) | 6.4 | 35.5 (100 / 10,000) |" in text
+    assert "first session list is not in the percentiles" in text
+    # The bare three-hop chain beside the raw round trip.
+    assert "p99 ≤ 100 ms up to 2,000 records/s; saturates at 14,250 records/s" in text
+    assert "| 16,000 | 15,800 | 14,250 | 900.0 / 2,500.0 / 2,650.0 | **no** |" in text
+    assert "/ Kafka chain (highest rate, p99 ≤ 100 ms) | 0.5 % |" in text
     assert "Figures missing" not in text
     for name in (report.LATENCY_PLOT, report.GROUP_PLOT):
         assert (tmp_path / name).read_bytes().startswith(PNG_MAGIC)
@@ -64,6 +85,46 @@ def test_the_fixture_has_every_required_figure() -> None:
     assert report.missing(fixture()) == []
 
 
+def test_a_projection_that_did_not_catch_up_is_named_as_missing(tmp_path: Path) -> None:
+    data = fixture()
+    pull = data["scenarios"]["pull_real"]
+    pull["projection"].update(caught_up_s=None, end_lag=7)
+    assert report.missing(data) == ["scenarios.pull_real.projection.caught_up_s"]
+    result, raw = report.load(write(tmp_path, data))
+    assert "**not caught up** within 120 s after the load (lag 7 at the end)" in report.block_pull(
+        result, raw
+    )
+
+
+def test_a_result_from_before_the_projection_still_renders(tmp_path: Path) -> None:
+    """Results recorded before issue 13: seeded pull messages, no projection, no chain."""
+    data = fixture()
+    for name in ("pull_embedded", "pull_real"):
+        pull = data["scenarios"][name]
+        for key in ("send_s", "sent_per_s", "send_failed", "send_ack_ms", "inbox_complete_s"):
+            del pull[key]
+        del pull["first_session_list"]
+        pull.pop("projection", None)
+        pull["seed_s"] = 0.5
+    for name in ("c2c_real", "group_real"):
+        del data["scenarios"][name]["projection"]
+    for run in data["scenarios"]["group_real"]["runs"]:
+        del run["projection"]
+    for step in data["scenarios"]["c2c_real"]["steps"]:
+        del step["projection_max_lag"]
+    for key in ("kafka_chain", "kafka_chain_max_rate_p99_100ms", "kafka_chain_saturation_per_s"):
+        del data["baselines"][key]
+    del data["ratios"]["c2c_real_vs_kafka_chain"]
+
+    result, raw = report.load(write(tmp_path, data))
+    assert "| real | 100 / 10,000 | seeded in 0.5 | - | - |" in report.block_pull(result, raw)
+    assert "**Projection**" not in report.block_c2c(result, raw)
+    assert "not measured in this run | p99 ≤ 100 ms up to - records/s" in report.block_baselines(
+        result, raw
+    )
+    assert "`baselines.kafka_chain_saturation_per_s`" in report.block_run(result, raw)
+
+
 def test_a_missing_required_figure_is_named_in_the_page(tmp_path: Path) -> None:
     data = fixture()
     del data["scenarios"]["c2c_real"]
@@ -72,6 +133,7 @@ def test_a_missing_required_figure_is_named_in_the_page(tmp_path: Path) -> None:
     assert report.missing(data) == [
         "scenarios.c2c_real.max_rate_p99_100ms",
         "ratios.c2c_real_vs_kafka",
+        "scenarios.c2c_real.projection.caught_up_s",
     ]
     result, raw = report.load(write(tmp_path, data))
     run = report.block_run(result, raw)
@@ -154,3 +216,48 @@ def test_the_highest_good_rate_needs_both_p99s_within_the_bound_and_the_step_kep
     assert ratio(200, 20_000) == 0.01
     assert ratio(200, 0) is None
     assert ratio(None, 5) is None
+
+
+def stats(at: float, messages: int, inbox_entries: int, cpu_s: float) -> dict[str, float]:
+    return {"at": at, "messages": messages, "inbox_entries": inbox_entries, "cpu_s": cpu_s}
+
+
+def test_the_projection_figures_run_from_the_load_start_until_it_caught_up() -> None:
+    figures = projection_figures(
+        stats(100.0, 50, 80, 1.0),
+        stats(125.0, 1050, 2080, 4.5),
+        [(101.0, 3), (106.0, 40), (111.0, 12), (120.0, 0)],
+        started=100.0,
+        load_ended=110.0,
+        caught_up=120.0,
+    )
+    assert figures == {
+        "max_lag": 40,
+        "end_lag": 0,
+        "caught_up_s": 10.0,
+        "window_s": 20.0,
+        "messages": 1000,
+        "inbox_entries": 2000,
+        "messages_per_s": 50.0,
+        "inbox_entries_per_s": 100.0,
+        "cpu_s": 3.5,
+        "lag_samples": 4,
+    }
+
+
+def test_a_projection_that_did_not_catch_up_has_rates_up_to_the_last_stats() -> None:
+    figures = projection_figures(
+        stats(0.0, 0, 0, 0.0),
+        stats(40.0, 400, 800, 2.0),
+        [(5.0, 10), (35.0, 25)],
+        started=0.0,
+        load_ended=10.0,
+        caught_up=None,
+    )
+    assert figures["caught_up_s"] is None
+    assert (figures["end_lag"], figures["max_lag"]) == (25, 25)
+    assert (figures["window_s"], figures["inbox_entries_per_s"]) == (40.0, 20.0)
+    empty = projection_figures(
+        stats(0.0, 0, 0, 0.0), stats(0.0, 0, 0, 0.0), [], started=0.0, load_ended=0.0, caught_up=0.0
+    )
+    assert (empty["max_lag"], empty["end_lag"], empty["messages_per_s"]) == (None, None, None)

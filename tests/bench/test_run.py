@@ -7,6 +7,7 @@ import asyncio
 from typing import Any
 
 from bench.run import PLANS, RunLog
+from schemas.codes import GroupType
 
 
 async def test_a_part_past_its_deadline_fails_with_a_clear_message() -> None:
@@ -41,4 +42,12 @@ def test_the_full_mode_keeps_the_issues_sizes() -> None:
     full = PLANS["full"]
     for sizes in (full.embedded, full.real):
         assert [members for members, _, _ in sizes.groups] == [1000, 2000]
+        assert sizes.pull[:2] == (100, 100)
+
+
+def test_the_quick_mode_runs_the_issues_sizes_on_the_real_services_too() -> None:
+    """Issue 13: a 1,000-member NORMAL group and 100 sessions x 100 messages, quick mode."""
+    quick = PLANS["quick"]
+    for sizes in (quick.embedded, quick.real):
+        assert sizes.groups[0][:2] == (1000, GroupType.NORMAL)
         assert sizes.pull[:2] == (100, 100)

@@ -1,12 +1,14 @@
 """`make soak`: CoffeeBus at half its measured capacity for 10 minutes — memory flat, consumer
-lag bounded, no error growth (issue 8.4).
+lag bounded (the projection's too), no error growth (issues 8.4 and 13).
 
     uv run python -m tests.chaos.soak                 # capacity step-up, then 10 minutes
     uv run python -m tests.chaos.soak --minutes 1     # the quick version
     uv run python -m tests.chaos.soak --capacity 60   # skip the step-up
 
 The system under test runs as it does in production, one process per role — a gate
-(`coffeebus gateway`) and the consumers (`coffeebus consume msg fanout ack`) — on private
+(`coffeebus gateway`), the consumers of the message path (`coffeebus consume msg fanout
+ack`) and the projection (`coffeebus consume projection`), which writes the logs of record
+into the document store behind them — on private
 Kafka, Redis and FerretDB instances (`tests.chaos.services`: free ports, a temporary
 COFFEEBUS_HOME reusing the cached builds), so the team's shared services are neither loaded
 nor counted. This process is the load: `--pairs` pairs of SDK clients writing to each other
@@ -19,10 +21,10 @@ at a paced rate, receivers acking.
    groups' lag drained within `LAG_BOUND_S` after it (acks only show that the msg group
    kept up; fan-out must too). The capacity is the best acked rate of the steps that held.
 2. **Soak** at half of it, sampling every `--interval` seconds: the RSS of every process
-   (the two CoffeeBus processes are judged; Kafka, Redis, FerretDB and this driver are
-   recorded), the lag of each consumer group, the error count (WARNING/ERROR lines and
-   tracebacks in the two processes' logs, plus sends that failed in the driver), acked
-   messages and latency.
+   (the three CoffeeBus processes are judged; Kafka, Redis, FerretDB and this driver are
+   recorded), the lag of each consumer group of the message path and, apart, the
+   projection's, the error count (WARNING/ERROR lines and tracebacks in the CoffeeBus
+   processes' logs, plus sends that failed in the driver), acked messages and latency.
 3. **Verdict**, on the second half of the soak (the first half is warm-up: caches fill,
    the JIT of the JVM settles, Python's allocator reaches its working set):
    - memory flat: the least-squares slope of each CoffeeBus process's RSS is at most
@@ -30,6 +32,10 @@ at a paced rate, receivers acking.
    - lag bounded: the groups' summed lag, in seconds of input (lag records divided by the
      rate records arrive on their topics, measured between samples), stays at most
      `LAG_BOUND_S`, and it drains to 0 within `DRAIN_S` after the load stops;
+   - projection lag bounded: the projection's lag, in seconds of input of the log topics,
+     stays at most `PROJECTION_LAG_BOUND_S` (it writes behind in large batches, so its
+     bound is looser), and it returns to 0 within `DRAIN_S` after the load stops; its
+     highest and lowest lag in records are reported;
    - no error growth: no new error in the second half, and no send given up.
 
 Samples and verdict go to bench/results/soak.json; a summary is printed. Exit status 0 means
@@ -69,11 +75,15 @@ log = logging.getLogger("soak")
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "bench" / "results" / "soak.json"
 GROUPS = ("msg", "fanout", "ack")
+PROJECTION = "projection"
 STEP_RATES = (2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0)
 STEP_S = 15.0
 MAX_P95_S = 2.0
 MAX_RSS_SLOPE_MIB_PER_MIN = 2.0
 LAG_BOUND_S = 5.0
+#: The projection writes behind in bulk: seconds of log input it may lag by. Far below what
+#: the hot state covers (`[hot] idle_ttl_s`) and the logs keep (topology.yaml).
+PROJECTION_LAG_BOUND_S = 30.0
 DRAIN_S = 60.0
 REQUEST_TIMEOUT_S = 10.0
 _ERROR_LINE = re.compile(r"\b(WARNING|ERROR|CRITICAL)\b|^Traceback")
@@ -180,6 +190,7 @@ class Soak:
         self.samples: list[dict[str, Any]] = []
         self.errors: list[str] = []
         self._last_end: tuple[float, int] | None = None
+        self._last_log_end: tuple[float, int] | None = None
         self.topology: Topology = load_topology()
 
     def settings(self) -> Settings:
@@ -217,6 +228,7 @@ class Soak:
         await apply(self.topology, bootstrap)
         env = self.env(tcp_port)
         self.spawn("consumers", ["consume", *GROUPS], env)
+        self.spawn(PROJECTION, ["consume", PROJECTION], env)
         self.spawn("gate", ["gateway", "--gate-id", f"soak-{self.suffix}"], env)
         users: list[UserId] = []
         async with open_runtime(self.settings(), Mode.REAL, client_id="soak") as runtime:
@@ -293,7 +305,9 @@ class Soak:
         for name in self.services.names:
             if (pid := self.services.pid(name)) is not None:
                 pids[name] = pid
-        lags = await lag(self.topology, self.services.kafka_bootstrap, list(GROUPS))
+        every = await lag(self.topology, self.services.kafka_bootstrap, [*GROUPS, PROJECTION])
+        lags = [g for g in every if g.group in GROUPS]
+        (projection,) = (g for g in every if g.group == PROJECTION)
         now = time.monotonic()
         latencies = driver.take_latencies()
         # Lag in seconds of input: records behind / records arriving per second.
@@ -304,6 +318,14 @@ class Soak:
             arriving = (end - self._last_end[1]) / (now - self._last_end[0])
         self._last_end = (now, end)
         lag_s = lag_records / arriving if arriving > 0 else (0.0 if lag_records == 0 else None)
+        # The same for the projection, on the log topics.
+        log_end = sum(p.end for p in projection.partitions)
+        logged = 0.0
+        if self._last_log_end is not None and now > self._last_log_end[0]:
+            logged = (log_end - self._last_log_end[1]) / (now - self._last_log_end[0])
+        self._last_log_end = (now, log_end)
+        behind = projection.total
+        projection_lag_s = behind / logged if logged > 0 else (0.0 if behind == 0 else None)
         self.errors = error_lines(self.logs)
         row = {
             "t_s": round(now - t0, 1),
@@ -311,6 +333,9 @@ class Soak:
             "lag": {g.group: g.total for g in lags},
             "records_per_s": round(arriving, 1),
             "lag_s": None if lag_s is None else round(lag_s, 2),
+            "projection_lag": behind,
+            "log_records_per_s": round(logged, 1),
+            "projection_lag_s": None if projection_lag_s is None else round(projection_lag_s, 2),
             "errors": len(self.errors) + driver.failed,
             "acked": driver.acked,
             "p50_s": percentile(latencies, 0.5),
@@ -328,7 +353,8 @@ class Soak:
                 rss = ", ".join(f"{k} {v:.0f}" for k, v in row["rss_mib"].items() if v)
                 print(
                     f"  t={row['t_s']:6.1f}s acked={row['acked']} lag={sum(row['lag'].values())} "
-                    f"({row['lag_s']}s) "
+                    f"({row['lag_s']}s) projection lag={row['projection_lag']} "
+                    f"({row['projection_lag_s']}s) "
                     f"errors={row['errors']} p99={row['p99_s']:.2f}s rss MiB: {rss}",
                     flush=True,
                 )
@@ -339,11 +365,14 @@ class Soak:
                 load.cancel()
         await load
 
-    async def drained(self, within: float = DRAIN_S) -> float | None:
-        """Seconds until every group's lag is 0 after the load stopped (None: not `within`)."""
+    async def drained(
+        self, within: float = DRAIN_S, groups: Sequence[str] = GROUPS
+    ) -> float | None:
+        """Seconds until the lag of every one of `groups` is 0 after the load stopped (None:
+        not `within`)."""
         t0 = time.monotonic()
         while time.monotonic() - t0 < within:
-            lags = await lag(self.topology, self.services.kafka_bootstrap, list(GROUPS))
+            lags = await lag(self.topology, self.services.kafka_bootstrap, list(groups))
             if all(g.total == 0 for g in lags):
                 return time.monotonic() - t0
             await asyncio.sleep(1.0)  # polling the broker: there is no event for "lag is 0"
@@ -354,22 +383,32 @@ class Soak:
             process.stop()
 
 
-def verdict(samples: list[dict[str, Any]], drain_s: float | None) -> dict[str, Any]:
-    """The three criteria of the module docstring, on the second half of `samples`."""
+def verdict(
+    samples: list[dict[str, Any]], drain_s: float | None, projection_drain_s: float | None
+) -> dict[str, Any]:
+    """The criteria of the module docstring, on the second half of `samples`."""
     half = samples[len(samples) // 2 :]
     slopes = {
         name: slope_per_min(
             [(s["t_s"], s["rss_mib"][name]) for s in half if s["rss_mib"].get(name)]
         )
-        for name in ("gate", "consumers")
+        for name in ("gate", "consumers", PROJECTION)
     }
     # None: records were behind while none arrived (a stall), which no bound accepts.
     lags = [s["lag_s"] for s in half]
     max_lag_s = None if None in lags else max(lags, default=0.0)
+    projection_lags = [s["projection_lag_s"] for s in half]
+    max_projection_lag_s = None if None in projection_lags else max(projection_lags, default=0.0)
+    projection_records = [s["projection_lag"] for s in half]
     new_errors = half[-1]["errors"] - half[0]["errors"] if half else 0
     checks = {
         "memory_flat": all(v <= MAX_RSS_SLOPE_MIB_PER_MIN for v in slopes.values()),
         "lag_bounded": max_lag_s is not None and max_lag_s <= LAG_BOUND_S and drain_s is not None,
+        "projection_lag_bounded": (
+            max_projection_lag_s is not None
+            and max_projection_lag_s <= PROJECTION_LAG_BOUND_S
+            and projection_drain_s is not None
+        ),
         "no_error_growth": new_errors == 0,
     }
     return {
@@ -378,6 +417,11 @@ def verdict(samples: list[dict[str, Any]], drain_s: float | None) -> dict[str, A
         "max_lag_s_second_half": max_lag_s,
         "lag_bound_s": LAG_BOUND_S,
         "drain_s": drain_s,
+        "projection_max_lag_second_half": max(projection_records, default=None),
+        "projection_min_lag_second_half": min(projection_records, default=None),
+        "projection_max_lag_s_second_half": max_projection_lag_s,
+        "projection_lag_bound_s": PROJECTION_LAG_BOUND_S,
+        "projection_drain_s": projection_drain_s,
         "new_errors_second_half": new_errors,
         "checks": checks,
         "passed": all(checks.values()),
@@ -406,8 +450,10 @@ async def main(args: argparse.Namespace) -> int:
                 await run.drained()
             print(f"soak: capacity {capacity:.1f} msg/s; {args.minutes:g} min at {rate:.1f} msg/s")
             await run.soak(driver, rate, args.minutes * 60)
-            drain_s = await run.drained()
-            result = verdict(run.samples, drain_s)
+            drain_s, projection_drain_s = await asyncio.gather(
+                run.drained(), run.drained(groups=(PROJECTION,))
+            )
+            result = verdict(run.samples, drain_s, projection_drain_s)
             for client in clients:
                 await client.close()
         finally:
