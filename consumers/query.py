@@ -268,7 +268,9 @@ class QueryHandler:
     async def _user_list(self, user: UserId, req: Message) -> Message:
         assert isinstance(req, friend_pb2.FriendQueryUserListReq)
         # No friend graph: "friends" are the users one has a single chat with.
-        sessions: list[Session] = await self._sessions.recent(user, 0, self.limits.user_list)
+        sessions: list[Session] = await self._sessions.recent(
+            user, 0, self.limits.user_list, unread=False
+        )
         peers = [UserId(s.peer_id) for s in sessions if s.session_type == SessionType.SINGLE]
         found = await self._users.list_users(p for p in peers if p != user)
         return friend_pb2.FriendQueryUserListRsp(

@@ -108,9 +108,12 @@ class SessionStore(Protocol):
         """One session with its exact unread count, or None."""
         ...
 
-    async def recent(self, user_id: UserId, updated_after_ms: int, limit: int) -> list[Session]:
+    async def recent(
+        self, user_id: UserId, updated_after_ms: int, limit: int, *, unread: bool = True
+    ) -> list[Session]:
         """The user's sessions that have a message and changed after `updated_after_ms`,
-        most recently changed first, at most `limit`, with exact unread counts."""
+        most recently changed first, at most `limit`, with exact unread counts (0 without
+        `unread`: counting may cost a store what the caller does not need)."""
         ...
 
     async def read_seq(self, user_id: UserId, conversation: ConversationId) -> int:

@@ -105,7 +105,9 @@ class MemorySessionStore:
         view = self._view(user_id, conversation, state)
         return msgspec.structs.replace(view, unread=unread[conversation])
 
-    async def recent(self, user_id: UserId, updated_after_ms: int, limit: int) -> list[Session]:
+    async def recent(
+        self, user_id: UserId, updated_after_ms: int, limit: int, *, unread: bool = True
+    ) -> list[Session]:
         """Sessions changed after `updated_after_ms`, newest first, with unread counts."""
         check_limit(limit)
         found = [
@@ -114,6 +116,8 @@ class MemorySessionStore:
             if uid == user_id and state.last is not None and state.updated > updated_after_ms
         ]
         found.sort(key=lambda s: (s.updated_ms, s.conversation), reverse=True)
+        if not unread:
+            return found[:limit]
         return await with_unread(self._inbox, user_id, found[:limit])
 
     async def read_seq(self, user_id: UserId, conversation: ConversationId) -> int:

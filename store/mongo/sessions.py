@@ -188,7 +188,9 @@ class MongoSessionStore:
         session = _session(user_id, conversation, last, read)
         return (await with_unread(self._inbox, user_id, [session]))[0]
 
-    async def recent(self, user_id: UserId, updated_after_ms: int, limit: int) -> list[Session]:
+    async def recent(
+        self, user_id: UserId, updated_after_ms: int, limit: int, *, unread: bool = True
+    ) -> list[Session]:
         """Sessions changed after `updated_after_ms`, newest first, with unread counts.
 
         The `limit` most recent of the union lie within the `limit` most recent last-message
@@ -219,6 +221,8 @@ class MongoSessionStore:
             if int(last.get("last_seq", 0)) > 0
         ]
         sessions.sort(key=lambda s: (s.updated_ms, s.conversation), reverse=True)
+        if not unread:
+            return sessions[:limit]
         return await with_unread(self._inbox, user_id, sessions[:limit])
 
     @staticmethod

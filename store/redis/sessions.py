@@ -133,7 +133,8 @@ class RedisSessionStore:
         await asyncio.shield(task)
 
     async def _do_repair(self, user_id: UserId) -> None:
-        sessions = await self.cold.recent(user_id, 0, REPAIR_SESSIONS)
+        # The unread messages themselves are asked for below: the store's counts are not.
+        sessions = await self.cold.recent(user_id, 0, REPAIR_SESSIONS, unread=False)
         keys = self._user.all(user_id)
         hot_reads = (
             await self._redis.hmget(keys[3], [f"r:{s.conversation}" for s in sessions])
@@ -191,9 +192,11 @@ class RedisSessionStore:
             )
         return sessions
 
-    async def recent(self, user_id: UserId, updated_after_ms: int, limit: int) -> list[Session]:
+    async def recent(
+        self, user_id: UserId, updated_after_ms: int, limit: int, *, unread: bool = True
+    ) -> list[Session]:
         """Sessions with a message changed after `updated_after_ms`, newest first, with
-        exact unread counts: one script."""
+        exact unread counts (kept, not counted: `unread` changes nothing): one script."""
         check_limit(limit)
         sessions = self._sessions(user_id, await self._listed(user_id, updated_after_ms, limit))
         # Ties in time in the conversation's order, as the other stores do.
