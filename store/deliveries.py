@@ -27,7 +27,7 @@ from schemas.ids import ConversationId, UserId
 __all__ = ["DeliveryMark", "DeliveryStore", "merge_marks"]
 
 
-class DeliveryMark(msgspec.Struct, frozen=True):
+class DeliveryMark(msgspec.Struct, frozen=True, gc=False):
     """`user_id` received `conversation`'s messages up to `seq` (at `at_ms`)."""
 
     user_id: UserId

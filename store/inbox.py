@@ -30,7 +30,7 @@ from schemas.ids import ConversationId, UserId
 from store.messages import StoredMessage
 
 
-class InboxEntry(msgspec.Struct, frozen=True, kw_only=True):
+class InboxEntry(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One entry of a user's inbox: a copy of the message, at the user's inbox seq."""
 
     user_id: UserId

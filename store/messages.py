@@ -37,8 +37,14 @@ class SeqConflictError(StoreError):
     seqs for one timeline, which the single-writer design rules out."""
 
 
-class StoredMessage(msgspec.Struct, frozen=True, kw_only=True):
-    """One message as stored in its conversation timeline (and copied into inboxes)."""
+class StoredMessage(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """One message as stored in its conversation timeline (and copied into inboxes).
+
+    ``gc=False`` here and on the other store records that hold only scalars, bytes and such
+    records (inbox entries, sessions, marks): they cannot be part of a reference cycle, and a
+    process holding hundreds of thousands of them (the embedded stores, a batch of reads)
+    would otherwise make every full collection walk them all.
+    """
 
     conversation: ConversationId
     seq: int

@@ -41,14 +41,14 @@ from store.inbox import InboxStore
 from store.messages import StoredMessage
 
 
-class SessionTouch(msgspec.Struct, frozen=True):
+class SessionTouch(msgspec.Struct, frozen=True, gc=False):
     """A message appended to `user_id`'s inbox: it may become the session's last message."""
 
     user_id: UserId
     message: StoredMessage
 
 
-class ReadMark(msgspec.Struct, frozen=True):
+class ReadMark(msgspec.Struct, frozen=True, gc=False):
     """`user_id` has read every message of `conversation` up to and including `seq`."""
 
     user_id: UserId
@@ -56,7 +56,7 @@ class ReadMark(msgspec.Struct, frozen=True):
     seq: int
 
 
-class Session(msgspec.Struct, frozen=True, kw_only=True):
+class Session(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """A user's view of a conversation."""
 
     user_id: UserId
