@@ -37,6 +37,7 @@ from pymongo import monitoring
 from bench.stats import latency_ms
 from bus.admin import apply
 from bus.topology import Topology, load_topology
+from coffeebus.roles import tune_collector
 from coffeebus.settings import GatewaySettings, Settings, load_settings
 from coffeebus.wiring import Mode, Runtime, open_runtime
 from consumers.registry import factory
@@ -359,11 +360,8 @@ class Commands:
 
 async def _serve(conn: Connection, services: str, suffix: str, group_max_members: int) -> None:
     async with system(services, suffix=suffix, group_max_members=group_max_members) as (rt, gate):
-        if os.environ.get("BENCH_SERVER_GC") == "tuned":
-            # Experiment knob (docs/benchmarks.md, "Profile and fixes"): startup objects out
-            # of the collector's sight, fewer young-generation collections.
-            gc.freeze()
-            gc.set_threshold(50_000, 50, 1000)
+        # As `coffeebus.roles.serve` does once its roles run (``[process]`` settings).
+        tune_collector(rt.settings.process)
         monitor = Monitor()
         monitor.start()
         commands = Commands(rt, gate, monitor)

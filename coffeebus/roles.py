@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from bus.base import DEFAULT_BATCH_MAX, Consumer
+from coffeebus.settings import ProcessSettings
 from coffeebus.wiring import Runtime
 from consumers.registry import factory
 from gateway.server import Gate
@@ -29,7 +31,7 @@ from telemetry.http import ReadinessCheck, TelemetryServer
 if TYPE_CHECKING:
     from litestar import Litestar
 
-__all__ = ["ApiRole", "ConsumerRole", "GateRole", "Role", "serve"]
+__all__ = ["ApiRole", "ConsumerRole", "GateRole", "Role", "serve", "tune_collector"]
 
 log = logging.getLogger(__name__)
 
@@ -208,6 +210,19 @@ async def _telemetry(roles: Sequence[Role], running: _Running) -> AsyncIterator[
         await server.stop()
 
 
+def tune_collector(settings: ProcessSettings) -> None:
+    """Apply ``[process]``'s collector policy: collect and freeze what the process holds now
+    (its modules, clients, caches), then set the generation thresholds. Called once the
+    roles have started, so what they built at start-up is never walked again."""
+    if settings.gc_freeze:
+        gc.collect()
+        gc.freeze()
+    gc.set_threshold(*settings.gc_thresholds)
+    log.debug(
+        "collector: %d objects frozen, thresholds %s", gc.get_freeze_count(), gc.get_threshold()
+    )
+
+
 async def serve(roles: Sequence[Role], *, ready: Callable[[], str] | None = None) -> None:
     """Start `roles` in order, run until a signal or until one ends, stop them in reverse.
 
@@ -227,6 +242,8 @@ async def _serve(roles: Sequence[Role], running: _Running, ready: Callable[[], s
                 await role.start()
                 started.append(role)
                 log.info("%s started", role.name)
+            if started:
+                tune_collector(started[0].runtime.settings.process)
             if ready:
                 print(ready(), flush=True)
             waiters = [asyncio.ensure_future(role.wait()) for role in started]
