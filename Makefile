@@ -11,10 +11,10 @@ PYTEST_ARGS ?=
 FUZZ_ARGS ?=
 
 .PHONY: help install run test chaos test-fast lint format proto demo-vendor services-up services-down \
-        services-status topology-apply bench-bus fuzz clean
+        services-status topology-apply bench-bus fuzz clean k8s-tools k8s-build
 
 help: ## List the targets
-	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
+	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | \
 	  awk 'BEGIN {FS = ":.*## "}; {printf "  make %-16s %s\n", $$1, $$2}'
 
 install: ## Install uv (when missing) and the locked dependencies into .venv
@@ -27,7 +27,7 @@ install: ## Install uv (when missing) and the locked dependencies into .venv
 run: install ## Start every role in one process on the embedded bus and stores
 	$(UV) run coffeebus run
 
-test: install services-up lint ## Start the real services, lint, and run every test
+test: install services-up k8s-tools lint ## Start the real services, lint, and run every test
 	$(UV) run pytest $(PYTEST_ARGS)
 
 chaos: install services-up ## Fault tests under load (tests/chaos); prints faults=N lost= duplicated= out_of_order= last
@@ -67,6 +67,13 @@ services-down: ## Stop the services services-up started
 
 services-status: ## Show whether each service runs and answers
 	bash services/services.sh status
+
+k8s-tools: ## Build the pinned kustomize from the Go module proxy, once (deploy/k8s/kustomize.sh)
+	bash deploy/k8s/kustomize.sh install
+
+K8S_OVERLAY ?= deploy/k8s/overlays/production
+k8s-build: k8s-tools ## Render the Kubernetes manifests of K8S_OVERLAY (needs its secrets.env)
+	bash deploy/k8s/kustomize.sh build $(K8S_OVERLAY)
 
 topology-apply: install ## Create/raise/configure every topic of topology.yaml on the broker
 	$(UV) run coffeebus topology apply
