@@ -17,12 +17,12 @@ help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
 	  awk 'BEGIN {FS = ":.*## "}; {printf "  make %-16s %s\n", $$1, $$2}'
 
-install: ## Install uv (when missing) and the locked dependencies into .venv
+install: ## Install uv (when missing) and the locked dependencies into .venv, byte-compiled (a quick start)
 	@if ! $(UV) --version >/dev/null 2>&1; then \
 	  echo "install: uv not found, installing uv==$(UV_VERSION) with pip"; \
 	  python3 -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"; \
 	fi
-	$(UV) sync --frozen
+	$(UV) sync --frozen --compile-bytecode
 
 run: install ## Start every role in one process on the embedded bus and stores
 	$(UV) run coffeebus run

@@ -28,6 +28,9 @@ _STANDARD: Final = frozenset(
     | {"message", "asctime", "color_message"}
 )
 _json: Final = msgspec.json.Encoder()
+#: Libraries whose INFO lines say what the process's own lines say better ("listening on",
+#: "application startup complete"): shown only at DEBUG.
+_CHATTY_LIBRARIES: Final = ("uvicorn", "websockets")
 
 
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
@@ -67,12 +70,15 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(settings: LogSettings, *, verbosity: int = 0) -> None:
     """Route the root logger to stderr in the configured format and level.
 
-    `verbosity` (``-v`` flags) lowers the level below the configured one; third-party
-    clients that log every reconnect attempt (aiokafka) stay at WARNING unless ``-vv``.
+    `verbosity` (``-v`` flags) lowers the level: ``-v`` one step below the configured one
+    (INFO, the default, becomes DEBUG), ``-vv`` to DEBUG. Third-party clients that log every
+    reconnect attempt (aiokafka) stay at WARNING unless ``-vv``; the web and WebSocket
+    servers' start and stop lines (uvicorn, websockets) are DEBUG chatter: shown from
+    ``-v`` on, or when the configured level is DEBUG.
     """
     level = logging.getLevelNamesMapping()[settings.level]
     if verbosity:
-        level = min(level, logging.DEBUG if verbosity > 1 else logging.INFO)
+        level = logging.DEBUG if verbosity > 1 else max(logging.DEBUG, level - 10)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if settings.format == "json" else TextFormatter())
     handler.addFilter(ContextFilter())
@@ -80,3 +86,6 @@ def configure_logging(settings: LogSettings, *, verbosity: int = 0) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("aiokafka").setLevel(logging.DEBUG if verbosity > 1 else logging.WARNING)
+    chatter = logging.NOTSET if level <= logging.DEBUG else logging.WARNING
+    for name in _CHATTY_LIBRARIES:
+        logging.getLogger(name).setLevel(chatter)

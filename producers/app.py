@@ -48,13 +48,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
 import uvicorn
-from litestar import Litestar, Response, Router, get
+from litestar import Litestar, Request, Response, Router, get
 from litestar.di import Provide
 from litestar.handlers import HTTPRouteHandler
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import REGISTRY
+from prometheus_client.exposition import choose_encoder
 
 from coffeebus.settings import ApiSettings
 from producers.auth import ApiKeyGuard, check_bind_address
@@ -119,9 +120,13 @@ async def gates(stores: StoresDep) -> GatesResponse:
     tags=["health"],
     include_in_schema=False,
 )
-async def metrics() -> Response[bytes]:
-    """The process's metrics in the Prometheus text format (docs/observability.md)."""
-    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """The process's metrics in the Prometheus text format, or OpenMetrics when the scraper
+    asks for it (docs/observability.md), as the metrics listener serves them."""
+    encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+    # Litestar names the charset of text/* itself: keep it from appearing twice.
+    media_type = content_type.replace("; charset=utf-8", "")
+    return Response(encoder(REGISTRY), media_type=media_type)
 
 
 @get("/healthz", summary="Liveness", tags=["health"])
@@ -225,7 +230,13 @@ def create_app(
         ),
     )
     return Litestar(
-        route_handlers=[business, healthz, _readyz(tuple(readiness_checks)), demo_router()],
+        route_handlers=[
+            business,
+            healthz,
+            _readyz(tuple(readiness_checks)),
+            metrics,
+            demo_router(),
+        ],
         dependencies={
             "stores": Provide(lambda: stores, use_cache=True, sync_to_thread=False),
             "pipeline": Provide(lambda: pipeline, use_cache=True, sync_to_thread=False),

@@ -10,7 +10,7 @@ in ``producers/static/package-lock.json`` (``make demo-vendor``; docs/web-demo.m
 ==========  ======================  =====================================================
 method      path                    serves
 ==========  ======================  =====================================================
-GET         /demo                   the page
+GET, HEAD   /demo                   the page
 GET         /demo/gate              WebSocket addresses of the live gates, least loaded first
 GET         /demo/static/{file}     the page's scripts, styles and the vendored libraries
 GET         /demo/proto/{file}      schemas/proto/**/*.proto
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Final
 
 import msgspec
-from litestar import Response, Router, get
+from litestar import HttpMethod, MediaType, Response, Router, get, route
 from litestar.datastructures import CacheControlHeader
 from litestar.static_files import create_static_files_router
 
@@ -61,12 +61,20 @@ class DemoGates(msgspec.Struct, frozen=True):
     ws_urls: list[str]
 
 
-@get("/", include_in_schema=False, sync_to_thread=False, cache_control=_REVALIDATE)
+@route(
+    "/",
+    http_method=[HttpMethod.GET, HttpMethod.HEAD],
+    include_in_schema=False,
+    sync_to_thread=False,
+    cache_control=_REVALIDATE,
+)
 def _page() -> Response[bytes]:
-    """The page. Read per request: it is small, and a changed file is served at once."""
+    """The page (GET, and HEAD for link checkers and probes). Read per request: it is
+    small, and a changed file is served at once."""
     return Response(
         (DEMO_DIR / "index.html").read_bytes(),
-        media_type="text/html; charset=utf-8",
+        # Litestar adds the charset to text/* media types itself.
+        media_type=MediaType.HTML,
         headers={"Content-Security-Policy": _CSP, "X-Content-Type-Options": "nosniff"},
     )
 

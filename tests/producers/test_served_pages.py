@@ -1,0 +1,43 @@
+"""What the API serves besides the business endpoints: probes, metrics, the demo page and the
+API docs — each as docs/observability.md, docs/api.md and docs/web-demo.md say."""
+
+from __future__ import annotations
+
+import telemetry.metrics  # noqa: F401  # what a gate or consumer in the process registers
+from coffeebus.settings import ApiSettings
+from producers.app import create_app
+from tests.producers.conftest import Stores, in_process_client
+
+
+async def test_metrics_are_served_on_the_api_port_without_a_key(memory_stores: Stores) -> None:
+    app = create_app(ApiSettings(api_keys=("k1",)), memory_stores.users, memory_stores.routes)
+    async with in_process_client(app) as client:
+        response = await client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain; version=")
+    assert response.headers["content-type"].count("charset") == 1
+    assert "# TYPE coffeebus_gate_connections gauge" in response.text
+    assert "coffeebus_records_consumed_total" in response.text
+
+
+async def test_probes_answer_json(memory_stores: Stores) -> None:
+    app = create_app(ApiSettings(), memory_stores.users, memory_stores.routes)
+    async with in_process_client(app) as client:
+        health, ready = await client.get("/healthz"), await client.get("/readyz")
+    assert (health.status_code, health.json()) == (200, {"status": "ok"})
+    assert (ready.status_code, ready.json()) == (200, {"status": "ready"})
+    assert health.headers["content-type"] == "application/json"
+
+
+async def test_the_demo_page_answers_head_and_names_its_charset_once(
+    memory_stores: Stores,
+) -> None:
+    app = create_app(ApiSettings(), memory_stores.users, memory_stores.routes)
+    async with in_process_client(app) as client:
+        get, head = await client.get("/demo"), await client.head("/demo")
+    assert get.status_code == head.status_code == 200
+    assert get.headers["content-type"] == "text/html; charset=utf-8"
+    assert head.headers["content-type"] == get.headers["content-type"]
+    assert head.headers["content-length"] == str(len(get.content))
+    assert head.content == b""
+    assert "Content-Security-Policy" in head.headers
