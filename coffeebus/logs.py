@@ -12,14 +12,21 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import msgspec
 
 from coffeebus.settings import LogSettings
 from telemetry.logcontext import ContextFilter
 
-__all__ = ["JsonFormatter", "TextFormatter", "configure_logging"]
+__all__ = [
+    "ConsoleHandler",
+    "JsonFormatter",
+    "StatusLine",
+    "TextFormatter",
+    "configure_logging",
+    "console_status",
+]
 
 #: Attributes every LogRecord has; anything else came from ``extra``.
 #: uvicorn's ``color_message`` (an ANSI-coloured copy of the message) is dropped too.
@@ -67,6 +74,45 @@ class JsonFormatter(logging.Formatter):
         return _json.encode(doc).decode()
 
 
+class StatusLine(Protocol):
+    """A line the terminal shows below the log (`coffeebus.progress.StartupProgress`)."""
+
+    def clear(self) -> None: ...
+
+    def redraw(self) -> None: ...
+
+
+class ConsoleHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The stderr handler; it keeps a status line, if one is shown, below the records.
+
+    While a status line is shown at the INFO level, it stands for the INFO records ("gate
+    listening", "consumer started"): only warnings and errors are printed above it. At
+    DEBUG (``-v``) every record is.
+    """
+
+    status: StatusLine | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        status = self.status
+        if status is None:
+            super().emit(record)
+            return
+        if record.levelno < logging.WARNING and logging.getLogger().level > logging.DEBUG:
+            return
+        status.clear()
+        try:
+            super().emit(record)
+        finally:
+            status.redraw()
+
+
+def console_status(status: StatusLine | None) -> None:
+    """Show `status` below the records of the console handler (None: stop showing it)."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, ConsoleHandler):
+            handler.status = status
+
+
 def configure_logging(settings: LogSettings, *, verbosity: int = 0) -> None:
     """Route the root logger to stderr in the configured format and level.
 
@@ -79,7 +125,7 @@ def configure_logging(settings: LogSettings, *, verbosity: int = 0) -> None:
     level = logging.getLevelNamesMapping()[settings.level]
     if verbosity:
         level = logging.DEBUG if verbosity > 1 else max(logging.DEBUG, level - 10)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = ConsoleHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if settings.format == "json" else TextFormatter())
     handler.addFilter(ContextFilter())
     root = logging.getLogger()

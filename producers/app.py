@@ -256,8 +256,25 @@ def create_app(
     )
 
 
-async def serve_api(app: Litestar, settings: ApiSettings) -> None:
-    """Serve `app` on ``settings.host:settings.port`` until cancelled or signalled.
+class _Server(uvicorn.Server):
+    """uvicorn's server, telling when it has started (the application's start-up ran and the
+    socket accepts)."""
+
+    def __init__(self, config: uvicorn.Config, ready: asyncio.Event | None) -> None:
+        super().__init__(config)
+        self._ready = ready
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self._ready is not None and self.started:
+            self._ready.set()
+
+
+async def serve_api(
+    app: Litestar, settings: ApiSettings, *, ready: asyncio.Event | None = None
+) -> None:
+    """Serve `app` on ``settings.host:settings.port`` until cancelled or signalled; `ready`
+    is set once it answers requests.
 
     SIGINT/SIGTERM (uvicorn's own handlers while it serves) and cancellation both shut down
     gracefully: in-flight requests finish, the listening socket is closed.
@@ -275,7 +292,7 @@ async def serve_api(app: Litestar, settings: ApiSettings) -> None:
         lifespan="on",
         server_header=False,
     )
-    server = uvicorn.Server(config)
+    server = _Server(config, ready)
     # Bind here rather than inside uvicorn: a port in use fails the caller at once (OSError)
     # instead of being logged by uvicorn while the process goes on without its API.
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
