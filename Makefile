@@ -10,7 +10,7 @@ UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 PYTEST_ARGS ?=
 FUZZ_ARGS ?=
 
-.PHONY: help install run test chaos test-fast lint format proto demo-vendor services-up services-down \
+.PHONY: help install run test chaos test-fast lint format docs proto demo-vendor services-up services-down \
         services-status topology-apply bench-bus fuzz clean
 
 help: ## List the targets
@@ -52,6 +52,10 @@ lint: ## ruff (lint + format check) and mypy --strict
 format: ## Apply ruff's fixes and formatting
 	$(UV) run ruff check --fix .
 	$(UV) run ruff format .
+
+docs: install ## Regenerate the generated docs: the settings tables of docs/operations.md, the events' JSON Schema and AsyncAPI
+	$(UV) run python -m coffeebus.settingsdoc
+	$(UV) run coffeebus events docs
 
 proto: ## Regenerate schemas/pb from schemas/proto with the pinned protoc
 	$(UV) run python -m schemas.generate
