@@ -10,7 +10,7 @@ UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 PYTEST_ARGS ?=
 FUZZ_ARGS ?=
 
-.PHONY: help install run test chaos test-fast lint format docs proto demo-vendor services-up services-down \
+.PHONY: help install run test chaos test-fast lint format docs proto vendor services-up services-down \
         services-status topology-apply bench-bus fuzz clean
 
 help: ## List the targets
@@ -60,8 +60,8 @@ docs: install ## Regenerate the generated docs: the settings tables of docs/oper
 proto: ## Regenerate schemas/pb from schemas/proto with the pinned protoc
 	$(UV) run python -m schemas.generate
 
-demo-vendor: ## Re-vendor the web demo's protobuf.js and long.js (npm, producers/static/package-lock.json)
-	$(UV) run python -m producers.demo_vendor
+vendor: ## Re-vendor the browser libraries the API serves: protobuf.js, long.js (web demo), ReDoc (/schema); npm, producers/static/package-lock.json
+	$(UV) run python -m producers.vendor
 
 services-up: ## Install (cached) and start Kafka, Redis and FerretDB on loopback
 	bash services/services.sh up

@@ -58,6 +58,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.exposition import choose_encoder
 
 from coffeebus.settings import ApiSettings
+from producers.apidocs import SCHEMA_PATH, render_plugins
 from producers.auth import ApiKeyGuard, check_bind_address
 from producers.demo import demo_router
 from producers.deps import Pipeline, Stores, StoresDep
@@ -228,6 +229,8 @@ def create_app(
                 "bearer": SecurityScheme(type="http", scheme="bearer", description="API key")
             }
         ),
+        path=SCHEMA_PATH,
+        render_plugins=render_plugins(),
     )
     return Litestar(
         route_handlers=[

@@ -5,7 +5,7 @@ CoffeeChat binary protocol in the browser: one binary WebSocket message is one f
 (PROTOCOL.md, "Frame"), whose body is protobuf encoded by protobuf.js from the project's own
 ``.proto`` files, loaded at run time from ``/demo/proto/`` — so the browser can never drift
 from `schemas/proto`. protobuf.js and long.js are vendored copies of the npm packages pinned
-in ``producers/static/package-lock.json`` (``make demo-vendor``; docs/web-demo.md).
+in ``producers/static/package-lock.json`` (``make vendor``, `producers.vendor`; docs/web-demo.md).
 
 ==========  ======================  =====================================================
 method      path                    serves

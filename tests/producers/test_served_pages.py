@@ -3,9 +3,14 @@ API docs — each as docs/observability.md, docs/api.md and docs/web-demo.md say
 
 from __future__ import annotations
 
+import re
+
+from playwright.async_api import Browser, expect
+
 import telemetry.metrics  # noqa: F401  # what a gate or consumer in the process registers
 from coffeebus.settings import ApiSettings
 from producers.app import create_app
+from tests.producers.browser import ApiServer, Offline, new_page
 from tests.producers.conftest import Stores, in_process_client
 
 
@@ -41,3 +46,28 @@ async def test_the_demo_page_answers_head_and_names_its_charset_once(
     assert head.headers["content-length"] == str(len(get.content))
     assert head.content == b""
     assert "Content-Security-Policy" in head.headers
+
+
+async def test_the_api_docs_render_from_this_server_alone(
+    memory_stores: Stores, browser: Browser
+) -> None:
+    """/schema is ReDoc served by CoffeeBus: no CDN, no web fonts; a machine without
+    internet gets the whole page (every request to another host is refused and listed)."""
+    app = create_app(ApiSettings(), memory_stores.users, memory_stores.routes)
+    async with ApiServer(memory_stores.users, memory_stores.routes, app=app) as api:
+        errors: list[str] = []
+        offline = Offline()
+        page = await new_page(browser, errors, offline=offline)
+        requested: list[str] = []
+        page.on("request", lambda request: requested.append(request.url))
+        await page.goto(f"{api.url}/schema")
+        # ReDoc rendered the document: the title, a tag and an operation of it.
+        await expect(page.locator("h1")).to_contain_text("CoffeeBus server API")
+        await expect(page.locator("h2", has_text="Live gates, least loaded first")).to_be_visible()
+        await page.wait_for_load_state("networkidle")
+        assert offline.external == []
+        assert errors == []
+        assert f"{api.url}/schema/static/vendor/redoc.standalone.js" in requested
+        html = (await (await page.context.request.get(f"{api.url}/schema")).body()).decode()
+        head = html.split("Redoc.init(")[0]
+        assert not re.findall(r"""(?:src|href)=['"](?:https?:)?//""", head)

@@ -14,103 +14,21 @@ protobuf runtime, 64-bit ids included.
 
 from __future__ import annotations
 
-import asyncio
 import re
-import shutil
-import socket
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-import uvicorn
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 
-from coffeebus.settings import ApiSettings
 from gateway.server import Gate
-from producers.app import create_app
-from producers.demo_vendor import check as check_vendor
+from producers.vendor import check as check_vendor
 from schemas.commands import Cmd, spec
 from schemas.frame import encode_frame
 from schemas.pb.coffeechat import message_pb2
-from store.routes import RouteStore
-from store.users import UserStore
 from tests.consumers.conftest import System, embedded_system
-from tests.waiting import wait_for
+from tests.producers.browser import UI_WAIT_MS, ApiServer, new_page
 
 __all__ = ["embedded_system"]  # the fixture, shared with the consumer tests
-
-#: SERVICES.md, "Browsers for the web demo tests"; Playwright adds --headless and a fresh
-#: --user-data-dir itself.
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-#: How long the pages wait for something the servers do (a push, a response).
-UI_WAIT_MS = 20_000
-
-
-def chromium_path() -> str:
-    path = shutil.which("chromium")
-    if path is None:
-        pytest.fail(
-            "Debian's chromium is not installed: run `bash services/services.sh browser` "
-            "(`make test` does it through `services.sh up`)",
-            pytrace=False,
-        )
-    return path
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    expect.set_options(timeout=UI_WAIT_MS)  # for `expect(...)` (5 s by default)
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=chromium_path(), args=CHROMIUM_FLAGS, headless=True
-        )
-        try:
-            yield browser
-        finally:
-            await browser.close()
-
-
-class ApiServer:
-    """The API application served by uvicorn on a free loopback port, in this loop."""
-
-    def __init__(self, users: UserStore, routes: RouteStore) -> None:
-        self._app = create_app(ApiSettings(), users, routes)
-        self._sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
-        self._server = uvicorn.Server(
-            uvicorn.Config(self._app, log_config=None, access_log=False, lifespan="on")
-        )
-        self._task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> ApiServer:
-        self._task = asyncio.create_task(self._server.serve(sockets=[self._sock]))
-        await wait_for(lambda: self._server.started or self._task is None or self._task.done())
-        assert self._server.started, "the API did not start"
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._server.should_exit = True
-        if self._task is not None:
-            await self._task
-        self._sock.close()
-
-
-async def new_page(browser: Browser, errors: list[str]) -> Page:
-    """A page in its own context (its own storage); its uncaught errors go to `errors`."""
-    context = await browser.new_context(viewport={"width": 1100, "height": 640})
-    page = await context.new_page()
-    page.on("pageerror", lambda error: errors.append(f"{page.url}: {error}"))
-    page.set_default_timeout(UI_WAIT_MS)
-    return page
 
 
 async def login(page: Page, api: ApiServer, gate: Gate, user_id: int, token: str) -> None:
@@ -288,5 +206,5 @@ async def test_page_codec_matches_the_python_protocol(
 
 
 def test_vendored_libraries_match_the_lock_file() -> None:
-    """vendor/ is what `make demo-vendor` makes from package-lock.json, untouched."""
+    """vendor/ is what `make vendor` makes from package-lock.json, untouched."""
     assert check_vendor() == []
