@@ -12,6 +12,7 @@ method      path                    serves
 ==========  ======================  =====================================================
 GET, HEAD   /demo                   the page
 GET         /demo/gate              WebSocket addresses of the live gates, least loaded first
+GET         /demo/users?id=…        names and avatars of people the user shares a group with
 GET         /demo/static/{file}     the page's scripts, styles and the vendored libraries
 GET         /demo/proto/{file}      schemas/proto/**/*.proto
 ==========  ======================  =====================================================
@@ -20,25 +21,40 @@ None of these needs the API key: the page and the gate list are what any client 
 gates may see (the seed's iplist is public too), and the page authenticates to the gate
 with a user id and token like every client. They are left out of the OpenAPI document,
 which describes the business API.
+
+``/demo/users`` is how the demo clients (this page and ``coffeebus chat``) name the people
+of a group: the protocol names a message's sender only in a live push (``from_nick_name``)
+and single-chat peers in the user list (0x0601), never a group's members. It answers only
+a user who proves who they are (``X-CoffeeBus-User-Id`` and ``X-CoffeeBus-Token``, the
+login token), and only about themselves and the members of their groups: ids outside those
+are left out, as group info (0x0509) leaves out groups the requester is not in.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Final
+from typing import Annotated, Any, Final
 
 import msgspec
-from litestar import HttpMethod, MediaType, Response, Router, get, route
+from litestar import HttpMethod, MediaType, Request, Response, Router, get, route
 from litestar.datastructures import CacheControlHeader
+from litestar.di import NamedDependency
+from litestar.params import QueryParameter
 from litestar.static_files import create_static_files_router
 
-from producers.deps import StoresDep
+from producers.deps import Pipeline, StoresDep
+from producers.problems import problem_response
 from schemas.generate import PROTO_DIR
+from store.ids import UserId
 
-__all__ = ["DEMO_DIR", "DemoGates", "demo_router"]
+__all__ = ["DEMO_DIR", "MAX_PROFILES", "DemoGates", "DemoProfile", "DemoProfiles", "demo_router"]
 
 #: The page and its assets.
 DEMO_DIR: Final = Path(__file__).resolve().parent / "static" / "demo"
+#: Files every page of the API shares (the favicon).
+COMMON_DIR: Final = Path(__file__).resolve().parent / "static" / "common"
+#: Ids one ``/demo/users`` request may ask about.
+MAX_PROFILES: Final = 100
 
 #: The page runs nothing inline and loads only its own origin's files; it may open
 #: WebSockets anywhere, since the gate listens on another port (or host) than the API.
@@ -85,6 +101,49 @@ async def _gate(stores: StoresDep) -> DemoGates:
     return DemoGates(ws_urls=[gate.ws_addr for gate in await stores.routes.live_gates()])
 
 
+class DemoProfile(msgspec.Struct, frozen=True):
+    """What a chat client shows of a person. The id is a decimal string: JavaScript numbers
+    lose u64 ids above 2**53."""
+
+    user_id: str
+    nick_name: str
+    avatar_url: str
+
+
+class DemoProfiles(msgspec.Struct, frozen=True):
+    """``GET /demo/users``: the profiles asked for that the caller may see."""
+
+    users: list[DemoProfile]
+
+
+@get("/users", include_in_schema=False)
+async def _users(
+    request: Request[Any, Any, Any],
+    stores: StoresDep,
+    pipeline: NamedDependency[Pipeline | None],
+    ids: Annotated[list[int], QueryParameter(name="id", max_items=MAX_PROFILES)],
+) -> Response[Any]:
+    """Names of the caller and of the members of the caller's groups (module docstring)."""
+    raw_user = request.headers.get("x-coffeebus-user-id", "")
+    token = request.headers.get("x-coffeebus-token", "")
+    if not raw_user.isdigit() or not token:
+        return problem_response(401, "X-CoffeeBus-User-Id and X-CoffeeBus-Token are required")
+    caller = UserId(int(raw_user))
+    check = await stores.users.check_token(caller, token)
+    if not check.ok:
+        return problem_response(401, "not the user's current token")
+    visible = {caller}
+    if pipeline is not None:
+        for group_id in await pipeline.groups.groups_of(caller):
+            visible.update(await pipeline.groups.members(group_id))
+    wanted = [UserId(i) for i in dict.fromkeys(ids) if UserId(i) in visible]
+    users = await stores.users.list_users(wanted)
+    return Response(
+        DemoProfiles(users=[DemoProfile(str(u.user_id), u.nick_name, u.avatar_url) for u in users]),
+        headers={"Cache-Control": "no-store"},
+    )
+
+
 def demo_router() -> Router:
     """A new router serving the demo under ``/demo`` (one per application)."""
     return Router(
@@ -92,9 +151,10 @@ def demo_router() -> Router:
         route_handlers=[
             _page,
             _gate,
+            _users,
             create_static_files_router(
                 path="/static",
-                directories=[DEMO_DIR],
+                directories=[DEMO_DIR, COMMON_DIR],
                 name="demo-static",
                 cache_control=_REVALIDATE,
             ),

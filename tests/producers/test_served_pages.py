@@ -8,8 +8,17 @@ import re
 from playwright.async_api import Browser, expect
 
 import telemetry.metrics  # noqa: F401  # what a gate or consumer in the process registers
+from bus.memory import MemoryBus
+from bus.topology import load_topology
 from coffeebus.settings import ApiSettings
-from producers.app import create_app
+from producers.app import Pipeline, create_app
+from store.groups import GroupSpec
+from store.ids import UserId
+from store.memory.groups import MemoryGroupStore
+from store.memory.messages import MemoryMessageStore
+from store.memory.routes import MemoryRouteStore
+from store.memory.users import MemoryUserStore
+from store.users import UserImport
 from tests.producers.browser import ApiServer, Offline, new_page
 from tests.producers.conftest import Stores, in_process_client
 
@@ -71,3 +80,40 @@ async def test_the_api_docs_render_from_this_server_alone(
         html = (await (await page.context.request.get(f"{api.url}/schema")).body()).decode()
         head = html.split("Redoc.init(")[0]
         assert not re.findall(r"""(?:src|href)=['"](?:https?:)?//""", head)
+
+
+async def test_demo_users_names_the_caller_and_the_members_of_their_groups() -> None:
+    users = MemoryUserStore()
+    groups = MemoryGroupStore()
+    for uid, nick in ((1, "ann"), (2, "ben"), (3, "cy"), (4, "stranger")):
+        await users.upsert(UserImport(user_id=UserId(uid), nick_name=nick, token=f"t{uid}"))
+    await groups.create(
+        GroupSpec(name="tea", owner_id=UserId(1)), [UserId(2), UserId(3)], create_key="k"
+    )
+    pipeline = Pipeline(
+        bus=MemoryBus(), topology=load_topology(), groups=groups, messages=MemoryMessageStore()
+    )
+    app = create_app(ApiSettings(), users, MemoryRouteStore(), pipeline=pipeline)
+    query = "/demo/users?id=3&id=4&id=1&id=2&id=3"
+    async with in_process_client(app) as client:
+        ok = await client.get(
+            query, headers={"X-CoffeeBus-User-Id": "2", "X-CoffeeBus-Token": "t2"}
+        )
+        wrong = await client.get(
+            query, headers={"X-CoffeeBus-User-Id": "2", "X-CoffeeBus-Token": "t1"}
+        )
+        anonymous = await client.get(query)
+        alone = await client.get(
+            "/demo/users?id=4&id=1", headers={"X-CoffeeBus-User-Id": "4", "X-CoffeeBus-Token": "t4"}
+        )
+    assert ok.status_code == 200
+    # The caller's group companions, in the order asked; the stranger (no shared group) not.
+    assert ok.json() == {
+        "users": [
+            {"user_id": "3", "nick_name": "cy", "avatar_url": ""},
+            {"user_id": "1", "nick_name": "ann", "avatar_url": ""},
+            {"user_id": "2", "nick_name": "ben", "avatar_url": ""},
+        ]
+    }
+    assert wrong.status_code == anonymous.status_code == 401
+    assert alone.json() == {"users": [{"user_id": "4", "nick_name": "stranger", "avatar_url": ""}]}
