@@ -32,8 +32,10 @@ are left out, as group info (0x0509) leaves out groups the requester is not in.
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Annotated, Any, Final
+from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 from litestar import HttpMethod, MediaType, Request, Response, Router, get, route
@@ -96,9 +98,24 @@ def _page() -> Response[bytes]:
 
 
 @get("/gate", include_in_schema=False)
-async def _gate(stores: StoresDep) -> DemoGates:
-    """The live gates' WebSocket addresses, least loaded first (as ``GET /v1/gates``)."""
-    return DemoGates(ws_urls=[gate.ws_addr for gate in await stores.routes.live_gates()])
+async def _gate(request: Request[Any, Any, Any], stores: StoresDep) -> DemoGates:
+    """The live gates' WebSocket addresses, least loaded first (as ``GET /v1/gates``).
+
+    A gate that binds every interface without ``[gateway] advertised_host`` advertises this
+    machine's host name, which a browser may not resolve; the page then gets the name the
+    browser reached the API by (the gate runs on this machine: `coffeebus run` prints
+    ``ws://127.0.0.1:8001/``, and so does the page).
+    """
+    here = socket.gethostname().lower()
+    browser_host = request.url.hostname
+    urls = []
+    for gate in await stores.routes.live_gates():
+        url = urlsplit(gate.ws_addr)
+        if browser_host and url.hostname == here and url.port is not None:
+            host = f"[{browser_host}]" if ":" in browser_host else browser_host
+            url = url._replace(netloc=f"{host}:{url.port}")
+        urls.append(urlunsplit(url))
+    return DemoGates(ws_urls=urls)
 
 
 class DemoProfile(msgspec.Struct, frozen=True):

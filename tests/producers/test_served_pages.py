@@ -4,6 +4,7 @@ API docs — each as docs/observability.md, docs/api.md and docs/web-demo.md say
 from __future__ import annotations
 
 import re
+import socket
 
 from playwright.async_api import Browser, expect
 
@@ -13,7 +14,7 @@ from bus.topology import load_topology
 from coffeebus.settings import ApiSettings
 from producers.app import Pipeline, create_app
 from store.groups import GroupSpec
-from store.ids import UserId
+from store.ids import GateId, UserId
 from store.memory.groups import MemoryGroupStore
 from store.memory.messages import MemoryMessageStore
 from store.memory.routes import MemoryRouteStore
@@ -117,3 +118,26 @@ async def test_demo_users_names_the_caller_and_the_members_of_their_groups() -> 
     }
     assert wrong.status_code == anonymous.status_code == 401
     assert alone.json() == {"users": [{"user_id": "4", "nick_name": "stranger", "avatar_url": ""}]}
+
+
+async def test_the_demo_suggests_the_gate_by_the_name_the_browser_used(
+    memory_stores: Stores,
+) -> None:
+    """A gate bound to every interface advertises this machine's host name, which a browser
+    may not resolve; the page gets the name it reached the API by, as the banner prints."""
+    here = socket.gethostname()
+    await memory_stores.routes.gate_heartbeat(
+        GateId("g1"), tcp_addr=f"{here}:8000", ws_addr=f"ws://{here}:8001", connections=0, ttl=30
+    )
+    await memory_stores.routes.gate_heartbeat(
+        GateId("g2"),
+        tcp_addr="im.example.com:8000",
+        ws_addr="wss://im.example.com:443",
+        connections=5,
+        ttl=30,
+    )
+    app = create_app(ApiSettings(), memory_stores.users, memory_stores.routes)
+    async with in_process_client(app) as client:
+        # httpx's in-process client names the host "testserver"; a browser: 127.0.0.1
+        loopback = await client.get("http://127.0.0.1:18080/demo/gate")
+    assert loopback.json() == {"ws_urls": ["ws://127.0.0.1:8001", "wss://im.example.com:443"]}
