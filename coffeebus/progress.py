@@ -40,18 +40,20 @@ class StartupProgress:
     Args:
         title: what starts, e.g. ``"CoffeeBus (embedded)"``.
         stream: where to write (stderr); a non-terminal gets one line, no updates.
+        silent: write nothing (JSON logs: a log shipper reads stderr, not a person).
     """
 
-    def __init__(self, title: str, stream: TextIO | None = None) -> None:
+    def __init__(self, title: str, stream: TextIO | None = None, *, silent: bool = False) -> None:
         self._stream = stream if stream is not None else sys.stderr
-        self._tty = self._stream.isatty()
+        self._silent = silent
+        self._tty = self._stream.isatty() and not silent
         self._title = title
         self._text = ""
         self._shown = False
         # Count from the process's creation: the interpreter's start and the imports are part
         # of what a person waits for.
         self._started = time.perf_counter() - (process_age() or 0.0)
-        if not self._tty:
+        if not self._tty and not silent:
             self._stream.write(f"Starting {title}…\n")
             self._stream.flush()
 

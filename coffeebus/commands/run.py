@@ -146,7 +146,7 @@ def _reachable(host: str) -> str:
 def _handle(args: argparse.Namespace) -> int:
     settings = load_or_exit(args).with_gate_id()
     # Say something at once: the imports below and the services' start take a moment.
-    progress = StartupProgress(f"CoffeeBus ({args.services})")
+    progress = StartupProgress(f"CoffeeBus ({args.services})", silent=settings.log.format == "json")
     console_status(progress)
     progress.step("loading")
     try:

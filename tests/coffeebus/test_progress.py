@@ -53,3 +53,11 @@ def test_the_clock_counts_from_the_process_start() -> None:
     assert age is not None
     assert age > 0
     assert StartupProgress("x", io.StringIO()).elapsed >= age
+
+
+def test_json_logs_get_no_progress_text() -> None:
+    for stream in (io.StringIO(), Terminal()):
+        progress = StartupProgress("CoffeeBus (embedded)", stream, silent=True)
+        progress.step("the stores")
+        progress.done()
+        assert stream.getvalue() == ""
