@@ -204,6 +204,7 @@ class ChatSession:
         self._write = write
         self._tty = tty
         self._profiles = profiles
+        self._profiles_back_at = 0.0
         self._summary_delay = summary_delay
         self.names = Names(client.user_id)
         self.current: Conversation | None = None
@@ -269,12 +270,15 @@ class ChatSession:
     async def _learn_users(self, user_ids: Iterable[int]) -> None:
         """Names of people not known yet (a group's members) from the profile lookup."""
         unknown = sorted({u for u in user_ids if u != self.me and u not in self.names.users})
-        if not unknown or self._profiles is None:
+        loop = asyncio.get_running_loop()
+        if not unknown or self._profiles is None or loop.time() < self._profiles_back_at:
             return
         try:
             self.names.users.update(await self._profiles(unknown))
         except Exception as exc:  # a lookup is a nicety: ids stand in for names
             log.debug("profile lookup failed: %r", exc)
+            # An API that is not there stays away for a while: do not slow every page.
+            self._profiles_back_at = loop.time() + 60.0
 
     # -- input ---------------------------------------------------------------------------------
 

@@ -124,6 +124,9 @@ def banner(
         lines += [f"  {u.nick:<{width}}  user_id={u.user_id}  token={u.token}" for u in DEMO_USERS]
         alice, bob = DEMO_USERS[0], DEMO_USERS[1]
         gate = f"{gate_host}:{tcp_port}"
+        # `coffeebus chat` asks the API for group members' names; its default is 18080.
+        if api_url != "http://127.0.0.1:18080":
+            gate += f" --api {api_url}"
         lines += [
             f"Chat as {alice.nick} and {bob.nick}:",
             f"  in a browser    {api_url}/demo  (two windows, one per user)",

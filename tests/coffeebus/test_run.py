@@ -147,6 +147,7 @@ async def chat_and_stop(running: Running, signum: signal.Signals) -> None:
     chats = [build_parser().parse_args(argv) for argv in banner.chat_commands]
     assert [(c.user, c.token) for c in chats] == [banner.users["alice"], banner.users["bob"]]
     assert {c.gate for c in chats} == {banner.tcp}
+    assert {c.api for c in chats} == {banner.api}  # group members' names come from there
     assert banner.demo_page == f"{banner.api}/demo"
     (alice, alice_token), (bob, bob_token) = banner.users["alice"], banner.users["bob"]
     alice_c, bob_c = Client(), Client()
