@@ -10,19 +10,18 @@ UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 PYTEST_ARGS ?=
 FUZZ_ARGS ?=
 
-.PHONY: help install run test chaos test-fast lint format proto demo-vendor services-up services-down \
+.PHONY: help install run test chaos test-fast lint format docs proto vendor services-up services-down \
         services-status topology-apply bench-bus fuzz clean k8s-tools k8s-build
-
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | \
 	  awk 'BEGIN {FS = ":.*## "}; {printf "  make %-16s %s\n", $$1, $$2}'
 
-install: ## Install uv (when missing) and the locked dependencies into .venv
+install: ## Install uv (when missing) and the locked dependencies into .venv, byte-compiled (a quick start)
 	@if ! $(UV) --version >/dev/null 2>&1; then \
 	  echo "install: uv not found, installing uv==$(UV_VERSION) with pip"; \
 	  python3 -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"; \
 	fi
-	$(UV) sync --frozen
+	$(UV) sync --frozen --compile-bytecode
 
 run: install ## Start every role in one process on the embedded bus and stores
 	$(UV) run coffeebus run
@@ -53,11 +52,15 @@ format: ## Apply ruff's fixes and formatting
 	$(UV) run ruff check --fix .
 	$(UV) run ruff format .
 
+docs: install ## Regenerate the generated docs: the settings tables of docs/operations.md, the events' JSON Schema and AsyncAPI
+	$(UV) run python -m coffeebus.settingsdoc
+	$(UV) run coffeebus events docs
+
 proto: ## Regenerate schemas/pb from schemas/proto with the pinned protoc
 	$(UV) run python -m schemas.generate
 
-demo-vendor: ## Re-vendor the web demo's protobuf.js and long.js (npm, producers/static/package-lock.json)
-	$(UV) run python -m producers.demo_vendor
+vendor: ## Re-vendor the browser libraries the API serves: protobuf.js, long.js (web demo), ReDoc (/schema); npm, producers/static/package-lock.json
+	$(UV) run python -m producers.vendor
 
 services-up: ## Install (cached) and start Kafka, Redis and FerretDB on loopback
 	bash services/services.sh up

@@ -21,9 +21,9 @@ __all__ = ["build_parser", "main"]
 DESCRIPTION = """\
 CoffeeBus: an instant-messaging backend built around a Kafka message bus. Gates hold client
 connections (CoffeeChat wire protocol over TCP and WebSocket) and publish frames to Kafka;
-stateless consumer groups (msg, fanout, ack, query, group, timer, push, biz) do the logic,
-MongoDB keeps the timelines and Redis the routes. topology.yaml declares every topic and
-group.
+stateless consumer groups (msg, fanout, ack, query, group, timer, push, biz, webhook,
+projection) do the logic, Redis holds routes and the hot end of the timelines, MongoDB the
+rest. topology.yaml declares every topic and group.
 """
 
 EPILOG = """\
@@ -45,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--verbose",
         action="count",
         default=0,
-        help="log more: -v for info, -vv for debug (Kafka client logs included)",
+        help="log more: -v one level below the default (roles log INFO by default, so -v "
+        "is DEBUG; other commands WARNING, so -v is INFO), -vv everything, the Kafka "
+        "client's own debug logs included",
     )
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     for name in COMMANDS:
@@ -54,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _configure_logging(verbosity: int) -> None:
+    # Commands that run roles configure logging again from their settings (`coffeebus.logs`).
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(verbosity, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if verbosity < 2:

@@ -253,18 +253,23 @@ async def replay(
     """Publish the records of a dead-letter topic to their source topic again."""
     name = dlq_name(topology, topic)
     source = _source_of(topology, name)
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
-        acks="all",
-        enable_idempotence=True,
-        request_timeout_ms=int(request_timeout * 1000),
-        client_id="coffeebus-dlq-replay",
+    # A dry run makes no producer: one never started nor stopped is reported "unclosed".
+    producer = (
+        None
+        if dry_run
+        else AIOKafkaProducer(
+            bootstrap_servers=bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            request_timeout_ms=int(request_timeout * 1000),
+            client_id="coffeebus-dlq-replay",
+        )
     )
     replayed = 0
     async with _reader(bootstrap, request_timeout) as consumer:
         bounds = await _bounds(consumer, name, topology.topic(name).partitions)
         next_offsets = {tp.partition: max(start, from_offset) for tp, (start, _) in bounds.items()}
-        if not dry_run:
+        if producer is not None:
             await producer.start()
         try:
             pending = []
@@ -279,7 +284,7 @@ async def replay(
                 headers.append(
                     (DLQ_REPLAYED_FROM, f"{name}:{record.partition}:{record.offset}".encode())
                 )
-                if not dry_run:
+                if producer is not None:
                     pending.append(
                         await producer.send(source, record.value, key=record.key, headers=headers)
                     )
@@ -288,7 +293,7 @@ async def replay(
             for future in pending:
                 await future  # durable (acks=all) before the command says it is done
         finally:
-            if not dry_run:
+            if producer is not None:
                 await producer.stop()
     return ReplayResult(
         topic=name, source=source, replayed=replayed, dry_run=dry_run, next_offsets=next_offsets

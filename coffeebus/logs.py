@@ -12,14 +12,21 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import msgspec
 
 from coffeebus.settings import LogSettings
 from telemetry.logcontext import ContextFilter
 
-__all__ = ["JsonFormatter", "TextFormatter", "configure_logging"]
+__all__ = [
+    "ConsoleHandler",
+    "JsonFormatter",
+    "StatusLine",
+    "TextFormatter",
+    "configure_logging",
+    "console_status",
+]
 
 #: Attributes every LogRecord has; anything else came from ``extra``.
 #: uvicorn's ``color_message`` (an ANSI-coloured copy of the message) is dropped too.
@@ -28,6 +35,9 @@ _STANDARD: Final = frozenset(
     | {"message", "asctime", "color_message"}
 )
 _json: Final = msgspec.json.Encoder()
+#: Libraries whose INFO lines say what the process's own lines say better ("listening on",
+#: "application startup complete"): shown only at DEBUG.
+_CHATTY_LIBRARIES: Final = ("uvicorn", "websockets")
 
 
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
@@ -64,19 +74,64 @@ class JsonFormatter(logging.Formatter):
         return _json.encode(doc).decode()
 
 
+class StatusLine(Protocol):
+    """A line the terminal shows below the log (`coffeebus.progress.StartupProgress`)."""
+
+    def clear(self) -> None: ...
+
+    def redraw(self) -> None: ...
+
+
+class ConsoleHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The stderr handler; it keeps a status line, if one is shown, below the records.
+
+    While a status line is shown at the INFO level, it stands for the INFO records ("gate
+    listening", "consumer started"): only warnings and errors are printed above it. At
+    DEBUG (``-v``) every record is.
+    """
+
+    status: StatusLine | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        status = self.status
+        if status is None:
+            super().emit(record)
+            return
+        if record.levelno < logging.WARNING and logging.getLogger().level > logging.DEBUG:
+            return
+        status.clear()
+        try:
+            super().emit(record)
+        finally:
+            status.redraw()
+
+
+def console_status(status: StatusLine | None) -> None:
+    """Show `status` below the records of the console handler (None: stop showing it)."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, ConsoleHandler):
+            handler.status = status
+
+
 def configure_logging(settings: LogSettings, *, verbosity: int = 0) -> None:
     """Route the root logger to stderr in the configured format and level.
 
-    `verbosity` (``-v`` flags) lowers the level below the configured one; third-party
-    clients that log every reconnect attempt (aiokafka) stay at WARNING unless ``-vv``.
+    `verbosity` (``-v`` flags) lowers the level: ``-v`` one step below the configured one
+    (INFO, the default, becomes DEBUG), ``-vv`` to DEBUG. Third-party clients that log every
+    reconnect attempt (aiokafka) stay at WARNING unless ``-vv``; the web and WebSocket
+    servers' start and stop lines (uvicorn, websockets) are DEBUG chatter: shown from
+    ``-v`` on, or when the configured level is DEBUG.
     """
     level = logging.getLevelNamesMapping()[settings.level]
     if verbosity:
-        level = min(level, logging.DEBUG if verbosity > 1 else logging.INFO)
-    handler = logging.StreamHandler(sys.stderr)
+        level = logging.DEBUG if verbosity > 1 else max(logging.DEBUG, level - 10)
+    handler = ConsoleHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if settings.format == "json" else TextFormatter())
     handler.addFilter(ContextFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("aiokafka").setLevel(logging.DEBUG if verbosity > 1 else logging.WARNING)
+    chatter = logging.NOTSET if level <= logging.DEBUG else logging.WARNING
+    for name in _CHATTY_LIBRARIES:
+        logging.getLogger(name).setLevel(chatter)

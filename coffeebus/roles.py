@@ -112,11 +112,20 @@ class ApiRole:
     async def start(self) -> None:
         from producers.app import serve_api  # noqa: PLC0415
 
-        self._task = asyncio.create_task(serve_api(self._app, self._settings), name="api")
-        # serve_api binds before its first await: a port in use fails here, at start.
-        await asyncio.sleep(0)
+        ready = asyncio.Event()
+        self._task = asyncio.create_task(
+            serve_api(self._app, self._settings, ready=ready), name="api"
+        )
+        # Started means answering: wait for the server's start-up (a port in use, or an
+        # application that fails to start, ends the task instead).
+        waiting = asyncio.ensure_future(ready.wait())
+        try:
+            await asyncio.wait({waiting, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiting.cancel()
         if self._task.done():
             self._task.result()
+            raise RuntimeError("the HTTP API ended while starting")
 
     async def stop(self) -> None:
         if self._task is not None and not self._task.done():
@@ -137,6 +146,7 @@ class ConsumerRole:
         self, runtime: Runtime, group: str, *, static_member_id: str | None = None
     ) -> None:
         self.runtime = runtime
+        self.group = group
         self.name = f"consumer {group}"
         spec = runtime.topology.group(group)
         self.handler = factory(group)(runtime)
@@ -223,29 +233,48 @@ def tune_collector(settings: ProcessSettings) -> None:
     )
 
 
-async def serve(roles: Sequence[Role], *, ready: Callable[[], str] | None = None) -> None:
+#: Called before each role starts: (the role, how many started before it, how many in all).
+Progress = Callable[[Role, int, int], None]
+
+
+async def serve(
+    roles: Sequence[Role],
+    *,
+    ready: Callable[[], str] | None = None,
+    progress: Progress | None = None,
+) -> None:
     """Start `roles` in order, run until a signal or until one ends, stop them in reverse.
 
-    `ready()` is printed (to stdout) once every role has started. With ``[observability]
+    `ready()` is printed (to stdout) once every role has started. `progress`, when given, is
+    told of each role as it starts (and the per-role "started" lines are logged at DEBUG
+    instead of INFO: the caller shows progress its own way). With ``[observability]
     metrics_port`` set, the metrics and health listener runs around them (module doc).
     """
     running = _Running(roles)
     async with _telemetry(roles, running):
-        await _serve(roles, running, ready)
+        await _serve(roles, running, ready, progress)
 
 
-async def _serve(roles: Sequence[Role], running: _Running, ready: Callable[[], str] | None) -> None:
+async def _serve(
+    roles: Sequence[Role],
+    running: _Running,
+    ready: Callable[[], str] | None,
+    progress: Progress | None,
+) -> None:
     started: list[Role] = []
+    level = logging.INFO if progress is None else logging.DEBUG
     async with _signals() as stop:
         try:
             for role in roles:
+                if progress is not None:
+                    progress(role, len(started), len(roles))
                 await role.start()
                 started.append(role)
-                log.info("%s started", role.name)
-            if started:
-                tune_collector(started[0].runtime.settings.process)
+                log.log(level, "%s started", role.name)
             if ready:
                 print(ready(), flush=True)
+            if started:
+                tune_collector(started[0].runtime.settings.process)
             waiters = [asyncio.ensure_future(role.wait()) for role in started]
             running.waiters, running.started = waiters, True
             stopper = asyncio.ensure_future(stop.wait())

@@ -76,13 +76,17 @@ class MultiLoginPolicy(enum.StrEnum):
 class KafkaSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """How to reach the Kafka cluster and how to produce to it."""
 
+    #: Kafka brokers, ``host:port[,host:port…]`` (also ``KAFKA_BOOTSTRAP_SERVERS``).
     bootstrap_servers: str = "127.0.0.1:9092"
+    #: Prefix of the Kafka client ids; ``coffeebus topology lag`` shows them as partition owners.
     client_id: str = "coffeebus"
     #: Producer linger: a few ms batch records from many coroutines into one request.
     linger_ms: Annotated[int, msgspec.Meta(ge=0)] = 5
+    #: Largest producer batch per partition (bytes).
     max_batch_size: PositiveInt = 256 * 1024
     #: None, "gzip", "snappy", "lz4" or "zstd" (the last three need their codec packages).
     compression_type: str | None = None
+    #: Limit of one Kafka request (produce, fetch, metadata).
     request_timeout_ms: PositiveInt = 30_000
     #: A consumer group member not heard from for this long is removed and its partitions
     #: go to the others. Static members (``coffeebus consume --static-member-id``) keep
@@ -94,18 +98,26 @@ class KafkaSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class MongoSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The MongoDB (or MongoDB wire-protocol) server holding the timelines."""
 
+    #: MongoDB (or FerretDB) connection string (also ``MONGO_URL``).
     url: str = "mongodb://127.0.0.1:27017"
+    #: Database holding every collection; one per deployment.
     database: str = "coffeebus"
+    #: How long a request waits for a reachable server before failing (start-up fails with exit 3
+    #: after it).
     server_selection_timeout_ms: PositiveInt = 5_000
-    #: Which server the adapters write for (`store.mongo.compat`): "mongodb" pays none of
-    #: the FerretDB v1 workarounds, "ferretdb-v1" all of them, "auto" asks the server at
-    #: start (FerretDB names itself in buildInfo) and logs the choice.
+    #: Which server the stores write for: ``"mongodb"`` (plain bulk writes and ``$inc``),
+    #: ``"ferretdb-v1"`` (the workarounds of ``store/mongo/compat.py``: small raw update commands,
+    #: seq sections claimed by inserts), or ``"auto"``: ask the server at start (FerretDB names
+    #: itself in ``buildInfo``) and log ``MongoDB adapters in <mode> mode``. Every process of a
+    #: deployment must run the same mode; a deployment may move from ``ferretdb-v1`` to ``mongodb``
+    #: (seqs continue above the claimed sections) but not back.
     server: Literal["auto", "mongodb", "ferretdb-v1"] = "auto"
 
 
 class RedisSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The Redis server holding routes, presence and caches."""
 
+    #: Redis URL (also ``REDIS_URL``).
     url: str = "redis://127.0.0.1:6379/0"
     #: Prefix of every key CoffeeBus writes, so several deployments can share one Redis.
     key_prefix: str = "cb:"
@@ -116,33 +128,46 @@ class GatewaySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     #: Unique per gate process; names its downlink topic ``im.gate.<gate_id>``.
     gate_id: str = ""
+    #: Address the TCP and WebSocket listeners bind.
     host: str = "0.0.0.0"
+    #: TCP listener (CoffeeChat frames).
     tcp_port: Port = 8000
+    #: WebSocket listener (one binary message per frame).
     ws_port: Port = 8001
     #: Address clients should use, published in the gate list (defaults to host:port).
     advertised_host: str = ""
+    #: PEM certificate file: both listeners speak TLS (WSS) when set with ``tls_key``.
     tls_cert: str | None = None
+    #: PEM private key of ``tls_cert``.
     tls_key: str | None = None
+    #: Largest frame accepted (bytes, 16 B to 16 MiB); larger closes the connection.
     max_frame_size: Annotated[int, msgspec.Meta(ge=16, le=16 * 1024 * 1024)] = 1024 * 1024
+    #: Connections one gate holds at most; more are refused.
     max_connections: PositiveInt = 100_000
     #: New connections per second one source address may open (token bucket), and the
     #: burst above that rate (gateway/admission.py).
     conn_rate_per_ip: Positive = 20.0
+    #: Burst of new connections above ``conn_rate_per_ip``.
     conn_burst_per_ip: PositiveInt = 100
     #: Networks not limited per address: loopback (a local proxy makes every client look
     #: like 127.0.0.1), and put a trusted load balancer's addresses here.
     conn_rate_exempt: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    #: A connection must log in within this many seconds.
     login_timeout_s: Positive = 15.0
     #: A frame begun must be complete within this many seconds (slow-loris senders).
     frame_timeout_s: Positive = 30.0
+    #: Heartbeat interval clients are expected to keep.
     heartbeat_interval_s: Positive = 60.0
     #: A connection silent for this many heartbeat intervals is closed.
     idle_heartbeats: Positive = 3.0
     #: Token bucket per connection for frames sent to the server.
     rate_limit_per_s: Positive = 50.0
+    #: Burst of frames above ``rate_limit_per_s``.
     rate_limit_burst: PositiveInt = 100
     #: Frames queued for a connection that does not read before it is disconnected.
     send_queue_frames: PositiveInt = 1_000
+    #: ``kick_same_type`` (a new login kicks an older one of the same client type), ``kick_all`` or
+    #: ``allow_all``.
     multi_login: MultiLoginPolicy = MultiLoginPolicy.KICK_SAME_TYPE
     #: SIGTERM: how long to wait for connections to close before exiting anyway.
     drain_timeout_s: Positive = 10.0
@@ -151,7 +176,9 @@ class GatewaySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class ApiSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The HTTP server API for business servers."""
 
+    #: Address the HTTP API binds; anything but loopback requires ``api_keys``.
     host: str = "127.0.0.1"
+    #: HTTP API port.
     port: Port = 18080
     #: Bearer keys accepted on business endpoints. None configured: loopback only.
     api_keys: tuple[str, ...] = ()
@@ -168,12 +195,13 @@ class MessagingSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
     revoke_window_s: Positive = 120.0
     #: member limits by group type (PROTOCOL.md: NORMAL <= 200, SUPER <= 2000)
     group_max_members: PositiveInt = 200
+    #: Member limit of a SUPER group.
     super_group_max_members: PositiveInt = 2000
 
 
 class HotSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """``[hot]``: what Redis keeps of the timelines on the real services (docs/architecture.md,
-    "Storage"). Redis always holds what the projection has not written yet; these add the
+    "Hot state"). Redis always holds what the projection has not written yet; these add the
     recent end that readers find without the document store."""
 
     #: messages per conversation kept beyond what the projection has not written
@@ -209,24 +237,33 @@ class PushSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     request_timeout_s: Positive = 10.0
     #: attempts per device for 5xx, 429 and timeouts before the push is recorded as failed
     max_attempts: Annotated[int, msgspec.Meta(ge=1, le=20)] = 4
+    #: First retry of a provider request after this long, doubling.
     initial_backoff_s: Positive = 0.5
+    #: Longest wait between two attempts.
     max_backoff_s: Positive = 10.0
     #: webhook provider: the business's own push service (POST JSON); "" disables it
     webhook_url: str = ""
     #: HMAC-SHA256 key of the webhook push signature ("" sends it unsigned)
     webhook_secret: str = ""
-    #: APNs (token-based auth): base URL, team id, key id, the .p8 key file, the app's topic
+    #: APNs (token-based auth) base URL; APNs is enabled by the team id, key id, .p8 key file
+    #: and topic below
     apns_url: str = "https://api.push.apple.com"
+    #: APNs team id.
     apns_team_id: str = ""
+    #: APNs key id of the .p8 key.
     apns_key_id: str = ""
+    #: Path of the APNs .p8 signing key.
     apns_key_path: str = ""
     #: the app's bundle id (``apns-topic``); a device may name its own
     apns_topic: str = ""
-    #: FCM HTTP v1: base URL, the Firebase project, the service account JSON key file, and
-    #: the OAuth2 token endpoint ("" = the one in the key file)
+    #: FCM HTTP v1 base URL; FCM is enabled by the Firebase project and the service account
+    #: key below
     fcm_url: str = "https://fcm.googleapis.com"
+    #: Firebase project id.
     fcm_project_id: str = ""
+    #: Path of the service account JSON key.
     fcm_credentials_path: str = ""
+    #: OAuth2 token endpoint ("" = the one in the key file).
     fcm_token_url: str = ""
 
 
@@ -289,9 +326,13 @@ class WebhookSubscriber(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
 class WebhookSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """``[webhooks]``: business servers that receive events by signed HTTP POSTs."""
 
+    #: ``[[webhooks.subscribers]]`` tables: ``name``, ``url``, ``secret``, ``events``, ``topics``,
+    #: ``timeout_s``, ``max_attempts`` (docs/events.md). In the environment: a TOML array of inline
+    #: tables.
     subscribers: tuple[WebhookSubscriber, ...] = ()
     #: first retry after this long, doubling up to `max_backoff_s` (plus jitter)
     initial_backoff_s: Positive = 0.5
+    #: Longest wait between two POSTs of one event.
     max_backoff_s: Positive = 30.0
     #: POSTs in flight at once over every subscriber and partition of one process
     max_connections: PositiveInt = 100
@@ -305,6 +346,7 @@ class WebhookSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class LogSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Logging of every process."""
 
+    #: ``DEBUG``, ``INFO``, ``WARNING``, ``ERROR`` or ``CRITICAL`` (``-v``/``-vv`` lower it).
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     #: "text" for people, "json" for log shippers.
     format: Literal["text", "json"] = "text"
@@ -331,7 +373,7 @@ class ProcessSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     Once its roles have started, a process collects once and freezes what it holds (modules,
     clients, caches: `gc.freeze`), so later full collections do not walk the start-up heap,
-    and runs young collections every `gc_gen0_threshold` net allocations instead of
+    and runs young collections every `gc_thresholds[0]` net allocations instead of
     Python's 700. At 2,000 c2c messages/s the embedded process spent ~10 % of its time in
     collections with Python's defaults, single full ones lasting 350-530 ms; with these
     defaults, one young collection in 15 s (docs/benchmarks.md, "Garbage collection").

@@ -48,15 +48,17 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
 import uvicorn
-from litestar import Litestar, Response, Router, get
+from litestar import Litestar, Request, Response, Router, get
 from litestar.di import Provide
 from litestar.handlers import HTTPRouteHandler
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import REGISTRY
+from prometheus_client.exposition import choose_encoder
 
 from coffeebus.settings import ApiSettings
+from producers.apidocs import SCHEMA_PATH, render_plugins
 from producers.auth import ApiKeyGuard, check_bind_address
 from producers.demo import demo_router
 from producers.deps import Pipeline, Stores, StoresDep
@@ -119,9 +121,13 @@ async def gates(stores: StoresDep) -> GatesResponse:
     tags=["health"],
     include_in_schema=False,
 )
-async def metrics() -> Response[bytes]:
-    """The process's metrics in the Prometheus text format (docs/observability.md)."""
-    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """The process's metrics in the Prometheus text format, or OpenMetrics when the scraper
+    asks for it (docs/observability.md), as the metrics listener serves them."""
+    encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+    # Litestar names the charset of text/* itself: keep it from appearing twice.
+    media_type = content_type.replace("; charset=utf-8", "")
+    return Response(encoder(REGISTRY), media_type=media_type)
 
 
 @get("/healthz", summary="Liveness", tags=["health"])
@@ -223,9 +229,17 @@ def create_app(
                 "bearer": SecurityScheme(type="http", scheme="bearer", description="API key")
             }
         ),
+        path=SCHEMA_PATH,
+        render_plugins=render_plugins(),
     )
     return Litestar(
-        route_handlers=[business, healthz, _readyz(tuple(readiness_checks)), demo_router()],
+        route_handlers=[
+            business,
+            healthz,
+            _readyz(tuple(readiness_checks)),
+            metrics,
+            demo_router(),
+        ],
         dependencies={
             "stores": Provide(lambda: stores, use_cache=True, sync_to_thread=False),
             "pipeline": Provide(lambda: pipeline, use_cache=True, sync_to_thread=False),
@@ -245,8 +259,25 @@ def create_app(
     )
 
 
-async def serve_api(app: Litestar, settings: ApiSettings) -> None:
-    """Serve `app` on ``settings.host:settings.port`` until cancelled or signalled.
+class _Server(uvicorn.Server):
+    """uvicorn's server, telling when it has started (the application's start-up ran and the
+    socket accepts)."""
+
+    def __init__(self, config: uvicorn.Config, ready: asyncio.Event | None) -> None:
+        super().__init__(config)
+        self._ready = ready
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self._ready is not None and self.started:
+            self._ready.set()
+
+
+async def serve_api(
+    app: Litestar, settings: ApiSettings, *, ready: asyncio.Event | None = None
+) -> None:
+    """Serve `app` on ``settings.host:settings.port`` until cancelled or signalled; `ready`
+    is set once it answers requests.
 
     SIGINT/SIGTERM (uvicorn's own handlers while it serves) and cancellation both shut down
     gracefully: in-flight requests finish, the listening socket is closed.
@@ -264,7 +295,7 @@ async def serve_api(app: Litestar, settings: ApiSettings) -> None:
         lifespan="on",
         server_header=False,
     )
-    server = uvicorn.Server(config)
+    server = _Server(config, ready)
     # Bind here rather than inside uvicorn: a port in use fails the caller at once (OSError)
     # instead of being logged by uvicorn while the process goes on without its API.
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -14,6 +15,8 @@ from coffeebus.commands.common import (
     run_async,
     services_unreachable,
 )
+from coffeebus.logs import console_status
+from coffeebus.progress import StartupProgress
 
 if TYPE_CHECKING:
     from coffeebus.settings import Settings
@@ -23,9 +26,10 @@ __all__ = ["DEMO_USERS", "DemoUser", "register"]
 
 DESCRIPTION = """\
 Run every role in this one process: a gate (TCP 8000, WebSocket 8001), the HTTP API (18080)
-and one member of every consumer group (msg, fanout, ack, query, group, timer, push, biz,
-webhook). It prints where to connect and how to log in, then serves until Ctrl-C (SIGINT) or
-SIGTERM, which drain the gate's connections and the consumers' batches and exit with 0.
+and one member of every consumer group (msg, fanout, ack, query, group, projection, timer,
+push, biz, webhook). It shows its progress while it starts, then prints where to connect and
+how to log in, and serves until Ctrl-C (SIGINT) or SIGTERM, which drain the gate's
+connections and the consumers' batches and exit with 0.
 
 --services embedded (the default): the in-memory bus and stores — nothing else to install,
 and nothing is kept after the process stops.
@@ -84,7 +88,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(handler=_handle)
 
 
-def banner(settings: Settings, *, tcp_port: int, ws_port: int, mode: str, demo: bool) -> str:
+def banner(
+    settings: Settings,
+    *,
+    tcp_port: int,
+    ws_port: int,
+    mode: str,
+    demo: bool,
+    elapsed_s: float | None = None,
+) -> str:
     """What `coffeebus run` prints once every role has started: where to connect, how to log
     in. `tests/coffeebus/test_run.py` parses it, as a person reads it."""
     gs, api = settings.gateway, settings.api
@@ -96,8 +108,9 @@ def banner(settings: Settings, *, tcp_port: int, ws_port: int, mode: str, demo: 
         else f"Kafka {settings.kafka.bootstrap_servers}, MongoDB database "
         f"{settings.mongo.database!r}, Redis key prefix {settings.redis.key_prefix!r}"
     )
+    took = f" Ready in {elapsed_s:.1f} s." if elapsed_s is not None else ""
     lines = [
-        f"CoffeeBus is running ({mode}: {where}).",
+        f"CoffeeBus is running ({mode}: {where}).{took}",
         "Connect a CoffeeChat client or the SDK (docs/sdk.md) to:",
         f"  TCP gate        {gate_host}:{tcp_port}",
         f"  WebSocket gate  ws://{gate_host}:{ws_port}/",
@@ -111,6 +124,9 @@ def banner(settings: Settings, *, tcp_port: int, ws_port: int, mode: str, demo: 
         lines += [f"  {u.nick:<{width}}  user_id={u.user_id}  token={u.token}" for u in DEMO_USERS]
         alice, bob = DEMO_USERS[0], DEMO_USERS[1]
         gate = f"{gate_host}:{tcp_port}"
+        # `coffeebus chat` asks the API for group members' names; its default is 18080.
+        if api_url != "http://127.0.0.1:18080":
+            gate += f" --api {api_url}"
         lines += [
             f"Chat as {alice.nick} and {bob.nick}:",
             f"  in a browser    {api_url}/demo  (two windows, one per user)",
@@ -132,14 +148,26 @@ def _reachable(host: str) -> str:
 
 def _handle(args: argparse.Namespace) -> int:
     settings = load_or_exit(args).with_gate_id()
-    from coffeebus.wiring import Mode  # noqa: PLC0415  # keeps --help fast
+    # Say something at once: the imports below and the services' start take a moment.
+    progress = StartupProgress(f"CoffeeBus ({args.services})", silent=settings.log.format == "json")
+    console_status(progress)
+    progress.step("loading")
+    try:
+        from coffeebus.wiring import Mode  # noqa: PLC0415  # keeps --help fast
 
-    mode = Mode(args.services)
-    if mode is Mode.REAL and not args.no_apply:
-        problem = _apply_topology(settings)
-        if problem is not None:
-            return problem
-    return run_async(_main(settings, mode, demo=not args.no_demo))
+        mode = Mode(args.services)
+        if mode is Mode.EMBEDDED and settings.log.level != "DEBUG" and args.verbose == 0:
+            # One process: its in-memory consumer groups' rebalances say nothing to a person.
+            logging.getLogger("bus.memory").setLevel(logging.WARNING)
+        if mode is Mode.REAL and not args.no_apply:
+            progress.step("applying topology.yaml to Kafka")
+            problem = _apply_topology(settings)
+            if problem is not None:
+                return problem
+        return run_async(_main(settings, mode, demo=not args.no_demo, progress=progress))
+    finally:
+        progress.done()
+        console_status(None)
 
 
 def _apply_topology(settings: Settings) -> int | None:
@@ -167,26 +195,48 @@ def _apply_topology(settings: Settings) -> int | None:
     return None
 
 
-async def _main(settings: Settings, mode: Mode, *, demo: bool) -> None:
+async def _main(settings: Settings, mode: Mode, *, demo: bool, progress: StartupProgress) -> None:
     from coffeebus.roles import ApiRole, ConsumerRole, GateRole, Role, serve  # noqa: PLC0415
     from coffeebus.wiring import open_runtime  # noqa: PLC0415
     from consumers.registry import available_groups  # noqa: PLC0415
     from store.ids import UserId  # noqa: PLC0415
     from store.users import UserImport  # noqa: PLC0415
 
+    progress.step("connecting to Kafka, MongoDB and Redis" if mode == "real" else "the stores")
     async with services_unreachable(), open_runtime(settings, mode, client_id="all-in-one") as rt:
         if demo:
             for user in DEMO_USERS:
                 await rt.users.upsert(
                     UserImport(user_id=UserId(user.user_id), nick_name=user.nick, token=user.token)
                 )
+        progress.step("preparing the roles")
         gate = GateRole(rt)
         # Consumers first: they stop last, after the gate has drained its connections.
         roles: list[Role] = [ConsumerRole(rt, group) for group in available_groups()]
         roles += [gate, ApiRole(rt)]
 
+        groups = sum(isinstance(role, ConsumerRole) for role in roles)
+
+        def step(role: Role, before: int, total: int) -> None:
+            if isinstance(role, ConsumerRole):
+                progress.step(f"consumer groups {before + 1}/{groups} ({role.group})")
+            else:
+                what = {"gateway": "the gate", "api": "the HTTP API"}.get(role.name, role.name)
+                progress.step(f"{what} ({before + 1}/{total})")
+
         def ready() -> str:
             g = gate.gate
-            return banner(settings, tcp_port=g.tcp_port, ws_port=g.ws_port, mode=mode, demo=demo)
+            text = banner(
+                settings,
+                tcp_port=g.tcp_port,
+                ws_port=g.ws_port,
+                mode=mode,
+                demo=demo,
+                elapsed_s=progress.elapsed,
+            )
+            # The banner takes the status line's place; the log is the log again.
+            progress.done()
+            console_status(None)
+            return text
 
-        await serve(roles, ready=ready)
+        await serve(roles, ready=ready, progress=step)

@@ -249,8 +249,29 @@ def _config_text(row: TopicRow) -> str:
     )
 
 
+async def _lag_when_coordinated(topology: Topology, args: argparse.Namespace) -> list[GroupLag]:
+    """`lag`, asked again while Kafka says its group coordinator is not there yet.
+
+    A broker that has never had a consumer group creates its offsets topic at the first
+    request for a coordinator and answers "not available" until it exists (a second or so):
+    on a fresh cluster the first `topology lag` would fail for nothing. Retriable errors are
+    retried for up to --timeout; anything else fails at once.
+    """
+    deadline = asyncio.get_running_loop().time() + args.timeout
+    while True:
+        try:
+            return await lag(topology, args.bootstrap, args.group, request_timeout=args.timeout)
+        except ClusterUnreachableError:
+            raise
+        except AdminError as exc:
+            retriable = getattr(exc.__cause__, "retriable", False)
+            if not retriable or asyncio.get_running_loop().time() >= deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
 def _lag(args: argparse.Namespace) -> int:
-    groups = _run(args, lambda t: lag(t, args.bootstrap, args.group, request_timeout=args.timeout))
+    groups = _run(args, lambda t: _lag_when_coordinated(t, args))
     if isinstance(groups, ExitCode):
         return groups
     # Laggiest first; ties keep the declared order (sorted() is stable).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -163,3 +164,15 @@ def test_lag_of_undeclared_group_is_a_usage_error(kafka_bootstrap: str) -> None:
     assert result.stderr.strip() == (
         f"coffeebus: error: consumer group 'nope' is not declared in {REPO / 'topology.yaml'}"
     )
+
+
+def test_help_names_every_consumer_group_and_says_what_verbose_does() -> None:
+    declared = set(load_topology().groups)
+    for args in ([], ["run"]):
+        text = " ".join(coffeebus(*args, "--help").stdout.split())  # argparse wraps lines
+        listed = re.search(r"consumer groups? \(([^)]*)\)", text)
+        assert listed is not None, text
+        assert set(listed[1].split(", ")) == declared, args
+    # Roles log INFO by default: -v must mean more than that.
+    assert "-v for info" not in text
+    assert "so -v is DEBUG" in " ".join(coffeebus("--help").stdout.split())

@@ -13,6 +13,7 @@ import msgspec
 import pytest
 
 from bus.topology import load_topology
+from coffeebus import settingsdoc
 from coffeebus.cli import build_parser
 from coffeebus.settings import Settings
 from schemas import webhooks
@@ -38,6 +39,27 @@ def test_every_setting_is_in_the_operations_reference() -> None:
     for name in setting_names():
         section, field = name.split(".")
         assert f"`COFFEEBUS_{section.upper()}__{field.upper()}`" in text
+
+
+def test_the_settings_tables_are_generated_from_the_code() -> None:
+    """docs/operations.md's tables are `python -m coffeebus.settingsdoc`'s output (`make docs`):
+    a setting added, renamed, re-defaulted or re-described in coffeebus/settings.py without
+    regenerating the page fails here."""
+    page = settingsdoc.PAGE.read_text(encoding="utf-8")
+    assert settingsdoc.update_page(page) == page, "stale: run `make docs` and commit the page"
+    # Every row says what the setting is for (a `||` row would render an empty "what").
+    rows = [line for line in page.splitlines() if line.startswith("| `")]
+    assert rows
+    assert not [row for row in rows if "||" in row or row.endswith("|  |")]
+
+
+def test_a_setting_without_a_description_cannot_be_generated() -> None:
+    class Undocumented(msgspec.Struct):
+        #: documented
+        a: int = 1
+        b: int = 2
+
+    assert settingsdoc.field_comments(Undocumented) == {"a": "documented"}
 
 
 def command_lines(path: Path) -> list[str]:

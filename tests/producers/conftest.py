@@ -16,6 +16,7 @@ import httpx
 import msgspec
 import pytest
 from litestar import Litestar
+from playwright.async_api import Browser
 
 from coffeebus.settings import ApiSettings
 from producers.app import create_app
@@ -120,3 +121,12 @@ async def memory_api(memory_stores: Stores) -> AsyncIterator[Client]:
     app = create_app(ApiSettings(), memory_stores.users, memory_stores.routes)
     async with in_process_client(app) as client:
         yield client
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    """Debian's Chromium, headless (tests/producers/browser.py)."""
+    from tests.producers.browser import launch_browser  # noqa: PLC0415
+
+    async for launched in launch_browser():
+        yield launched

@@ -14,103 +14,55 @@ protobuf runtime, 64-bit ids included.
 
 from __future__ import annotations
 
-import asyncio
+import os
 import re
 import shutil
-import socket
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-import uvicorn
-from playwright.async_api import Browser, Page, async_playwright, expect
+from litestar import Litestar
+from playwright.async_api import Browser, Page, expect
 
 from coffeebus.settings import ApiSettings
 from gateway.server import Gate
-from producers.app import create_app
-from producers.demo_vendor import check as check_vendor
+from producers.app import Pipeline, create_app
+from producers.vendor import check as check_vendor
 from schemas.commands import Cmd, spec
 from schemas.frame import encode_frame
 from schemas.pb.coffeechat import message_pb2
-from store.routes import RouteStore
-from store.users import UserStore
 from tests.consumers.conftest import System, embedded_system
-from tests.waiting import wait_for
+from tests.producers.browser import ApiServer, new_page
 
 __all__ = ["embedded_system"]  # the fixture, shared with the consumer tests
 
-#: SERVICES.md, "Browsers for the web demo tests"; Playwright adds --headless and a fresh
-#: --user-data-dir itself.
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-#: How long the pages wait for something the servers do (a push, a response).
-UI_WAIT_MS = 20_000
+
+def demo_app(system: System) -> Litestar:
+    """The API app on `system` as `coffeebus run` wires it (the pipeline: /demo/users)."""
+    runtime = system.runtime
+    return create_app(
+        ApiSettings(),
+        runtime.users,
+        runtime.routes,
+        pipeline=Pipeline(
+            bus=runtime.bus,
+            topology=runtime.topology,
+            groups=runtime.groups,
+            messages=runtime.messages,
+            group_limits=runtime.group_limits,
+        ),
+    )
 
 
-def chromium_path() -> str:
-    path = shutil.which("chromium")
-    if path is None:
-        pytest.fail(
-            "Debian's chromium is not installed: run `bash services/services.sh browser` "
-            "(`make test` does it through `services.sh up`)",
-            pytrace=False,
-        )
-    return path
+def demo_api(system: System) -> ApiServer:
+    return ApiServer(system.runtime.users, system.runtime.routes, app=demo_app(system))
 
 
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    expect.set_options(timeout=UI_WAIT_MS)  # for `expect(...)` (5 s by default)
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=chromium_path(), args=CHROMIUM_FLAGS, headless=True
-        )
-        try:
-            yield browser
-        finally:
-            await browser.close()
-
-
-class ApiServer:
-    """The API application served by uvicorn on a free loopback port, in this loop."""
-
-    def __init__(self, users: UserStore, routes: RouteStore) -> None:
-        self._app = create_app(ApiSettings(), users, routes)
-        self._sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
-        self._server = uvicorn.Server(
-            uvicorn.Config(self._app, log_config=None, access_log=False, lifespan="on")
-        )
-        self._task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> ApiServer:
-        self._task = asyncio.create_task(self._server.serve(sockets=[self._sock]))
-        await wait_for(lambda: self._server.started or self._task is None or self._task.done())
-        assert self._server.started, "the API did not start"
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._server.should_exit = True
-        if self._task is not None:
-            await self._task
-        self._sock.close()
-
-
-async def new_page(browser: Browser, errors: list[str]) -> Page:
-    """A page in its own context (its own storage); its uncaught errors go to `errors`."""
-    context = await browser.new_context(viewport={"width": 1100, "height": 640})
-    page = await context.new_page()
-    page.on("pageerror", lambda error: errors.append(f"{page.url}: {error}"))
-    page.set_default_timeout(UI_WAIT_MS)
-    return page
+async def shot(page: Page, path: Path) -> None:
+    """A screenshot into the test's directory, and into $COFFEEBUS_DEMO_SCREENSHOTS (e.g.
+    docs/img) when set: docs/web-demo.md shows these."""
+    await page.screenshot(path=path)
+    if folder := os.environ.get("COFFEEBUS_DEMO_SCREENSHOTS"):
+        shutil.copyfile(path, Path(folder) / path.name)
 
 
 async def login(page: Page, api: ApiServer, gate: Gate, user_id: int, token: str) -> None:
@@ -124,6 +76,7 @@ async def login(page: Page, api: ApiServer, gate: Gate, user_id: int, token: str
     await expect(page.locator("body")).to_have_attribute("data-user", str(user_id))
     await expect(page.locator("#login")).to_be_hidden()
     await expect(page.locator("#app")).to_be_visible()
+    await expect(page.locator("body")).to_have_attribute("data-connection", "up")
 
 
 async def open_conversation(page: Page, session_type: int, session_id: int) -> None:
@@ -142,11 +95,14 @@ async def send(page: Page, text: str) -> None:
     mine = page.locator("#messages li.mine").filter(has_text=text)
     # Acked: the server's id replaces 0 ("sent", or already "read" if the peer has it open).
     await expect(mine).to_have_attribute("data-server-msg-id", re.compile(r"^[1-9][0-9]*$"))
-    await expect(mine.locator(".state")).to_have_text(re.compile("^(sent|read)$"))
+    await expect(mine.locator(".state")).to_have_text(re.compile("^(sent|read.*)$"))
 
 
 def session(page: Page, session_type: int, session_id: int) -> Any:
     return page.locator(f'#sessions li[data-session="{session_type}:{session_id}"]')
+
+
+TIME = re.compile(r"^\d\d:\d\d( [AP]M)?$")
 
 
 async def test_two_users_chat_single_and_group(
@@ -158,67 +114,262 @@ async def test_two_users_chat_single_and_group(
     alice = await system.user(nick="alice")
     bob = await system.user(nick="bob")
     carol = await system.user(nick="carol")
-    async with ApiServer(system.runtime.users, system.runtime.routes) as api:
+    async with demo_api(system) as api:
         errors: list[str] = []
         a, b = await new_page(browser, errors), await new_page(browser, errors)
         await login(a, api, gate, alice, system.tokens[alice])
         await login(b, api, gate, bob, system.tokens[bob])
+        await expect(a.locator("#me")).to_contain_text("alice")
 
         # -- single chat: alice -> bob twice; bob sees two unread, opens, reads, answers
         await open_conversation(a, 1, bob)
         await send(a, "hello bob")
         await send(a, "are you there?")
+        # names, not ids: bob's list shows alice by name, her initial, her last message
         await expect(session(b, 1, alice)).to_have_attribute("data-unread", "2")
-        await expect(session(b, 1, alice).locator(".preview")).to_have_text(
-            f"{alice}: are you there?"
-        )
+        await expect(session(b, 1, alice).locator(".name")).to_have_text("alice")
+        await expect(session(b, 1, alice).locator(".avatar")).to_have_text("A")
+        await expect(session(b, 1, alice).locator(".preview")).to_have_text("alice: are you there?")
+        await expect(session(b, 1, alice).locator(".when")).to_have_text(TIME)
         await expect(b.locator("#total-unread")).to_have_text("2")
+        await expect(b).to_have_title("(2) CoffeeBus web demo")
+        # alice's own messages were never "read" by alice: bob was not told so
+        await expect(a.locator("#messages li.mine .state")).to_have_text(["sent", "sent"])
 
         await session(b, 1, alice).click()
         await expect(b.locator("#messages li.theirs .text")).to_have_text(
             ["hello bob", "are you there?"]
         )
+        # a day line before the first message, a time under each
+        await expect(b.locator("#messages li").first).to_have_text("Today")
+        await expect(b.locator("#messages li.theirs time").first).to_have_text(TIME)
+        await expect(b.locator("#chat-title")).to_have_text("alice")
         # bob's read ack reaches alice as a read notify: both her messages show "read"
         await expect(a.locator("#messages li.mine .state")).to_have_text(["read", "read"])
         await expect(session(b, 1, alice)).to_have_attribute("data-unread", "0")
+        await expect(b).to_have_title("CoffeeBus web demo")
 
         await send(b, "hi alice")
         await expect(a.locator("#messages li.theirs .text")).to_have_text(["hi alice"])
         # alice has the conversation open: she reads it as it arrives, and bob sees that
         await expect(b.locator("#messages li.mine .state")).to_have_text(["read"])
         await expect(session(a, 1, bob)).to_have_attribute("data-unread", "0")
+        await expect(a.locator("#chat-title")).to_have_text("bob")
+        await shot(b, tmp_path / "web-demo-chat.png")
 
         # -- group: alice creates it with bob and carol, both write, both see the other
         await a.fill("#group-name", "coffee")
         await a.fill("#group-members", f"{bob}, {carol}")
         await a.click("#group-form button")
-        group_key = await a.locator("#chat").get_attribute("data-session", timeout=UI_WAIT_MS)
+        await expect(a.locator("#chat")).to_have_attribute("data-session", re.compile("^2:"))
+        group_key = await a.locator("#chat").get_attribute("data-session")
         assert group_key is not None
         assert group_key.startswith("2:")
         group = int(group_key.split(":")[1])
         await expect(a.locator("#chat-title")).to_have_text("# coffee")
+        # the members by name, carol's from the API (no chat with her: the protocol has none)
+        await expect(a.locator("#messages li.notice")).to_have_text(
+            "You created the group “coffee” with bob and carol"
+        )
         await send(a, "hello group")
 
         # bob: the creation notice and alice's message are unread in the group's session
         await expect(session(b, 2, group)).to_have_attribute("data-unread", "2")
         await expect(session(b, 2, group).locator(".name")).to_have_text("# coffee")
         await session(b, 2, group).click()
-        await expect(b.locator("#messages li.notice")).to_contain_text("created the group")
+        await expect(b.locator("#messages li.notice")).to_have_text(
+            "alice created the group “coffee” with you and carol"
+        )
         await expect(b.locator("#messages li.theirs .text")).to_have_text(["hello group"])
+        await expect(b.locator("#messages li.theirs .from")).to_have_text(["alice"])
+        # group read state: bob read it, carol (offline) not yet — "read by 1 of 2"
+        mine = a.locator("#messages li.mine").filter(has_text="hello group")
+        await expect(mine.locator(".state")).to_have_text("read by 1 of 2")
         await send(b, "hi all")
         await expect(a.locator("#messages li.theirs .text")).to_have_text(["hi all"])
         await expect(session(b, 2, group)).to_have_attribute("data-unread", "0")
         await expect(session(b, 1, alice)).to_have_attribute("data-unread", "0")
 
-        # carol was offline: the group's messages wait in her history, in order
+        # carol was offline: the group's messages wait in her history, in order; she reads
+        # them and alice's message is read by everyone
         carol_client = await system.login(carol)
         history = await carol_client.history(group, session_type=2)  # type: ignore[arg-type]
         texts = [m.msg_data.decode() for m in history.msg_list if m.msg_type == 1]
         assert texts == ["hello group", "hi all"]
+        await carol_client.read_ack(group, history.msg_list[-1].server_msg_id, session_type=2)  # type: ignore[arg-type]
+        await expect(mine.locator(".state")).to_have_text("read by all 2")
 
-        await a.screenshot(path=tmp_path / "web-demo-alice.png")
-        await b.screenshot(path=tmp_path / "web-demo-bob.png")
-        assert (tmp_path / "web-demo-bob.png").stat().st_size > 10_000
+        await shot(a, tmp_path / "web-demo-group.png")
+        await shot(b, tmp_path / "web-demo.png")
+        assert (tmp_path / "web-demo.png").stat().st_size > 10_000
+        assert errors == []
+
+
+async def test_typing_shows_and_a_sent_message_can_be_revoked(
+    embedded_system: System, browser: Browser, tmp_path: Path
+) -> None:
+    system = embedded_system
+    gate = await system.gate()
+    await system.start_consumers()
+    alice, bob = await system.user(nick="alice"), await system.user(nick="bob")
+    async with demo_api(system) as api:
+        errors: list[str] = []
+        a, b = await new_page(browser, errors), await new_page(browser, errors)
+        await login(a, api, gate, alice, system.tokens[alice])
+        await login(b, api, gate, bob, system.tokens[bob])
+        await open_conversation(a, 1, bob)
+        await send(a, "coffee?")
+        await session(b, 1, alice).click()
+        await expect(b.locator("#chat-title")).to_have_text("alice")
+
+        await a.locator("#text").press_sequentially("on my w")
+        await expect(b.locator("#typing")).to_have_text("alice is typing…")
+        await shot(b, tmp_path / "web-demo-typing.png")
+        await a.locator("#text").fill("")  # cleared: "stopped"
+        await a.locator("#text").dispatch_event("input")
+        await expect(b.locator("#typing")).to_be_hidden()
+        await a.locator("#text").press_sequentially("oops")
+        await expect(b.locator("#typing")).to_be_visible()
+        await send(a, "oops, wrong chat")
+        await expect(b.locator("#typing")).to_be_hidden()  # the message came: no more typing
+        await expect(b.locator("#messages li.theirs .text")).to_have_text(
+            ["coffee?", "oops, wrong chat"]
+        )
+
+        # revoke: gone for both, in place; the session list says so too
+        mine = a.locator("#messages li.mine").filter(has_text="oops, wrong chat")
+        await mine.locator("button.revoke").click()
+        await expect(a.locator("#messages li.mine .text")).to_have_text(
+            ["coffee?", "You revoked a message"]
+        )
+        await expect(b.locator("#messages li.theirs .text")).to_have_text(
+            ["coffee?", "alice revoked a message"]
+        )
+        await expect(session(b, 1, alice).locator(".preview")).to_have_text("a message was revoked")
+        # and it stays revoked in the history
+        await open_conversation(b, 1, alice)
+        await expect(b.locator("#messages li.revoked .text")).to_have_text(
+            ["alice revoked a message"]
+        )
+        await shot(b, tmp_path / "web-demo-revoked.png")
+        assert errors == []
+
+
+async def test_a_phone_sees_one_column_chats_then_the_chat(
+    embedded_system: System, browser: Browser, tmp_path: Path
+) -> None:
+    system = embedded_system
+    gate = await system.gate()
+    await system.start_consumers()
+    alice, bob = await system.user(nick="alice"), await system.user(nick="Bob Brown")
+    bob_sdk = await system.login(bob)
+    await bob_sdk.send_text(alice, "lunch at noon? " * 6)
+    async with demo_api(system) as api:
+        errors: list[str] = []
+        phone = await new_page(browser, errors, width=390, height=844, is_mobile=True)
+        await login(phone, api, gate, alice, system.tokens[alice])
+
+        async def fits() -> None:
+            width = await phone.evaluate("document.documentElement.scrollWidth")
+            assert width <= 390, f"the page is {width} px wide on a 390 px screen"
+            header = await phone.locator("header").bounding_box()
+            assert header is not None
+            assert header["height"] < 60, "the header wraps"
+
+        # the chats fill the screen; the chat pane waits
+        await expect(session(phone, 1, bob)).to_be_visible()
+        await expect(session(phone, 1, bob).locator(".avatar")).to_have_text("BB")
+        await expect(phone.locator("#chat")).to_be_hidden()
+        await fits()
+        await shot(phone, tmp_path / "web-demo-phone-chats.png")
+
+        await session(phone, 1, bob).click()
+        await expect(phone.locator("#chat")).to_be_visible()
+        await expect(phone.locator("aside")).to_be_hidden()
+        await expect(phone.locator("#messages li.theirs .text")).to_have_count(1)
+        await send(phone, "yes!")
+        await fits()
+        await shot(phone, tmp_path / "web-demo-phone-chat.png")
+
+        await phone.click("#back")
+        await expect(phone.locator("aside")).to_be_visible()
+        await expect(phone.locator("#chat")).to_be_hidden()
+        assert errors == []
+
+
+async def test_login_problems_are_said_in_words_and_the_page_has_a_favicon(
+    embedded_system: System, browser: Browser, tmp_path: Path
+) -> None:
+    system = embedded_system
+    gate = await system.gate()
+    alice = await system.user(nick="alice")
+    async with demo_api(system) as api:
+        errors: list[str] = []
+        page = await new_page(browser, errors)
+        await page.goto(f"{api.url}/demo")
+        await expect(page.locator("#login-button")).to_be_enabled()
+        icon = await page.locator('link[rel="icon"]').get_attribute("href")
+        assert icon is not None
+        fetched = await page.request.get(f"{api.url}{icon}")
+        assert fetched.status == 200
+        assert fetched.headers["content-type"].startswith("image/svg+xml")
+
+        await page.fill("#user-id", str(alice))
+        await page.fill("#token", "not-the-token")
+        await page.click("#login-button")
+        problem = page.locator("#login-error")
+        await expect(problem).to_be_visible()
+        await expect(problem).to_contain_text("That user id and token do not match")
+        await expect(problem).not_to_contain_text("login_invalid")
+        await shot(page, tmp_path / "web-demo-login-error.png")
+
+        await page.fill("#gate-url", "ws://127.0.0.1:1")
+        await page.fill("#token", system.tokens[alice])
+        await page.click("#login-button")
+        await expect(problem).to_contain_text("Cannot reach the gate at ws://127.0.0.1:1")
+
+        await page.fill("#gate-url", f"ws://127.0.0.1:{gate.ws_port}")
+        await page.click("#login-button")
+        await expect(page.locator("#app")).to_be_visible()
+        await expect(problem).to_be_hidden()
+        assert errors == []
+
+
+async def test_after_a_server_restart_the_page_reconnects_and_catches_up(
+    embedded_system: System, browser: Browser, tmp_path: Path
+) -> None:
+    system = embedded_system
+    await system.start_consumers()
+    gate = await system.gate()
+    other = await system.gate()
+    alice, bob = await system.user(nick="alice"), await system.user(nick="bob")
+    bob_sdk = await system.login(bob, other)
+    async with demo_api(system) as api:
+        errors: list[str] = []
+        page = await new_page(browser, errors)
+        await login(page, api, gate, alice, system.tokens[alice])
+        await open_conversation(page, 1, bob)
+        await bob_sdk.send_text(alice, "before")
+        await expect(page.locator("#messages li.theirs .text")).to_have_text(["before"])
+
+        await gate.stop()  # the page's gate drains and goes away
+        await expect(page.locator("#offline")).to_be_visible()
+        await expect(page.locator("body")).to_have_attribute("data-connection", "reconnecting")
+        await bob_sdk.send_text(alice, "while you were away")
+        await bob_sdk.send_text(alice, "still there?")
+        await shot(page, tmp_path / "web-demo-reconnecting.png")
+
+        await system.gate(tcp_port=gate.tcp_port, ws_port=gate.ws_port)  # back, same ports
+        await expect(page.locator("body")).to_have_attribute("data-connection", "up")
+        await expect(page.locator("#offline")).to_be_hidden()
+        # what was missed came by sync, in order, and is read (bob is told)
+        await expect(page.locator("#messages li.theirs .text")).to_have_text(
+            ["before", "while you were away", "still there?"]
+        )
+        notifies = await system.wait_pushes(bob_sdk, Cmd.MSG_READ_NOTIFY, count=2)
+        assert notifies[-1].msg_id >= 3  # type: ignore[attr-defined]
+        await bob_sdk.send_text(alice, "welcome back")
+        await expect(page.locator("#messages li.theirs .text").last).to_have_text("welcome back")
         assert errors == []
 
 
@@ -226,7 +377,7 @@ async def test_page_codec_matches_the_python_protocol(
     embedded_system: System, browser: Browser
 ) -> None:
     """Frames, the command table and protobuf bodies, byte for byte as the server's."""
-    async with ApiServer(embedded_system.runtime.users, embedded_system.runtime.routes) as api:
+    async with demo_api(embedded_system) as api:
         errors: list[str] = []
         page = await new_page(browser, errors)
         await page.goto(f"{api.url}/demo")
@@ -288,5 +439,5 @@ async def test_page_codec_matches_the_python_protocol(
 
 
 def test_vendored_libraries_match_the_lock_file() -> None:
-    """vendor/ is what `make demo-vendor` makes from package-lock.json, untouched."""
+    """vendor/ is what `make vendor` makes from package-lock.json, untouched."""
     assert check_vendor() == []

@@ -1,27 +1,38 @@
-// The web demo's page: log in to a gate, list sessions with unread counts, chat.
-// Everything it knows comes from the gate over the binary protocol (protocol.js); the API
-// only serves the files and says where the gates are. Text from the network is put in the
-// page with textContent, never as HTML.
+// The web demo's page: a small chat app over the CoffeeChat binary protocol (protocol.js).
+// Everything it knows comes from the gate, except people's names in groups (the API's
+// GET /demo/users, which the protocol lacks) and where the gates are (GET /demo/gate).
+// Text from the network goes into the page with textContent, never as HTML.
 
 import {
   Cmd,
+  ConnectError,
+  ErrorCode,
+  ExtResultCode,
   GateClient,
+  KickReason,
+  MsgStatus,
   MsgType,
+  RequestError,
   ResCode,
   SessionType,
+  TypingState,
   conversationOf,
   loadSchemas,
   uuid4,
 } from "./protocol.js";
 
 const HISTORY_PAGE = 20;
+const REVOKE_WINDOW_S = 120; // the server's default ([messaging] revoke_window_s)
+const TYPING_EVERY_MS = 3000; // a typing notify at most this often while typing
+const TYPING_SHOWN_MS = 6000; // "… is typing" disappears without a new notify
+const GROUP_READ_POLL_MS = 2000; // a group's read state is asked for, not pushed
 const NOTICE_VERBS = {
   1: "created the group",
-  2: "invited",
+  2: "added",
   3: "removed",
   4: "left the group",
   5: "updated the group",
-  6: "dismissed the group",
+  6: "disbanded the group",
 };
 
 const $ = (id) => document.getElementById(id);
@@ -31,23 +42,116 @@ const textEncoder = new TextEncoder();
 const state = {
   codec: null,
   client: null,
+  url: "",
   me: null, // user id (decimal string)
-  nick: "",
-  sessions: [], // ContactSessionInfo objects, as the server ordered them
+  token: "",
+  names: new Map(), // user id -> nick name
   groupNames: new Map(), // group id -> name
+  asked: new Set(), // user ids whose names were asked for
+  sessions: [], // ContactSessionInfo objects, as the server ordered them
   open: null, // {type, id}
   items: new Map(), // server_msg_id or client_msg_id -> <li> of the open conversation
   oldest: null, // smallest server_msg_id shown (BigInt)
   readSent: 0n, // the last read ack sent for the open conversation
   peerRead: 0n, // the peer's read seq of the open single chat
+  inboxSeq: 0n, // the user-inbox seq up to which the page has everything (for sync)
   refreshing: null, // the session-list refresh under way
   refreshAgain: false, // something changed since it was asked for
+  typingSent: 0, // when the last "typing" notify went out (ms)
+  typing: new Map(), // user id -> timer hiding their "is typing"
+  readPoll: null, // the group read-state poll
+  reconnecting: false,
+  leaving: false, // the user logged out: no reconnect
 };
 
 const keyOf = (type, id) => `${type}:${id}`;
+const isOpen = (type, id) => state.open && keyOf(state.open.type, state.open.id) === keyOf(type, id);
 
 function setStatus(text) {
   $("status").textContent = text;
+}
+
+// -- names and avatars ------------------------------------------------------------------
+
+function nameOf(userId) {
+  if (userId === state.me) return "You";
+  return state.names.get(userId) || `user ${userId}`;
+}
+
+function initialsOf(name) {
+  const words = name.replace(/^#\s*/, "").split(/\s+/).filter(Boolean);
+  const letters = words.length > 1 ? words[0][0] + words[1][0] : (words[0] || "?")[0];
+  return letters.toUpperCase();
+}
+
+function hueOf(id) {
+  let hash = 0;
+  for (const c of String(id)) hash = (hash * 31 + c.charCodeAt(0)) % 360;
+  return hash;
+}
+
+// An avatar: initials on a colour of the person's (or group's) own.
+function avatar(kind, id, name) {
+  const el = document.createElement("span");
+  el.className = "avatar";
+  el.dataset.avatarOf = `${kind}:${id}`;
+  el.style.setProperty("--hue", String(hueOf(`${kind}${id}`)));
+  el.textContent = kind === "g" ? "#" : initialsOf(name);
+  el.setAttribute("aria-hidden", "true");
+  return el;
+}
+
+// A person's name in the page, updated in place once it is known.
+function nameSpan(userId, className = "name") {
+  const el = document.createElement("span");
+  el.className = className;
+  el.dataset.nameOf = userId;
+  el.textContent = nameOf(userId);
+  return el;
+}
+
+function learnNames(pairs) {
+  let changed = false;
+  for (const [id, nick] of pairs) {
+    if (nick && state.names.get(id) !== nick) {
+      state.names.set(id, nick);
+      changed = true;
+    }
+  }
+  if (!changed) return;
+  for (const el of document.querySelectorAll("[data-name-of]")) el.textContent = nameOf(el.dataset.nameOf);
+  for (const li of document.querySelectorAll("#messages li.notice")) {
+    if (li.notification) li.textContent = bodyText(MsgType.NOTIFICATION, li.notification);
+  }
+  for (const el of document.querySelectorAll('[data-avatar-of^="u:"]')) {
+    el.textContent = initialsOf(nameOf(el.dataset.avatarOf.slice(2)));
+  }
+  if (state.open) $("chat-title").textContent = titleOf(state.open.type, state.open.id);
+  renderSessions();
+}
+
+// The user list (0x0601): everyone the user has a single chat with.
+async function askPeers() {
+  const rsp = await state.client.request(Cmd.FRIEND_QUERY_USER_LIST_REQ, { user_id: state.me });
+  learnNames(rsp.user_info_list.map((u) => [u.user_id, u.nick_name]));
+}
+
+// Names the protocol does not tell (a group's members): the API's /demo/users.
+async function askNames(ids) {
+  const wanted = [...new Set(ids)].filter((id) => id && id !== state.me && !state.names.has(id) && !state.asked.has(id));
+  if (wanted.length === 0) return;
+  for (const id of wanted) state.asked.add(id);
+  try {
+    const query = wanted.map((id) => `id=${encodeURIComponent(id)}`).join("&");
+    const response = await fetch(`/demo/users?${query}`, {
+      headers: { "X-CoffeeBus-User-Id": state.me, "X-CoffeeBus-Token": state.token },
+    });
+    if (!response.ok) return;
+    const { users } = await response.json();
+    learnNames(users.map((u) => [u.user_id, u.nick_name]));
+  } catch (error) {
+    console.warn("coffeebus: names", error);
+  }
 }
 
 // -- start ------------------------------------------------------------------------------
@@ -77,44 +181,179 @@ async function suggestedGate(fromQuery) {
 
 // -- login ------------------------------------------------------------------------------
 
+// What went wrong, in words a person can act on (the codes stay in the console).
+function loginProblem(error, url) {
+  console.warn("coffeebus: login", error);
+  if (error instanceof ConnectError) {
+    return `Cannot reach the gate at ${url}. Is CoffeeBus running (make run)? Check the address.`;
+  }
+  if (error instanceof RequestError) {
+    switch (error.code) {
+      case ErrorCode.LOGIN_INVALID_USER_TOKEN:
+      case ErrorCode.LOGIN_DB_VALIDATE_FAILED:
+      case ErrorCode.LOGIN_INVALID_USER_OR_PWD:
+        return "That user id and token do not match. make run prints the demo users' tokens (alice: 1001 / alice-demo-token).";
+      case ErrorCode.LOGIN_VERSION_TOO_OLD:
+        return "The server does not accept this page's version any more: reload the page.";
+      case ExtResultCode.RATE_LIMITED:
+        return "Too many attempts: wait a moment, then try again.";
+      case ExtResultCode.UNAVAILABLE:
+      case ExtResultCode.INTERNAL_ERROR:
+        return "The server is busy or restarting: try again in a moment.";
+      case undefined:
+        return "The gate did not answer in time: try again.";
+      default:
+        return `The gate refused the login (code ${error.code}).`;
+    }
+  }
+  return "The login did not work: try again.";
+}
+
+async function connectAndLogin(url, userId, token) {
+  const client = new GateClient(state.codec);
+  try {
+    await client.connect(url);
+    const rsp = await client.login(userId, token);
+    return { client, rsp };
+  } catch (error) {
+    client.close();
+    throw error;
+  }
+}
+
 async function login(event) {
   event.preventDefault();
   const url = $("gate-url").value.trim();
   const userId = $("user-id").value.trim();
+  const token = $("token").value;
   $("login-button").disabled = true;
+  $("login-error").hidden = true;
   setStatus(`connecting to ${url}…`);
-  const client = new GateClient(state.codec);
+  let session;
   try {
-    await client.connect(url);
-    const rsp = await client.login(userId, $("token").value);
-    state.client = client;
-    state.me = userId;
-    state.nick = rsp.user_info ? rsp.user_info.nick_name : "";
+    session = await connectAndLogin(url, userId, token);
   } catch (error) {
-    client.close();
-    setStatus(`login failed: ${error.message}`);
+    $("login-error").textContent = loginProblem(error, url);
+    $("login-error").hidden = false;
+    setStatus("not logged in");
     $("login-button").disabled = false;
     return;
   }
-  client.addEventListener("push", (e) => onPush(e.detail));
-  client.addEventListener("close", (e) => onClose(e.detail));
+  Object.assign(state, { url, me: userId, token, leaving: false });
+  const nick = session.rsp.user_info ? session.rsp.user_info.nick_name : "";
+  if (nick) state.names.set(userId, nick);
   document.body.dataset.user = state.me;
-  setStatus(`${state.nick || "user"} (${state.me}) on ${url}`);
+  // Me, by my own name (elsewhere I am "You"): not updated with the others' names.
+  const myName = document.createElement("span");
+  myName.className = "my-name";
+  myName.textContent = nick || `user ${userId}`;
+  const myAvatar = avatar("u", userId, nick || userId);
+  delete myAvatar.dataset.avatarOf;
+  $("me").replaceChildren(myAvatar, myName);
   $("login").hidden = true;
   $("app").hidden = false;
   $("logout").hidden = false;
-  await refreshSessions();
+  await attach(session.client);
 }
 
-function onClose({ reason }) {
-  setStatus(`disconnected: ${reason}`);
+// A logged-in connection: listen to it, learn names, catch up.
+async function attach(client) {
+  state.client = client;
+  client.addEventListener("push", (e) => onPush(e.detail));
+  client.addEventListener("close", (e) => onClose(client, e.detail));
+  setStatus(`connected to ${state.url}`);
+  document.body.dataset.connection = "up";
+  await askPeers().catch((error) => console.warn("coffeebus: user list", error));
+  await catchUp();
+}
+
+function onClose(client, { reason }) {
+  if (client !== state.client) return;
   state.client = null;
+  stopReadPoll();
+  if (state.leaving) {
+    if ($("login").hidden) showLogin("logged out"); // a kick has said why already
+    return;
+  }
+  reconnect(reason);
+}
+
+function showLogin(message, problem = "") {
+  setStatus(message);
   state.open = null;
   delete document.body.dataset.user;
+  delete document.body.dataset.connection;
   $("app").hidden = true;
   $("logout").hidden = true;
   $("login").hidden = false;
   $("login-button").disabled = false;
+  $("login-error").textContent = problem;
+  $("login-error").hidden = !problem;
+}
+
+// The connection dropped (a server restart, a network change): try again, with growing
+// pauses, and catch up on what was missed once logged in again.
+async function reconnect(reason) {
+  if (state.reconnecting) return;
+  state.reconnecting = true;
+  document.body.dataset.connection = "reconnecting";
+  $("offline").hidden = false;
+  let pause = 500;
+  for (let attempt = 1; !state.leaving; attempt++) {
+    setStatus(`connection lost (${reason}): reconnecting, attempt ${attempt}…`);
+    await new Promise((resolve) => setTimeout(resolve, pause));
+    pause = Math.min(pause * 2, 5000);
+    try {
+      const session = await connectAndLogin(state.url, state.me, state.token);
+      state.reconnecting = false;
+      $("offline").hidden = true;
+      await attach(session.client);
+      setStatus(`reconnected to ${state.url}`);
+      return;
+    } catch (error) {
+      if (error instanceof RequestError && error.code >= 2000) {
+        state.reconnecting = false;
+        $("offline").hidden = true;
+        return showLogin("not logged in", loginProblem(error, state.url));
+      }
+    }
+  }
+  state.reconnecting = false;
+}
+
+// Everything of the user's inbox after what the page has (Sync 0x0803): messages of the
+// open conversation are shown, the rest shows in the session list.
+async function catchUp() {
+  let after = state.inboxSeq;
+  let restarted = false;
+  for (;;) {
+    const rsp = await state.client.request(Cmd.SYNC_REQ, { user_id: state.me, after_seq: after.toString(), limit: 500 });
+    const latest = BigInt(rsp.latest_seq);
+    if (latest < after) {
+      // The server lost its state (an embedded one restarted): start from its beginning.
+      after = 0n;
+      restarted = true;
+      continue;
+    }
+    for (const entry of rsp.entries) {
+      const msg = entry.msg;
+      const conv = conversationOf(msg, state.me);
+      if (!restarted && isOpen(conv.type, conv.id)) showMessage(msg);
+      after = BigInt(entry.seq) > after ? BigInt(entry.seq) : after;
+    }
+    if (!rsp.has_more) {
+      if (latest > after) after = latest;
+      break;
+    }
+  }
+  state.inboxSeq = after;
+  if (restarted && state.open) {
+    await openConversation(state.open.type, state.open.id);
+  } else if (state.open) {
+    markRead();
+    startReadPoll();
+  }
+  await refreshSessions();
 }
 
 // -- pushes -----------------------------------------------------------------------------
@@ -125,18 +364,27 @@ function onPush({ commandId, message }) {
       return onMessage(message);
     case Cmd.MSG_READ_NOTIFY:
       return onReadNotify(message);
+    case Cmd.REVOKE_NOTIFY:
+      return onRevokeNotify(message);
+    case Cmd.TYPING_NOTIFY:
+      return onTyping(message);
     case Cmd.GROUP_MEMBER_CHANGED_NOTIFY:
       return scheduleRefresh();
     case Cmd.KICK_NOTIFY:
-      return setStatus(`kicked: ${message.text || message.reason}`);
+      if (message.reason === KickReason.SERVER_SHUTDOWN) return setStatus("the server is restarting…");
+      state.leaving = true;
+      return showLogin("logged out", `Logged out by the server: ${message.text || "signed in elsewhere"}.`);
     default:
       return undefined; // heartbeat answers and commands this page does not show
   }
 }
 
 function onMessage(msg) {
+  if (msg.from_nick_name && msg.from_user_id !== state.me) learnNames([[msg.from_user_id, msg.from_nick_name]]);
   const conv = conversationOf(msg, state.me);
-  if (state.open && keyOf(state.open.type, state.open.id) === keyOf(conv.type, conv.id)) {
+  if (isOpen(conv.type, conv.id)) {
+    if (conv.type === SessionType.GROUP) askNames([msg.from_user_id, ...notificationPeople(msg)]);
+    hideTyping(msg.from_user_id);
     showMessage(msg);
     markRead();
   }
@@ -154,6 +402,39 @@ function onReadNotify(notify) {
     if (seq > state.peerRead) state.peerRead = seq;
     renderReadState();
   }
+}
+
+function onRevokeNotify(notify) {
+  if (isOpen(notify.session_type, notify.session_id)) {
+    const li = state.items.get(notify.server_msg_id);
+    if (li) markRevoked(li, notify.operator_user_id);
+  }
+  scheduleRefresh();
+}
+
+function onTyping(notify) {
+  const group = notify.session_type === SessionType.GROUP;
+  const conv = group ? notify.to_session_id : notify.from_user_id;
+  if (!isOpen(notify.session_type, conv) || notify.from_user_id === state.me) return;
+  if (notify.state === TypingState.STOPPED) return hideTyping(notify.from_user_id);
+  clearTimeout(state.typing.get(notify.from_user_id));
+  state.typing.set(notify.from_user_id, setTimeout(() => hideTyping(notify.from_user_id), TYPING_SHOWN_MS));
+  if (group) askNames([notify.from_user_id]);
+  renderTyping();
+}
+
+function hideTyping(userId) {
+  if (!state.typing.has(userId)) return;
+  clearTimeout(state.typing.get(userId));
+  state.typing.delete(userId);
+  renderTyping();
+}
+
+function renderTyping() {
+  const who = [...state.typing.keys()].map(nameOf);
+  const el = $("typing");
+  el.textContent = who.length === 0 ? "" : `${who.join(", ")} ${who.length === 1 ? "is" : "are"} typing…`;
+  el.hidden = who.length === 0;
 }
 
 // -- sessions ---------------------------------------------------------------------------
@@ -179,13 +460,13 @@ function scheduleRefresh() {
 
 async function refreshSessions() {
   if (!state.client) return;
-  const rsp = await state.client.request(Cmd.RECENT_SESSION_REQ, {
-    user_id: state.me,
-    latest_update_time: 0,
-  });
+  const rsp = await state.client.request(Cmd.RECENT_SESSION_REQ, { user_id: state.me, latest_update_time: 0 });
   state.sessions = rsp.contact_session_list;
   await nameGroups(state.sessions.filter((s) => s.session_type === SessionType.GROUP));
-  renderSessions(rsp.unread_counts);
+  const singles = state.sessions.filter((s) => s.session_type === SessionType.SINGLE);
+  if (singles.some((s) => !state.names.has(s.session_id))) await askPeers().catch(() => undefined);
+  askNames(state.sessions.map((s) => s.msg_from_user_id));
+  renderSessions();
 }
 
 async function nameGroups(sessions) {
@@ -203,60 +484,130 @@ function titleOf(type, id) {
     const name = state.groupNames.get(id);
     return name ? `# ${name}` : `group ${id}`;
   }
-  return `user ${id}`;
+  return nameOf(id);
 }
 
-function renderSessions(totalUnread) {
+function renderSessions() {
   const list = $("sessions");
   list.replaceChildren();
   let total = 0;
   for (const s of state.sessions) {
-    const open = state.open && keyOf(state.open.type, state.open.id) === keyOf(s.session_type, s.session_id);
+    const open = isOpen(s.session_type, s.session_id);
     // The open conversation is read as it arrives; its read ack may still be on its way.
     const unread = open ? 0 : s.unread_cnt;
     total += unread;
+    const group = s.session_type === SessionType.GROUP;
     const li = document.createElement("li");
     li.dataset.session = keyOf(s.session_type, s.session_id);
     li.dataset.unread = String(unread);
     li.classList.toggle("open", Boolean(open));
-    const name = document.createElement("span");
+    li.classList.toggle("has-unread", unread > 0);
+    const name = group ? document.createElement("span") : nameSpan(s.session_id);
     name.className = "name";
-    name.textContent = titleOf(s.session_type, s.session_id);
+    if (group) name.textContent = titleOf(s.session_type, s.session_id);
+    const time = document.createElement("time");
+    time.className = "when";
+    time.textContent = s.msg_time_stamp ? shortTime(s.msg_time_stamp) : "";
     const badge = document.createElement("span");
     badge.className = "badge unread";
     badge.textContent = String(unread);
     badge.hidden = unread === 0;
+    badge.setAttribute("aria-label", `${unread} unread`);
     const preview = document.createElement("span");
     preview.className = "preview";
     preview.textContent = previewOf(s);
-    li.append(name, badge, preview);
+    li.append(avatar(group ? "g" : "u", s.session_id, titleOf(s.session_type, s.session_id)), name, time, preview, badge);
     li.addEventListener("click", () => openConversation(s.session_type, s.session_id));
     list.append(li);
   }
   const badge = $("total-unread");
   badge.textContent = String(total);
-  badge.dataset.server = String(totalUnread);
   badge.hidden = total === 0;
+  document.title = total > 0 ? `(${total}) CoffeeBus web demo` : "CoffeeBus web demo";
 }
 
 function previewOf(session) {
-  const who = session.msg_from_user_id === state.me ? "you" : session.msg_from_user_id;
-  return `${who}: ${bodyText(session.msg_type, session.msg_data)}`;
+  if (session.msg_status === MsgStatus.SEND_CANCEL) return "a message was revoked";
+  const text = bodyText(session.msg_type, session.msg_data);
+  if (session.msg_type === MsgType.NOTIFICATION) return text;
+  return `${nameOf(session.msg_from_user_id)}: ${text}`;
 }
 
 function bodyText(msgType, data) {
-  if (msgType === MsgType.TEXT) return textDecoder.decode(data);
+  if (msgType === MsgType.TEXT || msgType === MsgType.TIPS) return textDecoder.decode(data);
   if (msgType === MsgType.NOTIFICATION) {
     try {
       const n = JSON.parse(textDecoder.decode(data));
       const verb = NOTICE_VERBS[n.notification_type] || "changed the group";
-      const whom = [2, 3].includes(n.notification_type) ? ` ${n.member_id_list.join(", ")}` : "";
-      return `${n.operator_user_id} ${verb}${whom} (${n.group_name})`;
+      const operator = String(n.operator_user_id);
+      const others = (n.member_id_list || []).map(String).filter((id) => id !== operator);
+      // "you" first, then the others by name: a stable sentence whatever the store's order
+      others.sort((x, y) => (x === state.me ? -1 : y === state.me ? 1 : nameOf(x).localeCompare(nameOf(y))));
+      const names = others.map((id) => (id === state.me ? "you" : nameOf(id)));
+      const list = names.length > 1 ? `${names.slice(0, -1).join(", ")} and ${names.at(-1)}` : names.join("");
+      const whom = [1, 2, 3].includes(n.notification_type) && list ? ` ${list}` : "";
+      const what = n.notification_type === 1 ? ` “${n.group_name}”` : "";
+      const with_ = whom && n.notification_type === 1 ? " with" : "";
+      return `${nameOf(operator)} ${verb}${what}${with_}${whom}`;
     } catch {
-      return "[group notification]";
+      return "group notification";
     }
   }
   return `[message of type ${msgType}]`;
+}
+
+function notificationPeople(msg) {
+  if (msg.msg_type !== MsgType.NOTIFICATION) return [];
+  try {
+    const n = JSON.parse(textDecoder.decode(msg.msg_data));
+    return [String(n.operator_user_id), ...(n.member_id_list || []).map(String)];
+  } catch {
+    return [];
+  }
+}
+
+// -- times ------------------------------------------------------------------------------
+
+function dateOf(seconds) {
+  return new Date(Number(seconds) * 1000);
+}
+
+function shortTime(seconds) {
+  const d = dateOf(seconds);
+  const today = new Date();
+  if (d.toDateString() === today.toDateString()) {
+    return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  }
+  return d.toLocaleDateString([], { month: "short", day: "numeric" });
+}
+
+function dayLabel(seconds) {
+  const d = dateOf(seconds);
+  const today = new Date();
+  const yesterday = new Date(today);
+  yesterday.setDate(today.getDate() - 1);
+  if (d.toDateString() === today.toDateString()) return "Today";
+  if (d.toDateString() === yesterday.toDateString()) return "Yesterday";
+  return d.toLocaleDateString([], { weekday: "long", month: "long", day: "numeric", year: "numeric" });
+}
+
+// A day line before the first message of each day, wherever messages were added.
+function placeDaySeparators() {
+  const list = $("messages");
+  for (const li of list.querySelectorAll("li.day")) li.remove();
+  let previous = "";
+  for (const li of [...list.children]) {
+    if (!li.dataset.time) continue;
+    const day = dateOf(li.dataset.time).toDateString();
+    if (day !== previous) {
+      const sep = document.createElement("li");
+      sep.className = "day";
+      sep.setAttribute("role", "separator");
+      sep.textContent = dayLabel(li.dataset.time);
+      list.insertBefore(sep, li);
+      previous = day;
+    }
+  }
 }
 
 // -- a conversation ---------------------------------------------------------------------
@@ -267,14 +618,24 @@ async function openConversation(type, id) {
   state.oldest = null;
   state.readSent = 0n;
   state.peerRead = 0n;
+  for (const timer of state.typing.values()) clearTimeout(timer);
+  state.typing.clear();
+  renderTyping();
   $("messages").replaceChildren();
   $("chat-title").textContent = titleOf(type, id);
+  $("chat-avatar").replaceChildren(avatar(type === SessionType.GROUP ? "g" : "u", id, titleOf(type, id)));
   $("chat").dataset.session = keyOf(type, id);
+  document.body.dataset.view = "chat";
   $("compose").hidden = false;
-  renderSessions(Number($("total-unread").dataset.server || 0));
+  renderSessions();
   await loadHistory();
   markRead();
+  startReadPoll();
   $("text").focus();
+}
+
+function closeConversation() {
+  document.body.dataset.view = "list";
 }
 
 async function loadHistory() {
@@ -287,19 +648,15 @@ async function loadHistory() {
     limit_count: HISTORY_PAGE,
   });
   if (state.open !== open) return; // another conversation was opened meanwhile
+  await askNames(rsp.msg_list.flatMap((m) => [m.from_user_id, ...notificationPeople(m)]));
   // Older pages go above what is shown; the server lists each page oldest first.
   const list = $("messages");
   const first = list.firstChild;
   for (const info of rsp.msg_list) {
-    const li = messageItem({
-      from_user_id: info.from_user_id,
-      server_msg_id: info.server_msg_id,
-      client_msg_id: info.client_msg_id,
-      msg_type: info.msg_type,
-      msg_data: info.msg_data,
-    });
+    const li = messageItem(info);
     if (li) list.insertBefore(li, first);
   }
+  placeDaySeparators();
   $("older").hidden = rsp.msg_list.length < HISTORY_PAGE;
   if (first === null) list.scrollTop = list.scrollHeight;
   renderReadState();
@@ -315,26 +672,47 @@ function messageItem(msg) {
   if (!sending && (state.oldest === null || seq < state.oldest)) state.oldest = seq;
   const li = document.createElement("li");
   const mine = msg.from_user_id === state.me;
+  const group = state.open && state.open.type === SessionType.GROUP;
   li.dataset.serverMsgId = msg.server_msg_id;
   li.dataset.clientMsgId = msg.client_msg_id;
+  li.dataset.time = String(msg.create_time || Math.floor(Date.now() / 1000));
+  li.dataset.from = msg.from_user_id;
   if (msg.msg_type === MsgType.NOTIFICATION) {
     li.className = "notice";
+    li.notification = msg.msg_data; // written again when the names it mentions are learnt
     li.textContent = bodyText(msg.msg_type, msg.msg_data);
   } else {
     li.className = mine ? "msg mine" : "msg theirs";
-    const from = document.createElement("div");
-    from.className = "from";
-    from.textContent = mine ? "you" : `user ${msg.from_user_id}`;
+    if (!mine) li.append(avatar("u", msg.from_user_id, nameOf(msg.from_user_id)));
+    const bubble = document.createElement("div");
+    bubble.className = "bubble";
+    if (!mine && group) bubble.append(nameSpan(msg.from_user_id, "from"));
     const text = document.createElement("div");
     text.className = "text";
     text.textContent = bodyText(msg.msg_type, msg.msg_data);
-    li.append(from, text);
+    const meta = document.createElement("div");
+    meta.className = "meta";
+    const time = document.createElement("time");
+    time.dateTime = dateOf(li.dataset.time).toISOString();
+    time.textContent = dateOf(li.dataset.time).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    meta.append(time);
     if (mine) {
-      const st = document.createElement("div");
+      const st = document.createElement("span");
       st.className = "state";
       st.textContent = "sent";
-      li.append(st);
+      meta.append(st);
+      if (Date.now() / 1000 - Number(li.dataset.time) < REVOKE_WINDOW_S) {
+        const revoke = document.createElement("button");
+        revoke.type = "button";
+        revoke.className = "revoke";
+        revoke.textContent = "Revoke";
+        revoke.addEventListener("click", () => revokeMessage(li));
+        meta.append(revoke);
+      }
     }
+    bubble.append(text, meta);
+    li.append(bubble);
+    if (msg.msg_status === MsgStatus.SEND_CANCEL) markRevoked(li, null);
   }
   if (!sending) state.items.set(msg.server_msg_id, li);
   state.items.set(msg.client_msg_id, li);
@@ -345,28 +723,112 @@ function showMessage(msg) {
   const li = messageItem(msg);
   if (!li) return;
   const list = $("messages");
+  const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 80;
   list.append(li);
-  list.scrollTop = list.scrollHeight;
+  placeDaySeparators();
+  if (atBottom || msg.from_user_id === state.me) list.scrollTop = list.scrollHeight;
   renderReadState();
 }
 
-// Mark my messages the peer has read (single chats: MsgDataReadNotify).
+function markRevoked(li, operator) {
+  li.classList.add("revoked");
+  const text = li.querySelector(".text");
+  if (text) {
+    const mine = li.dataset.from === state.me;
+    text.textContent = mine ? "You revoked a message" : `${nameOf(li.dataset.from)} revoked a message`;
+  }
+  for (const el of li.querySelectorAll(".revoke, .state")) el.remove();
+  if (operator === "0") li.title = "revoked by the service";
+}
+
+async function revokeMessage(li) {
+  const open = state.open;
+  try {
+    const rsp = await state.client.request(Cmd.REVOKE_REQ, {
+      user_id: state.me,
+      session_type: open.type,
+      session_id: open.id,
+      server_msg_id: li.dataset.serverMsgId,
+      client_msg_id: li.dataset.clientMsgId,
+    });
+    if (rsp.result_code !== ExtResultCode.OK) throw new RequestError("refused", rsp.result_code);
+    markRevoked(li, state.me);
+    scheduleRefresh();
+  } catch (error) {
+    const expired = error.code === ExtResultCode.EXPIRED;
+    setStatus(expired ? "too late to revoke that message" : `could not revoke: ${error.message}`);
+    if (expired) li.querySelector(".revoke")?.remove();
+  }
+}
+
+// Revoke buttons go once the server's window has passed.
+setInterval(() => {
+  const now = Date.now() / 1000;
+  for (const button of document.querySelectorAll("#messages .revoke")) {
+    const li = button.closest("li");
+    if (now - Number(li.dataset.time) >= REVOKE_WINDOW_S) button.remove();
+  }
+}, 10_000);
+
+// Under my messages: "sent", then "read" (a single chat's peer read it, MsgDataReadNotify)
+// or "read by k of n" (a group, GroupReadStateReq).
 function renderReadState() {
-  for (const li of $("messages").querySelectorAll("li.mine")) {
+  if (!state.open || state.open.type !== SessionType.SINGLE) return;
+  for (const li of $("messages").querySelectorAll("li.mine:not(.revoked)")) {
     const st = li.querySelector(".state");
     const seq = BigInt(li.dataset.serverMsgId || "0");
-    if (seq > 0n && seq <= state.peerRead) {
+    if (st && seq > 0n && seq <= state.peerRead) {
       st.textContent = "read";
       li.dataset.read = "true";
     }
   }
 }
 
-// Everything shown is read: one MsgDataReadAck for the newest message (it has no answer).
+function startReadPoll() {
+  stopReadPoll();
+  if (!state.open || state.open.type !== SessionType.GROUP) return;
+  const poll = () => refreshGroupReadState().catch((error) => console.warn("coffeebus: read state", error));
+  poll();
+  state.readPoll = setInterval(poll, GROUP_READ_POLL_MS);
+}
+
+function stopReadPoll() {
+  clearInterval(state.readPoll);
+  state.readPoll = null;
+}
+
+async function refreshGroupReadState() {
+  const open = state.open;
+  if (!state.client || !open || open.type !== SessionType.GROUP || document.hidden) return;
+  const mine = [...$("messages").querySelectorAll("li.mine:not(.revoked)")].filter((li) => li.dataset.serverMsgId !== "0").slice(-100);
+  if (mine.length === 0) return;
+  const rsp = await state.client.request(Cmd.GROUP_READ_STATE_REQ, {
+    user_id: state.me,
+    group_id: open.id,
+    server_msg_id_list: mine.map((li) => li.dataset.serverMsgId),
+  });
+  if (state.open !== open) return;
+  for (const rs of rsp.read_state_list) {
+    const li = state.items.get(rs.server_msg_id);
+    const st = li && li.querySelector(".state");
+    if (!st) continue;
+    // The sender's own read seq may count: the others are everyone but me.
+    const selfCounted = state.readSent >= BigInt(rs.server_msg_id) ? 1 : 0;
+    const others = Math.max(rs.member_count - 1, 0);
+    const read = Math.min(Math.max(rs.read_count - selfCounted, 0), others);
+    st.textContent = read === 0 ? "sent" : read >= others ? `read by all ${others}` : `read by ${read} of ${others}`;
+    li.dataset.readBy = String(read);
+  }
+}
+
+// Everything shown is read: one MsgDataReadAck for the newest message of the others
+// (it has no answer). My own messages are not "read" by me: the peer would be told so.
 function markRead() {
   const open = state.open;
+  if (!open || !state.client || document.hidden) return;
   let newest = 0n;
   for (const li of $("messages").children) {
+    if (li.dataset.from === state.me) continue;
     const seq = BigInt(li.dataset.serverMsgId || "0");
     if (seq > newest) newest = seq;
   }
@@ -380,16 +842,40 @@ function markRead() {
   });
 }
 
+function sendTyping(typingState) {
+  const open = state.open;
+  if (!open || !state.client) return;
+  state.client.send(Cmd.TYPING_NOTIFY, {
+    from_user_id: state.me,
+    session_type: open.type,
+    to_session_id: open.id,
+    state: typingState,
+  });
+}
+
+function onInput() {
+  const now = Date.now();
+  if ($("text").value === "") {
+    if (state.typingSent) sendTyping(TypingState.STOPPED);
+    state.typingSent = 0;
+  } else if (now - state.typingSent > TYPING_EVERY_MS) {
+    state.typingSent = now;
+    sendTyping(TypingState.TYPING);
+  }
+}
+
 async function send(event) {
   event.preventDefault();
   const input = $("text");
   const text = input.value;
-  if (!text || !state.open) return;
+  if (!text || !state.open || !state.client) return;
   input.value = "";
+  if (state.typingSent) sendTyping(TypingState.STOPPED);
+  state.typingSent = 0;
   const open = state.open;
   const msg = {
     from_user_id: state.me,
-    from_nick_name: state.nick,
+    from_nick_name: state.names.get(state.me) || "",
     to_session_id: open.id,
     client_msg_id: uuid4(),
     server_msg_id: "0",
@@ -401,15 +887,17 @@ async function send(event) {
   const li = messageItem(msg);
   li.querySelector(".state").textContent = "sending…";
   $("messages").append(li);
+  placeDaySeparators();
+  $("messages").scrollTop = $("messages").scrollHeight;
   try {
     const ack = await state.client.request(Cmd.MSG_DATA, msg);
     if (ack.res_code !== ResCode.OK) throw new Error(`refused (res_code ${ack.res_code})`);
     li.dataset.serverMsgId = ack.server_msg_id;
+    li.dataset.time = String(ack.create_time || msg.create_time);
     state.items.set(ack.server_msg_id, li);
     li.querySelector(".state").textContent = "sent";
     renderReadState();
-    // What I send is read by me: keep my own read seq at the conversation's head.
-    if (state.open === open) markRead();
+    if (open.type === SessionType.GROUP) refreshGroupReadState().catch(() => undefined);
   } catch (error) {
     li.classList.add("failed");
     li.querySelector(".state").textContent = `not sent: ${error.message}`;
@@ -445,9 +933,18 @@ function openById(event) {
 }
 
 $("login").addEventListener("submit", login);
-$("logout").addEventListener("click", () => state.client && state.client.close());
+$("logout").addEventListener("click", () => {
+  state.leaving = true;
+  if (state.client) state.client.close();
+  else showLogin("logged out");
+});
 $("compose").addEventListener("submit", send);
+$("text").addEventListener("input", onInput);
 $("group-form").addEventListener("submit", createGroup);
 $("open-form").addEventListener("submit", openById);
 $("older").addEventListener("click", () => loadHistory());
+$("back").addEventListener("click", closeConversation);
+document.addEventListener("visibilitychange", () => {
+  if (!document.hidden) markRead();
+});
 start().catch((error) => setStatus(`cannot start: ${error.message}`));

@@ -34,8 +34,19 @@ export const Cmd = Object.freeze({
   GROUP_INFO_REQ: 0x0509,
   GROUP_INFO_RSP: 0x0510,
   GROUP_MEMBER_CHANGED_NOTIFY: 0x0515,
+  FRIEND_QUERY_USER_LIST_REQ: 0x0601,
+  FRIEND_QUERY_USER_LIST_RSP: 0x0602,
   KICK_NOTIFY: 0x0801,
   ERROR_RSP: 0x0802,
+  SYNC_REQ: 0x0803,
+  SYNC_RSP: 0x0804,
+  REVOKE_REQ: 0x0805,
+  REVOKE_RSP: 0x0806,
+  REVOKE_NOTIFY: 0x0807,
+  TYPING_NOTIFY: 0x0808,
+  S2C_PUSH: 0x080b,
+  GROUP_READ_STATE_REQ: 0x080d,
+  GROUP_READ_STATE_RSP: 0x080e,
 });
 
 // Body message of each command (protobuf full names).
@@ -58,8 +69,19 @@ export const BODY = Object.freeze({
   [Cmd.GROUP_INFO_REQ]: "coffeechat.GroupInfoReq",
   [Cmd.GROUP_INFO_RSP]: "coffeechat.GroupInfoRsp",
   [Cmd.GROUP_MEMBER_CHANGED_NOTIFY]: "coffeechat.GroupMemberChangedNotify",
+  [Cmd.FRIEND_QUERY_USER_LIST_REQ]: "coffeechat.FriendQueryUserListReq",
+  [Cmd.FRIEND_QUERY_USER_LIST_RSP]: "coffeechat.FriendQueryUserListRsp",
   [Cmd.KICK_NOTIFY]: "coffeebus.KickNotify",
   [Cmd.ERROR_RSP]: "coffeebus.ErrorRsp",
+  [Cmd.SYNC_REQ]: "coffeebus.SyncReq",
+  [Cmd.SYNC_RSP]: "coffeebus.SyncRsp",
+  [Cmd.REVOKE_REQ]: "coffeebus.RevokeReq",
+  [Cmd.REVOKE_RSP]: "coffeebus.RevokeRsp",
+  [Cmd.REVOKE_NOTIFY]: "coffeebus.RevokeNotify",
+  [Cmd.TYPING_NOTIFY]: "coffeebus.TypingNotify",
+  [Cmd.S2C_PUSH]: "coffeebus.S2CPush",
+  [Cmd.GROUP_READ_STATE_REQ]: "coffeebus.GroupReadStateReq",
+  [Cmd.GROUP_READ_STATE_RSP]: "coffeebus.GroupReadStateRsp",
 });
 
 // The response command of each request this client makes.
@@ -71,14 +93,37 @@ export const RESPONSE = Object.freeze({
   [Cmd.MSG_DATA]: Cmd.MSG_DATA_ACK,
   [Cmd.GROUP_CREATE_REQ]: Cmd.GROUP_CREATE_RSP,
   [Cmd.GROUP_INFO_REQ]: Cmd.GROUP_INFO_RSP,
+  [Cmd.FRIEND_QUERY_USER_LIST_REQ]: Cmd.FRIEND_QUERY_USER_LIST_RSP,
+  [Cmd.SYNC_REQ]: Cmd.SYNC_RSP,
+  [Cmd.REVOKE_REQ]: Cmd.REVOKE_RSP,
+  [Cmd.GROUP_READ_STATE_REQ]: Cmd.GROUP_READ_STATE_RSP,
 });
 
 // Enum values used here (PROTOCOL.md, "Enums").
-export const ErrorCode = Object.freeze({ SUCCESS: 200 });
+export const ErrorCode = Object.freeze({
+  SUCCESS: 200,
+  LOGIN_DB_VALIDATE_FAILED: 2000,
+  LOGIN_VERSION_TOO_OLD: 2001,
+  LOGIN_INVALID_USER_TOKEN: 2002,
+  LOGIN_INVALID_USER_OR_PWD: 2003,
+});
+export const ExtResultCode = Object.freeze({
+  OK: 1,
+  NOT_AUTHENTICATED: 2,
+  FORBIDDEN: 6,
+  NOT_FOUND: 7,
+  RATE_LIMITED: 8,
+  EXPIRED: 10,
+  INTERNAL_ERROR: 11,
+  UNAVAILABLE: 12,
+});
 export const ClientType = Object.freeze({ WEB: 3 });
 export const SessionType = Object.freeze({ SINGLE: 1, GROUP: 2 });
-export const MsgType = Object.freeze({ TEXT: 1, NOTIFICATION: 9 });
+export const MsgType = Object.freeze({ TEXT: 1, TIPS: 8, NOTIFICATION: 9 });
+export const MsgStatus = Object.freeze({ SEND_CANCEL: 8 });
 export const ResCode = Object.freeze({ OK: 1 });
+export const KickReason = Object.freeze({ SERVER_SHUTDOWN: 5 });
+export const TypingState = Object.freeze({ TYPING: 1, STOPPED: 2 });
 
 // The .proto files the client needs; their imports are found the way protoc -I finds them.
 export const PROTO_FILES = Object.freeze([
@@ -87,6 +132,7 @@ export const PROTO_FILES = Object.freeze([
   "coffeechat/list.proto",
   "coffeechat/message.proto",
   "coffeechat/group.proto",
+  "coffeechat/friend.proto",
   "coffeebus/ext.proto",
 ]);
 
@@ -99,6 +145,9 @@ export class RequestError extends Error {
     this.code = code;
   }
 }
+
+/** The WebSocket could not be opened (nothing listens there, or it is not a gate). */
+export class ConnectError extends Error {}
 
 /** Encode one frame: header + body (a Uint8Array). */
 export function encodeFrame(commandId, seq, body, { flag = 0, serviceId = 0 } = {}) {
@@ -220,7 +269,13 @@ export class GateClient extends EventTarget {
   /** Open the WebSocket; resolves once it is open. */
   connect(url) {
     return new Promise((resolve, reject) => {
-      const ws = new WebSocket(url);
+      let ws;
+      try {
+        ws = new WebSocket(url);
+      } catch (error) {
+        reject(new ConnectError(`not a WebSocket address: ${url} (${error.message})`));
+        return;
+      }
       ws.binaryType = "arraybuffer";
       this.ws = ws;
       let opened = false;
@@ -230,7 +285,7 @@ export class GateClient extends EventTarget {
       };
       ws.onmessage = (event) => this.received(event.data);
       ws.onclose = (event) => {
-        if (!opened) reject(new Error(`cannot connect to ${url} (close code ${event.code})`));
+        if (!opened) reject(new ConnectError(`cannot connect to ${url} (close code ${event.code})`));
         this.lost(event.code, event.reason || (opened ? "connection closed" : "cannot connect"));
       };
     });
