@@ -94,9 +94,13 @@ async def test_a_message_moves_the_metrics_and_carries_its_trace_id(
         ]
         assert lags
         assert not any(lags)
-    else:  # the shared topics carry other tests' records too: these groups see them all
+    else:
+        # The shared topics carry records of whatever else uses the broker (another suite on
+        # the same machine) too: these groups see them all, and the end offsets move on
+        # between the scrape and the `positions` call, so only lower bounds hold.
         assert consumed_msg >= 1
-        assert consumed_fanout >= fanned_out >= 1
+        assert consumed_fanout >= 1
+        assert fanned_out >= 1
     assert delta("coffeebus_handler_seconds_count", group=msg_group) >= 1
     assert delta("coffeebus_handler_seconds_count", group=fanout_group) >= 1
     assert delta("coffeebus_dlq_records_total", group=msg_group, topic="im.up.msg") == 0

@@ -63,8 +63,10 @@ async def test_push_reaches_online_devices_only(system: System, api: Client) -> 
         assert event.message.msg_data == b'{"coupon": 5}'
         assert event.message.content_type == "application/json"
 
-    # Bob was offline: nothing was kept for him. A later push to him (same partition, so
-    # after the first in order) is the first S2CPush he sees.
+    # Bob was offline: nothing was kept for him. The fanout group resolves routes when it
+    # handles a push, so bob logs in only once it has handled p-1 (committed every record
+    # of its topics); a later push to him is then the first S2CPush he sees.
+    await wait_for(lambda: system.caught_up("fanout"), within=60)
     bob_sdk = await system.login(bob)
     later = await api.post(
         "/v1/push", json={"to_user_ids": [bob], "msg_type": 1, "msg_data": "x", "push_id": "p-2"}
