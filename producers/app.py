@@ -70,6 +70,7 @@ from producers.groups import (
     update_group,
 )
 from producers.idempotency import IdempotencyMiddleware
+from producers.jsonbody import StrictJsonRequest
 from producers.messaging import admin_revoke, push, send_message
 from producers.models import MAX_BODY_BYTES, Gate, GatesResponse, Health
 from producers.problems import EXCEPTION_HANDLERS, PROBLEMS, problem_response
@@ -238,6 +239,8 @@ def create_app(
             )
         ],
         exception_handlers=dict(EXCEPTION_HANDLERS),
+        # JSON bodies are checked strictly before validation (producers.jsonbody)
+        request_class=StrictJsonRequest,
         openapi_config=openapi,
         request_max_body_size=max_body_bytes,
         debug=False,

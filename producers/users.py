@@ -18,6 +18,7 @@ from litestar.openapi import ResponseSpec
 from litestar.params import JSONBody, Parameter
 
 from producers.deps import StoresDep
+from producers.jsonbody import BodyProblem, check_media_type, parse_json_body
 from producers.models import (
     Device,
     DevicesResponse,
@@ -107,7 +108,7 @@ def _seed_error(status: int, code: int, message: str) -> Response[RegisterRespon
     status_code=200,
     responses={
         status: ResponseSpec(data_container=RegisterResponse, description=HTTPStatus(status).phrase)
-        for status in (400, 409, 413, 503)
+        for status in (400, 409, 413, 415, 503)
     }
     | problem_responses(401),
 )
@@ -117,13 +118,16 @@ async def legacy_register(
     """``POST /user/register``: create a user; the seed's envelope on success and error."""
     # The body is decoded here, not by Litestar, so that every error keeps the seed's shape.
     try:
-        body = msgspec.json.decode(await request.body(), type=RegisterRequest)
+        raw = await request.body()
+        if raw:
+            check_media_type(request.headers.get("content-type"))
+        body = msgspec.convert(parse_json_body(raw), type=RegisterRequest)
     except HTTPException as exc:  # e.g. 413, the body is above the limit
         return _seed_error(exc.status_code, ErrorCode.USER_INVALID_PARAMETER, exc.detail)
+    except BodyProblem as exc:  # not UTF-8, not JSON, a duplicate key, a NUL ...
+        return _seed_error(exc.status, ErrorCode.USER_INVALID_PARAMETER, exc.detail)
     except msgspec.ValidationError as exc:
         return _seed_error(400, ErrorCode.USER_INVALID_PARAMETER, f"invalid parameters: {exc}")
-    except msgspec.DecodeError:
-        return _seed_error(400, ErrorCode.USER_INVALID_PARAMETER, "invalid parameters: bad JSON")
     if not 0 < body.user_id <= MAX_USER_ID:
         return _seed_error(400, ErrorCode.USER_INVALID_PARAMETER, "invalid user_id")
     user_id = UserId(body.user_id)
