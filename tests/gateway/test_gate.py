@@ -241,6 +241,32 @@ async def test_websocket_text_message_closes_with_1003(memory_env: Env) -> None:
     assert client.close_code == 1003
 
 
+@pytest.mark.parametrize(
+    "message",
+    [
+        # the length field says 64 bytes, the message has 16: inconsistent
+        (64).to_bytes(4, "big") + encode_frame(Cmd.HEARTBEAT, 1)[4:],
+        encode_frame(Cmd.HEARTBEAT, 1) + b"extra",  # longer than its length field
+        b"\x00\x00\x00\x10short",  # shorter than a header
+    ],
+    ids=["length-above-size", "length-below-size", "short-header"],
+)
+async def test_websocket_protocol_error_closes_with_1002(memory_env: Env, message: bytes) -> None:
+    await memory_env.user(1010)
+    gate = await memory_env.gate()
+    bystander = await memory_env.connect(gate, "ws")
+    await bystander.login(1010, "token-1010")
+    client = await memory_env.connect(gate, "ws")
+    await client.send_raw(message)
+    assert await client.wait_closed() == []
+    assert client.close_code == 1002  # protocol error, not 1000 ("normal")
+    # a logout is still a normal close
+    await bystander.send(Cmd.LOGOUT_REQ, login_pb2.LogoutReq())
+    await bystander.expect(Cmd.LOGOUT_RSP)
+    assert await bystander.wait_closed() == []
+    assert bystander.close_code == 1000
+
+
 # --- uplink ----------------------------------------------------------------------------------
 
 
