@@ -31,7 +31,8 @@ key                 type    holds
 ==================  ======  ==================================================================
 
 Unread counts stay exact across seq gaps and any interleaving of fan-out and read acks: an
-append adds its message to ``ur`` only if it counts (`counts_as_unread`) and is above the read
+append adds its message to ``ur`` only if it counts (`store.inbox.counts_as_unread`: someone
+else's, not a notification or a tip) and is above the read
 seq, a read removes everything up to it, each in one script on the user's slot, and a count
 is a ``ZLEXCOUNT`` of the conversation's range.
 
@@ -51,7 +52,7 @@ import datetime
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
-from schemas.ids import UserId
+from store.inbox import counts_as_unread
 from store.messages import StoredMessage
 from store.redis.keys import RedisKeys
 from store.redis.messages import DEFAULT_IDLE_TTL, decode_message, encode_message
@@ -80,11 +81,6 @@ __all__ = [
 DEFAULT_INBOX_WINDOW: Final = 1000
 #: Sessions a repair takes from the store (the most recently changed).
 REPAIR_SESSIONS: Final = 1000
-
-
-def counts_as_unread(message: StoredMessage, user_id: UserId) -> bool:
-    """Whether `message` in `user_id`'s inbox counts as unread until read: others' messages."""
-    return message.from_user_id != user_id
 
 
 def pad(seq: int) -> str:
