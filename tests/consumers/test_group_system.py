@@ -213,7 +213,7 @@ async def test_unread_counts_only_messages_not_notifications(system: System) -> 
 
     await wait_for(bob_sees)
     history = await bob_sdk.history(gid, session_type=SessionType.GROUP)
-    assert [m.msg_type for m in history.msg_list] == [
+    assert [MsgType(m.msg_type) for m in history.msg_list] == [
         MsgType.NOTIFICATION,
         MsgType.NOTIFICATION,
         MsgType.TEXT,
