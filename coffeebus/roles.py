@@ -63,6 +63,8 @@ class GateRole:
             user_store=runtime.users,
             route_store=runtime.routes,
             topology=runtime.topology,
+            login_settings=settings.login,
+            login_throttle=runtime.login_throttle,
         )
         self._stopped = asyncio.Event()
 

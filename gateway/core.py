@@ -29,7 +29,9 @@ Decisions (each tested in tests/gateway/test_core.py):
   its login can still log in within the login timeout. A second login while one is being
   checked, or after success, gets ErrorRsp INVALID_PARAMETER.
 - A failed login keeps the connection (the client may retry) but not the login deadline:
-  the timeout counts from connect, so retries cannot hold a connection open.
+  the timeout counts from connect, so retries cannot hold a connection open. A login the
+  gate refuses without checking it (failed-login back-off, password pool full) is answered
+  with ErrorRsp (RATE_LIMITED) instead of the login response, likewise retriable.
 - Heartbeats are answered here, in any state but CLOSED, echoing the request's seq.
 - After login, every frame of a command the table sends upward becomes `UplinkFrame`; an
   unknown or server-to-client command gets ErrorRsp UNKNOWN_COMMAND, a body that does not
@@ -372,6 +374,15 @@ class Connection:
             return
         self.state = State.CONNECTING
         self._send_login_rsp(request, code, text, None, server_time)
+
+    def login_refused(self, request: LoginRequested, code: ExtResultCode, text: str) -> None:
+        """The login was not checked (throttled, the server busy): answer ErrorRsp `code`
+        on the request's seq; the client may try again before the deadline."""
+        if self.state is not State.AUTHENTICATING:
+            return
+        self.state = State.CONNECTING
+        command = Cmd.AUTH_TOKEN_REQ if isinstance(request, TokenLoginRequested) else Cmd.AUTH_REQ
+        self.send_error(request.seq, command, code, text)
 
     def logout_done(self, request: LogoutRequested) -> None:
         """The route is removed: answer LogoutRsp and close."""

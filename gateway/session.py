@@ -102,6 +102,7 @@ class GateConnection:
         "_worker",
         "core",
         "route",
+        "token_digest",
     )
 
     def __init__(
@@ -119,6 +120,9 @@ class GateConnection:
         self.core = Connection(conn_id, limits=limits, now=loop.time())
         #: The route this connection registered, once logged in.
         self.route: Route | None = None
+        #: `schemas.envelope.token_digest` of the token it logged in with (b"": by password,
+        #: or not logged in): what a token rotation's `KickUser` compares.
+        self.token_digest = b""
         # Made on the first event and dropped when the worker empties it: an idle
         # connection holds no queue (an empty deque is ~760 bytes).
         self._work: collections.deque[Event] | None = None
