@@ -28,16 +28,17 @@ from producers.models import (
     UserImportBody,
     UserView,
 )
-from producers.problems import PROBLEMS, problem_responses
+from producers.problems import PROBLEMS, ApiProblem, problem_responses
 from schemas.codes import ClientType, ErrorCode
-from store.errors import InvalidUserInputError, UnknownUserError
+from store.errors import InvalidUserInputError, UnknownUserError, UserDeletedError
 from store.ids import MAX_USER_ID, UserId
-from store.users import User, UserImport, generate_token
+from store.users import User, UserImport, UserStore, generate_token
 
 __all__ = [
     "devices",
     "get_user",
     "legacy_register",
+    "live_user",
     "parse_id",
     "parse_user_id",
     "put_user",
@@ -70,6 +71,17 @@ def parse_id(raw: str, what: str) -> int:
 def parse_user_id(raw: str) -> UserId:
     """A user id from a path or query segment (`parse_id`)."""
     return UserId(parse_id(raw, "user id"))
+
+
+async def live_user(users: UserStore, user_id: UserId) -> User:
+    """The user; `UnknownUserError` (404) when there never was one, `UserDeletedError` (410)
+    when it was deleted."""
+    user = await users.get(user_id)
+    if user is None:
+        raise UnknownUserError(f"no user {user_id}")
+    if user.deleted:
+        raise UserDeletedError(f"user {user_id} was deleted")
+    return user
 
 
 def _view(user: User, *, with_token: bool) -> UserView:
@@ -183,7 +195,10 @@ async def put_user(
         existing = await stores.users.get(uid)
         if existing is None or existing.user_name is None:
             raise ValidationException("a password needs a user_name to log in with")
-    user = await stores.users.upsert(change)  # UserNameTakenError -> 409
+    try:
+        user = await stores.users.upsert(change)  # UserNameTakenError -> 409
+    except UserDeletedError as exc:
+        raise ApiProblem(409, "user-deleted", f"{exc}: its id cannot be used again") from None
     return _view(user, with_token=True)
 
 
@@ -191,16 +206,17 @@ async def put_user(
 async def get_user(user_id: UserIdPath, stores: StoresDep) -> UserView:
     """``GET /v1/users/{user_id}``; the token is not shown."""
     uid = parse_user_id(user_id)
-    user = await stores.users.get(uid)
-    if user is None:
-        raise UnknownUserError(f"no user {uid}")
-    return _view(user, with_token=False)
+    return _view(await live_user(stores.users, uid), with_token=False)
 
 
 @post(
     "/v1/users/{user_id:str}/token",
     summary="Rotate a user's token",
-    description="Gives the user a new random token; the old one stops working at once.",
+    description=(
+        "Gives the user a new random token; the old one stops working at once. (An API "
+        "served with the messaging pipeline also closes the old token's connections: "
+        "`producers.admin.rotate_token`.)"
+    ),
     tags=["users"],
     responses=PROBLEMS,
     status_code=200,
@@ -230,8 +246,7 @@ def _client_type_name(value: int) -> str:
 async def devices(user_id: UserIdPath, stores: StoresDep) -> DevicesResponse:
     """``GET /v1/users/{user_id}/devices``."""
     uid = parse_user_id(user_id)
-    if await stores.users.get(uid) is None:
-        raise UnknownUserError(f"no user {uid}")
+    await live_user(stores.users, uid)
     routes = await stores.routes.get(uid)
     return DevicesResponse(
         user_id=uid,
