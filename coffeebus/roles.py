@@ -65,6 +65,7 @@ class GateRole:
             topology=runtime.topology,
             login_settings=settings.login,
             login_throttle=runtime.login_throttle,
+            password_pool=runtime.passwords,
         )
         self._stopped = asyncio.Event()
 

@@ -170,6 +170,9 @@ class LoginSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     password_workers: Annotated[int, msgspec.Meta(ge=0)] = 0
     #: password checks that may wait for a thread; a login beyond that is refused at once
     password_queue: Annotated[int, msgspec.Meta(ge=0)] = 16
+    #: how much lower the hashing threads' CPU priority is than the event loop's (Linux
+    #: nice; 0: the same): under load the cores go to logged-in users' traffic first
+    password_nice: Annotated[int, msgspec.Meta(ge=0, le=19)] = 10
     #: failed password logins of one account (user name) before each further one delays
     #: the next attempt (token logins are not counted per account: docs/security.md)
     account_free_failures: Annotated[int, msgspec.Meta(ge=0)] = 5

@@ -120,6 +120,8 @@ class Runtime:
     push_log: PushLog = field(default_factory=MemoryPushLog)
     #: Failed-login counters (Redis on the real services: shared by every gate).
     login_throttle: LoginThrottle = field(default_factory=MemoryLoginThrottle)
+    #: Where the user store hashes passwords (the gate asks it whether it is full).
+    passwords: PasswordPool | None = None
 
     @property
     def group_limits(self) -> GroupLimits:
@@ -184,8 +186,9 @@ async def open_runtime(
     """
     topology = topology or load_topology()
     # One pool per process: the gate's logins and the API's imports share its threads.
+    login = settings.login
     passwords = PasswordPool(
-        workers=settings.login.password_workers, queue=settings.login.password_queue
+        workers=login.password_workers, queue=login.password_queue, nice=login.password_nice
     )
     try:
         async with _open(settings, mode, client_id, topology, passwords) as runtime:
@@ -219,6 +222,7 @@ async def _open(
                 push_tokens=MemoryPushTokenStore(),
                 push_log=MemoryPushLog(),
                 login_throttle=MemoryLoginThrottle(throttle_policy(settings)),
+                passwords=passwords,
             )
         finally:
             await bus.stop()
@@ -296,6 +300,7 @@ async def _open(
                 login_throttle=RedisLoginThrottle(
                     redis, keys=keys, policy=throttle_policy(settings)
                 ),
+                passwords=passwords,
                 readiness=(
                     ("mongodb", lambda: mongo_store.ping(mongo)),
                     ("redis", lambda: redis_store.ping(redis)),

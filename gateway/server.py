@@ -86,6 +86,7 @@ from bus.topology import Topology
 from coffeebus.settings import GatewaySettings, LoginSettings, MultiLoginPolicy
 from gateway.admission import ConnectionRateLimiter, peer_address
 from gateway.core import (
+    Connection,
     ConnectionClosed,
     ConnectionLimits,
     Event,
@@ -130,7 +131,7 @@ from schemas.pb.coffeechat import base_pb2
 from store import ids as store_ids
 from store.login_throttle import LoginThrottle, Subject, SubjectKind, address_subject
 from store.memory.login_throttle import MemoryLoginThrottle
-from store.passwords import PasswordPoolFull
+from store.passwords import PasswordPool, PasswordPoolFull
 from store.routes import Route, RouteStore
 from store.users import TokenStatus, User, UserStore
 from telemetry.metrics import (
@@ -157,6 +158,9 @@ _REFUSED = {t: CONNECTIONS_REFUSED.labels(transport=t) for t in _TRANSPORTS}
 _LOGINS = {
     r: LOGINS.labels(result=r) for r in ("ok", "failed", "throttled", "busy", "banned", "error")
 }
+#: How long a connection refused because the password pool was full waits before its next
+#: login (an earlier one is refused by the core, unchecked).
+BUSY_RETRY_S = 1.0
 #: How long a gate remembers that a `KickUser` arrived for a user: longer than any login
 #: takes from its check to its answer (the login timeout bounds that).
 KICK_MEMORY_S = 60.0
@@ -200,9 +204,11 @@ class Gate:
         registry_interval_s: float = REGISTRY_INTERVAL_S,
         login_settings: LoginSettings | None = None,
         login_throttle: LoginThrottle | None = None,
+        password_pool: PasswordPool | None = None,
     ) -> None:
         """`login_throttle`: where failed logins are counted (Redis on the real services,
-        shared by every gate; default: this gate's memory)."""
+        shared by every gate; default: this gate's memory). `password_pool`: the user
+        store's, asked first so that a password login it cannot verify costs nothing more."""
         self.settings = settings
         if not settings.gate_id:
             raise ValueError("the gate needs a gate_id (Settings.with_gate_id() makes one)")
@@ -230,6 +236,7 @@ class Gate:
         )
         login = login_settings or LoginSettings()
         self._throttle = login_throttle or MemoryLoginThrottle()
+        self._passwords = password_pool
         self._login_exempt = tuple(
             ipaddress.ip_network(n, strict=False) for n in login.address_exempt
         )
@@ -452,6 +459,10 @@ class Gate:
             return
         started = asyncio.get_running_loop().time()
         subjects = self._subjects(conn, event)
+        pool = self._passwords
+        if isinstance(event, PasswordLoginRequested) and pool is not None and pool.full:
+            self._busy(event, core)  # refused before a throttle or store round trip
+            return
         try:
             wait = await self._throttle.wait_s(subjects)
             if wait > 0:
@@ -461,15 +472,12 @@ class Gate:
                     event,
                     ExtResultCode.RATE_LIMITED,
                     f"too many failed logins: retry in {math.ceil(wait)} s",
+                    retry_at=asyncio.get_running_loop().time() + wait,
                 )
                 return
             user, why = await self._check(event)
         except PasswordPoolFull:
-            self.stats.logins_busy += 1
-            _LOGINS["busy"].inc()
-            core.login_refused(
-                event, ExtResultCode.RATE_LIMITED, "too many logins at once: retry in a moment"
-            )
+            self._busy(event, core)
             return
         except Exception:
             log.exception("gate %s: user store failed during a login", self.gate_id)
@@ -553,6 +561,16 @@ class Gate:
         )
         await self._apply_multi_login(user.user_id, route, replaced)
         log.debug("conn %d: user %d logged in", core.conn_id, user.user_id)
+
+    def _busy(self, event: LoginRequested, core: Connection) -> None:
+        self.stats.logins_busy += 1
+        _LOGINS["busy"].inc()
+        core.login_refused(
+            event,
+            ExtResultCode.RATE_LIMITED,
+            f"too many logins at once: retry in {BUSY_RETRY_S:g} s",
+            retry_at=asyncio.get_running_loop().time() + BUSY_RETRY_S,
+        )
 
     async def _failed_login(
         self, conn: GateConnection, event: LoginRequested, subjects: list[Subject], why: str

@@ -147,9 +147,9 @@ def _verify(password: str, encoded: str | None, dummy_params: ScryptParams) -> b
     return verify_password(password, encoded)
 
 
-#: How much lower than the event loop's the hashing threads' CPU priority is (Linux nice):
-#: when the cores are busy, the scheduler gives them to the loop's heartbeats and messages
-#: first, and to logins with what is left.
+#: How much lower than the event loop's the hashing threads' CPU priority is by default
+#: (Linux nice, ``[login] password_nice``): when the cores are busy, the scheduler gives them
+#: to the loop's heartbeats and messages first, and to logins with what is left.
 HASH_THREAD_NICE: Final = 10
 
 
@@ -165,10 +165,14 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
-def _lower_priority() -> None:
-    # On Linux each thread has its own nice value (setpriority on its thread id).
+def _lower_priority(nice: int) -> None:
+    # On Linux each thread has its own nice value (setpriority on its thread id), which
+    # starts as the process's: raise it by `nice`.
+    if nice <= 0:
+        return
     try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASH_THREAD_NICE)
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
     except (AttributeError, OSError) as exc:  # pragma: no cover - not Linux, or not allowed
         logger.debug("hashing threads keep their priority: %r", exc)
 
@@ -179,20 +183,30 @@ class PasswordPool:
     Args:
         workers: threads (0: one per core, `cores`).
         queue: verifications that may wait for a thread; one more raises `PasswordPoolFull`.
+        nice: how much lower the threads' CPU priority is than the process's (0: the same).
     """
 
-    def __init__(self, *, workers: int = 0, queue: int = 16) -> None:
+    def __init__(self, *, workers: int = 0, queue: int = 16, nice: int = HASH_THREAD_NICE) -> None:
         if workers < 0 or queue < 0:
             raise ValueError("workers and queue must be >= 0")
         self.workers = workers or cores()
         self.queue = queue
         self._executor = concurrent.futures.ThreadPoolExecutor(
-            self.workers, thread_name_prefix="password", initializer=_lower_priority
+            self.workers,
+            thread_name_prefix="password",
+            initializer=_lower_priority,
+            initargs=(nice,),
         )
         #: verifications and hashes submitted and not finished (running or queued)
         self.pending = 0
         #: verifications refused because the pool was full
         self.refused = 0
+
+    @property
+    def full(self) -> bool:
+        """Whether a verification now would be refused (`PasswordPoolFull`): what a gate asks
+        before it spends a throttle check and a user lookup on a login it cannot verify."""
+        return self.pending >= self.workers + self.queue
 
     async def _run(self, fn: Callable[[], _T]) -> _T:
         self.pending += 1
@@ -209,7 +223,7 @@ class PasswordPool:
 
         Raises `PasswordPoolFull` at once when `workers + queue` are pending already.
         """
-        if self.pending >= self.workers + self.queue:
+        if self.full:
             self.refused += 1
             raise PasswordPoolFull(f"{self.pending} password checks pending")
         return await self._run(functools.partial(_verify, password, encoded, dummy_params))

@@ -69,6 +69,7 @@ async def _gate(
     *,
     login: LoginSettings = NO_EXEMPT,
     throttle: MemoryLoginThrottle | None = None,
+    pool: PasswordPool | None = None,
     **overrides: Any,
 ) -> Gate:
     gate = Gate(
@@ -79,6 +80,7 @@ async def _gate(
         topology=env.topology,
         login_settings=login,
         login_throttle=throttle or MemoryLoginThrottle(),
+        password_pool=pool,
     )
     env.gates.append(gate)
     await gate.start()
@@ -165,9 +167,14 @@ async def test_an_account_backs_off_after_its_free_failures(
     assert len(pool.verified) == verified
     assert gate.stats.logins_throttled == 1
     # Another account from the same place is not affected.
-    other = await _password_login(client, "someone", "x")
+    other = await _password_login(await memory_env.connect(gate, "tcp"), "someone", "x")
     assert isinstance(other, login_pb2.AuthRsp)
+    # The connection itself was told to wait 4 s: it is refused before the gate is asked.
+    early = _refused(await _password_login(client, "bo", "right"), ExtResultCode.RATE_LIMITED)
+    assert "retried early" in early.text
+    assert gate.stats.logins_throttled == 1
     clock.advance(4)
+    client = await memory_env.connect(gate, "tcp")  # a new one: the account's wait is over
     ok = await _password_login(client, "bo", "right")
     assert isinstance(ok, login_pb2.AuthRsp)
     assert ErrorCode(ok.result_code) is ErrorCode.SUCCESS
@@ -192,16 +199,20 @@ async def test_an_address_backs_off_after_its_free_failures(
         assert ErrorCode(answer.result_code) is ErrorCode.LOGIN_INVALID_USER_TOKEN
     _refused(await _token_login(client, 9, "tok-9"), ExtResultCode.RATE_LIMITED)
     clock.advance(2)
+    client = await memory_env.connect(gate, "tcp")
     ok = await _token_login(client, 9, "tok-9")
     assert isinstance(ok, login_pb2.AuthTokenRsp)
     assert ErrorCode(ok.result_code) is ErrorCode.SUCCESS
 
 
+@pytest.mark.parametrize("gate_knows_the_pool", [True, False])
 async def test_a_full_password_pool_refuses_at_once(
-    memory_env: Env, users: MemoryUserStore, pool: CountingPool
+    memory_env: Env, users: MemoryUserStore, pool: CountingPool, gate_knows_the_pool: bool
 ) -> None:
+    """Refused at once: before the throttle and the store are asked when the gate knows the
+    pool (the wiring gives it the store's), else by the store's verification."""
     await users.upsert(UserImport(user_id=UserId(10), user_name="cy", password="right"))
-    gate = await _gate(memory_env, users)
+    gate = await _gate(memory_env, users, pool=pool if gate_knows_the_pool else None)
     # Hold the pool's only thread (workers=1, queue=0) until released.
     release = threading.Event()
     held = asyncio.ensure_future(pool._run(functools.partial(release.wait, 30)))
@@ -210,11 +221,17 @@ async def test_a_full_password_pool_refuses_at_once(
         refusal = _refused(await _password_login(client, "cy", "right"), ExtResultCode.RATE_LIMITED)
         assert "retry" in refusal.text
         assert gate.stats.logins_busy == 1
-        assert pool.refused == 1
+        assert pool.refused == (0 if gate_knows_the_pool else 1)
     finally:
         release.set()
         await held
-    ok = await _password_login(client, "cy", "right")  # the same connection, once it is free
+    # Told to retry in a second, the connection is refused unchecked until then; a new
+    # connection logs in now that the pool is free.
+    early = _refused(await _password_login(client, "cy", "right"), ExtResultCode.RATE_LIMITED)
+    assert "retried early" in early.text
+    assert gate.stats.logins_busy == 1
+    client = await memory_env.connect(gate, "tcp")
+    ok = await _password_login(client, "cy", "right")
     assert isinstance(ok, login_pb2.AuthRsp)
     assert ErrorCode(ok.result_code) is ErrorCode.SUCCESS
 
