@@ -256,6 +256,7 @@ def test_a_login_refused_unchecked_may_not_retry_before_its_time() -> None:
     conn = Connection(1, limits=LIMITS, now=T0)
     conn.receive_data(auth_token(seq=1), T0)
     [event] = conn.events_received()
+    assert isinstance(event, TokenLoginRequested)
     conn.login_refused(event, ExtResultCode.RATE_LIMITED, "busy: retry in 1 s", retry_at=T0 + 1)
     [answer] = sent(conn)
     assert (answer.seq, ExtResultCode(error_of(answer).result_code)) == (
