@@ -164,9 +164,13 @@ async def _event(pipeline: Pipeline, event: BizEvent) -> None:
     status_code=200,
 )
 async def kick_user(
-    user_id: UserIdPath, data: JSONBody[KickBody], stores: StoresDep, pipeline: PipelineDep
+    user_id: UserIdPath,
+    stores: StoresDep,
+    pipeline: PipelineDep,
+    data: JSONBody[KickBody | None] = None,
 ) -> KickResult:
-    """``POST /v1/users/{user_id}/kick``."""
+    """``POST /v1/users/{user_id}/kick`` (no body: every connection, no reason)."""
+    data = data or KickBody()
     uid = parse_user_id(user_id)
     await live_user(stores.users, uid)
     routes = await stores.routes.get(uid)
@@ -207,9 +211,13 @@ async def kick_user(
     status_code=200,
 )
 async def ban_user(
-    user_id: UserIdPath, data: JSONBody[BanBody], stores: StoresDep, pipeline: PipelineDep
+    user_id: UserIdPath,
+    stores: StoresDep,
+    pipeline: PipelineDep,
+    data: JSONBody[BanBody | None] = None,
 ) -> BanState:
-    """``POST /v1/users/{user_id}/ban``."""
+    """``POST /v1/users/{user_id}/ban`` (no body: no reason)."""
+    data = data or BanBody()
     uid = parse_user_id(user_id)
     user = await stores.users.set_banned(uid, True, reason=data.reason)
     trace = new_trace_id()

@@ -129,6 +129,10 @@ async def test_kick_tells_every_live_gate(env: Env, api: Client) -> None:
     event = _only(env.events(), UserKicked)
     assert (event.user_id, event.client_type, event.gates_notified) == (ALICE, None, 2)
     assert event.id == f"user.kicked:{ALICE}:{event.trace_id}"
+    # No body at all: every connection, no reason.
+    response = await api.post(f"/v1/users/{ALICE}/kick")
+    assert response.status_code == 200, response.text
+    assert env.kicks("gate-a")[-1].client_types == ()
     # One client type; the user may log in again (nothing changed in the store).
     response = await api.post(f"/v1/users/{ALICE}/kick", json={"client_type": 3})
     assert response.json()["devices"] == 1
