@@ -84,6 +84,11 @@ topology-apply: install ## Create/raise/configure every topic of topology.yaml o
 bench-bus: install services-up ## KafkaBus vs raw aiokafka throughput on the local broker
 	$(UV) run python -m bench.bus_bench
 
+.PHONY: bench-login-flood
+LOGIN_FLOOD_ARGS ?=
+bench-login-flood: install ## Logged-in users' c2c and heartbeat latency during a wrong-password flood → bench/results/login_flood.json
+	$(UV) run python -m bench.login_flood $(LOGIN_FLOOD_ARGS)
+
 BENCH_MODE ?= quick
 .PHONY: bench bench-full bench-report
 

@@ -65,6 +65,9 @@ class GateRole:
             user_store=runtime.users,
             route_store=runtime.routes,
             topology=runtime.topology,
+            login_settings=settings.login,
+            login_throttle=runtime.login_throttle,
+            password_pool=runtime.passwords,
         )
         self._stopped = asyncio.Event()
 

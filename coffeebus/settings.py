@@ -19,6 +19,7 @@ Values are validated when loaded; a bad value raises :class:`SettingsError` nami
 from __future__ import annotations
 
 import enum
+import ipaddress
 import os
 import socket
 import tomllib
@@ -37,6 +38,7 @@ __all__ = [
     "HotSettings",
     "KafkaSettings",
     "LogSettings",
+    "LoginSettings",
     "MessagingSettings",
     "MongoSettings",
     "MultiLoginPolicy",
@@ -182,6 +184,51 @@ class ApiSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     port: Port = 18080
     #: Bearer keys accepted on business endpoints. None configured: loopback only.
     api_keys: tuple[str, ...] = ()
+
+
+class LoginSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``[login]``: password hashing and failed-login throttling at the gates
+    (docs/security.md, "Logins").
+
+    A gate refuses a login with ErrorRsp RATE_LIMITED, at once and without checking it, when
+    the password pool is full or when an account or address it names is backing off. The
+    throttle's counters live in Redis on the real services, so every gate shares them.
+    """
+
+    #: threads that hash and verify passwords (0: one per core), at a lower CPU priority
+    #: than the event loop
+    password_workers: Annotated[int, msgspec.Meta(ge=0)] = 0
+    #: password checks that may wait for a thread; a login beyond that is refused
+    #: RATE_LIMITED at once (the connection may retry after a second)
+    password_queue: Annotated[int, msgspec.Meta(ge=0)] = 16
+    #: how much lower the hashing threads' CPU priority is than the event loop's (Linux
+    #: nice, 0-19): under load the cores go to logged-in users' traffic first; 0 on a
+    #: machine whose only load is the gate, if password logins matter more than latency
+    password_nice: Annotated[int, msgspec.Meta(ge=0, le=19)] = 10
+    #: failed password logins of one account (user name) before each further one delays
+    #: the next attempt (token logins are not counted per account: docs/security.md)
+    account_free_failures: Annotated[int, msgspec.Meta(ge=0)] = 5
+    #: failed logins (token or password) from one address (an IPv6 /64) before each
+    #: further one delays the next
+    address_free_failures: Annotated[int, msgspec.Meta(ge=0)] = 30
+    #: the first delay after the free failures; it doubles with each further failure ...
+    backoff_initial_s: Positive = 1.0
+    #: ... up to this
+    backoff_max_s: Positive = 300.0
+    #: a counter is forgotten this long after its last failure (a success resets an
+    #: account's at once)
+    failure_window_s: Positive = 900.0
+    #: networks not throttled per address: loopback (a local proxy makes every client look
+    #: like 127.0.0.1); put a trusted load balancer's addresses here, and ``[]`` when
+    #: clients connect directly
+    address_exempt: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+
+    def __post_init__(self) -> None:
+        for network in self.address_exempt:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"address_exempt: {exc}") from None
 
 
 class MessagingSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -393,6 +440,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     redis: RedisSettings = RedisSettings()
     gateway: GatewaySettings = GatewaySettings()
     api: ApiSettings = ApiSettings()
+    login: LoginSettings = LoginSettings()
     messaging: MessagingSettings = MessagingSettings()
     hot: HotSettings = HotSettings()
     biz: BizSettings = BizSettings()

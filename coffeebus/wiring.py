@@ -34,10 +34,12 @@ from store.deliveries import DeliveryStore
 from store.groups import GroupLimits, GroupStore
 from store.idempotency import IdempotencyStore
 from store.inbox import InboxStore
+from store.login_throttle import LoginThrottle, ThrottlePolicy
 from store.memory.deliveries import MemoryDeliveryStore
 from store.memory.groups import MemoryGroupStore
 from store.memory.idempotency import MemoryIdempotencyStore
 from store.memory.inbox import MemoryInboxStore
+from store.memory.login_throttle import MemoryLoginThrottle
 from store.memory.messages import MemoryMessageStore
 from store.memory.push_log import MemoryPushLog
 from store.memory.push_tokens import MemoryPushTokenStore
@@ -57,6 +59,7 @@ from store.mongo.push_tokens import MongoPushTokenStore
 from store.mongo.seq import MongoSectionStore
 from store.mongo.sessions import MongoSessionStore
 from store.mongo.users import MongoUserStore
+from store.passwords import PasswordPool
 from store.push_log import PushLog
 from store.push_tokens import PushTokenStore
 from store.redis import client as redis_store
@@ -65,6 +68,7 @@ from store.redis.groups import CachedGroupStore
 from store.redis.idempotency import RedisIdempotencyStore
 from store.redis.inbox import RedisInboxStore
 from store.redis.keys import RedisKeys
+from store.redis.login_throttle import RedisLoginThrottle
 from store.redis.messages import RedisMessageStore
 from store.redis.routes import RedisRouteStore
 from store.redis.sessions import RedisSessionStore
@@ -115,6 +119,10 @@ class Runtime:
     push_tokens: PushTokenStore = field(default_factory=MemoryPushTokenStore)
     #: Offline pushes already sent (the push group's at-most-once claims).
     push_log: PushLog = field(default_factory=MemoryPushLog)
+    #: Failed-login counters (Redis on the real services: shared by every gate).
+    login_throttle: LoginThrottle = field(default_factory=MemoryLoginThrottle)
+    #: Where the user store hashes passwords (the gate asks it whether it is full).
+    passwords: PasswordPool | None = None
 
     @property
     def group_limits(self) -> GroupLimits:
@@ -159,6 +167,18 @@ def group_limits(settings: Settings) -> GroupLimits:
     return GroupLimits(normal=m.group_max_members, super_group=m.super_group_max_members)
 
 
+def throttle_policy(settings: Settings) -> ThrottlePolicy:
+    """The failed-login back-off from the ``[login]`` settings."""
+    login = settings.login
+    return ThrottlePolicy(
+        account_free_failures=login.account_free_failures,
+        address_free_failures=login.address_free_failures,
+        initial_s=login.backoff_initial_s,
+        max_s=login.backoff_max_s,
+        window_s=login.failure_window_s,
+    )
+
+
 def memory_bus_for(topology: Topology) -> MemoryBus:
     """A `MemoryBus` on which every concrete topic of `topology` is declared."""
     bus = MemoryBus()
@@ -176,6 +196,22 @@ async def open_runtime(
     `client_id` names this process to Kafka (it shows in `coffeebus topology lag`).
     """
     topology = topology or load_topology()
+    # One pool per process: the gate's logins and the API's imports share its threads.
+    login = settings.login
+    passwords = PasswordPool(
+        workers=login.password_workers, queue=login.password_queue, nice=login.password_nice
+    )
+    try:
+        async with _open(settings, mode, client_id, topology, passwords) as runtime:
+            yield runtime
+    finally:
+        passwords.close()
+
+
+@contextlib.asynccontextmanager
+async def _open(
+    settings: Settings, mode: Mode, client_id: str, topology: Topology, passwords: PasswordPool
+) -> AsyncIterator[Runtime]:
     if mode is Mode.EMBEDDED:
         bus = memory_bus_for(topology)
         await bus.start()
@@ -186,7 +222,7 @@ async def open_runtime(
                 mode=mode,
                 topology=topology,
                 bus=bus,
-                users=MemoryUserStore(),
+                users=MemoryUserStore(passwords=passwords),
                 routes=MemoryRouteStore(),
                 messages=MemoryMessageStore(),
                 inbox=inbox,
@@ -196,6 +232,8 @@ async def open_runtime(
                 sections=MemorySectionStore(),
                 push_tokens=MemoryPushTokenStore(),
                 push_log=MemoryPushLog(),
+                login_throttle=MemoryLoginThrottle(throttle_policy(settings)),
+                passwords=passwords,
             )
         finally:
             await bus.stop()
@@ -250,7 +288,7 @@ async def open_runtime(
                 mode=mode,
                 topology=topology,
                 bus=kafka_bus,
-                users=MongoUserStore(db, redis, keys=keys),
+                users=MongoUserStore(db, redis, keys=keys, passwords=passwords),
                 routes=RedisRouteStore(redis, keys=keys),
                 messages=messages,
                 inbox=hot_inbox,
@@ -271,6 +309,10 @@ async def open_runtime(
                 sections=sections,
                 push_tokens=MongoPushTokenStore(db),
                 push_log=MongoPushLog(db),
+                login_throttle=RedisLoginThrottle(
+                    redis, keys=keys, policy=throttle_policy(settings)
+                ),
+                passwords=passwords,
                 readiness=(
                     ("mongodb", lambda: mongo_store.ping(mongo)),
                     ("redis", lambda: redis_store.ping(redis)),

@@ -181,7 +181,8 @@ class GroupHandler:
                 done = await self._update(user, msg, trace, admin=admin)
             elif isinstance(msg, group_pb2.GroupDisbandingReq):
                 done = await self._disband(user, msg, trace, admin=admin)
-            elif isinstance(msg, group_pb2.GroupExitReq) and origin is not None:
+            elif isinstance(msg, group_pb2.GroupExitReq):
+                # From the server API, the member its body names leaves (a deleted user).
                 done = await self._exit(user, msg, trace)
             elif isinstance(msg, group_pb2.GroupInviteMemberReq):
                 done = await self._invite(user, msg, trace, admin=admin)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -38,7 +38,7 @@ from schemas.pb.coffeechat import base_pb2, friend_pb2, group_pb2, list_pb2, mes
 from store.groups import Group, GroupStore
 from store.inbox import InboxStore
 from store.messages import MessageStore, StoredMessage
-from store.sessions import Session, SessionStore
+from store.sessions import Session, SessionStore, count_reads
 from store.users import UserStore
 
 if TYPE_CHECKING:
@@ -371,7 +371,12 @@ class QueryHandler:
         group_id = GroupId(req.group_id)
         members = await self._groups.members(group_id)
         seqs = list(dict.fromkeys(req.server_msg_id_list))
-        counts = await self._sessions.read_counts(group_conversation_id(group_id), members, seqs)
+        conversation = group_conversation_id(group_id)
+        reads, messages = await asyncio.gather(
+            self._sessions.read_seqs_of(conversation, members),
+            self._messages.get_by_seqs(conversation, seqs),
+        )
+        counts = read_counts(reads, {m.seq: m.from_user_id for m in messages}, seqs)
         return ext_pb2.GroupReadStateRsp(
             user_id=user,
             group_id=req.group_id,
@@ -383,6 +388,19 @@ class QueryHandler:
                 for seq in seqs
             ],
         )
+
+
+def read_counts(
+    reads: Mapping[UserId, int], senders: Mapping[int, UserId], seqs: Iterable[int]
+) -> dict[int, int]:
+    """For each seq, how many members (the keys of `reads`, their read seqs) have read it: a
+    read seq at or above it, or being its sender (`senders`: seq → sender) — a sender has
+    read their own message whatever their read seq says."""
+    counts = count_reads(reads.values(), seqs)
+    for seq, sender in senders.items():
+        if seq in counts and sender in reads and reads[sender] < seq:
+            counts[seq] += 1
+    return counts
 
 
 def group_info(group: Group) -> group_pb2.GroupInfo:

@@ -29,7 +29,12 @@ Decisions (each tested in tests/gateway/test_core.py):
   its login can still log in within the login timeout. A second login while one is being
   checked, or after success, gets ErrorRsp INVALID_PARAMETER.
 - A failed login keeps the connection (the client may retry) but not the login deadline:
-  the timeout counts from connect, so retries cannot hold a connection open.
+  the timeout counts from connect, so retries cannot hold a connection open. A login the
+  gate refuses without checking it (failed-login back-off, password pool full) is answered
+  with ErrorRsp (RATE_LIMITED) instead of the login response, likewise retriable — but not
+  before the time it was given: a login on that connection before then is refused
+  RATE_LIMITED by the core itself, so a client hammering a busy gate costs it a frame each,
+  not a check.
 - Heartbeats are answered here, in any state but CLOSED, echoing the request's seq.
 - After login, every frame of a command the table sends upward becomes `UplinkFrame`; an
   unknown or server-to-client command gets ErrorRsp UNKNOWN_COMMAND, a body that does not
@@ -55,6 +60,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 
 import msgspec
 from google.protobuf.message import Message
@@ -218,6 +224,7 @@ class Connection:
         "_last_activity",
         "_limits",
         "_login_deadline",
+        "_login_retry_at",
         "_outgoing",
         "_push_seq",
         "_rejected_in_row",
@@ -241,6 +248,8 @@ class Connection:
         self._bucket = TokenBucket(rate=limits.rate_per_s, burst=limits.rate_burst, now=now)
         self._rejected_in_row = 0
         self._login_deadline = now + limits.login_timeout_s
+        #: A login refused unchecked says when to retry; an earlier one is refused here.
+        self._login_retry_at = 0.0
         self._last_activity = now
         #: When the frame now partly received began to arrive (None: no partial frame).
         self._frame_started: float | None = None
@@ -373,6 +382,20 @@ class Connection:
         self.state = State.CONNECTING
         self._send_login_rsp(request, code, text, None, server_time)
 
+    def login_refused(
+        self, request: LoginRequested, code: ExtResultCode, text: str, *, retry_at: float = 0.0
+    ) -> None:
+        """The login was not checked (throttled, the server busy): answer ErrorRsp `code`
+        on the request's seq; the client may try again before the deadline, but not before
+        `retry_at` (loop time): a login before then is refused RATE_LIMITED here, without
+        reaching the gate."""
+        if self.state is not State.AUTHENTICATING:
+            return
+        self.state = State.CONNECTING
+        self._login_retry_at = retry_at
+        command = Cmd.AUTH_TOKEN_REQ if isinstance(request, TokenLoginRequested) else Cmd.AUTH_REQ
+        self.send_error(request.seq, command, code, text)
+
     def logout_done(self, request: LogoutRequested) -> None:
         """The route is removed: answer LogoutRsp and close."""
         if self.state is State.CLOSED:
@@ -447,7 +470,7 @@ class Connection:
             self._events.append(HeartbeatReceived(frame.seq))
             return
         if self.state is not State.AUTHENTICATED:
-            self._before_login(frame)
+            self._before_login(frame, now)
             return
         if command_id in _LOGIN_COMMANDS:
             self._refuse(frame, ExtResultCode.INVALID_PARAMETER, "already logged in")
@@ -481,13 +504,19 @@ class Connection:
         else:
             self._events.append(UplinkFrame(frame, command, message))
 
-    def _before_login(self, frame: Frame) -> None:
+    def _before_login(self, frame: Frame, now: float) -> None:
         command_id = frame.command_id
         if command_id not in _LOGIN_COMMANDS:
             self._refuse(frame, ExtResultCode.NOT_AUTHENTICATED, "log in first")
             return
         if self.state is State.AUTHENTICATING:
             self._refuse(frame, ExtResultCode.INVALID_PARAMETER, "a login is in progress")
+            return
+        if now < self._login_retry_at:
+            wait = math.ceil(self._login_retry_at - now)
+            self._refuse(
+                frame, ExtResultCode.RATE_LIMITED, f"login retried early: retry in {wait} s"
+            )
             return
         try:
             message = parse_body(command_id, frame.body)

@@ -46,14 +46,32 @@ Decisions, with their reasons:
 - **Publishing** waits for the bus to store the record; a failure answers ErrorRsp
   INTERNAL_ERROR (retriable) so nothing is lost silently. A connection's frames are
   published one after the other, in order.
+- **Logins** (docs/security.md, "Logins"). Before a credential is checked, the failed-login
+  throttle (`store.login_throttle`, in Redis: shared by every gate) is asked about the
+  address and, for a password login, the account; one that is backing off is refused at once
+  with ErrorRsp RATE_LIMITED, and so is a password login when the user store's password pool
+  is full (`store.passwords.PasswordPoolFull`). "Who are you" has one answer per login kind:
+  an unknown user id and a wrong token are both LOGIN_INVALID_USER_TOKEN, an unknown name and
+  a wrong password both LOGIN_INVALID_USER_OR_PWD (an unknown name still costs a hash); the
+  reason is logged, never told. A failure counts against the address (and the account); a
+  success resets the account. A banned user — whose credential checked out — gets ErrorRsp
+  FORBIDDEN.
+- **Session administration** (`producers.admin`). The server API sends `KickUser` to every
+  live gate; the gate closes the user's connections it selects, each after a KickNotify
+  (ADMIN, TOKEN_REVOKED, BANNED, ACCOUNT_DELETED). The API changed the user store first, so
+  a login checked after the record arrived sees the change; a login whose check began
+  before a `KickUser` for its user arrived is checked again before it is accepted, so none
+  slips between the two.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import itertools
 import logging
+import math
 import socket
 import ssl
 import time
@@ -65,9 +83,10 @@ from websockets.asyncio.server import Server as WsServer
 
 from bus.base import Bus, Consumer, Record
 from bus.topology import Topology
-from coffeebus.settings import GatewaySettings, MultiLoginPolicy
+from coffeebus.settings import GatewaySettings, LoginSettings, MultiLoginPolicy
 from gateway.admission import ConnectionRateLimiter, peer_address
 from gateway.core import (
+    Connection,
     ConnectionClosed,
     ConnectionLimits,
     Event,
@@ -97,20 +116,31 @@ from schemas.envelope import (
     Deliver,
     GateBatch,
     Kick,
+    KickUser,
     Reply,
     Target,
     decode_gate_record,
     encode_envelope,
     encode_gate_record,
     now_ms,
+    token_digest,
 )
 from schemas.errors import EnvelopeError
 from schemas.ids import new_trace_id
 from schemas.pb.coffeechat import base_pb2
 from store import ids as store_ids
+from store.login_throttle import LoginThrottle, Subject, SubjectKind, address_subject
+from store.memory.login_throttle import MemoryLoginThrottle
+from store.passwords import PasswordPool, PasswordPoolFull
 from store.routes import Route, RouteStore
 from store.users import TokenStatus, User, UserStore
-from telemetry.metrics import CONNECTIONS, CONNECTIONS_REFUSED, UPLINK_PUBLISH_FAILED
+from telemetry.metrics import (
+    CONNECTIONS,
+    CONNECTIONS_REFUSED,
+    KICKED_BY_ADMIN,
+    LOGINS,
+    UPLINK_PUBLISH_FAILED,
+)
 
 __all__ = ["Gate", "GateStats"]
 
@@ -125,6 +155,15 @@ _DRAIN_PREFIX = "gate-drain-"
 _TRANSPORTS = ("tcp", "ws")
 _OPEN = {t: CONNECTIONS.labels(transport=t) for t in _TRANSPORTS}
 _REFUSED = {t: CONNECTIONS_REFUSED.labels(transport=t) for t in _TRANSPORTS}
+_LOGINS = {
+    r: LOGINS.labels(result=r) for r in ("ok", "failed", "throttled", "busy", "banned", "error")
+}
+#: How long a connection refused because the password pool was full waits before its next
+#: login (an earlier one is refused by the core, unchecked).
+BUSY_RETRY_S = 1.0
+#: How long a gate remembers that a `KickUser` arrived for a user: longer than any login
+#: takes from its check to its answer (the login timeout bounds that).
+KICK_MEMORY_S = 60.0
 
 
 class GateStats(msgspec.Struct, kw_only=True):
@@ -142,6 +181,13 @@ class GateStats(msgspec.Struct, kw_only=True):
     kicks_sent: int = 0
     route_refreshes: int = 0
     events_failed: int = 0
+    #: logins refused for a wrong or unknown credential
+    logins_failed: int = 0
+    #: logins refused unchecked: the failed-login back-off, the password pool full
+    logins_throttled: int = 0
+    logins_busy: int = 0
+    #: connections closed by `KickUser` records (session administration)
+    admin_kicks: int = 0
 
 
 class Gate:
@@ -156,7 +202,13 @@ class Gate:
         route_store: RouteStore,
         topology: Topology,
         registry_interval_s: float = REGISTRY_INTERVAL_S,
+        login_settings: LoginSettings | None = None,
+        login_throttle: LoginThrottle | None = None,
+        password_pool: PasswordPool | None = None,
     ) -> None:
+        """`login_throttle`: where failed logins are counted (Redis on the real services,
+        shared by every gate; default: this gate's memory). `password_pool`: the user
+        store's, asked first so that a password login it cannot verify costs nothing more."""
         self.settings = settings
         if not settings.gate_id:
             raise ValueError("the gate needs a gate_id (Settings.with_gate_id() makes one)")
@@ -182,6 +234,14 @@ class Gate:
             burst=settings.conn_burst_per_ip,
             exempt=settings.conn_rate_exempt,
         )
+        login = login_settings or LoginSettings()
+        self._throttle = login_throttle or MemoryLoginThrottle()
+        self._passwords = password_pool
+        self._login_exempt = tuple(
+            ipaddress.ip_network(n, strict=False) for n in login.address_exempt
+        )
+        #: user id -> when (loop time) a `KickUser` for the user last arrived
+        self._kicked_at: dict[int, float] = {}
         self.route_ttl_s = self._limits.idle_timeout_s + settings.heartbeat_interval_s
         self._registry_interval_s = registry_interval_s
         self._conn_ids = itertools.count(time.time_ns() // 1000)
@@ -354,48 +414,88 @@ class Gate:
             await self._publish(conn, event)
         elif isinstance(event, LogoutRequested):
             await self._logout(conn, event)
-        elif isinstance(event, TokenLoginRequested):
-            await self._login(conn, event, self._check_token(event))
-        elif isinstance(event, PasswordLoginRequested):
-            await self._login(conn, event, self._check_password(event.user_name, event.password))
+        elif isinstance(event, TokenLoginRequested | PasswordLoginRequested):
+            await self._login(conn, event)
 
     # -- login / logout ----------------------------------------------------------------------
 
-    async def _check_token(self, event: TokenLoginRequested) -> tuple[ErrorCode, User | None]:
-        if not 0 < event.user_id <= store_ids.MAX_USER_ID:
-            return ErrorCode.USER_NOT_EXIST, None
-        check = await self._users.check_token(store_ids.UserId(event.user_id), event.token)
-        if check.status is TokenStatus.OK:
-            return ErrorCode.SUCCESS, check.user
-        if check.status is TokenStatus.UNKNOWN_USER:
-            return ErrorCode.USER_NOT_EXIST, None
-        return ErrorCode.LOGIN_INVALID_USER_TOKEN, None
-
-    async def _check_password(self, name: str, password: str) -> tuple[ErrorCode, User | None]:
-        user = await self._users.check_password(name, password)
+    async def _check(self, event: LoginRequested) -> tuple[User | None, str]:
+        """The user the credential proves, or None and why not (for the log only)."""
+        if isinstance(event, TokenLoginRequested):
+            if not 0 < event.user_id <= store_ids.MAX_USER_ID:
+                return None, f"user id {event.user_id} out of range"
+            check = await self._users.check_token(store_ids.UserId(event.user_id), event.token)
+            if check.status is TokenStatus.OK:
+                return check.user, ""
+            if check.status is TokenStatus.UNKNOWN_USER:
+                return None, f"no user {event.user_id}"
+            return None, f"wrong token for user {event.user_id}"
+        user = await self._users.check_password(event.user_name, event.password)
         if user is None:
-            return ErrorCode.LOGIN_INVALID_USER_OR_PWD, None
-        return ErrorCode.SUCCESS, user.without_password()
+            return None, f"unknown name or wrong password for {event.user_name!r}"
+        return user.without_password(), ""
 
-    async def _login(
-        self,
-        conn: GateConnection,
-        event: LoginRequested,
-        check: Awaitable[tuple[ErrorCode, User | None]],
-    ) -> None:
+    def _subjects(self, conn: GateConnection, event: LoginRequested) -> list[Subject]:
+        """What a failure of this login counts against: its address (unless exempt) and, for
+        a password login, its account (docs/security.md: why not a token login's)."""
+        subjects = []
+        if isinstance(event, PasswordLoginRequested):
+            subjects.append(Subject(SubjectKind.ACCOUNT, event.user_name[:256]))
+        address = peer_address(conn.peer)
+        try:
+            exempt = any(ipaddress.ip_address(address) in n for n in self._login_exempt)
+        except ValueError:
+            exempt = False
+        if not exempt:
+            subjects.append(address_subject(address))
+        return subjects
+
+    async def _login(self, conn: GateConnection, event: LoginRequested) -> None:
         core = conn.core
         if not 0 <= event.client_type <= 0xFFFF_FFFF:
             core.login_rejected(
                 event, ErrorCode.USER_INVALID_PARAMETER, "bad client type", server_time=_now_s()
             )
             return
+        started = asyncio.get_running_loop().time()
+        subjects = self._subjects(conn, event)
+        pool = self._passwords
+        if isinstance(event, PasswordLoginRequested) and pool is not None and pool.full:
+            self._busy(event, core)  # refused before a throttle or store round trip
+            return
         try:
-            code, user = await check
+            wait = await self._throttle.wait_s(subjects)
+            if wait > 0:
+                self.stats.logins_throttled += 1
+                _LOGINS["throttled"].inc()
+                core.login_refused(
+                    event,
+                    ExtResultCode.RATE_LIMITED,
+                    f"too many failed logins: retry in {math.ceil(wait)} s",
+                    retry_at=asyncio.get_running_loop().time() + wait,
+                )
+                return
+            user, why = await self._check(event)
+        except PasswordPoolFull:
+            self._busy(event, core)
+            return
         except Exception:
             log.exception("gate %s: user store failed during a login", self.gate_id)
-            code, user = ErrorCode.INTERNAL_ERROR, None
-        if code is not ErrorCode.SUCCESS or user is None:
-            core.login_rejected(event, code, code.name.lower(), server_time=_now_s())
+            _LOGINS["error"].inc()
+            core.login_rejected(
+                event, ErrorCode.INTERNAL_ERROR, "internal_error", server_time=_now_s()
+            )
+            return
+        if user is None:
+            await self._failed_login(conn, event, subjects, why)
+            return
+        if isinstance(event, PasswordLoginRequested):
+            with contextlib.suppress(Exception):  # a reset that fails only delays a later one
+                await self._throttle.succeeded(subjects[0])
+        if user.banned:
+            _LOGINS["banned"].inc()
+            log.info("conn %d: login of banned user %d refused", core.conn_id, user.user_id)
+            core.login_refused(event, ExtResultCode.FORBIDDEN, _banned_text(user))
             return
         route = Route(
             gate_id=store_ids.GateId(self.gate_id),
@@ -424,6 +524,26 @@ class Gate:
                 conn_id=core.conn_id,
             )
         )
+        if not core.closed and self._kicked_at.get(user.user_id, -math.inf) >= started:
+            # A KickUser arrived while this login was checked: check again against what the
+            # server API changed (module docstring, "Session administration").
+            current = await self._recheck(event, user)
+            if current is None or current.banned:
+                self._spawn(
+                    self._unregister(user.user_id, route, offline="closed"),
+                    f"{_DRAIN_PREFIX}unroute-late",
+                )
+                log.info(
+                    "conn %d: login of user %d revoked while checked", core.conn_id, user.user_id
+                )
+                if current is not None:
+                    _LOGINS["banned"].inc()
+                    core.login_refused(event, ExtResultCode.FORBIDDEN, _banned_text(current))
+                else:
+                    _LOGINS["failed"].inc()
+                    code = _who_are_you(event)
+                    core.login_rejected(event, code, code.name.lower(), server_time=_now_s())
+                return
         if core.closed:  # gone while announced: its offline follows the online
             self._spawn(
                 self._unregister(user.user_id, route, offline="closed"),
@@ -431,12 +551,61 @@ class Gate:
             )
             return
         conn.route = route
+        conn.token_digest = (
+            token_digest(event.token) if isinstance(event, TokenLoginRequested) else b""
+        )
         self._by_user.setdefault(user.user_id, set()).add(conn)
+        _LOGINS["ok"].inc()
         core.login_accepted(
             event, _user_info(user), now=asyncio.get_running_loop().time(), server_time=_now_s()
         )
         await self._apply_multi_login(user.user_id, route, replaced)
         log.debug("conn %d: user %d logged in", core.conn_id, user.user_id)
+
+    def _busy(self, event: LoginRequested, core: Connection) -> None:
+        self.stats.logins_busy += 1
+        _LOGINS["busy"].inc()
+        core.login_refused(
+            event,
+            ExtResultCode.RATE_LIMITED,
+            f"too many logins at once: retry in {BUSY_RETRY_S:g} s",
+            retry_at=asyncio.get_running_loop().time() + BUSY_RETRY_S,
+        )
+
+    async def _failed_login(
+        self, conn: GateConnection, event: LoginRequested, subjects: list[Subject], why: str
+    ) -> None:
+        """One answer for "who are you" per login kind; the reason goes to the log."""
+        self.stats.logins_failed += 1
+        _LOGINS["failed"].inc()
+        try:
+            wait = await self._throttle.failed(subjects)
+        except Exception as exc:
+            log.warning("gate %s: could not count a failed login: %r", self.gate_id, exc)
+            wait = 0.0
+        log.info(
+            "conn %d (%s): login refused: %s%s",
+            conn.conn_id,
+            conn.peer,
+            why,
+            f"; backing off {wait:g} s" if wait else "",
+        )
+        code = _who_are_you(event)
+        conn.core.login_rejected(event, code, code.name.lower(), server_time=_now_s())
+
+    async def _recheck(self, event: LoginRequested, user: User) -> User | None:
+        """The user as a login that raced a `KickUser` now finds it: None when its token is
+        no longer the user's or the user is gone (a password login is not verified again:
+        a password change closes no session); a banned user is returned, for the caller to
+        refuse. A store that fails counts as gone: refusing a login is safe."""
+        try:
+            if isinstance(event, TokenLoginRequested):
+                return (await self._check(event))[0]
+            found = await self._users.list_users([store_ids.UserId(user.user_id)])
+        except Exception:
+            log.exception("gate %s: user store failed re-checking a login", self.gate_id)
+            return None
+        return found[0] if found else None
 
     async def _apply_multi_login(self, user_id: int, route: Route, replaced: Route | None) -> None:
         policy = self.settings.multi_login
@@ -613,6 +782,8 @@ class Gate:
         if isinstance(item, GateBatch):
             for one in item.items:
                 self._apply(one, touched)
+        elif isinstance(item, KickUser):
+            self._kick_user(item)
         else:
             self._apply(item, touched)
 
@@ -638,6 +809,35 @@ class Gate:
                 reason = _kick_reason(item.reason)
                 conn.kick(reason, new_client_type=item.new_client_type, text=item.text)
                 self._log_downlink(Cmd.KICK_NOTIFY, item.target, item.trace_id)
+
+    def _kick_user(self, item: KickUser) -> None:
+        """Close the connections of a user that `item` selects (`schemas.envelope.KickUser`),
+        and remember that it came, for the logins being checked (`_login`)."""
+        now = asyncio.get_running_loop().time()
+        if len(self._kicked_at) > 10_000:  # forget the old ones; a login takes seconds
+            self._kicked_at = {u: t for u, t in self._kicked_at.items() if now - t < KICK_MEMORY_S}
+        self._kicked_at[item.user_id] = now
+        reason = _kick_reason(item.reason)
+        closed = 0
+        for conn in list(self._by_user.get(item.user_id, ())):
+            if item.client_types and conn.core.client_type not in item.client_types:
+                continue
+            if item.keep_token and (not conn.token_digest or conn.token_digest == item.keep_token):
+                continue  # a password login, or one with the current token
+            conn.kick(reason, text=item.text)
+            closed += 1
+        if closed:
+            self.stats.admin_kicks += closed
+            KICKED_BY_ADMIN.labels(reason=reason.name.lower()).inc(closed)
+        log.info(
+            "gate %s: closed %d connection(s) of user %d (%s: %s)",
+            self.gate_id,
+            closed,
+            item.user_id,
+            reason.name,
+            item.text,
+            extra={"user_id": item.user_id, "trace_id": item.trace_id},
+        )
 
     def _log_downlink(self, cmd: int, target: Target, trace_id: str) -> None:
         if log.isEnabledFor(logging.DEBUG):
@@ -731,6 +931,18 @@ class Gate:
 
 def _now_s() -> int:
     return int(time.time())
+
+
+def _who_are_you(event: LoginRequested) -> ErrorCode:
+    """The one answer of a login kind to a credential that proves nobody: an unknown user
+    and a wrong token (or an unknown name and a wrong password) look the same."""
+    if isinstance(event, TokenLoginRequested):
+        return ErrorCode.LOGIN_INVALID_USER_TOKEN
+    return ErrorCode.LOGIN_INVALID_USER_OR_PWD
+
+
+def _banned_text(user: User) -> str:
+    return f"banned: {user.ban_reason}" if user.ban_reason else "banned"
 
 
 def _kick_reason(value: int) -> KickReason:

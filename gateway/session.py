@@ -63,8 +63,9 @@ class Link(Protocol):
         """Send encoded frames (one WebSocket message each); False if the send queue is full."""
         ...
 
-    def close(self) -> None:
-        """Close after what was written has been sent."""
+    def close(self, reason: CloseReason) -> None:
+        """Close after what was written has been sent; `reason` says why (a WebSocket
+        close code tells the client: 1002 for a protocol error, ...)."""
         ...
 
     def abort(self) -> None:
@@ -101,6 +102,7 @@ class GateConnection:
         "_worker",
         "core",
         "route",
+        "token_digest",
     )
 
     def __init__(
@@ -118,6 +120,9 @@ class GateConnection:
         self.core = Connection(conn_id, limits=limits, now=loop.time())
         #: The route this connection registered, once logged in.
         self.route: Route | None = None
+        #: `schemas.envelope.token_digest` of the token it logged in with (b"": by password,
+        #: or not logged in): what a token rotation's `KickUser` compares.
+        self.token_digest = b""
         # Made on the first event and dropped when the worker empties it: an idle
         # connection holds no queue (an empty deque is ~760 bytes).
         self._work: collections.deque[Event] | None = None
@@ -219,7 +224,7 @@ class GateConnection:
         if event.reason is CloseReason.PEER_CLOSED:
             self._link.abort()  # nothing to flush to a peer that is gone
         elif event.reason is not CloseReason.SLOW_CONSUMER:
-            self._link.close()
+            self._link.close(event.reason)
         # A client leaving, logging out or a gate shutting down is routine; every other close
         # (timeouts, limits, kicks, protocol errors) is something an operator may look for.
         level = logging.DEBUG if event.reason in _ROUTINE_CLOSES else logging.INFO

@@ -18,6 +18,7 @@ import logging
 import ssl
 from typing import Protocol, cast
 
+from gateway.core import CloseReason
 from gateway.session import GateConnection, Link
 
 __all__ = ["Acceptor", "TcpLink", "serve_tcp"]
@@ -123,7 +124,8 @@ class TcpLink(asyncio.Protocol):
         self._queue.extend(frames)
         return len(self._queue) <= self._limit
 
-    def close(self) -> None:
+    def close(self, reason: CloseReason) -> None:
+        del reason  # a TCP stream has no close code: the KickNotify or ErrorRsp said it
         if self._transport is None or self._closing:
             return
         self._closing = True

@@ -2,7 +2,11 @@
 
 One binary message is one frame. A text message is not our protocol: the connection is
 closed with 1003 (unsupported data). A message above `max_frame_size` is refused by
-websockets itself (close 1009), before it is buffered. WebSocket keepalive pings are off:
+websockets itself (close 1009), before it is buffered. The core's own closes carry a code
+that says why (`CLOSE_CODES`): 1002 for a protocol error (a frame whose length field is not
+the message's size, a header too short), 1008 for a rate limit or a frame timeout, 1001 for
+a gate shutting down, 1011 for an internal error, 1000 for the rest (logout, kicks — their
+KickNotify says why —, idle and login timeouts). WebSocket keepalive pings are off:
 the protocol's own heartbeat and the core's idle timer do that job, once.
 
 websockets' `send` waits while the transport's buffer is above its high-water mark, so
@@ -28,14 +32,24 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.protocol import State
 
+from gateway.core import CloseReason
 from gateway.tcp import Acceptor
 
-__all__ = ["WsLink", "serve_ws"]
+__all__ = ["CLOSE_CODES", "WsLink", "serve_ws"]
 
 log = logging.getLogger(__name__)
 
 WRITE_HIGH_WATER = 64 * 1024
 CLOSE_GRACE_S = 5.0
+
+#: The WebSocket close code of each close of the core (1000 for those not listed).
+CLOSE_CODES: dict[CloseReason, CloseCode] = {
+    CloseReason.PROTOCOL_ERROR: CloseCode.PROTOCOL_ERROR,
+    CloseReason.RATE_LIMITED: CloseCode.POLICY_VIOLATION,
+    CloseReason.FRAME_TIMEOUT: CloseCode.POLICY_VIOLATION,
+    CloseReason.SHUTDOWN: CloseCode.GOING_AWAY,
+    CloseReason.INTERNAL_ERROR: CloseCode.INTERNAL_ERROR,
+}
 
 
 class WsLink:
@@ -46,6 +60,7 @@ class WsLink:
 
     __slots__ = (
         "_aborted",
+        "_close_code",
         "_closing",
         "_limit",
         "_paused",
@@ -64,6 +79,7 @@ class WsLink:
         self._paused = False
         self._resume: asyncio.Future[None] | None = None
         self._closing = False
+        self._close_code = CloseCode.NORMAL_CLOSURE
         self._aborted = False
         peer = ws.remote_address
         self._peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
@@ -81,7 +97,9 @@ class WsLink:
         self._start_sender()
         return len(self._queue) <= self._limit
 
-    def close(self) -> None:
+    def close(self, reason: CloseReason) -> None:
+        if not self._closing:
+            self._close_code = CLOSE_CODES.get(reason, CloseCode.NORMAL_CLOSURE)
         self._closing = True
         self._start_sender()
         self._wake_reader()  # a paused reader must see the close
@@ -110,7 +128,8 @@ class WsLink:
             self._sender = asyncio.create_task(self._send(), name=f"ws-send-{self._peer}")
 
     async def _send(self) -> None:
-        """Write the queued frames; when closing, then close the WebSocket cleanly (1000).
+        """Write the queued frames; when closing, then close the WebSocket with the code of
+        its reason (`CLOSE_CODES`).
 
         Ends when the queue is empty: the next `write` or `close` starts a new one.
         """
@@ -122,7 +141,7 @@ class WsLink:
                 await ws.send(queue.popleft())
             if self._closing and not self._aborted:
                 async with asyncio.timeout(CLOSE_GRACE_S):
-                    await ws.close(CloseCode.NORMAL_CLOSURE)
+                    await ws.close(self._close_code)
             clean = True
         except (ConnectionClosed, TimeoutError, OSError):
             pass

@@ -14,7 +14,10 @@ method      path                             does
 POST        /user/register                   seed-compatible registration (legacy)
 PUT         /v1/users/{user_id}              import / update a user
 GET         /v1/users/{user_id}              read a user
-POST        /v1/users/{user_id}/token        rotate the user's token
+POST        /v1/users/{user_id}/token        rotate the user's token (old sessions close)
+DELETE      /v1/users/{user_id}              delete a user (producers.admin)
+POST        /v1/users/{user_id}/kick         close a user's connections
+POST|DELETE /v1/users/{user_id}/ban          ban / unban a user
 GET         /v1/users/{user_id}/devices      the user's online devices
 POST|GET|DELETE /v1/users/{user_id}/push-tokens  device push tokens (register/list/remove)
 GET         /v1/gates                        live gates, least loaded first (iplist)
@@ -34,9 +37,10 @@ GET         /metrics                         Prometheus metrics of the process (
 GET         /demo                            the web demo client (no auth; producers.demo)
 ==========  ===============================  ===========================================
 
-The messaging endpoints (push … groups) exist when the app is given a `Pipeline` (the bus
-and the group and message stores). Every POST and PATCH honours ``Idempotency-Key``
-(`producers.idempotency`).
+The messaging endpoints (push … groups) and session administration (kick, ban, delete; a
+token rotation that closes the old token's connections) exist when the app is given a
+`Pipeline` (the bus and the group and message stores). Every POST and PATCH honours
+``Idempotency-Key`` (`producers.idempotency`).
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.exposition import choose_encoder
 
 from coffeebus.settings import ApiSettings
+from producers import admin
 from producers.apidocs import SCHEMA_PATH, render_plugins
 from producers.auth import ApiKeyGuard, check_bind_address
 from producers.demo import demo_router
@@ -72,6 +77,7 @@ from producers.groups import (
     update_group,
 )
 from producers.idempotency import IdempotencyMiddleware
+from producers.jsonbody import StrictJsonRequest
 from producers.messaging import admin_revoke, push, send_message
 from producers.models import MAX_BODY_BYTES, Gate, GatesResponse, Health
 from producers.problems import EXCEPTION_HANDLERS, PROBLEMS, problem_response
@@ -191,7 +197,8 @@ def create_app(
         legacy_register,
         put_user,
         get_user,
-        rotate_token,
+        # with the bus, a rotation also closes the old token's connections on every gate
+        rotate_token if pipeline is None else admin.rotate_token,
         devices,
         gates,
     ]
@@ -199,6 +206,10 @@ def create_app(
         handlers += [register_push_token, list_push_tokens, remove_push_token]
     if pipeline is not None:
         handlers += [
+            admin.kick_user,
+            admin.ban_user,
+            admin.unban_user,
+            admin.delete_user,
             push,
             send_message,
             admin_revoke,
@@ -220,9 +231,9 @@ def create_app(
         title="CoffeeBus server API",
         version="1",
         description=(
-            "User import, tokens, presence, the gate list, business push, system messages, "
-            "groups and admin revoke for business servers. Every POST and PATCH honours an "
-            "`Idempotency-Key` header."
+            "User import, tokens, presence, session administration (kick, ban, delete), the "
+            "gate list, business push, system messages, groups and admin revoke for business "
+            "servers. Every POST and PATCH honours an `Idempotency-Key` header."
         ),
         components=Components(
             security_schemes={
@@ -252,6 +263,8 @@ def create_app(
             )
         ],
         exception_handlers=dict(EXCEPTION_HANDLERS),
+        # JSON bodies are checked strictly before validation (producers.jsonbody)
+        request_class=StrictJsonRequest,
         openapi_config=openapi,
         request_max_body_size=max_body_bytes,
         debug=False,

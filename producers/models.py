@@ -26,6 +26,9 @@ __all__ = [
     "MAX_PROFILE_FIELD",
     "MAX_PUSH_RECIPIENTS",
     "Accepted",
+    "BanBody",
+    "BanState",
+    "DeletedUser",
     "Device",
     "DevicesResponse",
     "Gate",
@@ -37,6 +40,8 @@ __all__ = [
     "GroupPatchBody",
     "GroupView",
     "Health",
+    "KickBody",
+    "KickResult",
     "MessageAccepted",
     "MessageBody",
     "Problem",
@@ -120,10 +125,75 @@ class UserView(msgspec.Struct, frozen=True):
 
 
 class TokenResponse(msgspec.Struct, frozen=True):
-    """``POST /v1/users/{user_id}/token``: the user's new token; the old one is dead."""
+    """``POST /v1/users/{user_id}/token``: the user's new token; the old one is dead, and
+    every connection logged in with it is being closed on the gates told."""
 
     user_id: int
     token: str
+    gates_notified: int = 0
+
+
+#: Longest operator's reason (characters): it is shown to the user's devices.
+MAX_REASON: Final = 256
+ReasonText = Annotated[str, msgspec.Meta(max_length=MAX_REASON)]
+
+
+class KickBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``POST /v1/users/{user_id}/kick``: which connections, and the reason they are told."""
+
+    client_type: (
+        Annotated[
+            int,
+            msgspec.Meta(
+                ge=0,
+                le=0xFFFF_FFFF,
+                description="only this client type (0 default, 1 Android, 2 iOS, 3 web, ...)",
+            ),
+        ]
+        | None
+    ) = None
+    reason: Annotated[ReasonText, msgspec.Meta(description="shown to the devices (KickNotify)")] = (
+        ""
+    )
+
+
+class KickResult(msgspec.Struct, frozen=True):
+    """What a kick did: the user's online devices it selected and the gates told."""
+
+    user_id: int
+    client_type: int | None
+    devices: int
+    gates_notified: int
+
+
+class BanBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``POST /v1/users/{user_id}/ban``."""
+
+    reason: Annotated[ReasonText, msgspec.Meta(description="kept with the ban, shown")] = ""
+
+
+class BanState(msgspec.Struct, frozen=True):
+    """A user's ban after ``POST``/``DELETE /v1/users/{user_id}/ban``."""
+
+    user_id: int
+    banned: bool
+    #: when the current (or the last) ban began, unix ms; 0: never banned
+    banned_ms: int
+    ban_reason: str
+    gates_notified: int = 0
+
+
+class DeletedUser(msgspec.Struct, frozen=True):
+    """``DELETE /v1/users/{user_id}``: what the deletion did (the same on a repeat)."""
+
+    user_id: int
+    deleted_ms: int
+    #: groups the user is being removed from (the group consumer announces each)
+    groups_left: list[int]
+    #: groups the user owns: kept as they are (disband them with DELETE /v1/groups/{id})
+    groups_owned: list[int]
+    push_tokens_removed: int
+    gates_notified: int
 
 
 class Device(msgspec.Struct, frozen=True):

@@ -30,7 +30,12 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bus.base import BusError
 from producers.models import Problem, ProblemFieldError
-from store.errors import InvalidUserInputError, UnknownUserError, UserNameTakenError
+from store.errors import (
+    InvalidUserInputError,
+    UnknownUserError,
+    UserDeletedError,
+    UserNameTakenError,
+)
 from store.mongo.errors import is_transient_mongo
 
 __all__ = [
@@ -56,6 +61,7 @@ _SLUGS: Final[Mapping[int, str]] = {
     404: "not-found",
     405: "method-not-allowed",
     409: "conflict",
+    410: "gone",
     413: "body-too-large",
     415: "unsupported-media-type",
     422: "unprocessable",
@@ -161,6 +167,10 @@ def _unknown_user(_: Request[Any, Any, Any], exc: UnknownUserError) -> Response[
     return problem_response(404, str(exc), slug="unknown-user")
 
 
+def _user_deleted(_: Request[Any, Any, Any], exc: UserDeletedError) -> Response[Problem]:
+    return problem_response(410, str(exc), slug="user-deleted")
+
+
 def _name_taken(_: Request[Any, Any, Any], exc: UserNameTakenError) -> Response[Problem]:
     return problem_response(409, str(exc), slug="user-name-taken")
 
@@ -197,6 +207,7 @@ def _internal(request: Request[Any, Any, Any], exc: Exception) -> Response[Probl
 EXCEPTION_HANDLERS: Final[ExceptionHandlersMap] = {
     HTTPException: _http_exception,
     UnknownUserError: _unknown_user,
+    UserDeletedError: _user_deleted,
     UserNameTakenError: _name_taken,
     InvalidUserInputError: _invalid_input,
     ApiProblem: _api_problem,

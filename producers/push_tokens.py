@@ -15,8 +15,7 @@ from litestar.params import JSONBody, Parameter
 from producers.deps import Stores, StoresDep
 from producers.models import PushTokenBody, PushTokenList, PushTokenView
 from producers.problems import PROBLEMS, ApiProblem
-from producers.users import UserIdPath, parse_user_id
-from store.errors import UnknownUserError
+from producers.users import UserIdPath, live_user, parse_user_id
 from store.ids import UserId
 from store.push_tokens import PushDevice, PushProvider, PushTokenStore
 
@@ -37,8 +36,7 @@ async def _user_and_store(stores: Stores, raw: str) -> tuple[UserId, PushTokenSt
     uid = parse_user_id(raw)
     if stores.push_tokens is None:  # routes are only served with a store; kept for mypy
         raise ApiProblem(503, "unavailable", "push tokens are not configured")
-    if await stores.users.get(uid) is None:
-        raise UnknownUserError(f"no user {uid}")
+    await live_user(stores.users, uid)  # 404, or 410 for a deleted user
     return uid, stores.push_tokens
 
 

@@ -18,6 +18,7 @@ from litestar.openapi import ResponseSpec
 from litestar.params import JSONBody, Parameter
 
 from producers.deps import StoresDep
+from producers.jsonbody import BodyProblem, check_media_type, parse_json_body
 from producers.models import (
     Device,
     DevicesResponse,
@@ -27,16 +28,17 @@ from producers.models import (
     UserImportBody,
     UserView,
 )
-from producers.problems import PROBLEMS, problem_responses
+from producers.problems import PROBLEMS, ApiProblem, problem_responses
 from schemas.codes import ClientType, ErrorCode
-from store.errors import InvalidUserInputError, UnknownUserError
+from store.errors import InvalidUserInputError, UnknownUserError, UserDeletedError
 from store.ids import MAX_USER_ID, UserId
-from store.users import User, UserImport, generate_token
+from store.users import User, UserImport, UserStore, generate_token
 
 __all__ = [
     "devices",
     "get_user",
     "legacy_register",
+    "live_user",
     "parse_id",
     "parse_user_id",
     "put_user",
@@ -69,6 +71,17 @@ def parse_id(raw: str, what: str) -> int:
 def parse_user_id(raw: str) -> UserId:
     """A user id from a path or query segment (`parse_id`)."""
     return UserId(parse_id(raw, "user id"))
+
+
+async def live_user(users: UserStore, user_id: UserId) -> User:
+    """The user; `UnknownUserError` (404) when there never was one, `UserDeletedError` (410)
+    when it was deleted."""
+    user = await users.get(user_id)
+    if user is None:
+        raise UnknownUserError(f"no user {user_id}")
+    if user.deleted:
+        raise UserDeletedError(f"user {user_id} was deleted")
+    return user
 
 
 def _view(user: User, *, with_token: bool) -> UserView:
@@ -107,7 +120,7 @@ def _seed_error(status: int, code: int, message: str) -> Response[RegisterRespon
     status_code=200,
     responses={
         status: ResponseSpec(data_container=RegisterResponse, description=HTTPStatus(status).phrase)
-        for status in (400, 409, 413, 503)
+        for status in (400, 409, 413, 415, 503)
     }
     | problem_responses(401),
 )
@@ -117,13 +130,16 @@ async def legacy_register(
     """``POST /user/register``: create a user; the seed's envelope on success and error."""
     # The body is decoded here, not by Litestar, so that every error keeps the seed's shape.
     try:
-        body = msgspec.json.decode(await request.body(), type=RegisterRequest)
+        raw = await request.body()
+        if raw:
+            check_media_type(request.headers.get("content-type"))
+        body = msgspec.convert(parse_json_body(raw), type=RegisterRequest)
     except HTTPException as exc:  # e.g. 413, the body is above the limit
         return _seed_error(exc.status_code, ErrorCode.USER_INVALID_PARAMETER, exc.detail)
+    except BodyProblem as exc:  # not UTF-8, not JSON, a duplicate key, a NUL ...
+        return _seed_error(exc.status, ErrorCode.USER_INVALID_PARAMETER, exc.detail)
     except msgspec.ValidationError as exc:
         return _seed_error(400, ErrorCode.USER_INVALID_PARAMETER, f"invalid parameters: {exc}")
-    except msgspec.DecodeError:
-        return _seed_error(400, ErrorCode.USER_INVALID_PARAMETER, "invalid parameters: bad JSON")
     if not 0 < body.user_id <= MAX_USER_ID:
         return _seed_error(400, ErrorCode.USER_INVALID_PARAMETER, "invalid user_id")
     user_id = UserId(body.user_id)
@@ -179,7 +195,10 @@ async def put_user(
         existing = await stores.users.get(uid)
         if existing is None or existing.user_name is None:
             raise ValidationException("a password needs a user_name to log in with")
-    user = await stores.users.upsert(change)  # UserNameTakenError -> 409
+    try:
+        user = await stores.users.upsert(change)  # UserNameTakenError -> 409
+    except UserDeletedError as exc:
+        raise ApiProblem(409, "user-deleted", f"{exc}: its id cannot be used again") from None
     return _view(user, with_token=True)
 
 
@@ -187,16 +206,17 @@ async def put_user(
 async def get_user(user_id: UserIdPath, stores: StoresDep) -> UserView:
     """``GET /v1/users/{user_id}``; the token is not shown."""
     uid = parse_user_id(user_id)
-    user = await stores.users.get(uid)
-    if user is None:
-        raise UnknownUserError(f"no user {uid}")
-    return _view(user, with_token=False)
+    return _view(await live_user(stores.users, uid), with_token=False)
 
 
 @post(
     "/v1/users/{user_id:str}/token",
     summary="Rotate a user's token",
-    description="Gives the user a new random token; the old one stops working at once.",
+    description=(
+        "Gives the user a new random token; the old one stops working at once. (An API "
+        "served with the messaging pipeline also closes the old token's connections: "
+        "`producers.admin.rotate_token`.)"
+    ),
     tags=["users"],
     responses=PROBLEMS,
     status_code=200,
@@ -226,8 +246,7 @@ def _client_type_name(value: int) -> str:
 async def devices(user_id: UserIdPath, stores: StoresDep) -> DevicesResponse:
     """``GET /v1/users/{user_id}/devices``."""
     uid = parse_user_id(user_id)
-    if await stores.users.get(uid) is None:
-        raise UnknownUserError(f"no user {uid}")
+    await live_user(stores.users, uid)
     routes = await stores.routes.get(uid)
     return DevicesResponse(
         user_id=uid,

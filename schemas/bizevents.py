@@ -30,7 +30,10 @@ topic                     key              events
 ``biz.c2s``               user id          ``c2s.upload``
 ``biz.events.message``    conversation id  ``message.stored``, ``message.delivered``,
                                            ``message.read``, ``message.revoked``
-``biz.events.user``       user id          ``user.online``, ``user.offline``
+``biz.events.user``       user id          ``user.online``, ``user.offline``,
+                                           ``user.kicked``, ``user.banned``,
+                                           ``user.unbanned``, ``user.token_rotated``,
+                                           ``user.deleted``
 ``biz.events.group``      group id         ``group.changed``
 ========================  ===============  =====================================================
 
@@ -61,8 +64,13 @@ __all__ = [
     "MessageRead",
     "MessageRevoked",
     "MessageStored",
+    "UserBanned",
+    "UserDeleted",
+    "UserKicked",
     "UserOffline",
     "UserOnline",
+    "UserTokenRotated",
+    "UserUnbanned",
     "decode_event",
     "encode_event",
     "event_id",
@@ -240,6 +248,79 @@ class UserOffline(_UserEvent, frozen=True, kw_only=True, tag="user.offline"):
     ]
 
 
+class _AccountEvent(_Event, frozen=True, kw_only=True):
+    topic: ClassVar[BizTopic] = BizTopic.USERS
+
+    user_id: UserIdField
+
+    def key(self) -> bytes:
+        return b"%d" % self.user_id
+
+
+_GATES_DOC = _doc("live gates told to close the user's connections (within a second)")
+
+
+class UserKicked(_AccountEvent, frozen=True, kw_only=True, tag="user.kicked"):
+    """The server API closed the user's connections (``POST /v1/users/{id}/kick``): every
+    one, or those of one client type. The user may log in again at once.
+
+    id: ``user.kicked:<user_id>:<trace_id>`` (one per request).
+    """
+
+    client_type: Annotated[int | None, _doc("the client type closed; null: every one")] = None
+    reason: Annotated[str, _doc("the operator's reason, as the devices were told")] = ""
+    gates_notified: Annotated[int, _GATES_DOC] = 0
+
+
+class UserBanned(_AccountEvent, frozen=True, kw_only=True, tag="user.banned"):
+    """The user was banned: its connections closed (KickNotify BANNED), every login refused
+    until it is unbanned; its token is kept.
+
+    id: ``user.banned:<user_id>:<banned_ms>`` (the same for a repeated ban: it changes
+    nothing).
+    """
+
+    banned_ms: UnixMs
+    reason: Annotated[str, _doc("the operator's reason")] = ""
+    gates_notified: Annotated[int, _GATES_DOC] = 0
+
+
+class UserUnbanned(_AccountEvent, frozen=True, kw_only=True, tag="user.unbanned"):
+    """The user's ban was lifted: it may log in again with its token.
+
+    id: ``user.unbanned:<user_id>:<banned_ms>`` (the lifted ban's start; 0 if the user was
+    never banned).
+    """
+
+    banned_ms: Annotated[int, msgspec.Meta(ge=0, description="when the lifted ban began")]
+
+
+class UserTokenRotated(_AccountEvent, frozen=True, kw_only=True, tag="user.token_rotated"):
+    """The user got a new token (``POST /v1/users/{id}/token``); every connection logged
+    in with an older one was closed (KickNotify TOKEN_REVOKED), password logins kept.
+
+    id: ``user.token_rotated:<user_id>:<token fingerprint>`` (a digest of the new token,
+    not the token).
+    """
+
+    gates_notified: Annotated[int, _GATES_DOC] = 0
+
+
+class UserDeleted(_AccountEvent, frozen=True, kw_only=True, tag="user.deleted"):
+    """The user was deleted (``DELETE /v1/users/{id}``): connections closed (KickNotify
+    ACCOUNT_DELETED), logins refused for good, push tokens removed, every group it was a
+    member of left (``group.changed`` member_left follows per group); groups it owns are
+    kept. Its messages stay in their conversations.
+
+    id: ``user.deleted:<user_id>``.
+    """
+
+    deleted_ms: UnixMs
+    groups_left: Annotated[tuple[int, ...], _doc("groups the user is being removed from")] = ()
+    groups_owned: Annotated[tuple[int, ...], _doc("groups it owns, kept as they are")] = ()
+    gates_notified: Annotated[int, _GATES_DOC] = 0
+
+
 GroupChange = Literal[
     "created", "disbanded", "members_added", "members_removed", "member_left", "updated"
 ]
@@ -289,6 +370,11 @@ BizEvent: TypeAlias = (
     | MessageRevoked
     | UserOnline
     | UserOffline
+    | UserKicked
+    | UserBanned
+    | UserUnbanned
+    | UserTokenRotated
+    | UserDeleted
     | GroupChanged
 )
 
@@ -301,6 +387,11 @@ EVENT_CLASSES: Final[tuple[type[BizEvent], ...]] = (
     MessageRevoked,
     UserOnline,
     UserOffline,
+    UserKicked,
+    UserBanned,
+    UserUnbanned,
+    UserTokenRotated,
+    UserDeleted,
     GroupChanged,
 )
 

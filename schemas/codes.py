@@ -234,6 +234,8 @@ class KickReason(IntEnum):
     TOKEN_REVOKED = 3
     BANNED = 4
     SERVER_SHUTDOWN = 5
+    ADMIN = 6
+    ACCOUNT_DELETED = 7
 
 
 @unique

@@ -17,7 +17,12 @@ integer tag naming the record kind *and its version*:
     `Reply` (tag 11)    a response to one request: echoes the request's frame seq;
     `Kick` (tag 12)     close a connection after sending it a KickNotify;
     `GateBatch` (tag 13) several of the above for connections of one gate-topic
-                        partition, in order: what one consumer batch produced for it.
+                        partition, in order: what one consumer batch produced for it;
+    `KickUser` (tag 14) close *every* connection of a user on that gate (of some client
+                        types, or only those logged in with another token than the current
+                        one) after a KickNotify: the server API's session administration,
+                        sent to every live gate (a gate older than this record logs and
+                        drops it).
 
 Every connection is addressed as a `Target` (connection id *and* user id): a gate delivers
 only if the connection is still logged in as that user, so a record that outlived its
@@ -37,6 +42,7 @@ structs, so they can never be part of a reference cycle.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Annotated, Final, TypeAlias
 
@@ -52,6 +58,7 @@ __all__ = [
     "GateBatch",
     "GateRecord",
     "Kick",
+    "KickUser",
     "Origin",
     "Reply",
     "Target",
@@ -61,6 +68,7 @@ __all__ = [
     "encode_gate_record",
     "make_envelope",
     "now_ms",
+    "token_digest",
 ]
 
 U16 = Annotated[int, msgspec.Meta(ge=0, le=0xFFFF)]
@@ -75,6 +83,7 @@ DELIVER_TAG: Final = 10
 REPLY_TAG: Final = 11
 KICK_TAG: Final = 12
 GATE_BATCH_TAG: Final = 13
+KICK_USER_TAG: Final = 14
 
 
 class Origin(msgspec.Struct, frozen=True, array_like=True, gc=False):
@@ -149,7 +158,33 @@ class GateBatch(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=GATE
     items: tuple[Deliver | Reply | Kick, ...]
 
 
-GateRecord: TypeAlias = Deliver | Reply | Kick | GateBatch
+class KickUser(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=KICK_USER_TAG):
+    """Close every connection of `user_id` on the gate that `client_types` (empty: all)
+    and `keep_token` select, each after a KickNotify with `reason` and `text`.
+
+    `keep_token` (a `token_digest`; empty: not used) spares what the current token opened:
+    only connections logged in with *another* token are closed (a rotation), never those
+    logged in by password.
+    """
+
+    user_id: UserIdField
+    client_types: tuple[U32, ...]
+    keep_token: bytes
+    #: a `schemas.codes.KickReason` value
+    reason: U32
+    text: str
+    trace_id: TraceId
+    ts_ms: NonNegative
+
+
+GateRecord: TypeAlias = Deliver | Reply | Kick | GateBatch | KickUser
+
+
+def token_digest(token: str) -> bytes:
+    """What a gate keeps of the token a connection logged in with, and what `KickUser`
+    names: the first 16 bytes of its SHA-256 (no token on the bus or in a gate's memory)."""
+    return hashlib.sha256(token.encode("utf-8")).digest()[:16]
+
 
 _encoder: Final = msgspec.msgpack.Encoder()
 _envelope_decoder: Final = msgspec.msgpack.Decoder(Envelope)

@@ -4,6 +4,7 @@ Exception tree::
 
     StoreError
     ├── UnknownUserError      an operation names a user that does not exist
+    │   └── UserDeletedError  ... because it was deleted (its id stays retired)
     ├── UserNameTakenError    a user name already belongs to another user
     ├── InvalidUserInputError a value the store refuses (also a ValueError)
     └── IndexConflictError    an index exists under a declared name with another definition
@@ -21,6 +22,10 @@ class StoreError(Exception):
 
 class UnknownUserError(StoreError):
     """The user does not exist."""
+
+
+class UserDeletedError(UnknownUserError):
+    """The user was deleted: the id cannot be used again."""
 
 
 class UserNameTakenError(StoreError):

@@ -12,9 +12,11 @@ the replay is recognised by its message and skipped, and its new inbox seq stays
 gap). Inbox seqs may have gaps; they never go backwards.
 
 Unread counts are derived from the inbox when read (`InboxStore.count_unread`): the entries of
-a conversation above the user's read seq that someone else sent. Counting rather than
-subtracting seqs keeps them exact across seq gaps and whatever order read acks and fan-out
-writes land in.
+a conversation above the user's read seq that count (`counts_as_unread`: someone else sent
+them, and they are what a user calls a message — not a group notification or a tip line).
+Counting rather than subtracting seqs keeps them exact across seq gaps and whatever order
+read acks and fan-out writes land in. Every implementation — the memory twin, MongoDB and
+Redis's hot state — applies the same rule; the contract tests run all three.
 
 Implementations: `store.memory.inbox.MemoryInboxStore`, `store.mongo.inbox.MongoInboxStore`.
 """
@@ -22,12 +24,24 @@ Implementations: `store.memory.inbox.MemoryInboxStore`, `store.mongo.inbox.Mongo
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from typing import Final, Protocol
 
 import msgspec
 
+from schemas.codes import MsgType
 from schemas.ids import ConversationId, UserId
 from store.messages import StoredMessage
+
+#: Message types that never count as unread: a group's member-change and update notices
+#: (NOTIFICATION) and tip lines (TIPS, e.g. "this message was revoked") are shown in the
+#: timeline but are not something a user reads as a message (docs/protocol-extensions.md).
+NOT_UNREAD_TYPES: Final = frozenset({MsgType.TIPS, MsgType.NOTIFICATION})
+
+
+def counts_as_unread(message: StoredMessage, user_id: UserId) -> bool:
+    """Whether `message` in `user_id`'s inbox counts as unread until read: a message of
+    someone else's whose type is not in `NOT_UNREAD_TYPES`."""
+    return message.from_user_id != user_id and message.msg_type not in NOT_UNREAD_TYPES
 
 
 class InboxEntry(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -82,7 +96,7 @@ class InboxStore(Protocol):
         self, user_id: UserId, read_seqs: Mapping[ConversationId, int]
     ) -> dict[ConversationId, int]:
         """For each conversation, how many of the user's entries have a message seq above
-        the given read seq and were sent by someone else (every key is in the result)."""
+        the given read seq and count (`counts_as_unread`; every key is in the result)."""
         ...
 
     async def unread_seqs(

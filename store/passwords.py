@@ -6,9 +6,18 @@ without invalidating old ones. The default cost (n=2**14, r=8, p=1: 16 MiB and s
 milliseconds of one core per hash) is the interactive-login setting scrypt's author
 recommends. Every user gets a fresh random salt, so equal passwords hash differently.
 
-Hashing is deliberately slow and CPU-bound, so the async helpers run it in a worker thread
-(`asyncio.to_thread`; hashlib releases the GIL while it works): a password login never stalls
-the event loop that serves every other connection of a gate.
+Hashing is deliberately slow and CPU-bound, and every login by password costs one, so it runs
+in a `PasswordPool`: a few threads (one per core by default; hashlib releases the GIL while it
+works) at a lower CPU priority than the event loop, so a flood of logins cannot stall the loop
+that serves every other connection of a gate, and a bounded queue in front of them: when every
+thread is busy and `queue` verifications wait already, `PasswordPool.verify` raises
+`PasswordPoolFull` at once and the login is refused (RATE_LIMITED) instead of waiting behind
+the flood. Hashing a new password (an import through the server API) waits for a thread: the
+business server is trusted, and its imports are not refused.
+
+A verification with no stored hash (an unknown user name, a user without a password) hashes
+against a dummy of the store's own cost parameters, so its answer takes as long as a wrong
+password's and the time does not tell which names exist.
 """
 
 from __future__ import annotations
@@ -16,17 +25,24 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import concurrent.futures
 import functools
 import hashlib
 import hmac
 import logging
+import os
 import secrets
+import threading
+from collections.abc import Callable
+from typing import Final, TypeVar
 
 import msgspec
 
 from store.errors import InvalidUserInputError
 
 logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 _SCHEME = "scrypt"
 _SALT_BYTES = 16
@@ -120,27 +136,125 @@ def verify_password(password: str, encoded: str) -> bool:
 
 
 @functools.cache
-def _dummy_hash() -> str:
-    return hash_password(secrets.token_urlsafe(16))
+def _dummy_hash(params: ScryptParams) -> str:
+    return hash_password(secrets.token_urlsafe(16), params=params)
 
 
-def _verify_against_dummy(password: str) -> None:
-    verify_password(password, _dummy_hash())
+def _verify(password: str, encoded: str | None, dummy_params: ScryptParams) -> bool:
+    if encoded is None:
+        verify_password(password, _dummy_hash(dummy_params))
+        return False
+    return verify_password(password, encoded)
+
+
+#: How much lower than the event loop's the hashing threads' CPU priority is by default
+#: (Linux nice, ``[login] password_nice``): when the cores are busy, the scheduler gives them
+#: to the loop's heartbeats and messages first, and to logins with what is left.
+HASH_THREAD_NICE: Final = 10
+
+
+class PasswordPoolFull(Exception):
+    """Every hashing thread is busy and the queue is full: refuse the login now."""
+
+
+def cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _lower_priority(nice: int) -> None:
+    # On Linux each thread has its own nice value (setpriority on its thread id), which
+    # starts as the process's: raise it by `nice`.
+    if nice <= 0:
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
+    except (AttributeError, OSError) as exc:  # pragma: no cover - not Linux, or not allowed
+        logger.debug("hashing threads keep their priority: %r", exc)
+
+
+class PasswordPool:
+    """Threads that hash and verify passwords, with a bounded queue (module docstring).
+
+    Args:
+        workers: threads (0: one per core, `cores`).
+        queue: verifications that may wait for a thread; one more raises `PasswordPoolFull`.
+        nice: how much lower the threads' CPU priority is than the process's (0: the same).
+    """
+
+    def __init__(self, *, workers: int = 0, queue: int = 16, nice: int = HASH_THREAD_NICE) -> None:
+        if workers < 0 or queue < 0:
+            raise ValueError("workers and queue must be >= 0")
+        self.workers = workers or cores()
+        self.queue = queue
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            self.workers,
+            thread_name_prefix="password",
+            initializer=_lower_priority,
+            initargs=(nice,),
+        )
+        #: verifications and hashes submitted and not finished (running or queued)
+        self.pending = 0
+        #: verifications refused because the pool was full
+        self.refused = 0
+
+    @property
+    def full(self) -> bool:
+        """Whether a verification now would be refused (`PasswordPoolFull`): what a gate asks
+        before it spends a throttle check and a user lookup on a login it cannot verify."""
+        return self.pending >= self.workers + self.queue
+
+    async def _run(self, fn: Callable[[], _T]) -> _T:
+        self.pending += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+        finally:
+            self.pending -= 1
+
+    async def verify(
+        self, password: str, encoded: str | None, *, dummy_params: ScryptParams = DEFAULT_PARAMS
+    ) -> bool:
+        """`verify_password` on a thread; with no stored hash, against a dummy of
+        `dummy_params` (the cost of the store's hashes), then False.
+
+        Raises `PasswordPoolFull` at once when `workers + queue` are pending already.
+        """
+        if self.full:
+            self.refused += 1
+            raise PasswordPoolFull(f"{self.pending} password checks pending")
+        return await self._run(functools.partial(_verify, password, encoded, dummy_params))
+
+    async def hash(self, password: str, *, params: ScryptParams = DEFAULT_PARAMS) -> str:
+        """`hash_password` on a thread (never refused: it waits for one)."""
+        return await self._run(functools.partial(hash_password, password, params=params))
+
+    def close(self) -> None:
+        """Stop the threads once what is queued is done (nothing new is accepted)."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+@functools.cache
+def default_pool() -> PasswordPool:
+    """The process's pool for stores built without one (one thread per core, queue 16)."""
+    return PasswordPool()
 
 
 async def hash_password_async(password: str, *, params: ScryptParams = DEFAULT_PARAMS) -> str:
-    """`hash_password` in a worker thread."""
-    return await asyncio.to_thread(hash_password, password, params=params)
+    """`hash_password` in the `default_pool`."""
+    return await default_pool().hash(password, params=params)
 
 
-async def verify_password_async(password: str, encoded: str | None) -> bool:
-    """`verify_password` in a worker thread.
+async def verify_password_async(
+    password: str, encoded: str | None, *, dummy_params: ScryptParams = DEFAULT_PARAMS
+) -> bool:
+    """`verify_password` in the `default_pool` (`PasswordPool.verify`).
 
     With no stored hash (unknown user, or a user without a password) it still spends one
     hash's worth of time and returns False, so response times do not tell which user names
     exist.
     """
-    if encoded is None:
-        await asyncio.to_thread(_verify_against_dummy, password)
-        return False
-    return await asyncio.to_thread(verify_password, password, encoded)
+    return await default_pool().verify(password, encoded, dummy_params=dummy_params)

@@ -11,8 +11,9 @@ Implementations:
 - `store.mongo.users.MongoUserStore`: MongoDB ``users`` with a Redis token-check cache.
 
 Security notes: tokens are compared in constant time; generated tokens carry 256 random bits;
-passwords are kept only as salted scrypt hashes (`store.passwords`), verified in a worker
-thread. A token check never returns the password hash.
+passwords are kept only as salted scrypt hashes (`store.passwords`), hashed and verified in
+the store's `store.passwords.PasswordPool` (bounded: a full pool refuses a verification with
+`PasswordPoolFull`). A token check never returns the password hash.
 """
 
 from __future__ import annotations
@@ -28,10 +29,7 @@ import msgspec
 
 from store.errors import InvalidUserInputError
 from store.ids import MAX_USER_ID, UserId
-from store.passwords import (
-    ScryptParams,
-    hash_password_async,
-)
+from store.passwords import PasswordPool, ScryptParams
 
 MAX_USER_NAME_LENGTH = 64
 MAX_TOKEN_LENGTH = 512
@@ -53,6 +51,20 @@ class User(msgspec.Struct, frozen=True, kw_only=True):
     """`store.passwords` encoding; None when the user cannot log in by password."""
     created_ms: int
     updated_ms: int
+    banned: bool = False
+    """Banned by an operator: every login is refused (the token is kept)."""
+    banned_ms: int = 0
+    """When the current — or, once lifted, the last — ban began (0: never banned)."""
+    ban_reason: str = ""
+    deleted_ms: int = 0
+    """When the user was deleted (0: not deleted). A deleted user is a tombstone: no
+    profile, no usable token, no password or name; it never logs in, `UserStore.list_users`
+    and token checks treat it as unknown, and its id is never used again."""
+
+    @property
+    def deleted(self) -> bool:
+        """Whether the user was deleted."""
+        return self.deleted_ms > 0
 
     def without_password(self) -> User:
         """This user with the password hash removed (what token checks return)."""
@@ -112,26 +124,36 @@ class UserStore(Protocol):
     """Where users live."""
 
     async def get(self, user_id: UserId) -> User | None:
-        """Return the user, or None when there is no such user."""
+        """Return the user (a deleted one as its tombstone), or None when there never was
+        such a user."""
         ...
 
     async def list_users(self, user_ids: Iterable[UserId]) -> list[User]:
-        """Return the users that exist among `user_ids`, in the order first asked for."""
+        """Return the users that exist (deleted ones do not) among `user_ids`, in the order
+        first asked for."""
         ...
 
     async def check_token(self, user_id: UserId, token: str) -> TokenCheck:
-        """Check a login token (the hot path of every login; may be served from a cache)."""
+        """Check a login token (the hot path of every login; may be served from a cache).
+        A deleted user is UNKNOWN_USER; a banned one is OK (with `User.banned`): the caller
+        refuses it, once the token proved who is asking."""
         ...
 
     async def check_password(self, user_name: str, password: str) -> User | None:
-        """Return the user when the name exists and the password matches, else None."""
+        """Return the user when the name exists and the password matches, else None (a
+        banned user is returned: the caller refuses it).
+
+        An unknown name costs one hash all the same. Raises `store.passwords.PasswordPoolFull`
+        when the password pool is full (the caller refuses the login at once).
+        """
         ...
 
     async def upsert(self, user: UserImport) -> User:
         """Create or update a user; return it as stored.
 
-        Raises `UserNameTakenError` if the user name belongs to another user and
-        `InvalidUserInputError` for an invalid id, name, token or password.
+        Raises `UserNameTakenError` if the user name belongs to another user,
+        `UserDeletedError` if the id was deleted, and `InvalidUserInputError` for an invalid
+        id, name, token or password.
         """
         ...
 
@@ -147,8 +169,34 @@ class UserStore(Protocol):
 
     async def rotate_token(self, user_id: UserId) -> str:
         """Give the user a new random token and return it; the old one stops working at
-        once. Raises `UnknownUserError` when there is no such user."""
+        once. Raises `UnknownUserError` when there is no such user (`UserDeletedError`: it
+        was deleted)."""
         ...
+
+    async def set_banned(self, user_id: UserId, banned: bool, *, reason: str = "") -> User:
+        """Ban (with `reason`) or unban the user; return it as stored. Idempotent: banning a
+        banned user changes nothing (its `User.banned_ms` stays the first ban's). Raises
+        `UnknownUserError` (`UserDeletedError`)."""
+        ...
+
+    async def delete(self, user_id: UserId) -> tuple[User, bool]:
+        """Make the user a tombstone (`User.deleted_ms`): profile, token, password and user
+        name gone (the name free for others), every check refused from now on. Returns the
+        tombstone and whether this call deleted it (False: it was deleted already). Raises
+        `UnknownUserError` when there never was such a user."""
+        ...
+
+
+def tombstone_of(user: User, now_ms: int) -> User:
+    """What a deleted user leaves behind (`UserStore.delete`): its id and times, nothing
+    personal, a random token nobody knows, no password or name."""
+    return User(
+        user_id=user.user_id,
+        token=generate_token(),
+        created_ms=user.created_ms,
+        updated_ms=now_ms,
+        deleted_ms=now_ms,
+    )
 
 
 def generate_token() -> str:
@@ -201,13 +249,15 @@ def validate_token(token: str) -> None:
         raise InvalidUserInputError(f"a token must be 1-{MAX_TOKEN_LENGTH} printable characters")
 
 
-async def hash_passwords(users: Sequence[UserImport], params: ScryptParams) -> list[str | None]:
+async def hash_passwords(
+    users: Sequence[UserImport], params: ScryptParams, pool: PasswordPool
+) -> list[str | None]:
     """The password hash of each import that sets a password (None for the others)."""
 
     async def one(user: UserImport) -> str | None:
         if user.password is None:
             return None
-        return await hash_password_async(user.password, params=params)
+        return await pool.hash(user.password, params=params)
 
     return list(await asyncio.gather(*(one(user) for user in users)))
 

@@ -33,7 +33,9 @@ __all__ = [
     "FRAMES_IN",
     "FRAMES_OUT",
     "HANDLER_SECONDS",
+    "KICKED_BY_ADMIN",
     "LAG",
+    "LOGINS",
     "PUSHES",
     "RECORDS_CONSUMED",
     "RETRIES",
@@ -55,6 +57,17 @@ CONNECTIONS_REFUSED: Final = Counter(
     "coffeebus_gate_connections_refused",
     "Connections refused because the gate was draining or full (max_connections).",
     ["transport"],
+)
+LOGINS: Final = Counter(
+    "coffeebus_gate_logins",
+    "Login requests by result: ok, failed (who-are-you), throttled (failed-login back-off), "
+    "busy (password pool full), banned, error.",
+    ["result"],
+)
+KICKED_BY_ADMIN: Final = Counter(
+    "coffeebus_gate_admin_kicks",
+    "Connections closed by the server API's session administration (KickUser), by reason.",
+    ["reason"],
 )
 UPLINK_PUBLISH_FAILED: Final = Counter(
     "coffeebus_gate_uplink_publish_failed",

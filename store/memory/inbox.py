@@ -6,19 +6,20 @@ import bisect
 from collections.abc import Mapping, Sequence
 
 from schemas.ids import ConversationId, UserId
-from store.inbox import InboxEntry, InboxPage
+from store.inbox import InboxEntry, InboxPage, counts_as_unread
 from store.messages import check_limit
 
 
 class _UserInbox:
-    __slots__ = ("by_message", "by_seq", "from_others", "seqs")
+    __slots__ = ("by_message", "by_seq", "counted", "seqs")
 
     def __init__(self) -> None:
         self.by_message: dict[tuple[ConversationId, int], InboxEntry] = {}
         self.by_seq: dict[int, InboxEntry] = {}
         self.seqs: list[int] = []
-        # Per conversation, the sorted message seqs of entries others sent: unread counts.
-        self.from_others: dict[ConversationId, list[int]] = {}
+        # Per conversation, the sorted message seqs of the entries that count as unread
+        # until read (`counts_as_unread`).
+        self.counted: dict[ConversationId, list[int]] = {}
 
 
 class MemoryInboxStore:
@@ -53,8 +54,8 @@ class MemoryInboxStore:
             inbox.by_message[key] = entry
             inbox.by_seq[entry.inbox_seq] = entry
             bisect.insort(inbox.seqs, entry.inbox_seq)
-            if entry.message.from_user_id != entry.user_id:
-                bisect.insort(inbox.from_others.setdefault(key[0], []), key[1])
+            if counts_as_unread(entry.message, entry.user_id):
+                bisect.insort(inbox.counted.setdefault(key[0], []), key[1])
             done.append(entry.inbox_seq)
         return done
 
@@ -78,21 +79,21 @@ class MemoryInboxStore:
     async def count_unread(
         self, user_id: UserId, read_seqs: Mapping[ConversationId, int]
     ) -> dict[ConversationId, int]:
-        """Entries above each read seq, sent by someone else."""
+        """Entries above each read seq that count (`counts_as_unread`)."""
         inbox = self._inboxes.get(user_id)
         counts: dict[ConversationId, int] = {}
         for conversation, read in read_seqs.items():
-            seqs = inbox.from_others.get(conversation, []) if inbox is not None else []
+            seqs = inbox.counted.get(conversation, []) if inbox is not None else []
             counts[conversation] = len(seqs) - bisect.bisect_right(seqs, read)
         return counts
 
     async def unread_seqs(
         self, user_id: UserId, read_seqs: Mapping[ConversationId, int]
     ) -> dict[ConversationId, list[int]]:
-        """The seqs above each read seq, sent by someone else."""
+        """The seqs above each read seq that count (`counts_as_unread`)."""
         inbox = self._inboxes.get(user_id)
         found: dict[ConversationId, list[int]] = {}
         for conversation, read in read_seqs.items():
-            seqs = inbox.from_others.get(conversation, []) if inbox is not None else []
+            seqs = inbox.counted.get(conversation, []) if inbox is not None else []
             found[conversation] = seqs[bisect.bisect_right(seqs, read) :]
         return found

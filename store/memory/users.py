@@ -7,14 +7,9 @@ from collections.abc import Iterable, Sequence
 import msgspec
 
 from store.clock import Clock, SystemClock
-from store.errors import UnknownUserError, UserNameTakenError
+from store.errors import UnknownUserError, UserDeletedError, UserNameTakenError
 from store.ids import UserId
-from store.passwords import (
-    DEFAULT_PARAMS,
-    ScryptParams,
-    hash_password_async,
-    verify_password_async,
-)
+from store.passwords import DEFAULT_PARAMS, PasswordPool, ScryptParams, default_pool
 from store.users import (
     TokenCheck,
     TokenStatus,
@@ -24,6 +19,7 @@ from store.users import (
     hash_passwords,
     is_valid_user_name,
     tokens_equal,
+    tombstone_of,
     validate_import,
 )
 
@@ -36,10 +32,15 @@ class MemoryUserStore:
     """
 
     def __init__(
-        self, *, clock: Clock | None = None, password_params: ScryptParams = DEFAULT_PARAMS
+        self,
+        *,
+        clock: Clock | None = None,
+        password_params: ScryptParams = DEFAULT_PARAMS,
+        passwords: PasswordPool | None = None,
     ) -> None:
         self._clock = clock or SystemClock()
         self._password_params = password_params
+        self._passwords = passwords or default_pool()
         self._users: dict[UserId, User] = {}
         self._names: dict[str, UserId] = {}
 
@@ -50,12 +51,12 @@ class MemoryUserStore:
     async def list_users(self, user_ids: Iterable[UserId]) -> list[User]:
         """Return the existing users among `user_ids`, in first-asked order."""
         found = (self._users.get(uid) for uid in dict.fromkeys(user_ids))
-        return [user for user in found if user is not None]
+        return [user for user in found if user is not None and not user.deleted]
 
     async def check_token(self, user_id: UserId, token: str) -> TokenCheck:
         """Check a login token."""
         user = self._users.get(user_id)
-        if user is None:
+        if user is None or user.deleted:
             return TokenCheck(TokenStatus.UNKNOWN_USER)
         if not tokens_equal(user.token, token):
             return TokenCheck(TokenStatus.BAD_TOKEN)
@@ -66,17 +67,20 @@ class MemoryUserStore:
         user_id = self._names.get(user_name) if is_valid_user_name(user_name) else None
         user = self._users.get(user_id) if user_id is not None else None
         stored = user.password_hash if user is not None else None
-        if await verify_password_async(password, stored):
-            return user
-        return None
+        if not await self._passwords.verify(password, stored, dummy_params=self._password_params):
+            return None
+        assert user is not None  # a None hash never verifies
+        current = self._users.get(user.user_id)  # deleted while the hash was checked?
+        return current if current is not None and not current.deleted else None
 
     async def upsert(self, user: UserImport) -> User:
         """Create or update a user."""
         validate_import(user)
+        self._refuse_deleted(user.user_id)
         password_hash = (
             None
             if user.password is None
-            else await hash_password_async(user.password, params=self._password_params)
+            else await self._passwords.hash(user.password, params=self._password_params)
         )
         # Hashing awaited a thread: `_apply` reads the current state only now, and in one go.
         return self._apply(user, password_hash)
@@ -85,7 +89,7 @@ class MemoryUserStore:
         """Create the users that do not exist yet (see `UserStore.create_many`)."""
         for user in users:
             validate_import(user)
-        hashes = await hash_passwords(users, self._password_params)
+        hashes = await hash_passwords(users, self._password_params, self._passwords)
         created = []
         for user, password_hash in zip(users, hashes, strict=True):
             if user.user_id in self._users or (
@@ -96,8 +100,14 @@ class MemoryUserStore:
             created.append(user.user_id)
         return created
 
+    def _refuse_deleted(self, user_id: UserId) -> None:
+        user = self._users.get(user_id)
+        if user is not None and user.deleted:
+            raise UserDeletedError(f"user {user_id} was deleted")
+
     def _apply(self, change: UserImport, password_hash: str | None) -> User:
         uid = change.user_id
+        self._refuse_deleted(uid)  # deleted while the password was hashed
         if change.user_name is not None and self._names.get(change.user_name, uid) != uid:
             raise UserNameTakenError(f"user name {change.user_name!r} is taken")
         now = self._clock.now_ms()
@@ -117,13 +127,48 @@ class MemoryUserStore:
         self._users[uid] = new
         return new
 
-    async def rotate_token(self, user_id: UserId) -> str:
-        """Give the user a new random token."""
+    def _live(self, user_id: UserId) -> User:
         user = self._users.get(user_id)
         if user is None:
             raise UnknownUserError(f"no user {user_id}")
+        if user.deleted:
+            raise UserDeletedError(f"user {user_id} was deleted")
+        return user
+
+    async def rotate_token(self, user_id: UserId) -> str:
+        """Give the user a new random token."""
+        user = self._live(user_id)
         token = generate_token()
         self._users[user_id] = msgspec.structs.replace(
             user, token=token, updated_ms=self._clock.now_ms()
         )
         return token
+
+    async def set_banned(self, user_id: UserId, banned: bool, *, reason: str = "") -> User:
+        """Ban or unban (a no-op when already so)."""
+        user = self._live(user_id)
+        if user.banned == banned:
+            return user
+        now = self._clock.now_ms()
+        if banned:
+            user = msgspec.structs.replace(
+                user, banned=True, banned_ms=now, ban_reason=reason, updated_ms=now
+            )
+        else:
+            user = msgspec.structs.replace(user, banned=False, ban_reason="", updated_ms=now)
+        self._users[user_id] = user
+        return user
+
+    async def delete(self, user_id: UserId) -> tuple[User, bool]:
+        """Make the user a tombstone (see `UserStore.delete`)."""
+        user = self._users.get(user_id)
+        if user is None:
+            raise UnknownUserError(f"no user {user_id}")
+        if user.deleted:
+            return user, False
+        if user.user_name is not None:
+            self._names.pop(user.user_name, None)
+        now = self._clock.now_ms()
+        tombstone = tombstone_of(user, now)
+        self._users[user_id] = tombstone
+        return tombstone, True

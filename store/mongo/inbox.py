@@ -11,7 +11,8 @@ Intended shard key: ``user``; both unique indexes start with it.
 Unread counts (`MongoInboxStore.count_unread`) come in two strategies:
 
 - ``"aggregate"``: one aggregation — ``$match`` the user and an ``$or`` of "this
-  conversation, seq above its read seq, sent by someone else", ``$group`` by conversation
+  conversation, seq above its read seq, sent by someone else, of a type that counts"
+  (`store.inbox.counts_as_unread`), ``$group`` by conversation
   with ``$sum: 1``. FerretDB v1 has no ``$cond`` in accumulators and no ``$facet``, but this
   form works there and on MongoDB, where each ``$or`` branch is a range of the
   ``(user, conv, seq)`` index.
@@ -29,14 +30,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from typing import Final, Literal
 
 from pymongo import DESCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
 from schemas.ids import ConversationId, UserId
-from store.inbox import InboxEntry, InboxPage
+from store.inbox import NOT_UNREAD_TYPES, InboxEntry, InboxPage
 from store.messages import check_limit
 from store.mongo.bulk import insert_new
 from store.mongo.client import Document
@@ -44,6 +45,9 @@ from store.mongo.collections import Collection
 from store.mongo.messages import message_fields, message_from_doc
 
 UnreadStrategy = Literal["aggregate", "count"]
+
+#: the message types that never count as unread, as the filter on ``mtype`` wants them
+_NOT_UNREAD: Final = sorted(int(t) for t in NOT_UNREAD_TYPES)
 
 
 def inbox_key(user_id: int, conversation: str, seq: int) -> str:
@@ -118,7 +122,7 @@ class MongoInboxStore:
     async def count_unread(
         self, user_id: UserId, read_seqs: Mapping[ConversationId, int]
     ) -> dict[ConversationId, int]:
-        """Entries above each read seq, sent by someone else."""
+        """Entries above each read seq that count (`counts_as_unread`)."""
         counts = dict.fromkeys(read_seqs, 0)
         if not read_seqs:
             return counts
@@ -132,6 +136,7 @@ class MongoInboxStore:
                             "conv": conv,
                             "seq": {"$gt": read_seqs[conv]},
                             "from": {"$ne": user_id},
+                            "mtype": {"$nin": _NOT_UNREAD},
                         }
                     )
                     for conv in convs
@@ -144,6 +149,7 @@ class MongoInboxStore:
                 "$match": {
                     "user": user_id,
                     "from": {"$ne": user_id},
+                    "mtype": {"$nin": _NOT_UNREAD},
                     "$or": [{"conv": c, "seq": {"$gt": s}} for c, s in read_seqs.items()],
                 }
             },
@@ -165,6 +171,7 @@ class MongoInboxStore:
             {
                 "user": user_id,
                 "from": {"$ne": user_id},
+                "mtype": {"$nin": _NOT_UNREAD},
                 "$or": [{"conv": c, "seq": {"$gt": s}} for c, s in read_seqs.items()],
             },
             {"conv": True, "seq": True, "_id": False},

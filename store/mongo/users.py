@@ -25,17 +25,12 @@ from pymongo.errors import DuplicateKeyError
 from redis.asyncio import Redis
 
 from store.clock import Clock, SystemClock
-from store.errors import UnknownUserError, UserNameTakenError
+from store.errors import UnknownUserError, UserDeletedError, UserNameTakenError
 from store.ids import UserId
 from store.mongo.bulk import insert_new
 from store.mongo.client import Document
 from store.mongo.collections import Collection
-from store.passwords import (
-    DEFAULT_PARAMS,
-    ScryptParams,
-    hash_password_async,
-    verify_password_async,
-)
+from store.passwords import DEFAULT_PARAMS, PasswordPool, ScryptParams, default_pool
 from store.redis.keys import RedisKeys
 from store.redis.users import RedisTokenCache
 from store.users import (
@@ -78,6 +73,10 @@ def _to_user(doc: Document) -> User:
         password_hash=doc.get("password_hash"),
         created_ms=int(doc["created_ms"]),
         updated_ms=int(doc["updated_ms"]),
+        banned=bool(doc.get("banned", False)),
+        banned_ms=int(doc.get("banned_ms", 0)),
+        ban_reason=doc.get("ban_reason", ""),
+        deleted_ms=int(doc.get("deleted_ms", 0)),
     )
 
 
@@ -90,6 +89,7 @@ class MongoUserStore:
         keys: the Redis key namespace.
         cache_ttl: seconds a cached token-check entry lives.
         password_params: scrypt cost for new password hashes.
+        passwords: where hashes are computed (default: the process's `default_pool`).
         clock: source of the created/updated times.
     """
 
@@ -101,6 +101,7 @@ class MongoUserStore:
         keys: RedisKeys | None = None,
         cache_ttl: float = 600.0,
         password_params: ScryptParams = DEFAULT_PARAMS,
+        passwords: PasswordPool | None = None,
         clock: Clock | None = None,
     ) -> None:
         if cache_ttl <= 0:
@@ -112,6 +113,7 @@ class MongoUserStore:
             else RedisTokenCache(redis, keys=keys or RedisKeys(), ttl=cache_ttl)
         )
         self._password_params = password_params
+        self._passwords = passwords or default_pool()
         self._clock = clock or SystemClock()
 
     async def get(self, user_id: UserId) -> User | None:
@@ -150,14 +152,14 @@ class MongoUserStore:
                     found[uid] = user
                 fills.append(self._cache(uid, 0 if stored is None else int(stored["rev"]), user))
             await asyncio.gather(*fills)
-        return [found[uid] for uid in wanted if uid in found]
+        return [found[uid] for uid in wanted if uid in found and not found[uid].deleted]
 
     async def check_token(self, user_id: UserId, token: str) -> TokenCheck:
         """Check a login token, through the cache when there is one."""
         if not is_valid_user_id(user_id):
             return TokenCheck(TokenStatus.UNKNOWN_USER)
         user = await self._cached_user(user_id)
-        if user is None:
+        if user is None or user.deleted:
             return TokenCheck(TokenStatus.UNKNOWN_USER)
         if not tokens_equal(user.token, token):
             return TokenCheck(TokenStatus.BAD_TOKEN)
@@ -179,15 +181,15 @@ class MongoUserStore:
             await self._token_cache.put(user_id, rev, user)
 
     async def check_password(self, user_name: str, password: str) -> User | None:
-        """Return the user when name and password match (hash verified in a thread)."""
+        """Return the user when name and password match (verified in the password pool)."""
         doc = (
             await self._users.find_one({"name_key": user_name})
             if is_valid_user_name(user_name)
             else None
         )
-        user = None if doc is None else _to_user(doc)
+        user = None if doc is None or doc.get("deleted_ms") else _to_user(doc)
         stored = None if user is None else user.password_hash
-        if await verify_password_async(password, stored):
+        if await self._passwords.verify(password, stored, dummy_params=self._password_params):
             return user
         return None
 
@@ -197,19 +199,24 @@ class MongoUserStore:
         password_hash = (
             None
             if user.password is None
-            else await hash_password_async(user.password, params=self._password_params)
+            else await self._passwords.hash(user.password, params=self._password_params)
         )
         update = self._upsert_update(user, password_hash)
         for attempt in range(1, _MAX_UPSERT_ATTEMPTS + 1):
             try:
+                # A tombstone does not match: the upsert's insert then fails on _id.
                 doc = await self._users.find_one_and_update(
-                    {"_id": user.user_id},
+                    {"_id": user.user_id, "deleted_ms": {"$exists": False}},
                     update,
                     upsert=True,
                     return_document=ReturnDocument.AFTER,
                 )
                 break
             except DuplicateKeyError:
+                if await self._users.find_one(
+                    {"_id": user.user_id, "deleted_ms": {"$exists": True}}, {"_id": True}
+                ):
+                    raise UserDeletedError(f"user {user.user_id} was deleted") from None
                 if user.user_name is not None:
                     holder = await self._users.find_one({"name_key": user.user_name}, {"_id": True})
                     if holder is not None and holder["_id"] != user.user_id:
@@ -230,7 +237,7 @@ class MongoUserStore:
         `UserStore.create_many`); each new document is the one `upsert` would have made."""
         for user in users:
             validate_import(user)
-        hashes = await hash_passwords(users, self._password_params)
+        hashes = await hash_passwords(users, self._password_params, self._passwords)
         docs = []
         for user, password_hash in zip(users, hashes, strict=True):
             update = self._upsert_update(user, password_hash)
@@ -265,15 +272,70 @@ class MongoUserStore:
 
     async def rotate_token(self, user_id: UserId) -> str:
         """Give the user a new random token; the cache follows at once."""
+        token = generate_token()
+        await self._change(
+            user_id, {}, {"$set": {"token": token, "updated_ms": self._clock.now_ms()}}
+        )
+        return token
+
+    async def set_banned(self, user_id: UserId, banned: bool, *, reason: str = "") -> User:
+        """Ban or unban in one conditional update (a no-op when already so)."""
+        now = self._clock.now_ms()
+        fields: Document = (
+            {"banned": True, "banned_ms": now, "ban_reason": reason, "updated_ms": now}
+            if banned
+            else {"banned": False, "ban_reason": "", "updated_ms": now}
+        )
+        condition: Document = {"banned": {"$ne": True}} if banned else {"banned": True}
+        return await self._change(user_id, condition, {"$set": fields})
+
+    async def delete(self, user_id: UserId) -> tuple[User, bool]:
+        """Make the user a tombstone in one update (`UserStore.delete`)."""
         if not is_valid_user_id(user_id):
             raise UnknownUserError(f"no user {user_id}")
-        token = generate_token()
+        now = self._clock.now_ms()
+        to_set: Document = {
+            "token": generate_token(),
+            "updated_ms": now,
+            "deleted_ms": now,
+            "name_key": _name_key(user_id, None),  # the name is free for someone else
+            "banned": False,
+            "banned_ms": 0,
+            "ban_reason": "",
+            **dict.fromkeys(_PROFILE_FIELDS, ""),
+        }
         doc = await self._users.find_one_and_update(
-            {"_id": user_id},
-            {"$set": {"token": token, "updated_ms": self._clock.now_ms()}, "$inc": {"rev": 1}},
+            {"_id": user_id, "deleted_ms": {"$exists": False}},
+            {"$set": to_set, "$unset": {"password_hash": "", "user_name": ""}, "$inc": {"rev": 1}},
             return_document=ReturnDocument.AFTER,
         )
-        if doc is None:
+        if doc is not None:
+            tombstone = _to_user(doc)
+            await self._cache(user_id, doc["rev"], tombstone)
+            return tombstone, True
+        existing = await self._users.find_one({"_id": user_id})
+        if existing is None:
             raise UnknownUserError(f"no user {user_id}")
-        await self._cache(user_id, doc["rev"], _to_user(doc))
-        return token
+        return _to_user(existing), False  # deleted before
+
+    async def _change(self, user_id: UserId, condition: Document, update: Document) -> User:
+        """Apply `update` to a live user matching `condition` (bumping its revision and the
+        cache); a user that does not match is returned as it is (the change was made
+        before). Raises `UnknownUserError` / `UserDeletedError`."""
+        if not is_valid_user_id(user_id):
+            raise UnknownUserError(f"no user {user_id}")
+        doc = await self._users.find_one_and_update(
+            {"_id": user_id, "deleted_ms": {"$exists": False}, **condition},
+            {**update, "$inc": {"rev": 1}},
+            return_document=ReturnDocument.AFTER,
+        )
+        if doc is not None:
+            user = _to_user(doc)
+            await self._cache(user_id, doc["rev"], user)
+            return user
+        existing = await self._users.find_one({"_id": user_id})
+        if existing is None:
+            raise UnknownUserError(f"no user {user_id}")
+        if existing.get("deleted_ms"):
+            raise UserDeletedError(f"user {user_id} was deleted")
+        return _to_user(existing)

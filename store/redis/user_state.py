@@ -36,9 +36,10 @@ the order above — and ``ARGV`` the TTL in ms, then per user the count of its i
 items.
 
 Unread counts stay exact across seq gaps and any interleaving of fan-out and read acks: an
-append adds its message to ``ur`` only if it counts (`counts_as_unread`) and is above the
-read seq, a read removes everything up to it, each atomic on the user's slot, and a count is
-a ``ZLEXCOUNT`` of the conversation's range.
+append adds its message to ``ur`` only if it counts (`store.inbox.counts_as_unread`: someone
+else's, not a notification or a tip) and is above the read
+seq, a read removes everything up to it, each in one script on the user's slot, and a count
+is a ``ZLEXCOUNT`` of the conversation's range.
 
 Completeness (``#init``): writers create a user's keys from nothing when they are gone — a new
 user, one idle past the TTL, a Redis that lost its data — and cannot know what the document
@@ -55,7 +56,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final, TypeVar
 
-from schemas.ids import UserId
+from store.inbox import counts_as_unread
 from store.messages import StoredMessage
 from store.redis.keys import RedisKeys
 from store.redis.messages import DEFAULT_IDLE_TTL, decode_message, encode_message
@@ -85,11 +86,6 @@ __all__ = [
 DEFAULT_INBOX_WINDOW: Final = 1000
 #: Sessions a repair takes from the store (the most recently changed).
 REPAIR_SESSIONS: Final = 1000
-
-
-def counts_as_unread(message: StoredMessage, user_id: UserId) -> bool:
-    """Whether `message` in `user_id`'s inbox counts as unread until read: others' messages."""
-    return message.from_user_id != user_id
 
 
 def pad(seq: int) -> str:

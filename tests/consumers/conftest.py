@@ -194,7 +194,9 @@ class System:
     # -- gates and consumers ---------------------------------------------------------------
 
     async def gate(self, **overrides: Any) -> Gate:
-        """A new gate on this system's bus and stores (port 0: any free port)."""
+        """A new gate on this system's bus and stores (port 0: any free port), with the
+        runtime's login throttle and password pool, as `coffeebus.roles.GateRole` wires
+        one; `overrides` are ``[gateway]`` settings."""
         values: dict[str, Any] = {
             "gate_id": f"{self.prefix}-g{len(self.gates) + 1}",
             "host": "127.0.0.1",
@@ -208,6 +210,9 @@ class System:
             user_store=self.runtime.users,
             route_store=self.runtime.routes,
             topology=self.topology,
+            login_settings=self.runtime.settings.login,
+            login_throttle=self.runtime.login_throttle,
+            password_pool=self.runtime.passwords,
         )
         self.gate_ids.add(gate.gate_id)
         self.gates.append(gate)

@@ -169,10 +169,12 @@ async def test_members_only_queries_and_read_state(system: System) -> None:
     async def counted() -> bool:
         rsp = await owner_sdk.request(Cmd.GROUP_READ_STATE_REQ, req)
         assert isinstance(rsp, ext_pb2.GroupReadStateRsp)
+        # Every message is the owner's: the owner has read each of them (issue 14), Bob
+        # the first two.
         return [(s.read_count, s.member_count) for s in rsp.read_state_list] == [
             (2, 2),
+            (2, 2),
             (1, 2),
-            (0, 2),
         ]
 
     await wait_for(counted)
@@ -191,3 +193,29 @@ async def test_members_only_queries_and_read_state(system: System) -> None:
     assert list((await mallory_sdk.group_info([gid])).group_info_list) == []
     assert (await mallory_sdk.exit_group(gid)).result_code == ErrorCode.SUCCESS  # no-op
     assert await system.runtime.groups.members(GroupId(gid)) == sorted([owner, bob])
+
+
+async def test_unread_counts_only_messages_not_notifications(system: System) -> None:
+    """Issue 14: a group with 2 texts and 2 member-change notices showed 4 unread."""
+    await system.start_consumers()
+    owner, bob, carol = await system.user(), await system.user(), await system.user()
+    owner_sdk, bob_sdk = await system.login(owner), await system.login(bob)
+    gid = (await owner_sdk.create_group("unread", [bob])).group_info.group_id  # GROUP_CREATE
+    assert (await owner_sdk.invite_members(gid, [carol])).result_code == ErrorCode.SUCCESS
+    for text in ("one", "two"):
+        await owner_sdk.send_text(gid, text, session_type=SessionType.GROUP)
+
+    async def bob_sees() -> bool:
+        sessions = await bob_sdk.recent_sessions()
+        [session] = sessions.contact_session_list
+        # the two notices are in the timeline (seqs 1, 2), the texts after them
+        return (session.server_msg_id, session.unread_cnt, sessions.unread_counts) == (4, 2, 2)
+
+    await wait_for(bob_sees)
+    history = await bob_sdk.history(gid, session_type=SessionType.GROUP)
+    assert [MsgType(m.msg_type) for m in history.msg_list] == [
+        MsgType.NOTIFICATION,
+        MsgType.NOTIFICATION,
+        MsgType.TEXT,
+        MsgType.TEXT,
+    ]

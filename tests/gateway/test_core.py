@@ -252,6 +252,30 @@ def test_rejected_login_may_retry_but_keeps_the_deadline() -> None:
     assert conn.next_deadline() == T0 + 15
 
 
+def test_a_login_refused_unchecked_may_not_retry_before_its_time() -> None:
+    conn = Connection(1, limits=LIMITS, now=T0)
+    conn.receive_data(auth_token(seq=1), T0)
+    [event] = conn.events_received()
+    assert isinstance(event, TokenLoginRequested)
+    conn.login_refused(event, ExtResultCode.RATE_LIMITED, "busy: retry in 1 s", retry_at=T0 + 1)
+    [answer] = sent(conn)
+    assert (answer.seq, ExtResultCode(error_of(answer).result_code)) == (
+        1,
+        ExtResultCode.RATE_LIMITED,
+    )
+    assert error_of(answer).request_command_id == Cmd.AUTH_TOKEN_REQ
+    assert conn.state is State.CONNECTING
+    # Too early: refused here, no event for the gate; the connection stays.
+    conn.receive_data(auth_token(seq=2), T0 + 0.5)
+    assert conn.events_received() == []
+    [early] = sent(conn)
+    assert ExtResultCode(error_of(early).result_code) is ExtResultCode.RATE_LIMITED
+    assert "retry in 1 s" in error_of(early).text
+    # On time: the login goes to the gate again.
+    conn.receive_data(auth_token(seq=3), T0 + 1)
+    assert isinstance(conn.events_received()[0], TokenLoginRequested)
+
+
 def test_second_login_while_checking_or_after_success_is_refused() -> None:
     conn = Connection(1, limits=LIMITS, now=T0)
     conn.receive_data(auth_token(seq=1) + auth_token(seq=2), T0)

@@ -124,7 +124,7 @@ def _records(env: Env, topic: str) -> list[Any]:
         ({}, 400, "invalid-request"),
         ({"to_user_ids": [], "msg_type": 1, "msg_data": "x"}, 400, "invalid-request"),
         ({"to_user_ids": [0], "msg_type": 1, "msg_data": "x"}, 400, "invalid-request"),
-        ({"to_user_ids": [2**63], "msg_type": 1, "msg_data": "x"}, 400, "invalid-request"),
+        ({"to_user_ids": [2**63], "msg_type": 1, "msg_data": "x"}, 400, "number-out-of-range"),
         ({"to_user_ids": [ALICE], "msg_type": -1, "msg_data": "x"}, 400, "invalid-request"),
         ({"to_user_ids": [ALICE], "msg_type": 1, "msg_data": 5}, 400, "invalid-request"),
         ({"to_user_ids": [ALICE], "msg_type": 1, "msg_data": "x" * 1001}, 400, None),

@@ -3,10 +3,12 @@ unread strategies), and Redis's hot inboxes in front of MongoDB (`store.redis.in
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 from redis.asyncio import Redis
 
+from schemas.codes import MsgType
 from schemas.ids import UserId
 from store.inbox import InboxEntry, InboxStore
 from store.memory.inbox import MemoryInboxStore
@@ -121,3 +123,21 @@ async def test_unread_counts_only_others_messages_above_the_read_seq(inbox: Inbo
     assert await inbox.count_unread(ALICE, {conv(1, 7): 0}) == {conv(1, 7): 0}
     assert await inbox.count_unread(ALICE, {}) == {}
     assert await inbox.count_unread(CAROL, {ac: 0}) == {ac: 0}
+
+
+async def test_notifications_and_tips_never_count_as_unread(inbox: InboxStore) -> None:
+    """A group with 2 texts and 2 member-change notices has 2 unread; a tip line in a single
+    chat has none (store.inbox.counts_as_unread)."""
+    group = group_msg(2, 9, 1).conversation
+    notice = msgspec.structs.replace(group_msg(2, 9, 2), msg_type=MsgType.NOTIFICATION)
+    other = msgspec.structs.replace(group_msg(3, 9, 4), msg_type=MsgType.NOTIFICATION)
+    tip = msgspec.structs.replace(c2c(2, 1, 2), msg_type=MsgType.TIPS)
+    image = msgspec.structs.replace(c2c(2, 1, 3), msg_type=MsgType.IMAGE)
+    messages = [group_msg(2, 9, 1), notice, group_msg(3, 9, 3), other, c2c(2, 1, 1), tip, image]
+    await inbox.append_many(
+        [InboxEntry(user_id=ALICE, inbox_seq=n, message=m) for n, m in enumerate(messages, 1)]
+    )
+    ab = conv(1, 2)
+    assert await inbox.count_unread(ALICE, {group: 0, ab: 0}) == {group: 2, ab: 2}
+    assert await inbox.unread_seqs(ALICE, {group: 0, ab: 0}) == {group: [1, 3], ab: [1, 3]}
+    assert await inbox.count_unread(ALICE, {group: 1, ab: 2}) == {group: 1, ab: 1}

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import threading
 
 import pytest
 
 from store.errors import InvalidUserInputError
 from store.passwords import (
     MAX_PASSWORD_BYTES,
+    PasswordPool,
+    PasswordPoolFull,
     ScryptParams,
     hash_password,
     hash_password_async,
@@ -97,3 +101,29 @@ async def test_hashing_runs_off_the_event_loop() -> None:
     await task
     # Three default-cost hashes take tens of milliseconds; a blocked loop would not tick.
     assert ticks > 10
+
+
+async def test_the_pool_refuses_a_verification_when_full_and_never_a_hash() -> None:
+    cheap = ScryptParams(n=16, r=1, p=1)
+    pool = PasswordPool(workers=1, queue=1)
+    encoded = hash_password("pw", params=cheap)
+    release = threading.Event()
+    try:
+        held = asyncio.ensure_future(pool._run(functools.partial(release.wait, 30)))
+        queued = asyncio.ensure_future(pool.verify("pw", encoded))
+        await asyncio.sleep(0)  # both submitted: one running, one queued
+        assert pool.pending == 2
+        with pytest.raises(PasswordPoolFull):
+            await pool.verify("pw", encoded)
+        assert pool.refused == 1
+        hashed = asyncio.ensure_future(pool.hash("new", params=cheap))  # waits, not refused
+        release.set()
+        await held
+        assert await queued
+        assert (await hashed).startswith("scrypt$16$1$1$")
+        # No stored hash: a dummy of the given cost is verified, and the answer is False.
+        assert not await pool.verify("pw", None, dummy_params=cheap)
+        assert pool.pending == 0
+    finally:
+        release.set()
+        pool.close()

@@ -22,10 +22,10 @@ from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.database import AsyncDatabase
 from redis.asyncio import Redis
 
-from schemas.codes import SessionType
+from schemas.codes import MsgType, SessionType
 from schemas.ids import ConversationId, UserId
 from store.clock import ManualClock
-from store.inbox import InboxEntry, InboxStore
+from store.inbox import InboxEntry, InboxStore, counts_as_unread
 from store.memory.inbox import MemoryInboxStore
 from store.memory.sessions import MemorySessionStore
 from store.messages import StoredMessage
@@ -207,6 +207,25 @@ async def test_group_sessions_and_read_counts(stores: Stores) -> None:
     assert await stores.sessions.read_counts(GROUP_CONV, members, []) == {}
 
 
+async def test_group_notifications_do_not_count_as_unread(stores: Stores) -> None:
+    """Issue 14: a group with 2 texts and 2 member-change notices showed 4 unread."""
+    members = [ALICE, BOB, CAROL]
+    notice = msgspec.structs.replace(group_msg(1, GROUP, 2), msg_type=MsgType.NOTIFICATION)
+    later = msgspec.structs.replace(group_msg(1, GROUP, 4), msg_type=MsgType.NOTIFICATION)
+    timeline = [group_msg(1, GROUP, 1), notice, group_msg(3, GROUP, 3), later]
+    for inbox_seq, msg in enumerate(timeline, start=1):
+        for member in members:
+            await deliver(stores, member, inbox_seq, msg)
+    bob = await stores.sessions.get(BOB, GROUP_CONV)
+    assert bob is not None
+    assert (bob.unread, bob.last) == (2, later)  # the notice is the last message, not unread
+    [carol] = await stores.sessions.recent(CAROL, 0, 10)
+    assert carol.unread == 1  # her own text does not count either
+    await stores.sessions.mark_read(BOB, GROUP_CONV, 1)
+    [bob] = await stores.sessions.recent(BOB, 0, 10)
+    assert bob.unread == 1
+
+
 async def test_invalid_conversation_ids_are_refused(stores: Stores) -> None:
     with pytest.raises(ValueError, match="canonical"):
         await stores.sessions.mark_read(ALICE, ConversationId("s:2:1"), 1)
@@ -238,7 +257,7 @@ class Scenario:
             seen = {
                 msg.seq
                 for u, _, msg in self.deliveries
-                if u == user and msg.conversation == conversation and msg.from_user_id != user
+                if u == user and msg.conversation == conversation and counts_as_unread(msg, user)
             }
             read_seq = read.get(key, 0)
             result[key] = (last_seq, read_seq, sum(1 for s in seen if s > read_seq))
@@ -262,6 +281,8 @@ def build_scenario(rng: random.Random, messages: int, reads: int) -> Scenario:
         sender = rng.choice(members[conversation])
         if conversation == GROUP_CONV:
             msg = group_msg(sender, GROUP, seq, client_msg_id=f"m{n}")
+            if rng.random() < 0.25:  # a member-change notice: never unread
+                msg = msgspec.structs.replace(msg, msg_type=MsgType.NOTIFICATION)
         else:
             peer = next(u for u in members[conversation] if u != sender)
             msg = c2c(sender, peer, seq, client_msg_id=f"m{n}")

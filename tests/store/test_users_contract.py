@@ -9,7 +9,12 @@ from pymongo.asynchronous.database import AsyncDatabase
 from redis.asyncio import Redis
 
 from store.clock import ManualClock
-from store.errors import InvalidUserInputError, UnknownUserError, UserNameTakenError
+from store.errors import (
+    InvalidUserInputError,
+    UnknownUserError,
+    UserDeletedError,
+    UserNameTakenError,
+)
 from store.ids import MAX_USER_ID, UserId
 from store.memory.users import MemoryUserStore
 from store.mongo.client import Document
@@ -266,3 +271,58 @@ async def test_create_many_refuses_an_invalid_import_before_writing(users: UserS
             [UserImport(user_id=UserId(1003)), UserImport(user_id=UserId(MAX_USER_ID + 1))]
         )
     assert await users.get(UserId(1003)) is None
+
+
+# --- bans and deletion (issue 14: session administration) --------------------------------
+
+
+async def test_ban_keeps_the_token_and_is_idempotent(users: UserStore, clock: ManualClock) -> None:
+    await users.upsert(UserImport(user_id=ALICE, token="tok-a", nick_name="Al"))
+    banned = await users.set_banned(ALICE, True, reason="spam")
+    assert (banned.banned, banned.ban_reason, banned.banned_ms) == (True, "spam", clock.now_ms())
+    clock.advance(5)
+    again = await users.set_banned(ALICE, True, reason="other")
+    assert (again.banned_ms, again.ban_reason) == (banned.banned_ms, "spam")  # unchanged
+    check = await users.check_token(ALICE, "tok-a")  # the token still proves who asks ...
+    assert check.ok
+    assert check.user is not None
+    assert check.user.banned  # ... and the gate refuses the banned user
+    lifted = await users.set_banned(ALICE, False)
+    assert (lifted.banned, lifted.banned_ms) == (False, banned.banned_ms)  # the last ban's time
+    assert await users.set_banned(ALICE, False) == lifted
+    check = await users.check_token(ALICE, "tok-a")
+    assert check.user is not None
+    assert not check.user.banned
+    with pytest.raises(UnknownUserError):
+        await users.set_banned(NOBODY, True)
+
+
+async def test_delete_leaves_a_tombstone_that_never_logs_in(users: UserStore) -> None:
+    await users.upsert(
+        UserImport(user_id=ALICE, token="tok-a", nick_name="Al", user_name="al", password="pw-al")
+    )
+    assert (await users.check_token(ALICE, "tok-a")).ok  # cached, if there is a cache
+    tombstone, deleted = await users.delete(ALICE)
+    assert deleted
+    assert tombstone.deleted
+    assert (tombstone.nick_name, tombstone.user_name, tombstone.password_hash) == ("", None, None)
+    assert tombstone.token != "tok-a"
+    assert (await users.check_token(ALICE, "tok-a")).status is TokenStatus.UNKNOWN_USER
+    assert (await users.check_token(ALICE, tombstone.token)).status is TokenStatus.UNKNOWN_USER
+    assert await users.check_password("al", "pw-al") is None
+    assert await users.list_users([ALICE]) == []
+    assert await users.get(ALICE) == tombstone
+    # Idempotent: a second delete finds the tombstone.
+    assert await users.delete(ALICE) == (tombstone, False)
+    # The id is retired; the name is free.
+    with pytest.raises(UserDeletedError):
+        await users.upsert(UserImport(user_id=ALICE, nick_name="back"))
+    with pytest.raises(UserDeletedError):
+        await users.rotate_token(ALICE)
+    with pytest.raises(UserDeletedError):
+        await users.set_banned(ALICE, True)
+    await users.upsert(UserImport(user_id=BOB, user_name="al", password="pw-bob"))
+    assert (await users.check_password("al", "pw-bob")) is not None
+    assert await users.create_many([UserImport(user_id=ALICE)]) == []
+    with pytest.raises(UnknownUserError):
+        await users.delete(NOBODY)

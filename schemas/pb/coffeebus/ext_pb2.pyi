@@ -128,6 +128,10 @@ class _KickReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_KickReason
     """the user was disabled by an operator"""
     KICK_REASON_SERVER_SHUTDOWN: _KickReason.ValueType  # 5
     """the gate is draining: reconnect (to another gate)"""
+    KICK_REASON_ADMIN: _KickReason.ValueType  # 6
+    """an operator closed the user's connections (server API)"""
+    KICK_REASON_ACCOUNT_DELETED: _KickReason.ValueType  # 7
+    """the user was deleted: do not log in again"""
 
 class KickReason(_KickReason, metaclass=_KickReasonEnumTypeWrapper): ...
 
@@ -142,6 +146,10 @@ KICK_REASON_BANNED: KickReason.ValueType  # 4
 """the user was disabled by an operator"""
 KICK_REASON_SERVER_SHUTDOWN: KickReason.ValueType  # 5
 """the gate is draining: reconnect (to another gate)"""
+KICK_REASON_ADMIN: KickReason.ValueType  # 6
+"""an operator closed the user's connections (server API)"""
+KICK_REASON_ACCOUNT_DELETED: KickReason.ValueType  # 7
+"""the user was deleted: do not log in again"""
 Global___KickReason: _TypeAlias = KickReason  # noqa: Y015
 
 class _TypingState:
