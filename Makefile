@@ -40,6 +40,20 @@ SOAK_ARGS ?=
 soak: install services-up ## 10 min at half the measured capacity on private services: memory flat, lag bounded, no error growth (SOAK_ARGS="--minutes 1") → bench/results/soak.json
 	$(UV) run python -m tests.chaos.soak $(SOAK_ARGS)
 
+# The Redis Cluster profile: three masters with a replica each on 7000-7005 (services.sh,
+# COFFEEBUS_REDIS_NODES=6), beside the single Redis that `make test` and CI use.
+REDIS_CLUSTER_PORT ?= 7000
+REDIS_CLUSTER_URL := redis+cluster://127.0.0.1:$(REDIS_CLUSTER_PORT),127.0.0.1:$(shell echo $$(($(REDIS_CLUSTER_PORT) + 1)))
+.PHONY: test-redis-cluster redis-cluster-up redis-cluster-down
+redis-cluster-up: ## Start (cached, idempotent) the Redis Cluster profile: 3 masters + 3 replicas on 7000-7005
+	COFFEEBUS_REDIS_NODES=6 COFFEEBUS_REDIS_PORT=$(REDIS_CLUSTER_PORT) bash services/services.sh up redis
+
+redis-cluster-down: ## Stop the Redis Cluster profile
+	COFFEEBUS_REDIS_NODES=6 COFFEEBUS_REDIS_PORT=$(REDIS_CLUSTER_PORT) bash services/services.sh down redis
+
+test-redis-cluster: install services-up redis-cluster-up ## Every real-services test that touches Redis (not chaos), on the Redis Cluster profile
+	REDIS_URL=$(REDIS_CLUSTER_URL) $(UV) run pytest -m "redis and not chaos" $(PYTEST_ARGS)
+
 test-fast: ## Run the tests without reinstalling or restarting services
 	$(UV) run pytest -x -q $(PYTEST_ARGS)
 

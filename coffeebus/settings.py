@@ -117,12 +117,22 @@ class MongoSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class RedisSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """The Redis server holding routes, presence and caches."""
+    """The Redis server (or Redis Cluster) holding routes, presence, caches and hot state."""
 
-    #: Redis URL (also ``REDIS_URL``).
+    #: Redis URL (also ``REDIS_URL``): ``redis://host:port/db`` (or ``rediss://``,
+    #: ``unix://``) for one server; ``redis+cluster://host:port,host:port`` (or
+    #: ``rediss+cluster://``) for a Redis Cluster, naming one or more seed nodes.
     url: str = "redis://127.0.0.1:6379/0"
     #: Prefix of every key CoffeeBus writes, so several deployments can share one Redis.
     key_prefix: str = "cb:"
+    #: Replicas that must acknowledge a hot-state write (a message, an inbox entry, a read or
+    #: delivery mark) before it is logged and answered (Redis ``WAIT``), so that the failover
+    #: of its master does not take it back; a shortfall within ``wait_timeout_ms`` is retried
+    #: like a lost connection. 0: no wait (one Redis without replicas). Set 1 on a Redis
+    #: (Cluster) whose masters have replicas (docs/operations.md, "Redis Cluster").
+    wait_replicas: Annotated[int, msgspec.Meta(ge=0, le=5)] = 0
+    #: How long one WAIT may take (ms).
+    wait_timeout_ms: PositiveInt = 1000
 
 
 class GatewaySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

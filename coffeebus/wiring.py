@@ -71,6 +71,7 @@ from store.redis.keys import RedisKeys
 from store.redis.login_throttle import RedisLoginThrottle
 from store.redis.messages import RedisMessageStore
 from store.redis.routes import RedisRouteStore
+from store.redis.scripts import ReplicaWait
 from store.redis.sessions import RedisSessionStore
 from store.redis.trim import HotTimelines
 from store.routes import RouteStore
@@ -242,6 +243,8 @@ async def _open(
     kafka = settings.kafka
     keys = RedisKeys(namespace=settings.redis.key_prefix, hot_shards=settings.hot.shards)
     redis = redis_store.connect_redis(settings.redis.url)
+    # Hot-state writes the logs of record rely on wait for this many replicas (WAIT).
+    replicas = ReplicaWait(settings.redis.wait_replicas, settings.redis.wait_timeout_ms)
     mongo = mongo_store.connect_mongo(
         settings.mongo.url,
         server_selection_timeout=settings.mongo.server_selection_timeout_ms / 1000,
@@ -273,9 +276,16 @@ async def _open(
             window=hot.conversation_window,
             idle_ttl=idle,
             dedupe_ttl=datetime.timedelta(seconds=hot.dedupe_ttl_s),
+            replicas=replicas,
         )
         hot_inbox = RedisInboxStore(
-            redis, cold_inbox, messages, keys=keys, window=hot.inbox_window, idle_ttl=idle
+            redis,
+            cold_inbox,
+            messages,
+            keys=keys,
+            window=hot.inbox_window,
+            idle_ttl=idle,
+            replicas=replicas,
         )
         groups = CachedGroupStore(
             MongoGroupStore(db, sections, limits=group_limits(settings), server=server),
@@ -294,9 +304,9 @@ async def _open(
                 inbox=hot_inbox,
                 user_timelines=hot_inbox,
                 sessions=RedisSessionStore(
-                    redis, cold_sessions, cold_inbox, keys=keys, idle_ttl=idle
+                    redis, cold_sessions, cold_inbox, keys=keys, idle_ttl=idle, replicas=replicas
                 ),
-                deliveries=RedisDeliveryStore(redis, keys=keys, idle_ttl=idle),
+                deliveries=RedisDeliveryStore(redis, keys=keys, idle_ttl=idle, replicas=replicas),
                 groups=groups,
                 projection_targets=ProjectionTargets(
                     messages=cold_messages,

@@ -9,6 +9,12 @@ Each probe sends one real request and checks the answer, which is stronger than 
 - ``mongo URL`` sends ``hello`` as an OP_MSG and needs ``ok: 1``.
 - ``redis URL`` sends ``PING`` (after ``AUTH`` when the URL carries a password) and needs
   ``+PONG``.
+- ``redis-cluster HOST:PORT[,…]`` sends ``CLUSTER INFO`` to every node named and needs
+  ``cluster_state:ok`` from each (every slot served, the node agrees), knowing exactly the nodes
+  named (no stale member of an older layout), none of them failed, and every node either a
+  master serving slots or a replica (a replica-to-be not attached yet is a slotless master);
+  it prints the number of
+  nodes and masters the first one knows.
 - ``cluster-id`` prints a fresh Kafka cluster id (what ``StorageTool random-uuid`` prints,
   without starting a JVM).
 
@@ -196,6 +202,46 @@ def probe_redis(url: str) -> str:
     return "PONG"
 
 
+def _resp_bulk(sock: socket.socket) -> bytes:
+    head = _resp_line(sock)
+    if head.startswith(b"-"):
+        raise ProbeError(head[1:].decode(errors="replace"))
+    if not head.startswith(b"$"):
+        raise ProbeError(f"expected a bulk string, got {head[:40]!r}")
+    size = int(head[1:])
+    return _recv_exact(sock, size + 2)[:size] if size >= 0 else b""
+
+
+def probe_redis_cluster(nodes: str) -> str:
+    """``CLUSTER INFO`` and ``CLUSTER NODES`` on each node of "host:port,…" (module
+    docstring: ``redis-cluster``)."""
+    named = nodes.split(",")
+    summary = ""
+    for node in named:
+        host, _, port = node.rpartition(":")
+        with socket.create_connection((host, int(port)), timeout=TIMEOUT_S) as sock:
+            sock.settimeout(TIMEOUT_S)
+            sock.sendall(_resp_command("CLUSTER", "INFO"))
+            text = _resp_bulk(sock).decode()
+            info = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+            sock.sendall(_resp_command("CLUSTER", "NODES"))
+            view = [line.split() for line in _resp_bulk(sock).decode().splitlines()]
+        if info.get("cluster_state") != "ok":
+            raise ProbeError(f"{node}: cluster_state:{info.get('cluster_state', '?')}")
+        known = info.get("cluster_known_nodes", "?")
+        if known != str(len(named)):
+            raise ProbeError(f"{node} knows {known} nodes, not the {len(named)} named")
+        for fields in view:
+            flags = fields[2].split(",")
+            if {"fail", "fail?", "noaddr"} & set(flags):
+                raise ProbeError(f"{node} sees {fields[1]} as {fields[2]}")
+            if "master" in flags and len(fields) < 9:  # a replica-to-be, not attached yet
+                raise ProbeError(f"{node} sees {fields[1]} as a master without slots")
+        if not summary:
+            summary = f"cluster_state:ok, {known} nodes, {info.get('cluster_size', '?')} masters"
+    return summary
+
+
 # --- Kafka cluster id ----------------------------------------------------------------------
 
 
@@ -213,12 +259,20 @@ def new_cluster_id() -> str:
 
 def main(argv: list[str]) -> int:
     """Run one probe named on the command line; print its summary or the reason it failed."""
-    probes = {"kafka": probe_kafka, "mongo": probe_mongo, "redis": probe_redis}
+    probes = {
+        "kafka": probe_kafka,
+        "mongo": probe_mongo,
+        "redis": probe_redis,
+        "redis-cluster": probe_redis_cluster,
+    }
     if argv[1:2] == ["cluster-id"]:
         print(new_cluster_id())
         return 0
     if len(argv) != 3 or argv[1] not in probes:
-        print(f"usage: {argv[0]} {{kafka|mongo|redis}} TARGET | cluster-id", file=sys.stderr)
+        print(
+            f"usage: {argv[0]} {{kafka|mongo|redis|redis-cluster}} TARGET | cluster-id",
+            file=sys.stderr,
+        )
         return 2
     try:
         print(probes[argv[1]](argv[2]))

@@ -15,6 +15,8 @@
 # ferretdb includes postgres, its backend (started first, stopped last).
 # COFFEEBUS_KAFKA_NODES=3 makes kafka a cluster of three brokers/controllers on loopback (ports:
 # see kafka_ports); `up kafka` then starts whichever of its nodes is not running.
+# COFFEEBUS_REDIS_NODES=6 makes redis a Redis Cluster of three masters with a replica each
+# (ports from COFFEEBUS_REDIS_PORT up); `up redis` then starts whichever node is not running.
 # Downloads and builds are cached under $COFFEEBUS_HOME (default ~/.cache/coffeebus), run state
 # under $COFFEEBUS_HOME/run. KAFKA_BOOTSTRAP_SERVERS, REDIS_URL or MONGO_URL in the environment
 # mean "use that existing server": `up` then only checks that it answers (with MONGO_URL, no
@@ -36,6 +38,9 @@ KAFKA_CONTROLLER_PORT=${COFFEEBUS_KAFKA_CONTROLLER_PORT:-9093}
 # listens on KAFKA_PORT + 2(i-1) and KAFKA_CONTROLLER_PORT + 2(i-1) (see kafka_ports).
 KAFKA_NODES=${COFFEEBUS_KAFKA_NODES:-1}
 REDIS_PORT=${COFFEEBUS_REDIS_PORT:-6379}
+# COFFEEBUS_REDIS_NODES=6: a Redis Cluster of three masters, each with a replica; node i
+# listens on REDIS_PORT + i-1 (see the Redis Cluster section). 1: one server.
+REDIS_NODES=${COFFEEBUS_REDIS_NODES:-1}
 FERRETDB_PORT=${COFFEEBUS_FERRETDB_PORT:-27017}
 # FerretDB's PostgreSQL; 5433 leaves 5432 to a Debian cluster the machine may also run.
 POSTGRES_PORT=${COFFEEBUS_POSTGRES_PORT:-5433}
@@ -150,8 +155,13 @@ launch() {
 	# shellcheck disable=SC2016 # $$ and $@ belong to the inner shell
 	# 9>&-: the service must not inherit the lock on services.lock (see lock()).
 	setsid bash -c 'echo $$ >"$0"; exec "$@"' "$pidfile" "$@" </dev/null >>"$logfile" 2>&1 9>&- &
+	wait_pidfile "$pidfile"
+}
+
+# wait_pidfile FILE: up to 5 s for a starting process to write its pid file.
+wait_pidfile() {
 	local waited=0
-	while [[ ! -s $pidfile ]] && ((waited < 50)); do
+	while [[ ! -s $1 ]] && ((waited < 50)); do
 		sleep 0.1
 		waited=$((waited + 1))
 	done
@@ -480,6 +490,10 @@ REDIS_MARKER=redis-server
 
 start_redis() {
 	REDIS_STARTED_US=0
+	if ((REDIS_NODES > 1)); then
+		start_redis_cluster
+		return
+	fi
 	clear_stale redis "$REDIS_PIDFILE" "$REDIS_MARKER"
 	[[ -n $(pid_of "$REDIS_PIDFILE" "$REDIS_MARKER") ]] && return 0
 	reuse_foreign redis "$LOOPBACK:$REDIS_PORT" redis "redis://$LOOPBACK:$REDIS_PORT/0" && return 0
@@ -492,16 +506,127 @@ start_redis() {
 	redis-server --daemonize yes --bind "$LOOPBACK" --port "$REDIS_PORT" --save "" \
 		--appendonly no --dir "$REDIS_DIR" --logfile "$REDIS_LOG" --pidfile "$REDIS_PIDFILE" 9>&- ||
 		fail_service redis "redis-server refused to start" "$REDIS_LOG"
-	local waited=0
-	while [[ ! -s $REDIS_PIDFILE ]] && ((waited < 50)); do
-		sleep 0.1
-		waited=$((waited + 1))
-	done
+	wait_pidfile "$REDIS_PIDFILE"
 }
 
 wait_redis() {
+	if ((REDIS_NODES > 1)); then
+		wait_redis_cluster
+		return
+	fi
 	wait_ready redis "$REDIS_READY_S" "$REDIS_STARTED_US" "$REDIS_LOG" "$REDIS_PIDFILE" "$REDIS_MARKER" \
 		"$LOOPBACK:$REDIS_PORT" redis "redis://$LOOPBACK:$REDIS_PORT/0"
+}
+
+# --- Redis Cluster (COFFEEBUS_REDIS_NODES=6): half the nodes masters, each with one replica.
+# Node i serves on REDIS_PORT + i-1 and talks to the others (the cluster bus) on
+# REDIS_PORT + REDIS_NODES + i-1: 7000-7005 and 7006-7011 for `COFFEEBUS_REDIS_PORT=7000`.
+# Each node keeps its cluster view in node-<i>/nodes.conf (written by Redis, whatever the
+# persistence), so a node started again rejoins on its own: a killed master whose replica took
+# over comes back as that replica's replica. No persistence, as the single node: a master
+# started again *before* its replica took over would come back empty and as master — wait for
+# the failover first (tests/chaos/services.py does).
+
+REDIS_CLUSTER_DIR=$RUN_DIR/redis-cluster
+# The failure detector: a master unreachable this long is failed over to its replica.
+REDIS_CLUSTER_NODE_TIMEOUT_MS=${REDIS_CLUSTER_NODE_TIMEOUT_MS:-3000}
+
+redis_node_port() { printf '%s' $((REDIS_PORT + $1 - 1)); }
+redis_node_dir() { printf '%s' "$REDIS_CLUSTER_DIR/node-$1"; }
+
+# redis_check_nodes: REDIS_NODES is 1, or an even count of at least 6 (three masters, the
+# fewest Redis Cluster accepts, each with a replica).
+redis_check_nodes() {
+	[[ $REDIS_NODES =~ ^[0-9]+$ ]] && { ((REDIS_NODES == 1)) || ((REDIS_NODES >= 6 && REDIS_NODES <= 18 && REDIS_NODES % 2 == 0)); } ||
+		die "redis: COFFEEBUS_REDIS_NODES must be 1 or an even 6-18 (masters with one replica each), not '$REDIS_NODES'"
+}
+
+# redis_cluster_nodes: "HOST:PORT,…" of every node.
+redis_cluster_nodes() {
+	local id out=""
+	for ((id = 1; id <= REDIS_NODES; id++)); do out+="${out:+,}$LOOPBACK:$(redis_node_port "$id")"; done
+	printf '%s' "$out"
+}
+
+start_redis_node() {
+	local id=$1 port dir pidfile log
+	port=$(redis_node_port "$id")
+	dir=$(redis_node_dir "$id")
+	pidfile=$dir/redis.pid log=$dir/redis.log
+	clear_stale "redis-$id" "$pidfile" "$LOOPBACK:$port"
+	[[ -n $(pid_of "$pidfile" "$LOOPBACK:$port") ]] && return 0
+	port_taken "redis-$id" "$port"
+	port_taken "redis-$id" $((port + REDIS_NODES))
+	mkdir -p "$dir"
+	[[ -e $log ]] && mv -f "$log" "$log.1"
+	say "redis-$id: starting cluster node on $LOOPBACK:$port (log: $log)"
+	# cluster-replica-validity-factor 0: a replica fails over however long it was cut off from
+	# its master (on one box, a busy replica may lag; the alternative is a slot range down).
+	redis-server --daemonize yes --bind "$LOOPBACK" --port "$port" --save "" --appendonly no \
+		--cluster-enabled yes --cluster-config-file nodes.conf --cluster-port $((port + REDIS_NODES)) \
+		--cluster-node-timeout "$REDIS_CLUSTER_NODE_TIMEOUT_MS" --cluster-replica-validity-factor 0 \
+		--dir "$dir" --logfile "$log" --pidfile "$pidfile" 9>&- ||
+		fail_service "redis-$id" "redis-server refused to start" "$log"
+	wait_pidfile "$pidfile"
+}
+
+start_redis_cluster() {
+	local id layout="nodes=$REDIS_NODES port=$REDIS_PORT"
+	redis_check_nodes
+	# The nodes' cluster state (nodes.conf) names ports: one of another layout is useless, and
+	# holds no data (no persistence). Start over, unless one of its nodes still runs.
+	if [[ -d $REDIS_CLUSTER_DIR && $(cat "$REDIS_CLUSTER_DIR/layout" 2>/dev/null) != "$layout" ]]; then
+		for pidfile in "$REDIS_CLUSTER_DIR"/node-*/redis.pid; do
+			[[ -n $(pid_of "$pidfile" redis-server) ]] &&
+				die "redis: a cluster of another layout runs from $REDIS_CLUSTER_DIR; stop it with the COFFEEBUS_REDIS_NODES/PORT it was started with"
+		done
+		say "redis: discarding the cluster state of another layout in $REDIS_CLUSTER_DIR"
+		rm -rf "$REDIS_CLUSTER_DIR"
+	fi
+	mkdir -p "$REDIS_CLUSTER_DIR"
+	printf '%s\n' "$layout" >"$REDIS_CLUSTER_DIR/layout"
+	REDIS_STARTED_US=$(now_us)
+	for ((id = 1; id <= REDIS_NODES; id++)); do start_redis_node "$id"; done
+}
+
+# redis_known_nodes PORT: how many nodes that node knows (1 = not part of a cluster yet).
+redis_known_nodes() {
+	redis-cli -h "$LOOPBACK" -p "$1" cluster info 2>/dev/null | tr -d '\r' |
+		sed -n 's/^cluster_known_nodes://p'
+}
+
+# wait_redis_cluster: every node answers PING; a set of fresh nodes is made a cluster (first
+# half masters, one replica each, slots split evenly); then every node must report
+# cluster_state:ok. A half-made cluster (some nodes fresh, some not) is an error: `reset`.
+wait_redis_cluster() {
+	local id port fresh=0 joined=0 known
+	for ((id = 1; id <= REDIS_NODES; id++)); do
+		port=$(redis_node_port "$id")
+		wait_ready "redis-$id" "$REDIS_READY_S" "$REDIS_STARTED_US" "$(redis_node_dir "$id")/redis.log" \
+			"$(redis_node_dir "$id")/redis.pid" "$LOOPBACK:$port" "$LOOPBACK:$port" \
+			redis "redis://$LOOPBACK:$port/0" >/dev/null
+		known=$(redis_known_nodes "$port")
+		if [[ $known == 1 ]]; then fresh=$((fresh + 1)); else joined=$((joined + 1)); fi
+	done
+	if ((joined == 0)); then
+		local -a nodes
+		IFS=, read -r -a nodes <<<"$(redis_cluster_nodes)"
+		say "redis: creating a cluster of ${#nodes[@]} nodes ($((${#nodes[@]} / 2)) masters, one replica each)"
+		redis-cli --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes \
+			>"$REDIS_CLUSTER_DIR/create.log" 2>&1 ||
+			fail_service redis "redis-cli --cluster create failed" "$REDIS_CLUSTER_DIR/create.log"
+	elif ((fresh > 0)); then
+		die "redis: $fresh node(s) of the cluster have no cluster state while $joined have; 'services.sh reset' starts over"
+	fi
+	wait_ready redis "$REDIS_READY_S" "$REDIS_STARTED_US" "$REDIS_CLUSTER_DIR/node-1/redis.log" "" "" \
+		"$(redis_cluster_nodes)" redis-cluster "$(redis_cluster_nodes)"
+}
+
+stop_redis_cluster() {
+	local id
+	for ((id = 1; id <= REDIS_NODES; id++)); do
+		stop_pidfile "redis-$id" "$(redis_node_dir "$id")/redis.pid" "$LOOPBACK:$(redis_node_port "$id")"
+	done
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -894,7 +1019,9 @@ cmd_down() {
 			local id
 			for ((id = 1; id <= KAFKA_NODES; id++)); do stop_kafka_node "$id"; done
 			;;
-		redis) stop_pidfile redis "$REDIS_PIDFILE" "$REDIS_MARKER" ;;
+		redis)
+			if ((REDIS_NODES > 1)); then stop_redis_cluster; else stop_pidfile redis "$REDIS_PIDFILE" "$REDIS_MARKER"; fi
+			;;
 		postgres) stop_postgres ;;
 		ferretdb) stop_pidfile ferretdb "$FERRETDB_PIDFILE" "$FERRETDB_BIN" ;;
 		esac
@@ -952,6 +1079,21 @@ cmd_status() {
 			done
 			;;
 		redis)
+			if ((REDIS_NODES > 1)); then
+				redis_check_nodes
+				for ((id = 1; id <= REDIS_NODES; id++)); do
+					address=$LOOPBACK:$(redis_node_port "$id")
+					report_health "redis-$id" redis "$(redis_node_dir "$id")/redis.pid" "$address" \
+						"$address" "redis://$address/0" "$(redis_node_dir "$id")/redis.log" || healthy=0
+				done
+				if answer=$(probe redis-cluster "$(redis_cluster_nodes)"); then
+					say "redis: cluster healthy ($answer)"
+				else
+					say "redis: cluster NOT healthy ($answer)"
+					healthy=0
+				fi
+				continue
+			fi
 			address=$LOOPBACK:$REDIS_PORT
 			report_health redis redis "$REDIS_PIDFILE" "$REDIS_MARKER" "$address" \
 				"redis://$address/0" "$REDIS_LOG" || healthy=0
@@ -974,7 +1116,7 @@ cmd_status() {
 log_path() {
 	case $1 in
 	kafka) printf '%s' "$KAFKA_RUN_DIR/node-1/kafka.log" ;;
-	redis) printf '%s' "$REDIS_LOG" ;;
+	redis) if ((REDIS_NODES > 1)); then printf '%s' "$(redis_node_dir 1)/redis.log"; else printf '%s' "$REDIS_LOG"; fi ;;
 	postgres) printf '%s' "$POSTGRES_LOG" ;;
 	ferretdb) printf '%s' "$FERRETDB_LOG" ;;
 	esac

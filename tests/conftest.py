@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from store.redis.client import CLUSTER_SCHEMES, parse_cluster_url
+
 KAFKA_DEFAULT = "127.0.0.1:9092"
 REDIS_DEFAULT = "redis://127.0.0.1:6379/0"
 MONGO_DEFAULT = "mongodb://127.0.0.1:27017"
@@ -43,8 +45,13 @@ def kafka_bootstrap() -> str:
 
 @pytest.fixture(scope="session")
 def redis_url() -> str:
-    """URL of a real Redis server (REDIS_URL)."""
+    """URL of a real Redis server or Redis Cluster (REDIS_URL; ``redis+cluster://…`` for a
+    cluster: `make test-redis-cluster`)."""
     url = os.environ.get("REDIS_URL", REDIS_DEFAULT)
+    if url.partition("://")[0] in CLUSTER_SCHEMES:
+        for host, port in parse_cluster_url(url)[0]:
+            _require_tcp("Redis Cluster", host, port)
+        return url
     parts = urlsplit(url)
     _require_tcp("Redis", parts.hostname or "127.0.0.1", parts.port or 6379)
     return url

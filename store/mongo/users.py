@@ -22,7 +22,6 @@ from pymongo import ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
-from redis.asyncio import Redis
 
 from store.clock import Clock, SystemClock
 from store.errors import UnknownUserError, UserDeletedError, UserNameTakenError
@@ -31,6 +30,7 @@ from store.mongo.bulk import insert_new
 from store.mongo.client import Document
 from store.mongo.collections import Collection
 from store.passwords import DEFAULT_PARAMS, PasswordPool, ScryptParams, default_pool
+from store.redis.client import RedisClient
 from store.redis.keys import RedisKeys
 from store.redis.users import RedisTokenCache
 from store.users import (
@@ -96,7 +96,7 @@ class MongoUserStore:
     def __init__(
         self,
         db: AsyncDatabase[Document],
-        redis: Redis | None = None,
+        redis: RedisClient | None = None,
         *,
         keys: RedisKeys | None = None,
         cache_ttl: float = 600.0,

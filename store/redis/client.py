@@ -1,10 +1,110 @@
-"""Redis plumbing: client construction and readiness ping (redis.asyncio)."""
+"""Redis plumbing: client construction and readiness ping (redis.asyncio), one Redis or a
+Redis Cluster.
+
+The URL chooses: ``redis://``, ``rediss://`` or ``unix://`` is one server (`redis.asyncio.Redis`);
+``redis+cluster://`` or ``rediss+cluster://`` followed by one or more ``host:port`` seed nodes,
+comma-separated (``redis+cluster://user:pass@10.0.0.1:7000,10.0.0.2:7000``), is a Redis
+Cluster (`redis.asyncio.cluster.RedisCluster`, which learns every node and slot from the
+seeds). Every store takes either (`RedisClient`): the keys that a script or a transaction
+touches together share a hash tag (`store.redis.keys`), and no path sends a command a
+cluster refuses.
+"""
 
 from __future__ import annotations
 
-from redis.asyncio import BlockingConnectionPool, Redis
+import asyncio
+from typing import Any, TypeAlias
+from urllib.parse import unquote
 
-__all__ = ["connect_redis", "ping"]
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
+
+__all__ = [
+    "CLUSTER_SCHEMES",
+    "BoundedRedisCluster",
+    "RedisClient",
+    "connect_redis",
+    "is_cluster",
+    "parse_cluster_url",
+    "ping",
+]
+
+#: One Redis server or a Redis Cluster: every store works on both.
+RedisClient: TypeAlias = Redis | RedisCluster
+
+#: URL schemes of a Redis Cluster (the seeds follow, comma-separated), and whether TLS.
+CLUSTER_SCHEMES = {"redis+cluster": False, "rediss+cluster": True}
+
+
+def is_cluster(redis: RedisClient) -> bool:
+    """Whether `redis` is a Redis Cluster client."""
+    return isinstance(redis, RedisCluster)
+
+
+def parse_cluster_url(url: str) -> tuple[list[tuple[str, int]], str | None, str | None, bool]:
+    """The seed nodes, username, password and TLS flag of a ``redis+cluster://`` URL.
+
+    Raises `ValueError` for another scheme, no seed, a seed without a port, or a database
+    number other than 0 (a cluster has only database 0)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in CLUSTER_SCHEMES:
+        raise ValueError(f"not a Redis Cluster URL (redis+cluster://host:port,...): {url!r}")
+    netloc, _, path = rest.partition("/")
+    path = path.partition("?")[0]
+    if path not in ("", "0"):
+        raise ValueError(f"a Redis Cluster has only database 0, not {path!r}: {url!r}")
+    username = password = None
+    if "@" in netloc:
+        userinfo, _, netloc = netloc.rpartition("@")
+        user, colon, secret = userinfo.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if colon else None
+    seeds: list[tuple[str, int]] = []
+    for seed in filter(None, netloc.split(",")):
+        host, colon, port = seed.rpartition(":")
+        if not colon or not host or not port.isdigit():
+            raise ValueError(f"a Redis Cluster seed is host:port, not {seed!r}: {url!r}")
+        seeds.append((host.strip("[]"), int(port)))
+    if not seeds:
+        raise ValueError(f"a Redis Cluster URL names at least one seed node: {url!r}")
+    return seeds, username, password, CLUSTER_SCHEMES[scheme]
+
+
+class _BoundedPipeline(ClusterPipeline):
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> Any:
+        client = self.cluster_client
+        assert isinstance(client, BoundedRedisCluster)
+        async with client.pipelines_in_flight:
+            return await super().execute(raise_on_error, allow_redirections)
+
+
+class BoundedRedisCluster(RedisCluster):
+    """A `RedisCluster` whose bursts wait for a connection instead of failing.
+
+    redis-py's cluster nodes raise ``MaxConnectionsError`` once `max_connections` are busy,
+    where the single-server client of `connect_redis` waits (its blocking pool: the gate's
+    login burst). Here at most `max_connections` commands and pipelines are in flight at
+    once — so no node ever needs more connections than that — and the rest wait. Commands
+    and pipelines have a half each: a pipeline that meets a MOVED re-sends that command on
+    its own, holding its pipeline's turn, and must never wait behind other pipelines.
+    """
+
+    def __init__(self, *, max_connections: int = 64, **kwargs: Any) -> None:
+        super().__init__(max_connections=max_connections, **kwargs)
+        half = max(1, max_connections // 2)
+        self.commands_in_flight = asyncio.Semaphore(half)
+        self.pipelines_in_flight = asyncio.Semaphore(max(1, max_connections - half))
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        async with self.commands_in_flight:
+            return await super().execute_command(*args, **kwargs)
+
+    def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> Any:
+        if shard_hint:
+            return super().pipeline(transaction, shard_hint)  # raises, as redis-py does
+        # ClusterPipeline declares an attribute abstract that its own constructor sets;
+        # redis-py's `RedisCluster.pipeline` instantiates it the same way.
+        return _BoundedPipeline(self, transaction)  # type: ignore[abstract]
 
 
 def connect_redis(
@@ -16,17 +116,32 @@ def connect_redis(
     socket_connect_timeout: float = 5.0,
     socket_timeout: float | None = 5.0,
     health_check_interval: float = 30.0,
-) -> Redis:
-    """A client for `url` (``redis://``, ``rediss://`` or ``unix://``) returning bytes.
+) -> RedisClient:
+    """A client for `url` (module docstring: one server or a cluster) returning bytes.
 
-    The pool is a *blocking* one of `max_connections`: a burst of more concurrent commands
-    than that (400 logins arriving at a gate at once) waits up to `pool_timeout` for a free
-    connection, where redis-py's default pool raises ``MaxConnectionsError`` past 100 and the
-    logins fail. Timeouts are in seconds and bounded, so a dead server fails calls instead of
-    hanging them; `health_check_interval` makes a connection idle that long PING before
-    reuse, so a connection the server or a proxy dropped is noticed before a command is lost
-    on it.
+    One server: the pool is a *blocking* one of `max_connections`: a burst of more
+    concurrent commands than that (400 logins arriving at a gate at once) waits up to
+    `pool_timeout` for a free connection, where redis-py's default pool raises
+    ``MaxConnectionsError`` past 100 and the logins fail. A cluster: `max_connections` per
+    node, and bursts wait the same way (`BoundedRedisCluster`). Timeouts are in seconds and
+    bounded, so a dead server fails calls instead of hanging them; `health_check_interval`
+    makes a connection idle that long PING before reuse, so a connection the server or a
+    proxy dropped is noticed before a command is lost on it.
     """
+    if url.partition("://")[0] in CLUSTER_SCHEMES:
+        seeds, username, password, tls = parse_cluster_url(url)
+        return BoundedRedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in seeds],
+            username=username,
+            password=password,
+            ssl=tls,
+            max_connections=max_connections,
+            client_name=client_name,
+            socket_connect_timeout=socket_connect_timeout,
+            socket_timeout=socket_timeout,
+            health_check_interval=health_check_interval,
+            decode_responses=False,
+        )
     pool = BlockingConnectionPool.from_url(
         url,
         max_connections=max_connections,
@@ -40,6 +155,6 @@ def connect_redis(
     return Redis.from_pool(pool)
 
 
-async def ping(redis: Redis) -> None:
-    """Raise unless the server answers (readiness check)."""
+async def ping(redis: RedisClient) -> None:
+    """Raise unless the server answers (readiness check; a cluster: every primary)."""
     await redis.ping()

@@ -5,12 +5,11 @@ from __future__ import annotations
 import datetime
 from collections.abc import Iterable, Sequence
 
-from redis.asyncio import Redis
-
 from schemas.ids import ConversationId, UserId
 from store.deliveries import DeliveryMark
+from store.redis.client import RedisClient
 from store.redis.keys import RedisKeys
-from store.redis.scripts import ScriptRunner
+from store.redis.scripts import NO_WAIT, ReplicaWait, ScriptRunner
 from store.redis.user_state import DEFAULT_IDLE_TTL, DELIVER, ttl_ms, user_calls
 
 __all__ = ["RedisDeliveryStore"]
@@ -24,15 +23,18 @@ class RedisDeliveryStore:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         *,
         keys: RedisKeys | None = None,
         idle_ttl: datetime.timedelta = DEFAULT_IDLE_TTL,
+        replicas: ReplicaWait = NO_WAIT,
     ) -> None:
         self._redis = redis
         self._keys = keys or RedisKeys()
         self._ttl_ms = ttl_ms(idle_ttl)
-        self._deliver = ScriptRunner(redis, DELIVER)
+        # `replicas`: the replicas that must acknowledge a mark before it returns
+        # (`store.redis.scripts.ReplicaWait`; ``[redis] wait_replicas``).
+        self._deliver = ScriptRunner(redis, DELIVER, replicas=replicas)
 
     async def mark_delivered_many(self, marks: Sequence[DeliveryMark]) -> None:
         """Move marks forward (one script per shard, one round trip)."""

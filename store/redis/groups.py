@@ -37,7 +37,6 @@ from collections.abc import Iterable, Sequence
 from typing import Final
 
 import msgspec
-from redis.asyncio import Redis
 
 from schemas.ids import GroupId, UserId
 from store.groups import (
@@ -49,6 +48,7 @@ from store.groups import (
     MemberAck,
     MembershipChange,
 )
+from store.redis.client import RedisClient
 from store.redis.keys import RedisKeys
 
 VERSION_FIELD: Final = b"#v"
@@ -106,7 +106,7 @@ class CachedGroupStore:
     def __init__(
         self,
         inner: GroupStore,
-        redis: Redis,
+        redis: RedisClient,
         *,
         keys: RedisKeys | None = None,
         ttl: float = 600.0,

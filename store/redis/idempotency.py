@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Final, cast
 
 import msgspec
-from redis.asyncio import Redis
 
 from store.idempotency import IdempotencyRecord
+from store.redis.client import RedisClient
 from store.redis.keys import RedisKeys
 
 _encoder: Final = msgspec.msgpack.Encoder()
@@ -18,7 +18,7 @@ _decoder: Final = msgspec.msgpack.Decoder(IdempotencyRecord)
 class RedisIdempotencyStore:
     """`IdempotencyStore` on Redis: one string per key (the encoded record) with a TTL."""
 
-    def __init__(self, redis: Redis, *, keys: RedisKeys) -> None:
+    def __init__(self, redis: RedisClient, *, keys: RedisKeys) -> None:
         self._redis = redis
         self._keys = keys
 

@@ -12,14 +12,13 @@ import datetime
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from redis.asyncio import Redis
-
 from schemas.ids import ConversationId, UserId
 from store.inbox import InboxEntry, InboxPage, InboxStore
 from store.messages import StoredMessage, check_limit
+from store.redis.client import RedisClient
 from store.redis.keys import RedisKeys
 from store.redis.messages import RedisMessageStore
-from store.redis.scripts import ScriptRunner
+from store.redis.scripts import NO_WAIT, ReplicaWait, ScriptRunner
 from store.redis.user_state import (
     APPEND,
     DEFAULT_IDLE_TTL,
@@ -46,17 +45,20 @@ class RedisInboxStore:
         keys: the key namespace.
         window: entries per user kept beyond what the projection has not written.
         idle_ttl: how long an unwritten user's hot state lives.
+        replicas: the replicas that must acknowledge a write before it returns
+            (`store.redis.scripts.ReplicaWait`; ``[redis] wait_replicas``).
     """
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         cold: InboxStore,
         messages: RedisMessageStore,
         *,
         keys: RedisKeys | None = None,
         window: int = DEFAULT_INBOX_WINDOW,
         idle_ttl: datetime.timedelta = DEFAULT_IDLE_TTL,
+        replicas: ReplicaWait = NO_WAIT,
     ) -> None:
         if window < 1:
             raise ValueError(f"the hot window holds at least one entry, not {window}")
@@ -66,7 +68,7 @@ class RedisInboxStore:
         self._keys = keys or RedisKeys()
         self.window = window
         self._ttl_ms = ttl_ms(idle_ttl)
-        self._append = ScriptRunner(redis, APPEND)
+        self._append = ScriptRunner(redis, APPEND, replicas=replicas)
         self._trim = ScriptRunner(redis, TRIM)
         self._fill_head = ScriptRunner(redis, FILL_HEAD)
 

@@ -4,7 +4,8 @@ failure, ms) and ``until`` (when the next attempt may come, ms).
 
 A failure is one script on the subject's key (count, arm the back-off, re-arm the TTL), so
 concurrent failures on several gates never lose a count; a check reads ``until`` of each
-subject in one pipelined round trip. Times come from the caller's clock (the gates' wall
+subject in one pipelined round trip (one script call per subject: each is its own slot of a
+Redis Cluster). Times come from the caller's clock (the gates' wall
 clocks, which NTP keeps within milliseconds of each other), so the contract tests can move
 time instead of sleeping; the key's TTL (`window_s` + `max_s`) only collects what is
 forgotten anyway.
@@ -15,11 +16,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
-from redis.asyncio import Redis
-
 from store.clock import Clock, SystemClock
 from store.login_throttle import Subject, ThrottlePolicy
+from store.redis.client import RedisClient
 from store.redis.keys import RedisKeys
+from store.redis.scripts import ScriptRunner
 
 __all__ = ["RedisLoginThrottle"]
 
@@ -57,7 +58,7 @@ class RedisLoginThrottle:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         *,
         keys: RedisKeys,
         policy: ThrottlePolicy | None = None,
@@ -67,8 +68,8 @@ class RedisLoginThrottle:
         self._redis = redis
         self._keys = keys
         self._clock = clock or SystemClock()
-        self._fail = redis.register_script(_FAIL)
-        self._wait = redis.register_script(_WAIT)
+        self._fail = ScriptRunner(redis, _FAIL)
+        self._wait = ScriptRunner(redis, _WAIT)
 
     def _key(self, subject: Subject) -> str:
         return self._keys.rate_limit(subject.kind.value, subject.name)
@@ -77,10 +78,9 @@ class RedisLoginThrottle:
         if not subjects:
             return 0.0
         now, window = self._clock.now_ms(), round(self.policy.window_s * 1000)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for subject in subjects:
-                await self._wait(keys=[self._key(subject)], args=[now, window], client=pipe)
-            answers = await pipe.execute()
+        answers = await self._wait.run_many(
+            [([self._key(subject)], [now, window]) for subject in subjects]
+        )
         return max(int(a) for a in answers) / 1000
 
     async def failed(self, subjects: Sequence[Subject]) -> float:
@@ -88,17 +88,21 @@ class RedisLoginThrottle:
             return 0.0
         p = self.policy
         now = self._clock.now_ms()
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for subject in subjects:
-                args = [
-                    now,
-                    p.free(subject.kind),
-                    round(p.initial_s * 1000),
-                    round(p.max_s * 1000),
-                    round(p.window_s * 1000),
-                ]
-                await self._fail(keys=[self._key(subject)], args=args, client=pipe)
-            answers = await pipe.execute()
+        answers = await self._fail.run_many(
+            [
+                (
+                    [self._key(subject)],
+                    [
+                        now,
+                        p.free(subject.kind),
+                        round(p.initial_s * 1000),
+                        round(p.max_s * 1000),
+                        round(p.window_s * 1000),
+                    ],
+                )
+                for subject in subjects
+            ]
+        )
         return max(int(a) for a in answers) / 1000
 
     async def succeeded(self, subject: Subject) -> None:

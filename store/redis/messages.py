@@ -49,7 +49,6 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 import msgspec
-from redis.asyncio import Redis
 
 from schemas.ids import ConversationId, UserId
 from store.messages import (
@@ -59,8 +58,9 @@ from store.messages import (
     SeqConflictError,
     StoredMessage,
 )
+from store.redis.client import RedisClient
 from store.redis.keys import RedisKeys
-from store.redis.scripts import WINDOW_CUT, ScriptRunner, ttl_ms
+from store.redis.scripts import NO_WAIT, WINDOW_CUT, ReplicaWait, ScriptRunner, ttl_ms
 
 __all__ = [
     "DEFAULT_CONVERSATION_WINDOW",
@@ -251,17 +251,20 @@ class RedisMessageStore:
         window: messages per conversation kept beyond what the projection has not written.
         idle_ttl: how long an unwritten conversation's hot state lives.
         dedupe_ttl: how long a sent client_msg_id is remembered (the resend window).
+        replicas: the replicas that must acknowledge a write before it returns
+            (`store.redis.scripts.ReplicaWait`; ``[redis] wait_replicas``).
     """
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         cold: MessageStore,
         *,
         keys: RedisKeys | None = None,
         window: int = DEFAULT_CONVERSATION_WINDOW,
         idle_ttl: datetime.timedelta = DEFAULT_IDLE_TTL,
         dedupe_ttl: datetime.timedelta = DEFAULT_DEDUPE_TTL,
+        replicas: ReplicaWait = NO_WAIT,
     ) -> None:
         if window < 1:
             raise ValueError(f"the hot window holds at least one message, not {window}")
@@ -272,8 +275,8 @@ class RedisMessageStore:
         self._idle_ms = ttl_ms(idle_ttl)
         self._dedupe_ms = ttl_ms(dedupe_ttl)
         self._empty_ms = min(self._idle_ms, ttl_ms(EMPTY_TTL))
-        self._accept = ScriptRunner(redis, _ACCEPT)
-        self._revoke = ScriptRunner(redis, _REVOKE)
+        self._accept = ScriptRunner(redis, _ACCEPT, replicas=replicas)
+        self._revoke = ScriptRunner(redis, _REVOKE, replicas=replicas)
         self._fill_head = ScriptRunner(redis, _FILL_HEAD)
         self._trim = ScriptRunner(redis, _TRIM)
 

@@ -19,9 +19,9 @@ from collections.abc import Iterable
 from typing import Final, cast
 
 import msgspec
-from redis.asyncio import Redis
 
 from store.ids import ConnId, GateId, UserId
+from store.redis.client import RedisClient, is_cluster
 from store.redis.keys import RedisKeys
 from store.routes import GateInfo, Route, ttl_to_ms
 
@@ -96,16 +96,18 @@ class RedisRouteStore:
     `get_many` reads many users' hashes in one script call: the fan-out consumer asks for
     a whole group's routes at once, and one script is 2-3x faster than a pipeline of as many
     commands through redis-py (measured: 1,000 users in ~16 ms against ~36 ms). A script
-    must not touch keys of several cluster slots, so against Redis Cluster pass
-    ``cluster=True`` to use a pipeline, which the cluster client splits per node.
+    must not touch keys of several cluster slots (each user's routes are a slot of their own),
+    so against a Redis Cluster it uses a pipeline of ``HVALS``, which the cluster client
+    splits per node and sends to the nodes at once; ``cluster=True`` forces that mode on
+    one server (tests).
     """
 
     def __init__(
-        self, redis: Redis, *, keys: RedisKeys | None = None, cluster: bool = False
+        self, redis: RedisClient, *, keys: RedisKeys | None = None, cluster: bool = False
     ) -> None:
         self._redis = redis
         self._keys = keys or RedisKeys()
-        self._cluster = cluster
+        self._cluster = cluster or is_cluster(redis)
         self._get_many = redis.register_script(_GET_MANY)
         self._register = redis.register_script(_REGISTER)
         self._unregister = redis.register_script(_UNREGISTER)

@@ -13,14 +13,13 @@ import datetime
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from redis.asyncio import Redis
-
 from schemas.ids import ConversationId, UserId
 from store.clock import Clock, SystemClock
 from store.inbox import InboxStore
 from store.messages import check_limit
+from store.redis.client import RedisClient
 from store.redis.keys import RedisKeys
-from store.redis.scripts import ScriptRunner
+from store.redis.scripts import NO_WAIT, ReplicaWait, ScriptRunner
 from store.redis.user_state import (
     DEFAULT_IDLE_TTL,
     LIST,
@@ -50,17 +49,20 @@ class RedisSessionStore:
         keys: the key namespace.
         idle_ttl: how long an unwritten user's hot state lives.
         clock: the time read marks are stamped with.
+        replicas: the replicas that must acknowledge a write before it returns
+            (`store.redis.scripts.ReplicaWait`; ``[redis] wait_replicas``).
     """
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         cold: SessionStore,
         cold_inbox: InboxStore,
         *,
         keys: RedisKeys | None = None,
         idle_ttl: datetime.timedelta = DEFAULT_IDLE_TTL,
         clock: Clock | None = None,
+        replicas: ReplicaWait = NO_WAIT,
     ) -> None:
         self._redis = redis
         self.cold = cold
@@ -69,8 +71,8 @@ class RedisSessionStore:
         self._user = UserKeys(self._keys)
         self._ttl_ms = ttl_ms(idle_ttl)
         self._clock = clock or SystemClock()
-        self._touch = ScriptRunner(redis, TOUCH)
-        self._read = ScriptRunner(redis, READ)
+        self._touch = ScriptRunner(redis, TOUCH, replicas=replicas)
+        self._read = ScriptRunner(redis, READ, replicas=replicas)
         self._list = ScriptRunner(redis, LIST)
         self._repair = ScriptRunner(redis, REPAIR)
         #: repairs in flight, so that concurrent first reads of a user share one

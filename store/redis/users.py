@@ -22,9 +22,9 @@ from collections.abc import Sequence
 from typing import Final, NamedTuple
 
 import msgspec
-from redis.asyncio import Redis
 
 from store.ids import UserId
+from store.redis.client import RedisClient
 from store.redis.keys import RedisKeys
 from store.users import User
 
@@ -62,7 +62,7 @@ class RedisTokenCache:
         ttl: seconds an entry lives.
     """
 
-    def __init__(self, redis: Redis, *, keys: RedisKeys, ttl: float) -> None:
+    def __init__(self, redis: RedisClient, *, keys: RedisKeys, ttl: float) -> None:
         if ttl <= 0:
             raise ValueError("ttl must be positive")
         self._redis = redis

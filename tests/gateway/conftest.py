@@ -18,7 +18,6 @@ import msgspec
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from redis.asyncio import Redis
 
 from bus.admin import apply
 from bus.base import Bus, Record
@@ -34,7 +33,7 @@ from store.memory.users import MemoryUserStore
 from store.mongo.client import connect_mongo, ensure_indexes
 from store.mongo.users import MongoUserStore
 from store.passwords import ScryptParams
-from store.redis.client import connect_redis
+from store.redis.client import RedisClient, connect_redis
 from store.redis.keys import RedisKeys
 from store.redis.routes import RedisRouteStore
 from store.routes import RouteStore
@@ -56,7 +55,7 @@ class Env:
         routes: RouteStore,
         topology: Topology,
         kafka_bootstrap: str | None = None,
-        redis: Redis | None = None,
+        redis: RedisClient | None = None,
         keys: RedisKeys | None = None,
     ) -> None:
         self.redis = redis

@@ -11,7 +11,6 @@ import uuid
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
-from redis.asyncio import Redis
 
 from bus.topology import load_topology
 from schemas.codes import KickReason
@@ -20,7 +19,7 @@ from schemas.pb.coffeebus import ext_pb2
 from store.ids import UserId as StoreUserId
 from store.mongo.client import connect_mongo
 from store.mongo.users import MongoUserStore
-from store.redis.client import connect_redis
+from store.redis.client import RedisClient, connect_redis
 from store.redis.keys import RedisKeys
 from store.redis.routes import RedisRouteStore
 from store.users import UserImport
@@ -73,11 +72,11 @@ async def test_routes_live_in_redis_with_a_ttl_that_the_gate_refreshes(real_env:
     await wait_for(lambda: _gone(redis, key))
 
 
-async def _exists(redis: Redis, key: str) -> bool:
+async def _exists(redis: RedisClient, key: str) -> bool:
     return bool(await redis.exists(key))
 
 
-async def _gone(redis: Redis, key: str) -> bool:
+async def _gone(redis: RedisClient, key: str) -> bool:
     return not await redis.exists(key)
 
 

@@ -13,11 +13,10 @@ from collections.abc import AsyncIterator
 import pytest
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
-from redis.asyncio import Redis
 
 from store.clock import ManualClock
 from store.mongo.client import Document, connect_mongo, ensure_indexes
-from store.redis.client import connect_redis
+from store.redis.client import RedisClient, connect_redis
 from store.redis.keys import RedisKeys
 
 
@@ -28,7 +27,7 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
+async def redis(redis_url: str) -> AsyncIterator[RedisClient]:
     """A client of the real Redis."""
     client = connect_redis(redis_url)
     try:
@@ -38,7 +37,7 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
 
 
 @pytest.fixture
-async def redis_keys(redis: Redis) -> AsyncIterator[RedisKeys]:
+async def redis_keys(redis: RedisClient) -> AsyncIterator[RedisKeys]:
     """A fresh key namespace on the real Redis, deleted after the test."""
     keys = RedisKeys(namespace=f"cbtest:{uuid.uuid4().hex[:12]}:")
     yield keys

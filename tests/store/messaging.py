@@ -6,7 +6,6 @@ from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 from pymongo.asynchronous.database import AsyncDatabase
-from redis.asyncio import Redis
 
 from schemas.codes import MsgType, SessionType
 from schemas.ids import ConversationId, GroupId, UserId, c2c_conversation_id, group_conversation_id
@@ -17,6 +16,7 @@ from store.mongo.client import Document
 from store.mongo.inbox import MongoInboxStore
 from store.mongo.messages import MongoMessageStore
 from store.mongo.sessions import MongoSessionStore
+from store.redis.client import RedisClient
 from store.redis.inbox import RedisInboxStore
 from store.redis.keys import RedisKeys
 from store.redis.messages import RedisMessageStore
@@ -120,7 +120,7 @@ class HotStores(NamedTuple):
 
 
 def hot_stores(
-    redis: Redis,
+    redis: RedisClient,
     keys: RedisKeys,
     db: AsyncDatabase[Document],
     *,

@@ -7,7 +7,6 @@ import asyncio
 
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
-from redis.asyncio import Redis
 
 from schemas.codes import GroupMuteModel, GroupType
 from schemas.ids import GroupId, UserId
@@ -28,6 +27,7 @@ from store.mongo.client import Document
 from store.mongo.compat import MongoServer
 from store.mongo.groups import MongoGroupStore
 from store.mongo.seq import MongoSectionStore
+from store.redis.client import RedisClient
 from store.redis.groups import CachedGroupStore
 from store.redis.keys import RedisKeys
 
@@ -65,7 +65,7 @@ def groups(request: pytest.FixtureRequest, clock: ManualClock) -> GroupStore:
     db: AsyncDatabase[Document] = request.getfixturevalue("mongo_db")
     if isinstance(request.param, MongoServer):
         return mongo_store(db, clock, request.param)
-    redis: Redis = request.getfixturevalue("redis")
+    redis: RedisClient = request.getfixturevalue("redis")
     keys: RedisKeys = request.getfixturevalue("redis_keys")
     return CachedGroupStore(mongo_store(db, clock), redis, keys=keys)
 
@@ -219,7 +219,7 @@ async def test_acks_move_forward_only_and_only_for_members(groups: GroupStore) -
 
 @pytest.fixture
 def two_processes(
-    mongo_db: AsyncDatabase[Document], redis: Redis, redis_keys: RedisKeys, clock: ManualClock
+    mongo_db: AsyncDatabase[Document], redis: RedisClient, redis_keys: RedisKeys, clock: ManualClock
 ) -> tuple[CachedGroupStore, CachedGroupStore]:
     """Two cached stores sharing MongoDB and Redis, as two consumer processes do."""
     return (
@@ -231,7 +231,9 @@ def two_processes(
 @pytest.mark.mongo
 @pytest.mark.redis
 async def test_a_change_in_one_process_is_seen_by_the_other_at_once(
-    two_processes: tuple[CachedGroupStore, CachedGroupStore], redis: Redis, redis_keys: RedisKeys
+    two_processes: tuple[CachedGroupStore, CachedGroupStore],
+    redis: RedisClient,
+    redis_keys: RedisKeys,
 ) -> None:
     writer, reader = two_processes
     gid = (await writer.create(spec(), [U[2]], create_key="k")).group.group_id
@@ -282,7 +284,7 @@ async def test_a_read_in_the_middle_of_a_create_does_not_hide_its_members(
 @pytest.mark.redis
 async def test_reads_go_through_the_cache_and_fill_it_on_a_miss(
     mongo_db: AsyncDatabase[Document],
-    redis: Redis,
+    redis: RedisClient,
     redis_keys: RedisKeys,
     clock: ManualClock,
 ) -> None:
@@ -313,7 +315,7 @@ async def test_reads_go_through_the_cache_and_fill_it_on_a_miss(
 @pytest.mark.redis
 async def test_an_old_snapshot_never_replaces_a_newer_one(
     mongo_db: AsyncDatabase[Document],
-    redis: Redis,
+    redis: RedisClient,
     redis_keys: RedisKeys,
     clock: ManualClock,
 ) -> None:
@@ -334,7 +336,7 @@ async def test_an_old_snapshot_never_replaces_a_newer_one(
 @pytest.mark.mongo
 @pytest.mark.redis
 async def test_a_super_group_snapshot_round_trips(
-    mongo_db: AsyncDatabase[Document], redis: Redis, redis_keys: RedisKeys, clock: ManualClock
+    mongo_db: AsyncDatabase[Document], redis: RedisClient, redis_keys: RedisKeys, clock: ManualClock
 ) -> None:
     inner = MongoGroupStore(mongo_db, MongoSectionStore(mongo_db), clock=clock)
     cached = CachedGroupStore(inner, redis, keys=redis_keys)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import msgspec
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
-from redis.asyncio import Redis
 
 from schemas.codes import MsgType
 from schemas.ids import UserId
@@ -14,6 +13,7 @@ from store.inbox import InboxEntry, InboxStore
 from store.memory.inbox import MemoryInboxStore
 from store.mongo.client import Document
 from store.mongo.inbox import MongoInboxStore
+from store.redis.client import RedisClient
 from store.redis.keys import RedisKeys
 from tests.store.messaging import c2c, conv, group_msg, hot_stores
 
@@ -34,7 +34,7 @@ def inbox(request: pytest.FixtureRequest) -> InboxStore:
         return MemoryInboxStore()
     db: AsyncDatabase[Document] = request.getfixturevalue("mongo_db")
     if request.param == "hot":
-        redis: Redis = request.getfixturevalue("redis")
+        redis: RedisClient = request.getfixturevalue("redis")
         keys: RedisKeys = request.getfixturevalue("redis_keys")
         return hot_stores(redis, keys, db).inbox
     return MongoInboxStore(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from redis.asyncio import Redis
 
 from store.clock import ManualClock
 from store.login_throttle import (
@@ -21,6 +20,7 @@ from store.login_throttle import (
     backoff_s,
 )
 from store.memory.login_throttle import MemoryLoginThrottle
+from store.redis.client import RedisClient
 from store.redis.keys import RedisKeys
 from store.redis.login_throttle import RedisLoginThrottle
 
@@ -36,7 +36,7 @@ HOME = Subject(SubjectKind.ADDRESS, "192.0.2.7")
 def throttle(request: pytest.FixtureRequest, clock: ManualClock) -> LoginThrottle:
     if request.param == "memory":
         return MemoryLoginThrottle(POLICY, clock=clock)
-    redis: Redis = request.getfixturevalue("redis")
+    redis: RedisClient = request.getfixturevalue("redis")
     keys: RedisKeys = request.getfixturevalue("redis_keys")
     return RedisLoginThrottle(redis, keys=keys, policy=POLICY, clock=clock)
 

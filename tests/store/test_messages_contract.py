@@ -8,13 +8,13 @@ import asyncio
 import msgspec
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
-from redis.asyncio import Redis
 
 from schemas.ids import UserId
 from store.memory.messages import MemoryMessageStore
 from store.messages import MessageStore, SeqConflictError, StoredMessage
 from store.mongo.client import Document
 from store.mongo.messages import MongoMessageStore
+from store.redis.client import RedisClient
 from store.redis.keys import RedisKeys
 from store.redis.messages import RedisMessageStore
 from tests.store.messaging import T0, c2c, conv, group_msg
@@ -36,7 +36,7 @@ def messages(request: pytest.FixtureRequest) -> MessageStore:
     db: AsyncDatabase[Document] = request.getfixturevalue("mongo_db")
     if request.param == "mongo":
         return MongoMessageStore(db)
-    redis: Redis = request.getfixturevalue("redis")
+    redis: RedisClient = request.getfixturevalue("redis")
     keys: RedisKeys = request.getfixturevalue("redis_keys")
     return RedisMessageStore(redis, MongoMessageStore(db), keys=keys)
 

@@ -11,11 +11,11 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 import pytest
-from redis.asyncio import Redis
 
 from store.clock import ManualClock
 from store.ids import ConnId, GateId, UserId
 from store.memory.routes import MemoryRouteStore
+from store.redis.client import RedisClient
 from store.redis.keys import RedisKeys
 from store.redis.routes import RedisRouteStore
 from store.routes import GateInfo, Route, RouteStore
@@ -57,7 +57,7 @@ class Harness:
         store: RouteStore,
         *,
         clock: ManualClock | None = None,
-        redis: Redis | None = None,
+        redis: RedisClient | None = None,
         keys: RedisKeys | None = None,
     ) -> None:
         self.store = store
@@ -94,7 +94,7 @@ class Harness:
         return float(left_ms) / 1000
 
 
-async def _gone(redis: Redis, key: str) -> bool:
+async def _gone(redis: RedisClient, key: str) -> bool:
     return not await redis.exists(key)
 
 
@@ -109,7 +109,7 @@ def routes(request: pytest.FixtureRequest, clock: ManualClock) -> Harness:
     """Each `RouteStore` implementation, empty (Redis also in its cluster-safe mode)."""
     if request.param == "memory":
         return Harness(MemoryRouteStore(clock=clock), clock=clock)
-    redis: Redis = request.getfixturevalue("redis")
+    redis: RedisClient = request.getfixturevalue("redis")
     keys: RedisKeys = request.getfixturevalue("redis_keys")
     store = RedisRouteStore(redis, keys=keys, cluster=request.param == "redis-cluster-mode")
     return Harness(store, redis=redis, keys=keys)

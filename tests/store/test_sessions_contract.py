@@ -20,7 +20,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.database import AsyncDatabase
-from redis.asyncio import Redis
 
 from schemas.codes import MsgType, SessionType
 from schemas.ids import ConversationId, UserId
@@ -33,6 +32,7 @@ from store.mongo.client import Document
 from store.mongo.compat import MongoServer
 from store.mongo.inbox import MongoInboxStore
 from store.mongo.sessions import MongoSessionStore
+from store.redis.client import RedisClient
 from store.redis.keys import RedisKeys
 from store.sessions import ReadMark, SessionStore, SessionTouch
 from tests.store.messaging import T0, c2c, conv, group_msg, hot_stores
@@ -372,7 +372,7 @@ async def test_random_interleavings_give_exact_sessions_on_the_server(
 @pytest.mark.redis
 @pytest.mark.parametrize("seed", [11, 22, 33, 44, 55])
 async def test_random_interleavings_give_exact_sessions_in_the_hot_state(
-    mongo_db: AsyncDatabase[Document], redis: Redis, redis_keys: RedisKeys, seed: int
+    mongo_db: AsyncDatabase[Document], redis: RedisClient, redis_keys: RedisKeys, seed: int
 ) -> None:
     """The same on Redis: the unread counts kept by the append and read scripts."""
     rng = random.Random(seed)

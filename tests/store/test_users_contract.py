@@ -6,7 +6,6 @@ import asyncio
 
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
-from redis.asyncio import Redis
 
 from store.clock import ManualClock
 from store.errors import (
@@ -20,6 +19,7 @@ from store.memory.users import MemoryUserStore
 from store.mongo.client import Document
 from store.mongo.users import MongoUserStore
 from store.passwords import verify_password
+from store.redis.client import RedisClient
 from store.redis.keys import RedisKeys
 from store.users import TokenStatus, UserImport, UserStore
 
@@ -42,7 +42,7 @@ def users(request: pytest.FixtureRequest, clock: ManualClock) -> UserStore:
     db: AsyncDatabase[Document] = request.getfixturevalue("mongo_db")
     if request.param == "mongo-nocache":
         return MongoUserStore(db, None, clock=clock)
-    redis: Redis = request.getfixturevalue("redis")
+    redis: RedisClient = request.getfixturevalue("redis")
     keys: RedisKeys = request.getfixturevalue("redis_keys")
     return MongoUserStore(db, redis, keys=keys, clock=clock)
 

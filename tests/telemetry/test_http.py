@@ -11,10 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from redis.asyncio import Redis
 
 from schemas.commands import Cmd
 from store.redis import client as redis_store
+from store.redis.client import RedisClient
 from telemetry.http import TelemetryServer
 from telemetry.metrics import FRAMES_IN
 from tests.waiting import wait_for
@@ -108,7 +108,7 @@ async def test_readyz_follows_a_dependency(
         await redis.aclose()
 
 
-async def _answers(redis: Redis) -> bool:
+async def _answers(redis: RedisClient) -> bool:
     try:
         await redis_store.ping(redis)
     except Exception:

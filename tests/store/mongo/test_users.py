@@ -5,12 +5,12 @@ from __future__ import annotations
 import msgspec
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
-from redis.asyncio import Redis
 
 from store.ids import UserId
 from store.mongo.client import Document
 from store.mongo.collections import Collection
 from store.mongo.users import MongoUserStore
+from store.redis.client import RedisClient
 from store.redis.keys import RedisKeys
 from store.users import TokenStatus, User, UserImport
 
@@ -20,7 +20,9 @@ ALICE = UserId(1001)
 
 
 @pytest.fixture
-def store(mongo_db: AsyncDatabase[Document], redis: Redis, redis_keys: RedisKeys) -> MongoUserStore:
+def store(
+    mongo_db: AsyncDatabase[Document], redis: RedisClient, redis_keys: RedisKeys
+) -> MongoUserStore:
     return MongoUserStore(mongo_db, redis, keys=redis_keys, cache_ttl=30)
 
 
@@ -38,7 +40,10 @@ async def test_documents_without_a_name_get_a_reserved_name_key(
 
 
 async def test_token_checks_are_served_by_the_cache(
-    store: MongoUserStore, mongo_db: AsyncDatabase[Document], redis: Redis, redis_keys: RedisKeys
+    store: MongoUserStore,
+    mongo_db: AsyncDatabase[Document],
+    redis: RedisClient,
+    redis_keys: RedisKeys,
 ) -> None:
     await store.upsert(UserImport(user_id=ALICE, token="t1", password="pw"))
     # A write behind the store's back (no cache update) is not seen while the entry lives:
@@ -57,7 +62,7 @@ async def test_token_checks_are_served_by_the_cache(
 
 
 async def test_unknown_users_are_cached_as_such(
-    store: MongoUserStore, redis: Redis, redis_keys: RedisKeys
+    store: MongoUserStore, redis: RedisClient, redis_keys: RedisKeys
 ) -> None:
     assert (await store.check_token(ALICE, "t")).status is TokenStatus.UNKNOWN_USER
     assert await redis.hgetall(redis_keys.user_cache(ALICE)) == {b"rev": b"0", b"user": b""}

@@ -5,15 +5,14 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from store.redis.client import connect_redis, ping
+from store.redis.client import RedisClient, connect_redis, is_cluster, parse_cluster_url, ping
 from store.redis.keys import RedisKeys
 
 
 @pytest.mark.redis
-async def test_ping_and_bytes_replies(redis: Redis, redis_keys: RedisKeys) -> None:
+async def test_ping_and_bytes_replies(redis: RedisClient, redis_keys: RedisKeys) -> None:
     await ping(redis)
     key = redis_keys.rate_limit("test", 1)
     await redis.set(key, "v")
@@ -39,3 +38,45 @@ async def test_a_burst_beyond_the_pool_waits_instead_of_failing(redis_url: str) 
         assert all(replies)
     finally:
         await redis.aclose()
+
+
+def test_a_cluster_url_names_seeds_credentials_and_tls() -> None:
+    assert parse_cluster_url("redis+cluster://10.0.0.1:7000,10.0.0.2:7001") == (
+        [("10.0.0.1", 7000), ("10.0.0.2", 7001)],
+        None,
+        None,
+        False,
+    )
+    assert parse_cluster_url("rediss+cluster://app:s%40cret@h:7000/0") == (
+        [("h", 7000)],
+        "app",
+        "s@cret",
+        True,
+    )
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://h:7000",  # one server
+        "redis+cluster://",  # no seed
+        "redis+cluster://h",  # no port
+        "redis+cluster://h:7000/3",  # a cluster has database 0 only
+    ],
+)
+def test_bad_cluster_urls_are_refused(url: str) -> None:
+    with pytest.raises(ValueError, match=r"Redis Cluster|database 0"):
+        parse_cluster_url(url)
+
+
+async def test_the_url_chooses_one_server_or_a_cluster() -> None:
+    one, cluster = (
+        connect_redis("redis://127.0.0.1:9/0"),
+        connect_redis("redis+cluster://127.0.0.1:9"),
+    )
+    try:
+        assert not is_cluster(one)
+        assert is_cluster(cluster)
+    finally:
+        await one.aclose()
+        await cluster.aclose()

@@ -6,7 +6,7 @@ import pytest
 import redis.exceptions
 
 from bus.transient import is_transient
-from store.redis.errors import is_transient_redis
+from store.redis.errors import ReplicationShortfallError, is_transient_redis
 from tests.fresh import fresh_python
 
 
@@ -16,6 +16,14 @@ from tests.fresh import fresh_python
         redis.exceptions.ConnectionError("x"),
         redis.exceptions.TimeoutError("x"),
         redis.exceptions.BusyLoadingError("x"),
+        redis.exceptions.MaxConnectionsError("x"),
+        # a Redis Cluster failing over
+        redis.exceptions.ClusterDownError("CLUSTERDOWN"),
+        redis.exceptions.MasterDownError("MASTERDOWN"),
+        redis.exceptions.TryAgainError("TRYAGAIN"),
+        redis.exceptions.SlotNotCoveredError("x"),
+        redis.exceptions.ReadOnlyError("READONLY"),
+        ReplicationShortfallError("WAIT 1 1000: 0"),
     ],
 )
 def test_transient_errors(error: Exception) -> None:

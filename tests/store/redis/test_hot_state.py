@@ -12,13 +12,13 @@ from __future__ import annotations
 import msgspec
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
-from redis.asyncio import Redis
 
 from schemas.ids import ConversationId, UserId
 from store.clock import ManualClock
 from store.inbox import InboxEntry, InboxPage
 from store.messages import StoredMessage
 from store.mongo.client import Document
+from store.redis.client import RedisClient
 from store.redis.keys import RedisKeys
 from store.redis.user_state import UserKeys
 from store.sessions import ReadMark, SessionTouch
@@ -31,7 +31,7 @@ AB = conv(1, 2)
 
 
 @pytest.fixture
-def hot(redis: Redis, redis_keys: RedisKeys, mongo_db: AsyncDatabase[Document]) -> HotStores:
+def hot(redis: RedisClient, redis_keys: RedisKeys, mongo_db: AsyncDatabase[Document]) -> HotStores:
     """Hot stores with small windows: 5 messages per conversation, 3 entries per inbox."""
     return hot_stores(
         redis,
@@ -144,7 +144,7 @@ async def test_sync_crosses_the_inbox_floor_and_trimmed_entries_stay_deduped(
 
 
 async def test_a_user_whose_hot_state_is_gone_is_repaired_from_the_store(
-    hot: HotStores, redis: Redis, redis_keys: RedisKeys
+    hot: HotStores, redis: RedisClient, redis_keys: RedisKeys
 ) -> None:
     # Alice's history, as the projection wrote it: 4 messages from Bob, she read 1.
     old = [c2c(2, 1, s) for s in range(1, 5)]
@@ -182,7 +182,7 @@ async def test_read_seqs_of_users_not_yet_complete_come_from_both_sides(
 
 
 async def test_a_user_redis_knows_nothing_of_asks_the_store_once(
-    hot: HotStores, redis: Redis, redis_keys: RedisKeys
+    hot: HotStores, redis: RedisClient, redis_keys: RedisKeys
 ) -> None:
     old = [entry(ALICE, s, c2c(2, 1, s)) for s in range(1, 4)]
     await hot.cold_messages.insert_many([e.message for e in old])
