@@ -54,6 +54,22 @@ redis-cluster-down: ## Stop the Redis Cluster profile
 test-redis-cluster: install services-up redis-cluster-up ## Every real-services test that touches Redis (not chaos), on the Redis Cluster profile
 	REDIS_URL=$(REDIS_CLUSTER_URL) $(UV) run pytest -m "redis and not chaos" $(PYTEST_ARGS)
 
+# The replicated Kafka profile: three KRaft brokers on 9192/9194/9196 (controllers 9193/9195/
+# 9197; run state in run/kafka-cluster), topics applied with the production overlay
+# (topology.prod.yaml: replication 3, min.insync.replicas 2, no unclean leader election).
+KAFKA_CLUSTER_PORT ?= 9192
+KAFKA_CLUSTER_ENV = KAFKA_RUN_DIR=$${COFFEEBUS_HOME:-$$HOME/.cache/coffeebus}/run/kafka-cluster \
+	COFFEEBUS_KAFKA_NODES=3 COFFEEBUS_KAFKA_PORT=$(KAFKA_CLUSTER_PORT) \
+	COFFEEBUS_KAFKA_CONTROLLER_PORT=$(shell echo $$(($(KAFKA_CLUSTER_PORT) + 1)))
+KAFKA_CLUSTER_BOOTSTRAP := $(shell p=$(KAFKA_CLUSTER_PORT); echo 127.0.0.1:$$p,127.0.0.1:$$((p + 2)),127.0.0.1:$$((p + 4)))
+.PHONY: kafka-cluster-up kafka-cluster-down
+kafka-cluster-up: install ## Start the replicated Kafka profile (3 brokers, 9192-9197) and apply topology.yaml + topology.prod.yaml
+	$(KAFKA_CLUSTER_ENV) bash services/services.sh up kafka
+	KAFKA_BOOTSTRAP_SERVERS=$(KAFKA_CLUSTER_BOOTSTRAP) $(UV) run coffeebus topology apply --overlay topology.prod.yaml
+
+kafka-cluster-down: ## Stop the replicated Kafka profile
+	$(KAFKA_CLUSTER_ENV) bash services/services.sh down kafka
+
 test-fast: ## Run the tests without reinstalling or restarting services
 	$(UV) run pytest -x -q $(PYTEST_ARGS)
 

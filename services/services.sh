@@ -50,6 +50,7 @@ KAFKA_HEAP_OPTS=${KAFKA_HEAP_OPTS:--Xmx512m -Xms256m}
 # Deadlines in seconds, counted from the moment the process is launched.
 KAFKA_READY_S=${KAFKA_READY_S:-120}
 REDIS_READY_S=${REDIS_READY_S:-20}
+REDIS_CLUSTER_READY_S=${REDIS_CLUSTER_READY_S:-90}
 FERRETDB_READY_S=${FERRETDB_READY_S:-30}
 POSTGRES_READY_S=${POSTGRES_READY_S:-30}
 EXTERNAL_READY_S=${EXTERNAL_READY_S:-15}
@@ -618,7 +619,8 @@ wait_redis_cluster() {
 	elif ((fresh > 0)); then
 		die "redis: $fresh node(s) of the cluster have no cluster state while $joined have; 'services.sh reset' starts over"
 	fi
-	wait_ready redis "$REDIS_READY_S" "$REDIS_STARTED_US" "$REDIS_CLUSTER_DIR/node-1/redis.log" "" "" \
+	# Slots agreed by every node, replicas attached: seconds when idle, more on a busy box.
+	wait_ready redis "$REDIS_CLUSTER_READY_S" "$REDIS_STARTED_US" "$REDIS_CLUSTER_DIR/node-1/redis.log" "" "" \
 		"$(redis_cluster_nodes)" redis-cluster "$(redis_cluster_nodes)"
 }
 

@@ -106,7 +106,9 @@ async def _inbox(inbox: InboxReader, user: UserId) -> list[StoredMessage]:
         after = page.entries[-1].inbox_seq
 
 
-async def _timeline(messages: TimelineReader, conversation: ConversationId) -> list[StoredMessage]:
+async def read_timeline(
+    messages: TimelineReader, conversation: ConversationId
+) -> list[StoredMessage]:
     """The whole conversation, ascending (history pages backwards from the newest)."""
     pages: list[list[StoredMessage]] = []
     end = 0
@@ -161,7 +163,7 @@ async def _check_timelines(
     by_conversation: dict[ConversationId, dict[str, int]] = defaultdict(dict)
     for a in acked:
         by_conversation[a.conversation].setdefault(a.client_msg_id, a.server_msg_id)
-    timelines = await asyncio.gather(*(_timeline(messages, c) for c in by_conversation))
+    timelines = await asyncio.gather(*(read_timeline(messages, c) for c in by_conversation))
     for (conversation, expected), timeline in zip(by_conversation.items(), timelines, strict=True):
         stored = Counter(m.client_msg_id for m in timeline)
         seq_of = {m.client_msg_id: m.seq for m in timeline}

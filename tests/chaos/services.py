@@ -10,15 +10,18 @@ the same configuration — with:
   binary are reused, never fetched or built again;
 - for FerretDB, a PostgreSQL cluster of its own in that home (Debian's binaries, installed
   once per machine; ``initdb`` adds about a second to the first start);
-- free loopback ports (``COFFEEBUS_*_PORT``), and ``COFFEEBUS_KAFKA_NODES=3`` for a
-  three-broker KRaft cluster (replication factor 3, ``min.insync.replicas`` 2);
+- free loopback ports (``COFFEEBUS_*_PORT``), ``COFFEEBUS_KAFKA_NODES=3`` for a
+  three-broker KRaft cluster (replication factor 3, ``min.insync.replicas`` 2), and
+  ``COFFEEBUS_REDIS_NODES=6`` for a Redis Cluster of three masters with a replica each;
 - ``KAFKA_BOOTSTRAP_SERVERS``, ``REDIS_URL`` and ``MONGO_URL`` removed from the script's
   environment (there they mean "use that server" and would point it at the shared ones).
 
 Services are named ``kafka`` (one node), ``kafka-1`` … ``kafka-N`` (the nodes of a cluster),
-``redis``, ``postgres`` and ``ferretdb`` (a set with FerretDB has its PostgreSQL too). Every
-call is a coroutine that runs the script as a subprocess, so a fault can be injected while the
-test's load keeps running on the same event loop::
+``redis`` (one node), ``redis-1`` … ``redis-N`` (the nodes of a Redis Cluster: which are
+masters changes with every failover, `redis_masters` says), ``postgres`` and ``ferretdb``
+(a set with FerretDB has its PostgreSQL too). Every call is a coroutine that runs the script
+as a subprocess, so a fault can be injected while the test's load keeps running on the same
+event loop::
 
     async with private_services(tmp_path, kafka_nodes=3) as services:
         bootstrap = services.kafka_bootstrap
@@ -44,6 +47,8 @@ import signal
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
+
+from redis.asyncio import Redis
 
 from tests.waiting import wait_for
 
@@ -110,21 +115,33 @@ class PrivateServices:
         root: a directory of the test's own (``tmp_path``); state goes under ``root/home``.
         kafka_nodes: 0 (no Kafka), 1 (a single node, named ``kafka``) or N (``kafka-1`` …).
         redis: run a Redis.
+        redis_nodes: 0 (``redis`` decides), 1 (one Redis) or an even N >= 6: a Redis Cluster
+            of N/2 masters with one replica each, named ``redis-1`` … ``redis-N``.
         ferretdb: run a FerretDB (MongoDB wire protocol) and the PostgreSQL it stores into.
     """
 
     def __init__(
-        self, root: Path, *, kafka_nodes: int = 0, redis: bool = False, ferretdb: bool = False
+        self,
+        root: Path,
+        *,
+        kafka_nodes: int = 0,
+        redis: bool = False,
+        redis_nodes: int = 0,
+        ferretdb: bool = False,
     ) -> None:
         if not 0 <= kafka_nodes <= 9:
             raise ValueError("kafka_nodes must be 0-9")
+        if redis_nodes not in (0, 1) and not (6 <= redis_nodes <= 18 and redis_nodes % 2 == 0):
+            raise ValueError("redis_nodes must be 0, 1 or an even 6-18")
+        redis_nodes = redis_nodes or (1 if redis else 0)
+        self.redis_nodes = redis_nodes
         self.home = root / "home"
         self.kafka_nodes = kafka_nodes
         self._kinds = [
             kind
             for kind, wanted in (
                 ("kafka", kafka_nodes > 0),
-                ("redis", redis),
+                ("redis", redis_nodes > 0),
                 ("postgres", ferretdb),
                 ("ferretdb", ferretdb),
             )
@@ -132,7 +149,10 @@ class PrivateServices:
         ]
         # Node i of Kafka listens on base + 2(i-1) and its controller on the port after it.
         self._kafka_port = free_port(2 * kafka_nodes) if kafka_nodes else 0
-        self._redis_port = free_port(1) if redis else 0
+        # A cluster's node i serves on base + i-1 and talks to the others on base + N + i-1.
+        self._redis_port = (
+            free_port(redis_nodes if redis_nodes == 1 else 2 * redis_nodes) if redis_nodes else 0
+        )
         self._ferretdb_port = free_port(1) if ferretdb else 0
         self._postgres_port = free_port(1) if ferretdb else 0
 
@@ -149,11 +169,42 @@ class PrivateServices:
         """Every broker, so that clients survive the loss of any one of them."""
         return ",".join(f"{LOOPBACK}:{self.kafka_port(n)}" for n in range(1, self.kafka_nodes + 1))
 
+    def redis_port(self, node: int = 1) -> int:
+        """The port of Redis node `node` (1-based)."""
+        if not 1 <= node <= self.redis_nodes:
+            raise ValueError(f"no Redis node {node} (there are {self.redis_nodes})")
+        return self._redis_port + node - 1
+
     @property
     def redis_url(self) -> str:
+        """One Redis's URL, or a Redis Cluster's with two seeds (services/README.md)."""
         if not self._redis_port:
             raise ValueError("this set has no Redis")
-        return f"redis://{LOOPBACK}:{self._redis_port}/0"
+        if self.redis_nodes == 1:
+            return f"redis://{LOOPBACK}:{self._redis_port}/0"
+        return f"redis+cluster://{LOOPBACK}:{self.redis_port(1)},{LOOPBACK}:{self.redis_port(2)}"
+
+    async def redis_masters(self) -> dict[str, list[tuple[int, int]]]:
+        """The running masters of a Redis Cluster by service name, each with its slot ranges,
+        as a node that is up sees them (a killed master is gone from it at once)."""
+        running = [n for n in range(1, self.redis_nodes + 1) if self.pid(f"redis-{n}")]
+        if not running:
+            raise ServiceError("no Redis Cluster node runs")
+        client = Redis(host=LOOPBACK, port=self.redis_port(running[0]), decode_responses=True)
+        try:
+            # redis-py parses the reply: {"host:port": {"flags": "...", "slots": [[lo, hi]]}}
+            nodes = await client.execute_command("CLUSTER NODES")  # type: ignore[no-untyped-call]
+        finally:
+            await client.aclose()
+        by_port = {self.redis_port(n): f"redis-{n}" for n in running}
+        masters: dict[str, list[tuple[int, int]]] = {}
+        for address, node in dict(nodes).items():
+            port = int(str(address).rpartition(":")[2])
+            flags = str(node["flags"]).split(",")
+            if "master" in flags and "fail" not in flags and port in by_port:
+                slots = [(int(r[0]), int(r[-1])) for r in node["slots"]]
+                masters[by_port[port]] = sorted(slots)
+        return masters
 
     @property
     def mongo_url(self) -> str:
@@ -168,6 +219,8 @@ class PrivateServices:
         for kind in self._kinds:
             if kind == "kafka" and self.kafka_nodes > 1:
                 names += [f"kafka-{n}" for n in range(1, self.kafka_nodes + 1)]
+            elif kind == "redis" and self.redis_nodes > 1:
+                names += [f"redis-{n}" for n in range(1, self.redis_nodes + 1)]
             else:
                 names.append(kind)
         return names
@@ -235,6 +288,10 @@ class PrivateServices:
         run = self.home / "run"
         if name == "redis":
             return run / "redis" / "redis.pid"
+        if name.startswith("redis-"):
+            if name not in self.names:
+                raise ValueError(f"no service {name!r} here (have {self.names})")
+            return run / "redis-cluster" / f"node-{name.removeprefix('redis-')}" / "redis.pid"
         if name == "ferretdb":
             return run / "ferretdb" / "ferretdb.pid"
         if name == "postgres":
@@ -261,6 +318,7 @@ class PrivateServices:
             env["COFFEEBUS_KAFKA_CONTROLLER_PORT"] = str(self._kafka_port + 1)
         if self._redis_port:
             env["COFFEEBUS_REDIS_PORT"] = str(self._redis_port)
+            env["COFFEEBUS_REDIS_NODES"] = str(self.redis_nodes)
         if self._ferretdb_port:
             env["COFFEEBUS_FERRETDB_PORT"] = str(self._ferretdb_port)
             env["COFFEEBUS_POSTGRES_PORT"] = str(self._postgres_port)
@@ -293,10 +351,17 @@ class PrivateServices:
 
 @contextlib.asynccontextmanager
 async def private_services(
-    root: Path, *, kafka_nodes: int = 0, redis: bool = False, ferretdb: bool = False
+    root: Path,
+    *,
+    kafka_nodes: int = 0,
+    redis: bool = False,
+    redis_nodes: int = 0,
+    ferretdb: bool = False,
 ) -> AsyncIterator[PrivateServices]:
     """Start a `PrivateServices` set, yield it healthy, and kill it on exit."""
-    services = PrivateServices(root, kafka_nodes=kafka_nodes, redis=redis, ferretdb=ferretdb)
+    services = PrivateServices(
+        root, kafka_nodes=kafka_nodes, redis=redis, redis_nodes=redis_nodes, ferretdb=ferretdb
+    )
     try:
         await services.start()
         yield services

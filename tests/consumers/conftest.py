@@ -39,7 +39,7 @@ import contextlib
 import os
 import random
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -469,11 +469,13 @@ async def open_real_system(
     *,
     topology: Topology | None = None,
     hot: HotSettings | None = None,
+    redis_options: Mapping[str, Any] | None = None,
     **kafka_options: Any,
 ) -> AsyncIterator[System]:
     """A `System` on the given servers (isolated as the module docstring says), closed and
     cleaned up on exit. `topology` defaults to topology.yaml; its group ids are made unique;
-    `hot` sizes Redis's hot state; `kafka_options` are further `KafkaSettings` fields (e.g.
+    `hot` sizes Redis's hot state; `redis_options` are further `RedisSettings` fields (e.g.
+    ``wait_replicas``), `kafka_options` further `KafkaSettings` fields (e.g.
     ``request_timeout_ms``)."""
     suffix = uuid.uuid4().hex[:12]
     topology = unique_groups(topology or load_topology(), suffix)
@@ -481,7 +483,7 @@ async def open_real_system(
     settings = Settings(
         kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap, linger_ms=1, **kafka_options),
         mongo=MongoSettings(url=mongo_url, database=f"cbtest_{suffix}"),
-        redis=RedisSettings(url=redis_url, key_prefix=f"cbtest:{suffix}:"),
+        redis=RedisSettings(url=redis_url, key_prefix=f"cbtest:{suffix}:", **(redis_options or {})),
         hot=hot or HotSettings(),
     )
     system: System | None = None
