@@ -48,16 +48,14 @@ from coffeebus.settings import KafkaSettings, MongoSettings, RedisSettings, Sett
 from coffeebus.wiring import Mode, open_runtime
 from schemas.codes import SessionType
 from schemas.ids import UserId, c2c_conversation_id
-from sdk.client import Client
-from sdk.events import Reconnected
 from store.mongo.groups import GROUP_ID_TIMELINE
 from store.redis.keys import RedisKeys
 from tests.chaos.checker import check_sync, read_timeline, record_fault_result, settle
 from tests.chaos.conftest import ChaosSystem
+from tests.chaos.gates import GateProcess, connect_across
 from tests.chaos.harness import Acked, Load, c2c, group
 from tests.chaos.processes import (
     GIVE_UP_S,
-    LOAD_GATE,
     WAIT_S,
     RoleProcess,
     free_port,
@@ -88,26 +86,6 @@ RATE = 40.0
 PUSH_EVERY_S = 0.5
 #: Acks between two faults (and after the last one): each fault meets a load in full flow.
 ACKS_BETWEEN_FAULTS = 150
-
-
-class _Gate:
-    def __init__(self, system: ChaosSystem, name: str, env: dict[str, str]) -> None:
-        self.port = free_port()
-        self.process: RoleProcess = system.process(
-            name,
-            ["gateway", "--gate-id", f"{system.prefix}-{name}"],
-            env_overrides={
-                **env,
-                "COFFEEBUS_GATEWAY__HOST": "127.0.0.1",
-                "COFFEEBUS_GATEWAY__TCP_PORT": str(self.port),
-                "COFFEEBUS_GATEWAY__WS_PORT": str(free_port()),
-                **{f"COFFEEBUS_GATEWAY__{k.upper()}": str(v) for k, v in LOAD_GATE.items()},
-            },
-        )
-
-    async def start(self) -> None:
-        self.process.start()
-        await wait_listening(self.port, within=WAIT_S)
 
 
 @contextlib.asynccontextmanager
@@ -279,7 +257,7 @@ async def test_the_deployed_system_loses_one_of_everything_and_nothing_acked(
                 "COFFEEBUS_API__PORT": str(api_port),
             },
         )
-        gates = [_Gate(system, "g1", env), _Gate(system, "g2", env)]
+        gates = [GateProcess(system, "g1", env), GateProcess(system, "g2", env)]
         for process in [*(p for pair in consumers.values() for p in pair), *others, api]:
             process.start()
         await asyncio.gather(*(g.start() for g in gates), wait_listening(api_port, within=WAIT_S))
@@ -294,27 +272,7 @@ async def test_the_deployed_system_loses_one_of_everything_and_nothing_acked(
         # -- clients on both gates, each knowing the other ---------------------------------
         users = [await system.user() for _ in range(6)]
         robot = await system.user()
-        reconnects: dict[UserId, int] = dict.fromkeys(users, 0)
-        clients: dict[UserId, Client] = {}
-        for n, user in enumerate(users):
-            home, other = (gates[0], gates[1]) if n % 2 == 0 else (gates[1], gates[0])
-
-            def count(event: object, user: UserId = user) -> None:
-                if isinstance(event, Reconnected):
-                    reconnects[user] += 1
-
-            client = Client(
-                heartbeat_interval=None,
-                request_timeout=5.0,
-                reconnect=True,
-                reconnect_min_delay=0.05,
-                reconnect_max_delay=1.0,
-                on_event=count,
-            )
-            system.clients.append(client)  # closed at teardown
-            await client.connect("127.0.0.1", home.port, alternates=[("127.0.0.1", other.port)])
-            await client.login(user, system.tokens[user])
-            clients[user] = client
+        clients, reconnects = await connect_across(system, users, gates)
         a, b, c, d, e, f = users
         created = await clients[a].create_group("deployed", users)
         group_id = created.group_info.group_id

@@ -19,21 +19,11 @@ import logging
 import time
 
 from schemas.ids import UserId
-from sdk.client import Client
-from sdk.events import Reconnected
 from tests.chaos.checker import check_sync, record_fault_result, settle
 from tests.chaos.conftest import ChaosSystem
+from tests.chaos.gates import GateProcess, connect_across
 from tests.chaos.harness import Load, c2c, group
-from tests.chaos.processes import (
-    GIVE_UP_S,
-    LOAD_GATE,
-    ROLE_TEST_MARKS,
-    WAIT_S,
-    RoleProcess,
-    free_port,
-    wait_listening,
-    wait_serving,
-)
+from tests.chaos.processes import GIVE_UP_S, ROLE_TEST_MARKS, WAIT_S, wait_serving
 from tests.waiting import wait_for
 
 log = logging.getLogger(__name__)
@@ -45,62 +35,18 @@ PER_STREAM = 200
 RATE = 100.0
 
 
-class _Gate:
-    def __init__(self, system: ChaosSystem, name: str) -> None:
-        self.port = free_port()
-        self.gate_id = f"{system.prefix}-{name}"
-        self.process: RoleProcess = system.process(
-            name,
-            [
-                "gateway",
-                "--gate-id",
-                self.gate_id,
-            ],
-            env_overrides={
-                "COFFEEBUS_GATEWAY__HOST": "127.0.0.1",
-                "COFFEEBUS_GATEWAY__TCP_PORT": str(self.port),
-                "COFFEEBUS_GATEWAY__WS_PORT": str(free_port()),
-                **{f"COFFEEBUS_GATEWAY__{k.upper()}": str(v) for k, v in LOAD_GATE.items()},
-            },
-        )
-
-    async def start(self) -> None:
-        self.process.start()
-        await wait_listening(self.port)
-
-
 async def test_killed_gates_clients_reconnect_elsewhere_and_lose_nothing(
     chaos_system: ChaosSystem,
 ) -> None:
     system = chaos_system
     consumers = system.process("consumers", ["consume", *GROUPS, "--static-member-id", "k1"])
     consumers.start()
-    first, second = _Gate(system, "g1"), _Gate(system, "g2")
+    first, second = GateProcess(system, "g1"), GateProcess(system, "g2")
     await asyncio.gather(first.start(), second.start())
     await wait_serving(system.topology, system.bootstrap, GROUPS, within=WAIT_S)
 
     users = [await system.user() for _ in range(6)]
-    reconnects: dict[UserId, int] = dict.fromkeys(users, 0)
-    clients: dict[UserId, Client] = {}
-    for n, user in enumerate(users):
-        home, other = (first, second) if n % 2 == 0 else (second, first)
-
-        def count(event: object, user: UserId = user) -> None:
-            if isinstance(event, Reconnected):
-                reconnects[user] += 1
-
-        client = Client(
-            heartbeat_interval=None,
-            request_timeout=5.0,
-            reconnect=True,
-            reconnect_min_delay=0.05,
-            reconnect_max_delay=1.0,
-            on_event=count,
-        )
-        system.clients.append(client)  # closed at teardown
-        await client.connect("127.0.0.1", home.port, alternates=[("127.0.0.1", other.port)])
-        await client.login(user, system.tokens[user])
-        clients[user] = client
+    clients, reconnects = await connect_across(system, users, [first, second])
     a, b, c, d, e, f = users
     created = await clients[a].create_group("gates", users)
     group_id = created.group_info.group_id
