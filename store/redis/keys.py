@@ -35,8 +35,9 @@ timelines' key among ``hot_shards`` (`RedisKeys.shard`), so every script touches
 one slot, and a handler batch — one partition's timelines — writes one shard. Different
 shards spread over a cluster: stores read and write many of them in one pipeline of
 single-slot commands, never a multi-slot command; the one place that reads many
-users' keys in a single script (`store.redis.routes.RedisRouteStore.get_many`) has a
-pipelined mode for a cluster.
+users' keys in a single script (`store.redis.routes.RedisRouteStore.get_many`) uses a
+pipeline instead on a cluster client. `make test-redis-cluster` runs every Redis test on a
+real cluster, where a command across slots fails (docs/operations.md, "Redis Cluster").
 """
 
 from __future__ import annotations
