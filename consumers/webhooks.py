@@ -64,7 +64,7 @@ from schemas.webhooks import (
 from telemetry.metrics import WEBHOOKS
 
 if TYPE_CHECKING:
-    from coffeebus.wiring import Runtime
+    from consumers.runtime import Runtime
 
 __all__ = ["WebhookSender", "build"]
 
