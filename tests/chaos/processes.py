@@ -41,6 +41,7 @@ __all__ = [
     "RoleProcess",
     "free_port",
     "role_env",
+    "role_test_marks",
     "wait_listening",
     "wait_serving",
     "write_topology",
@@ -48,16 +49,22 @@ __all__ = [
 
 STOP_WITHIN_S = 30.0
 
+
 #: Marks of a fault test with role processes: real services, `make chaos`, and a bound above
 #: the default 120 s — the session's private broker starts first (~35 s on a busy 2-core
 #: machine, more when it is loaded) and every role process takes seconds to start.
-ROLE_TEST_MARKS = [
-    pytest.mark.kafka,
-    pytest.mark.redis,
-    pytest.mark.mongo,
-    pytest.mark.chaos,
-    pytest.mark.timeout(600),
-]
+def role_test_marks(timeout_s: float) -> list[pytest.MarkDecorator]:
+    """`ROLE_TEST_MARKS` with another bound (a test that starts more than one broker)."""
+    return [
+        pytest.mark.kafka,
+        pytest.mark.redis,
+        pytest.mark.mongo,
+        pytest.mark.chaos,
+        pytest.mark.timeout(timeout_s),
+    ]
+
+
+ROLE_TEST_MARKS = role_test_marks(600)
 #: A restarted role process needs ~15 s to import on an idle 2-core machine and up to a minute
 #: when the machine is loaded, then replays what its predecessor left uncommitted, resends
 #: included: a send may wait that long for its ack (GIVE_UP_S), a load that long for

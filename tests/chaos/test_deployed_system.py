@@ -39,7 +39,6 @@ from pathlib import Path
 
 import httpx
 import msgspec
-import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from bus.admin import apply
@@ -59,6 +58,7 @@ from tests.chaos.processes import (
     WAIT_S,
     RoleProcess,
     free_port,
+    role_test_marks,
     wait_listening,
     wait_serving,
     write_topology,
@@ -70,13 +70,8 @@ from tests.waiting import wait_for
 
 log = logging.getLogger(__name__)
 
-pytestmark = [
-    pytest.mark.kafka,
-    pytest.mark.redis,
-    pytest.mark.mongo,
-    pytest.mark.chaos,
-    pytest.mark.timeout(1500),
-]
+#: Eleven processes and ten servers to start, five faults: far above the usual bound.
+pytestmark = role_test_marks(1500)
 
 #: The groups with their own pair of processes; the others share a pair (`OTHER_GROUPS`).
 OWN_PROCESSES = ("msg", "fanout")
