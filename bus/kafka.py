@@ -581,7 +581,7 @@ class KafkaConsumer:
                 fetched = await consumer.getmany(
                     timeout_ms=poll_timeout_ms, max_records=self._batch_max
                 )
-            except KafkaError as exc:
+            except Exception as exc:  # a KafkaError, or uvloop's error for a closed broker link
                 if not is_transient(exc):
                     raise
                 failures += 1
