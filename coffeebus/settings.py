@@ -34,6 +34,7 @@ from schemas.bizevents import EVENT_TYPES, BizTopic
 __all__ = [
     "ApiSettings",
     "BizSettings",
+    "CallSettings",
     "GatewaySettings",
     "HotSettings",
     "KafkaSettings",
@@ -314,6 +315,25 @@ class PushSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     fcm_token_url: str = ""
 
 
+class CallSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``[calls]``: VoIP signalling (the ``call`` group) and the media channel's TURN
+    credentials (docs/protocol-extensions.md, "Calls")."""
+
+    #: a call nobody answered ends with cancel after this long (seconds)
+    invite_timeout_s: Positive = 60.0
+    #: a party that sends no VoipHeartbeat for this long ends the call (seconds)
+    heartbeat_timeout_s: Positive = 30.0
+    #: how often each call-group member looks for calls whose deadline has passed (seconds)
+    sweep_interval_s: Positive = 1.0
+    #: coturn's ``static-auth-secret`` (``use-auth-secret``): channel tokens carry TURN REST
+    #: credentials signed with it; "" puts no credentials in tokens
+    turn_secret: str = ""
+    #: how long TURN credentials stay valid (seconds)
+    turn_ttl_s: PositiveInt = 86400
+    #: TURN/STUN URIs given to clients with the credentials (``turn:turn.example.com:3478``)
+    turn_uris: tuple[str, ...] = ()
+
+
 class BizSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """``[biz]``: business events on the ``biz.*`` topics and client uploads (docs/events.md)."""
 
@@ -446,6 +466,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     biz: BizSettings = BizSettings()
     webhooks: WebhookSettings = WebhookSettings()
     push: PushSettings = PushSettings()
+    calls: CallSettings = CallSettings()
     log: LogSettings = LogSettings()
     observability: ObservabilitySettings = ObservabilitySettings()
     process: ProcessSettings = ProcessSettings()

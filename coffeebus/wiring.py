@@ -30,11 +30,13 @@ from bus.memory import MemoryBus
 from bus.topology import Topology, load_topology
 from coffeebus.settings import Settings
 from consumers.projection import ProjectionTargets
+from store.calls import CallStore
 from store.deliveries import DeliveryStore
 from store.groups import GroupLimits, GroupStore
 from store.idempotency import IdempotencyStore
 from store.inbox import InboxStore
 from store.login_throttle import LoginThrottle, ThrottlePolicy
+from store.memory.calls import MemoryCallStore
 from store.memory.deliveries import MemoryDeliveryStore
 from store.memory.groups import MemoryGroupStore
 from store.memory.idempotency import MemoryIdempotencyStore
@@ -63,6 +65,7 @@ from store.passwords import PasswordPool
 from store.push_log import PushLog
 from store.push_tokens import PushTokenStore
 from store.redis import client as redis_store
+from store.redis.calls import RedisCallStore
 from store.redis.deliveries import RedisDeliveryStore
 from store.redis.groups import CachedGroupStore
 from store.redis.idempotency import RedisIdempotencyStore
@@ -121,6 +124,9 @@ class Runtime:
     push_log: PushLog = field(default_factory=MemoryPushLog)
     #: Failed-login counters (Redis on the real services: shared by every gate).
     login_throttle: LoginThrottle = field(default_factory=MemoryLoginThrottle)
+    #: Calls, their parties' claims and deadlines (Redis on the real services: every gate's
+    #: and consumer's view of a call is the same, and it outlives any of them).
+    calls: CallStore = field(default_factory=MemoryCallStore)
     #: Where the user store hashes passwords (the gate asks it whether it is full).
     passwords: PasswordPool | None = None
 
@@ -233,6 +239,7 @@ async def _open(
                 push_tokens=MemoryPushTokenStore(),
                 push_log=MemoryPushLog(),
                 login_throttle=MemoryLoginThrottle(throttle_policy(settings)),
+                calls=MemoryCallStore(),
                 passwords=passwords,
             )
         finally:
@@ -312,6 +319,7 @@ async def _open(
                 login_throttle=RedisLoginThrottle(
                     redis, keys=keys, policy=throttle_policy(settings)
                 ),
+                calls=RedisCallStore(redis, keys=keys),
                 passwords=passwords,
                 readiness=(
                     ("mongodb", lambda: mongo_store.ping(mongo)),

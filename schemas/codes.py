@@ -24,6 +24,7 @@ __all__ = [
     "GroupMemberChangedType",
     "GroupMuteModel",
     "GroupType",
+    "InviteRspCode",
     "KickReason",
     "MsgFeature",
     "MsgNotificationType",
@@ -33,6 +34,8 @@ __all__ = [
     "SessionStatusType",
     "SessionType",
     "TypingState",
+    "VoipByeReason",
+    "VoipInviteType",
 ]
 
 
@@ -190,6 +193,37 @@ class GroupMuteModel(IntEnum):
 
     DEFAULT = 0
     ALL = 1
+
+
+@unique
+class VoipInviteType(IntEnum):
+    """What a call carries (VoipInviteReq.invite_type)."""
+
+    UNKNOWN = 0
+    VOICE_CALL = 1
+    VIDEO_CALL = 2
+
+
+@unique
+class InviteRspCode(IntEnum):
+    """VoipInviteReply's SIP-like code."""
+
+    UNKNOWN = 0
+    TRYING = 100
+    RINGING = 180
+    OK = 200
+
+
+@unique
+class VoipByeReason(IntEnum):
+    """Why a call ended (VoipByeReq, VoipByeNotify, the AVCHAT message's hangupReason)."""
+
+    UNKNOWN = 0
+    CANCEL = 1
+    REJECT = 2
+    END = 3
+    BUSY = 4
+    ONLINE_CLIENT_REJECT = 5
 
 
 # --- coffeebus extensions (schemas/proto/coffeebus/ext.proto) ---------------------------

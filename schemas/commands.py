@@ -19,11 +19,13 @@ Routing decisions recorded here (DESIGN.md, "Topics"):
 - ``im.up.group`` (key: group id; the creator's user id for GroupCreateReq, whose group has
   no id yet) — create, disband, exit, invite, kick.
 - ``im.up.c2s`` (key: user id) — C2SUploadReq.
+- ``im.up.call`` (key: user id) — VoIP signalling (0x0401, 0x0402, 0x0404, 0x0405). Two
+  parties signal one call from two keys, and VoipHeartbeat names no call at all, so the key
+  is the sender; the call group keeps every call's state in Redis and changes it atomically
+  there (`store.calls`), which is what orders one call's signals.
 - no topic — login, logout and heartbeat are handled by the gate itself, and server→client
   commands are never accepted from a client.
 
-The VoIP commands (0x0401-0x0407) have ids but no messages yet; `spec` raises
-`UnknownCommandError` for them.
 """
 
 from __future__ import annotations
@@ -37,7 +39,14 @@ from google.protobuf.message import DecodeError, Message
 from schemas.errors import BodyDecodeError, UnknownCommandError
 from schemas.frame import encode_frame
 from schemas.pb.coffeebus import ext_pb2
-from schemas.pb.coffeechat import friend_pb2, group_pb2, list_pb2, login_pb2, message_pb2
+from schemas.pb.coffeechat import (
+    friend_pb2,
+    group_pb2,
+    list_pb2,
+    login_pb2,
+    message_pb2,
+    voip_pb2,
+)
 
 __all__ = [
     "COMMANDS",
@@ -81,7 +90,7 @@ class Cmd(IntEnum):
     LATEST_MSG_ID_RSP = 0x0306
     MSG_BY_ID_REQ = 0x0307
     MSG_BY_ID_RSP = 0x0308
-    # VoIP signalling: ids reserved, messages later
+    # VoIP signalling (consumers/call.py)
     VOIP_INVITE_REQ = 0x0401
     VOIP_INVITE_REPLY = 0x0402
     VOIP_INVITE_REPLY_ACK = 0x0403
@@ -156,6 +165,7 @@ class UplinkTopic(StrEnum):
     QUERY = "im.up.query"
     GROUP = "im.up.group"
     C2S = "im.up.c2s"
+    CALL = "im.up.call"
 
 
 @unique
@@ -188,12 +198,13 @@ class CommandSpec(msgspec.Struct, frozen=True):
 
 
 _UP, _DOWN, _BOTH = Direction.UP, Direction.DOWN, Direction.BOTH
-_MSG, _ACK, _QUERY, _GROUP, _C2S = (
+_MSG, _ACK, _QUERY, _GROUP, _C2S, _CALL = (
     UplinkTopic.MSG,
     UplinkTopic.ACK,
     UplinkTopic.QUERY,
     UplinkTopic.GROUP,
     UplinkTopic.C2S,
+    UplinkTopic.CALL,
 )
 _CONV, _USER, _GID = KeyKind.CONVERSATION, KeyKind.USER, KeyKind.GROUP
 
@@ -243,6 +254,25 @@ _TABLE: tuple[CommandSpec, ...] = (
     _down(Cmd.LATEST_MSG_ID_RSP, message_pb2.GetLatestMsgIdRsp),
     _up(Cmd.MSG_BY_ID_REQ, message_pb2.GetMsgByIdReq, Cmd.MSG_BY_ID_RSP, _QUERY, _USER),
     _down(Cmd.MSG_BY_ID_RSP, message_pb2.GetMsgByIdRsp),
+    # VoIP signalling: the invite goes up from the caller and down to the callee's devices
+    # (answered with a 100 InviteReply); a callee device's InviteReply goes up and is
+    # forwarded down to the caller (a 200 is answered with InviteReplyAck).
+    CommandSpec(
+        Cmd.VOIP_INVITE_REQ, voip_pb2.VoipInviteReq, _BOTH, Cmd.VOIP_INVITE_REPLY, _CALL, _USER
+    ),
+    CommandSpec(
+        Cmd.VOIP_INVITE_REPLY,
+        voip_pb2.VoipInviteReply,
+        _BOTH,
+        Cmd.VOIP_INVITE_REPLY_ACK,
+        _CALL,
+        _USER,
+    ),
+    _down(Cmd.VOIP_INVITE_REPLY_ACK, voip_pb2.VoipInviteReplyAck),
+    _up(Cmd.VOIP_HEARTBEAT, voip_pb2.VoipHeartbeat, None, _CALL, _USER),
+    _up(Cmd.VOIP_BYE_REQ, voip_pb2.VoipByeReq, Cmd.VOIP_BYE_RSP, _CALL, _USER),
+    _down(Cmd.VOIP_BYE_RSP, voip_pb2.VoipByeRsp),
+    _down(Cmd.VOIP_BYE_NOTIFY, voip_pb2.VoipByeNotify),
     # group
     _up(Cmd.GROUP_CREATE_REQ, group_pb2.GroupCreateReq, Cmd.GROUP_CREATE_RSP, _GROUP, _USER),
     _down(Cmd.GROUP_CREATE_RSP, group_pb2.GroupCreateRsp),
@@ -316,7 +346,7 @@ _TABLE: tuple[CommandSpec, ...] = (
     _up(Cmd.API_GROUP_CREATE_REQ, ext_pb2.ApiGroupCreateReq, Cmd.GROUP_CREATE_RSP, _GROUP, _GID),
 )
 
-#: The command table, by command id. VoIP ids are absent until their messages exist.
+#: The command table, by command id.
 COMMANDS: dict[int, CommandSpec] = {s.cmd: s for s in _TABLE}
 
 

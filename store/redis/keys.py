@@ -24,6 +24,11 @@ key                                type    holds
 ``ur``, ``uh``                             messages, and a hash of the rest
                                            (`store.redis.user_state`); TTL refreshed together
 ``<ns>rl:<scope>:<id>``            —       rate-limit buckets
+``<ns>call:<channel>``             hash    a call (`store.redis.calls`); TTL
+``<ns>incall:<user_id>``           string  the channel of the user's call (busy, heartbeat);
+                                           TTL refreshed by the user's heartbeats
+``<ns>calls:due``                  zset    live calls' channels by next deadline (the call
+                                           group's sweep)
 ``<ns>idem:<scope>``               string  an ``Idempotency-Key``'s request fingerprint and
                                            response (`store.idempotency`); TTL
 =================================  ======  ==============================================
@@ -85,6 +90,18 @@ class RedisKeys(msgspec.Struct, frozen=True):
     def gate(self, gate_id: str) -> str:
         """A live gate's record; it expires when the gate stops heartbeating."""
         return f"{self.namespace}{{gates}}:gate:{gate_id}"
+
+    def call(self, channel: str) -> str:
+        """Hash of one call (`store.redis.calls`)."""
+        return f"{self.namespace}call:{channel}"
+
+    def call_claim(self, user_id: int) -> str:
+        """The channel of the call a user is in."""
+        return f"{self.namespace}incall:{user_id}"
+
+    def call_deadlines(self) -> str:
+        """Sorted set of live calls' channels, scored by when the sweep must look next."""
+        return f"{self.namespace}calls:due"
 
     def group_members(self, group_id: int) -> str:
         """Cache of a group and its member set (hash, see `store.redis.groups`)."""

@@ -304,7 +304,9 @@ def test_malformed_login_body_is_answered() -> None:
 
 def test_unknown_and_downlink_commands_get_error_not_close() -> None:
     conn = logged_in()
-    conn.receive_data(frame(0x7777, 1) + frame(Cmd.MSG_READ_NOTIFY, 2) + frame(0x0401, 3), T0)
+    conn.receive_data(
+        frame(0x7777, 1) + frame(Cmd.MSG_READ_NOTIFY, 2) + frame(Cmd.VOIP_BYE_NOTIFY, 3), T0
+    )
     answers = sent(conn)
     assert [a.seq for a in answers] == [1, 2, 3]
     assert {code_of(a) for a in answers} == {ExtResultCode.UNKNOWN_COMMAND}

@@ -83,7 +83,7 @@ UPLINK_COMMANDS: tuple[tuple[int, type[Message]], ...] = tuple(
     (cmd, s.message) for cmd, s in sorted(COMMANDS.items()) if Direction.UP in s.direction
 )
 _KNOWN = frozenset(COMMANDS)
-#: Command ids a fuzzer should hit on purpose: unknown ones, VoIP (ids without messages),
+#: Command ids a fuzzer should hit on purpose: unknown ones, VoIP signalling,
 #: server-to-client ones, and the edges of the u16.
 SPECIAL_COMMANDS: tuple[int, ...] = (
     0,
