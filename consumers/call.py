@@ -357,11 +357,18 @@ class CallHandler:
                 user,
                 [_origin_route(origin)],
                 call=after,
-                by=after.hangup_user,
+                by=user if after.state is CallState.TALKING else after.hangup_user,
                 reason=reason,
                 trace=trace,
             )
-            return
+            raise Refusal(
+                ExtResultCode.FORBIDDEN
+                if after.state is CallState.TALKING
+                else ExtResultCode.NOT_FOUND,
+                f"call {after.channel} was taken by another device"
+                if after.state is CallState.TALKING
+                else f"call {after.channel} is over",
+            )
         ack = voip_pb2.VoipInviteReplyAck(channel_info=self._channel(after, user, now))
         effects.reply(origin, Cmd.VOIP_INVITE_REPLY_ACK, ack, trace)
         await self._to_caller(after, InviteRspCode.OK, effects, trace, now)

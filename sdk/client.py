@@ -45,7 +45,15 @@ from schemas.codes import (
 from schemas.commands import Cmd, build_frame
 from schemas.frame import DEFAULT_MAX_FRAME_SIZE
 from schemas.pb.coffeebus import ext_pb2
-from schemas.pb.coffeechat import base_pb2, friend_pb2, group_pb2, list_pb2, login_pb2, message_pb2
+from schemas.pb.coffeechat import (
+    base_pb2,
+    friend_pb2,
+    group_pb2,
+    list_pb2,
+    login_pb2,
+    message_pb2,
+    voip_pb2,
+)
 from sdk.errors import (
     ConnectionLostError,
     LoginError,
@@ -740,3 +748,61 @@ class Client:
         return await self._call(
             Cmd.FRIEND_QUERY_USER_LIST_REQ, req, friend_pb2.FriendQueryUserListRsp
         )
+
+    # -- calls (VoIP signalling, 0x0401-0x0407; docs/protocol-extensions.md "Calls") ----------
+    #
+    # The callee's side arrives as events: a `Push` of VOIP_INVITE_REQ (an incoming call; its
+    # ``channel_info.channel_name`` names the call), VOIP_INVITE_REPLY (180 ringing, 200
+    # answered) on the caller's side, and VOIP_BYE_NOTIFY when the other party (or the
+    # server) ended the call.
+
+    async def call(self, user_id: int, *, video: bool = False) -> voip_pb2.VoipInviteReply:
+        """Call `user_id` (0x0401): the server's 100 (trying) with the call's channel.
+
+        The callee's devices ring; what happens next comes as pushes (180, 200, ByeNotify).
+        Raises `ServerError` if the call is refused (unknown user, already in a call).
+        """
+        invite_type = (
+            voip_pb2.VOIP_INVITE_TYPE_VIDEO_CALL if video else voip_pb2.VOIP_INVITE_TYPE_VOICE_CALL
+        )
+        req = voip_pb2.VoipInviteReq(
+            creator_user_id=self.user_id, invite_user_list=[user_id], invite_type=invite_type
+        )
+        return await self._call(Cmd.VOIP_INVITE_REQ, req, voip_pb2.VoipInviteReply)
+
+    async def ringing(self, channel: str) -> None:
+        """Tell the caller this device rings (a 180 InviteReply)."""
+        reply = voip_pb2.VoipInviteReply(
+            user_id=self.user_id,
+            rsp_code=voip_pb2.INVITE_RSP_CODE_RINGING,
+            channel_info=voip_pb2.ChannelInfo(channel_name=channel),
+        )
+        await self.send(Cmd.VOIP_INVITE_REPLY, reply)
+
+    async def answer(self, channel: str) -> voip_pb2.VoipInviteReplyAck:
+        """Take the call (a 200 InviteReply): its InviteReplyAck, with this device's channel
+        token. Raises `ServerError` if another device took it first or it is over."""
+        reply = voip_pb2.VoipInviteReply(
+            user_id=self.user_id,
+            rsp_code=voip_pb2.INVITE_RSP_CODE_OK,
+            channel_info=voip_pb2.ChannelInfo(channel_name=channel),
+        )
+        return await self._call(Cmd.VOIP_INVITE_REPLY, reply, voip_pb2.VoipInviteReplyAck)
+
+    async def call_heartbeat(self) -> None:
+        """Keep the current call alive (0x0404): send one at least every few seconds; the
+        server ends a call whose party is silent for ``[calls] heartbeat_timeout_s``."""
+        await self.send(Cmd.VOIP_HEARTBEAT, voip_pb2.VoipHeartbeat())
+
+    async def hangup(
+        self, channel: str, *, reason: int = 0, call_time_s: int = 0
+    ) -> voip_pb2.VoipByeRsp:
+        """End, cancel or reject the call (0x0405). `reason` 0 lets the server choose: cancel
+        before the answer from the caller, reject from the callee, end after."""
+        req = voip_pb2.VoipByeReq(
+            local_call_time_len=call_time_s,
+            user_id=self.user_id,
+            channel_info=voip_pb2.ChannelInfo(channel_name=channel),
+            bye_reason=reason,  # type: ignore[arg-type]
+        )
+        return await self._call(Cmd.VOIP_BYE_REQ, req, voip_pb2.VoipByeRsp)

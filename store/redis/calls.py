@@ -101,6 +101,10 @@ def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
 
+#: the `Call` fields that are not integers
+_TEXT_FIELDS = frozenset({"channel", "state", "trace_id", "cause"})
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -108,9 +112,14 @@ def _text(value: Any) -> str:
 def _decode(fields: Any) -> Call | None:
     if not fields:
         return None
+    # HGETALL: a dict from redis-py, a flat list from a script
     items = iter(fields)
-    raw = {k.decode(): v.decode() for k, v in zip(items, items, strict=True)}
-    return msgspec.convert(raw, Call, strict=False)
+    pairs = fields.items() if isinstance(fields, dict) else zip(items, items, strict=True)
+    raw: dict[str, str | int] = {}
+    for name, value in pairs:
+        field, text = _text(name), _text(value)
+        raw[field] = text if field in _TEXT_FIELDS else int(text)
+    return msgspec.convert(raw, Call)
 
 
 class RedisCallStore:
