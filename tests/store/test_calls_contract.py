@@ -64,7 +64,8 @@ async def test_claims_make_busy_until_the_call_ends(store: CallStore) -> None:
     ended, call = await store.end(
         "call-1", hangup_user=ALICE, reason=3, cause=EndCause.BYE, now_ms=T0 + 5, retry_ms=T0 + 9
     )
-    assert ended and call is not None
+    assert ended
+    assert call is not None
     # Ending: the claim still names it, but the call no longer holds the user.
     assert await store.claim(BOB, "call-2", ttl_s=TTL) is None
     assert await store.current(BOB) == "call-2"
@@ -72,7 +73,8 @@ async def test_claims_make_busy_until_the_call_ends(store: CallStore) -> None:
     assert await store.current(ALICE) is None  # released
     assert await store.current(BOB) == "call-2"  # not someone else's claim
     finished = await store.get("call-1")
-    assert finished is not None and finished.state is CallState.ENDED
+    assert finished is not None
+    assert finished.state is CallState.ENDED
     assert await store.due(T0 + 100_000, 10) == ["call-2"]
 
 
@@ -84,7 +86,8 @@ async def test_first_answer_wins(store: CallStore) -> None:
     )
     assert sorted(won for won, _ in results) == [False, True]
     call = await store.get("call-1")
-    assert call is not None and call.state is CallState.TALKING
+    assert call is not None
+    assert call.state is CallState.TALKING
     winner = ANDROID if results[0][0] else IOS
     assert call.callee_client_type == winner
     assert call.caller_hb_ms == call.callee_hb_ms == call.answered_ms
@@ -100,9 +103,11 @@ async def test_heartbeats_and_end_once(store: CallStore) -> None:
     await store.claim(ALICE, "call-1", ttl_s=TTL)
     await store.answer("call-1", IOS, T0 + 1, deadline_ms=T0 + 30_001)
     after = await store.heartbeat("call-1", ALICE, T0 + 500, claim_ttl_s=TTL, call_ttl_s=TTL)
-    assert after is not None and (after.caller_hb_ms, after.callee_hb_ms) == (T0 + 500, T0 + 1)
+    assert after is not None
+    assert (after.caller_hb_ms, after.callee_hb_ms) == (T0 + 500, T0 + 1)
     after = await store.heartbeat("call-1", CAROL, T0 + 600, claim_ttl_s=TTL, call_ttl_s=TTL)
-    assert after is not None and after.caller_hb_ms == T0 + 500  # not a party: nothing
+    assert after is not None
+    assert after.caller_hb_ms == T0 + 500
     await store.reschedule("call-1", T0 + 30_500)
     assert await store.due(T0 + 30_499, 10) == []
 
@@ -117,8 +122,9 @@ async def test_heartbeats_and_end_once(store: CallStore) -> None:
         ),
     )  # fmt: skip
     assert sorted(ended for ended, _ in results) == [False, True]
-    final = [call for ended, call in results if ended][0]
-    assert final is not None and final.state is CallState.ENDING
+    final = next(call for ended, call in results if ended)
+    assert final is not None
+    assert final.state is CallState.ENDING
     assert final.duration_s == 39
     assert await store.get("call-1") == final
     assert await store.due(T0 + 45_001, 10) == ["call-1"]  # the retry
@@ -130,5 +136,7 @@ async def test_heartbeats_and_end_once(store: CallStore) -> None:
     ended, call = await store.end(
         "call-1", hangup_user=ALICE, reason=3, cause=EndCause.BYE, now_ms=T0, retry_ms=T0
     )
-    assert not ended and call is not None and call.state is CallState.ENDED
+    assert not ended
+    assert call is not None
+    assert call.state is CallState.ENDED
     await store.forget("call-1")
