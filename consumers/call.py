@@ -32,6 +32,9 @@ other party must see to whatever gate its devices are on. docs/protocol-extensio
   deadline passed: a ringing call older than ``invite_timeout_s`` ends ``cancel`` by the
   server; a talking call whose older heartbeat is ``heartbeat_timeout_s`` old ends ``end``
   by the silent party; an ending call that nobody finished (its process died) is finished.
+  A heartbeat counts from when its gate received it (the envelope's time), and a member
+  ends no call for silence during its first heartbeat timeout: heartbeats that waited in
+  ``im.up.call`` while the group was down are read before anyone is called silent.
 
 Every end publishes, in one `Effects` (`_end_effects`): a ByeNotify to the parties' devices
 (but the one whose bye it answers), one AVCHAT message (msg type 10, the JSON of PROTOCOL.md:
@@ -168,6 +171,8 @@ class CallHandler:
         self._claim_ttl_s = settings.invite_timeout_s + 2 * settings.heartbeat_timeout_s
         self._msg_topic = topology.topic(UplinkTopic.MSG).name
         self._sweeper: asyncio.Task[None] | None = None
+        #: before this time the sweep ends no call for silence (`sweep`)
+        self._silence_from_ms = 0
 
     # --- the consumer -------------------------------------------------------------------------
 
@@ -203,7 +208,7 @@ class CallHandler:
         elif isinstance(msg, voip_pb2.VoipInviteReply):
             await self._reply(request, origin, msg, effects)
         elif isinstance(msg, voip_pb2.VoipHeartbeat):
-            await self._heartbeat(origin)
+            await self._heartbeat(origin, request.envelope.ts_ms)
         elif isinstance(msg, voip_pb2.VoipByeReq):
             await self._bye(request, origin, msg, effects, finishing)
         else:
@@ -396,7 +401,9 @@ class CallHandler:
             ),
         )
 
-    async def _heartbeat(self, origin: Origin) -> None:
+    async def _heartbeat(self, origin: Origin, sent_ms: int) -> None:
+        # The heartbeat counts from when the gate received it, not from when it is handled:
+        # heartbeats that waited in im.up.call while the group was down still count.
         user = UserId(origin.user_id)
         channel = await self._calls.current(user)
         if channel is None:
@@ -405,7 +412,7 @@ class CallHandler:
         await self._calls.heartbeat(
             channel,
             user,
-            self._clock.now_ms(),
+            min(sent_ms, self._clock.now_ms()),
             claim_ttl_s=self._claim_ttl_s,
             call_ttl_s=CALL_TTL_S,
         )
@@ -602,8 +609,9 @@ class CallHandler:
                 )
             elif call.state is CallState.TALKING:
                 oldest = min(call.caller_hb_ms, call.callee_hb_ms)
-                if now < oldest + self._heartbeat_ms:
-                    await self._calls.reschedule(channel, oldest + self._heartbeat_ms)
+                due = max(oldest + self._heartbeat_ms, self._silence_from_ms)
+                if now < due:
+                    await self._calls.reschedule(channel, due)
                     continue
                 silent = call.caller if call.caller_hb_ms <= call.callee_hb_ms else call.callee
                 await self._end(
@@ -706,6 +714,10 @@ class CallHandler:
         """A member that owns partitions sweeps (any number of members may: every end is
         one atomic step in the store)."""
         if partitions and self._sweeper is None:
+            # Heartbeats may be waiting in im.up.call (this group was down, or these
+            # partitions' owner died): until this member has had one heartbeat timeout to
+            # read them, silence proves nothing, so it ends no call for it.
+            self._silence_from_ms = self._clock.now_ms() + self._heartbeat_ms
             self._sweeper = asyncio.create_task(self._sweep_forever(), name="call-sweep")
 
     async def revoked(self, partitions: frozenset[TopicPartition]) -> None:

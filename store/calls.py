@@ -154,8 +154,9 @@ class CallStore(Protocol):
     async def heartbeat(
         self, channel: str, user_id: UserId, now_ms: int, *, claim_ttl_s: float, call_ttl_s: float
     ) -> Call | None:
-        """Record a party's heartbeat on a live call and refresh its claim and the call's
-        TTL; the call after."""
+        """Record a party's heartbeat, sent at `now_ms`, on a live call (a heartbeat older
+        than the one recorded changes nothing: a replay) and refresh its claim and the
+        call's TTL; the call after."""
         ...
 
     async def end(

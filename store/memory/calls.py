@@ -94,9 +94,9 @@ class MemoryCallStore:
         if call is None or not call.state.live or not call.party(user_id):
             return call
         if user_id == call.caller:
-            call = msgspec.structs.replace(call, caller_hb_ms=now_ms)
+            call = msgspec.structs.replace(call, caller_hb_ms=max(call.caller_hb_ms, now_ms))
         else:
-            call = msgspec.structs.replace(call, callee_hb_ms=now_ms)
+            call = msgspec.structs.replace(call, callee_hb_ms=max(call.callee_hb_ms, now_ms))
         self._calls[channel] = (call, self._now() + round(call_ttl_s * 1000))
         if await self.current(user_id) == channel:
             self._claims[user_id] = (channel, self._now() + round(claim_ttl_s * 1000))

@@ -45,11 +45,13 @@ end
 return {won, redis.call('HGETALL', KEYS[1])}
 """
 
-# KEYS[1] call hash; ARGV heartbeat field, now, TTL ms.
+# KEYS[1] call hash; ARGV heartbeat field, its time (kept if later), TTL ms.
 _HEARTBEAT = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if state == 'ringing' or state == 'talking' then
-  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  if tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0') < tonumber(ARGV[2]) then
+    redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  end
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
 end
 return redis.call('HGETALL', KEYS[1])

@@ -56,7 +56,7 @@ def avchats(system: System, client: Client, peer: int = 0) -> list[message_pb2.M
         m
         for m in system.pushes(client, Cmd.MSG_DATA)
         if isinstance(m, message_pb2.MsgData)
-        and m.msg_type == MsgType.AVCHAT
+        and MsgType(m.msg_type) is MsgType.AVCHAT
         and (not peer or peer in (m.from_user_id, m.to_session_id))
     ]
 
@@ -91,7 +91,7 @@ async def test_call_across_two_gates(system: System) -> None:
     intruder = await system.login(carol, gate2)
 
     trying = await caller.call(bob, video=True)
-    assert (trying.user_id, trying.rsp_code) == (0, InviteRspCode.TRYING)
+    assert (trying.user_id, InviteRspCode(trying.rsp_code)) == (0, InviteRspCode.TRYING)
     channel = trying.channel_info.channel_name
     assert channel.startswith("call-")
     assert trying.channel_info.creator_id == alice
@@ -119,15 +119,18 @@ async def test_call_across_two_gates(system: System) -> None:
     await phone.ringing(channel)
     (ringing,) = await system.wait_pushes(caller, Cmd.VOIP_INVITE_REPLY)
     assert isinstance(ringing, voip_pb2.VoipInviteReply)
-    assert (ringing.user_id, ringing.rsp_code) == (bob, InviteRspCode.RINGING)
+    assert (ringing.user_id, InviteRspCode(ringing.rsp_code)) == (bob, InviteRspCode.RINGING)
 
     ack = await phone.answer(channel)
     assert ack.channel_info.channel_name == channel
     answered = (await system.wait_pushes(caller, Cmd.VOIP_INVITE_REPLY, count=2))[1]
     assert isinstance(answered, voip_pb2.VoipInviteReply)
-    assert (answered.user_id, answered.rsp_code) == (bob, InviteRspCode.OK)
+    assert (answered.user_id, InviteRspCode(answered.rsp_code)) == (bob, InviteRspCode.OK)
     (stop,) = await byes(system, desk)  # the other device stops ringing
-    assert (stop.user_id, stop.bye_reason) == (bob, VoipByeReason.ONLINE_CLIENT_REJECT)
+    assert (stop.user_id, VoipByeReason(stop.bye_reason)) == (
+        bob,
+        VoipByeReason.ONLINE_CLIENT_REJECT,
+    )
     with pytest.raises(ServerError) as late:
         await desk.answer(channel)
     assert late.value.code is ExtResultCode.FORBIDDEN
@@ -136,14 +139,14 @@ async def test_call_across_two_gates(system: System) -> None:
         await intruder.hangup(channel)  # a third party cannot end it
     assert third.value.code is ExtResultCode.FORBIDDEN
     ignored = await desk.hangup(channel)  # nor a device that did not take it
-    assert ignored.error_code == ErrorCode.SUCCESS
+    assert ErrorCode(ignored.error_code) is ErrorCode.SUCCESS
     await caller.call_heartbeat()
     await phone.call_heartbeat()
 
     rsp = await caller.hangup(channel)
-    assert rsp.error_code == ErrorCode.SUCCESS
+    assert ErrorCode(rsp.error_code) is ErrorCode.SUCCESS
     (bye,) = await byes(system, phone)
-    assert (bye.user_id, bye.bye_reason) == (alice, VoipByeReason.END)
+    assert (bye.user_id, VoipByeReason(bye.bye_reason)) == (alice, VoipByeReason.END)
     assert bye.channel_info.channel_name == channel
 
     for client in (phone, caller):  # one AVCHAT message, pushed to both sides
@@ -158,7 +161,7 @@ async def test_call_across_two_gates(system: System) -> None:
             "callType": 2,
         }
     again = await caller.hangup(channel)  # a resent bye changes nothing
-    assert again.error_code == ErrorCode.SUCCESS
+    assert ErrorCode(again.error_code) is ErrorCode.SUCCESS
     marker = await caller.send_text(bob, "after the call")
     await system.event_logs[phone].until(
         lambda: any(
@@ -167,7 +170,7 @@ async def test_call_across_two_gates(system: System) -> None:
         )
     )
     history = (await phone.history(alice)).msg_list
-    assert [m.msg_type for m in history] == [MsgType.AVCHAT, MsgType.TEXT]
+    assert [MsgType(m.msg_type) for m in history] == [MsgType.AVCHAT, MsgType.TEXT]
     assert len(avchats(system, phone)) == 1
 
     await tap.wait(lambda _: len(call_events(tap, channel)) == 3)
@@ -201,15 +204,15 @@ async def test_busy_callee_and_busy_caller(system: System) -> None:
     second = await other.call(bob)
     (busy,) = await byes(system, other)
     assert busy.channel_info.channel_name == second.channel_info.channel_name
-    assert (busy.user_id, busy.bye_reason) == (bob, VoipByeReason.BUSY)
+    assert (busy.user_id, VoipByeReason(busy.bye_reason)) == (bob, VoipByeReason.BUSY)
     with pytest.raises(ServerError) as already:
         await caller.call(carol)  # one call at a time
     assert already.value.code is ExtResultCode.FORBIDDEN
 
     rsp = await caller.hangup(first.channel_info.channel_name)  # cancel while it rings
-    assert rsp.error_code == ErrorCode.SUCCESS
+    assert ErrorCode(rsp.error_code) is ErrorCode.SUCCESS
     (cancel,) = await byes(system, callee)
-    assert (cancel.user_id, cancel.bye_reason) == (alice, VoipByeReason.CANCEL)
+    assert (cancel.user_id, VoipByeReason(cancel.bye_reason)) == (alice, VoipByeReason.CANCEL)
     missed = await wait_avchat(system, callee, alice)
     assert json.loads(missed.msg_data)["hangupReason"] == VoipByeReason.CANCEL
     # The busy call is in carol's conversation with bob, not in alice's.
@@ -219,7 +222,7 @@ async def test_busy_callee_and_busy_caller(system: System) -> None:
     assert len(system.pushes(callee, Cmd.VOIP_INVITE_REQ)) == 1  # busy never rang
 
     again = await other.call(bob)  # bob is free again
-    assert again.rsp_code == InviteRspCode.TRYING
+    assert InviteRspCode(again.rsp_code) is InviteRspCode.TRYING
     await system.wait_pushes(callee, Cmd.VOIP_INVITE_REQ, count=2)
 
 
@@ -232,11 +235,14 @@ async def test_callee_rejects_and_other_devices_stop(system: System) -> None:
     channel = (await caller.call(bob)).channel_info.channel_name
     await system.wait_pushes(desk, Cmd.VOIP_INVITE_REQ)
     rsp = await phone.hangup(channel)
-    assert rsp.error_code == ErrorCode.SUCCESS
+    assert ErrorCode(rsp.error_code) is ErrorCode.SUCCESS
     (to_caller,) = await byes(system, caller)
-    assert (to_caller.user_id, to_caller.bye_reason) == (bob, VoipByeReason.REJECT)
+    assert (to_caller.user_id, VoipByeReason(to_caller.bye_reason)) == (bob, VoipByeReason.REJECT)
     (to_desk,) = await byes(system, desk)
-    assert (to_desk.user_id, to_desk.bye_reason) == (bob, VoipByeReason.ONLINE_CLIENT_REJECT)
+    assert (to_desk.user_id, VoipByeReason(to_desk.bye_reason)) == (
+        bob,
+        VoipByeReason.ONLINE_CLIENT_REJECT,
+    )
     msg = await wait_avchat(system, caller)
     assert (msg.from_user_id, json.loads(msg.msg_data)["hangupReason"]) == (
         bob,
@@ -252,16 +258,16 @@ async def test_offline_callee_gets_the_missed_call_by_push(system: System) -> No
     alice, bob = await system.user(), await system.user()
     caller = await system.login(alice)
     trying = await caller.call(bob)
-    assert trying.rsp_code == InviteRspCode.TRYING
+    assert InviteRspCode(trying.rsp_code) is InviteRspCode.TRYING
     (error,) = await system.wait_pushes(caller, Cmd.ERROR_RSP)
     assert isinstance(error, ext_pb2.ErrorRsp)
-    assert (error.request_command_id, error.result_code) == (
+    assert (error.request_command_id, ExtResultCode(error.result_code)) == (
         Cmd.VOIP_INVITE_REQ,
         ExtResultCode.UNAVAILABLE,
     )
     assert "offline" in error.text
     (bye,) = await byes(system, caller)
-    assert (bye.user_id, bye.bye_reason) == (0, VoipByeReason.CANCEL)
+    assert (bye.user_id, VoipByeReason(bye.bye_reason)) == (0, VoipByeReason.CANCEL)
 
     await tap.wait(lambda records: any(r.key == str(bob).encode() for r in records))
     [request] = [
@@ -271,7 +277,7 @@ async def test_offline_callee_gets_the_missed_call_by_push(system: System) -> No
     await tap.stop()
     callee = await system.login(bob)
     [missed] = list((await callee.history(alice)).msg_list)
-    assert missed.msg_type == MsgType.AVCHAT
+    assert MsgType(missed.msg_type) is MsgType.AVCHAT
     assert json.loads(missed.msg_data) == {
         "hangupUserId": 0,
         "hangupReason": VoipByeReason.CANCEL,
@@ -292,7 +298,7 @@ async def test_unanswered_call_times_out_with_cancel(system: System) -> None:
     await callee.ringing(channel)
     for client in (caller, callee):
         (bye,) = await byes(system, client)
-        assert (bye.user_id, bye.bye_reason) == (0, VoipByeReason.CANCEL)
+        assert (bye.user_id, VoipByeReason(bye.bye_reason)) == (0, VoipByeReason.CANCEL)
         assert bye.channel_info.channel_name == channel
     msg = await wait_avchat(system, callee)
     assert msg.from_user_id == alice
@@ -324,7 +330,7 @@ async def test_silent_party_ends_the_call(system: System) -> None:
         (bye,) = await byes(system, caller)
     finally:
         beating.cancel()
-    assert (bye.user_id, bye.bye_reason) == (bob, VoipByeReason.END)
+    assert (bye.user_id, VoipByeReason(bye.bye_reason)) == (bob, VoipByeReason.END)
     msg = await wait_avchat(system, caller)
     assert msg.from_user_id == bob
     await tap.wait(lambda _: "CallEnded" in call_events(tap, channel))
