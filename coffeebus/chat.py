@@ -12,6 +12,9 @@ Commands (``/help`` lists them)::
     /open NAME | ID        open the single chat with a user (by name or id; ``u:ID`` too)
     /open #NAME | g:ID     open a group
     /more                  older messages of the open conversation
+    /call [NAME | ID]      call someone (default: the open single chat), voice
+    /answer                take the incoming call
+    /hangup                end, cancel or decline the call
     /quit                  leave
     anything else          is sent as a text message to the open conversation
 
@@ -30,6 +33,13 @@ What people expect of a chat app, line by line:
 - `/more` shows the older page *above* what was shown: the conversation is written again
   from the older page on, oldest first (the screen is cleared first on a terminal).
 - Business pushes (S2CPush 0x080B, e.g. msg_type 77 from ``POST /v1/push``) are shown.
+- **Calls show their signalling** (docs/protocol-extensions.md, "Calls"; no media: the
+  terminal only rings): ``☎ calling bob…``, ``☎ bob's device is ringing``, ``☎ bob is calling
+  (voice call) — /answer or /hangup``, ``☎ in a call with bob — /hangup to end``, and how it
+  ended (``☎ bob hung up``, ``☎ bob is busy``, ``☎ answered on another device``, …). An
+  incoming call rings back (180) by itself; while a call lasts the session sends a
+  VoipHeartbeat every few seconds. The call's AVCHAT message shows in the conversation
+  (``☎ voice call 0:42``, ``☎ missed voice call``).
 - **Reconnect and catch up.** When the server restarts, the SDK reconnects; the session
   then asks for everything of the user's inbox after the last entry it knew (Sync 0x0803)
   and shows what it missed like live messages.
@@ -46,10 +56,18 @@ from typing import Final
 
 import msgspec
 
-from schemas.codes import MsgNotificationType, MsgType, SessionType
+from schemas.codes import (
+    ExtResultCode,
+    InviteRspCode,
+    MsgNotificationType,
+    MsgType,
+    SessionType,
+    VoipByeReason,
+    VoipInviteType,
+)
 from schemas.commands import Cmd
 from schemas.pb.coffeebus import ext_pb2
-from schemas.pb.coffeechat import base_pb2, list_pb2, message_pb2
+from schemas.pb.coffeechat import base_pb2, list_pb2, message_pb2, voip_pb2
 from sdk.client import Client
 from sdk.errors import SdkError
 from sdk.events import Disconnected, Event, Kicked, Push, Reconnected
@@ -63,6 +81,9 @@ HELP: Final = """\
 /open NAME | ID      open the single chat with a user (u:ID works too)
 /open #NAME | g:ID   open a group
 /more                show older messages of the open conversation
+/call [NAME | ID]    call someone (default: the open single chat)
+/answer              take the incoming call
+/hangup              end, cancel or decline the call
 /quit                leave
 text                 send it to the open conversation"""
 
@@ -72,6 +93,8 @@ PAGE: Final = 20
 SUMMARY_DELAY_S: Final = 0.5
 #: erase the terminal (`/more` rewrites the conversation from its older page on)
 CLEAR_SCREEN: Final = "\x1b[2J\x1b[H"
+#: how often the session sends a VoipHeartbeat during a call (the server's limit is 30 s)
+CALL_HEARTBEAT_S: Final = 5.0
 #: the status of a message as history, by-id and sync report a revoked one
 _SEND_CANCEL: Final = 8
 
@@ -156,6 +179,24 @@ class _Notification(msgspec.Struct, frozen=True):
     attributes: dict[str, str | int] = {}
 
 
+class _Avchat(msgspec.Struct, frozen=True):
+    """An AVCHAT message's msg_data (PROTOCOL.md, "VoIP signalling")."""
+
+    hangupUserId: int = 0  # the wire's JSON names
+    hangupReason: int = 0
+    timeLen: int = 0
+    callType: int = 1
+
+
+class _Call(msgspec.Struct):
+    """The call of the session: its channel, the other party, and where it is."""
+
+    channel: str
+    peer: int
+    #: "calling" (my invite rings), "incoming" (theirs rings here), "talking"
+    state: str
+
+
 class _Shown(msgspec.Struct, frozen=True):
     """A message of the open conversation, as shown."""
 
@@ -226,6 +267,9 @@ class ChatSession:
         self._synced = 0
         self._going_away = False
         self.done = False
+        #: the call in progress, and the task sending its heartbeats
+        self.call: _Call | None = None
+        self._call_beat: asyncio.Task[None] | None = None
 
     @property
     def me(self) -> int:
@@ -293,6 +337,8 @@ class ChatSession:
                 for help_line in HELP.splitlines():
                     self._write(help_line)
             elif command in ("/quit", "/exit"):
+                if self.call is not None:
+                    await self.hangup()
                 self.done = True
             elif command == "/sessions":
                 await self.show_sessions()
@@ -300,6 +346,12 @@ class ChatSession:
                 await self.open(await self._resolve(argument))
             elif command == "/more":
                 await self.more()
+            elif command == "/call":
+                await self.start_call(argument)
+            elif command == "/answer":
+                await self.answer()
+            elif command == "/hangup":
+                await self.hangup()
             elif command.startswith("/"):
                 self._write(f"! unknown command {command} (/help lists them)")
             else:
@@ -429,6 +481,122 @@ class ChatSession:
 
     # -- events --------------------------------------------------------------------------------
 
+    # -- calls ---------------------------------------------------------------------------------
+
+    async def start_call(self, argument: str) -> None:
+        """Call a user (the open single chat's peer when no one is named)."""
+        if self.call is not None:
+            raise ValueError(f"already in a call with {self.names.user(self.call.peer)}")
+        if argument.strip():
+            where = await self._resolve(argument)
+        elif self.current is not None:
+            where = self.current
+        else:
+            raise ValueError("call whom? /call NAME or ID, or /open a chat first")
+        if where.group:
+            raise ValueError("calls are one to one: /call a user")
+        trying = await self._client.call(where.session_id)
+        self.call = _Call(trying.channel_info.channel_name, where.session_id, "calling")
+        self._beat()
+        self._write(f"☎ calling {self.names.user(where.session_id)}…")
+
+    async def answer(self) -> None:
+        """Take the incoming call."""
+        call = self.call
+        if call is None or call.state != "incoming":
+            raise ValueError("no call is ringing")
+        await self._client.answer(call.channel)
+        call.state = "talking"
+        self._write(f"☎ in a call with {self.names.user(call.peer)} — /hangup to end")
+
+    async def hangup(self) -> None:
+        """End, cancel or decline the call."""
+        call = self.call
+        if call is None:
+            raise ValueError("no call to hang up")
+        self._end_call()
+        await self._client.hangup(call.channel)
+        verb = {"calling": "cancelled", "incoming": "declined"}.get(call.state, "ended")
+        self._write(f"☎ call with {self.names.user(call.peer)} {verb}")
+
+    def _beat(self) -> None:
+        async def beat() -> None:
+            while True:
+                with contextlib.suppress(SdkError):
+                    await self._client.call_heartbeat()
+                await asyncio.sleep(CALL_HEARTBEAT_S)
+
+        if self._call_beat is None:
+            self._call_beat = asyncio.create_task(beat(), name="call-heartbeat")
+
+    def _end_call(self) -> None:
+        self.call = None
+        if self._call_beat is not None:
+            self._call_beat.cancel()
+            self._call_beat = None
+
+    async def _call_push(self, push: Push) -> bool:
+        """Render a push of the call signalling; False if it is none."""
+        message = push.message
+        call = self.call
+        if isinstance(message, voip_pb2.VoipInviteReq):
+            caller = message.creator_user_id
+            channel = message.channel_info.channel_name
+            if call is not None:
+                return True  # the server answers busy for us; one call at a time
+            self.call = _Call(channel, caller, "incoming")
+            self._beat()
+            kind = _call_kind(int(message.invite_type))
+            self._write(f"☎ {self.names.user(caller)} is calling ({kind}) — /answer or /hangup")
+            with contextlib.suppress(SdkError):
+                await self._client.ringing(channel)
+        elif isinstance(message, voip_pb2.VoipInviteReply):
+            if call is None or message.channel_info.channel_name != call.channel:
+                return True
+            who = self.names.user(call.peer)
+            if int(message.rsp_code) == InviteRspCode.RINGING:
+                self._write(f"☎ {who}'s device is ringing")
+            elif int(message.rsp_code) == InviteRspCode.OK:
+                call.state = "talking"
+                self._write(f"☎ {who} answered — /hangup to end")
+        elif isinstance(message, voip_pb2.VoipByeNotify):
+            if call is None or message.channel_info.channel_name != call.channel:
+                return True
+            self._end_call()
+            self._write(f"☎ {self._bye_text(call, message)}")
+        elif isinstance(message, ext_pb2.ErrorRsp) and message.request_command_id in (
+            Cmd.VOIP_INVITE_REQ,
+            Cmd.VOIP_INVITE_REPLY,
+        ):
+            if call is not None and message.result_code == int(ExtResultCode.UNAVAILABLE):
+                self._write(
+                    f"☎ {self.names.user(call.peer)} is offline: they will see a missed call"
+                )
+        else:
+            return False
+        return True
+
+    def _bye_text(self, call: _Call, bye: voip_pb2.VoipByeNotify) -> str:
+        who = self.names.user(call.peer)
+        reason = int(bye.bye_reason)
+        if reason == VoipByeReason.ONLINE_CLIENT_REJECT:
+            return "answered on another device" if bye.user_id == self.me else f"{who} declined"
+        if reason == VoipByeReason.BUSY:
+            return f"{who} is busy"
+        if reason == VoipByeReason.REJECT:
+            return f"{who} declined"
+        if reason == VoipByeReason.CANCEL:
+            if bye.user_id == 0:
+                return (
+                    f"no answer: the call with {who} ended"
+                    if call.state == "calling"
+                    else (f"missed call from {who}")
+                )
+            return f"missed call from {who}" if call.state == "incoming" else f"{who} hung up"
+        if bye.user_id not in (0, call.peer):
+            return f"call with {who} ended"
+        return f"{who} hung up" if bye.user_id == call.peer else f"call with {who} ended"
+
     async def handle_event(self, event: Event) -> None:
         """Render one event of the client (a push, a kick, a reconnection)."""
         if isinstance(event, Push):
@@ -454,6 +622,8 @@ class ChatSession:
 
     async def _push(self, push: Push) -> None:
         message = push.message
+        if await self._call_push(push):
+            return
         if push.command_id == Cmd.MSG_DATA and isinstance(message, message_pb2.MsgData):
             if message.from_nick_name and message.from_user_id != self.me:
                 self.names.users[message.from_user_id] = message.from_nick_name
@@ -634,8 +804,26 @@ class ChatSession:
                 detail = ", ".join(self.names.user(u) for u in others)
             who = self.names.user(note.operator_user_id)
             return f"{who} {verb} {detail}".rstrip()
+        if msg_type == MsgType.AVCHAT:
+            try:
+                record = msgspec.json.decode(data, type=_Avchat)
+            except msgspec.DecodeError:
+                return "☎ (a call)"
+            kind = _call_kind(record.callType)
+            if record.timeLen or record.hangupReason == VoipByeReason.END:
+                minutes, seconds = divmod(record.timeLen, 60)
+                return f"☎ {kind} {minutes}:{seconds:02d}"
+            outcome = {
+                VoipByeReason.REJECT: "declined",
+                VoipByeReason.BUSY: "busy",
+            }.get(record.hangupReason, "missed")  # type: ignore[call-overload]
+            return f"☎ {outcome} {kind}"
         try:
             name = MsgType(msg_type).name.lower()
         except ValueError:
             name = f"type {msg_type}"
         return f"[{name}]"
+
+
+def _call_kind(invite_type: int) -> str:
+    return "video call" if invite_type == VoipInviteType.VIDEO_CALL else "voice call"

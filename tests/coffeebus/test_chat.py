@@ -155,6 +155,41 @@ async def test_single_chat_names_receipts_the_right_way_and_each_message_once(
         await screen.close()
 
 
+async def test_call_rings_answers_and_hangs_up_across_two_gates(system: System) -> None:
+    await system.start_consumers()
+    alice, bob = await system.user(nick="alice"), await system.user(nick="bob")
+    alice_sdk = await system.login(alice)
+    bob_sdk = await system.login(bob, await system.gate())
+    await alice_sdk.send_text(bob, "call me?")
+    caller = await Screen(system, alice_sdk).start()
+    callee = await Screen(system, bob_sdk).start()
+    try:  # (pushes may render between a command and its answer: `in`, not `==`)
+        assert "! no call is ringing" in await caller.type("/answer")
+        await caller.type("/open bob")
+        assert "☎ calling bob…" in await caller.type("/call")
+        await callee.shows(r"^☎ alice is calling \(voice call\) — /answer or /hangup$")
+        await caller.shows(r"^☎ bob's device is ringing$")  # bob's session rang back (180)
+        assert "! already in a call with bob" in await caller.type("/call bob")
+        assert "☎ in a call with alice — /hangup to end" in await callee.type("/answer")
+        await caller.shows(r"^☎ bob answered — /hangup to end$")
+        assert "☎ call with bob ended" in await caller.type("/hangup")
+        await callee.shows(r"^☎ alice hung up$")
+        # The call's record, in the open conversation, as a line of its own.
+        await caller.shows(rf"^{TIME} you: ☎ voice call 0:\d\d$")
+        assert caller.session.call is None
+        assert callee.session.call is None
+
+        await callee.type("/open alice")
+        assert "☎ calling alice…" in await callee.type("/call")
+        await caller.shows(r"^☎ bob is calling \(voice call\) — /answer or /hangup$")
+        assert "☎ call with bob declined" in await caller.type("/hangup")
+        await callee.shows(r"^☎ alice declined$")
+        await callee.shows(rf"^{TIME} alice: ☎ declined voice call$")
+    finally:
+        await caller.close()
+        await callee.close()
+
+
 async def test_group_by_name_with_older_messages_above_newer_ones(embedded_system: System) -> None:
     system = embedded_system
     await system.start_consumers()
