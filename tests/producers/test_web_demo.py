@@ -29,7 +29,7 @@ from producers.app import Pipeline, create_app
 from producers.vendor import check as check_vendor
 from schemas.commands import Cmd, spec
 from schemas.frame import encode_frame
-from schemas.pb.coffeechat import message_pb2
+from schemas.pb.coffeechat import message_pb2, voip_pb2
 from tests.consumers.conftest import System, embedded_system
 from tests.producers.browser import ApiServer, new_page
 
@@ -253,6 +253,67 @@ async def test_typing_shows_and_a_sent_message_can_be_revoked(
             ["alice revoked a message"]
         )
         await shot(b, tmp_path / "web-demo-revoked.png")
+        assert errors == []
+
+
+async def test_a_call_rings_is_answered_and_hung_up_both_ways(
+    embedded_system: System, browser: Browser, tmp_path: Path
+) -> None:
+    """Signalling only (no media): the page calls, rings, answers and hangs up against an
+    SDK client on another gate, and shows the call's record in the conversation."""
+    system = embedded_system
+    gate = await system.gate()
+    await system.start_consumers()
+    alice, bob = await system.user(nick="alice"), await system.user(nick="bob")
+    bob_sdk = await system.login(bob, await system.gate())
+    await bob_sdk.send_text(alice, "call me?")
+    async with demo_api(system) as api:
+        errors: list[str] = []
+        a = await new_page(browser, errors)
+        await login(a, api, gate, alice, system.tokens[alice])
+        await session(a, 1, bob).click()
+        await expect(a.locator("#chat-title")).to_have_text("bob")
+
+        # alice calls; bob's device rings back, answers, and hangs up
+        await a.click("#call")
+        await expect(a.locator("#call-text")).to_have_text("Calling bob…")
+        [invite] = await system.wait_pushes(bob_sdk, Cmd.VOIP_INVITE_REQ)
+        assert isinstance(invite, voip_pb2.VoipInviteReq)
+        assert invite.creator_user_id == alice
+        channel = invite.channel_info.channel_name
+        await bob_sdk.ringing(channel)
+        await expect(a.locator("#call-text")).to_have_text("Ringing bob…")
+        await bob_sdk.answer(channel)
+        await expect(a.locator("#call-text")).to_have_text("In a call with bob")
+        await expect(a.locator("#call")).to_be_disabled()
+        await bob_sdk.hangup(channel)
+        await expect(a.locator("#call-text")).to_have_text("bob hung up")
+        await expect(a.locator("#call-hangup")).to_be_hidden()
+        await expect(a.locator("#messages li .text").last).to_have_text(
+            re.compile(r"^☎ voice call 0:\d\d$")
+        )
+
+        # bob calls; the page rings (and says so to bob), alice answers, then hangs up
+        trying = await bob_sdk.call(alice)
+        channel = trying.channel_info.channel_name
+        await expect(a.locator("#call-text")).to_have_text("bob is calling (voice call)")
+        await expect(a.locator("#call-bar")).to_have_attribute("data-phase", "incoming")
+        [ringing] = await system.wait_pushes(bob_sdk, Cmd.VOIP_INVITE_REPLY)
+        assert isinstance(ringing, voip_pb2.VoipInviteReply)
+        assert ringing.rsp_code == voip_pb2.INVITE_RSP_CODE_RINGING
+        await shot(a, tmp_path / "web-demo-call.png")
+        await a.click("#call-answer")
+        await expect(a.locator("#call-text")).to_have_text("In a call with bob")
+        answered = (await system.wait_pushes(bob_sdk, Cmd.VOIP_INVITE_REPLY, count=2))[1]
+        assert isinstance(answered, voip_pb2.VoipInviteReply)
+        assert answered.rsp_code == voip_pb2.INVITE_RSP_CODE_OK
+        await a.click("#call-hangup")
+        await expect(a.locator("#call-text")).to_have_text("Call ended")
+        [bye] = await system.wait_pushes(bob_sdk, Cmd.VOIP_BYE_NOTIFY)
+        assert isinstance(bye, voip_pb2.VoipByeNotify)
+        assert (bye.user_id, bye.bye_reason) == (alice, voip_pb2.VOIP_BYE_REASON_END)
+        assert bye.channel_info.channel_name == channel
+        await expect(a.locator("#messages li .text")).to_have_count(3)
         assert errors == []
 
 

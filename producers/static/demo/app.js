@@ -9,6 +9,7 @@ import {
   ErrorCode,
   ExtResultCode,
   GateClient,
+  InviteRspCode,
   KickReason,
   MsgStatus,
   MsgType,
@@ -16,6 +17,8 @@ import {
   ResCode,
   SessionType,
   TypingState,
+  VoipByeReason,
+  VoipInviteType,
   conversationOf,
   loadSchemas,
   uuid4,
@@ -62,7 +65,11 @@ const state = {
   readPoll: null, // the group read-state poll
   reconnecting: false,
   leaving: false, // the user logged out: no reconnect
+  call: null, // {channel, peer, phase: "calling" | "incoming" | "talking"}
+  callBeat: null, // the VoipHeartbeat interval while a call lasts
 };
+
+const CALL_HEARTBEAT_MS = 5000; // the server ends a call whose party is silent for 30 s
 
 const keyOf = (type, id) => `${type}:${id}`;
 const isOpen = (type, id) => state.open && keyOf(state.open.type, state.open.id) === keyOf(type, id);
@@ -370,6 +377,17 @@ function onPush({ commandId, message }) {
       return onTyping(message);
     case Cmd.GROUP_MEMBER_CHANGED_NOTIFY:
       return scheduleRefresh();
+    case Cmd.VOIP_INVITE_REQ:
+      return onCallInvite(message);
+    case Cmd.VOIP_INVITE_REPLY:
+      return onCallReply(message);
+    case Cmd.VOIP_BYE_NOTIFY:
+      return onCallBye(message);
+    case Cmd.ERROR_RSP:
+      if (message.request_command_id === Cmd.VOIP_INVITE_REQ && state.call) {
+        return showCall(`${nameOf(state.call.peer)} is offline — they will see a missed call`);
+      }
+      return undefined;
     case Cmd.KICK_NOTIFY:
       if (message.reason === KickReason.SERVER_SHUTDOWN) return setStatus("the server is restarting…");
       state.leaving = true;
@@ -553,7 +571,138 @@ function bodyText(msgType, data) {
       return "group notification";
     }
   }
+  if (msgType === MsgType.AVCHAT) return callRecordText(data);
   return `[message of type ${msgType}]`;
+}
+
+// -- calls (signalling only: no media; docs/web-demo.md) -----------------------------------
+
+function callKind(type) {
+  return type === VoipInviteType.VIDEO_CALL ? "video call" : "voice call";
+}
+
+/** The AVCHAT message a finished call leaves in the conversation, as one line. */
+function callRecordText(data) {
+  try {
+    const c = JSON.parse(textDecoder.decode(data));
+    if (c.timeLen > 0 || c.hangupReason === VoipByeReason.END) {
+      const s = c.timeLen || 0;
+      return `☎ ${callKind(c.callType)} ${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
+    }
+    const outcome = { [VoipByeReason.REJECT]: "declined", [VoipByeReason.BUSY]: "busy" }[c.hangupReason] || "missed";
+    return `☎ ${outcome} ${callKind(c.callType)}`;
+  } catch {
+    return "☎ a call";
+  }
+}
+
+/** The call bar: what the call is doing, and the buttons that make sense now. */
+function showCall(text) {
+  const call = state.call;
+  $("call-bar").hidden = false;
+  $("call-bar").dataset.phase = call ? call.phase : "over";
+  $("call-text").textContent = text;
+  $("call-answer").hidden = !call || call.phase !== "incoming";
+  $("call-hangup").hidden = !call;
+  $("call").disabled = Boolean(call);
+}
+
+function beginCall(call) {
+  state.call = call;
+  clearInterval(state.callBeat);
+  const beat = () => state.client && state.client.send(Cmd.VOIP_HEARTBEAT, {});
+  state.callBeat = setInterval(beat, CALL_HEARTBEAT_MS);
+}
+
+function endCall(text) {
+  state.call = null;
+  clearInterval(state.callBeat);
+  state.callBeat = null;
+  showCall(text);
+}
+
+async function startCall() {
+  if (!state.open || state.open.type !== SessionType.SINGLE || state.call) return;
+  const peer = state.open.id;
+  try {
+    const trying = await state.client.request(Cmd.VOIP_INVITE_REQ, {
+      creator_user_id: state.me,
+      invite_user_list: [peer],
+      invite_type: VoipInviteType.VOICE_CALL,
+    });
+    beginCall({ channel: trying.channel_info.channel_name, peer, phase: "calling" });
+    showCall(`Calling ${nameOf(peer)}…`);
+  } catch (error) {
+    showCall(`Cannot call: ${error.message}`);
+  }
+}
+
+function onCallInvite(invite) {
+  const channel = invite.channel_info.channel_name;
+  if (state.call) return; // one call at a time: the server already answers busy
+  beginCall({ channel, peer: invite.creator_user_id, phase: "incoming" });
+  showCall(`${nameOf(invite.creator_user_id)} is calling (${callKind(invite.invite_type)})`);
+  // ring back: the caller hears that this device rings (180)
+  state.client.send(Cmd.VOIP_INVITE_REPLY, {
+    user_id: state.me,
+    rsp_code: InviteRspCode.RINGING,
+    channel_info: { channel_name: channel },
+  });
+}
+
+function onCallReply(reply) {
+  const call = state.call;
+  if (!call || reply.channel_info.channel_name !== call.channel) return;
+  if (reply.rsp_code === InviteRspCode.RINGING) showCall(`Ringing ${nameOf(call.peer)}…`);
+  if (reply.rsp_code === InviteRspCode.OK) {
+    call.phase = "talking";
+    showCall(`In a call with ${nameOf(call.peer)}`);
+  }
+}
+
+function onCallBye(bye) {
+  const call = state.call;
+  if (!call || bye.channel_info.channel_name !== call.channel) return;
+  const who = nameOf(call.peer);
+  const reason = bye.bye_reason;
+  let text = `${who} hung up`;
+  if (reason === VoipByeReason.BUSY) text = `${who} is busy`;
+  else if (reason === VoipByeReason.REJECT) text = `${who} declined`;
+  else if (reason === VoipByeReason.ONLINE_CLIENT_REJECT) text = "Answered on another device";
+  else if (reason === VoipByeReason.CANCEL) text = call.phase === "incoming" ? `Missed call from ${who}` : "No answer";
+  endCall(text);
+}
+
+async function answerCall() {
+  const call = state.call;
+  if (!call || call.phase !== "incoming") return;
+  try {
+    await state.client.request(Cmd.VOIP_INVITE_REPLY, {
+      user_id: state.me,
+      rsp_code: InviteRspCode.OK,
+      channel_info: { channel_name: call.channel },
+    });
+    call.phase = "talking";
+    showCall(`In a call with ${nameOf(call.peer)}`);
+  } catch (error) {
+    endCall(`Cannot answer: ${error.message}`);
+  }
+}
+
+async function hangUp() {
+  const call = state.call;
+  if (!call) return;
+  const verb = { calling: "Call cancelled", incoming: "Call declined" }[call.phase] || "Call ended";
+  endCall(verb);
+  try {
+    await state.client.request(Cmd.VOIP_BYE_REQ, {
+      user_id: state.me,
+      channel_info: { channel_name: call.channel },
+      bye_reason: 0, // the server chooses: cancel, reject or end
+    });
+  } catch (error) {
+    showCall(`${verb} (${error.message})`);
+  }
 }
 
 function notificationPeople(msg) {
@@ -627,6 +776,7 @@ async function openConversation(type, id) {
   $("chat").dataset.session = keyOf(type, id);
   document.body.dataset.view = "chat";
   $("compose").hidden = false;
+  $("call").hidden = type !== SessionType.SINGLE;
   renderSessions();
   await loadHistory();
   markRead();
@@ -944,6 +1094,9 @@ $("group-form").addEventListener("submit", createGroup);
 $("open-form").addEventListener("submit", openById);
 $("older").addEventListener("click", () => loadHistory());
 $("back").addEventListener("click", closeConversation);
+$("call").addEventListener("click", startCall);
+$("call-answer").addEventListener("click", answerCall);
+$("call-hangup").addEventListener("click", hangUp);
 document.addEventListener("visibilitychange", () => {
   if (!document.hidden) markRead();
 });
