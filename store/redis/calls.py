@@ -143,7 +143,8 @@ class RedisCallStore:
         """Store a new call (or return the existing one) and its deadline."""
         pairs: list[object] = []
         for name, value in msgspec.structs.asdict(call).items():
-            pairs += [name, str(value)]
+            # int() first: redis-py writes an int by repr(), which names an IntEnum
+            pairs += [name, str(int(value)) if isinstance(value, int) else str(value)]
         stored = _decode(
             await self._create.run([self._keys.call(call.channel)], [_ms(ttl_s), *pairs])
         )
@@ -186,7 +187,9 @@ class RedisCallStore:
         self, channel: str, client_type: int, now_ms: int, *, deadline_ms: int
     ) -> tuple[bool, Call | None]:
         """Let a callee device take a ringing call."""
-        won, fields = await self._answer.run([self._keys.call(channel)], [client_type, now_ms])
+        won, fields = await self._answer.run(
+            [self._keys.call(channel)], [int(client_type), int(now_ms)]
+        )
         call = _decode(fields)
         if won and call is not None and call.answered_ms == now_ms:
             await self.reschedule(channel, deadline_ms)
@@ -218,7 +221,7 @@ class RedisCallStore:
     ) -> tuple[bool, Call | None]:
         """Move a live call to ending; its deadline becomes the retry."""
         ended, fields = await self._end.run(
-            [self._keys.call(channel)], [hangup_user, reason, str(cause), now_ms]
+            [self._keys.call(channel)], [int(hangup_user), int(reason), str(cause), int(now_ms)]
         )
         if ended:
             await self._redis.zadd(self._keys.call_deadlines(), {channel: retry_ms})

@@ -17,6 +17,7 @@ import pytest
 
 from coffeebus.settings import CallSettings, PushSettings
 from coffeebus.wiring import Runtime
+from consumers.call import ENDING_RETRY_S
 from schemas.bizevents import CallAnswered, CallEnded, CallStarted, decode_event
 from schemas.codes import (
     ClientType,
@@ -32,6 +33,7 @@ from schemas.pb.coffeebus import ext_pb2
 from schemas.pb.coffeechat import message_pb2, voip_pb2
 from sdk.client import Client
 from sdk.errors import ServerError
+from store.calls import EndCause
 from tests.consumers.biztap import Tap
 from tests.consumers.conftest import System
 
@@ -376,3 +378,36 @@ async def test_bad_invites_are_refused_and_change_nothing(system: System) -> Non
         await caller.answer(channel)  # the caller cannot answer its own call
     assert wrong_side.value.code is ExtResultCode.FORBIDDEN
     await caller.hangup(channel)
+
+
+async def test_an_end_left_half_done_by_a_dead_process_is_finished(system: System) -> None:
+    await system.start_consumers(runtime=with_calls(system, sweep_interval_s=0.1))
+    alice, bob = await system.user(), await system.user()
+    caller = await system.login(alice)
+    callee = await system.login(bob, await system.gate())
+    channel = (await caller.call(bob)).channel_info.channel_name
+    await system.wait_pushes(callee, Cmd.VOIP_INVITE_REQ)
+    await callee.answer(channel)
+    await system.wait_pushes(caller, Cmd.VOIP_INVITE_REPLY)
+    # What a call-group member does first when alice hangs up — and then it dies, before
+    # anyone was told: the call is ending in Redis, and nothing else happened.
+    now = int(time.time() * 1000)
+    ended, _ = await system.runtime.calls.end(
+        channel,
+        hangup_user=alice,
+        reason=VoipByeReason.END,
+        cause=EndCause.BYE,
+        now_ms=now,
+        retry_ms=now + round(ENDING_RETRY_S * 1000),
+    )
+    assert ended
+    (bye,) = await byes(system, callee)  # the sweep finished it
+    assert (bye.user_id, VoipByeReason(bye.bye_reason)) == (alice, VoipByeReason.END)
+    msg = await wait_avchat(system, callee)
+    assert msg.from_user_id == alice
+    # Finished: the claims are released, and a replayed bye changes nothing.
+    rsp = await caller.hangup(channel)
+    assert ErrorCode(rsp.error_code) is ErrorCode.SUCCESS
+    again = await caller.call(bob)
+    assert InviteRspCode(again.rsp_code) is InviteRspCode.TRYING
+    assert len(avchats(system, callee)) == 1
