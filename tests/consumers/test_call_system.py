@@ -75,6 +75,16 @@ async def byes(system: System, client: Client, count: int = 1) -> list[voip_pb2.
     return [m for m in found if isinstance(m, voip_pb2.VoipByeNotify)]
 
 
+async def ringing_call(system: System) -> tuple[int, int, Client, Client, str]:
+    """alice (on the first gate) calls bob (on a second one); bob's device rings."""
+    alice, bob = await system.user(), await system.user()
+    caller = await system.login(alice)
+    callee = await system.login(bob, await system.gate())
+    channel = (await caller.call(bob)).channel_info.channel_name
+    await system.wait_pushes(callee, Cmd.VOIP_INVITE_REQ)
+    return alice, bob, caller, callee, channel
+
+
 def call_events(tap: Tap, channel: str) -> dict[str, Any]:
     return {
         type(e).__name__: e
@@ -292,11 +302,7 @@ async def test_unanswered_call_times_out_with_cancel(system: System) -> None:
     await system.start_consumers(
         runtime=with_calls(system, invite_timeout_s=1.0, sweep_interval_s=0.1)
     )
-    alice, bob = await system.user(), await system.user()
-    caller = await system.login(alice)
-    callee = await system.login(bob, await system.gate())
-    channel = (await caller.call(bob)).channel_info.channel_name
-    await system.wait_pushes(callee, Cmd.VOIP_INVITE_REQ)
+    alice, _bob, caller, callee, channel = await ringing_call(system)
     await callee.ringing(channel)
     for client in (caller, callee):
         (bye,) = await byes(system, client)
@@ -315,11 +321,7 @@ async def test_silent_party_ends_the_call(system: System) -> None:
         runtime=with_calls(system, heartbeat_timeout_s=1.0, sweep_interval_s=0.1)
     )
     tap = await Tap(system, ["biz.events.call"], lambda key: key.startswith(b"call-")).start()
-    alice, bob = await system.user(), await system.user()
-    caller = await system.login(alice)
-    callee = await system.login(bob, await system.gate())
-    channel = (await caller.call(bob)).channel_info.channel_name
-    await system.wait_pushes(callee, Cmd.VOIP_INVITE_REQ)
+    _alice, bob, caller, callee, channel = await ringing_call(system)
     await callee.answer(channel)
 
     async def keep_alive() -> None:  # alice keeps the call up, bob goes silent
@@ -382,11 +384,7 @@ async def test_bad_invites_are_refused_and_change_nothing(system: System) -> Non
 
 async def test_an_end_left_half_done_by_a_dead_process_is_finished(system: System) -> None:
     await system.start_consumers(runtime=with_calls(system, sweep_interval_s=0.1))
-    alice, bob = await system.user(), await system.user()
-    caller = await system.login(alice)
-    callee = await system.login(bob, await system.gate())
-    channel = (await caller.call(bob)).channel_info.channel_name
-    await system.wait_pushes(callee, Cmd.VOIP_INVITE_REQ)
+    alice, bob, caller, callee, channel = await ringing_call(system)
     await callee.answer(channel)
     await system.wait_pushes(caller, Cmd.VOIP_INVITE_REPLY)
     # What a call-group member does first when alice hangs up — and then it dies, before
