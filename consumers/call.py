@@ -65,10 +65,10 @@ from typing import TYPE_CHECKING, cast
 
 from bus.base import Bus, Record, Reject, TopicPartition
 from bus.topology import Topology
-from coffeebus.settings import CallSettings
 from consumers.effects import Effects
 from consumers.registry import consumer_group
 from consumers.requests import Refusal, Request, acting_user, decode_request
+from consumers.settings import CallSettings
 from consumers.turn import channel_token
 from schemas.bizevents import (
     BizEvent,
@@ -98,7 +98,7 @@ from store.routes import Route, RouteStore
 from store.users import UserStore
 
 if TYPE_CHECKING:
-    from coffeebus.wiring import Runtime
+    from consumers.runtime import Runtime
 
 __all__ = ["CallHandler", "avchat_content", "build"]
 

@@ -83,7 +83,6 @@ from websockets.asyncio.server import Server as WsServer
 
 from bus.base import Bus, Consumer, Record
 from bus.topology import Topology
-from coffeebus.settings import GatewaySettings, LoginSettings, MultiLoginPolicy
 from gateway.admission import ConnectionRateLimiter, peer_address
 from gateway.core import (
     Connection,
@@ -97,6 +96,7 @@ from gateway.core import (
     UplinkFrame,
 )
 from gateway.session import GateConnection, Link
+from gateway.settings import GatewaySettings, LoginSettings, MultiLoginPolicy
 from gateway.tcp import serve_tcp
 from gateway.topic import ensure_gate_topic
 from gateway.uplink import InvalidRequest, build_envelope, record_key
