@@ -110,8 +110,9 @@ ENDING_RETRY_S = 5.0
 ENDED_KEEP_S = 3600.0
 #: how long a call's record lives at most without a heartbeat refreshing it
 CALL_TTL_S = 24 * 3600.0
-#: calls the sweep looks at per round
+#: calls the sweep reads per batch, and batches at most per sweep
 SWEEP_BATCH = 200
+SWEEP_ROUNDS = 50
 
 _WIRE_REASONS = frozenset(
     {VoipByeReason.CANCEL, VoipByeReason.REJECT, VoipByeReason.END, VoipByeReason.BUSY}
@@ -583,53 +584,58 @@ class CallHandler:
     # --- the sweep ------------------------------------------------------------------------------
 
     async def sweep(self) -> int:
-        """Look at every call whose deadline has passed; return how many ended or finished."""
-        now = self._clock.now_ms()
+        """Look at every call whose deadline has passed; return how many ended or finished.
+
+        Each look moves the call's deadline on (rescheduled, ended, finished or forgotten),
+        so the next batch holds other calls; a sweep reads up to `SWEEP_ROUNDS` batches,
+        and what is left waits for the next sweep (or another member's)."""
         done = 0
-        for channel in await self._calls.due(now, SWEEP_BATCH):
-            call = await self._calls.get(channel)
-            if call is None:
-                await self._calls.forget(channel)
-                continue
-            effects = Effects(self._topology)
-            finishing: list[Call] = []
-            if call.state is CallState.RINGING:
-                deadline = call.created_ms + self._invite_ms
-                if now < deadline:
-                    await self._calls.reschedule(channel, deadline)
-                    continue
-                await self._end(
-                    call,
-                    by=0,
-                    reason=VoipByeReason.CANCEL,
-                    cause=EndCause.NO_ANSWER,
-                    effects=effects,
-                    finishing=finishing,
-                    origin=None,
-                )
-            elif call.state is CallState.TALKING:
-                oldest = min(call.caller_hb_ms, call.callee_hb_ms)
-                due = max(oldest + self._heartbeat_ms, self._silence_from_ms)
-                if now < due:
-                    await self._calls.reschedule(channel, due)
-                    continue
-                silent = call.caller if call.caller_hb_ms <= call.callee_hb_ms else call.callee
-                await self._end(
-                    call,
-                    by=silent,
-                    reason=VoipByeReason.END,
-                    cause=EndCause.HEARTBEAT_TIMEOUT,
-                    effects=effects,
-                    finishing=finishing,
-                    origin=None,
-                )
-            else:
-                await self._ended_before(call, effects, finishing, now)
-            await effects.flush(self._bus)
-            for ended in finishing:
-                await self._calls.finish(ended, keep_s=ENDED_KEEP_S)
-                done += 1
+        for _ in range(SWEEP_ROUNDS):
+            now = self._clock.now_ms()
+            due = await self._calls.due(now, SWEEP_BATCH)
+            for channel in due:
+                done += await self._look(channel, now)
+            if len(due) < SWEEP_BATCH:
+                break
         return done
+
+    async def _look(self, channel: str, now: int) -> int:
+        """Move one due call on (module docstring, "The sweep"); 1 if it ended or finished."""
+        call = await self._calls.get(channel)
+        if call is None:
+            await self._calls.forget(channel)
+            return 0
+        effects = Effects(self._topology)
+        finishing: list[Call] = []
+        end: tuple[int, VoipByeReason, EndCause] | None = None
+        if call.state is CallState.RINGING:
+            deadline = call.created_ms + self._invite_ms
+            end = (0, VoipByeReason.CANCEL, EndCause.NO_ANSWER)
+        elif call.state is CallState.TALKING:
+            oldest = min(call.caller_hb_ms, call.callee_hb_ms)
+            deadline = max(oldest + self._heartbeat_ms, self._silence_from_ms)
+            silent = call.caller if call.caller_hb_ms <= call.callee_hb_ms else call.callee
+            end = (silent, VoipByeReason.END, EndCause.HEARTBEAT_TIMEOUT)
+        if end is None:
+            await self._ended_before(call, effects, finishing, now)
+        elif now < deadline:
+            await self._calls.reschedule(channel, deadline)
+            return 0
+        else:
+            by, reason, cause = end
+            await self._end(
+                call,
+                by=by,
+                reason=reason,
+                cause=cause,
+                effects=effects,
+                finishing=finishing,
+                origin=None,
+            )
+        await effects.flush(self._bus)
+        for ended in finishing:
+            await self._calls.finish(ended, keep_s=ENDED_KEEP_S)
+        return len(finishing)
 
     async def _sweep_forever(self) -> None:
         interval = self._settings.sweep_interval_s
