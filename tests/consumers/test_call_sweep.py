@@ -1,13 +1,17 @@
 """The call group's sweep (consumers/call.py) on the memory twins and a manual clock: it
-ends every overdue call however many there are, and leaves the others be."""
+ends every overdue call however many there are, and leaves the others be. And what the
+offline push of a call's record says (consumers/timer.py, `call_summary`)."""
 
 from __future__ import annotations
+
+import json
 
 from bus.base import TopicPartition
 from bus.topology import load_topology
 from coffeebus.wiring import memory_bus_for
 from consumers.call import SWEEP_BATCH, CallHandler
 from consumers.settings import CallSettings
+from consumers.timer import call_summary
 from schemas.commands import UplinkTopic
 from store.calls import Call, CallState
 from store.clock import ManualClock
@@ -67,3 +71,17 @@ async def test_the_sweep_ends_every_overdue_call_in_batches() -> None:
     published = sum(bus.end_offset(TopicPartition(msg.name, p)) for p in range(msg.partitions))
     assert published == overdue
     assert await handler.sweep() == 0  # and nothing twice
+
+
+def test_a_call_record_in_a_push_says_what_became_of_the_call() -> None:
+    def summary(time_len: int, reason: int, call_type: int = 1) -> str:
+        record = {"hangupUserId": 7, "hangupReason": reason, "timeLen": time_len}
+        return call_summary(json.dumps({**record, "callType": call_type}).encode())
+
+    assert summary(65, 3) == "Voice call 1:05"
+    assert summary(0, 3, 2) == "Video call 0:00"  # answered, hung up at once
+    assert summary(0, 1) == "Missed voice call"  # cancelled, unanswered, callee offline
+    assert summary(0, 4, 2) == "Missed video call"  # busy
+    assert summary(0, 2) == "Declined voice call"
+    assert call_summary(b"not json") == "Call"
+    assert call_summary(b"[1, 2]") == "Call"

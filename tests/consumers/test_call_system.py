@@ -286,6 +286,7 @@ async def test_offline_callee_gets_the_missed_call_by_push(system: System) -> No
         decode_push_request(r.value) for r in tap.records if r.key == str(bob).encode()
     ]  # one push: the AVCHAT message nobody acked
     assert (request.notice.msg_type, request.notice.from_user_id) == (MsgType.AVCHAT, alice)
+    assert request.notice.preview == "Missed voice call"  # the alert's body
     await tap.stop()
     callee = await system.login(bob)
     [missed] = list((await callee.history(alice)).msg_list)
