@@ -46,6 +46,7 @@ __all__ = [
     "ProcessSettings",
     "PushSettings",
     "RedisSettings",
+    "RoomSettings",
     "Settings",
     "SettingsError",
     "WebhookSettings",
@@ -246,6 +247,33 @@ class MessagingSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
     super_group_max_members: PositiveInt = 2000
 
 
+class RoomSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``[rooms]``: chat rooms (docs/protocol-extensions.md, "Chat rooms"): the gate's
+    membership and fan-out, the room group's limits, the API's defaults."""
+
+    #: recent messages a room keeps when its creator does not say (a joiner gets them)
+    history_default: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 50
+    #: the most recent messages a room may keep
+    history_max: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 200
+    #: largest msg_data of a room message when its creator does not say (bytes)
+    max_msg_bytes_default: PositiveInt = 4096
+    #: rooms one connection may be in at once
+    max_rooms_per_connection: PositiveInt = 16
+    #: room sends per second of one user on one gate (token bucket; refused RATE_LIMITED)
+    user_rate_per_s: Positive = 5.0
+    user_rate_burst: PositiveInt = 10
+    #: messages per second one room accepts (the room group; so one room cannot starve others)
+    room_rate_per_s: Positive = 2000.0
+    room_rate_burst: PositiveInt = 4000
+    #: a connection with more frames than this waiting to be written is dropped from its
+    #: rooms (RoomExitNotify TOO_SLOW) instead of slowing the gate
+    slow_backlog_frames: PositiveInt = 256
+    #: how long a closed room can still be inspected (seconds)
+    closed_keep_s: Positive = 24 * 3600.0
+    #: how often a gate re-asserts its presence in its rooms (seconds)
+    presence_interval_s: Positive = 10.0
+
+
 class HotSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """``[hot]``: what Redis keeps of the timelines on the real services (docs/architecture.md,
     "Hot state"). Redis always holds what the projection has not written yet; these add the
@@ -443,6 +471,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     login: LoginSettings = LoginSettings()
     messaging: MessagingSettings = MessagingSettings()
     hot: HotSettings = HotSettings()
+    rooms: RoomSettings = RoomSettings()
     biz: BizSettings = BizSettings()
     webhooks: WebhookSettings = WebhookSettings()
     push: PushSettings = PushSettings()

@@ -63,6 +63,11 @@ class Link(Protocol):
         """Send encoded frames (one WebSocket message each); False if the send queue is full."""
         ...
 
+    @property
+    def backlog(self) -> int:
+        """Frames written but still waiting in the link's own queue (a client not keeping up)."""
+        ...
+
     def close(self, reason: CloseReason) -> None:
         """Close after what was written has been sent; `reason` says why (a WebSocket
         close code tells the client: 1002 for a protocol error, ...)."""
@@ -134,6 +139,16 @@ class GateConnection:
     @property
     def conn_id(self) -> int:
         return self.core.conn_id
+
+    @property
+    def user_id(self) -> int:
+        """The logged-in user (0 before login)."""
+        return self.core.user_id
+
+    @property
+    def backlog(self) -> int:
+        """Frames waiting in the link's queue (`Link.backlog`)."""
+        return self._link.backlog
 
     @property
     def peer(self) -> str:
