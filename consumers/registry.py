@@ -42,6 +42,7 @@ GROUP_MODULES: dict[str, str] = {
     "timer": "consumers.timer",
     "push": "consumers.push",
     "biz": "consumers.biz",
+    "room": "consumers.room",
     "webhook": "consumers.webhooks",
     "projection": "consumers.projection",
 }
