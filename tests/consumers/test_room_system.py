@@ -52,13 +52,17 @@ async def test_messages_reach_every_member_on_two_gates_with_one_record_per_gate
     near = [await system.login(u, g1) for u in users[1:3]]
     far = await system.login(users[3], g2)
     joined = await alice.join_room(room)
-    assert joined.room_id == room and joined.name == "lobby" and joined.member_count == 1
+    assert joined.room_id == room
+    assert joined.name == "lobby"
+    assert joined.member_count == 1
     for client in [*near, far]:
         await client.join_room(room)
     assert await far.room_member_count(room) == 4
 
     rsp = await alice.send_room(room, "hello", client_msg_id="c1")
-    assert rsp.room_id == room and rsp.client_msg_id == "c1" and rsp.msg_id >= 1
+    assert rsp.room_id == room
+    assert rsp.client_msg_id == "c1"
+    assert rsp.msg_id >= 1
 
     for client in [*near, far]:
         [msg] = await system.wait_pushes(client, Cmd.ROOM_MSG)
@@ -70,7 +74,8 @@ async def test_messages_reach_every_member_on_two_gates_with_one_record_per_gate
     # connection gets its RoomSendRsp, never its own message.
     handler = system.handler("room")
     assert handler.gate_records == 2  # type: ignore[attr-defined]
-    assert g1.rooms.deliveries == 2 and g2.rooms.deliveries == 1
+    assert g1.rooms.deliveries == 2
+    assert g2.rooms.deliveries == 1
     assert system.pushes(alice, Cmd.ROOM_MSG) == []
 
     # Order: one sender's messages arrive in the order sent, on both gates.
@@ -81,7 +86,8 @@ async def test_messages_reach_every_member_on_two_gates_with_one_record_per_gate
     assert _texts(system, far) == ["hello", "m0", "m1", "m2", "m3", "m4"]
     assert _texts(system, alice) == ["m0", "m1", "m2", "m3", "m4"]
     ids = [m.msg_id for m in system.pushes(far, Cmd.ROOM_MSG)]  # type: ignore[attr-defined]
-    assert ids == sorted(ids) and len(set(ids)) == 6
+    assert ids == sorted(ids)
+    assert len(set(ids)) == 6
 
 
 async def test_a_joiner_gets_the_recent_window_and_a_leaver_gets_nothing_more(
@@ -138,7 +144,7 @@ async def test_refusals(system: System) -> None:
     await _refused(a.request(Cmd.ROOM_JOIN_REQ, forged_join), ExtResultCode.FORBIDDEN)
 
     joined = await a.join_room(stage)
-    assert joined.post_policy == RoomPostPolicy.LISTED
+    assert RoomPostPolicy(joined.post_policy) is RoomPostPolicy.LISTED
     await _refused(a.send_room(stage, "me?"), ExtResultCode.FORBIDDEN)
 
     await a.join_room(slow)
@@ -189,17 +195,19 @@ async def test_closing_a_room_tells_its_members_on_every_gate(system: System) ->
         assert closed.status_code == 200, closed.text
         assert closed.json()["open"] is False
         again = await api.delete(f"/v1/rooms/{room}")
-        assert again.status_code == 200 and again.json()["open"] is False
+        assert again.status_code == 200
+        assert again.json()["open"] is False
         listed = await api.get("/v1/rooms")
         assert room not in [r["room_id"] for r in listed.json()["rooms"]]
 
     for client in (a, b):
         [notify] = await system.wait_pushes(client, Cmd.ROOM_EXIT_NOTIFY)
         assert isinstance(notify, ext_pb2.RoomExitNotify)
-        assert (notify.room_id, notify.reason) == (room, RoomExitReason.CLOSED)
+        assert (notify.room_id, RoomExitReason(notify.reason)) == (room, RoomExitReason.CLOSED)
     await _refused(a.send_room(room, "anyone?"), ExtResultCode.FORBIDDEN)
     await _refused(a.join_room(room), ExtResultCode.NOT_FOUND)
-    assert g1.rooms.members(room) == 0 and g2.rooms.members(room) == 0
+    assert g1.rooms.members(room) == 0
+    assert g2.rooms.members(room) == 0
 
 
 async def test_a_closed_connection_leaves_its_rooms(system: System) -> None:

@@ -76,7 +76,9 @@ async def test_create_get_list_and_close(store: Harness) -> None:
     assert await rooms.join(a.room_id, G1, history=10) is not None
     assert await rooms.close(a.room_id, closed_ms=5, keep_s=60) == [G1]
     closed = await rooms.get(a.room_id)
-    assert closed is not None and not closed.open and closed.closed_ms == 5
+    assert closed is not None
+    assert not closed.open
+    assert closed.closed_ms == 5
     assert [r.room_id for r in await rooms.list_open()] == [b.room_id]
     # Closing again tells nobody again; an unknown room is None.
     assert await rooms.close(a.room_id, closed_ms=6, keep_s=60) == []
@@ -94,10 +96,13 @@ async def test_presence_is_counted_per_gate_and_summed(store: Harness) -> None:
     room = await store.room()
     await store.alive(G1, G2)
     first = await rooms.join(room.room_id, G1, history=0)
-    assert first is not None and first.member_count == 1 and first.room == room
+    assert first is not None
+    assert first.member_count == 1
+    assert first.room == room
     await rooms.join(room.room_id, G1, history=0)
     third = await rooms.join(room.room_id, G2, history=0)
-    assert third is not None and third.member_count == 3
+    assert third is not None
+    assert third.member_count == 3
     assert await rooms.gates(room.room_id) == {G1: 2, G2: 1}
 
     await rooms.leave(room.room_id, G1)
@@ -153,10 +158,12 @@ async def test_claims_are_in_order_and_slow_mode_refuses_the_second_message(
     slow = await rooms.claim(room.room_id, [ALICE, ALICE, BOB], slow_mode_s=30)
     assert slow is not None
     first, again, other = slow
-    assert first == 4 and other == 5
+    assert first == 4
+    assert other == 5
     assert -30_000 <= again < 0  # minus the milliseconds left
     refused = await rooms.claim(room.room_id, [BOB], slow_mode_s=30)
-    assert refused is not None and refused[0] < 0
+    assert refused is not None
+    assert refused[0] < 0
 
 
 async def test_a_join_gets_the_window_and_an_append_finds_the_joined_gates(
@@ -166,7 +173,9 @@ async def test_a_join_gets_the_window_and_an_append_finds_the_joined_gates(
     room = await store.room(history=3)
     await store.alive(G1, G2)
     before = await rooms.join(room.room_id, G1, history=10)
-    assert before is not None and before.history == [] and before.last_seq == 0
+    assert before is not None
+    assert before.history == []
+    assert before.last_seq == 0
 
     ids = await rooms.claim(room.room_id, [ALICE] * 5, slow_mode_s=0)
     assert ids == [1, 2, 3, 4, 5]
@@ -179,7 +188,8 @@ async def test_a_join_gets_the_window_and_an_append_finds_the_joined_gates(
     assert after.last_seq == 5
     assert after.member_count == 2
     fewer = await rooms.join(room.room_id, G2, history=2)
-    assert fewer is not None and fewer.history == [b"m4", b"m5"]
+    assert fewer is not None
+    assert fewer.history == [b"m4", b"m5"]
 
     assert await rooms.append(room.room_id, [(6, b"m6")], window=room.history) == {G1: 1, G2: 2}
 
@@ -190,7 +200,9 @@ async def test_a_room_without_a_window_keeps_nothing(store: Harness) -> None:
     await store.alive(G1)
     await rooms.append(room.room_id, [(1, b"m1")], window=0)
     joined = await rooms.join(room.room_id, G1, history=10)
-    assert joined is not None and joined.history == [] and joined.last_seq == 1
+    assert joined is not None
+    assert joined.history == []
+    assert joined.last_seq == 1
 
 
 def test_who_may_post() -> None:
@@ -198,5 +210,6 @@ def test_who_may_post() -> None:
     listed = Room(room_id=2, name="b", post_policy=RoomPostPolicy.LISTED, posters=(ALICE,))
     nobody = Room(room_id=3, name="c", post_policy=RoomPostPolicy.NOBODY)
     assert can_post(everyone, BOB)
-    assert can_post(listed, ALICE) and not can_post(listed, BOB)
+    assert can_post(listed, ALICE)
+    assert not can_post(listed, BOB)
     assert not can_post(nobody, ALICE)
