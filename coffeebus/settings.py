@@ -261,9 +261,11 @@ class RoomSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_rooms_per_connection: PositiveInt = 16
     #: room sends per second of one user on one gate (token bucket; refused RATE_LIMITED)
     user_rate_per_s: Positive = 5.0
+    #: room sends one user may make at once on one gate before the rate applies
     user_rate_burst: PositiveInt = 10
     #: messages per second one room accepts (the room group; so one room cannot starve others)
     room_rate_per_s: Positive = 2000.0
+    #: messages one room accepts at once before its rate applies
     room_rate_burst: PositiveInt = 4000
     #: a connection with more frames than this waiting to be written is dropped from its
     #: rooms (RoomExitNotify TOO_SLOW) instead of slowing the gate

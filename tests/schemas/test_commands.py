@@ -29,7 +29,16 @@ from schemas.pb.coffeechat import login_pb2, message_pb2
 
 REPO = Path(__file__).resolve().parents[2]
 VOIP = {c for c in Cmd if 0x0401 <= c <= 0x0407}
-GATE_HANDLED = {Cmd.AUTH_TOKEN_REQ, Cmd.AUTH_REQ, Cmd.LOGOUT_REQ, Cmd.HEARTBEAT}
+GATE_HANDLED = {
+    Cmd.AUTH_TOKEN_REQ,
+    Cmd.AUTH_REQ,
+    Cmd.LOGOUT_REQ,
+    Cmd.HEARTBEAT,
+    # chat room membership lives in the gate (gateway/rooms.py)
+    Cmd.ROOM_JOIN_REQ,
+    Cmd.ROOM_LEAVE_REQ,
+    Cmd.ROOM_MEMBER_COUNT_REQ,
+}
 
 # DESIGN.md "Topics", plus the routing decisions of schemas/commands.py.
 EXPECTED_TOPICS = {
@@ -45,6 +54,7 @@ EXPECTED_TOPICS = {
         Cmd.API_GROUP_CREATE_REQ,
     },
     UplinkTopic.C2S: {Cmd.C2S_UPLOAD_REQ},
+    UplinkTopic.ROOM: {Cmd.ROOM_SEND_REQ},
     UplinkTopic.QUERY: {
         Cmd.RECENT_SESSION_REQ,
         Cmd.MSG_LIST_REQ,
@@ -65,6 +75,7 @@ TOPIC_KEYS = {
     UplinkTopic.QUERY: KeyKind.USER,
     UplinkTopic.GROUP: KeyKind.GROUP,
     UplinkTopic.C2S: KeyKind.USER,
+    UplinkTopic.ROOM: KeyKind.ROOM,
 }
 
 
