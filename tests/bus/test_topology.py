@@ -42,7 +42,14 @@ DESIGN_GROUPS = {
     "timer": {"im.timer"},
     "push": {"im.push"},
     "biz": {"im.up.c2s"},
-    "webhook": {"biz.c2s", "biz.events.message", "biz.events.user", "biz.events.group"},
+    "room": {"im.up.room"},
+    "webhook": {
+        "biz.c2s",
+        "biz.events.message",
+        "biz.events.user",
+        "biz.events.group",
+        "biz.events.room",
+    },
     "projection": {"im.log.msg", "im.log.user"},
 }
 
