@@ -25,6 +25,7 @@ from multiprocessing.sharedctypes import SynchronizedArray
 from typing import Any
 
 from bench._conn_load import raise_nofile, token_for
+from schemas.codes import ErrorCode
 from schemas.commands import Cmd, build_frame
 from schemas.frame import FrameDecoder
 from schemas.pb.coffeebus import ext_pb2
@@ -148,7 +149,7 @@ async def _main(job: RoomJob, pipe: Connection, counters: SynchronizedArray[Any]
                             build_frame(Cmd.AUTH_TOKEN_REQ, 1, login), Cmd.AUTH_TOKEN_RSP
                         )
                     )
-                    if rsp.result_code != 0:
+                    if rsp.result_code != ErrorCode.SUCCESS:
                         raise RuntimeError(f"login refused: {rsp.result_string}")
                     req = ext_pb2.RoomJoinReq(room_id=job.room_id)
                     await member.ask(build_frame(Cmd.ROOM_JOIN_REQ, 2, req), Cmd.ROOM_JOIN_RSP)

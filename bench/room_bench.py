@@ -340,6 +340,8 @@ async def bench(args: argparse.Namespace, procs: Procs) -> dict[str, Any]:
         for key, count in reply[2].items():
             join_errors[key] = join_errors.get(key, 0) + count
     join_s = time.perf_counter() - started
+    if joined == 0:
+        raise RuntimeError(f"no member joined the room: {join_errors}")
 
     senders: list[Client] = []
     for i in range(args.senders):
