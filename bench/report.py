@@ -126,6 +126,9 @@ class C2CStep(msgspec.Struct, frozen=True):
     keeps_up: bool
     server: ServerLoad | None = None
     server_cpu_us_per_msg: Num = None
+    #: The whole machine's part (`bench.rig.Rig.cpu_seconds`); absent in older results.
+    cpu_us_per_msg: Num = None
+    cpu_s: dict[str, float] | None = None
     #: The projection's highest lag in the step (real services).
     projection_max_lag: int | None = None
 
@@ -155,6 +158,10 @@ class GroupRun(msgspec.Struct, frozen=True):
     send_ack_ms: Latency
     to_last_online_ms: Latency
     projection: Projection | None = None
+    #: CPU seconds per part of the system from the first send to the last arrival
+    #: (`bench.rig.Rig.cpu_seconds`); absent in results older than this field.
+    cpu_s: dict[str, float] | None = None
+    cpu_us_per_delivery: Num = None
 
 
 class Group(msgspec.Struct, frozen=True):
@@ -623,6 +630,7 @@ def _server_table(steps: Sequence[C2CStep]) -> str:
     """Per step: the server's CPU per message, each group's handler time per call (and
     records per call), and the Mongo commands that took the most time."""
     rows = []
+    machine = any(st.cpu_us_per_msg is not None for st in steps)
     for st in steps:
         assert st.server is not None
         handlers = [st.server.handlers.get(g) for g in C2C_GROUPS]
@@ -631,6 +639,7 @@ def _server_table(steps: Sequence[C2CStep]) -> str:
             [
                 fmt(st.offered_per_s),
                 fmt(st.server_cpu_us_per_msg),
+                *([_cpu_cell(st.cpu_us_per_msg, st.cpu_s, st.acked)] if machine else []),
                 *(
                     f"{fmt(h.ms_per_call, 1)} ({fmt(h.records_per_call, 1)})" if h else ""
                     for h in handlers
@@ -646,11 +655,20 @@ def _server_table(steps: Sequence[C2CStep]) -> str:
     head = [
         "offered/s",
         "server CPU µs/msg",
+        *(["machine CPU µs/msg (largest parts)"] if machine else []),
         *(f"{g} ms/call (records/call)" for g in C2C_GROUPS),
         "Mongo commands: count: p50 / p99 ms (most time first)",
         "loop lag p50/p99 ms",
     ]
     return table(head, rows)
+
+
+def _cpu_cell(total: Num, parts: Mapping[str, float] | None, count: int) -> str:
+    """Total CPU µs per message and its three largest parts, e.g. "812 (kafka 301, …)"."""
+    if total is None or not parts or not count:
+        return "-"
+    top = sorted(parts.items(), key=lambda kv: -kv[1])[:3]
+    return f"{fmt(total)} (" + ", ".join(f"{k} {fmt(v * 1e6 / count)}" for k, v in top) + ")"
 
 
 def block_c2c(result: Result, raw: Mapping[str, Any]) -> str:
@@ -704,7 +722,46 @@ def block_group(result: Result, raw: Mapping[str, Any]) -> str:
         table(head, rows)
         + "\n\n"
         + PROJECTION_NOTE
+        + _group_cpu(result)
         + f"\n\n![deliveries vs group size](../bench/results/{GROUP_PLOT})"
+    )
+
+
+def _group_cpu(result: Result) -> str:
+    """Where the machine's CPU went during each burst, per delivery."""
+    runs = [
+        (name, run)
+        for name, g in (
+            ("embedded", result.scenarios.group_embedded),
+            ("real", result.scenarios.group_real),
+        )
+        for run in (g.runs if g else [])
+        if run.cpu_s is not None
+    ]
+    if not runs:
+        return ""
+    parts = sorted({part for _, run in runs for part in run.cpu_s or {}})
+    rows = [
+        [
+            name,
+            f"{fmt(run.members)} {run.group_type}",
+            fmt(run.cpu_us_per_delivery),
+            *(
+                fmt((run.cpu_s or {}).get(part, 0.0) * 1e6 / run.deliveries)
+                if run.deliveries
+                else "-"
+                for part in parts
+            ),
+        ]
+        for name, run in runs
+    ]
+    head = ["services", "group", "CPU µs / delivery", *(f"{part} µs" for part in parts)]
+    return (
+        "\n\nWhere the machine's CPU went from the first send to the last arrival, per "
+        "delivery (CPU seconds of each part — this run's server, projection and load "
+        "processes, and the services' processes — over the deliveries; two cores give "
+        "2,000,000 µs a second, so 20,000 deliveries/s leave 100 µs for everything):\n\n"
+        + table(head, rows)
     )
 
 

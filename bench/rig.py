@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import multiprocessing
+import os
 import time
 from multiprocessing.connection import Connection
 from multiprocessing.context import SpawnProcess
@@ -163,6 +164,33 @@ class Rig:
             )
         )
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds (user + system) used so far by each part of the system under test:
+        the server, the projection and the load workers of this rig, and the services'
+        processes on this machine (`SERVICE_PROCESSES`). The difference of two readings is
+        where the machine's CPU went in between, whatever else runs beside the bench."""
+        parts: dict[str, float] = {}
+        mine = {
+            "server": [held[0] for held in (self._server,) if held is not None],
+            "projection": [held[0] for held in (self._projection,) if held is not None],
+            "load": [proc for proc, _ in self._workers],
+        }
+        for part, procs in mine.items():
+            parts[part] = sum(_cpu_of(proc.pid) for proc in procs if proc.pid is not None)
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            for part, marks in SERVICE_PROCESSES.items():
+                if all(mark in cmdline for mark in marks):
+                    parts[part] = parts.get(part, 0.0) + _cpu_of(int(pid))
+                    break
+        return parts
+
     async def close(self, *, abort: bool = False) -> None:
         """Close the workers' clients, stop the server; kill what does not exit in time.
 
@@ -205,6 +233,33 @@ class Rig:
                 await asyncio.to_thread(proc.join, STOP_TIMEOUT_S)
                 if proc.is_alive():
                     proc.kill()
+
+
+#: The shared services' processes, by what their command lines contain (services/services.sh
+#: starts them from its cache; PostgreSQL's backends name their cluster in their title).
+SERVICE_PROCESSES: dict[str, tuple[str, ...]] = {
+    "kafka": ("java", "/.cache/coffeebus/run/kafka/"),
+    "redis": ("redis-server", ":6379"),
+    "ferretdb": ("ferretdb", "--handler"),
+    "postgres": ("postgres", "coffeebus"),
+}
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_of(pid: int) -> float:
+    """CPU seconds (user + system) of process `pid` and its threads; 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def cpu_spent(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Per part, the CPU seconds between two `Rig.cpu_seconds` readings, most first."""
+    spent = {part: round(after[part] - before.get(part, 0.0), 3) for part in after}
+    return dict(sorted(spent.items(), key=lambda item: -item[1]))
 
 
 def split(items: list[Any], parts: int) -> list[list[Any]]:

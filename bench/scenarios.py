@@ -22,7 +22,7 @@ from rich.progress import Progress
 from bench import bus_bench
 from bench._load import PAD, STAMP
 from bench.projection import watching
-from bench.rig import BenchError, Rig, split
+from bench.rig import BenchError, Rig, cpu_spent, split
 from bench.stats import c2c_step, latency_ms, max_rate_within
 from schemas.codes import GroupType
 from schemas.ids import ConnId, GateId, UserId
@@ -67,6 +67,7 @@ async def c2c(
         for rate in ramp.rates:
             progress.update(task, description=f"{label} {rate:,.0f}/s")
             await rig.server("monitor")  # start the step's loop-lag and GC window
+            cpu_before = rig.cpu_seconds()
             sends = await rig.each(
                 [
                     ("c2c", share, rate / rig.n_workers, ramp.step_s, ramp.drain_s)
@@ -77,6 +78,13 @@ async def c2c(
             latencies = await _deliveries(rig, sent, ramp.drain_s)
             step = c2c_step(rate, ramp.step_s, sends, latencies)
             step["server"] = await rig.server("monitor")
+            # Where the machine's CPU went in the step (send window and drain): per part,
+            # and per acked message in total.
+            cpu = cpu_spent(cpu_before, rig.cpu_seconds())
+            step["cpu_s"] = cpu
+            step["cpu_us_per_msg"] = (
+                round(sum(cpu.values()) * 1e6 / step["acked"], 1) if step["acked"] else None
+            )
             # The server's CPU per message is the efficiency figure a busy machine disturbs
             # least.
             step["server_cpu_us_per_msg"] = (
@@ -175,6 +183,8 @@ async def group(
     await rig.each([("deliveries",)] * rig.n_workers)  # forget every push so far
 
     projection = None
+    await rig.server("monitor")  # the server's figures from here on are the burst's
+    cpu_before = rig.cpu_seconds()
     async with watching(rig, settle_s=catch_up_s) as watch:
         sent = await rig.worker(0, "group_send", owner, group_id, messages)
         dues: list[float] = sent["dues"]
@@ -183,6 +193,8 @@ async def group(
             rig, expected, 60 + 2 * expected / 1000, lambda n: progress.update(task, completed=n)
         )
         count = sum(len(t) for t in arrivals.values())
+        server = await rig.server("monitor")
+        cpu = cpu_spent(cpu_before, rig.cpu_seconds())
         # The inbox of offline members is written by the same fan-out: the last of a sample
         # of them complete means every member's inbox is (fan-out writes all in bulk per
         # batch).
@@ -212,6 +224,11 @@ async def group(
         ),
         "send_ack_ms": latency_ms(sent["ack_latencies"]),
         "to_last_online_ms": latency_ms(to_last),
+        "server": server,
+        # Where the machine's CPU went from the first send to the last arrival (the
+        # projection's catching up afterwards not included).
+        "cpu_s": cpu,
+        "cpu_us_per_delivery": round(sum(cpu.values()) * 1e6 / count, 1) if count else None,
     }
     if projection is not None:
         result["projection"] = projection

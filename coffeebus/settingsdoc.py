@@ -1,6 +1,8 @@
 """The settings reference of docs/operations.md, generated from `coffeebus.settings`.
 
-Each section of `Settings` becomes a table — setting, default (as TOML), environment
+Each section of `Settings` (defined beside what reads it: `gateway.settings`,
+`producers.settings`, `consumers.settings`, `schemas.settings`, or `coffeebus.settings` for the
+process-wide ones) becomes a table — setting, default (as TOML), environment
 variable, and what it does, from the ``#:`` comment above the field — under the section's
 docstring. The tables sit between two markers in the page and are never edited by hand:
 
@@ -96,7 +98,7 @@ def render() -> str:
         if missing:
             raise ValueError(
                 f"{struct.__name__}: {', '.join(missing)} without a #: comment "
-                "(coffeebus/settings.py): every setting says what it is for"
+                f"({struct.__module__.replace('.', '/')}.py): every setting says what it is for"
             )
         out += [f"### `[{section}]`", "", _docstring(struct, section), ""]
         out += ["| setting | default | environment | what |", "|---|---|---|---|"]
@@ -123,8 +125,8 @@ def update_page(text: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m coffeebus.settingsdoc",
-        description="Regenerate the settings tables of docs/operations.md from "
-        "coffeebus/settings.py.",
+        description="Regenerate the settings tables of docs/operations.md from the sections "
+        "of coffeebus.settings.Settings.",
     )
     parser.add_argument(
         "--check", action="store_true", help="exit 1 if the page differs (write nothing)"

@@ -98,7 +98,12 @@ class Mode(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Runtime:
-    """What the roles of one process share."""
+    """What the roles of one process share.
+
+    The consumer groups are built from it through `consumers.runtime.Runtime`, the protocol
+    that names what they read of it (this class satisfies it structurally; mypy checks that
+    where `coffeebus.roles.ConsumerRole` hands it to a group's factory).
+    """
 
     settings: Settings
     mode: Mode

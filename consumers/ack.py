@@ -60,7 +60,7 @@ from store.routes import RouteStore
 from store.sessions import ReadMark, SessionStore
 
 if TYPE_CHECKING:
-    from coffeebus.wiring import Runtime
+    from consumers.runtime import Runtime
 
 __all__ = ["AckHandler", "build"]
 

@@ -38,7 +38,7 @@ from schemas.envelope import Envelope
 from schemas.pb.coffeebus import ext_pb2
 
 if TYPE_CHECKING:
-    from coffeebus.wiring import Runtime
+    from consumers.runtime import Runtime
 
 __all__ = ["C2SHandler", "C2SLimits", "build"]
 

@@ -60,7 +60,7 @@ from store.seq import SeqAllocator, inbox_timeline
 from store.timelines import UserTimelines
 
 if TYPE_CHECKING:
-    from coffeebus.wiring import Runtime
+    from consumers.runtime import Runtime
 
 __all__ = ["FanoutHandler", "build", "push_body"]
 

@@ -90,7 +90,7 @@ from store.routes import RouteStore
 from store.users import UserStore
 
 if TYPE_CHECKING:
-    from coffeebus.wiring import Runtime
+    from consumers.runtime import Runtime
 
 __all__ = ["MAX_GROUP_NAME", "MAX_GROUP_TEXT", "GroupHandler", "build"]
 

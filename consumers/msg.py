@@ -78,7 +78,7 @@ from store.messages import InsertResult, StoredMessage
 from store.seq import SeqAllocator
 
 if TYPE_CHECKING:
-    from coffeebus.wiring import Runtime
+    from consumers.runtime import Runtime
 
 __all__ = ["MAX_CLIENT_MSG_ID", "MsgHandler", "MsgLimits", "build"]
 

@@ -49,7 +49,7 @@ from store.messages import MessageStore, SeqConflictError, StoredMessage
 from store.sessions import ReadMark, SessionStore, SessionTouch
 
 if TYPE_CHECKING:
-    from coffeebus.wiring import Runtime
+    from consumers.runtime import Runtime
 
 __all__ = ["BATCH_MAX", "HotTrim", "ProjectionHandler", "ProjectionStats", "ProjectionTargets"]
 

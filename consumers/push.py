@@ -42,7 +42,7 @@ from store.push_tokens import PushDevice, PushTokenStore
 from telemetry.metrics import PUSHES
 
 if TYPE_CHECKING:
-    from coffeebus.wiring import Runtime
+    from consumers.runtime import Runtime
 
 __all__ = ["MAX_CONCURRENT_SENDS", "PushHandler", "PushStats", "build"]
 

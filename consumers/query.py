@@ -42,7 +42,7 @@ from store.sessions import Session, SessionStore, count_reads
 from store.users import UserStore
 
 if TYPE_CHECKING:
-    from coffeebus.wiring import Runtime
+    from consumers.runtime import Runtime
 
 __all__ = ["QueryHandler", "QueryLimits", "build", "current_versions"]
 

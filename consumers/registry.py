@@ -5,10 +5,11 @@ A group module defines a class with a ``handle(records)`` coroutine and register
     @consumer_group("msg")
     def build(runtime: Runtime) -> Handler: ...
 
-`coffeebus consume msg fanout` (and `coffeebus run`) look the factories up here; the group's
-Kafka group id and topics come from topology.yaml, never from the module. Handlers decode,
-call domain code and publish their `Effects`; the bus runner owns commit, retry and
-dead-letter (bus.runner).
+The factory takes what the group is built from (`consumers.runtime.Runtime`, a protocol the
+composition root's runtime satisfies). `coffeebus consume msg fanout` (and `coffeebus run`)
+look the factories up here; the group's Kafka group id and topics come from topology.yaml,
+never from the module. Handlers decode, call domain code and publish their `Effects`; the bus
+runner owns commit, retry and dead-letter (bus.runner).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Protocol
 from bus.base import Record, TopicPartition
 
 if TYPE_CHECKING:
-    from coffeebus.wiring import Runtime
+    from consumers.runtime import Runtime
 
 __all__ = [
     "GROUP_MODULES",

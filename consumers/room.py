@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING, Final
 
 from bus.base import Bus, Record, Reject, TopicPartition
 from bus.topology import Topology
-from coffeebus.settings import RoomSettings
 from consumers.effects import Effects
 from consumers.registry import consumer_group
 from consumers.requests import Refusal, Request, acting_user, decode_request
@@ -45,10 +44,11 @@ from schemas.commands import Cmd
 from schemas.envelope import Origin, RoomDeliver, RoomItem, now_ms
 from schemas.ids import ConnId, UserId
 from schemas.pb.coffeebus import ext_pb2
+from schemas.settings import RoomSettings
 from store.rooms import Room, RoomStore, can_post
 
 if TYPE_CHECKING:
-    from coffeebus.wiring import Runtime
+    from consumers.runtime import Runtime
 
 __all__ = ["RECORD_BUDGET", "RoomHandler", "build"]
 

@@ -70,7 +70,7 @@ from store.clock import Clock, SystemClock
 from store.deliveries import DeliveryStore
 
 if TYPE_CHECKING:
-    from coffeebus.wiring import Runtime
+    from consumers.runtime import Runtime
 
 __all__ = [
     "PUSH_TOPIC",

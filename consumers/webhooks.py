@@ -47,8 +47,8 @@ import tenacity
 
 from bus.base import Bus, Outgoing, Record, Reject, TopicPartition
 from bus.topology import Topology
-from coffeebus.settings import WebhookSettings, WebhookSubscriber
 from consumers.registry import consumer_group
+from consumers.settings import WebhookSettings, WebhookSubscriber
 from schemas.bizevents import BizTopic
 from schemas.envelope import now_ms
 from schemas.webhooks import (
@@ -64,7 +64,7 @@ from schemas.webhooks import (
 from telemetry.metrics import WEBHOOKS
 
 if TYPE_CHECKING:
-    from coffeebus.wiring import Runtime
+    from consumers.runtime import Runtime
 
 __all__ = ["WebhookSender", "build"]
 

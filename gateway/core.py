@@ -122,7 +122,7 @@ class CloseReason(enum.Enum):
 
 
 class ConnectionLimits(msgspec.Struct, frozen=True, kw_only=True):
-    """The per-connection limits and timers (from `coffeebus.settings.GatewaySettings`)."""
+    """The per-connection limits and timers (from `gateway.settings.GatewaySettings`)."""
 
     max_frame_size: int = 1024 * 1024
     login_timeout_s: float = 15.0

@@ -31,13 +31,13 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from coffeebus.settings import RoomSettings
 from gateway.ratelimit import TokenBucket
 from schemas.codes import ExtResultCode, RoomExitReason
 from schemas.commands import Cmd
 from schemas.envelope import RoomClose, RoomDeliver, RoomItem
 from schemas.ids import GateId, TraceId
 from schemas.pb.coffeebus import ext_pb2
+from schemas.settings import RoomSettings
 from store.rooms import RoomStore
 from telemetry.metrics import ROOM_DELIVERIES, ROOM_DROPPED_SLOW
 

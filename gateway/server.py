@@ -83,7 +83,6 @@ from websockets.asyncio.server import Server as WsServer
 
 from bus.base import Bus, Consumer, Record
 from bus.topology import Topology
-from coffeebus.settings import GatewaySettings, LoginSettings, MultiLoginPolicy, RoomSettings
 from gateway.admission import ConnectionRateLimiter, peer_address
 from gateway.core import (
     Connection,
@@ -98,6 +97,7 @@ from gateway.core import (
 )
 from gateway.rooms import GateRooms, Refused, RoomConnection
 from gateway.session import GateConnection, Link
+from gateway.settings import GatewaySettings, LoginSettings, MultiLoginPolicy
 from gateway.tcp import serve_tcp
 from gateway.topic import ensure_gate_topic
 from gateway.uplink import InvalidRequest, build_envelope, record_key
@@ -132,6 +132,7 @@ from schemas.errors import EnvelopeError
 from schemas.ids import new_trace_id
 from schemas.pb.coffeebus import ext_pb2
 from schemas.pb.coffeechat import base_pb2
+from schemas.settings import RoomSettings
 from store import ids as store_ids
 from store.login_throttle import LoginThrottle, Subject, SubjectKind, address_subject
 from store.memory.login_throttle import MemoryLoginThrottle

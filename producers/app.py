@@ -61,7 +61,6 @@ from litestar.openapi.spec import Components, SecurityScheme
 from prometheus_client import REGISTRY
 from prometheus_client.exposition import choose_encoder
 
-from coffeebus.settings import ApiSettings
 from producers import admin
 from producers.apidocs import SCHEMA_PATH, render_plugins
 from producers.auth import ApiKeyGuard, check_bind_address
@@ -83,6 +82,7 @@ from producers.models import MAX_BODY_BYTES, Gate, GatesResponse, Health
 from producers.problems import EXCEPTION_HANDLERS, PROBLEMS, problem_response
 from producers.push_tokens import list_push_tokens, register_push_token, remove_push_token
 from producers.rooms import close_room, create_room, get_room, list_rooms
+from producers.settings import ApiSettings
 from producers.users import devices, get_user, legacy_register, put_user, rotate_token
 from store.idempotency import IdempotencyStore
 from store.memory.idempotency import MemoryIdempotencyStore

@@ -12,7 +12,7 @@ from litestar.di import NamedDependency
 
 from bus.base import Bus
 from bus.topology import Topology
-from coffeebus.settings import RoomSettings
+from schemas.settings import RoomSettings
 from store.groups import GroupLimits, GroupStore
 from store.messages import MessageStore
 from store.push_tokens import PushTokenStore

@@ -19,7 +19,7 @@ from consumers.push_providers.fcm import FcmProvider, ServiceAccount
 from consumers.push_providers.webhook import WebhookPushProvider
 
 if TYPE_CHECKING:
-    from coffeebus.settings import PushSettings
+    from consumers.settings import PushSettings
 
 __all__ = ["PushConfigError", "configured_providers"]
 

@@ -43,7 +43,7 @@ def test_every_setting_is_in_the_operations_reference() -> None:
 
 def test_the_settings_tables_are_generated_from_the_code() -> None:
     """docs/operations.md's tables are `python -m coffeebus.settingsdoc`'s output (`make docs`):
-    a setting added, renamed, re-defaulted or re-described in coffeebus/settings.py without
+    a setting added, renamed, re-defaulted or re-described in its settings module without
     regenerating the page fails here."""
     page = settingsdoc.PAGE.read_text(encoding="utf-8")
     assert settingsdoc.update_page(page) == page, "stale: run `make docs` and commit the page"
