@@ -9,8 +9,9 @@ What it does, in order:
    room`` (its group id made unique and started at the topic's end, so no one else's room
    records are its work) and `--gates` gates. The gates' per-user room rate and frame rate
    are raised for the run: the senders are a few users sending for the whole room.
-2. Creates the users in bulk in the run's database and one room (``POST /v1/rooms``,
-   history 0: a joiner gets nothing to read).
+2. Creates the users in bulk in the run's database (before step 1's processes start, so
+   that they find its indexes in place) and one room (``POST /v1/rooms``, history 0: a
+   joiner gets nothing to read).
 3. `--processes` load workers (`bench._room_load`) open `--members` bare TCP connections,
    spread evenly over the gates, log in and join the room; every `--sample-every`-th member
    decodes what it gets for the latency.
@@ -319,9 +320,11 @@ async def bench(args: argparse.Namespace, procs: Procs) -> dict[str, Any]:
         Gate(tcp=free_port(), ws=free_port(), gate_id=f"bench-room-{procs.suffix}-{i + 1}")
         for i in range(args.gates)
     ]
+    # Users first: their bulk insert also creates the run's database and its indexes, which
+    # the processes then find in place (FerretDB v1 drops connections of several processes
+    # creating the indexes of one new database at once).
+    await create_users(_env(procs, api_port), FIRST_USER, args.members + args.senders)
     await _start(procs, gates, api_port)
-    total_users = args.members + args.senders
-    await create_users(_env(procs, api_port), FIRST_USER, total_users)
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api_port}", timeout=30) as http:
         rsp = await http.post(
             "/v1/rooms", json={"name": "bench", "history": 0, "max_msg_bytes": 4096}

@@ -28,7 +28,7 @@ member count itself (`schemas.commands`: these have no uplink topic):
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from gateway.ratelimit import TokenBucket
@@ -65,7 +65,11 @@ class RoomConnection(Protocol):
 
     def queue(self, command_id: int, body: bytes, seq: int | None = None) -> None: ...
 
+    def push(self, command_id: int, bodies: Sequence[bytes]) -> None: ...
+
     def pump(self) -> None: ...
+
+    def flush(self) -> None: ...
 
 
 class Refused(Exception):
@@ -215,34 +219,45 @@ class GateRooms:
 
     # -- downlink ------------------------------------------------------------------------------
 
-    def deliver(self, record: RoomDeliver, touched: dict[int, RoomConnection]) -> None:
-        """Queue every item of `record` on each member of its room (`touched` collects the
-        connections to pump: one write per connection per batch of records)."""
+    def deliver(self, record: RoomDeliver, flushed: dict[int, RoomConnection]) -> None:
+        """Queue every item of `record` on each member of its room; `flushed` collects the
+        connections to `flush`: one write per connection per batch of records.
+
+        The loop is the gate's per-member work, so it does little: the bodies are shared,
+        and only a member that joined amid these messages, or sent one of them, gets its
+        own list."""
         members = self._rooms.get(record.room_id)
         if not members:
             return
         limit = self._settings.slow_backlog_frames
         items = record.items
+        bodies = [item.body for item in items]
+        first = items[0].msg_id if items else 0
+        senders = {item.skip_conn for item in items if item.skip_conn}
         slow: list[int] = []
         count = 0
+        cmd = Cmd.ROOM_MSG
         for conn_id, member in members.items():
-            conn = member.conn
-            if member.after < 0:
+            after = member.after
+            if after < 0:
                 if member.held is None:
                     member.held = []
                 member.held.extend(items)
                 continue
+            conn = member.conn
             if conn.backlog > limit:
                 slow.append(conn_id)
                 continue
-            after = member.after
-            for item in items:
-                if item.msg_id > after and item.skip_conn != conn_id:
-                    conn.queue(Cmd.ROOM_MSG, item.body)
-                    count += 1
-            touched[conn_id] = conn
+            if after < first and conn_id not in senders:
+                mine: Sequence[bytes] = bodies
+            else:
+                mine = [i.body for i in items if i.msg_id > after and i.skip_conn != conn_id]
+            if mine:
+                conn.push(cmd, mine)
+                count += len(mine)
+                flushed[conn_id] = conn
         for conn_id in slow:
-            self._drop_slow(record.room_id, conn_id, touched)
+            self._drop_slow(record.room_id, conn_id, flushed)
         self.deliveries += count
         ROOM_DELIVERIES.inc(count)
 

@@ -813,14 +813,24 @@ class Gate:
         # Frames are queued on their connections first and written once per connection at
         # the end: a connection with several frames in a batch costs one write, not one each.
         touched: dict[int, RoomConnection] = {}
+        # Room deliveries only push: their connections are flushed, the others pumped.
+        flushed: dict[int, RoomConnection] = {}
         try:
             for record in records:
-                self._on_record(record, touched)
+                self._on_record(record, touched, flushed)
         finally:
             for conn in touched.values():
                 conn.pump()
+            for conn_id, conn in flushed.items():
+                if conn_id not in touched:
+                    conn.flush()
 
-    def _on_record(self, record: Record, touched: dict[int, RoomConnection]) -> None:
+    def _on_record(
+        self,
+        record: Record,
+        touched: dict[int, RoomConnection],
+        flushed: dict[int, RoomConnection],
+    ) -> None:
         try:
             item = decode_gate_record(record.value)
         except EnvelopeError as exc:
@@ -841,7 +851,7 @@ class Gate:
         elif isinstance(item, KickUser):
             self._kick_user(item)
         elif isinstance(item, RoomDeliver):
-            self.rooms.deliver(item, touched)
+            self.rooms.deliver(item, flushed)
         elif isinstance(item, RoomClose):
             self.rooms.close_room(item, touched)
         else:
