@@ -12,7 +12,7 @@ from gateway.rooms import GateRooms, Refused, RoomConnection
 from schemas.codes import ExtResultCode, RoomExitReason
 from schemas.commands import Cmd
 from schemas.envelope import RoomClose, RoomDeliver, RoomItem
-from schemas.ids import GateId, TraceId
+from schemas.ids import ConnId, GateId, TraceId
 from schemas.pb.coffeebus import ext_pb2
 from schemas.settings import RoomSettings
 from store.memory.rooms import MemoryRoomStore
@@ -80,7 +80,7 @@ def _record(*items: tuple[int, str], skip: int = 0) -> RoomDeliver:
     return RoomDeliver(
         room_id=ROOM,
         items=tuple(
-            RoomItem(msg_id=i, body=_msg(i, t), skip_conn=skip, sent_ms=0) for i, t in items
+            RoomItem(msg_id=i, body=_msg(i, t), skip_conn=ConnId(skip), sent_ms=0) for i, t in items
         ),
         trace_id=TraceId("t"),
         ts_ms=0,
@@ -100,7 +100,7 @@ def _rooms(store: MemoryRoomStore, **settings: int) -> tuple[GateRooms, list[Awa
     rooms = GateRooms(
         gate_id=GATE,
         store=store,
-        settings=RoomSettings(**settings),  # type: ignore[arg-type]
+        settings=RoomSettings(**settings),
         spawn=lambda coro, name: spawned.append(coro),
     )
     return rooms, spawned
