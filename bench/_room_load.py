@@ -24,7 +24,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.sharedctypes import SynchronizedArray
 from typing import Any
 
-from bench._conn_load import raise_nofile, token_for
+from bench._conn_load import run_load, token_for
 from schemas.codes import ErrorCode
 from schemas.commands import Cmd, build_frame
 from schemas.frame import FrameDecoder
@@ -115,13 +115,7 @@ class _Stats:
 
 def run_worker(job: RoomJob, pipe: Connection, counters: SynchronizedArray[Any]) -> None:
     """Process entry point (multiprocessing target)."""
-    raise_nofile()
-    try:
-        import uvloop  # noqa: PLC0415
-    except ImportError:
-        asyncio.run(_main(job, pipe, counters))
-    else:
-        uvloop.run(_main(job, pipe, counters))
+    run_load(_main(job, pipe, counters))
 
 
 async def _main(job: RoomJob, pipe: Connection, counters: SynchronizedArray[Any]) -> None:

@@ -59,6 +59,7 @@ import pymongo
 from bench._room_load import DELIVERED, DROPPED, FAILED, RoomJob, run_worker
 from bench._server import start_at_ends
 from bench.conn_bench import cpu_s, create_users, free_port, raise_nofile, token_for
+from bench.stats import percentile
 from bus.topology import default_topology_path, load_topology
 from coffeebus.settings import load_settings
 from sdk.client import Client
@@ -246,13 +247,6 @@ def _start_workers(
     return counters
 
 
-def _percentile(values: Sequence[float], q: float) -> float:
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 async def _ask_samples(procs: Procs) -> list[float]:
     def ask() -> list[float]:
         out: list[float] = []
@@ -382,8 +376,8 @@ async def bench(args: argparse.Namespace, procs: Procs) -> dict[str, Any]:
                 "messages_in_per_s": round((send.sent - sent0) / elapsed, 1),
                 "deliveries_per_s": round(delivered / elapsed),
                 "delivered_share": round(delivered / expected, 4) if expected else None,
-                "p50_ms": _ms(_percentile(samples, 0.5)),
-                "p99_ms": _ms(_percentile(samples, 0.99)),
+                "p50_ms": _ms(percentile(samples, 0.5)),
+                "p99_ms": _ms(percentile(samples, 0.99)),
                 "gate_cpu_us_per_delivery": round(cpu / delivered * 1e6, 2) if delivered else None,
                 "gate_cpu_share": round(cpu / elapsed / len(gate_pids), 3),
                 "samples": len(samples),
@@ -431,8 +425,8 @@ async def bench(args: argparse.Namespace, procs: Procs) -> dict[str, Any]:
     }
 
 
-def _ms(value: float) -> float | None:
-    return None if math.isnan(value) else round(value * 1000, 1)
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(value * 1000, 1)
 
 
 def stop(procs: Procs) -> None:

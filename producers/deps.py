@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from litestar.di import NamedDependency
 
-from bus.base import Bus
+from bus.base import Bus, Outgoing
 from bus.topology import Topology
+from schemas.bizevents import BizEvent, encode_event
 from schemas.settings import RoomSettings
 from store.groups import GroupLimits, GroupStore
 from store.messages import MessageStore
@@ -82,6 +83,11 @@ class Pipeline:
         self.rooms = rooms
         #: the ``[rooms]`` defaults and limits the room endpoints apply
         self.room_settings = room_settings or RoomSettings()
+
+    async def publish_event(self, event: BizEvent) -> None:
+        """Publish a business event on its ``biz.*`` topic, keyed as its type says."""
+        topic = self.topology.topic(event.topic).name
+        await self.bus.publish_batch([Outgoing(topic, encode_event(event), key=event.key())])
 
 
 StoresDep = NamedDependency[Stores]

@@ -27,7 +27,7 @@ from producers.deps import Pipeline, PipelineDep, StoresDep
 from producers.models import RoomBody, RoomList, RoomPost, RoomView
 from producers.problems import PROBLEMS, ApiProblem
 from producers.users import parse_id
-from schemas.bizevents import BizEvent, BizTopic, RoomClosed, RoomCreated, encode_event, event_id
+from schemas.bizevents import RoomClosed, RoomCreated, event_id
 from schemas.codes import RoomPostPolicy
 from schemas.envelope import RoomClose, encode_gate_record, now_ms
 from schemas.ids import GateId, new_trace_id
@@ -70,11 +70,6 @@ def _view(room: Room, member_count: int, gates: dict[GateId, int] | None = None)
     )
 
 
-async def _event(pipeline: Pipeline, event: BizEvent) -> None:
-    topic = pipeline.topology.topic(BizTopic.ROOMS).name
-    await pipeline.bus.publish_batch([Outgoing(topic, encode_event(event), key=event.key())])
-
-
 @post(
     "/v1/rooms",
     summary="Create a chat room",
@@ -110,8 +105,7 @@ async def create_room(data: JSONBody[RoomBody], pipeline: PipelineDep) -> Respon
         created_ms=now_ms(),
     )
     await store.create(room)
-    await _event(
-        pipeline,
+    await pipeline.publish_event(
         RoomCreated(
             id=event_id(RoomCreated, room.room_id),
             ts=room.created_ms,
@@ -205,8 +199,7 @@ async def close_room(room_id: RoomIdPath, pipeline: PipelineDep, stores: StoresD
     await pipeline.bus.publish_batch(
         [Outgoing(pipeline.topology.gate_topic(GateId(g)).name, record, key=key) for g in gates]
     )
-    await _event(
-        pipeline,
+    await pipeline.publish_event(
         RoomClosed(
             id=event_id(RoomClosed, room.room_id),
             ts=closed_ms,
