@@ -13,6 +13,10 @@ from store.clock import Clock, SystemClock
 from store.rooms import Joined, LiveGates, Room
 
 
+#: slow-mode entries kept before the lapsed ones are dropped
+_SLOW_KEEP = 100_000
+
+
 class _State(msgspec.Struct):
     room: Room
     seq: int = 0
@@ -126,6 +130,8 @@ class MemoryRoomStore:
         if state is None:
             return None
         now = self._clock.now_ms()
+        if len(self._slow) > _SLOW_KEEP:  # forget the waits that are over
+            self._slow = {k: due for k, due in self._slow.items() if due > now}
         out: list[int] = []
         for user in senders:
             if slow_mode_s > 0:
