@@ -12,7 +12,6 @@ from schemas.ids import GateId, UserId
 from store.clock import Clock, SystemClock
 from store.rooms import Joined, LiveGates, Room
 
-
 #: slow-mode entries kept before the lapsed ones are dropped
 _SLOW_KEEP = 100_000
 
