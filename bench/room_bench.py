@@ -306,6 +306,15 @@ def _counter(counters: Sequence[SynchronizedArray[Any]], index: int) -> int:
     return sum(int(c[index]) for c in counters)
 
 
+async def _until_delivered(counters: Sequence[SynchronizedArray[Any]], total: int) -> None:
+    """Until the members counted `total` deliveries, 5 s at most (shared counters have no
+    event to wait on: polled)."""
+    for _ in range(100):
+        if _counter(counters, DELIVERED) >= total:
+            return
+        await asyncio.sleep(0.05)
+
+
 async def bench(args: argparse.Namespace, procs: Procs) -> dict[str, Any]:
     raise_nofile()
     _write_topology(procs)
@@ -354,6 +363,8 @@ async def bench(args: argparse.Namespace, procs: Procs) -> dict[str, Any]:
     try:
         for rate in args.rates:
             await send.run(rate, args.warmup)
+            # The warm-up's messages arrive before the step starts: they are not its figures.
+            await _until_delivered(counters, send.sent * joined)
             await _ask_samples(procs)  # forget the warm-up's
             delivered0 = _counter(counters, DELIVERED)
             sent0 = send.sent
@@ -363,11 +374,7 @@ async def bench(args: argparse.Namespace, procs: Procs) -> dict[str, Any]:
             elapsed = time.perf_counter() - t0
             # What was sent in the step may still be on its way: wait for it, bounded.
             expected = (send.sent - sent0) * joined
-            # (shared counters have no event to wait on: polled, 5 s at most)
-            for _ in range(100):
-                if _counter(counters, DELIVERED) - delivered0 >= expected:
-                    break
-                await asyncio.sleep(0.05)
+            await _until_delivered(counters, delivered0 + expected)
             delivered = _counter(counters, DELIVERED) - delivered0
             cpu = sum(cpu_s(pid) for pid in gate_pids) - cpu0
             samples = await _ask_samples(procs)
