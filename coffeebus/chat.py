@@ -15,6 +15,8 @@ Commands (``/help`` lists them)::
     /call [NAME | ID]      call someone (default: the open single chat), voice
     /answer                take the incoming call
     /hangup                end, cancel or decline the call
+    /join ROOM_ID          join a chat room and talk there (its recent messages first)
+    /leave                 leave the chat room
     /quit                  leave
     anything else          is sent as a text message to the open conversation
 
@@ -43,6 +45,12 @@ What people expect of a chat app, line by line:
 - **Reconnect and catch up.** When the server restarts, the SDK reconnects; the session
   then asks for everything of the user's inbox after the last entry it knew (Sync 0x0803)
   and shows what it missed like live messages.
+- **Chat rooms** (docs/protocol-extensions.md, "Chat rooms"): ``/join`` shows the room's
+  name, how many are in it and its recent messages; while in a room, typed text goes to the
+  room and its messages are shown as they come (one's own once, when the room took it).
+  Membership ends with the connection, so after a reconnect the session joins again and
+  shows only what it had not shown. A room that closes (or drops a client that reads too
+  slowly) says so in one line.
 """
 
 from __future__ import annotations
@@ -84,8 +92,10 @@ HELP: Final = """\
 /call [NAME | ID]    call someone (default: the open single chat)
 /answer              take the incoming call
 /hangup              end, cancel or decline the call
+/join ROOM_ID        join a chat room (typed text then goes there)
+/leave               leave the chat room
 /quit                leave
-text                 send it to the open conversation"""
+text                 send it to the open conversation (or the joined room)"""
 
 #: messages shown per page of history
 PAGE: Final = 20
@@ -270,6 +280,9 @@ class ChatSession:
         #: the call in progress, and the task sending its heartbeats
         self.call: _Call | None = None
         self._call_beat: asyncio.Task[None] | None = None
+        #: the chat room joined (typed text goes there), and the last msg id shown of it
+        self.room: int | None = None
+        self._room_seen = 0
 
     @property
     def me(self) -> int:
@@ -352,8 +365,14 @@ class ChatSession:
                 await self.answer()
             elif command == "/hangup":
                 await self.hangup()
+            elif command == "/join":
+                await self.join_room(argument)
+            elif command == "/leave":
+                await self.leave_room()
             elif command.startswith("/"):
                 self._write(f"! unknown command {command} (/help lists them)")
+            elif self.room is not None:
+                await self.say(text)
             else:
                 await self.send(text)
         except ValueError as exc:
@@ -403,8 +422,76 @@ class ChatSession:
                 f"  {self.names.title(conversation):<18} {unread:<10} {when} {who}: {latest}"
             )
 
+    # -- chat rooms ----------------------------------------------------------------------------
+
+    async def join_room(self, argument: str) -> None:
+        """Join the room (leaving the one joined before) and show its recent messages."""
+        if not argument.strip().isdigit() or int(argument) <= 0:
+            raise ValueError("join which room? /join ROOM_ID (the business gives the id)")
+        room_id = int(argument)
+        if self.room is not None and self.room != room_id:
+            await self.leave_room()
+        joined = await self._client.join_room(room_id, history=PAGE)
+        self.room, self._room_seen = room_id, 0
+        self._write(f"── room {joined.name or room_id} · {joined.member_count} here ──")
+        for msg in joined.history:
+            await self._room_message(msg)
+        if not joined.history:
+            self._write("(no messages yet)")
+
+    async def leave_room(self) -> None:
+        if self.room is None:
+            raise ValueError("not in a room")
+        room_id, self.room = self.room, None
+        await self._client.leave_room(room_id)
+        self._write(f"· left room {room_id}")
+
+    async def say(self, text: str) -> None:
+        """Say `text` in the joined room; shown once the room took it."""
+        assert self.room is not None
+        rsp = await self._client.send_room(self.room, text)
+        shown = ext_pb2.RoomMsg(
+            room_id=rsp.room_id,
+            msg_id=rsp.msg_id,
+            from_user_id=self.me,
+            msg_type=MsgType.TEXT,  # type: ignore[arg-type]
+            msg_data=text.encode(),
+            create_time_ms=rsp.create_time_ms,
+        )
+        await self._room_message(shown)
+
+    async def _room_message(self, msg: ext_pb2.RoomMsg) -> None:
+        if msg.room_id != self.room or msg.msg_id <= self._room_seen:
+            return
+        self._room_seen = msg.msg_id
+        await self._learn_users([msg.from_user_id])
+        shown = _Shown(
+            msg.msg_id,
+            msg.from_user_id,
+            msg.create_time_ms // 1000,
+            int(msg.msg_type),
+            msg.msg_data,
+        )
+        self._write(self._line(shown))
+
+    async def _rejoin(self) -> None:
+        """After a reconnect: the room again, showing only what was not shown."""
+        if self.room is None:
+            return
+        try:
+            joined = await self._client.join_room(self.room, history=PAGE)
+        except SdkError as exc:
+            self._write(f"! could not join room {self.room} again: {exc}")
+            self.room = None
+            return
+        for msg in joined.history:
+            await self._room_message(msg)
+
     async def open(self, conversation: Conversation) -> None:
-        """Make `conversation` the open one: show its latest page and mark it read."""
+        """Make `conversation` the open one: show its latest page and mark it read (leaving
+        the chat room, if one is joined: typed text goes to the conversation now)."""
+        if self.room is not None:
+            await self.leave_room()
         self.current = conversation
         self._shown, self._read = [], 0
         self._my_latest = self._receipt_shown = 0
@@ -617,6 +704,7 @@ class ChatSession:
                 self.done = True
         elif isinstance(event, Reconnected):
             self._going_away = False
+            await self._rejoin()
             missed = await self.catch_up()
             self._write(f"! reconnected: {missed} missed message(s)" if missed else "! reconnected")
 
@@ -646,6 +734,19 @@ class ChatSession:
         elif push.command_id == Cmd.S2C_PUSH and isinstance(message, ext_pb2.S2CPush):
             text = message.msg_data.decode("utf-8", errors="replace").replace("\n", " ")
             self._write(f"★ {message.channel or 'business'} (type {message.msg_type}): {text}")
+        elif push.command_id == Cmd.ROOM_MSG and isinstance(message, ext_pb2.RoomMsg):
+            await self._room_message(message)
+        elif push.command_id == Cmd.ROOM_EXIT_NOTIFY and isinstance(
+            message, ext_pb2.RoomExitNotify
+        ):
+            if message.room_id == self.room:
+                self.room = None
+                why = (
+                    "it was closed"
+                    if message.reason == ext_pb2.ROOM_EXIT_REASON_CLOSED
+                    else ("this client read too slowly: /join it again")
+                )
+                self._write(f"! you are out of room {message.room_id}: {why}")
         elif push.command_id == Cmd.REVOKE_NOTIFY and isinstance(message, ext_pb2.RevokeNotify):
             where = Conversation(SessionType(int(message.session_type)), message.session_id)
             if where == self.current:

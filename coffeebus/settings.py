@@ -51,6 +51,7 @@ from schemas.settings import (
     Port,
     PositiveInt,
     RedisSettings,
+    RoomSettings,
 )
 
 __all__ = [
@@ -69,6 +70,7 @@ __all__ = [
     "ProcessSettings",
     "PushSettings",
     "RedisSettings",
+    "RoomSettings",
     "Settings",
     "SettingsError",
     "WebhookSettings",
@@ -136,6 +138,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     login: LoginSettings = LoginSettings()
     messaging: MessagingSettings = MessagingSettings()
     hot: HotSettings = HotSettings()
+    rooms: RoomSettings = RoomSettings()
     biz: BizSettings = BizSettings()
     webhooks: WebhookSettings = WebhookSettings()
     push: PushSettings = PushSettings()

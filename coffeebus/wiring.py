@@ -45,6 +45,7 @@ from store.memory.login_throttle import MemoryLoginThrottle
 from store.memory.messages import MemoryMessageStore
 from store.memory.push_log import MemoryPushLog
 from store.memory.push_tokens import MemoryPushTokenStore
+from store.memory.rooms import MemoryRoomStore
 from store.memory.routes import MemoryRouteStore
 from store.memory.seq import MemorySectionStore
 from store.memory.sessions import MemorySessionStore
@@ -73,9 +74,11 @@ from store.redis.inbox import RedisInboxStore
 from store.redis.keys import RedisKeys
 from store.redis.login_throttle import RedisLoginThrottle
 from store.redis.messages import RedisMessageStore
+from store.redis.rooms import RedisRoomStore
 from store.redis.routes import RedisRouteStore
 from store.redis.sessions import RedisSessionStore
 from store.redis.trim import HotTimelines
+from store.rooms import RoomStore
 from store.routes import RouteStore
 from store.seq import SectionStore
 from store.sessions import SessionStore
@@ -134,6 +137,9 @@ class Runtime:
     calls: CallStore = field(default_factory=MemoryCallStore)
     #: Where the user store hashes passwords (the gate asks it whether it is full).
     passwords: PasswordPool | None = None
+    #: Chat rooms: settings, recent windows, presence per gate (Redis on the real services,
+    #: shared by the gates, the room group and the API).
+    rooms: RoomStore = field(default_factory=MemoryRoomStore)
 
     @property
     def group_limits(self) -> GroupLimits:
@@ -227,6 +233,11 @@ async def _open(
         bus = memory_bus_for(topology)
         await bus.start()
         inbox = MemoryInboxStore()
+        routes = MemoryRouteStore()
+
+        async def live_gates() -> list[str]:
+            return [g.gate_id for g in await routes.live_gates()]
+
         try:
             yield Runtime(
                 settings=settings,
@@ -234,7 +245,7 @@ async def _open(
                 topology=topology,
                 bus=bus,
                 users=MemoryUserStore(passwords=passwords),
-                routes=MemoryRouteStore(),
+                routes=routes,
                 messages=MemoryMessageStore(),
                 inbox=inbox,
                 sessions=MemorySessionStore(inbox),
@@ -246,6 +257,7 @@ async def _open(
                 login_throttle=MemoryLoginThrottle(throttle_policy(settings)),
                 calls=MemoryCallStore(),
                 passwords=passwords,
+                rooms=MemoryRoomStore(live=live_gates),
             )
         finally:
             await bus.stop()
@@ -331,6 +343,7 @@ async def _open(
                     ("redis", lambda: redis_store.ping(redis)),
                 ),
                 idempotency=RedisIdempotencyStore(redis, keys=keys),
+                rooms=RedisRoomStore(redis, keys=keys),
             )
         finally:
             await kafka_bus.stop()

@@ -44,6 +44,7 @@ GROUP_MODULES: dict[str, str] = {
     "push": "consumers.push",
     "biz": "consumers.biz",
     "call": "consumers.call",
+    "room": "consumers.room",
     "webhook": "consumers.webhooks",
     "projection": "consumers.projection",
 }

@@ -37,6 +37,7 @@ topic                     key              events
 ``biz.events.group``      group id         ``group.changed``
 ``biz.events.call``       call channel     ``call.started``, ``call.answered``,
                                            ``call.ended``
+``biz.events.room``       room id          ``room.created``, ``room.closed``, ``room.message``
 ========================  ===============  =====================================================
 
 Codes (client type, session type, message type) are the wire protocol's integers
@@ -70,6 +71,9 @@ __all__ = [
     "MessageRead",
     "MessageRevoked",
     "MessageStored",
+    "RoomClosed",
+    "RoomCreated",
+    "RoomMessage",
     "UserBanned",
     "UserDeleted",
     "UserKicked",
@@ -95,6 +99,7 @@ class BizTopic(enum.StrEnum):
     USERS = "biz.events.user"
     GROUPS = "biz.events.group"
     CALLS = "biz.events.call"
+    ROOMS = "biz.events.room"
     #: webhook deliveries that failed for good (`schemas.webhooks.WebhookDeadLetter`)
     WEBHOOK_DEAD_LETTER = "biz.webhooks.dead-letter"
 
@@ -434,6 +439,47 @@ class CallEnded(_CallEvent, frozen=True, kw_only=True, tag="call.ended"):
     ]
 
 
+RoomIdField = Annotated[int, msgspec.Meta(ge=1, description="a chat room id")]
+
+
+class _RoomEvent(_Event, frozen=True, kw_only=True):
+    topic: ClassVar[BizTopic] = BizTopic.ROOMS
+
+    room_id: RoomIdField
+
+    def key(self) -> bytes:
+        return b"%d" % self.room_id
+
+
+class RoomCreated(_RoomEvent, frozen=True, kw_only=True, tag="room.created"):
+    """The business created a chat room (``POST /v1/rooms``). id: ``room.created:<room_id>``."""
+
+    name: str
+
+
+class RoomClosed(_RoomEvent, frozen=True, kw_only=True, tag="room.closed"):
+    """The business closed a chat room; its members were told and left it.
+
+    id: ``room.closed:<room_id>``.
+    """
+
+    gates_notified: Annotated[int, _doc("gates that had members of the room and were told")] = 0
+
+
+class RoomMessage(_RoomEvent, frozen=True, kw_only=True, tag="room.message"):
+    """A message was said in a chat room and delivered to its members' gates. A room keeps
+    only its recent window: this event is the business's record of what was said.
+    ``msg_data`` is null when the deployment omits contents (``[biz] include_msg_data``).
+    id: ``room.message:<room_id>:<msg_id>``.
+    """
+
+    msg_id: Annotated[int, msgspec.Meta(ge=1, description="the room's sequence number")]
+    from_user_id: UserIdField
+    client_msg_id: str
+    msg_type: Annotated[int, _doc("MsgType: 1 text, 2 file, 3 image, ...")]
+    msg_data: Annotated[bytes | None, _doc("the message body, base64; null if omitted")] = None
+
+
 BizEvent: TypeAlias = (
     C2SUpload
     | MessageStored
@@ -451,6 +497,9 @@ BizEvent: TypeAlias = (
     | CallStarted
     | CallAnswered
     | CallEnded
+    | RoomCreated
+    | RoomClosed
+    | RoomMessage
 )
 
 #: every event class, in documentation order
@@ -471,6 +520,9 @@ EVENT_CLASSES: Final[tuple[type[BizEvent], ...]] = (
     CallStarted,
     CallAnswered,
     CallEnded,
+    RoomCreated,
+    RoomClosed,
+    RoomMessage,
 )
 
 

@@ -31,6 +31,8 @@ __all__ = [
     "MsgStatus",
     "MsgType",
     "ResCode",
+    "RoomExitReason",
+    "RoomPostPolicy",
     "SessionStatusType",
     "SessionType",
     "TypingState",
@@ -270,6 +272,25 @@ class KickReason(IntEnum):
     SERVER_SHUTDOWN = 5
     ADMIN = 6
     ACCOUNT_DELETED = 7
+
+
+@unique
+class RoomPostPolicy(IntEnum):
+    """Who may say something in a chat room."""
+
+    UNSPECIFIED = 0
+    EVERYONE = 1
+    LISTED = 2
+    NOBODY = 3
+
+
+@unique
+class RoomExitReason(IntEnum):
+    """Why a connection is no longer in a room (RoomExitNotify)."""
+
+    UNSPECIFIED = 0
+    CLOSED = 1
+    TOO_SLOW = 2
 
 
 @unique

@@ -25,6 +25,11 @@ Routing decisions recorded here (DESIGN.md, "Topics"):
   there (`store.calls`), which is what orders one call's signals.
 - no topic — login, logout and heartbeat are handled by the gate itself, and server→client
   commands are never accepted from a client.
+- ``im.up.room`` (key: room id) — RoomSendReq: the room group sequences a room's messages, so
+  they must travel in one partition, in order.
+- no topic — login, logout and heartbeat are handled by the gate itself, and so are joining
+  and leaving a room and asking its member count (room membership lives in the gate that
+  holds the connection); server→client commands are never accepted from a client.
 
 """
 
@@ -137,6 +142,17 @@ class Cmd(IntEnum):
     GROUP_UPDATE_REQ = 0x080F
     GROUP_UPDATE_RSP = 0x0810
     API_GROUP_CREATE_REQ = 0x0811
+    # chat rooms (0x0812-0x081F)
+    ROOM_JOIN_REQ = 0x0812
+    ROOM_JOIN_RSP = 0x0813
+    ROOM_LEAVE_REQ = 0x0814
+    ROOM_LEAVE_RSP = 0x0815
+    ROOM_SEND_REQ = 0x0816
+    ROOM_SEND_RSP = 0x0817
+    ROOM_MSG = 0x0818
+    ROOM_MEMBER_COUNT_REQ = 0x0819
+    ROOM_MEMBER_COUNT_RSP = 0x081A
+    ROOM_EXIT_NOTIFY = 0x081B
 
     @property
     def is_extension(self) -> bool:
@@ -166,6 +182,7 @@ class UplinkTopic(StrEnum):
     GROUP = "im.up.group"
     C2S = "im.up.c2s"
     CALL = "im.up.call"
+    ROOM = "im.up.room"
 
 
 @unique
@@ -173,12 +190,13 @@ class KeyKind(Enum):
     """What the record key of an uplink command is (it fixes ordering).
 
     CONVERSATION: `schemas.ids.conversation_id` of (session type, sender, to_session_id);
-    USER: the sender's user id; GROUP: the body's group_id.
+    USER: the sender's user id; GROUP: the body's group_id; ROOM: the body's room_id.
     """
 
     CONVERSATION = "conversation"
     USER = "user"
     GROUP = "group"
+    ROOM = "room"
 
 
 class CommandSpec(msgspec.Struct, frozen=True):
@@ -344,6 +362,18 @@ _TABLE: tuple[CommandSpec, ...] = (
     # The server API's create (0x0811): keyed by the group id the API allocated. A gate
     # forwards it like any request; the group consumer refuses it from a client.
     _up(Cmd.API_GROUP_CREATE_REQ, ext_pb2.ApiGroupCreateReq, Cmd.GROUP_CREATE_RSP, _GROUP, _GID),
+    # chat rooms: join, leave and member count are answered by the gate (gateway/rooms.py);
+    # a send goes to the room group, keyed by room.
+    _gate(Cmd.ROOM_JOIN_REQ, ext_pb2.RoomJoinReq, Cmd.ROOM_JOIN_RSP),
+    _down(Cmd.ROOM_JOIN_RSP, ext_pb2.RoomJoinRsp),
+    _gate(Cmd.ROOM_LEAVE_REQ, ext_pb2.RoomLeaveReq, Cmd.ROOM_LEAVE_RSP),
+    _down(Cmd.ROOM_LEAVE_RSP, ext_pb2.RoomLeaveRsp),
+    _up(Cmd.ROOM_SEND_REQ, ext_pb2.RoomSendReq, Cmd.ROOM_SEND_RSP, UplinkTopic.ROOM, KeyKind.ROOM),
+    _down(Cmd.ROOM_SEND_RSP, ext_pb2.RoomSendRsp),
+    _down(Cmd.ROOM_MSG, ext_pb2.RoomMsg),
+    _gate(Cmd.ROOM_MEMBER_COUNT_REQ, ext_pb2.RoomMemberCountReq, Cmd.ROOM_MEMBER_COUNT_RSP),
+    _down(Cmd.ROOM_MEMBER_COUNT_RSP, ext_pb2.RoomMemberCountRsp),
+    _down(Cmd.ROOM_EXIT_NOTIFY, ext_pb2.RoomExitNotify),
 )
 
 #: The command table, by command id.

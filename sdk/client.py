@@ -742,6 +742,48 @@ class Client:
         req = group_pb2.GroupMemberListReq(user_id=self.user_id, group_id=group_id)
         return await self._call(Cmd.GROUP_MEMBER_LIST_REQ, req, group_pb2.GroupMemberListRsp)
 
+    # -- chat rooms (extensions 0x0812-0x081B) -------------------------------------------------
+
+    async def join_room(self, room_id: int, *, history: int = 0) -> ext_pb2.RoomJoinRsp:
+        """Join a chat room (0x0812): its member count and newest messages (`history` of
+        them; 0: as many as the room keeps). Room messages then arrive as RoomMsg (0x0818)
+        pushes in `events()`, until `leave_room`, the connection's end or a RoomExitNotify
+        (0x081B: the room closed, or this client read too slowly). A reconnect does not
+        rejoin: join again after `Reconnected`."""
+        req = ext_pb2.RoomJoinReq(user_id=self.user_id, room_id=room_id, history_count=history)
+        return await self._call(Cmd.ROOM_JOIN_REQ, req, ext_pb2.RoomJoinRsp)
+
+    async def leave_room(self, room_id: int) -> ext_pb2.RoomLeaveRsp:
+        """Leave a chat room (0x0814); leaving a room one is not in is not an error."""
+        req = ext_pb2.RoomLeaveReq(user_id=self.user_id, room_id=room_id)
+        return await self._call(Cmd.ROOM_LEAVE_REQ, req, ext_pb2.RoomLeaveRsp)
+
+    async def send_room(
+        self,
+        room_id: int,
+        data: bytes | str,
+        *,
+        msg_type: MsgType = MsgType.TEXT,
+        client_msg_id: str | None = None,
+    ) -> ext_pb2.RoomSendRsp:
+        """Say something in a room this connection joined (0x0816); the answer carries the
+        message's id in the room. The other members get it as RoomMsg; this connection
+        does not."""
+        req = ext_pb2.RoomSendReq(
+            from_user_id=self.user_id,
+            room_id=room_id,
+            client_msg_id=client_msg_id or str(uuid.uuid4()),
+            msg_type=msg_type,  # type: ignore[arg-type]
+            msg_data=data.encode("utf-8") if isinstance(data, str) else data,
+        )
+        return await self._call(Cmd.ROOM_SEND_REQ, req, ext_pb2.RoomSendRsp)
+
+    async def room_member_count(self, room_id: int) -> int:
+        """Connections in an open room on every gate (0x0819)."""
+        req = ext_pb2.RoomMemberCountReq(user_id=self.user_id, room_id=room_id)
+        rsp = await self._call(Cmd.ROOM_MEMBER_COUNT_REQ, req, ext_pb2.RoomMemberCountRsp)
+        return rsp.member_count
+
     async def user_list(self) -> friend_pb2.FriendQueryUserListRsp:
         """The user list (0x0601)."""
         req = friend_pb2.FriendQueryUserListReq(user_id=self.user_id)

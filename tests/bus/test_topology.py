@@ -43,12 +43,14 @@ DESIGN_GROUPS = {
     "push": {"im.push"},
     "biz": {"im.up.c2s"},
     "call": {"im.up.call"},
+    "room": {"im.up.room"},
     "webhook": {
         "biz.c2s",
         "biz.events.message",
         "biz.events.user",
         "biz.events.group",
         "biz.events.call",
+        "biz.events.room",
     },
     "projection": {"im.log.msg", "im.log.user"},
 }

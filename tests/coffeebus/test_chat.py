@@ -227,6 +227,43 @@ async def test_group_by_name_with_older_messages_above_newer_ones(embedded_syste
         await screen.close()
 
 
+async def test_a_chat_room_joined_talked_in_and_closed(embedded_system: System) -> None:
+    system = embedded_system
+    await system.start_consumers()
+    async with system_api(system) as api:
+        response = await api.post("/v1/rooms", json={"name": "keynote", "history": 5})
+    room = response.json()["room_id"]
+    alice, bob = await system.user(nick="alice"), await system.user(nick="bob")
+    bob_sdk = await system.login(bob)
+    await bob_sdk.join_room(room)
+    for n in range(7):
+        await bob_sdk.send_room(room, f"early {n}")
+    screen = await Screen(system, await system.login(alice)).start()
+    try:
+        joined = await screen.type(f"/join {room}")
+        assert joined[0] == "── room keynote · 2 here ──"
+        assert [line.split(": ", 1)[1] for line in joined[1:]] == [
+            f"early {n}" for n in range(2, 7)
+        ]
+        assert re.fullmatch(rf"{TIME} bob: early 2", joined[1]), joined[1]
+        said = await screen.type("hello room")
+        [line] = said
+        assert re.fullmatch(rf"{TIME} you: hello room", line), line
+        got = await next_push(bob_sdk, Cmd.ROOM_MSG)
+        assert got.message.msg_data == b"hello room"  # type: ignore[union-attr]
+        await bob_sdk.send_room(room, "welcome")
+        await screen.shows(rf"^{TIME} bob: welcome$")
+        assert await screen.type("/join nope") == [
+            "! join which room? /join ROOM_ID (the business gives the id)"
+        ]
+        async with system_api(system) as api:
+            assert (await api.delete(f"/v1/rooms/{room}")).status_code == 200
+        await screen.shows(rf"^! you are out of room {room}: it was closed$")
+        assert await screen.type("/leave") == ["! not in a room"]
+    finally:
+        await screen.close()
+
+
 async def test_activity_elsewhere_is_one_line_and_business_pushes_show(
     embedded_system: System,
 ) -> None:

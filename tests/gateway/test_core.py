@@ -362,6 +362,24 @@ def test_push_seq_counts_from_one_and_wraps_to_one() -> None:
     assert [f.seq for f in sent(conn)] == [MAX_SEQ, 1]
 
 
+def test_pushed_frames_share_the_push_counter_and_nothing_after_close() -> None:
+    conn = logged_in()
+    conn.send_frame(Cmd.MSG_DATA, b"")
+    conn.push_frames(Cmd.ROOM_MSG, [b"a", b"b"])
+    conn.push_frames(Cmd.ROOM_MSG, [])
+    conn.send_frame(Cmd.MSG_DATA, b"")
+    frames = sent(conn)
+    assert [(f.command_id, f.seq, f.body) for f in frames] == [
+        (Cmd.MSG_DATA, 1, b""),
+        (Cmd.ROOM_MSG, 2, b"a"),
+        (Cmd.ROOM_MSG, 3, b"b"),
+        (Cmd.MSG_DATA, 4, b""),
+    ]
+    conn.close(CloseReason.SHUTDOWN)
+    conn.push_frames(Cmd.ROOM_MSG, [b"c"])
+    assert sent(conn) == []
+
+
 # --- timers ----------------------------------------------------------------------------------
 
 

@@ -28,7 +28,16 @@ from schemas.pb.coffeebus import ext_pb2
 from schemas.pb.coffeechat import login_pb2, message_pb2
 
 REPO = Path(__file__).resolve().parents[2]
-GATE_HANDLED = {Cmd.AUTH_TOKEN_REQ, Cmd.AUTH_REQ, Cmd.LOGOUT_REQ, Cmd.HEARTBEAT}
+GATE_HANDLED = {
+    Cmd.AUTH_TOKEN_REQ,
+    Cmd.AUTH_REQ,
+    Cmd.LOGOUT_REQ,
+    Cmd.HEARTBEAT,
+    # chat room membership lives in the gate (gateway/rooms.py)
+    Cmd.ROOM_JOIN_REQ,
+    Cmd.ROOM_LEAVE_REQ,
+    Cmd.ROOM_MEMBER_COUNT_REQ,
+}
 
 # DESIGN.md "Topics", plus the routing decisions of schemas/commands.py.
 EXPECTED_TOPICS = {
@@ -50,6 +59,7 @@ EXPECTED_TOPICS = {
         Cmd.VOIP_HEARTBEAT,
         Cmd.VOIP_BYE_REQ,
     },
+    UplinkTopic.ROOM: {Cmd.ROOM_SEND_REQ},
     UplinkTopic.QUERY: {
         Cmd.RECENT_SESSION_REQ,
         Cmd.MSG_LIST_REQ,
@@ -71,6 +81,7 @@ TOPIC_KEYS = {
     UplinkTopic.GROUP: KeyKind.GROUP,
     UplinkTopic.C2S: KeyKind.USER,
     UplinkTopic.CALL: KeyKind.USER,
+    UplinkTopic.ROOM: KeyKind.ROOM,
 }
 
 
