@@ -128,6 +128,7 @@ class Cmd(IntEnum):
     GROUP_UPDATE_REQ = 0x080F
     GROUP_UPDATE_RSP = 0x0810
     API_GROUP_CREATE_REQ = 0x0811
+    DELIVERED_NOTIFY = 0x0820
 
     @property
     def is_extension(self) -> bool:
@@ -314,6 +315,7 @@ _TABLE: tuple[CommandSpec, ...] = (
     # The server API's create (0x0811): keyed by the group id the API allocated. A gate
     # forwards it like any request; the group consumer refuses it from a client.
     _up(Cmd.API_GROUP_CREATE_REQ, ext_pb2.ApiGroupCreateReq, Cmd.GROUP_CREATE_RSP, _GROUP, _GID),
+    _down(Cmd.DELIVERED_NOTIFY, ext_pb2.DeliveredNotify),
 )
 
 #: The command table, by command id. VoIP ids are absent until their messages exist.
