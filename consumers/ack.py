@@ -146,7 +146,8 @@ class AckHandler:
         convs = {c for _, c in reads} | {c for _, c in delivered}
         items: list[_Read | _Delivered] = [*reads.values(), *delivered.values()]
         groups = {(i.user, i.session_id) for i in items if i.session_type == SessionType.GROUP}
-        # Single chats' marks as they were, to notify the senders only of marks that move.
+        # Single chats' marks as they were, to notify the senders only of marks that move:
+        # exact, as this partition's owner is the marks' single writer (keyed by user).
         singles = [
             (d.user, d.conversation)
             for d in delivered.values()
