@@ -206,7 +206,7 @@ class QueryHandler:
         peer = UserId(session_id)
         delivered, read = await asyncio.gather(
             self._deliveries.delivered_seq(peer, conversation),
-            self._sessions.read_seq(peer, conversation),
+            self._sessions.peer_read_seq(peer, conversation),
         )
         return PeerReceipts(delivered=delivered, read=read)
 
