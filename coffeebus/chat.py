@@ -26,9 +26,12 @@ What people expect of a chat app, line by line:
   day line ("── Today ──") comes before the first message of each day.
 - **Read receipts point the right way.** What the session shows of *other people's*
   messages in the open conversation is acknowledged as read (MsgDataReadAck 0x0303, "all
-  ≤ this seq") — never one's own messages, which nobody reads but their reader. When the
-  peer of the open single chat reads up to one's latest message, one line says so
-  (``✓ read by bob``).
+  ≤ this seq") — never one's own messages, which nobody reads but their reader.
+- **Ticks for one's own messages** in a single chat: each is shown once stored, with ``✓``
+  (sent); when the peer's device has one's latest message (DeliveredNotify 0x0820), one line
+  says ``✓✓ delivered to bob``, and when the peer reads it (MsgDataReadNotify 0x0304)
+  ``✓✓ read by bob``. Opening a chat says how far the peer has it from history's message
+  status (RECEIPT, READ), so a client that was away still shows it.
 - **Activity elsewhere is one line**, not one per message: messages arriving in other
   conversations are counted, and after a quiet moment one line sums them up per
   conversation (``· new messages: bob 3, #coffee 25 — /open to read``).
@@ -107,6 +110,8 @@ CLEAR_SCREEN: Final = "\x1b[2J\x1b[H"
 CALL_HEARTBEAT_S: Final = 5.0
 #: the status of a message as history, by-id and sync report a revoked one
 _SEND_CANCEL: Final = 8
+_READ: Final = 2  # MsgStatus of my own messages in history: the peer read it
+_RECEIPT: Final = 6  # ... the peer's device has it (delivered)
 
 _NOTIFICATION_VERBS: Final = {
     MsgNotificationType.GROUP_CREATE: "created the group with",
@@ -216,6 +221,8 @@ class _Shown(msgspec.Struct, frozen=True):
     msg_type: int
     data: bytes
     revoked: bool = False
+    #: MsgStatus from history (0: shown live); for my own: SENT, RECEIPT or READ
+    status: int = 0
 
 
 def _date(ts: int) -> datetime.date:
@@ -263,8 +270,10 @@ class ChatSession:
         self._shown: list[_Shown] = []
         #: the highest seq acknowledged as read in the open conversation
         self._read = 0
-        #: my latest message in the open single chat, and the read receipt already shown
+        #: my latest message in the open single chat, and how far its receipts were shown
+        #: (delivered, read)
         self._my_latest = 0
+        self._delivered_shown = 0
         self._receipt_shown = 0
         #: (conversation, seq) of every message shown or counted: live pushes and catch-up
         #: by sync meet the same message twice
@@ -494,7 +503,7 @@ class ChatSession:
             await self.leave_room()
         self.current = conversation
         self._shown, self._read = [], 0
-        self._my_latest = self._receipt_shown = 0
+        self._my_latest = self._delivered_shown = self._receipt_shown = 0
         self._elsewhere.pop(conversation, None)
         if conversation.group:
             await self._learn_groups([conversation.session_id])
@@ -505,6 +514,7 @@ class ChatSession:
             return
         self._shown = page
         self._render(page)
+        self._page_receipts(page)
         await self._mark_read()
 
     async def more(self) -> None:
@@ -538,6 +548,7 @@ class ChatSession:
                 msg_type=int(m.msg_type),
                 data=m.msg_data,
                 revoked=int(m.msg_status) == _SEND_CANCEL,
+                status=int(m.msg_status),
             )
             for m in rsp.msg_list
         ]
@@ -731,6 +742,10 @@ class ChatSession:
             message, message_pb2.MsgDataReadNotify
         ):
             self._read_notify(message)
+        elif push.command_id == Cmd.DELIVERED_NOTIFY and isinstance(
+            message, ext_pb2.DeliveredNotify
+        ):
+            self._delivered_notify(message)
         elif push.command_id == Cmd.S2C_PUSH and isinstance(message, ext_pb2.S2CPush):
             text = message.msg_data.decode("utf-8", errors="replace").replace("\n", " ")
             self._write(f"★ {message.channel or 'business'} (type {message.msg_type}): {text}")
@@ -797,8 +812,37 @@ class ChatSession:
         if notify.user_id != current.session_id:
             return
         if self._my_latest and self._receipt_shown < self._my_latest <= notify.msg_id:
-            self._receipt_shown = self._my_latest
-            self._write(f"  ✓ read by {self.names.user(notify.user_id)}")
+            self._receipt_shown = self._delivered_shown = self._my_latest  # read: delivered
+            self._write(f"  ✓✓ read by {self.names.user(notify.user_id)}")
+
+    def _delivered_notify(self, notify: ext_pb2.DeliveredNotify) -> None:
+        """The peer of the open single chat has my latest message on a device: say so, once
+        (and not after it said "read")."""
+        current = self.current
+        if current is None or current.group or notify.user_id != current.session_id:
+            return
+        if self._my_latest and self._delivered_shown < self._my_latest <= notify.msg_id:
+            self._delivered_shown = self._my_latest
+            self._write(f"  ✓✓ delivered to {self.names.user(notify.user_id)}")
+
+    def _page_receipts(self, page: Sequence[_Shown]) -> None:
+        """After opening a single chat: how far the peer has my latest message (history's
+        status), in the lines live notifies would have written."""
+        current = self.current
+        if current is None or current.group or current.session_id == self.me:
+            return
+        mine = [m for m in page if m.sender == self.me and m.msg_type != MsgType.NOTIFICATION]
+        if not mine:
+            return
+        latest = mine[-1]
+        self._my_latest = latest.seq
+        peer = self.names.user(current.session_id)
+        if latest.status == _READ:
+            self._receipt_shown = self._delivered_shown = latest.seq
+            self._write(f"  ✓✓ read by {peer}")
+        elif latest.status == _RECEIPT:
+            self._delivered_shown = latest.seq
+            self._write(f"  ✓✓ delivered to {peer}")
 
     async def catch_up(self) -> int:
         """After a reconnect: the inbox entries since the last one known (Sync), shown like
@@ -884,7 +928,9 @@ class ChatSession:
         when = datetime.datetime.fromtimestamp(m.create_time).strftime("%H:%M")
         if m.msg_type == MsgType.NOTIFICATION:
             return f"{when} · {self._text(m.msg_type, m.data, m.revoked)}"
-        return f"{when} {self.names.user(m.sender)}: {self._text(m.msg_type, m.data, m.revoked)}"
+        text = self._text(m.msg_type, m.data, m.revoked)
+        tick = " ✓" if m.sender == self.me and not m.revoked else ""  # stored: sent
+        return f"{when} {self.names.user(m.sender)}: {text}{tick}"
 
     def _text(self, msg_type: int, data: bytes, revoked: bool = False) -> str:
         """A message body as one line of text."""

@@ -153,6 +153,7 @@ class Cmd(IntEnum):
     ROOM_MEMBER_COUNT_REQ = 0x0819
     ROOM_MEMBER_COUNT_RSP = 0x081A
     ROOM_EXIT_NOTIFY = 0x081B
+    DELIVERED_NOTIFY = 0x0820
 
     @property
     def is_extension(self) -> bool:
@@ -374,6 +375,7 @@ _TABLE: tuple[CommandSpec, ...] = (
     _gate(Cmd.ROOM_MEMBER_COUNT_REQ, ext_pb2.RoomMemberCountReq, Cmd.ROOM_MEMBER_COUNT_RSP),
     _down(Cmd.ROOM_MEMBER_COUNT_RSP, ext_pb2.RoomMemberCountRsp),
     _down(Cmd.ROOM_EXIT_NOTIFY, ext_pb2.RoomExitNotify),
+    _down(Cmd.DELIVERED_NOTIFY, ext_pb2.DeliveredNotify),
 )
 
 #: The command table, by command id.

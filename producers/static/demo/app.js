@@ -57,6 +57,7 @@ const state = {
   oldest: null, // smallest server_msg_id shown (BigInt)
   readSent: 0n, // the last read ack sent for the open conversation
   peerRead: 0n, // the peer's read seq of the open single chat
+  peerDelivered: 0n, // how far the peer's devices have the open single chat (DeliveredNotify)
   inboxSeq: 0n, // the user-inbox seq up to which the page has everything (for sync)
   refreshing: null, // the session-list refresh under way
   refreshAgain: false, // something changed since it was asked for
@@ -371,6 +372,8 @@ function onPush({ commandId, message }) {
       return onMessage(message);
     case Cmd.MSG_READ_NOTIFY:
       return onReadNotify(message);
+    case Cmd.DELIVERED_NOTIFY:
+      return onDeliveredNotify(message);
     case Cmd.REVOKE_NOTIFY:
       return onRevokeNotify(message);
     case Cmd.TYPING_NOTIFY:
@@ -418,6 +421,16 @@ function onReadNotify(notify) {
   if (open && open.type === SessionType.SINGLE && open.id === notify.session_id) {
     const seq = BigInt(notify.msg_id);
     if (seq > state.peerRead) state.peerRead = seq;
+    renderReadState();
+  }
+}
+
+// The peer's device has my messages up to msg_id (0x0820): "delivered" under them.
+function onDeliveredNotify(notify) {
+  const open = state.open;
+  if (open && open.type === SessionType.SINGLE && open.id === notify.session_id) {
+    const seq = BigInt(notify.msg_id);
+    if (seq > state.peerDelivered) state.peerDelivered = seq;
     renderReadState();
   }
 }
@@ -767,6 +780,7 @@ async function openConversation(type, id) {
   state.oldest = null;
   state.readSent = 0n;
   state.peerRead = 0n;
+  state.peerDelivered = 0n;
   for (const timer of state.typing.values()) clearTimeout(timer);
   state.typing.clear();
   renderTyping();
@@ -805,6 +819,12 @@ async function loadHistory() {
   for (const info of rsp.msg_list) {
     const li = messageItem(info);
     if (li) list.insertBefore(li, first);
+    // How far the peer has my messages, for a page that was not here when it was told.
+    if (open.type === SessionType.SINGLE && info.from_user_id === state.me) {
+      const seq = BigInt(info.server_msg_id);
+      if (info.msg_status === MsgStatus.READ && seq > state.peerRead) state.peerRead = seq;
+      if (info.msg_status === MsgStatus.RECEIPT && seq > state.peerDelivered) state.peerDelivered = seq;
+    }
   }
   placeDaySeparators();
   $("older").hidden = rsp.msg_list.length < HISTORY_PAGE;
@@ -847,10 +867,12 @@ function messageItem(msg) {
     time.textContent = dateOf(li.dataset.time).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
     meta.append(time);
     if (mine) {
+      const ticks = document.createElement("span");
+      ticks.className = "ticks";
+      ticks.setAttribute("aria-hidden", "true");
       const st = document.createElement("span");
       st.className = "state";
-      st.textContent = "sent";
-      meta.append(st);
+      meta.append(ticks, st);
       if (Date.now() / 1000 - Number(li.dataset.time) < REVOKE_WINDOW_S) {
         const revoke = document.createElement("button");
         revoke.type = "button";
@@ -862,6 +884,7 @@ function messageItem(msg) {
     }
     bubble.append(text, meta);
     li.append(bubble);
+    if (mine) setState(li, "sent", "sent");
     if (msg.msg_status === MsgStatus.SEND_CANCEL) markRevoked(li, null);
   }
   if (!sending) state.items.set(msg.server_msg_id, li);
@@ -887,7 +910,7 @@ function markRevoked(li, operator) {
     const mine = li.dataset.from === state.me;
     text.textContent = mine ? "You revoked a message" : `${nameOf(li.dataset.from)} revoked a message`;
   }
-  for (const el of li.querySelectorAll(".revoke, .state")) el.remove();
+  for (const el of li.querySelectorAll(".revoke, .state, .ticks")) el.remove();
   if (operator === "0") li.title = "revoked by the service";
 }
 
@@ -920,16 +943,33 @@ setInterval(() => {
   }
 }, 10_000);
 
-// Under my messages: "sent", then "read" (a single chat's peer read it, MsgDataReadNotify)
-// or "read by k of n" (a group, GroupReadStateReq).
+// Ticks as chat apps show them: ✓ sent (stored), ✓✓ delivered (on a device of the peer),
+// ✓✓ in colour once read; the word beside them says the same for screen readers.
+const TICKS = Object.freeze({ sent: "✓", delivered: "✓✓", read: "✓✓" });
+
+function setState(li, text, tick = "") {
+  const st = li.querySelector(".state");
+  if (!st) return;
+  st.textContent = text;
+  const ticks = li.querySelector(".ticks");
+  if (ticks) ticks.textContent = TICKS[tick] || "";
+  li.dataset.tick = tick;
+}
+
+// Under my messages: "sent", then "delivered" (a single chat's peer has it on a device,
+// DeliveredNotify) and "read" (it read it, MsgDataReadNotify) — or history's msg_status
+// RECEIPT / READ for what happened before the page was here; "read by k of n" in a group
+// (GroupReadStateReq).
 function renderReadState() {
   if (!state.open || state.open.type !== SessionType.SINGLE) return;
-  for (const li of $("messages").querySelectorAll("li.mine:not(.revoked)")) {
-    const st = li.querySelector(".state");
+  for (const li of $("messages").querySelectorAll("li.mine:not(.revoked):not(.failed)")) {
     const seq = BigInt(li.dataset.serverMsgId || "0");
-    if (st && seq > 0n && seq <= state.peerRead) {
-      st.textContent = "read";
+    if (seq === 0n) continue; // still sending
+    if (seq <= state.peerRead) {
+      setState(li, "read", "read");
       li.dataset.read = "true";
+    } else if (seq <= state.peerDelivered) {
+      setState(li, "delivered", "delivered");
     }
   }
 }
@@ -966,7 +1006,8 @@ async function refreshGroupReadState() {
     const selfCounted = state.readSent >= BigInt(rs.server_msg_id) ? 1 : 0;
     const others = Math.max(rs.member_count - 1, 0);
     const read = Math.min(Math.max(rs.read_count - selfCounted, 0), others);
-    st.textContent = read === 0 ? "sent" : read >= others ? `read by all ${others}` : `read by ${read} of ${others}`;
+    const text = read === 0 ? "sent" : read >= others ? `read by all ${others}` : `read by ${read} of ${others}`;
+    setState(li, text, read >= others && others > 0 ? "read" : "sent");
     li.dataset.readBy = String(read);
   }
 }
@@ -1035,7 +1076,7 @@ async function send(event) {
     msg_data: textEncoder.encode(text),
   };
   const li = messageItem(msg);
-  li.querySelector(".state").textContent = "sending…";
+  setState(li, "sending…");
   $("messages").append(li);
   placeDaySeparators();
   $("messages").scrollTop = $("messages").scrollHeight;
@@ -1045,12 +1086,12 @@ async function send(event) {
     li.dataset.serverMsgId = ack.server_msg_id;
     li.dataset.time = String(ack.create_time || msg.create_time);
     state.items.set(ack.server_msg_id, li);
-    li.querySelector(".state").textContent = "sent";
+    setState(li, "sent", "sent");
     renderReadState();
     if (open.type === SessionType.GROUP) refreshGroupReadState().catch(() => undefined);
   } catch (error) {
     li.classList.add("failed");
-    li.querySelector(".state").textContent = `not sent: ${error.message}`;
+    setState(li, `not sent: ${error.message}`);
   }
   scheduleRefresh();
 }

@@ -54,6 +54,7 @@ export const Cmd = Object.freeze({
   S2C_PUSH: 0x080b,
   GROUP_READ_STATE_REQ: 0x080d,
   GROUP_READ_STATE_RSP: 0x080e,
+  DELIVERED_NOTIFY: 0x0820,
 });
 
 // Body message of each command (protobuf full names).
@@ -96,6 +97,7 @@ export const BODY = Object.freeze({
   [Cmd.S2C_PUSH]: "coffeebus.S2CPush",
   [Cmd.GROUP_READ_STATE_REQ]: "coffeebus.GroupReadStateReq",
   [Cmd.GROUP_READ_STATE_RSP]: "coffeebus.GroupReadStateRsp",
+  [Cmd.DELIVERED_NOTIFY]: "coffeebus.DeliveredNotify",
 });
 
 // The response command of each request this client makes.
@@ -147,7 +149,7 @@ export const VoipByeReason = Object.freeze({
   BUSY: 4,
   ONLINE_CLIENT_REJECT: 5,
 });
-export const MsgStatus = Object.freeze({ SEND_CANCEL: 8 });
+export const MsgStatus = Object.freeze({ READ: 2, RECEIPT: 6, SEND_CANCEL: 8 });
 export const ResCode = Object.freeze({ OK: 1 });
 export const KickReason = Object.freeze({ SERVER_SHUTDOWN: 5 });
 export const TypingState = Object.freeze({ TYPING: 1, STOPPED: 2 });

@@ -38,6 +38,8 @@ Command ids (also in schemas/commands.py, which is checked against this list by 
   0x0819  RoomMemberCountReq  client -> server  how many connections are in the room
   0x081A  RoomMemberCountRsp  server -> client
   0x081B  RoomExitNotify      server -> client  the connection is no longer in the room
+  0x0820  DeliveredNotify     server -> client  a single chat's peer received my messages up to an id
+  0x0821  (reserved for a receipt-state request; not assigned)
 
 Rules for evolving this file: never renumber or retype a field, never reuse a command id;
 add fields with new numbers; new commands take the next free id.
@@ -1196,3 +1198,39 @@ class RoomExitNotify(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RoomExitNotify: _TypeAlias = RoomExitNotify  # noqa: Y015
+
+@_typing.final
+class DeliveredNotify(_message.Message):
+    """0x0820: server -> client. A device of the peer of a single chat acked (MsgDataAck 0x0302)
+    every message <= msg_id (a server_msg_id): they reached it. Sent by the ack group to the
+    devices of the other user of the chat — the sender of those messages — when the peer's
+    delivery mark moves forward (docs/protocol-extensions.md, "Delivery acks"). As
+    MsgDataReadNotify, the chat as the notified user sees it: user_id = session_id = the peer
+    who received. Groups get none (their delivery state is per member).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    MSG_ID_FIELD_NUMBER: _builtins.int
+    SESSION_TYPE_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.int
+    session_id: _builtins.int
+    msg_id: _builtins.int
+    session_type: _base_pb2.SessionType.ValueType
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.int = ...,
+        session_id: _builtins.int = ...,
+        msg_id: _builtins.int = ...,
+        session_type: _base_pb2.SessionType.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["msg_id", b"msg_id", "session_id", b"session_id", "session_type", b"session_type", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeliveredNotify: _TypeAlias = DeliveredNotify  # noqa: Y015
