@@ -481,7 +481,7 @@ class ChatSession:
             int(msg.msg_type),
             msg.msg_data,
         )
-        self._write(self._line(shown))
+        self._write(self._line(shown, tick=False))  # a room keeps no delivery state
 
     async def _rejoin(self) -> None:
         """After a reconnect: the room again, showing only what was not shown."""
@@ -924,13 +924,15 @@ class ChatSession:
             self._write(self._line(m))
             previous = m
 
-    def _line(self, m: _Shown) -> str:
+    def _line(self, m: _Shown, *, tick: bool = True) -> str:
+        """One message as a line; my own get the "sent" tick unless `tick` is False."""
         when = datetime.datetime.fromtimestamp(m.create_time).strftime("%H:%M")
         if m.msg_type == MsgType.NOTIFICATION:
             return f"{when} · {self._text(m.msg_type, m.data, m.revoked)}"
         text = self._text(m.msg_type, m.data, m.revoked)
-        tick = " ✓" if m.sender == self.me and not m.revoked else ""  # stored: sent
-        return f"{when} {self.names.user(m.sender)}: {text}{tick}"
+        mine = tick and m.sender == self.me and not m.revoked
+        tick_text = " ✓" if mine else ""  # stored: sent
+        return f"{when} {self.names.user(m.sender)}: {text}{tick_text}"
 
     def _text(self, msg_type: int, data: bytes, revoked: bool = False) -> str:
         """A message body as one line of text."""

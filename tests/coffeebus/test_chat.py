@@ -182,7 +182,7 @@ async def test_call_rings_answers_and_hangs_up_across_two_gates(system: System) 
         assert "☎ call with bob ended" in await caller.type("/hangup")
         await callee.shows(r"^☎ alice hung up$")
         # The call's record, in the open conversation, as a line of its own.
-        await caller.shows(rf"^{TIME} you: ☎ voice call 0:\d\d$")
+        await caller.shows(rf"^{TIME} you: ☎ voice call 0:\d\d ✓$")
         assert caller.session.call is None
         assert callee.session.call is None
 
