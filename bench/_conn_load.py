@@ -22,6 +22,7 @@ import contextlib
 import random
 import resource
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.sharedctypes import SynchronizedArray
@@ -30,7 +31,7 @@ from typing import Any
 from sdk.client import Client
 from sdk.transport import TransportKind
 
-__all__ = ["FAILED", "OK", "Job", "run_worker", "token_for"]
+__all__ = ["FAILED", "OK", "Job", "run_load", "run_worker", "token_for"]
 
 #: Indexes of the worker's shared counters.
 OK = 0
@@ -72,13 +73,18 @@ def raise_nofile() -> int:
 
 def run_worker(job: Job, pipe: Connection, counters: SynchronizedArray[Any]) -> None:
     """Process entry point (multiprocessing target)."""
+    run_load(_main(job, pipe, counters))
+
+
+def run_load(main: Coroutine[Any, Any, None]) -> None:
+    """Run a load process's `main` with every file it may open, on uvloop when installed."""
     raise_nofile()
     try:
         import uvloop  # noqa: PLC0415
     except ImportError:
-        asyncio.run(_main(job, pipe, counters))
+        asyncio.run(main)
     else:
-        uvloop.run(_main(job, pipe, counters))
+        uvloop.run(main)
 
 
 async def _main(job: Job, pipe: Connection, counters: SynchronizedArray[Any]) -> None:

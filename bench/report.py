@@ -214,6 +214,36 @@ class Connections(msgspec.Struct, frozen=True):
     parameters: dict[str, Any]
 
 
+class RoomStep(msgspec.Struct, frozen=True):
+    rate_in: float
+    messages_in_per_s: float
+    deliveries_per_s: float
+    delivered_share: Num
+    p50_ms: Num
+    p99_ms: Num
+    gate_cpu_us_per_delivery: Num
+    gate_cpu_share: float
+    samples: int
+
+
+class Rooms(msgspec.Struct, frozen=True):
+    """One `bench.room_bench` run: a room, its members on one or two gates."""
+
+    members: int
+    gates: int
+    max_deliveries_per_s_p99: Num
+    messages_in_per_s: Num
+    p99_ms: Num
+    p50_ms: Num
+    gate_cpu_us_per_delivery: Num
+    dropped_slow: int
+    join_failed: int
+    join_s: float
+    refused_sends: int
+    steps: list[RoomStep]
+    parameters: dict[str, Any]
+
+
 class Scenarios(msgspec.Struct, frozen=True):
     c2c_embedded: C2C | None = None
     c2c_real: C2C | None = None
@@ -223,6 +253,8 @@ class Scenarios(msgspec.Struct, frozen=True):
     pull_real: Pull | None = None
     connections: Connections | None = None
     connections_real: Connections | None = None
+    rooms: Rooms | None = None
+    rooms_two_gates: Rooms | None = None
 
 
 class ChainStep(msgspec.Struct, frozen=True):
@@ -849,6 +881,61 @@ def block_connections(result: Result, raw: Mapping[str, Any]) -> str:
     return table(head, rows)
 
 
+def block_rooms(result: Result, raw: Mapping[str, Any]) -> str:
+    runs = [r for r in (result.scenarios.rooms, result.scenarios.rooms_two_gates) if r]
+    if not runs:
+        return "Not measured in this run."
+    head = [
+        "gates",
+        "members",
+        "messages in/s",
+        "deliveries/s (p99 ≤ limit)",
+        "send→deliver p50 / p99 ms",
+        "gate CPU µs / delivery",
+        "dropped (slow)",
+    ]
+    rows = [
+        [
+            fmt(r.gates),
+            fmt(r.members),
+            fmt(r.messages_in_per_s, 1),
+            fmt(r.max_deliveries_per_s_p99),
+            f"{fmt(r.p50_ms, 1)} / {fmt(r.p99_ms, 1)}",
+            fmt(r.gate_cpu_us_per_delivery, 2),
+            fmt(r.dropped_slow),
+        ]
+        for r in runs
+    ]
+    out = [table(head, rows)]
+    for r in runs:
+        steps = [
+            [
+                fmt(st.rate_in, 1),
+                fmt(st.deliveries_per_s),
+                pct(st.delivered_share),
+                f"{fmt(st.p50_ms, 1)} / {fmt(st.p99_ms, 1)}",
+                fmt(st.gate_cpu_us_per_delivery, 2),
+                pct(st.gate_cpu_share),
+            ]
+            for st in r.steps
+        ]
+        out.append(f"\nThe ramp on {r.gates} gate(s), {fmt(r.members)} members:\n")
+        out.append(
+            table(
+                [
+                    "msg in/s",
+                    "deliveries/s",
+                    "delivered",
+                    "p50 / p99 ms",
+                    "gate CPU µs / delivery",
+                    "gate CPU",
+                ],
+                steps,
+            )
+        )
+    return "\n".join(out)
+
+
 def block_baselines(result: Result, raw: Mapping[str, Any]) -> str:
     b, r = result.baselines, result.ratios
     rows = [
@@ -927,6 +1014,7 @@ BLOCKS: dict[str, Callable[[Result, Mapping[str, Any]], str]] = {
     "group": block_group,
     "pull": block_pull,
     "connections": block_connections,
+    "rooms": block_rooms,
     "baselines": block_baselines,
 }
 MARKER = "<!-- bench:"

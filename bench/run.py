@@ -36,7 +36,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import Progress
 
-from bench import conn_bench, kafka_chain, report, scenarios
+from bench import conn_bench, kafka_chain, report, room_bench, scenarios
 from bench.rig import START_TIMEOUT_S, STOP_TIMEOUT_S, Rig
 from bench.scenarios import Ramp
 from bench.stats import ratio
@@ -58,6 +58,7 @@ SCENARIOS = (
     "pull_real",
     "connections",
     "connections_real",
+    "rooms",
     "baselines",
 )
 
@@ -348,6 +349,38 @@ async def connections(services: str, count: int, heartbeat_s: float) -> dict[str
     return {**result["figures"], "parameters": params}
 
 
+#: The room scenario by mode: (members, rates in msg/s, step s, deadline s per run). The
+#: quick mode's room is what a gate holds comfortably on the 2-core box; the full mode's is
+#: bounded by the open-files limit of one gate (20,000 there).
+ROOMS: dict[str, tuple[int, str, float, float]] = {
+    "quick": (5_000, "5,10,20,40", 5.0, 300.0),
+    "full": (19_000, "2,5,10,20,40", 10.0, 900.0),
+}
+
+
+async def rooms(mode: str, gates: int) -> dict[str, Any]:
+    """`bench.room_bench` on the real services with `gates` gate processes."""
+    members, rates, step_s, _ = ROOMS[mode]
+    args = room_bench.parse(
+        [
+            "--members",
+            str(members),
+            "--gates",
+            str(gates),
+            "--rates",
+            rates,
+            "--step-seconds",
+            str(step_s),
+        ]
+    )
+    procs = room_bench.Procs()
+    try:
+        result = await room_bench.bench(args, procs)
+    finally:
+        await asyncio.to_thread(room_bench.stop, procs)
+    return {**result["figures"], "parameters": result["parameters"]}
+
+
 def ratios(scen: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
     """Every real-services throughput as a share of the baseline that bounds it."""
     c2c = scen.get("c2c_real", {})
@@ -460,6 +493,12 @@ async def run(mode: str, only: set[str], command: str) -> dict[str, Any]:
                 functools.partial(connections, services, sizes.connections, plan.heartbeat_s),
             )
             if measured:  # a failure is in the log's errors, not an empty scenario
+                scen[name] = measured
+    if "rooms" in only:
+        deadline_s = ROOMS[mode][3]
+        for name, gates in (("rooms", 1), ("rooms_two_gates", 2)):
+            measured = await log.guarded(name, deadline_s, functools.partial(rooms, mode, gates))
+            if measured:
                 scen[name] = measured
     return {
         "schema": report.SCHEMA_VERSION,

@@ -12,6 +12,11 @@ Commands (``/help`` lists them)::
     /open NAME | ID        open the single chat with a user (by name or id; ``u:ID`` too)
     /open #NAME | g:ID     open a group
     /more                  older messages of the open conversation
+    /call [NAME | ID]      call someone (default: the open single chat), voice
+    /answer                take the incoming call
+    /hangup                end, cancel or decline the call
+    /join ROOM_ID          join a chat room and talk there (its recent messages first)
+    /leave                 leave the chat room
     /quit                  leave
     anything else          is sent as a text message to the open conversation
 
@@ -21,18 +26,34 @@ What people expect of a chat app, line by line:
   day line ("── Today ──") comes before the first message of each day.
 - **Read receipts point the right way.** What the session shows of *other people's*
   messages in the open conversation is acknowledged as read (MsgDataReadAck 0x0303, "all
-  ≤ this seq") — never one's own messages, which nobody reads but their reader. When the
-  peer of the open single chat reads up to one's latest message, one line says so
-  (``✓ read by bob``).
+  ≤ this seq") — never one's own messages, which nobody reads but their reader.
+- **Ticks for one's own messages** in a single chat: each is shown once stored, with ``✓``
+  (sent); when the peer's device has one's latest message (DeliveredNotify 0x0820), one line
+  says ``✓✓ delivered to bob``, and when the peer reads it (MsgDataReadNotify 0x0304)
+  ``✓✓ read by bob``. Opening a chat says how far the peer has it from history's message
+  status (RECEIPT, READ), so a client that was away still shows it.
 - **Activity elsewhere is one line**, not one per message: messages arriving in other
   conversations are counted, and after a quiet moment one line sums them up per
   conversation (``· new messages: bob 3, #coffee 25 — /open to read``).
 - `/more` shows the older page *above* what was shown: the conversation is written again
   from the older page on, oldest first (the screen is cleared first on a terminal).
 - Business pushes (S2CPush 0x080B, e.g. msg_type 77 from ``POST /v1/push``) are shown.
+- **Calls show their signalling** (docs/protocol-extensions.md, "Calls"; no media: the
+  terminal only rings): ``☎ calling bob…``, ``☎ bob's device is ringing``, ``☎ bob is calling
+  (voice call) — /answer or /hangup``, ``☎ in a call with bob — /hangup to end``, and how it
+  ended (``☎ bob hung up``, ``☎ bob is busy``, ``☎ answered on another device``, …). An
+  incoming call rings back (180) by itself; while a call lasts the session sends a
+  VoipHeartbeat every few seconds. The call's AVCHAT message shows in the conversation
+  (``☎ voice call 0:42``, ``☎ missed voice call``).
 - **Reconnect and catch up.** When the server restarts, the SDK reconnects; the session
   then asks for everything of the user's inbox after the last entry it knew (Sync 0x0803)
   and shows what it missed like live messages.
+- **Chat rooms** (docs/protocol-extensions.md, "Chat rooms"): ``/join`` shows the room's
+  name, how many are in it and its recent messages; while in a room, typed text goes to the
+  room and its messages are shown as they come (one's own once, when the room took it).
+  Membership ends with the connection, so after a reconnect the session joins again and
+  shows only what it had not shown. A room that closes (or drops a client that reads too
+  slowly) says so in one line.
 """
 
 from __future__ import annotations
@@ -46,10 +67,18 @@ from typing import Final
 
 import msgspec
 
-from schemas.codes import MsgNotificationType, MsgType, SessionType
+from schemas.codes import (
+    ExtResultCode,
+    InviteRspCode,
+    MsgNotificationType,
+    MsgType,
+    SessionType,
+    VoipByeReason,
+    VoipInviteType,
+)
 from schemas.commands import Cmd
 from schemas.pb.coffeebus import ext_pb2
-from schemas.pb.coffeechat import base_pb2, list_pb2, message_pb2
+from schemas.pb.coffeechat import base_pb2, list_pb2, message_pb2, voip_pb2
 from sdk.client import Client
 from sdk.errors import SdkError
 from sdk.events import Disconnected, Event, Kicked, Push, Reconnected
@@ -63,8 +92,13 @@ HELP: Final = """\
 /open NAME | ID      open the single chat with a user (u:ID works too)
 /open #NAME | g:ID   open a group
 /more                show older messages of the open conversation
+/call [NAME | ID]    call someone (default: the open single chat)
+/answer              take the incoming call
+/hangup              end, cancel or decline the call
+/join ROOM_ID        join a chat room (typed text then goes there)
+/leave               leave the chat room
 /quit                leave
-text                 send it to the open conversation"""
+text                 send it to the open conversation (or the joined room)"""
 
 #: messages shown per page of history
 PAGE: Final = 20
@@ -72,8 +106,12 @@ PAGE: Final = 20
 SUMMARY_DELAY_S: Final = 0.5
 #: erase the terminal (`/more` rewrites the conversation from its older page on)
 CLEAR_SCREEN: Final = "\x1b[2J\x1b[H"
+#: how often the session sends a VoipHeartbeat during a call (the server's limit is 30 s)
+CALL_HEARTBEAT_S: Final = 5.0
 #: the status of a message as history, by-id and sync report a revoked one
 _SEND_CANCEL: Final = 8
+_READ: Final = 2  # MsgStatus of my own messages in history: the peer read it
+_RECEIPT: Final = 6  # ... the peer's device has it (delivered)
 
 _NOTIFICATION_VERBS: Final = {
     MsgNotificationType.GROUP_CREATE: "created the group with",
@@ -156,6 +194,24 @@ class _Notification(msgspec.Struct, frozen=True):
     attributes: dict[str, str | int] = {}
 
 
+class _Avchat(msgspec.Struct, frozen=True):
+    """An AVCHAT message's msg_data (PROTOCOL.md, "VoIP signalling")."""
+
+    hangupUserId: int = 0  # the wire's JSON names
+    hangupReason: int = 0
+    timeLen: int = 0
+    callType: int = 1
+
+
+class _Call(msgspec.Struct):
+    """The call of the session: its channel, the other party, and where it is."""
+
+    channel: str
+    peer: int
+    #: "calling" (my invite rings), "incoming" (theirs rings here), "talking"
+    state: str
+
+
 class _Shown(msgspec.Struct, frozen=True):
     """A message of the open conversation, as shown."""
 
@@ -165,6 +221,8 @@ class _Shown(msgspec.Struct, frozen=True):
     msg_type: int
     data: bytes
     revoked: bool = False
+    #: MsgStatus from history (0: shown live); for my own: SENT, RECEIPT or READ
+    status: int = 0
 
 
 def _date(ts: int) -> datetime.date:
@@ -212,8 +270,10 @@ class ChatSession:
         self._shown: list[_Shown] = []
         #: the highest seq acknowledged as read in the open conversation
         self._read = 0
-        #: my latest message in the open single chat, and the read receipt already shown
+        #: my latest message in the open single chat, and how far its receipts were shown
+        #: (delivered, read)
         self._my_latest = 0
+        self._delivered_shown = 0
         self._receipt_shown = 0
         #: (conversation, seq) of every message shown or counted: live pushes and catch-up
         #: by sync meet the same message twice
@@ -226,6 +286,12 @@ class ChatSession:
         self._synced = 0
         self._going_away = False
         self.done = False
+        #: the call in progress, and the task sending its heartbeats
+        self.call: _Call | None = None
+        self._call_beat: asyncio.Task[None] | None = None
+        #: the chat room joined (typed text goes there), and the last msg id shown of it
+        self.room: int | None = None
+        self._room_seen = 0
 
     @property
     def me(self) -> int:
@@ -293,6 +359,8 @@ class ChatSession:
                 for help_line in HELP.splitlines():
                     self._write(help_line)
             elif command in ("/quit", "/exit"):
+                if self.call is not None:
+                    await self.hangup()
                 self.done = True
             elif command == "/sessions":
                 await self.show_sessions()
@@ -300,8 +368,20 @@ class ChatSession:
                 await self.open(await self._resolve(argument))
             elif command == "/more":
                 await self.more()
+            elif command == "/call":
+                await self.start_call(argument)
+            elif command == "/answer":
+                await self.answer()
+            elif command == "/hangup":
+                await self.hangup()
+            elif command == "/join":
+                await self.join_room(argument)
+            elif command == "/leave":
+                await self.leave_room()
             elif command.startswith("/"):
                 self._write(f"! unknown command {command} (/help lists them)")
+            elif self.room is not None:
+                await self.say(text)
             else:
                 await self.send(text)
         except ValueError as exc:
@@ -351,11 +431,79 @@ class ChatSession:
                 f"  {self.names.title(conversation):<18} {unread:<10} {when} {who}: {latest}"
             )
 
+    # -- chat rooms ----------------------------------------------------------------------------
+
+    async def join_room(self, argument: str) -> None:
+        """Join the room (leaving the one joined before) and show its recent messages."""
+        if not argument.strip().isdigit() or int(argument) <= 0:
+            raise ValueError("join which room? /join ROOM_ID (the business gives the id)")
+        room_id = int(argument)
+        if self.room is not None and self.room != room_id:
+            await self.leave_room()
+        joined = await self._client.join_room(room_id, history=PAGE)
+        self.room, self._room_seen = room_id, 0
+        self._write(f"── room {joined.name or room_id} · {joined.member_count} here ──")
+        for msg in joined.history:
+            await self._room_message(msg)
+        if not joined.history:
+            self._write("(no messages yet)")
+
+    async def leave_room(self) -> None:
+        if self.room is None:
+            raise ValueError("not in a room")
+        room_id, self.room = self.room, None
+        await self._client.leave_room(room_id)
+        self._write(f"· left room {room_id}")
+
+    async def say(self, text: str) -> None:
+        """Say `text` in the joined room; shown once the room took it."""
+        assert self.room is not None
+        rsp = await self._client.send_room(self.room, text)
+        shown = ext_pb2.RoomMsg(
+            room_id=rsp.room_id,
+            msg_id=rsp.msg_id,
+            from_user_id=self.me,
+            msg_type=MsgType.TEXT,  # type: ignore[arg-type]
+            msg_data=text.encode(),
+            create_time_ms=rsp.create_time_ms,
+        )
+        await self._room_message(shown)
+
+    async def _room_message(self, msg: ext_pb2.RoomMsg) -> None:
+        if msg.room_id != self.room or msg.msg_id <= self._room_seen:
+            return
+        self._room_seen = msg.msg_id
+        await self._learn_users([msg.from_user_id])
+        shown = _Shown(
+            msg.msg_id,
+            msg.from_user_id,
+            msg.create_time_ms // 1000,
+            int(msg.msg_type),
+            msg.msg_data,
+        )
+        self._write(self._line(shown, tick=False))  # a room keeps no delivery state
+
+    async def _rejoin(self) -> None:
+        """After a reconnect: the room again, showing only what was not shown."""
+        if self.room is None:
+            return
+        try:
+            joined = await self._client.join_room(self.room, history=PAGE)
+        except SdkError as exc:
+            self._write(f"! could not join room {self.room} again: {exc}")
+            self.room = None
+            return
+        for msg in joined.history:
+            await self._room_message(msg)
+
     async def open(self, conversation: Conversation) -> None:
-        """Make `conversation` the open one: show its latest page and mark it read."""
+        """Make `conversation` the open one: show its latest page and mark it read (leaving
+        the chat room, if one is joined: typed text goes to the conversation now)."""
+        if self.room is not None:
+            await self.leave_room()
         self.current = conversation
         self._shown, self._read = [], 0
-        self._my_latest = self._receipt_shown = 0
+        self._my_latest = self._delivered_shown = self._receipt_shown = 0
         self._elsewhere.pop(conversation, None)
         if conversation.group:
             await self._learn_groups([conversation.session_id])
@@ -366,6 +514,7 @@ class ChatSession:
             return
         self._shown = page
         self._render(page)
+        self._page_receipts(page)
         await self._mark_read()
 
     async def more(self) -> None:
@@ -399,6 +548,7 @@ class ChatSession:
                 msg_type=int(m.msg_type),
                 data=m.msg_data,
                 revoked=int(m.msg_status) == _SEND_CANCEL,
+                status=int(m.msg_status),
             )
             for m in rsp.msg_list
         ]
@@ -429,6 +579,122 @@ class ChatSession:
 
     # -- events --------------------------------------------------------------------------------
 
+    # -- calls ---------------------------------------------------------------------------------
+
+    async def start_call(self, argument: str) -> None:
+        """Call a user (the open single chat's peer when no one is named)."""
+        if self.call is not None:
+            raise ValueError(f"already in a call with {self.names.user(self.call.peer)}")
+        if argument.strip():
+            where = await self._resolve(argument)
+        elif self.current is not None:
+            where = self.current
+        else:
+            raise ValueError("call whom? /call NAME or ID, or /open a chat first")
+        if where.group:
+            raise ValueError("calls are one to one: /call a user")
+        trying = await self._client.call(where.session_id)
+        self.call = _Call(trying.channel_info.channel_name, where.session_id, "calling")
+        self._beat()
+        self._write(f"☎ calling {self.names.user(where.session_id)}…")
+
+    async def answer(self) -> None:
+        """Take the incoming call."""
+        call = self.call
+        if call is None or call.state != "incoming":
+            raise ValueError("no call is ringing")
+        await self._client.answer(call.channel)
+        call.state = "talking"
+        self._write(f"☎ in a call with {self.names.user(call.peer)} — /hangup to end")
+
+    async def hangup(self) -> None:
+        """End, cancel or decline the call."""
+        call = self.call
+        if call is None:
+            raise ValueError("no call to hang up")
+        self._end_call()
+        await self._client.hangup(call.channel)
+        verb = {"calling": "cancelled", "incoming": "declined"}.get(call.state, "ended")
+        self._write(f"☎ call with {self.names.user(call.peer)} {verb}")
+
+    def _beat(self) -> None:
+        async def beat() -> None:
+            while True:
+                with contextlib.suppress(SdkError):
+                    await self._client.call_heartbeat()
+                await asyncio.sleep(CALL_HEARTBEAT_S)
+
+        if self._call_beat is None:
+            self._call_beat = asyncio.create_task(beat(), name="call-heartbeat")
+
+    def _end_call(self) -> None:
+        self.call = None
+        if self._call_beat is not None:
+            self._call_beat.cancel()
+            self._call_beat = None
+
+    async def _call_push(self, push: Push) -> bool:
+        """Render a push of the call signalling; False if it is none."""
+        message = push.message
+        call = self.call
+        if isinstance(message, voip_pb2.VoipInviteReq):
+            caller = message.creator_user_id
+            channel = message.channel_info.channel_name
+            if call is not None:
+                return True  # the server answers busy for us; one call at a time
+            self.call = _Call(channel, caller, "incoming")
+            self._beat()
+            kind = _call_kind(int(message.invite_type))
+            self._write(f"☎ {self.names.user(caller)} is calling ({kind}) — /answer or /hangup")
+            with contextlib.suppress(SdkError):
+                await self._client.ringing(channel)
+        elif isinstance(message, voip_pb2.VoipInviteReply):
+            if call is None or message.channel_info.channel_name != call.channel:
+                return True
+            who = self.names.user(call.peer)
+            if int(message.rsp_code) == InviteRspCode.RINGING:
+                self._write(f"☎ {who}'s device is ringing")
+            elif int(message.rsp_code) == InviteRspCode.OK:
+                call.state = "talking"
+                self._write(f"☎ {who} answered — /hangup to end")
+        elif isinstance(message, voip_pb2.VoipByeNotify):
+            if call is None or message.channel_info.channel_name != call.channel:
+                return True
+            self._end_call()
+            self._write(f"☎ {self._bye_text(call, message)}")
+        elif isinstance(message, ext_pb2.ErrorRsp) and message.request_command_id in (
+            Cmd.VOIP_INVITE_REQ,
+            Cmd.VOIP_INVITE_REPLY,
+        ):
+            if call is not None and message.result_code == int(ExtResultCode.UNAVAILABLE):
+                self._write(
+                    f"☎ {self.names.user(call.peer)} is offline: they will see a missed call"
+                )
+        else:
+            return False
+        return True
+
+    def _bye_text(self, call: _Call, bye: voip_pb2.VoipByeNotify) -> str:
+        who = self.names.user(call.peer)
+        reason = int(bye.bye_reason)
+        if reason == VoipByeReason.ONLINE_CLIENT_REJECT:
+            return "answered on another device" if bye.user_id == self.me else f"{who} declined"
+        if reason == VoipByeReason.BUSY:
+            return f"{who} is busy"
+        if reason == VoipByeReason.REJECT:
+            return f"{who} declined"
+        if reason == VoipByeReason.CANCEL:
+            if bye.user_id == 0:
+                return (
+                    f"no answer: the call with {who} ended"
+                    if call.state == "calling"
+                    else (f"missed call from {who}")
+                )
+            return f"missed call from {who}" if call.state == "incoming" else f"{who} hung up"
+        if bye.user_id not in (0, call.peer):
+            return f"call with {who} ended"
+        return f"{who} hung up" if bye.user_id == call.peer else f"call with {who} ended"
+
     async def handle_event(self, event: Event) -> None:
         """Render one event of the client (a push, a kick, a reconnection)."""
         if isinstance(event, Push):
@@ -449,11 +715,14 @@ class ChatSession:
                 self.done = True
         elif isinstance(event, Reconnected):
             self._going_away = False
+            await self._rejoin()
             missed = await self.catch_up()
             self._write(f"! reconnected: {missed} missed message(s)" if missed else "! reconnected")
 
     async def _push(self, push: Push) -> None:
         message = push.message
+        if await self._call_push(push):
+            return
         if push.command_id == Cmd.MSG_DATA and isinstance(message, message_pb2.MsgData):
             if message.from_nick_name and message.from_user_id != self.me:
                 self.names.users[message.from_user_id] = message.from_nick_name
@@ -473,9 +742,26 @@ class ChatSession:
             message, message_pb2.MsgDataReadNotify
         ):
             self._read_notify(message)
+        elif push.command_id == Cmd.DELIVERED_NOTIFY and isinstance(
+            message, ext_pb2.DeliveredNotify
+        ):
+            self._delivered_notify(message)
         elif push.command_id == Cmd.S2C_PUSH and isinstance(message, ext_pb2.S2CPush):
             text = message.msg_data.decode("utf-8", errors="replace").replace("\n", " ")
             self._write(f"★ {message.channel or 'business'} (type {message.msg_type}): {text}")
+        elif push.command_id == Cmd.ROOM_MSG and isinstance(message, ext_pb2.RoomMsg):
+            await self._room_message(message)
+        elif push.command_id == Cmd.ROOM_EXIT_NOTIFY and isinstance(
+            message, ext_pb2.RoomExitNotify
+        ):
+            if message.room_id == self.room:
+                self.room = None
+                why = (
+                    "it was closed"
+                    if message.reason == ext_pb2.ROOM_EXIT_REASON_CLOSED
+                    else ("this client read too slowly: /join it again")
+                )
+                self._write(f"! you are out of room {message.room_id}: {why}")
         elif push.command_id == Cmd.REVOKE_NOTIFY and isinstance(message, ext_pb2.RevokeNotify):
             where = Conversation(SessionType(int(message.session_type)), message.session_id)
             if where == self.current:
@@ -526,8 +812,37 @@ class ChatSession:
         if notify.user_id != current.session_id:
             return
         if self._my_latest and self._receipt_shown < self._my_latest <= notify.msg_id:
-            self._receipt_shown = self._my_latest
-            self._write(f"  ✓ read by {self.names.user(notify.user_id)}")
+            self._receipt_shown = self._delivered_shown = self._my_latest  # read: delivered
+            self._write(f"  ✓✓ read by {self.names.user(notify.user_id)}")
+
+    def _delivered_notify(self, notify: ext_pb2.DeliveredNotify) -> None:
+        """The peer of the open single chat has my latest message on a device: say so, once
+        (and not after it said "read")."""
+        current = self.current
+        if current is None or current.group or notify.user_id != current.session_id:
+            return
+        if self._my_latest and self._delivered_shown < self._my_latest <= notify.msg_id:
+            self._delivered_shown = self._my_latest
+            self._write(f"  ✓✓ delivered to {self.names.user(notify.user_id)}")
+
+    def _page_receipts(self, page: Sequence[_Shown]) -> None:
+        """After opening a single chat: how far the peer has my latest message (history's
+        status), in the lines live notifies would have written."""
+        current = self.current
+        if current is None or current.group or current.session_id == self.me:
+            return
+        mine = [m for m in page if m.sender == self.me and m.msg_type != MsgType.NOTIFICATION]
+        if not mine:
+            return
+        latest = mine[-1]
+        self._my_latest = latest.seq
+        peer = self.names.user(current.session_id)
+        if latest.status == _READ:
+            self._receipt_shown = self._delivered_shown = latest.seq
+            self._write(f"  ✓✓ read by {peer}")
+        elif latest.status == _RECEIPT:
+            self._delivered_shown = latest.seq
+            self._write(f"  ✓✓ delivered to {peer}")
 
     async def catch_up(self) -> int:
         """After a reconnect: the inbox entries since the last one known (Sync), shown like
@@ -609,11 +924,15 @@ class ChatSession:
             self._write(self._line(m))
             previous = m
 
-    def _line(self, m: _Shown) -> str:
+    def _line(self, m: _Shown, *, tick: bool = True) -> str:
+        """One message as a line; my own get the "sent" tick unless `tick` is False."""
         when = datetime.datetime.fromtimestamp(m.create_time).strftime("%H:%M")
         if m.msg_type == MsgType.NOTIFICATION:
             return f"{when} · {self._text(m.msg_type, m.data, m.revoked)}"
-        return f"{when} {self.names.user(m.sender)}: {self._text(m.msg_type, m.data, m.revoked)}"
+        text = self._text(m.msg_type, m.data, m.revoked)
+        mine = tick and m.sender == self.me and not m.revoked
+        tick_text = " ✓" if mine else ""  # stored: sent
+        return f"{when} {self.names.user(m.sender)}: {text}{tick_text}"
 
     def _text(self, msg_type: int, data: bytes, revoked: bool = False) -> str:
         """A message body as one line of text."""
@@ -634,8 +953,26 @@ class ChatSession:
                 detail = ", ".join(self.names.user(u) for u in others)
             who = self.names.user(note.operator_user_id)
             return f"{who} {verb} {detail}".rstrip()
+        if msg_type == MsgType.AVCHAT:
+            try:
+                record = msgspec.json.decode(data, type=_Avchat)
+            except msgspec.DecodeError:
+                return "☎ (a call)"
+            kind = _call_kind(record.callType)
+            if record.timeLen or record.hangupReason == VoipByeReason.END:
+                minutes, seconds = divmod(record.timeLen, 60)
+                return f"☎ {kind} {minutes}:{seconds:02d}"
+            outcome = {
+                VoipByeReason.REJECT: "declined",
+                VoipByeReason.BUSY: "busy",
+            }.get(record.hangupReason, "missed")  # type: ignore[call-overload]
+            return f"☎ {outcome} {kind}"
         try:
             name = MsgType(msg_type).name.lower()
         except ValueError:
             name = f"type {msg_type}"
         return f"[{name}]"
+
+
+def _call_kind(invite_type: int) -> str:
+    return "video call" if invite_type == VoipInviteType.VIDEO_CALL else "voice call"

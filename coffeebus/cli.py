@@ -21,8 +21,8 @@ __all__ = ["build_parser", "main"]
 DESCRIPTION = """\
 CoffeeBus: an instant-messaging backend built around a Kafka message bus. Gates hold client
 connections (CoffeeChat wire protocol over TCP and WebSocket) and publish frames to Kafka;
-stateless consumer groups (msg, fanout, ack, query, group, timer, push, biz, webhook,
-projection) do the logic, Redis holds routes and the hot end of the timelines, MongoDB the
+stateless consumer groups (msg, fanout, ack, query, group, room, timer, push, biz, call,
+webhook, projection) do the logic, Redis holds routes and the hot end of the timelines, MongoDB the
 rest. topology.yaml declares every topic and group.
 """
 

@@ -68,6 +68,8 @@ class GateRole:
             login_settings=settings.login,
             login_throttle=runtime.login_throttle,
             password_pool=runtime.passwords,
+            room_store=runtime.rooms,
+            room_settings=settings.rooms,
         )
         self._stopped = asyncio.Event()
 
@@ -105,6 +107,8 @@ class ApiRole:
                 messages=runtime.messages,
                 max_msg_data_bytes=runtime.settings.messaging.max_msg_data_bytes,
                 group_limits=runtime.group_limits,
+                rooms=runtime.rooms,
+                room_settings=runtime.settings.rooms,
             ),
             idempotency=runtime.idempotency,
             push_tokens=runtime.push_tokens,

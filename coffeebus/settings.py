@@ -34,7 +34,13 @@ from typing import Any, Literal
 
 import msgspec
 
-from consumers.settings import BizSettings, PushSettings, WebhookSettings, WebhookSubscriber
+from consumers.settings import (
+    BizSettings,
+    CallSettings,
+    PushSettings,
+    WebhookSettings,
+    WebhookSubscriber,
+)
 from gateway.settings import GatewaySettings, LoginSettings, MultiLoginPolicy
 from producers.settings import ApiSettings
 from schemas.settings import (
@@ -45,11 +51,13 @@ from schemas.settings import (
     Port,
     PositiveInt,
     RedisSettings,
+    RoomSettings,
 )
 
 __all__ = [
     "ApiSettings",
     "BizSettings",
+    "CallSettings",
     "GatewaySettings",
     "HotSettings",
     "KafkaSettings",
@@ -62,6 +70,7 @@ __all__ = [
     "ProcessSettings",
     "PushSettings",
     "RedisSettings",
+    "RoomSettings",
     "Settings",
     "SettingsError",
     "WebhookSettings",
@@ -129,9 +138,11 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     login: LoginSettings = LoginSettings()
     messaging: MessagingSettings = MessagingSettings()
     hot: HotSettings = HotSettings()
+    rooms: RoomSettings = RoomSettings()
     biz: BizSettings = BizSettings()
     webhooks: WebhookSettings = WebhookSettings()
     push: PushSettings = PushSettings()
+    calls: CallSettings = CallSettings()
     log: LogSettings = LogSettings()
     observability: ObservabilitySettings = ObservabilitySettings()
     process: ProcessSettings = ProcessSettings()

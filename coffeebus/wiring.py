@@ -30,11 +30,13 @@ from bus.memory import MemoryBus
 from bus.topology import Topology, load_topology
 from coffeebus.settings import Settings
 from consumers.projection import ProjectionTargets
+from store.calls import CallStore
 from store.deliveries import DeliveryStore
 from store.groups import GroupLimits, GroupStore
 from store.idempotency import IdempotencyStore
 from store.inbox import InboxStore
 from store.login_throttle import LoginThrottle, ThrottlePolicy
+from store.memory.calls import MemoryCallStore
 from store.memory.deliveries import MemoryDeliveryStore
 from store.memory.groups import MemoryGroupStore
 from store.memory.idempotency import MemoryIdempotencyStore
@@ -43,6 +45,7 @@ from store.memory.login_throttle import MemoryLoginThrottle
 from store.memory.messages import MemoryMessageStore
 from store.memory.push_log import MemoryPushLog
 from store.memory.push_tokens import MemoryPushTokenStore
+from store.memory.rooms import MemoryRoomStore
 from store.memory.routes import MemoryRouteStore
 from store.memory.seq import MemorySectionStore
 from store.memory.sessions import MemorySessionStore
@@ -63,6 +66,7 @@ from store.passwords import PasswordPool
 from store.push_log import PushLog
 from store.push_tokens import PushTokenStore
 from store.redis import client as redis_store
+from store.redis.calls import RedisCallStore
 from store.redis.deliveries import RedisDeliveryStore
 from store.redis.groups import CachedGroupStore
 from store.redis.idempotency import RedisIdempotencyStore
@@ -70,10 +74,12 @@ from store.redis.inbox import RedisInboxStore
 from store.redis.keys import RedisKeys
 from store.redis.login_throttle import RedisLoginThrottle
 from store.redis.messages import RedisMessageStore
+from store.redis.rooms import RedisRoomStore
 from store.redis.routes import RedisRouteStore
 from store.redis.scripts import ReplicaWait
 from store.redis.sessions import RedisSessionStore
 from store.redis.trim import HotTimelines
+from store.rooms import RoomStore
 from store.routes import RouteStore
 from store.seq import SectionStore
 from store.sessions import SessionStore
@@ -127,8 +133,14 @@ class Runtime:
     push_log: PushLog = field(default_factory=MemoryPushLog)
     #: Failed-login counters (Redis on the real services: shared by every gate).
     login_throttle: LoginThrottle = field(default_factory=MemoryLoginThrottle)
+    #: Calls, their parties' claims and deadlines (Redis on the real services: every gate's
+    #: and consumer's view of a call is the same, and it outlives any of them).
+    calls: CallStore = field(default_factory=MemoryCallStore)
     #: Where the user store hashes passwords (the gate asks it whether it is full).
     passwords: PasswordPool | None = None
+    #: Chat rooms: settings, recent windows, presence per gate (Redis on the real services,
+    #: shared by the gates, the room group and the API).
+    rooms: RoomStore = field(default_factory=MemoryRoomStore)
 
     @property
     def group_limits(self) -> GroupLimits:
@@ -222,6 +234,11 @@ async def _open(
         bus = memory_bus_for(topology)
         await bus.start()
         inbox = MemoryInboxStore()
+        routes = MemoryRouteStore()
+
+        async def live_gates() -> list[str]:
+            return [g.gate_id for g in await routes.live_gates()]
+
         try:
             yield Runtime(
                 settings=settings,
@@ -229,7 +246,7 @@ async def _open(
                 topology=topology,
                 bus=bus,
                 users=MemoryUserStore(passwords=passwords),
-                routes=MemoryRouteStore(),
+                routes=routes,
                 messages=MemoryMessageStore(),
                 inbox=inbox,
                 sessions=MemorySessionStore(inbox),
@@ -239,7 +256,9 @@ async def _open(
                 push_tokens=MemoryPushTokenStore(),
                 push_log=MemoryPushLog(),
                 login_throttle=MemoryLoginThrottle(throttle_policy(settings)),
+                calls=MemoryCallStore(),
                 passwords=passwords,
+                rooms=MemoryRoomStore(live=live_gates),
             )
         finally:
             await bus.stop()
@@ -327,12 +346,14 @@ async def _open(
                 login_throttle=RedisLoginThrottle(
                     redis, keys=keys, policy=throttle_policy(settings)
                 ),
+                calls=RedisCallStore(redis, keys=keys),
                 passwords=passwords,
                 readiness=(
                     ("mongodb", lambda: mongo_store.ping(mongo)),
                     ("redis", lambda: redis_store.ping(redis)),
                 ),
                 idempotency=RedisIdempotencyStore(redis, keys=keys),
+                rooms=RedisRoomStore(redis, keys=keys),
             )
         finally:
             await kafka_bus.stop()

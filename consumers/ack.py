@@ -3,7 +3,9 @@
 - MsgDataAck (0x0302) from a receiver's device: the message reached it. The user's delivery
   mark of the conversation moves forward (`DeliveryStore.mark_delivered_many` — a single
   chat, or a group member's ack seq), so acks may come in any order and any number of times;
-  the delivery timer reads it. One write per batch, whatever its size.
+  the delivery timer reads it. One write per batch, whatever its size. When a single chat's
+  mark moves, DeliveredNotify (0x0820) goes to the devices of the chat's other user, the
+  sender of what was delivered: the "delivered" of their ticks.
 - MsgDataReadAck (0x0303): the session's read seq moves forward, and the unread count with
   it (`SessionStore.advance_reads`, one write per batch, returning the read seqs from before
   it), then MsgDataReadNotify (0x0304) goes to the peer's devices (single chat) and to the
@@ -82,11 +84,14 @@ class _Read:
 
 @dataclass(slots=True)
 class _Delivered:
+    """The furthest delivery ack of a batch for one (user, conversation)."""
+
     user: UserId
     conversation: ConversationId
     session_type: int
     session_id: int
     seq: int
+    trace_id: TraceId
 
 
 class AckHandler:
@@ -141,12 +146,21 @@ class AckHandler:
         convs = {c for _, c in reads} | {c for _, c in delivered}
         items: list[_Read | _Delivered] = [*reads.values(), *delivered.values()]
         groups = {(i.user, i.session_id) for i in items if i.session_type == SessionType.GROUP}
-        latest, membership = await asyncio.gather(
-            self._latest_seqs(convs), self._memberships(groups)
+        # Single chats' marks as they were, to notify the senders only of marks that move:
+        # exact, as this partition's owner is the marks' single writer (keyed by user).
+        singles = [
+            (d.user, d.conversation)
+            for d in delivered.values()
+            if d.session_type == SessionType.SINGLE
+        ]
+        latest, membership, marked = await asyncio.gather(
+            self._latest_seqs(convs),
+            self._memberships(groups),
+            self.deliveries.delivered_seqs(singles) if singles else _no_marks(),
         )
         effects = Effects(self._topology)
         delivered_events, read_events = await asyncio.gather(
-            self._deliver(list(delivered.values()), latest, membership, effects),
+            self._deliver(list(delivered.values()), latest, membership, marked, effects),
             self._read(list(reads.values()), latest, membership, effects),
         )
         events: list[BizEvent] = [*delivered_events, *read_events]
@@ -196,7 +210,12 @@ class AckHandler:
             seen = delivered.get(key)
             if seen is None:
                 delivered[key] = _Delivered(
-                    user, conversation, msg.session_type, session_id, msg.server_msg_id
+                    user,
+                    conversation,
+                    msg.session_type,
+                    session_id,
+                    msg.server_msg_id,
+                    request.envelope.trace_id,
                 )
             else:
                 seen.seq = max(seen.seq, msg.server_msg_id)
@@ -225,13 +244,15 @@ class AckHandler:
         items: list[_Delivered],
         latest: dict[ConversationId, int],
         members: set[tuple[UserId, int]],
+        marked: dict[tuple[UserId, ConversationId], int],
         effects: Effects,
     ) -> list[MessageDelivered]:
-        """Move and log the delivery marks (a group's per-member ack seqs too); the events
-        of the acks that were honoured."""
+        """Move and log the delivery marks (a group's per-member ack seqs too), notify the
+        senders of single chats whose mark moved; the events of the acks that were honoured."""
         now = self._clock.now_ms()
         marks: list[DeliveryMark] = []
         events: list[MessageDelivered] = []
+        moved: list[_Delivered] = []
         for item in items:
             seq = min(item.seq, latest.get(item.conversation, 0))
             if seq <= 0:
@@ -243,6 +264,11 @@ class AckHandler:
                 continue
             marks.append(DeliveryMark(item.user, item.conversation, seq, now))
             effects.log_delivery(LogMark(item.user, item.conversation, seq, now))
+            if item.session_type == SessionType.SINGLE and seq > marked.get(
+                (item.user, item.conversation), 0
+            ):
+                item.seq = seq
+                moved.append(item)
             events.append(
                 MessageDelivered(
                     id=event_id(MessageDelivered, item.user, item.conversation, seq),
@@ -256,7 +282,29 @@ class AckHandler:
             )
         if marks:
             await self.deliveries.mark_delivered_many(marks)
+        if moved:
+            await self._notify_delivered(moved, effects)
         return events
+
+    async def _notify_delivered(self, items: Sequence[_Delivered], effects: Effects) -> None:
+        """DeliveredNotify to the devices of each chat's other user (who sent what arrived)."""
+        routes = await self._routes.get_many({UserId(d.session_id) for d in items})
+        for d in items:
+            sender = UserId(d.session_id)
+            # As the sender sees it: its chat with the receiver.
+            notify = ext_pb2.DeliveredNotify(
+                user_id=d.user,
+                session_id=d.user,
+                msg_id=d.seq,
+                session_type=base_pb2.SESSION_TYPE_SINGLE,
+            )
+            effects.push(
+                sender,
+                routes.get(sender, []),
+                Cmd.DELIVERED_NOTIFY,
+                notify.SerializeToString(),
+                d.trace_id,
+            )
 
     async def _read(
         self,
@@ -339,6 +387,10 @@ class AckHandler:
                     theirs.SerializeToString(),
                     r.trace_id,
                 )
+
+
+async def _no_marks() -> dict[tuple[UserId, ConversationId], int]:
+    return {}
 
 
 @consumer_group("ack")

@@ -107,6 +107,12 @@ class Effects:
         self._topology.topic(topic)
         self.outgoing.append(Outgoing(topic=topic, value=value, key=key))
 
+    def to_gate(self, gate_id: str, record: GateRecord, *, key: bytes) -> None:
+        """A record of its own for a gate's topic (a room's delivery, keyed by room id: a
+        room's records stay in one partition of the gate topic, in order)."""
+        topic, _ = self._gate_topic(gate_id)
+        self.outgoing.append(Outgoing(topic=topic, value=encode_gate_record(record), key=key))
+
     def reply(self, origin: Origin, cmd: Cmd, body: Message, trace_id: TraceId) -> None:
         """Answer the request that came from `origin` (echoing its frame seq)."""
         expected = spec(cmd).message

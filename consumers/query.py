@@ -29,12 +29,13 @@ from bus.topology import Topology
 from consumers.effects import Effects
 from consumers.registry import consumer_group
 from consumers.requests import Refusal, Request, acting_user, conversation_of, decode_request
-from consumers.views import msg_info, session_info
+from consumers.views import PeerReceipts, msg_info, session_info
 from schemas.codes import ErrorCode, ExtResultCode, SessionType
 from schemas.commands import Cmd, spec
 from schemas.ids import ConversationId, GroupId, UserId, group_conversation_id
 from schemas.pb.coffeebus import ext_pb2
 from schemas.pb.coffeechat import base_pb2, friend_pb2, group_pb2, list_pb2, message_pb2
+from store.deliveries import DeliveryStore
 from store.groups import Group, GroupStore
 from store.inbox import InboxStore
 from store.messages import MessageStore, StoredMessage
@@ -92,6 +93,7 @@ class QueryHandler:
         inbox: InboxStore,
         sessions: SessionStore,
         groups: GroupStore,
+        deliveries: DeliveryStore,
         limits: QueryLimits | None = None,
     ) -> None:
         self._bus = bus
@@ -101,6 +103,7 @@ class QueryHandler:
         self._inbox = inbox
         self._sessions = sessions
         self._groups = groups
+        self._deliveries = deliveries
         self.limits = limits or QueryLimits()
         self._slots = asyncio.Semaphore(self.limits.concurrency)
         self._answers: dict[int, Callable[[UserId, Message], Awaitable[Message]]] = {
@@ -194,6 +197,19 @@ class QueryHandler:
             await self._require_member(session_id, user)
         return conversation
 
+    async def _peer_receipts(
+        self, user: UserId, session_type: int, session_id: int, conversation: ConversationId
+    ) -> PeerReceipts | None:
+        """How far the peer of a single chat has it (None: a group, or a note to self)."""
+        if session_type != SessionType.SINGLE or session_id == user:
+            return None
+        peer = UserId(session_id)
+        delivered, read = await asyncio.gather(
+            self._deliveries.delivered_seq(peer, conversation),
+            self._sessions.peer_read_seq(peer, conversation),
+        )
+        return PeerReceipts(delivered=delivered, read=read)
+
     # --- the queries -----------------------------------------------------------------------
 
     async def _session_list(self, user: UserId, req: Message) -> Message:
@@ -223,16 +239,17 @@ class QueryHandler:
                 f"limit_count {limit} is above the maximum of {self.limits.history_max}",
             )
         conversation = await self._readable(user, req.session_type, req.session_id)
-        found, read_seq = await asyncio.gather(
+        found, read_seq, peer = await asyncio.gather(
             self._messages.history(conversation, req.end_msg_id, limit),
             self._sessions.read_seq(user, conversation),
+            self._peer_receipts(user, req.session_type, req.session_id, conversation),
         )
         return list_pb2.GetMsgListRsp(
             user_id=user,
             session_type=req.session_type,
             session_id=req.session_id,
             end_msg_id=req.end_msg_id,
-            msg_list=[msg_info(m, user, read_seq) for m in found],
+            msg_list=[msg_info(m, user, read_seq, peer=peer) for m in found],
         )
 
     async def _latest_id(self, user: UserId, req: Message) -> Message:
@@ -254,15 +271,16 @@ class QueryHandler:
                 f"{len(req.msg_id_list)} msg ids; at most {self.limits.by_id_max} per request",
             )
         conversation = await self._readable(user, req.session_type, req.session_id)
-        found, read_seq = await asyncio.gather(
+        found, read_seq, peer = await asyncio.gather(
             self._messages.get_by_client_ids(conversation, req.msg_id_list),
             self._sessions.read_seq(user, conversation),
+            self._peer_receipts(user, req.session_type, req.session_id, conversation),
         )
         return message_pb2.GetMsgByIdRsp(
             user_id=user,
             session_type=req.session_type,
             session_id=req.session_id,
-            msg_list=[msg_info(m, user, read_seq) for m in found],
+            msg_list=[msg_info(m, user, read_seq, peer=peer) for m in found],
         )
 
     async def _user_list(self, user: UserId, req: Message) -> Message:
@@ -432,4 +450,5 @@ def build(runtime: Runtime) -> QueryHandler:
         inbox=runtime.inbox,
         sessions=runtime.sessions,
         groups=runtime.groups,
+        deliveries=runtime.deliveries,
     )

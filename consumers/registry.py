@@ -43,6 +43,8 @@ GROUP_MODULES: dict[str, str] = {
     "timer": "consumers.timer",
     "push": "consumers.push",
     "biz": "consumers.biz",
+    "call": "consumers.call",
+    "room": "consumers.room",
     "webhook": "consumers.webhooks",
     "projection": "consumers.projection",
 }

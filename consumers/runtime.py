@@ -16,14 +16,16 @@ if TYPE_CHECKING:
     from bus.base import Bus
     from bus.topology import Topology
     from consumers.projection import ProjectionTargets
-    from consumers.settings import BizSettings, PushSettings, WebhookSettings
-    from schemas.settings import MessagingSettings
+    from consumers.settings import BizSettings, CallSettings, PushSettings, WebhookSettings
+    from schemas.settings import MessagingSettings, RoomSettings
+    from store.calls import CallStore
     from store.deliveries import DeliveryStore
     from store.groups import GroupLimits, GroupStore
     from store.inbox import InboxStore
     from store.messages import MessageStore
     from store.push_log import PushLog
     from store.push_tokens import PushTokenStore
+    from store.rooms import RoomStore
     from store.routes import RouteStore
     from store.seq import SectionStore
     from store.sessions import SessionStore
@@ -44,6 +46,10 @@ class ConsumerSettings(Protocol):
     def push(self) -> PushSettings: ...
     @property
     def webhooks(self) -> WebhookSettings: ...
+    @property
+    def calls(self) -> CallSettings: ...
+    @property
+    def rooms(self) -> RoomSettings: ...
 
 
 class Runtime(Protocol):
@@ -76,6 +82,10 @@ class Runtime(Protocol):
     @property
     def groups(self) -> GroupStore: ...
     @property
+    def calls(self) -> CallStore:
+        """Calls, their parties' claims and deadlines (the call group)."""
+
+    @property
     def group_limits(self) -> GroupLimits:
         """Member limits by group type, from ``[messaging]``."""
 
@@ -87,6 +97,10 @@ class Runtime(Protocol):
     def push_tokens(self) -> PushTokenStore: ...
     @property
     def push_log(self) -> PushLog: ...
+    @property
+    def rooms(self) -> RoomStore:
+        """Chat rooms: settings, recent windows, presence per gate (the room group)."""
+
     @property
     def timelines(self) -> UserTimelines:
         """What the fanout group writes inbox entries and session touches through."""

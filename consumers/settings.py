@@ -1,4 +1,5 @@
-"""The consumer groups' own settings sections: ``[biz]``, ``[webhooks]`` and ``[push]``.
+"""The consumer groups' own settings sections: ``[biz]``, ``[webhooks]``, ``[push]`` and
+``[calls]``.
 
 `coffeebus.settings.Settings` puts them in the settings file; the groups read them (and
 ``[messaging]``, `schemas.settings`) through `consumers.runtime.Runtime`.
@@ -13,7 +14,7 @@ import msgspec
 from schemas.bizevents import EVENT_TYPES, BizTopic
 from schemas.settings import Positive, PositiveInt
 
-__all__ = ["BizSettings", "PushSettings", "WebhookSettings", "WebhookSubscriber"]
+__all__ = ["BizSettings", "CallSettings", "PushSettings", "WebhookSettings", "WebhookSubscriber"]
 
 
 class PushSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -59,6 +60,25 @@ class PushSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     fcm_credentials_path: str = ""
     #: OAuth2 token endpoint ("" = the one in the key file).
     fcm_token_url: str = ""
+
+
+class CallSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``[calls]``: VoIP signalling (the ``call`` group) and the media channel's TURN
+    credentials (docs/protocol-extensions.md, "Calls")."""
+
+    #: a call nobody answered ends with cancel after this long (seconds)
+    invite_timeout_s: Positive = 60.0
+    #: a party that sends no VoipHeartbeat for this long ends the call (seconds)
+    heartbeat_timeout_s: Positive = 30.0
+    #: how often each call-group member looks for calls whose deadline has passed (seconds)
+    sweep_interval_s: Positive = 1.0
+    #: coturn's ``static-auth-secret`` (``use-auth-secret``): channel tokens carry TURN REST
+    #: credentials signed with it; "" puts no credentials in tokens
+    turn_secret: str = ""
+    #: how long TURN credentials stay valid (seconds)
+    turn_ttl_s: PositiveInt = 86400
+    #: TURN/STUN URIs given to clients with the credentials (``turn:turn.example.com:3478``)
+    turn_uris: tuple[str, ...] = ()
 
 
 class BizSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -41,6 +41,7 @@ show one notification per conversation anyway (APNs ``apns-collapse-id``, FCM
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -52,7 +53,7 @@ from bus.runner import hold
 from bus.topology import Topology
 from consumers.effects import Effects
 from consumers.registry import consumer_group
-from schemas.codes import MsgType, SessionType
+from schemas.codes import MsgType, SessionType, VoipByeReason, VoipInviteType
 from schemas.errors import EnvelopeError
 from schemas.events import (
     DeliveryTimer,
@@ -79,6 +80,7 @@ __all__ = [
     "TimerHandler",
     "TimerStats",
     "build",
+    "call_summary",
     "push_notice",
 ]
 
@@ -133,12 +135,37 @@ class DeliveryTimers:
             effects.publish(TIMER_TOPIC, value, key=recipient_key(batch[0].user_id))
 
 
+def call_summary(msg_data: bytes) -> str:
+    """An AVCHAT message (PROTOCOL.md, "VoIP signalling") in a few words: "Voice call 1:05",
+    "Missed video call", "Declined voice call"."""
+    try:
+        record = json.loads(msg_data)
+        seconds, reason = int(record.get("timeLen", 0)), int(record.get("hangupReason", 0))
+        kind = (
+            "video call"
+            if int(record.get("callType", 1)) == VoipInviteType.VIDEO_CALL
+            else ("voice call")
+        )
+    except (ValueError, TypeError, AttributeError):
+        return "Call"
+    if seconds or reason == VoipByeReason.END:
+        return f"{kind.capitalize()} {seconds // 60}:{seconds % 60:02d}"
+    if reason == VoipByeReason.REJECT:
+        return f"Declined {kind}"
+    return f"Missed {kind}"
+
+
 def push_notice(message: FanoutMessage, preview_chars: int) -> PushNotice:
     """What a push says about `message`: sender, conversation, and for a text message its
-    first `preview_chars` characters (none when 0)."""
+    first `preview_chars` characters (none when 0); for a call's record, what became of
+    the call (`call_summary`)."""
     preview = ""
     if preview_chars and message.msg_type == MsgType.TEXT:
         preview = message.msg_data.decode("utf-8", "replace")[:preview_chars]
+    elif message.msg_type == MsgType.AVCHAT:
+        # A call's record says what happened, not what anyone wrote: shown whatever
+        # preview_chars (a phone says "Missed voice call", not "New message").
+        preview = call_summary(message.msg_data)
     group = message.session_type == SessionType.GROUP
     return PushNotice(
         conversation=message.conversation,

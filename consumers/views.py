@@ -9,6 +9,7 @@ the extension recognises SEND_CANCEL (and got a RevokeNotify when it happened).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Final
 
 from schemas.codes import MsgFeature, MsgStatus, MsgType, ResCode, SessionStatusType
@@ -17,7 +18,14 @@ from schemas.pb.coffeechat import base_pb2
 from store.messages import StoredMessage
 from store.sessions import Session
 
-__all__ = ["REVOKED_TEXT", "msg_info", "session_info", "shown_content"]
+__all__ = [
+    "REVOKED_TEXT",
+    "PeerReceipts",
+    "msg_info",
+    "session_info",
+    "shown_content",
+    "status_for",
+]
 
 REVOKED_TEXT: Final = "This message was revoked"
 
@@ -29,20 +37,44 @@ def shown_content(msg: StoredMessage) -> tuple[int, bytes, str]:
     return msg.msg_type, msg.msg_data, msg.attach
 
 
-def status_for(msg: StoredMessage, viewer: UserId, read_seq: int) -> MsgStatus:
-    """The status of `msg` for `viewer`: SEND_CANCEL once revoked; the viewer's own
-    messages are SENT; others' are READ up to the viewer's read seq, UNREAD above."""
+@dataclass(frozen=True, slots=True)
+class PeerReceipts:
+    """How far the peer of a single chat has the chat: its delivery mark (the highest seq a
+    device of the peer acked) and its read seq."""
+
+    delivered: int = 0
+    read: int = 0
+
+
+def status_for(
+    msg: StoredMessage, viewer: UserId, read_seq: int, peer: PeerReceipts | None = None
+) -> MsgStatus:
+    """The status of `msg` for `viewer`: SEND_CANCEL once revoked; others' messages are READ
+    up to the viewer's read seq, UNREAD above. The viewer's own messages are SENT, or, given
+    the peer's receipts of a single chat, READ up to the peer's read seq and RECEIPT
+    (delivered) up to its delivery mark: the ticks of a client that was not there when
+    DeliveredNotify and MsgDataReadNotify went out."""
     if msg.revoked:
         return MsgStatus.SEND_CANCEL
     if msg.from_user_id == viewer:
+        if peer is not None and msg.seq <= peer.read:
+            return MsgStatus.READ
+        if peer is not None and msg.seq <= peer.delivered:
+            return MsgStatus.RECEIPT
         return MsgStatus.SENT
     return MsgStatus.READ if msg.seq <= read_seq else MsgStatus.UNREAD
 
 
 def msg_info(
-    msg: StoredMessage, viewer: UserId, read_seq: int, *, roam: bool = True
+    msg: StoredMessage,
+    viewer: UserId,
+    read_seq: int,
+    *,
+    roam: bool = True,
+    peer: PeerReceipts | None = None,
 ) -> base_pb2.MsgInfo:
-    """`msg` as a MsgInfo for `viewer` (`roam`: it comes from history, MsgFeature ROAM_MSG)."""
+    """`msg` as a MsgInfo for `viewer` (`roam`: it comes from history, MsgFeature ROAM_MSG;
+    `peer`: the receipts of a single chat's peer, for the status of the viewer's own)."""
     msg_type, data, attach = shown_content(msg)
     return base_pb2.MsgInfo(
         client_msg_id=msg.client_msg_id,
@@ -56,7 +88,7 @@ def msg_info(
         to_session_id=msg.to_session_id,
         create_time=msg.created_ms // 1000,
         msg_type=base_pb2.MsgType.ValueType(msg_type),
-        msg_status=base_pb2.MsgStatus.ValueType(status_for(msg, viewer, read_seq)),
+        msg_status=base_pb2.MsgStatus.ValueType(status_for(msg, viewer, read_seq, peer)),
         msg_data=data,
         attach=attach,
         sender_client_type=base_pb2.ClientType.ValueType(msg.sender_client_type),

@@ -61,6 +61,7 @@ from __future__ import annotations
 import enum
 import logging
 import math
+from collections.abc import Sequence
 
 import msgspec
 from google.protobuf.message import Message
@@ -423,6 +424,19 @@ class Connection:
         if seq is None:
             seq = self._push_seq = next_push_seq(self._push_seq)
         self._queue(command_id, encode_frame(command_id, seq, body))
+
+    def push_frames(self, command_id: int, bodies: Sequence[bytes]) -> None:
+        """Queue one push per body, numbered by the push counter, counted once: the room
+        fan-out's path (`gateway.rooms`), where one body goes to many connections."""
+        if self.state is State.CLOSED or not bodies:
+            return
+        seq = self._push_seq
+        out = self._outgoing
+        for body in bodies:
+            seq = next_push_seq(seq)
+            out.append(encode_frame(command_id, seq, body))
+        self._push_seq = seq
+        _FRAMES_OUT.inc(command_id, len(bodies))
 
     def kick(self, reason: KickReason, *, new_client_type: int = 0, text: str = "") -> None:
         """Send a KickNotify, then close."""

@@ -95,6 +95,7 @@ from gateway.core import (
     TokenLoginRequested,
     UplinkFrame,
 )
+from gateway.rooms import GateRooms, Refused, RoomConnection
 from gateway.session import GateConnection, Link
 from gateway.settings import GatewaySettings, LoginSettings, MultiLoginPolicy
 from gateway.tcp import serve_tcp
@@ -118,6 +119,8 @@ from schemas.envelope import (
     Kick,
     KickUser,
     Reply,
+    RoomClose,
+    RoomDeliver,
     Target,
     decode_gate_record,
     encode_envelope,
@@ -127,11 +130,15 @@ from schemas.envelope import (
 )
 from schemas.errors import EnvelopeError
 from schemas.ids import new_trace_id
+from schemas.pb.coffeebus import ext_pb2
 from schemas.pb.coffeechat import base_pb2
+from schemas.settings import RoomSettings
 from store import ids as store_ids
 from store.login_throttle import LoginThrottle, Subject, SubjectKind, address_subject
 from store.memory.login_throttle import MemoryLoginThrottle
+from store.memory.rooms import MemoryRoomStore
 from store.passwords import PasswordPool, PasswordPoolFull
+from store.rooms import RoomStore
 from store.routes import Route, RouteStore
 from store.users import TokenStatus, User, UserStore
 from telemetry.metrics import (
@@ -188,6 +195,8 @@ class GateStats(msgspec.Struct, kw_only=True):
     logins_busy: int = 0
     #: connections closed by `KickUser` records (session administration)
     admin_kicks: int = 0
+    #: room requests refused by the gate (ErrorRsp)
+    room_refused: int = 0
 
 
 class Gate:
@@ -205,10 +214,14 @@ class Gate:
         login_settings: LoginSettings | None = None,
         login_throttle: LoginThrottle | None = None,
         password_pool: PasswordPool | None = None,
+        room_store: RoomStore | None = None,
+        room_settings: RoomSettings | None = None,
     ) -> None:
         """`login_throttle`: where failed logins are counted (Redis on the real services,
         shared by every gate; default: this gate's memory). `password_pool`: the user
-        store's, asked first so that a password login it cannot verify costs nothing more."""
+        store's, asked first so that a password login it cannot verify costs nothing more.
+        `room_store`: the chat rooms (Redis on the real services, shared by every gate and
+        the room group; default: this gate's memory)."""
         self.settings = settings
         if not settings.gate_id:
             raise ValueError("the gate needs a gate_id (Settings.with_gate_id() makes one)")
@@ -256,6 +269,13 @@ class Gate:
         self._accepting = False
         self._last_refusal_log = 0.0
         self.stats = GateStats()
+        self._room_settings = room_settings or RoomSettings()
+        self.rooms = GateRooms(
+            gate_id=self.gate_id,
+            store=room_store or MemoryRoomStore(),
+            settings=self._room_settings,
+            spawn=self._spawn,
+        )
 
     # -- life cycle --------------------------------------------------------------------------
 
@@ -283,6 +303,7 @@ class Gate:
     async def start(self) -> None:
         """Create and consume the gate topic, then listen; returns once serving."""
         await ensure_gate_topic(self._bus, self._topic)
+        await self.rooms.start()
         self._consumer = self._bus.consumer(
             f"coffeebus.{self._topic.name}", [self._topic.name], self._on_records
         )
@@ -314,6 +335,10 @@ class Gate:
         await self._report()
         self._spawn(self._every(self._registry_interval_s, self._report), "gate-registry")
         self._spawn(self._every(s.heartbeat_interval_s, self._refresh_routes), "gate-refresh")
+        self._spawn(
+            self._every(self._room_settings.presence_interval_s, self.rooms.check_presence),
+            "gate-room-presence",
+        )
         log.info(
             "gate %s: TCP %s:%d, WebSocket %s:%d%s, topic %s",
             self.gate_id,
@@ -346,6 +371,8 @@ class Gate:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self.rooms.stop()
         with contextlib.suppress(Exception):
             await self._routes.gate_down(store_ids.GateId(self.gate_id))
         if self._tcp is not None:
@@ -399,6 +426,7 @@ class Gate:
             peers.discard(conn)
             if not peers:
                 del self._by_user[user_id]
+        self.rooms.connection_closed(conn.conn_id, user_id, user_id not in self._by_user)
         route = conn.route
         if route is None:  # never logged in, or logged out (route already removed)
             return
@@ -411,7 +439,10 @@ class Gate:
     async def handle(self, conn: GateConnection, event: Event) -> None:
         """Handle one event of `conn` that needs the stores or the bus."""
         if isinstance(event, UplinkFrame):
-            await self._publish(conn, event)
+            if event.spec.topic is None or event.spec.cmd == Cmd.ROOM_SEND_REQ:
+                await self._room_request(conn, event)
+            else:
+                await self._publish(conn, event)
         elif isinstance(event, LogoutRequested):
             await self._logout(conn, event)
         elif isinstance(event, TokenLoginRequested | PasswordLoginRequested):
@@ -751,20 +782,55 @@ class Gate:
                 extra={"trace_id": envelope.trace_id},
             )
 
+    async def _room_request(self, conn: GateConnection, event: UplinkFrame) -> None:
+        """A chat room request (`gateway.rooms`): join, leave and member count are answered
+        here; a send is checked here, then published like any uplink frame."""
+        frame, message = event.frame, event.message
+        try:
+            if isinstance(message, ext_pb2.RoomSendReq):
+                self.rooms.check_send(conn, message, asyncio.get_running_loop().time())
+                await self._publish(conn, event)
+            elif isinstance(message, ext_pb2.RoomJoinReq):
+                await self.rooms.join(conn, frame.seq, message)
+            elif isinstance(message, ext_pb2.RoomLeaveReq):
+                await self.rooms.leave(conn, frame.seq, message)
+            elif isinstance(message, ext_pb2.RoomMemberCountReq):
+                await self.rooms.member_count(conn, frame.seq, message)
+            else:  # a gate-handled command the table added without a handler here
+                raise Refused(ExtResultCode.UNKNOWN_COMMAND, "not served by this gate")
+        except Refused as exc:
+            self.stats.room_refused += 1
+            conn.core.send_error(frame.seq, frame.command_id, exc.code, exc.text)
+        except Exception:
+            log.exception("gate %s: room request 0x%04X failed", self.gate_id, frame.command_id)
+            conn.core.send_error(
+                frame.seq, frame.command_id, ExtResultCode.INTERNAL_ERROR, "internal error, retry"
+            )
+
     # -- downlink ----------------------------------------------------------------------------
 
     async def _on_records(self, records: Sequence[Record]) -> None:
         # Frames are queued on their connections first and written once per connection at
         # the end: a connection with several frames in a batch costs one write, not one each.
-        touched: dict[int, GateConnection] = {}
+        touched: dict[int, RoomConnection] = {}
+        # Room deliveries only push: their connections are flushed, the others pumped.
+        flushed: dict[int, RoomConnection] = {}
         try:
             for record in records:
-                self._on_record(record, touched)
+                self._on_record(record, touched, flushed)
         finally:
             for conn in touched.values():
                 conn.pump()
+            for conn_id, conn in flushed.items():
+                if conn_id not in touched:
+                    conn.flush()
 
-    def _on_record(self, record: Record, touched: dict[int, GateConnection]) -> None:
+    def _on_record(
+        self,
+        record: Record,
+        touched: dict[int, RoomConnection],
+        flushed: dict[int, RoomConnection],
+    ) -> None:
         try:
             item = decode_gate_record(record.value)
         except EnvelopeError as exc:
@@ -784,10 +850,14 @@ class Gate:
                 self._apply(one, touched)
         elif isinstance(item, KickUser):
             self._kick_user(item)
+        elif isinstance(item, RoomDeliver):
+            self.rooms.deliver(item, flushed)
+        elif isinstance(item, RoomClose):
+            self.rooms.close_room(item, touched)
         else:
             self._apply(item, touched)
 
-    def _apply(self, item: Deliver | Reply | Kick, touched: dict[int, GateConnection]) -> None:
+    def _apply(self, item: Deliver | Reply | Kick, touched: dict[int, RoomConnection]) -> None:
         """Queue one downlink record's frames on the connections it names (a kick acts at
         once); `touched` collects the connections to pump."""
         if isinstance(item, Deliver):

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+from collections.abc import Sequence
 from typing import Protocol
 
 from gateway.core import (
@@ -61,6 +62,11 @@ class Link(Protocol):
 
     def write(self, frames: list[bytes]) -> bool:
         """Send encoded frames (one WebSocket message each); False if the send queue is full."""
+        ...
+
+    @property
+    def backlog(self) -> int:
+        """Frames written but still waiting in the link's own queue (a client not keeping up)."""
         ...
 
     def close(self, reason: CloseReason) -> None:
@@ -136,6 +142,16 @@ class GateConnection:
         return self.core.conn_id
 
     @property
+    def user_id(self) -> int:
+        """The logged-in user (0 before login)."""
+        return self.core.user_id
+
+    @property
+    def backlog(self) -> int:
+        """Frames waiting in the link's queue (`Link.backlog`)."""
+        return self._link.backlog
+
+    @property
     def peer(self) -> str:
         return self._link.peer
 
@@ -175,6 +191,22 @@ class GateConnection:
     def queue(self, command_id: int, body: bytes, seq: int | None = None) -> None:
         """`send` without writing yet: the caller pumps once it queued all it has."""
         self.core.send_frame(command_id, body, seq)
+
+    def push(self, command_id: int, bodies: Sequence[bytes]) -> None:
+        """Queue a push per body without writing yet (the room fan-out): `flush` follows."""
+        self.core.push_frames(command_id, bodies)
+
+    def flush(self) -> None:
+        """Write what was queued by `push`. Pushes change no deadline and raise no event, so
+        this is `pump` without their costs — unless the write finds the send queue full,
+        when the connection closes as in `pump`."""
+        core = self.core
+        frames = core.data_to_send()
+        if frames and not self._link.write(frames):
+            core.close(CloseReason.SLOW_CONSUMER, "send queue full")
+            core.data_to_send()
+            self._link.abort()
+            self.pump()  # the close's event
 
     def kick(self, reason: KickReason, *, new_client_type: int = 0, text: str = "") -> None:
         """KickNotify, then close."""

@@ -112,6 +112,11 @@ class TcpLink(asyncio.Protocol):
     def peer(self) -> str:
         return self._peer
 
+    @property
+    def backlog(self) -> int:
+        queue = self._queue
+        return len(queue) if queue is not None else 0
+
     def write(self, frames: list[bytes]) -> bool:
         transport = self._transport
         if transport is None or transport.is_closing():

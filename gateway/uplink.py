@@ -2,8 +2,9 @@
 
 The key fixes ordering (topology.yaml): the conversation id for ``im.up.msg``, the sender's
 user id for ``im.up.ack`` / ``im.up.query`` / ``im.up.c2s`` (and GroupCreateReq, whose group
-has no id yet), the group id for the rest of ``im.up.group``. Keys are ASCII: ids in
-decimal (``b"1008"``), conversation ids as `schemas.ids` writes them (``b"s:7:8"``).
+has no id yet), the group id for the rest of ``im.up.group``, the room id for
+``im.up.room``. Keys are ASCII: ids in decimal (``b"1008"``), conversation ids as
+`schemas.ids` writes them (``b"s:7:8"``).
 
 Identity comes from the connection, never from the body: the envelope's origin carries the
 authenticated user id and client type, and the conversation key is computed from the
@@ -53,6 +54,11 @@ def record_key(spec: CommandSpec, message: Message, user_id: UserId) -> bytes:
         return b"%d" % group_id
     if spec.key is KeyKind.USER:
         return b"%d" % user_id
+    if spec.key is KeyKind.ROOM:
+        room_id = getattr(message, "room_id", 0)
+        if not isinstance(room_id, int) or room_id <= 0:
+            raise InvalidRequest(f"{message.DESCRIPTOR.full_name} needs a room_id")
+        return b"%d" % room_id
     raise InvalidRequest(f"command 0x{spec.cmd:04X} is not published")
 
 

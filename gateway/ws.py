@@ -88,6 +88,11 @@ class WsLink:
     def peer(self) -> str:
         return self._peer
 
+    @property
+    def backlog(self) -> int:
+        queue = self._queue
+        return len(queue) if queue is not None else 0
+
     def write(self, frames: list[bytes]) -> bool:
         if self._closing:
             return True

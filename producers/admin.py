@@ -66,14 +66,11 @@ from producers.models import (
 from producers.problems import PROBLEMS, problem_responses
 from producers.users import UserIdPath, live_user, parse_user_id
 from schemas.bizevents import (
-    BizEvent,
-    BizTopic,
     UserBanned,
     UserDeleted,
     UserKicked,
     UserTokenRotated,
     UserUnbanned,
-    encode_event,
     event_id,
 )
 from schemas.codes import KickReason
@@ -145,11 +142,6 @@ async def close_sessions(
     return len(gates)
 
 
-async def _event(pipeline: Pipeline, event: BizEvent) -> None:
-    topic = pipeline.topology.topic(BizTopic.USERS).name
-    await pipeline.bus.publish_batch([Outgoing(topic, encode_event(event), key=event.key())])
-
-
 @post(
     "/v1/users/{user_id:str}/kick",
     summary="Close a user's connections",
@@ -180,8 +172,7 @@ async def kick_user(
     told = await close_sessions(
         pipeline, stores.routes, uid, KickReason.ADMIN, data.reason, trace=trace, client_types=types
     )
-    await _event(
-        pipeline,
+    await pipeline.publish_event(
         UserKicked(
             id=event_id(UserKicked, uid, trace),
             ts=now_ms(),
@@ -223,8 +214,7 @@ async def ban_user(
     trace = new_trace_id()
     text = user.ban_reason or "banned"
     told = await close_sessions(pipeline, stores.routes, uid, KickReason.BANNED, text, trace=trace)
-    await _event(
-        pipeline,
+    await pipeline.publish_event(
         UserBanned(
             id=event_id(UserBanned, uid, user.banned_ms),
             ts=user.banned_ms,
@@ -254,8 +244,7 @@ async def unban_user(user_id: UserIdPath, stores: StoresDep, pipeline: PipelineD
     """``DELETE /v1/users/{user_id}/ban``."""
     uid = parse_user_id(user_id)
     user = await stores.users.set_banned(uid, False)
-    await _event(
-        pipeline,
+    await pipeline.publish_event(
         UserUnbanned(
             id=event_id(UserUnbanned, uid, user.banned_ms),
             ts=now_ms(),
@@ -307,8 +296,7 @@ async def rotate_token(
         trace=trace,
         keep_token=digest,
     )
-    await _event(
-        pipeline,
+    await pipeline.publish_event(
         UserTokenRotated(
             id=event_id(UserTokenRotated, uid, hashlib.sha256(digest).hexdigest()[:16]),
             ts=now_ms(),
@@ -352,8 +340,7 @@ async def delete_user(user_id: UserIdPath, stores: StoresDep, pipeline: Pipeline
         )
         removed = sum(done)
     left, owned = await _leave_groups(pipeline, uid, trace)
-    await _event(
-        pipeline,
+    await pipeline.publish_event(
         UserDeleted(
             id=event_id(UserDeleted, uid),
             ts=tombstone.deleted_ms,

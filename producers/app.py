@@ -81,6 +81,7 @@ from producers.messaging import admin_revoke, push, send_message
 from producers.models import MAX_BODY_BYTES, Gate, GatesResponse, Health
 from producers.problems import EXCEPTION_HANDLERS, PROBLEMS, problem_response
 from producers.push_tokens import list_push_tokens, register_push_token, remove_push_token
+from producers.rooms import close_room, create_room, get_room, list_rooms
 from producers.settings import ApiSettings
 from producers.users import devices, get_user, legacy_register, put_user, rotate_token
 from store.idempotency import IdempotencyStore
@@ -221,6 +222,8 @@ def create_app(
             list_groups,
             get_group,
         ]
+        if pipeline.rooms is not None:
+            handlers += [create_room, list_rooms, get_room, close_room]
     business = Router(
         path="/",
         route_handlers=handlers,
@@ -232,8 +235,8 @@ def create_app(
         version="1",
         description=(
             "User import, tokens, presence, session administration (kick, ban, delete), the "
-            "gate list, business push, system messages, groups and admin revoke for business "
-            "servers. Every POST and PATCH honours an `Idempotency-Key` header."
+            "gate list, business push, system messages, groups, chat rooms and admin revoke for "
+            "business servers. Every POST and PATCH honours an `Idempotency-Key` header."
         ),
         components=Components(
             security_schemes={

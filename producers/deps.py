@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from litestar.di import NamedDependency
 
-from bus.base import Bus
+from bus.base import Bus, Outgoing
 from bus.topology import Topology
+from schemas.bizevents import BizEvent, encode_event
+from schemas.settings import RoomSettings
 from store.groups import GroupLimits, GroupStore
 from store.messages import MessageStore
 from store.push_tokens import PushTokenStore
+from store.rooms import RoomStore
 from store.routes import RouteStore
 from store.users import UserStore
 
@@ -46,6 +49,8 @@ class Pipeline:
         "groups",
         "max_msg_data_bytes",
         "messages",
+        "room_settings",
+        "rooms",
         "topology",
     )
 
@@ -59,6 +64,8 @@ class Pipeline:
         max_msg_data_bytes: int = 64 * 1024,
         group_limits: GroupLimits | None = None,
         group_create_wait_s: float = 5.0,
+        rooms: RoomStore | None = None,
+        room_settings: RoomSettings | None = None,
     ) -> None:
         self.bus = bus
         self.topology = topology
@@ -72,6 +79,15 @@ class Pipeline:
         #: how long ``POST /v1/groups`` waits for the group consumer to create the group
         #: before answering 202 with its (final) id instead of 201
         self.group_create_wait_s = group_create_wait_s
+        #: chat rooms (the room endpoints exist when given)
+        self.rooms = rooms
+        #: the ``[rooms]`` defaults and limits the room endpoints apply
+        self.room_settings = room_settings or RoomSettings()
+
+    async def publish_event(self, event: BizEvent) -> None:
+        """Publish a business event on its ``biz.*`` topic, keyed as its type says."""
+        topic = self.topology.topic(event.topic).name
+        await self.bus.publish_batch([Outgoing(topic, encode_event(event), key=event.key())])
 
 
 StoresDep = NamedDependency[Stores]

@@ -53,6 +53,9 @@ __all__ = [
     "PushTokenView",
     "RegisterRequest",
     "RegisterResponse",
+    "RoomBody",
+    "RoomList",
+    "RoomView",
     "TokenResponse",
     "UserImportBody",
     "UserView",
@@ -417,6 +420,59 @@ class GroupList(msgspec.Struct, frozen=True):
 
     user_id: int
     groups: list[GroupView]
+
+
+# --- chat rooms ------------------------------------------------------------------------------
+
+#: Longest room name (characters).
+MAX_ROOM_NAME: Final = 128
+#: Most listed posters of a room.
+MAX_ROOM_POSTERS: Final = 1000
+
+RoomPost = Literal["everyone", "listed", "nobody"]
+
+
+class RoomBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``POST /v1/rooms``: a chat room and its settings, fixed for its life.
+
+    ``post``: who may say something over the protocol — ``everyone`` in the room, the
+    ``listed`` ``posters`` only, or ``nobody``. ``slow_mode_s``: at most one message per user
+    every so many seconds (0: no limit). ``max_msg_bytes`` and ``history`` (recent messages
+    kept and given to a joiner) default to the ``[rooms]`` settings and are capped by them.
+    """
+
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ROOM_NAME)]
+    post: RoomPost = "everyone"
+    posters: Annotated[list[IdValue], msgspec.Meta(max_length=MAX_ROOM_POSTERS)] = []
+    slow_mode_s: Annotated[int, msgspec.Meta(ge=0, le=86_400)] = 0
+    max_msg_bytes: Annotated[int, msgspec.Meta(ge=1, le=64 * 1024)] | None = None
+    history: Annotated[int, msgspec.Meta(ge=0, le=1000)] | None = None
+
+
+class RoomView(msgspec.Struct, frozen=True):
+    """A chat room as the API shows it. ``member_count`` is the connections in it on every
+    live gate; ``gates`` (``GET /v1/rooms/{room_id}`` only) how many on each."""
+
+    room_id: int
+    name: str
+    post: RoomPost
+    posters: list[int]
+    slow_mode_s: int
+    max_msg_bytes: int
+    history: int
+    created_ms: int
+    closed_ms: int
+    open: bool
+    member_count: int
+    gates: dict[str, int] | None = None
+
+
+class RoomList(msgspec.Struct, frozen=True):
+    """``GET /v1/rooms``: open rooms by id; ``next_after`` is the ``after`` of the next page
+    (null on the last)."""
+
+    rooms: list[RoomView]
+    next_after: int | None
 
 
 # --- device push tokens ----------------------------------------------------------------------

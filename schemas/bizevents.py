@@ -35,6 +35,9 @@ topic                     key              events
                                            ``user.unbanned``, ``user.token_rotated``,
                                            ``user.deleted``
 ``biz.events.group``      group id         ``group.changed``
+``biz.events.call``       call channel     ``call.started``, ``call.answered``,
+                                           ``call.ended``
+``biz.events.room``       room id          ``room.created``, ``room.closed``, ``room.message``
 ========================  ===============  =====================================================
 
 Codes (client type, session type, message type) are the wire protocol's integers
@@ -57,6 +60,10 @@ __all__ = [
     "BizEvent",
     "BizTopic",
     "C2SUpload",
+    "CallAnswered",
+    "CallEndCause",
+    "CallEnded",
+    "CallStarted",
     "GroupAttribute",
     "GroupChange",
     "GroupChanged",
@@ -64,6 +71,9 @@ __all__ = [
     "MessageRead",
     "MessageRevoked",
     "MessageStored",
+    "RoomClosed",
+    "RoomCreated",
+    "RoomMessage",
     "UserBanned",
     "UserDeleted",
     "UserKicked",
@@ -88,6 +98,8 @@ class BizTopic(enum.StrEnum):
     MESSAGES = "biz.events.message"
     USERS = "biz.events.user"
     GROUPS = "biz.events.group"
+    CALLS = "biz.events.call"
+    ROOMS = "biz.events.room"
     #: webhook deliveries that failed for good (`schemas.webhooks.WebhookDeadLetter`)
     WEBHOOK_DEAD_LETTER = "biz.webhooks.dead-letter"
 
@@ -362,6 +374,112 @@ class GroupChanged(_Event, frozen=True, kw_only=True, tag="group.changed"):
         return b"%d" % self.group_id
 
 
+#: why a call ended (`store.calls.EndCause`)
+CallEndCause: TypeAlias = Literal["bye", "busy", "offline", "no_answer", "heartbeat_timeout"]
+
+
+class _CallEvent(_Event, frozen=True, kw_only=True):
+    topic: ClassVar[BizTopic] = BizTopic.CALLS
+
+    channel: Annotated[str, _doc("the call's channel name, unique per call")]
+    caller_id: UserIdField
+    callee_id: UserIdField
+    call_type: Annotated[int, _doc("VoipInviteType: 1 voice call, 2 video call")]
+
+    def key(self) -> bytes:
+        return self.channel.encode()
+
+
+class CallStarted(_CallEvent, frozen=True, kw_only=True, tag="call.started"):
+    """A user called another (VoipInviteReq 0x0401) and the callee's devices ring.
+
+    id: ``call.started:<channel>``.
+    """
+
+    caller_client_type: ClientTypeField
+
+
+class CallAnswered(_CallEvent, frozen=True, kw_only=True, tag="call.answered"):
+    """A device of the callee answered (InviteReply 200); ``ts`` is the answer's time.
+
+    id: ``call.answered:<channel>``.
+    """
+
+    callee_client_type: ClientTypeField
+
+
+class CallEnded(_CallEvent, frozen=True, kw_only=True, tag="call.ended"):
+    """A call ended, answered or not (every call that started ends exactly once, and a
+    callee who was busy or offline ends one that never rang). ``ts`` is the end.
+
+    id: ``call.ended:<channel>``.
+    """
+
+    answered: Annotated[bool, _doc("whether a device of the callee answered")]
+    duration_s: Annotated[
+        int, msgspec.Meta(ge=0, description="seconds from the answer to the end; 0 unanswered")
+    ]
+    hangup_user_id: Annotated[
+        int, msgspec.Meta(ge=0, description="the party that ended it; 0: the server")
+    ]
+    reason: Annotated[
+        int,
+        _doc(
+            "VoipByeReason: 1 cancel, 2 reject, 3 end, 4 busy, 5 online-client-reject "
+            "(as in the ByeNotify the parties got)"
+        ),
+    ]
+    cause: Annotated[
+        CallEndCause,
+        _doc(
+            "bye: a party hung up, cancelled or rejected; busy: the callee was in another "
+            "call; offline: no device of the callee was online; no_answer: nobody answered "
+            "in [calls] invite_timeout_s; heartbeat_timeout: a party's heartbeats stopped"
+        ),
+    ]
+
+
+RoomIdField = Annotated[int, msgspec.Meta(ge=1, description="a chat room id")]
+
+
+class _RoomEvent(_Event, frozen=True, kw_only=True):
+    topic: ClassVar[BizTopic] = BizTopic.ROOMS
+
+    room_id: RoomIdField
+
+    def key(self) -> bytes:
+        return b"%d" % self.room_id
+
+
+class RoomCreated(_RoomEvent, frozen=True, kw_only=True, tag="room.created"):
+    """The business created a chat room (``POST /v1/rooms``). id: ``room.created:<room_id>``."""
+
+    name: str
+
+
+class RoomClosed(_RoomEvent, frozen=True, kw_only=True, tag="room.closed"):
+    """The business closed a chat room; its members were told and left it.
+
+    id: ``room.closed:<room_id>``.
+    """
+
+    gates_notified: Annotated[int, _doc("gates that had members of the room and were told")] = 0
+
+
+class RoomMessage(_RoomEvent, frozen=True, kw_only=True, tag="room.message"):
+    """A message was said in a chat room and delivered to its members' gates. A room keeps
+    only its recent window: this event is the business's record of what was said.
+    ``msg_data`` is null when the deployment omits contents (``[biz] include_msg_data``).
+    id: ``room.message:<room_id>:<msg_id>``.
+    """
+
+    msg_id: Annotated[int, msgspec.Meta(ge=1, description="the room's sequence number")]
+    from_user_id: UserIdField
+    client_msg_id: str
+    msg_type: Annotated[int, _doc("MsgType: 1 text, 2 file, 3 image, ...")]
+    msg_data: Annotated[bytes | None, _doc("the message body, base64; null if omitted")] = None
+
+
 BizEvent: TypeAlias = (
     C2SUpload
     | MessageStored
@@ -376,6 +494,12 @@ BizEvent: TypeAlias = (
     | UserTokenRotated
     | UserDeleted
     | GroupChanged
+    | CallStarted
+    | CallAnswered
+    | CallEnded
+    | RoomCreated
+    | RoomClosed
+    | RoomMessage
 )
 
 #: every event class, in documentation order
@@ -393,6 +517,12 @@ EVENT_CLASSES: Final[tuple[type[BizEvent], ...]] = (
     UserTokenRotated,
     UserDeleted,
     GroupChanged,
+    CallStarted,
+    CallAnswered,
+    CallEnded,
+    RoomCreated,
+    RoomClosed,
+    RoomMessage,
 )
 
 

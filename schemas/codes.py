@@ -24,15 +24,20 @@ __all__ = [
     "GroupMemberChangedType",
     "GroupMuteModel",
     "GroupType",
+    "InviteRspCode",
     "KickReason",
     "MsgFeature",
     "MsgNotificationType",
     "MsgStatus",
     "MsgType",
     "ResCode",
+    "RoomExitReason",
+    "RoomPostPolicy",
     "SessionStatusType",
     "SessionType",
     "TypingState",
+    "VoipByeReason",
+    "VoipInviteType",
 ]
 
 
@@ -192,6 +197,37 @@ class GroupMuteModel(IntEnum):
     ALL = 1
 
 
+@unique
+class VoipInviteType(IntEnum):
+    """What a call carries (VoipInviteReq.invite_type)."""
+
+    UNKNOWN = 0
+    VOICE_CALL = 1
+    VIDEO_CALL = 2
+
+
+@unique
+class InviteRspCode(IntEnum):
+    """VoipInviteReply's SIP-like code."""
+
+    UNKNOWN = 0
+    TRYING = 100
+    RINGING = 180
+    OK = 200
+
+
+@unique
+class VoipByeReason(IntEnum):
+    """Why a call ended (VoipByeReq, VoipByeNotify, the AVCHAT message's hangupReason)."""
+
+    UNKNOWN = 0
+    CANCEL = 1
+    REJECT = 2
+    END = 3
+    BUSY = 4
+    ONLINE_CLIENT_REJECT = 5
+
+
 # --- coffeebus extensions (schemas/proto/coffeebus/ext.proto) ---------------------------
 
 
@@ -236,6 +272,25 @@ class KickReason(IntEnum):
     SERVER_SHUTDOWN = 5
     ADMIN = 6
     ACCOUNT_DELETED = 7
+
+
+@unique
+class RoomPostPolicy(IntEnum):
+    """Who may say something in a chat room."""
+
+    UNSPECIFIED = 0
+    EVERYONE = 1
+    LISTED = 2
+    NOBODY = 3
+
+
+@unique
+class RoomExitReason(IntEnum):
+    """Why a connection is no longer in a room (RoomExitNotify)."""
+
+    UNSPECIFIED = 0
+    CLOSED = 1
+    TOO_SLOW = 2
 
 
 @unique

@@ -19,11 +19,18 @@ Routing decisions recorded here (DESIGN.md, "Topics"):
 - ``im.up.group`` (key: group id; the creator's user id for GroupCreateReq, whose group has
   no id yet) — create, disband, exit, invite, kick.
 - ``im.up.c2s`` (key: user id) — C2SUploadReq.
+- ``im.up.call`` (key: user id) — VoIP signalling (0x0401, 0x0402, 0x0404, 0x0405). Two
+  parties signal one call from two keys, and VoipHeartbeat names no call at all, so the key
+  is the sender; the call group keeps every call's state in Redis and changes it atomically
+  there (`store.calls`), which is what orders one call's signals.
 - no topic — login, logout and heartbeat are handled by the gate itself, and server→client
   commands are never accepted from a client.
+- ``im.up.room`` (key: room id) — RoomSendReq: the room group sequences a room's messages, so
+  they must travel in one partition, in order.
+- no topic — login, logout and heartbeat are handled by the gate itself, and so are joining
+  and leaving a room and asking its member count (room membership lives in the gate that
+  holds the connection); server→client commands are never accepted from a client.
 
-The VoIP commands (0x0401-0x0407) have ids but no messages yet; `spec` raises
-`UnknownCommandError` for them.
 """
 
 from __future__ import annotations
@@ -37,7 +44,14 @@ from google.protobuf.message import DecodeError, Message
 from schemas.errors import BodyDecodeError, UnknownCommandError
 from schemas.frame import encode_frame
 from schemas.pb.coffeebus import ext_pb2
-from schemas.pb.coffeechat import friend_pb2, group_pb2, list_pb2, login_pb2, message_pb2
+from schemas.pb.coffeechat import (
+    friend_pb2,
+    group_pb2,
+    list_pb2,
+    login_pb2,
+    message_pb2,
+    voip_pb2,
+)
 
 __all__ = [
     "COMMANDS",
@@ -81,7 +95,7 @@ class Cmd(IntEnum):
     LATEST_MSG_ID_RSP = 0x0306
     MSG_BY_ID_REQ = 0x0307
     MSG_BY_ID_RSP = 0x0308
-    # VoIP signalling: ids reserved, messages later
+    # VoIP signalling (consumers/call.py)
     VOIP_INVITE_REQ = 0x0401
     VOIP_INVITE_REPLY = 0x0402
     VOIP_INVITE_REPLY_ACK = 0x0403
@@ -128,6 +142,18 @@ class Cmd(IntEnum):
     GROUP_UPDATE_REQ = 0x080F
     GROUP_UPDATE_RSP = 0x0810
     API_GROUP_CREATE_REQ = 0x0811
+    # chat rooms (0x0812-0x081F)
+    ROOM_JOIN_REQ = 0x0812
+    ROOM_JOIN_RSP = 0x0813
+    ROOM_LEAVE_REQ = 0x0814
+    ROOM_LEAVE_RSP = 0x0815
+    ROOM_SEND_REQ = 0x0816
+    ROOM_SEND_RSP = 0x0817
+    ROOM_MSG = 0x0818
+    ROOM_MEMBER_COUNT_REQ = 0x0819
+    ROOM_MEMBER_COUNT_RSP = 0x081A
+    ROOM_EXIT_NOTIFY = 0x081B
+    DELIVERED_NOTIFY = 0x0820
 
     @property
     def is_extension(self) -> bool:
@@ -156,6 +182,8 @@ class UplinkTopic(StrEnum):
     QUERY = "im.up.query"
     GROUP = "im.up.group"
     C2S = "im.up.c2s"
+    CALL = "im.up.call"
+    ROOM = "im.up.room"
 
 
 @unique
@@ -163,12 +191,13 @@ class KeyKind(Enum):
     """What the record key of an uplink command is (it fixes ordering).
 
     CONVERSATION: `schemas.ids.conversation_id` of (session type, sender, to_session_id);
-    USER: the sender's user id; GROUP: the body's group_id.
+    USER: the sender's user id; GROUP: the body's group_id; ROOM: the body's room_id.
     """
 
     CONVERSATION = "conversation"
     USER = "user"
     GROUP = "group"
+    ROOM = "room"
 
 
 class CommandSpec(msgspec.Struct, frozen=True):
@@ -188,12 +217,13 @@ class CommandSpec(msgspec.Struct, frozen=True):
 
 
 _UP, _DOWN, _BOTH = Direction.UP, Direction.DOWN, Direction.BOTH
-_MSG, _ACK, _QUERY, _GROUP, _C2S = (
+_MSG, _ACK, _QUERY, _GROUP, _C2S, _CALL = (
     UplinkTopic.MSG,
     UplinkTopic.ACK,
     UplinkTopic.QUERY,
     UplinkTopic.GROUP,
     UplinkTopic.C2S,
+    UplinkTopic.CALL,
 )
 _CONV, _USER, _GID = KeyKind.CONVERSATION, KeyKind.USER, KeyKind.GROUP
 
@@ -243,6 +273,25 @@ _TABLE: tuple[CommandSpec, ...] = (
     _down(Cmd.LATEST_MSG_ID_RSP, message_pb2.GetLatestMsgIdRsp),
     _up(Cmd.MSG_BY_ID_REQ, message_pb2.GetMsgByIdReq, Cmd.MSG_BY_ID_RSP, _QUERY, _USER),
     _down(Cmd.MSG_BY_ID_RSP, message_pb2.GetMsgByIdRsp),
+    # VoIP signalling: the invite goes up from the caller and down to the callee's devices
+    # (answered with a 100 InviteReply); a callee device's InviteReply goes up and is
+    # forwarded down to the caller (a 200 is answered with InviteReplyAck).
+    CommandSpec(
+        Cmd.VOIP_INVITE_REQ, voip_pb2.VoipInviteReq, _BOTH, Cmd.VOIP_INVITE_REPLY, _CALL, _USER
+    ),
+    CommandSpec(
+        Cmd.VOIP_INVITE_REPLY,
+        voip_pb2.VoipInviteReply,
+        _BOTH,
+        Cmd.VOIP_INVITE_REPLY_ACK,
+        _CALL,
+        _USER,
+    ),
+    _down(Cmd.VOIP_INVITE_REPLY_ACK, voip_pb2.VoipInviteReplyAck),
+    _up(Cmd.VOIP_HEARTBEAT, voip_pb2.VoipHeartbeat, None, _CALL, _USER),
+    _up(Cmd.VOIP_BYE_REQ, voip_pb2.VoipByeReq, Cmd.VOIP_BYE_RSP, _CALL, _USER),
+    _down(Cmd.VOIP_BYE_RSP, voip_pb2.VoipByeRsp),
+    _down(Cmd.VOIP_BYE_NOTIFY, voip_pb2.VoipByeNotify),
     # group
     _up(Cmd.GROUP_CREATE_REQ, group_pb2.GroupCreateReq, Cmd.GROUP_CREATE_RSP, _GROUP, _USER),
     _down(Cmd.GROUP_CREATE_RSP, group_pb2.GroupCreateRsp),
@@ -314,9 +363,22 @@ _TABLE: tuple[CommandSpec, ...] = (
     # The server API's create (0x0811): keyed by the group id the API allocated. A gate
     # forwards it like any request; the group consumer refuses it from a client.
     _up(Cmd.API_GROUP_CREATE_REQ, ext_pb2.ApiGroupCreateReq, Cmd.GROUP_CREATE_RSP, _GROUP, _GID),
+    # chat rooms: join, leave and member count are answered by the gate (gateway/rooms.py);
+    # a send goes to the room group, keyed by room.
+    _gate(Cmd.ROOM_JOIN_REQ, ext_pb2.RoomJoinReq, Cmd.ROOM_JOIN_RSP),
+    _down(Cmd.ROOM_JOIN_RSP, ext_pb2.RoomJoinRsp),
+    _gate(Cmd.ROOM_LEAVE_REQ, ext_pb2.RoomLeaveReq, Cmd.ROOM_LEAVE_RSP),
+    _down(Cmd.ROOM_LEAVE_RSP, ext_pb2.RoomLeaveRsp),
+    _up(Cmd.ROOM_SEND_REQ, ext_pb2.RoomSendReq, Cmd.ROOM_SEND_RSP, UplinkTopic.ROOM, KeyKind.ROOM),
+    _down(Cmd.ROOM_SEND_RSP, ext_pb2.RoomSendRsp),
+    _down(Cmd.ROOM_MSG, ext_pb2.RoomMsg),
+    _gate(Cmd.ROOM_MEMBER_COUNT_REQ, ext_pb2.RoomMemberCountReq, Cmd.ROOM_MEMBER_COUNT_RSP),
+    _down(Cmd.ROOM_MEMBER_COUNT_RSP, ext_pb2.RoomMemberCountRsp),
+    _down(Cmd.ROOM_EXIT_NOTIFY, ext_pb2.RoomExitNotify),
+    _down(Cmd.DELIVERED_NOTIFY, ext_pb2.DeliveredNotify),
 )
 
-#: The command table, by command id. VoIP ids are absent until their messages exist.
+#: The command table, by command id.
 COMMANDS: dict[int, CommandSpec] = {s.cmd: s for s in _TABLE}
 
 

@@ -23,6 +23,11 @@ integer tag naming the record kind *and its version*:
                         one) after a KickNotify: the server API's session administration,
                         sent to every live gate (a gate older than this record logs and
                         drops it).
+    `RoomDeliver` (tag 15) room messages for every connection of that gate in one chat
+                        room: read diffusion, the gate fans out to its own members from
+                        memory (one record per gate that has members, never per member);
+    `RoomClose` (tag 16) the business closed a room: every connection of the gate in it gets
+                        a RoomExitNotify (CLOSED) and leaves it.
 
 Every connection is addressed as a `Target` (connection id *and* user id): a gate delivers
 only if the connection is still logged in as that user, so a record that outlived its
@@ -61,6 +66,9 @@ __all__ = [
     "KickUser",
     "Origin",
     "Reply",
+    "RoomClose",
+    "RoomDeliver",
+    "RoomItem",
     "Target",
     "decode_envelope",
     "decode_gate_record",
@@ -84,6 +92,8 @@ REPLY_TAG: Final = 11
 KICK_TAG: Final = 12
 GATE_BATCH_TAG: Final = 13
 KICK_USER_TAG: Final = 14
+ROOM_DELIVER_TAG: Final = 15
+ROOM_CLOSE_TAG: Final = 16
 
 
 class Origin(msgspec.Struct, frozen=True, array_like=True, gc=False):
@@ -177,7 +187,43 @@ class KickUser(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=KICK_
     ts_ms: NonNegative
 
 
-GateRecord: TypeAlias = Deliver | Reply | Kick | GateBatch | KickUser
+class RoomItem(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """One room message as every member gets it."""
+
+    #: the room's sequence number of the message (RoomMsg.msg_id): a connection that joined
+    #: with the message already in its history skips it
+    msg_id: NonNegative
+    #: the encoded RoomMsg (0x0818), the same bytes for every member
+    body: bytes
+    #: the connection that sent it (it got a RoomSendRsp instead); 0 for none
+    skip_conn: ConnIdField
+    #: when the gate received the send (unix milliseconds): send-to-deliver latency
+    sent_ms: NonNegative
+
+
+class RoomDeliver(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=ROOM_DELIVER_TAG):
+    """Room messages for every connection of this gate in `room_id`, in the room's order.
+
+    Keyed by the room id on the gate topic, so one room's records (and its `RoomClose`) stay
+    in one partition, in order.
+    """
+
+    room_id: NonNegative
+    items: tuple[RoomItem, ...]
+    trace_id: TraceId
+    ts_ms: NonNegative
+
+
+class RoomClose(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=ROOM_CLOSE_TAG):
+    """The room is closed: its members on this gate get a RoomExitNotify (CLOSED) and leave."""
+
+    room_id: NonNegative
+    text: str
+    trace_id: TraceId
+    ts_ms: NonNegative
+
+
+GateRecord: TypeAlias = Deliver | Reply | Kick | GateBatch | KickUser | RoomDeliver | RoomClose
 
 
 def token_digest(token: str) -> bytes:

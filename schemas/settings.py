@@ -24,6 +24,7 @@ __all__ = [
     "Positive",
     "PositiveInt",
     "RedisSettings",
+    "RoomSettings",
 ]
 
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
@@ -127,3 +128,33 @@ class HotSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     #: from the document store until timelines are written again): change it with the
     #: projection caught up
     shards: PositiveInt = 16
+
+
+class RoomSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``[rooms]``: chat rooms (docs/protocol-extensions.md, "Chat rooms"): the gate's
+    membership and fan-out, the room group's limits, the API's defaults — read by all three
+    roles, so it sits here."""
+
+    #: recent messages a room keeps when its creator does not say (a joiner gets them)
+    history_default: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 50
+    #: the most recent messages a room may keep
+    history_max: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 200
+    #: largest msg_data of a room message when its creator does not say (bytes)
+    max_msg_bytes_default: PositiveInt = 4096
+    #: rooms one connection may be in at once
+    max_rooms_per_connection: PositiveInt = 16
+    #: room sends per second of one user on one gate (token bucket; refused RATE_LIMITED)
+    user_rate_per_s: Positive = 5.0
+    #: room sends one user may make at once on one gate before the rate applies
+    user_rate_burst: PositiveInt = 10
+    #: messages per second one room accepts (the room group; so one room cannot starve others)
+    room_rate_per_s: Positive = 2000.0
+    #: messages one room accepts at once before its rate applies
+    room_rate_burst: PositiveInt = 4000
+    #: a connection with more frames than this waiting to be written is dropped from its
+    #: rooms (RoomExitNotify TOO_SLOW) instead of slowing the gate
+    slow_backlog_frames: PositiveInt = 256
+    #: how long a closed room can still be inspected (seconds)
+    closed_keep_s: Positive = 24 * 3600.0
+    #: how often a gate re-asserts its presence in its rooms (seconds)
+    presence_interval_s: Positive = 10.0

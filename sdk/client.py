@@ -45,7 +45,15 @@ from schemas.codes import (
 from schemas.commands import Cmd, build_frame
 from schemas.frame import DEFAULT_MAX_FRAME_SIZE
 from schemas.pb.coffeebus import ext_pb2
-from schemas.pb.coffeechat import base_pb2, friend_pb2, group_pb2, list_pb2, login_pb2, message_pb2
+from schemas.pb.coffeechat import (
+    base_pb2,
+    friend_pb2,
+    group_pb2,
+    list_pb2,
+    login_pb2,
+    message_pb2,
+    voip_pb2,
+)
 from sdk.errors import (
     ConnectionLostError,
     LoginError,
@@ -734,9 +742,109 @@ class Client:
         req = group_pb2.GroupMemberListReq(user_id=self.user_id, group_id=group_id)
         return await self._call(Cmd.GROUP_MEMBER_LIST_REQ, req, group_pb2.GroupMemberListRsp)
 
+    # -- chat rooms (extensions 0x0812-0x081B) -------------------------------------------------
+
+    async def join_room(self, room_id: int, *, history: int = 0) -> ext_pb2.RoomJoinRsp:
+        """Join a chat room (0x0812): its member count and newest messages (`history` of
+        them; 0: as many as the room keeps). Room messages then arrive as RoomMsg (0x0818)
+        pushes in `events()`, until `leave_room`, the connection's end or a RoomExitNotify
+        (0x081B: the room closed, or this client read too slowly). A reconnect does not
+        rejoin: join again after `Reconnected`."""
+        req = ext_pb2.RoomJoinReq(user_id=self.user_id, room_id=room_id, history_count=history)
+        return await self._call(Cmd.ROOM_JOIN_REQ, req, ext_pb2.RoomJoinRsp)
+
+    async def leave_room(self, room_id: int) -> ext_pb2.RoomLeaveRsp:
+        """Leave a chat room (0x0814); leaving a room one is not in is not an error."""
+        req = ext_pb2.RoomLeaveReq(user_id=self.user_id, room_id=room_id)
+        return await self._call(Cmd.ROOM_LEAVE_REQ, req, ext_pb2.RoomLeaveRsp)
+
+    async def send_room(
+        self,
+        room_id: int,
+        data: bytes | str,
+        *,
+        msg_type: MsgType = MsgType.TEXT,
+        client_msg_id: str | None = None,
+    ) -> ext_pb2.RoomSendRsp:
+        """Say something in a room this connection joined (0x0816); the answer carries the
+        message's id in the room. The other members get it as RoomMsg; this connection
+        does not."""
+        req = ext_pb2.RoomSendReq(
+            from_user_id=self.user_id,
+            room_id=room_id,
+            client_msg_id=client_msg_id or str(uuid.uuid4()),
+            msg_type=msg_type,  # type: ignore[arg-type]
+            msg_data=data.encode("utf-8") if isinstance(data, str) else data,
+        )
+        return await self._call(Cmd.ROOM_SEND_REQ, req, ext_pb2.RoomSendRsp)
+
+    async def room_member_count(self, room_id: int) -> int:
+        """Connections in an open room on every gate (0x0819)."""
+        req = ext_pb2.RoomMemberCountReq(user_id=self.user_id, room_id=room_id)
+        rsp = await self._call(Cmd.ROOM_MEMBER_COUNT_REQ, req, ext_pb2.RoomMemberCountRsp)
+        return rsp.member_count
+
     async def user_list(self) -> friend_pb2.FriendQueryUserListRsp:
         """The user list (0x0601)."""
         req = friend_pb2.FriendQueryUserListReq(user_id=self.user_id)
         return await self._call(
             Cmd.FRIEND_QUERY_USER_LIST_REQ, req, friend_pb2.FriendQueryUserListRsp
         )
+
+    # -- calls (VoIP signalling, 0x0401-0x0407; docs/protocol-extensions.md "Calls") ----------
+    #
+    # The callee's side arrives as events: a `Push` of VOIP_INVITE_REQ (an incoming call; its
+    # ``channel_info.channel_name`` names the call), VOIP_INVITE_REPLY (180 ringing, 200
+    # answered) on the caller's side, and VOIP_BYE_NOTIFY when the other party (or the
+    # server) ended the call.
+
+    async def call(self, user_id: int, *, video: bool = False) -> voip_pb2.VoipInviteReply:
+        """Call `user_id` (0x0401): the server's 100 (trying) with the call's channel.
+
+        The callee's devices ring; what happens next comes as pushes (180, 200, ByeNotify).
+        Raises `ServerError` if the call is refused (unknown user, already in a call).
+        """
+        invite_type = (
+            voip_pb2.VOIP_INVITE_TYPE_VIDEO_CALL if video else voip_pb2.VOIP_INVITE_TYPE_VOICE_CALL
+        )
+        req = voip_pb2.VoipInviteReq(
+            creator_user_id=self.user_id, invite_user_list=[user_id], invite_type=invite_type
+        )
+        return await self._call(Cmd.VOIP_INVITE_REQ, req, voip_pb2.VoipInviteReply)
+
+    async def ringing(self, channel: str) -> None:
+        """Tell the caller this device rings (a 180 InviteReply)."""
+        reply = voip_pb2.VoipInviteReply(
+            user_id=self.user_id,
+            rsp_code=voip_pb2.INVITE_RSP_CODE_RINGING,
+            channel_info=voip_pb2.ChannelInfo(channel_name=channel),
+        )
+        await self.send(Cmd.VOIP_INVITE_REPLY, reply)
+
+    async def answer(self, channel: str) -> voip_pb2.VoipInviteReplyAck:
+        """Take the call (a 200 InviteReply): its InviteReplyAck, with this device's channel
+        token. Raises `ServerError` if another device took it first or it is over."""
+        reply = voip_pb2.VoipInviteReply(
+            user_id=self.user_id,
+            rsp_code=voip_pb2.INVITE_RSP_CODE_OK,
+            channel_info=voip_pb2.ChannelInfo(channel_name=channel),
+        )
+        return await self._call(Cmd.VOIP_INVITE_REPLY, reply, voip_pb2.VoipInviteReplyAck)
+
+    async def call_heartbeat(self) -> None:
+        """Keep the current call alive (0x0404): send one at least every few seconds; the
+        server ends a call whose party is silent for ``[calls] heartbeat_timeout_s``."""
+        await self.send(Cmd.VOIP_HEARTBEAT, voip_pb2.VoipHeartbeat())
+
+    async def hangup(
+        self, channel: str, *, reason: int = 0, call_time_s: int = 0
+    ) -> voip_pb2.VoipByeRsp:
+        """End, cancel or reject the call (0x0405). `reason` 0 lets the server choose: cancel
+        before the answer from the caller, reject from the callee, end after."""
+        req = voip_pb2.VoipByeReq(
+            local_call_time_len=call_time_s,
+            user_id=self.user_id,
+            channel_info=voip_pb2.ChannelInfo(channel_name=channel),
+            bye_reason=reason,  # type: ignore[arg-type]
+        )
+        return await self._call(Cmd.VOIP_BYE_REQ, req, voip_pb2.VoipByeRsp)

@@ -120,6 +120,13 @@ class SessionStore(Protocol):
         """The user's read seq in the conversation (0 if none)."""
         ...
 
+    async def peer_read_seq(self, user_id: UserId, conversation: ConversationId) -> int:
+        """The user's read seq as *others* are shown it (the "read" of their messages in
+        history): `read_seq`, except where knowing it exactly would mean completing the
+        user's state on their peer's request (Redis's hot state: a store query) — there, what
+        the state holds, reads since it began. Never above `read_seq`."""
+        ...
+
     async def read_counts(
         self, conversation: ConversationId, member_ids: Iterable[UserId], seqs: Iterable[int]
     ) -> dict[int, int]:

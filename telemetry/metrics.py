@@ -39,6 +39,8 @@ __all__ = [
     "PUSHES",
     "RECORDS_CONSUMED",
     "RETRIES",
+    "ROOM_DELIVERIES",
+    "ROOM_DROPPED_SLOW",
     "UPLINK_PUBLISH_FAILED",
     "WEBHOOKS",
     "CommandCounters",
@@ -63,6 +65,14 @@ LOGINS: Final = Counter(
     "Login requests by result: ok, failed (who-are-you), throttled (failed-login back-off), "
     "busy (password pool full), banned, error.",
     ["result"],
+)
+ROOM_DELIVERIES: Final = Counter(
+    "coffeebus_gate_room_deliveries",
+    "Room messages a gate wrote to its members' connections (read-diffusion fan-out).",
+)
+ROOM_DROPPED_SLOW: Final = Counter(
+    "coffeebus_gate_room_dropped_slow",
+    "Connections a gate dropped from a room because they did not read fast enough.",
 )
 KICKED_BY_ADMIN: Final = Counter(
     "coffeebus_gate_admin_kicks",

@@ -34,8 +34,8 @@ settings:
   Defaults, then the TOML file (--config or $COFFEEBUS_CONFIG), then the environment:
   COFFEEBUS_<SECTION>__<FIELD> (e.g. COFFEEBUS_GATEWAY__TCP_PORT=9000,
   COFFEEBUS_LOG__FORMAT=json) and the conventional KAFKA_BOOTSTRAP_SERVERS, MONGO_URL,
-  REDIS_URL. Sections: kafka, mongo, redis, gateway, api, login, messaging, hot, biz,
-  webhooks, push, log, observability; docs/operations.md lists every field with its
+  REDIS_URL. Sections: kafka, mongo, redis, gateway, api, login, messaging, hot, rooms,
+  biz, webhooks, push, calls, log, observability; docs/operations.md lists every field with its
   default.
   COFFEEBUS_TOPOLOGY and COFFEEBUS_TOPOLOGY_OVERLAY choose another topology.yaml and its
   production overlay.

@@ -26,10 +26,10 @@ __all__ = ["DEMO_USERS", "DemoUser", "register"]
 
 DESCRIPTION = """\
 Run every role in this one process: a gate (TCP 8000, WebSocket 8001), the HTTP API (18080)
-and one member of every consumer group (msg, fanout, ack, query, group, projection, timer,
-push, biz, webhook). It shows its progress while it starts, then prints where to connect and
-how to log in, and serves until Ctrl-C (SIGINT) or SIGTERM, which drain the gate's
-connections and the consumers' batches and exit with 0.
+and one member of every consumer group (msg, fanout, ack, query, group, room, projection,
+timer, push, biz, call, webhook). It shows its progress while it starts, then prints where
+to connect and how to log in, and serves until Ctrl-C (SIGINT) or SIGTERM, which drain the
+gate's connections and the consumers' batches and exit with 0.
 
 --services embedded (the default): the in-memory bus and stores — nothing else to install,
 and nothing is kept after the process stops.

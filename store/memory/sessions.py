@@ -125,6 +125,10 @@ class MemorySessionStore:
         state = self._sessions.get((user_id, conversation))
         return 0 if state is None else state.read
 
+    async def peer_read_seq(self, user_id: UserId, conversation: ConversationId) -> int:
+        """`read_seq`: nothing to complete in memory."""
+        return await self.read_seq(user_id, conversation)
+
     async def read_counts(
         self, conversation: ConversationId, member_ids: Iterable[UserId], seqs: Iterable[int]
     ) -> dict[int, int]:

@@ -240,6 +240,10 @@ class MongoSessionStore:
         doc = await self._reads.find_one({"_id": session_key(user_id, conversation)})
         return 0 if doc is None else int(doc["read"])
 
+    async def peer_read_seq(self, user_id: UserId, conversation: ConversationId) -> int:
+        """`read_seq`: the store has it whole."""
+        return await self.read_seq(user_id, conversation)
+
     async def read_counts(
         self, conversation: ConversationId, member_ids: Iterable[UserId], seqs: Iterable[int]
     ) -> dict[int, int]:

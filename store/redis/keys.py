@@ -24,8 +24,22 @@ key                                type    holds
 ``ur``, ``uh``                             messages, and a hash of the rest
                                            (`store.redis.user_state`); TTL refreshed together
 ``<ns>rl:<scope>:<id>``            —       rate-limit buckets
+``<ns>call:<channel>``             hash    a call (`store.redis.calls`); TTL
+``<ns>incall:<user_id>``           string  the channel of the user's call (busy, heartbeat);
+                                           TTL refreshed by the user's heartbeats
+``<ns>calls:due``                  zset    live calls' channels by next deadline (the call
+                                           group's sweep)
 ``<ns>idem:<scope>``               string  an ``Idempotency-Key``'s request fingerprint and
                                            response (`store.idempotency`); TTL
+``<ns>room:{r<id>}:m``             hash    a chat room: ``r`` the room, ``c`` closed time,
+                                           ``s`` last msg id given, ``h`` last one kept
+                                           (`store.redis.rooms`); TTL once closed
+``<ns>room:{r<id>}:g``             hash    gate id → its connections in the room
+``<ns>room:{r<id>}:h``             list    the room's recent window, RoomMsg bodies
+``<ns>room:{r<id>}:s:<user_id>``   string  slow mode: the user's next send is refused; TTL
+``<ns>rooms:open``                 zset    open room ids (score = id), for listing
+``<ns>rooms:next-id``              string  the last room id handed out
+``<ns>roomgate:<gate_id>``         set     rooms a gate has (had) members in
 =================================  ======  ==============================================
 
 Redis Cluster: the gate registry keys share the ``{gates}`` hash tag so that the registry's
@@ -86,6 +100,18 @@ class RedisKeys(msgspec.Struct, frozen=True):
     def gate(self, gate_id: str) -> str:
         """A live gate's record; it expires when the gate stops heartbeating."""
         return f"{self.namespace}{{gates}}:gate:{gate_id}"
+
+    def call(self, channel: str) -> str:
+        """Hash of one call (`store.redis.calls`)."""
+        return f"{self.namespace}call:{channel}"
+
+    def call_claim(self, user_id: int) -> str:
+        """The channel of the call a user is in."""
+        return f"{self.namespace}incall:{user_id}"
+
+    def call_deadlines(self) -> str:
+        """Sorted set of live calls' channels, scored by when the sweep must look next."""
+        return f"{self.namespace}calls:due"
 
     def group_members(self, group_id: int) -> str:
         """Cache of a group and its member set (hash, see `store.redis.groups`)."""
@@ -154,6 +180,36 @@ class RedisKeys(msgspec.Struct, frozen=True):
     def idempotency(self, scope: str) -> str:
         """An HTTP API idempotency key's record (scope: a digest of API key + header)."""
         return f"{self.namespace}idem:{scope}"
+
+    # --- chat rooms (store.redis.rooms): one hash tag per room ------------------------------
+
+    def room_meta(self, room_id: int) -> str:
+        """Hash of a room: ``r`` the room, ``c`` closed time, ``s`` / ``h`` msg ids."""
+        return f"{self.namespace}room:{{r{room_id}}}:m"
+
+    def room_gates(self, room_id: int) -> str:
+        """Hash of a room's presence: gate id → connections of that gate in the room."""
+        return f"{self.namespace}room:{{r{room_id}}}:g"
+
+    def room_recent(self, room_id: int) -> str:
+        """List of a room's newest messages (encoded RoomMsg), oldest first."""
+        return f"{self.namespace}room:{{r{room_id}}}:h"
+
+    def room_slow(self, room_id: int, user_id: int) -> str:
+        """Present while `user_id` must wait before its next message in the room."""
+        return f"{self.namespace}room:{{r{room_id}}}:s:{user_id}"
+
+    def rooms_open(self) -> str:
+        """Sorted set of open room ids."""
+        return f"{self.namespace}rooms:open"
+
+    def room_next_id(self) -> str:
+        """Counter of room ids."""
+        return f"{self.namespace}rooms:next-id"
+
+    def gate_rooms(self, gate_id: str) -> str:
+        """Set of rooms a gate counted members in (for its restart)."""
+        return f"{self.namespace}roomgate:{gate_id}"
 
     def pattern(self) -> str:
         """A SCAN pattern matching every key of this namespace (for tests and tooling)."""

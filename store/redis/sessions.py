@@ -222,6 +222,13 @@ class RedisSessionStore:
             read = await self._redis.hget(self._keys.user_state(user_id), f"r:{conversation}")
         return int(read or 0)
 
+    async def peer_read_seq(self, user_id: UserId, conversation: ConversationId) -> int:
+        """What the hot state holds, without completing it: a peer's history would otherwise
+        cost a store query for every user who has not read anything since their state began
+        (those show reads made since then; the ack group writes every read here)."""
+        read = await self._redis.hget(self._keys.user_state(user_id), f"r:{conversation}")
+        return int(read or 0)
+
     async def read_seqs_of(
         self, conversation: ConversationId, user_ids: Iterable[UserId]
     ) -> dict[UserId, int]:

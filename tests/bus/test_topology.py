@@ -42,7 +42,16 @@ DESIGN_GROUPS = {
     "timer": {"im.timer"},
     "push": {"im.push"},
     "biz": {"im.up.c2s"},
-    "webhook": {"biz.c2s", "biz.events.message", "biz.events.user", "biz.events.group"},
+    "call": {"im.up.call"},
+    "room": {"im.up.room"},
+    "webhook": {
+        "biz.c2s",
+        "biz.events.message",
+        "biz.events.user",
+        "biz.events.group",
+        "biz.events.call",
+        "biz.events.room",
+    },
     "projection": {"im.log.msg", "im.log.user"},
 }
 

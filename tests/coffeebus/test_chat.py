@@ -22,7 +22,8 @@ import pytest
 from coffeebus.chat import ChatSession, Conversation, parse_conversation
 from schemas.codes import MsgType, SessionType
 from schemas.commands import Cmd
-from schemas.pb.coffeechat import message_pb2
+from schemas.ids import c2c_conversation_id
+from schemas.pb.coffeechat import base_pb2, message_pb2
 from sdk.client import Client
 from store.ids import UserId
 from tests.consumers import conftest as consumer_fixtures
@@ -127,10 +128,12 @@ async def test_single_chat_names_receipts_the_right_way_and_each_message_once(
         # What alice types shows once, when stored, as hers.
         sent = await screen.type("hello bob")
         assert len(sent) == 1
-        assert re.fullmatch(rf"{TIME} you: hello bob", sent[0]), sent
+        assert re.fullmatch(rf"{TIME} you: hello bob ✓", sent[0]), sent
         got = await next_push(bob_sdk, Cmd.MSG_DATA)
         assert isinstance(got.message, message_pb2.MsgData)
         assert (got.message.from_user_id, got.message.msg_data) == (alice, b"hello bob")
+        # bob's SDK acked it on receipt: alice sees it delivered (DeliveredNotify), once.
+        await screen.shows(r"^  ✓✓ delivered to bob$")
 
         # bob answers; alice has the chat open, shows it and reads it. bob is told of that
         # read — and was never told that alice "read" her own message.
@@ -142,15 +145,94 @@ async def test_single_chat_names_receipts_the_right_way_and_each_message_once(
         # bob reads alice's message: one receipt line under her message, not under his.
         assert not any("read by" in line for line in screen.lines)
         await bob_sdk.read_ack(alice, got.message.server_msg_id)
-        await screen.shows(r"^  ✓ read by bob$")
+        await screen.shows(r"^  ✓✓ read by bob$")
         await bob_sdk.read_ack(alice, live.server_msg_id)  # nothing new of alice's to read
         await screen.type("/sessions")  # a round trip: the notify arrived before its answer
         assert sum("read by" in line for line in screen.lines) == 1
+        assert sum("delivered to" in line for line in screen.lines) == 1
+        # Opened again, the chat says how far bob has it from history alone.
+        reopened = await screen.type("/open bob")
+        assert reopened[-1] == "  ✓✓ read by bob", reopened
 
         assert await screen.type("/more") == ["(no older messages)"]
         assert (await screen.type("/nope"))[0].startswith("! unknown command")
         await screen.type("/quit")
         assert screen.session.done
+    finally:
+        await screen.close()
+
+
+async def test_call_rings_answers_and_hangs_up_across_two_gates(system: System) -> None:
+    await system.start_consumers()
+    alice, bob = await system.user(nick="alice"), await system.user(nick="bob")
+    alice_sdk = await system.login(alice)
+    bob_sdk = await system.login(bob, await system.gate())
+    await alice_sdk.send_text(bob, "call me?")
+    caller = await Screen(system, alice_sdk).start()
+    callee = await Screen(system, bob_sdk).start()
+    try:  # (pushes may render between a command and its answer: `in`, not `==`)
+        assert "! no call is ringing" in await caller.type("/answer")
+        await caller.type("/open bob")
+        assert "☎ calling bob…" in await caller.type("/call")
+        await callee.shows(r"^☎ alice is calling \(voice call\) — /answer or /hangup$")
+        await caller.shows(r"^☎ bob's device is ringing$")  # bob's session rang back (180)
+        assert "! already in a call with bob" in await caller.type("/call bob")
+        assert "☎ in a call with alice — /hangup to end" in await callee.type("/answer")
+        await caller.shows(r"^☎ bob answered — /hangup to end$")
+        assert "☎ call with bob ended" in await caller.type("/hangup")
+        await callee.shows(r"^☎ alice hung up$")
+        # The call's record, in the open conversation, as a line of its own.
+        await caller.shows(rf"^{TIME} you: ☎ voice call 0:\d\d ✓$")
+        assert caller.session.call is None
+        assert callee.session.call is None
+
+        await callee.type("/open alice")
+        assert "☎ calling alice…" in await callee.type("/call")
+        await caller.shows(r"^☎ bob is calling \(voice call\) — /answer or /hangup$")
+        assert "☎ call with bob declined" in await caller.type("/hangup")
+        await callee.shows(r"^☎ alice declined$")
+        await callee.shows(rf"^{TIME} alice: ☎ declined voice call$")
+    finally:
+        await caller.close()
+        await callee.close()
+
+
+async def test_a_chat_opened_later_shows_what_was_delivered_meanwhile(system: System) -> None:
+    """DeliveredNotify went out while alice's chat client was not running: opening the chat
+    shows it from history's message status (RECEIPT)."""
+    await system.start_consumers()
+    alice, bob = await system.user(nick="alice"), await system.user(nick="bob")
+    alice_sdk = await system.login(alice)
+    sent = await alice_sdk.send_text(bob, "are you there?")
+    await alice_sdk.close()
+    # bob was offline when it was sent: he finds it by sync and acks its receipt.
+    bob_sdk = await system.login(bob)
+
+    async def in_bobs_inbox() -> bool:
+        return len((await bob_sdk.sync(0)).entries) == 1
+
+    await wait_for(in_bobs_inbox)
+    (pushed,) = (await bob_sdk.sync(0)).entries
+    await bob_sdk.ack_message(
+        message_pb2.MsgData(
+            from_user_id=alice,
+            to_session_id=bob,
+            server_msg_id=pushed.msg.server_msg_id,
+            session_type=base_pb2.SESSION_TYPE_SINGLE,
+        ),
+        seq=1,
+    )
+    conv = c2c_conversation_id(alice, bob)
+
+    async def delivered() -> bool:
+        return await system.runtime.deliveries.delivered_seq(bob, conv) == sent.server_msg_id
+
+    await wait_for(delivered)
+    screen = await Screen(system, await system.login(alice)).start()
+    try:
+        opened = await screen.type("/open bob")
+        assert re.fullmatch(rf"{TIME} you: are you there\? ✓", opened[-2]), opened
+        assert opened[-1] == "  ✓✓ delivered to bob"
     finally:
         await screen.close()
 
@@ -188,6 +270,43 @@ async def test_group_by_name_with_older_messages_above_newer_ones(embedded_syste
             got = await next_push(owner_sdk, Cmd.MSG_DATA)
         assert isinstance(got.message, message_pb2.MsgData)
         assert (got.message.from_user_id, got.message.msg_data) == (bob, b"on my way")
+    finally:
+        await screen.close()
+
+
+async def test_a_chat_room_joined_talked_in_and_closed(embedded_system: System) -> None:
+    system = embedded_system
+    await system.start_consumers()
+    async with system_api(system) as api:
+        response = await api.post("/v1/rooms", json={"name": "keynote", "history": 5})
+    room = response.json()["room_id"]
+    alice, bob = await system.user(nick="alice"), await system.user(nick="bob")
+    bob_sdk = await system.login(bob)
+    await bob_sdk.join_room(room)
+    for n in range(7):
+        await bob_sdk.send_room(room, f"early {n}")
+    screen = await Screen(system, await system.login(alice)).start()
+    try:
+        joined = await screen.type(f"/join {room}")
+        assert joined[0] == "── room keynote · 2 here ──"
+        assert [line.split(": ", 1)[1] for line in joined[1:]] == [
+            f"early {n}" for n in range(2, 7)
+        ]
+        assert re.fullmatch(rf"{TIME} bob: early 2", joined[1]), joined[1]
+        said = await screen.type("hello room")
+        [line] = said
+        assert re.fullmatch(rf"{TIME} you: hello room", line), line
+        got = await next_push(bob_sdk, Cmd.ROOM_MSG)
+        assert got.message.msg_data == b"hello room"  # type: ignore[union-attr]
+        await bob_sdk.send_room(room, "welcome")
+        await screen.shows(rf"^{TIME} bob: welcome$")
+        assert await screen.type("/join nope") == [
+            "! join which room? /join ROOM_ID (the business gives the id)"
+        ]
+        async with system_api(system) as api:
+            assert (await api.delete(f"/v1/rooms/{room}")).status_code == 200
+        await screen.shows(rf"^! you are out of room {room}: it was closed$")
+        assert await screen.type("/leave") == ["! not in a room"]
     finally:
         await screen.close()
 

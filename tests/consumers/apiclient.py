@@ -30,6 +30,8 @@ async def system_api(system: System, *, group_create_wait_s: float = 20.0) -> As
             messages=runtime.messages,
             group_limits=runtime.group_limits,
             group_create_wait_s=group_create_wait_s,
+            rooms=runtime.rooms,
+            room_settings=runtime.settings.rooms,
         ),
         idempotency=runtime.idempotency,
     )

@@ -195,8 +195,8 @@ class System:
 
     async def gate(self, **overrides: Any) -> Gate:
         """A new gate on this system's bus and stores (port 0: any free port), with the
-        runtime's login throttle and password pool, as `coffeebus.roles.GateRole` wires
-        one; `overrides` are ``[gateway]`` settings."""
+        runtime's login throttle, password pool and room store, as `coffeebus.roles.GateRole`
+        wires one; `overrides` are ``[gateway]`` settings."""
         values: dict[str, Any] = {
             "gate_id": f"{self.prefix}-g{len(self.gates) + 1}",
             "host": "127.0.0.1",
@@ -213,6 +213,8 @@ class System:
             login_settings=self.runtime.settings.login,
             login_throttle=self.runtime.login_throttle,
             password_pool=self.runtime.passwords,
+            room_store=self.runtime.rooms,
+            room_settings=self.runtime.settings.rooms,
         )
         self.gate_ids.add(gate.gate_id)
         self.gates.append(gate)

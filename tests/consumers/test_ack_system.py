@@ -8,6 +8,7 @@ from consumers.ack import AckHandler
 from schemas.codes import ClientType, GroupType, SessionType
 from schemas.commands import Cmd
 from schemas.ids import GroupId, c2c_conversation_id
+from schemas.pb.coffeebus import ext_pb2
 from schemas.pb.coffeechat import base_pb2, message_pb2
 from store.groups import GroupSpec
 from tests.consumers.conftest import Seeder, System
@@ -71,6 +72,76 @@ async def test_concurrent_read_acks_from_two_devices_keep_the_highest(system: Sy
     await wait_for(all_read)
     rsp = await phone.recent_sessions()
     assert [s.unread_cnt for s in rsp.contact_session_list] == [0]
+
+
+async def test_the_sender_hears_that_its_messages_reached_the_peer(system: System) -> None:
+    """DeliveredNotify (0x0820) to every device of the sender when the receiver's delivery
+    mark moves: once per move, never for a stale or repeated ack, never to the receiver."""
+    await system.start_consumers()
+    alice, bob = await system.user(), await system.user()
+    alice_phone = await system.login(alice, client_type=ClientType.ANDROID)
+    alice_desk = await system.login(alice, client_type=ClientType.MAC_OS)
+    bob_sdk = await system.login(bob, auto_ack=False)
+    first = await alice_phone.send_text(bob, "one")
+    second = await alice_phone.send_text(bob, "two")
+    pushed = await system.wait_pushes(bob_sdk, Cmd.MSG_DATA, count=2)
+    assert [m.server_msg_id for m in pushed if isinstance(m, message_pb2.MsgData)] == [
+        first.server_msg_id,
+        second.server_msg_id,
+    ]
+    assert system.pushes(alice_phone, Cmd.DELIVERED_NOTIFY) == []  # nothing acked yet
+
+    second_pushed = pushed[1]
+    assert isinstance(second_pushed, message_pb2.MsgData)
+    await bob_sdk.ack_message(second_pushed, seq=1)
+
+    for device in (alice_phone, alice_desk):
+        (note,) = await system.wait_pushes(device, Cmd.DELIVERED_NOTIFY)
+        assert isinstance(note, ext_pb2.DeliveredNotify)
+        assert (note.user_id, note.session_id, note.msg_id, note.session_type) == (
+            bob,
+            bob,
+            second.server_msg_id,
+            base_pb2.SESSION_TYPE_SINGLE,
+        )
+    # A stale ack and a repeated one move nothing: nobody is told again. The read ack behind
+    # them (same user, same partition, handled after them) is the barrier.
+    first_pushed = pushed[0]
+    assert isinstance(first_pushed, message_pb2.MsgData)
+    await bob_sdk.ack_message(first_pushed, seq=2)
+    await bob_sdk.ack_message(second_pushed, seq=3)
+    await bob_sdk.read_ack(alice, second.server_msg_id)
+    await system.wait_pushes(alice_phone, Cmd.MSG_READ_NOTIFY)
+    await system.wait_pushes(alice_desk, Cmd.MSG_READ_NOTIFY)
+    assert len(system.pushes(alice_phone, Cmd.DELIVERED_NOTIFY)) == 1
+    assert len(system.pushes(alice_desk, Cmd.DELIVERED_NOTIFY)) == 1
+    assert system.pushes(bob_sdk, Cmd.DELIVERED_NOTIFY) == []
+
+
+async def test_a_receiving_sdk_acks_on_its_own_and_groups_get_no_delivered_notify(
+    system: System,
+) -> None:
+    await system.start_consumers()
+    alice, bob = await system.user(), await system.user()
+    created = await system.runtime.groups.create(
+        GroupSpec(name="g", owner_id=alice, group_type=GroupType.NORMAL), [bob], create_key="k"
+    )
+    group_id = created.group.group_id
+    alice_sdk = await system.login(alice)
+    bob_sdk = await system.login(bob)  # the SDK acks pushed messages itself (auto_ack)
+
+    await alice_sdk.send_text(group_id, "to the group", session_type=SessionType.GROUP)
+    await system.wait_pushes(bob_sdk, Cmd.MSG_DATA)  # and acked, before what follows
+    sent = await alice_sdk.send_text(bob, "to bob")
+
+    (note,) = await system.wait_pushes(alice_sdk, Cmd.DELIVERED_NOTIFY)
+    assert isinstance(note, ext_pb2.DeliveredNotify)
+    assert (note.user_id, note.msg_id) == (bob, sent.server_msg_id)
+    # bob's group receipt went before his c2c one (one connection, one partition, in order),
+    # and his read ack after both: only the single chat said "delivered".
+    await bob_sdk.read_ack(alice, sent.server_msg_id)
+    await system.wait_pushes(alice_sdk, Cmd.MSG_READ_NOTIFY)
+    assert len(system.pushes(alice_sdk, Cmd.DELIVERED_NOTIFY)) == 1
 
 
 async def test_delivery_acks_mark_single_and_group_messages(system: System) -> None:

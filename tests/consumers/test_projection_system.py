@@ -184,3 +184,32 @@ async def test_what_clients_read_all_the_time_costs_no_store_query(
     assert await commands(bob.history(alice_id, end_msg_id=sent[40], limit=30)) == ["find messages"]
     # A sync from the start: the inbox entries and the messages they name, one query each.
     assert sorted(await commands(bob.sync(0, limit=20))) == ["find inbox", "find messages"]
+
+
+@pytest.mark.kafka
+@pytest.mark.redis
+@pytest.mark.mongo
+async def test_reads_stay_right_while_the_projection_catches_up(small_system: System) -> None:
+    """Reads racing the projection's writes and trims: every sync, history and session list
+    made while it catches up (with small windows, most of each timeline moves below its floor
+    under the readers' feet) agrees with what was acked."""
+    system = small_system
+    await system.start_consumers()
+    log_topics = system.topology.group("projection").topics
+    await system.stop_consumers(["projection"])
+    from_here = await system.positions(log_topics)
+    alice_id, bob_id = await system.user(), await system.user()
+    alice, bob = await system.login(alice_id), await system.login(bob_id)
+    acks = await _chat(alice, bob_id, MESSAGES)
+    sent = [a.server_msg_id for a in acks]
+    await bob.read_ack(alice_id, sent[4])
+    await wait_for(lambda: len(system.pushes(bob, 0x0301)) == MESSAGES)
+    await _check_reads(bob, alice_id, sent)
+
+    await system.start_consumers(["projection"], positions=from_here)
+    rounds = 0
+    while rounds == 0 or not await system.caught_up("projection"):
+        assert await _all_synced(bob) == sent, f"sync, round {rounds}"
+        assert await _all_history(bob, alice_id) == sent, f"history, round {rounds}"
+        rounds += 1
+    await _check_reads(bob, alice_id, sent)

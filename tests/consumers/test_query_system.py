@@ -16,10 +16,12 @@ import pytest
 
 from schemas.codes import ClientType, ExtResultCode, MsgStatus, SessionType
 from schemas.commands import Cmd
-from schemas.ids import UserId
+from schemas.ids import UserId, c2c_conversation_id
 from schemas.pb.coffeechat import base_pb2, list_pb2
 from sdk.errors import ServerError
+from store.deliveries import DeliveryMark
 from store.inbox import InboxPage, InboxStore
+from store.sessions import ReadMark
 from tests.consumers.conftest import Seeder, System
 from tests.waiting import wait_for
 
@@ -80,6 +82,39 @@ async def test_history_pages_backwards_and_returns_ascending(system: System) -> 
         await sdk.history(bob, limit=100)
     assert too_many.value.code is ExtResultCode.INVALID_PARAMETER
     assert "99" in too_many.value.text
+
+
+async def test_my_messages_show_how_far_the_peer_has_them(system: System) -> None:
+    """History and by-id give the sender's own messages of a single chat the peer's receipts
+    (docs/protocol-extensions.md, "Message status"): READ up to the peer's read seq, RECEIPT
+    up to its delivery mark, SENT above; the peer's own messages keep the reader's view."""
+    await system.start_consumers()
+    alice, bob = await system.user(), await system.user()
+    seed = Seeder(system.runtime)
+    mine = [await seed.message(alice, bob, gap=i % 2) for i in range(3)]
+    theirs = await seed.message(bob, alice)
+    mine.append(await seed.message(alice, bob))
+    conv = c2c_conversation_id(alice, bob)
+    await system.runtime.sessions.advance_reads([ReadMark(bob, conv, mine[0].seq)])
+    await system.runtime.deliveries.mark_delivered_many([DeliveryMark(bob, conv, mine[2].seq, 1)])
+    sdk = await system.login(alice)
+
+    history = await sdk.history(bob)
+    by_seq = {m.server_msg_id: MsgStatus(m.msg_status) for m in history.msg_list}
+    assert [by_seq[m.seq] for m in mine] == [
+        MsgStatus.READ,
+        MsgStatus.RECEIPT,
+        MsgStatus.RECEIPT,
+        MsgStatus.SENT,
+    ]
+    assert by_seq[theirs.seq] is MsgStatus.UNREAD  # alice has not read bob's
+    found = await sdk.messages_by_id(bob, [mine[1].client_msg_id, mine[3].client_msg_id])
+    assert [MsgStatus(m.msg_status) for m in found.msg_list] == [MsgStatus.RECEIPT, MsgStatus.SENT]
+
+    # A note to self and a group have no single peer: SENT.
+    note = await seed.message(alice, alice)
+    (only,) = (await sdk.history(alice)).msg_list
+    assert (only.server_msg_id, MsgStatus(only.msg_status)) == (note.seq, MsgStatus.SENT)
 
 
 async def test_latest_id_by_id_and_user_list(system: System) -> None:

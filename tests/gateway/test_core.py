@@ -304,7 +304,9 @@ def test_malformed_login_body_is_answered() -> None:
 
 def test_unknown_and_downlink_commands_get_error_not_close() -> None:
     conn = logged_in()
-    conn.receive_data(frame(0x7777, 1) + frame(Cmd.MSG_READ_NOTIFY, 2) + frame(0x0401, 3), T0)
+    conn.receive_data(
+        frame(0x7777, 1) + frame(Cmd.MSG_READ_NOTIFY, 2) + frame(Cmd.VOIP_BYE_NOTIFY, 3), T0
+    )
     answers = sent(conn)
     assert [a.seq for a in answers] == [1, 2, 3]
     assert {code_of(a) for a in answers} == {ExtResultCode.UNKNOWN_COMMAND}
@@ -358,6 +360,24 @@ def test_push_seq_counts_from_one_and_wraps_to_one() -> None:
     conn.send_frame(Cmd.MSG_DATA, b"")
     conn.send_frame(Cmd.MSG_DATA, b"")
     assert [f.seq for f in sent(conn)] == [MAX_SEQ, 1]
+
+
+def test_pushed_frames_share_the_push_counter_and_nothing_after_close() -> None:
+    conn = logged_in()
+    conn.send_frame(Cmd.MSG_DATA, b"")
+    conn.push_frames(Cmd.ROOM_MSG, [b"a", b"b"])
+    conn.push_frames(Cmd.ROOM_MSG, [])
+    conn.send_frame(Cmd.MSG_DATA, b"")
+    frames = sent(conn)
+    assert [(f.command_id, f.seq, f.body) for f in frames] == [
+        (Cmd.MSG_DATA, 1, b""),
+        (Cmd.ROOM_MSG, 2, b"a"),
+        (Cmd.ROOM_MSG, 3, b"b"),
+        (Cmd.MSG_DATA, 4, b""),
+    ]
+    conn.close(CloseReason.SHUTDOWN)
+    conn.push_frames(Cmd.ROOM_MSG, [b"c"])
+    assert sent(conn) == []
 
 
 # --- timers ----------------------------------------------------------------------------------

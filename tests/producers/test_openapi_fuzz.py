@@ -36,6 +36,7 @@ from store.groups import GroupSpec
 from store.memory.groups import MemoryGroupStore
 from store.memory.messages import MemoryMessageStore
 from store.memory.push_tokens import MemoryPushTokenStore
+from store.memory.rooms import MemoryRoomStore
 from store.memory.routes import MemoryRouteStore
 from store.memory.users import MemoryUserStore
 from store.users import UserImport
@@ -63,6 +64,7 @@ def _app() -> Litestar:
             messages=MemoryMessageStore(),
             # no group consumer runs here: a create answers 202 at once instead of waiting
             group_create_wait_s=0.0,
+            rooms=MemoryRoomStore(),
         ),
         push_tokens=MemoryPushTokenStore(),
     )

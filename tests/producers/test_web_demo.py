@@ -29,7 +29,8 @@ from producers.app import Pipeline, create_app
 from producers.vendor import check as check_vendor
 from schemas.commands import Cmd, spec
 from schemas.frame import encode_frame
-from schemas.pb.coffeechat import message_pb2
+from schemas.pb.coffeechat import base_pb2, message_pb2, voip_pb2
+from sdk.client import Client
 from tests.consumers.conftest import System, embedded_system
 from tests.producers.browser import ApiServer, new_page
 
@@ -93,9 +94,10 @@ async def send(page: Page, text: str) -> None:
     await page.fill("#text", text)
     await page.click("#send")
     mine = page.locator("#messages li.mine").filter(has_text=text)
-    # Acked: the server's id replaces 0 ("sent", or already "read" if the peer has it open).
+    # Acked: the server's id replaces 0 ("sent", or already "delivered" or "read" if the
+    # peer's page is up or has it open).
     await expect(mine).to_have_attribute("data-server-msg-id", re.compile(r"^[1-9][0-9]*$"))
-    await expect(mine.locator(".state")).to_have_text(re.compile("^(sent|read.*)$"))
+    await expect(mine.locator(".state")).to_have_text(re.compile("^(sent|delivered|read.*)$"))
 
 
 def session(page: Page, session_type: int, session_id: int) -> Any:
@@ -133,8 +135,10 @@ async def test_two_users_chat_single_and_group(
         await expect(session(b, 1, alice).locator(".when")).to_have_text(TIME)
         await expect(b.locator("#total-unread")).to_have_text("2")
         await expect(b).to_have_title("(2) CoffeeBus web demo")
-        # alice's own messages were never "read" by alice: bob was not told so
-        await expect(a.locator("#messages li.mine .state")).to_have_text(["sent", "sent"])
+        # alice's own messages were never "read" by alice: bob was not told so. bob's page
+        # has them (it acked their pushes): delivered, two ticks.
+        await expect(a.locator("#messages li.mine .state")).to_have_text(["delivered", "delivered"])
+        await expect(a.locator("#messages li.mine .ticks")).to_have_text(["✓✓", "✓✓"])
 
         await session(b, 1, alice).click()
         await expect(b.locator("#messages li.theirs .text")).to_have_text(
@@ -206,6 +210,76 @@ async def test_two_users_chat_single_and_group(
         assert errors == []
 
 
+async def receipt(client: Client, info: base_pb2.MsgInfo) -> None:
+    """`client` acks the receipt of `info` (a message it found by sync), as for a push."""
+    pushed = message_pb2.MsgData(
+        from_user_id=info.from_user_id,
+        to_session_id=info.to_session_id,
+        server_msg_id=info.server_msg_id,
+        session_type=info.session_type,
+    )
+    await client.ack_message(pushed, seq=1)
+
+
+async def test_ticks_say_sent_delivered_and_read_and_survive_a_reload(
+    embedded_system: System, browser: Browser, tmp_path: Path
+) -> None:
+    """✓ sent, ✓✓ delivered (DeliveredNotify 0x0820), ✓✓ read in colour (MsgDataReadNotify);
+    a page loaded afterwards shows the same from history's message status."""
+    system = embedded_system
+    gate = await system.gate()
+    await system.start_consumers()
+    alice = await system.user(nick="alice")
+    bob = await system.user(nick="bob")
+    async with demo_api(system) as api:
+        errors: list[str] = []
+        a = await new_page(browser, errors)
+        await login(a, api, gate, alice, system.tokens[alice])
+        await open_conversation(a, 1, bob)
+        await send(a, "one")
+        await send(a, "two")
+        mine = a.locator("#messages li.mine")
+        # bob is offline: stored, not delivered
+        await expect(mine.locator(".state")).to_have_text(["sent", "sent"])
+        await expect(mine.locator(".ticks")).to_have_text(["✓", "✓"])
+
+        # bob's phone comes online, finds them by sync and acks the first one's receipt
+        bob_sdk = await system.login(bob, auto_ack=False)
+        entries = (await bob_sdk.sync(0)).entries
+        assert [e.msg.msg_data for e in entries] == [b"one", b"two"]
+        first = entries[0].msg
+        await receipt(bob_sdk, first)
+        await expect(mine.locator(".state")).to_have_text(["delivered", "sent"])
+        await expect(mine.locator(".ticks")).to_have_text(["✓✓", "✓"])
+        await expect(mine.first).to_have_attribute("data-tick", "delivered")
+
+        # A page loaded now learns it from history (msg_status RECEIPT).
+        await a.reload()
+        await login(a, api, gate, alice, system.tokens[alice])
+        await open_conversation(a, 1, bob)
+        await expect(mine.locator(".state")).to_have_text(["delivered", "sent"])
+
+        # bob's phone gets the second one too and reads the first; alice sends a third:
+        # one of each, live and after another reload
+        second = entries[1].msg
+        await receipt(bob_sdk, second)
+        await bob_sdk.read_ack(alice, first.server_msg_id)
+        await expect(mine.locator(".state")).to_have_text(["read", "delivered"])
+        await send(a, "three")
+        await expect(mine.locator(".state")).to_have_text(["read", "delivered", "sent"])
+        await expect(mine.locator(".ticks")).to_have_text(["✓✓", "✓✓", "✓"])
+        await expect(mine.first).to_have_attribute("data-tick", "read")
+        blue = "rgb(29, 143, 224)"
+        await expect(mine.first.locator(".ticks")).to_have_css("color", blue)
+        await expect(mine.nth(1).locator(".ticks")).not_to_have_css("color", blue)
+        await shot(a, tmp_path / "web-demo-ticks.png")
+        await a.reload()
+        await login(a, api, gate, alice, system.tokens[alice])
+        await open_conversation(a, 1, bob)
+        await expect(mine.locator(".state")).to_have_text(["read", "delivered", "sent"])
+        assert errors == []
+
+
 async def test_typing_shows_and_a_sent_message_can_be_revoked(
     embedded_system: System, browser: Browser, tmp_path: Path
 ) -> None:
@@ -253,6 +327,67 @@ async def test_typing_shows_and_a_sent_message_can_be_revoked(
             ["alice revoked a message"]
         )
         await shot(b, tmp_path / "web-demo-revoked.png")
+        assert errors == []
+
+
+async def test_a_call_rings_is_answered_and_hung_up_both_ways(
+    embedded_system: System, browser: Browser, tmp_path: Path
+) -> None:
+    """Signalling only (no media): the page calls, rings, answers and hangs up against an
+    SDK client on another gate, and shows the call's record in the conversation."""
+    system = embedded_system
+    gate = await system.gate()
+    await system.start_consumers()
+    alice, bob = await system.user(nick="alice"), await system.user(nick="bob")
+    bob_sdk = await system.login(bob, await system.gate())
+    await bob_sdk.send_text(alice, "call me?")
+    async with demo_api(system) as api:
+        errors: list[str] = []
+        a = await new_page(browser, errors)
+        await login(a, api, gate, alice, system.tokens[alice])
+        await session(a, 1, bob).click()
+        await expect(a.locator("#chat-title")).to_have_text("bob")
+
+        # alice calls; bob's device rings back, answers, and hangs up
+        await a.click("#call")
+        await expect(a.locator("#call-text")).to_have_text("Calling bob…")
+        [invite] = await system.wait_pushes(bob_sdk, Cmd.VOIP_INVITE_REQ)
+        assert isinstance(invite, voip_pb2.VoipInviteReq)
+        assert invite.creator_user_id == alice
+        channel = invite.channel_info.channel_name
+        await bob_sdk.ringing(channel)
+        await expect(a.locator("#call-text")).to_have_text("Ringing bob…")
+        await bob_sdk.answer(channel)
+        await expect(a.locator("#call-text")).to_have_text("In a call with bob")
+        await expect(a.locator("#call")).to_be_disabled()
+        await bob_sdk.hangup(channel)
+        await expect(a.locator("#call-text")).to_have_text("bob hung up")
+        await expect(a.locator("#call-hangup")).to_be_hidden()
+        await expect(a.locator("#messages li .text").last).to_have_text(
+            re.compile(r"^☎ voice call 0:\d\d$")
+        )
+
+        # bob calls; the page rings (and says so to bob), alice answers, then hangs up
+        trying = await bob_sdk.call(alice)
+        channel = trying.channel_info.channel_name
+        await expect(a.locator("#call-text")).to_have_text("bob is calling (voice call)")
+        await expect(a.locator("#call-bar")).to_have_attribute("data-phase", "incoming")
+        [ringing] = await system.wait_pushes(bob_sdk, Cmd.VOIP_INVITE_REPLY)
+        assert isinstance(ringing, voip_pb2.VoipInviteReply)
+        assert ringing.rsp_code == voip_pb2.INVITE_RSP_CODE_RINGING
+        await shot(a, tmp_path / "web-demo-call.png")
+        await a.click("#call-answer")
+        await expect(a.locator("#call-text")).to_have_text("In a call with bob")
+        answered = (await system.wait_pushes(bob_sdk, Cmd.VOIP_INVITE_REPLY, count=2))[1]
+        assert isinstance(answered, voip_pb2.VoipInviteReply)
+        assert answered.rsp_code == voip_pb2.INVITE_RSP_CODE_OK
+        await a.click("#call-hangup")
+        await expect(a.locator("#call-text")).to_have_text("Call ended")
+        [bye] = await system.wait_pushes(bob_sdk, Cmd.VOIP_BYE_NOTIFY)
+        assert isinstance(bye, voip_pb2.VoipByeNotify)
+        assert (bye.user_id, bye.bye_reason) == (alice, voip_pb2.VOIP_BYE_REASON_END)
+        assert bye.channel_info.channel_name == channel
+        await expect(a.locator("#messages li .text")).to_have_count(3)
         assert errors == []
 
 

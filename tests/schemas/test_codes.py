@@ -10,11 +10,12 @@ from google.protobuf.descriptor import EnumDescriptor
 
 from schemas import codes
 from schemas.pb.coffeebus import ext_pb2
-from schemas.pb.coffeechat import base_pb2
+from schemas.pb.coffeechat import base_pb2, voip_pb2
 
 PROTO_ENUMS: dict[str, EnumDescriptor] = {
     **base_pb2.DESCRIPTOR.enum_types_by_name,
     **ext_pb2.DESCRIPTOR.enum_types_by_name,
+    **voip_pb2.DESCRIPTOR.enum_types_by_name,
 }
 
 

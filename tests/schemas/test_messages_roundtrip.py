@@ -27,9 +27,10 @@ from schemas.pb.coffeechat import (
     list_pb2,
     login_pb2,
     message_pb2,
+    voip_pb2,
 )
 
-MODULES = (base_pb2, login_pb2, list_pb2, message_pb2, group_pb2, friend_pb2, ext_pb2)
+MODULES = (base_pb2, login_pb2, list_pb2, message_pb2, group_pb2, friend_pb2, voip_pb2, ext_pb2)
 DESCRIPTORS: dict[str, Descriptor] = {
     d.full_name: d for m in MODULES for d in m.DESCRIPTOR.message_types_by_name.values()
 }
@@ -75,6 +76,7 @@ def test_every_message_is_covered() -> None:
     # Everything else is a building block of those bodies.
     assert {name.split(".")[1] for name in DESCRIPTORS.keys() - bodies} == {
         "UserInfo",
+        "ChannelInfo",
         "ContactSessionInfo",
         "MsgInfo",
         "GroupInfo",

@@ -28,6 +28,7 @@ from schemas.pb.coffeechat import (
     list_pb2,
     login_pb2,
     message_pb2,
+    voip_pb2,
 )
 
 SPEC: dict[str, str] = {
@@ -112,9 +113,20 @@ SPEC: dict[str, str] = {
     # Friend
     "FriendQueryUserListReq": "1 u64 user_id",
     "FriendQueryUserListRsp": "1 u64 user_id, 2 repeated UserInfo user_info_list",
+    # VoIP signalling
+    "ChannelInfo": "1 string channel_name, 2 string channel_token, 3 u64 creator_id",
+    "VoipInviteReq": "1 u64 creator_user_id, 2 repeated u64 invite_user_list, 3 VoipInviteType "
+    "invite_type, 4 ChannelInfo channel_info",
+    "VoipInviteReply": "1 u64 user_id, 2 InviteRspCode rsp_code, 3 ChannelInfo channel_info",
+    "VoipInviteReplyAck": "1 ChannelInfo channel_info",
+    "VoipHeartbeat": "",
+    "VoipByeReq": "1 u64 local_call_time_len, 2 u64 user_id, 3 ChannelInfo channel_info, "
+    "4 VoipByeReason bye_reason",
+    "VoipByeRsp": "1 ErrorCode error_code",
+    "VoipByeNotify": "1 u64 user_id, 2 ChannelInfo channel_info, 3 VoipByeReason bye_reason",
 }
 
-SEED_MODULES = (base_pb2, login_pb2, list_pb2, message_pb2, group_pb2, friend_pb2)
+SEED_MODULES = (base_pb2, login_pb2, list_pb2, message_pb2, group_pb2, friend_pb2, voip_pb2)
 
 _SCALARS = {
     "u64": FieldDescriptor.TYPE_UINT64,
@@ -160,7 +172,7 @@ def _wire_type_of(type_name: str) -> int:
     # Integers, bools and enums are varints; strings, bytes and messages length-delimited.
     if type_name in {"u64", "u32", "int32", "bool"}:
         return VARINT
-    if type_name in base_pb2.DESCRIPTOR.enum_types_by_name:
+    if any(type_name in m.DESCRIPTOR.enum_types_by_name for m in (base_pb2, voip_pb2)):
         return VARINT
     return LEN
 
@@ -431,3 +443,33 @@ def test_heartbeat_is_a_bare_header() -> None:
     data = build_frame(Cmd.HEARTBEAT, 1, login_pb2.HeartBeat())
     assert len(data) == HEADER_SIZE
     assert read_fields(decode_frame(data).body) == []
+
+
+def test_voip_invite_req_on_the_wire() -> None:
+    fields = _frame_fields(
+        Cmd.VOIP_INVITE_REQ,
+        voip_pb2.VoipInviteReq(
+            creator_user_id=7,
+            invite_user_list=[8],
+            invite_type=voip_pb2.VOIP_INVITE_TYPE_VIDEO_CALL,
+            channel_info=voip_pb2.ChannelInfo(channel_name="c", channel_token="t", creator_id=7),
+        ),
+    )
+    # proto3 packs repeated scalars: field 2 is one length-delimited run of varints.
+    assert fields == [
+        (1, VARINT, 7),
+        (2, LEN, b"\x08"),
+        (3, VARINT, 2),
+        (4, LEN, b"\x0a\x01c\x12\x01t\x18\x07"),
+    ]
+    assert _packed_varints(b"\x08") == [8]
+
+
+def test_voip_enums_match_protocol_md() -> None:
+    # PROTOCOL.md "VoIP signalling": the enum values are the contract.
+    def values(name: str) -> list[int]:
+        return [v.number for v in voip_pb2.DESCRIPTOR.enum_types_by_name[name].values]
+
+    assert values("VoipInviteType") == [0, 1, 2]
+    assert values("InviteRspCode") == [0, 100, 180, 200]
+    assert values("VoipByeReason") == [0, 1, 2, 3, 4, 5]

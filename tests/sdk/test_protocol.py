@@ -175,3 +175,16 @@ async def test_forgotten_seq_turns_a_late_response_into_a_push() -> None:
     ack = frame(Cmd.MSG_DATA_ACK, seq, message_pb2.MsgDataAck())
     push, _ = protocol.receive(ack)
     assert push is not None
+
+
+async def test_a_delivered_notify_is_a_decoded_push_that_needs_no_answer() -> None:
+    protocol = ClientProtocol()
+    note = ext_pb2.DeliveredNotify(
+        user_id=2,
+        session_id=2,
+        msg_id=9,
+        session_type=SessionType.SINGLE,  # type: ignore[arg-type]
+    )
+    push, replies = protocol.receive(frame(Cmd.DELIVERED_NOTIFY, 5, note))
+    assert push is not None
+    assert (push.command, push.message, replies) == (Cmd.DELIVERED_NOTIFY, note, [])

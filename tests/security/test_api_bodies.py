@@ -31,6 +31,7 @@ from producers.jsonbody import MAX_DEPTH
 from store.memory.groups import MemoryGroupStore
 from store.memory.messages import MemoryMessageStore
 from store.memory.push_tokens import MemoryPushTokenStore
+from store.memory.rooms import MemoryRoomStore
 from store.mongo.client import connect_mongo, ensure_indexes
 from store.mongo.push_tokens import MongoPushTokenStore
 from store.push_tokens import PushTokenStore
@@ -55,6 +56,7 @@ def _app(stores: Stores, push_tokens: PushTokenStore) -> Litestar:
             groups=MemoryGroupStore(),
             messages=MemoryMessageStore(),
             group_create_wait_s=0.0,
+            rooms=MemoryRoomStore(),
         ),
         push_tokens=push_tokens,
     )

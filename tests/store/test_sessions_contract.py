@@ -123,6 +123,9 @@ async def test_read_seq_never_goes_back(stores: Stores, clock: ManualClock) -> N
     )
     assert await sessions.read_seq(ALICE, ab) == 8
     assert await sessions.read_seq(BOB, ab) == 0
+    # As her peers are shown it (history's "read"): the same, once she read.
+    assert await sessions.peer_read_seq(ALICE, ab) == 8
+    assert await sessions.peer_read_seq(BOB, ab) == 0
     # A read mark alone makes no listed session (there is no message yet) ...
     assert await sessions.recent(ALICE, 0, 10) == []
     # ... but `get` shows it.

@@ -9,6 +9,7 @@ import {
   ErrorCode,
   ExtResultCode,
   GateClient,
+  InviteRspCode,
   KickReason,
   MsgStatus,
   MsgType,
@@ -16,6 +17,8 @@ import {
   ResCode,
   SessionType,
   TypingState,
+  VoipByeReason,
+  VoipInviteType,
   conversationOf,
   loadSchemas,
   uuid4,
@@ -54,6 +57,7 @@ const state = {
   oldest: null, // smallest server_msg_id shown (BigInt)
   readSent: 0n, // the last read ack sent for the open conversation
   peerRead: 0n, // the peer's read seq of the open single chat
+  peerDelivered: 0n, // how far the peer's devices have the open single chat (DeliveredNotify)
   inboxSeq: 0n, // the user-inbox seq up to which the page has everything (for sync)
   refreshing: null, // the session-list refresh under way
   refreshAgain: false, // something changed since it was asked for
@@ -62,7 +66,11 @@ const state = {
   readPoll: null, // the group read-state poll
   reconnecting: false,
   leaving: false, // the user logged out: no reconnect
+  call: null, // {channel, peer, phase: "calling" | "incoming" | "talking"}
+  callBeat: null, // the VoipHeartbeat interval while a call lasts
 };
+
+const CALL_HEARTBEAT_MS = 5000; // the server ends a call whose party is silent for 30 s
 
 const keyOf = (type, id) => `${type}:${id}`;
 const isOpen = (type, id) => state.open && keyOf(state.open.type, state.open.id) === keyOf(type, id);
@@ -364,12 +372,25 @@ function onPush({ commandId, message }) {
       return onMessage(message);
     case Cmd.MSG_READ_NOTIFY:
       return onReadNotify(message);
+    case Cmd.DELIVERED_NOTIFY:
+      return onDeliveredNotify(message);
     case Cmd.REVOKE_NOTIFY:
       return onRevokeNotify(message);
     case Cmd.TYPING_NOTIFY:
       return onTyping(message);
     case Cmd.GROUP_MEMBER_CHANGED_NOTIFY:
       return scheduleRefresh();
+    case Cmd.VOIP_INVITE_REQ:
+      return onCallInvite(message);
+    case Cmd.VOIP_INVITE_REPLY:
+      return onCallReply(message);
+    case Cmd.VOIP_BYE_NOTIFY:
+      return onCallBye(message);
+    case Cmd.ERROR_RSP:
+      if (message.request_command_id === Cmd.VOIP_INVITE_REQ && state.call) {
+        return showCall(`${nameOf(state.call.peer)} is offline — they will see a missed call`);
+      }
+      return undefined;
     case Cmd.KICK_NOTIFY:
       if (message.reason === KickReason.SERVER_SHUTDOWN) return setStatus("the server is restarting…");
       state.leaving = true;
@@ -400,6 +421,16 @@ function onReadNotify(notify) {
   if (open && open.type === SessionType.SINGLE && open.id === notify.session_id) {
     const seq = BigInt(notify.msg_id);
     if (seq > state.peerRead) state.peerRead = seq;
+    renderReadState();
+  }
+}
+
+// The peer's device has my messages up to msg_id (0x0820): "delivered" under them.
+function onDeliveredNotify(notify) {
+  const open = state.open;
+  if (open && open.type === SessionType.SINGLE && open.id === notify.session_id) {
+    const seq = BigInt(notify.msg_id);
+    if (seq > state.peerDelivered) state.peerDelivered = seq;
     renderReadState();
   }
 }
@@ -553,7 +584,138 @@ function bodyText(msgType, data) {
       return "group notification";
     }
   }
+  if (msgType === MsgType.AVCHAT) return callRecordText(data);
   return `[message of type ${msgType}]`;
+}
+
+// -- calls (signalling only: no media; docs/web-demo.md) -----------------------------------
+
+function callKind(type) {
+  return type === VoipInviteType.VIDEO_CALL ? "video call" : "voice call";
+}
+
+/** The AVCHAT message a finished call leaves in the conversation, as one line. */
+function callRecordText(data) {
+  try {
+    const c = JSON.parse(textDecoder.decode(data));
+    if (c.timeLen > 0 || c.hangupReason === VoipByeReason.END) {
+      const s = c.timeLen || 0;
+      return `☎ ${callKind(c.callType)} ${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
+    }
+    const outcome = { [VoipByeReason.REJECT]: "declined", [VoipByeReason.BUSY]: "busy" }[c.hangupReason] || "missed";
+    return `☎ ${outcome} ${callKind(c.callType)}`;
+  } catch {
+    return "☎ a call";
+  }
+}
+
+/** The call bar: what the call is doing, and the buttons that make sense now. */
+function showCall(text) {
+  const call = state.call;
+  $("call-bar").hidden = false;
+  $("call-bar").dataset.phase = call ? call.phase : "over";
+  $("call-text").textContent = text;
+  $("call-answer").hidden = !call || call.phase !== "incoming";
+  $("call-hangup").hidden = !call;
+  $("call").disabled = Boolean(call);
+}
+
+function beginCall(call) {
+  state.call = call;
+  clearInterval(state.callBeat);
+  const beat = () => state.client && state.client.send(Cmd.VOIP_HEARTBEAT, {});
+  state.callBeat = setInterval(beat, CALL_HEARTBEAT_MS);
+}
+
+function endCall(text) {
+  state.call = null;
+  clearInterval(state.callBeat);
+  state.callBeat = null;
+  showCall(text);
+}
+
+async function startCall() {
+  if (!state.open || state.open.type !== SessionType.SINGLE || state.call) return;
+  const peer = state.open.id;
+  try {
+    const trying = await state.client.request(Cmd.VOIP_INVITE_REQ, {
+      creator_user_id: state.me,
+      invite_user_list: [peer],
+      invite_type: VoipInviteType.VOICE_CALL,
+    });
+    beginCall({ channel: trying.channel_info.channel_name, peer, phase: "calling" });
+    showCall(`Calling ${nameOf(peer)}…`);
+  } catch (error) {
+    showCall(`Cannot call: ${error.message}`);
+  }
+}
+
+function onCallInvite(invite) {
+  const channel = invite.channel_info.channel_name;
+  if (state.call) return; // one call at a time: the server already answers busy
+  beginCall({ channel, peer: invite.creator_user_id, phase: "incoming" });
+  showCall(`${nameOf(invite.creator_user_id)} is calling (${callKind(invite.invite_type)})`);
+  // ring back: the caller hears that this device rings (180)
+  state.client.send(Cmd.VOIP_INVITE_REPLY, {
+    user_id: state.me,
+    rsp_code: InviteRspCode.RINGING,
+    channel_info: { channel_name: channel },
+  });
+}
+
+function onCallReply(reply) {
+  const call = state.call;
+  if (!call || reply.channel_info.channel_name !== call.channel) return;
+  if (reply.rsp_code === InviteRspCode.RINGING) showCall(`Ringing ${nameOf(call.peer)}…`);
+  if (reply.rsp_code === InviteRspCode.OK) {
+    call.phase = "talking";
+    showCall(`In a call with ${nameOf(call.peer)}`);
+  }
+}
+
+function onCallBye(bye) {
+  const call = state.call;
+  if (!call || bye.channel_info.channel_name !== call.channel) return;
+  const who = nameOf(call.peer);
+  const reason = bye.bye_reason;
+  let text = `${who} hung up`;
+  if (reason === VoipByeReason.BUSY) text = `${who} is busy`;
+  else if (reason === VoipByeReason.REJECT) text = `${who} declined`;
+  else if (reason === VoipByeReason.ONLINE_CLIENT_REJECT) text = "Answered on another device";
+  else if (reason === VoipByeReason.CANCEL) text = call.phase === "incoming" ? `Missed call from ${who}` : "No answer";
+  endCall(text);
+}
+
+async function answerCall() {
+  const call = state.call;
+  if (!call || call.phase !== "incoming") return;
+  try {
+    await state.client.request(Cmd.VOIP_INVITE_REPLY, {
+      user_id: state.me,
+      rsp_code: InviteRspCode.OK,
+      channel_info: { channel_name: call.channel },
+    });
+    call.phase = "talking";
+    showCall(`In a call with ${nameOf(call.peer)}`);
+  } catch (error) {
+    endCall(`Cannot answer: ${error.message}`);
+  }
+}
+
+async function hangUp() {
+  const call = state.call;
+  if (!call) return;
+  const verb = { calling: "Call cancelled", incoming: "Call declined" }[call.phase] || "Call ended";
+  endCall(verb);
+  try {
+    await state.client.request(Cmd.VOIP_BYE_REQ, {
+      user_id: state.me,
+      channel_info: { channel_name: call.channel },
+      bye_reason: 0, // the server chooses: cancel, reject or end
+    });
+  } catch (error) {
+    showCall(`${verb} (${error.message})`);
+  }
 }
 
 function notificationPeople(msg) {
@@ -618,6 +780,7 @@ async function openConversation(type, id) {
   state.oldest = null;
   state.readSent = 0n;
   state.peerRead = 0n;
+  state.peerDelivered = 0n;
   for (const timer of state.typing.values()) clearTimeout(timer);
   state.typing.clear();
   renderTyping();
@@ -627,6 +790,7 @@ async function openConversation(type, id) {
   $("chat").dataset.session = keyOf(type, id);
   document.body.dataset.view = "chat";
   $("compose").hidden = false;
+  $("call").hidden = type !== SessionType.SINGLE;
   renderSessions();
   await loadHistory();
   markRead();
@@ -655,6 +819,12 @@ async function loadHistory() {
   for (const info of rsp.msg_list) {
     const li = messageItem(info);
     if (li) list.insertBefore(li, first);
+    // How far the peer has my messages, for a page that was not here when it was told.
+    if (open.type === SessionType.SINGLE && info.from_user_id === state.me) {
+      const seq = BigInt(info.server_msg_id);
+      if (info.msg_status === MsgStatus.READ && seq > state.peerRead) state.peerRead = seq;
+      if (info.msg_status === MsgStatus.RECEIPT && seq > state.peerDelivered) state.peerDelivered = seq;
+    }
   }
   placeDaySeparators();
   $("older").hidden = rsp.msg_list.length < HISTORY_PAGE;
@@ -697,10 +867,12 @@ function messageItem(msg) {
     time.textContent = dateOf(li.dataset.time).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
     meta.append(time);
     if (mine) {
+      const ticks = document.createElement("span");
+      ticks.className = "ticks";
+      ticks.setAttribute("aria-hidden", "true");
       const st = document.createElement("span");
       st.className = "state";
-      st.textContent = "sent";
-      meta.append(st);
+      meta.append(ticks, st);
       if (Date.now() / 1000 - Number(li.dataset.time) < REVOKE_WINDOW_S) {
         const revoke = document.createElement("button");
         revoke.type = "button";
@@ -712,6 +884,7 @@ function messageItem(msg) {
     }
     bubble.append(text, meta);
     li.append(bubble);
+    if (mine) setState(li, "sent", "sent");
     if (msg.msg_status === MsgStatus.SEND_CANCEL) markRevoked(li, null);
   }
   if (!sending) state.items.set(msg.server_msg_id, li);
@@ -737,7 +910,7 @@ function markRevoked(li, operator) {
     const mine = li.dataset.from === state.me;
     text.textContent = mine ? "You revoked a message" : `${nameOf(li.dataset.from)} revoked a message`;
   }
-  for (const el of li.querySelectorAll(".revoke, .state")) el.remove();
+  for (const el of li.querySelectorAll(".revoke, .state, .ticks")) el.remove();
   if (operator === "0") li.title = "revoked by the service";
 }
 
@@ -770,16 +943,33 @@ setInterval(() => {
   }
 }, 10_000);
 
-// Under my messages: "sent", then "read" (a single chat's peer read it, MsgDataReadNotify)
-// or "read by k of n" (a group, GroupReadStateReq).
+// Ticks as chat apps show them: ✓ sent (stored), ✓✓ delivered (on a device of the peer),
+// ✓✓ in colour once read; the word beside them says the same for screen readers.
+const TICKS = Object.freeze({ sent: "✓", delivered: "✓✓", read: "✓✓" });
+
+function setState(li, text, tick = "") {
+  const st = li.querySelector(".state");
+  if (!st) return;
+  st.textContent = text;
+  const ticks = li.querySelector(".ticks");
+  if (ticks) ticks.textContent = TICKS[tick] || "";
+  li.dataset.tick = tick;
+}
+
+// Under my messages: "sent", then "delivered" (a single chat's peer has it on a device,
+// DeliveredNotify) and "read" (it read it, MsgDataReadNotify) — or history's msg_status
+// RECEIPT / READ for what happened before the page was here; "read by k of n" in a group
+// (GroupReadStateReq).
 function renderReadState() {
   if (!state.open || state.open.type !== SessionType.SINGLE) return;
-  for (const li of $("messages").querySelectorAll("li.mine:not(.revoked)")) {
-    const st = li.querySelector(".state");
+  for (const li of $("messages").querySelectorAll("li.mine:not(.revoked):not(.failed)")) {
     const seq = BigInt(li.dataset.serverMsgId || "0");
-    if (st && seq > 0n && seq <= state.peerRead) {
-      st.textContent = "read";
+    if (seq === 0n) continue; // still sending
+    if (seq <= state.peerRead) {
+      setState(li, "read", "read");
       li.dataset.read = "true";
+    } else if (seq <= state.peerDelivered) {
+      setState(li, "delivered", "delivered");
     }
   }
 }
@@ -816,7 +1006,8 @@ async function refreshGroupReadState() {
     const selfCounted = state.readSent >= BigInt(rs.server_msg_id) ? 1 : 0;
     const others = Math.max(rs.member_count - 1, 0);
     const read = Math.min(Math.max(rs.read_count - selfCounted, 0), others);
-    st.textContent = read === 0 ? "sent" : read >= others ? `read by all ${others}` : `read by ${read} of ${others}`;
+    const text = read === 0 ? "sent" : read >= others ? `read by all ${others}` : `read by ${read} of ${others}`;
+    setState(li, text, read >= others && others > 0 ? "read" : "sent");
     li.dataset.readBy = String(read);
   }
 }
@@ -885,7 +1076,7 @@ async function send(event) {
     msg_data: textEncoder.encode(text),
   };
   const li = messageItem(msg);
-  li.querySelector(".state").textContent = "sending…";
+  setState(li, "sending…");
   $("messages").append(li);
   placeDaySeparators();
   $("messages").scrollTop = $("messages").scrollHeight;
@@ -895,12 +1086,12 @@ async function send(event) {
     li.dataset.serverMsgId = ack.server_msg_id;
     li.dataset.time = String(ack.create_time || msg.create_time);
     state.items.set(ack.server_msg_id, li);
-    li.querySelector(".state").textContent = "sent";
+    setState(li, "sent", "sent");
     renderReadState();
     if (open.type === SessionType.GROUP) refreshGroupReadState().catch(() => undefined);
   } catch (error) {
     li.classList.add("failed");
-    li.querySelector(".state").textContent = `not sent: ${error.message}`;
+    setState(li, `not sent: ${error.message}`);
   }
   scheduleRefresh();
 }
@@ -944,6 +1135,9 @@ $("group-form").addEventListener("submit", createGroup);
 $("open-form").addEventListener("submit", openById);
 $("older").addEventListener("click", () => loadHistory());
 $("back").addEventListener("click", closeConversation);
+$("call").addEventListener("click", startCall);
+$("call-answer").addEventListener("click", answerCall);
+$("call-hangup").addEventListener("click", hangUp);
 document.addEventListener("visibilitychange", () => {
   if (!document.hidden) markRead();
 });

@@ -29,6 +29,13 @@ export const Cmd = Object.freeze({
   MSG_DATA_ACK: 0x0302,
   MSG_READ_ACK: 0x0303,
   MSG_READ_NOTIFY: 0x0304,
+  VOIP_INVITE_REQ: 0x0401,
+  VOIP_INVITE_REPLY: 0x0402,
+  VOIP_INVITE_REPLY_ACK: 0x0403,
+  VOIP_HEARTBEAT: 0x0404,
+  VOIP_BYE_REQ: 0x0405,
+  VOIP_BYE_RSP: 0x0406,
+  VOIP_BYE_NOTIFY: 0x0407,
   GROUP_CREATE_REQ: 0x0501,
   GROUP_CREATE_RSP: 0x0502,
   GROUP_INFO_REQ: 0x0509,
@@ -47,6 +54,7 @@ export const Cmd = Object.freeze({
   S2C_PUSH: 0x080b,
   GROUP_READ_STATE_REQ: 0x080d,
   GROUP_READ_STATE_RSP: 0x080e,
+  DELIVERED_NOTIFY: 0x0820,
 });
 
 // Body message of each command (protobuf full names).
@@ -64,6 +72,13 @@ export const BODY = Object.freeze({
   [Cmd.MSG_DATA_ACK]: "coffeechat.MsgDataAck",
   [Cmd.MSG_READ_ACK]: "coffeechat.MsgDataReadAck",
   [Cmd.MSG_READ_NOTIFY]: "coffeechat.MsgDataReadNotify",
+  [Cmd.VOIP_INVITE_REQ]: "coffeechat.VoipInviteReq",
+  [Cmd.VOIP_INVITE_REPLY]: "coffeechat.VoipInviteReply",
+  [Cmd.VOIP_INVITE_REPLY_ACK]: "coffeechat.VoipInviteReplyAck",
+  [Cmd.VOIP_HEARTBEAT]: "coffeechat.VoipHeartbeat",
+  [Cmd.VOIP_BYE_REQ]: "coffeechat.VoipByeReq",
+  [Cmd.VOIP_BYE_RSP]: "coffeechat.VoipByeRsp",
+  [Cmd.VOIP_BYE_NOTIFY]: "coffeechat.VoipByeNotify",
   [Cmd.GROUP_CREATE_REQ]: "coffeechat.GroupCreateReq",
   [Cmd.GROUP_CREATE_RSP]: "coffeechat.GroupCreateRsp",
   [Cmd.GROUP_INFO_REQ]: "coffeechat.GroupInfoReq",
@@ -82,6 +97,7 @@ export const BODY = Object.freeze({
   [Cmd.S2C_PUSH]: "coffeebus.S2CPush",
   [Cmd.GROUP_READ_STATE_REQ]: "coffeebus.GroupReadStateReq",
   [Cmd.GROUP_READ_STATE_RSP]: "coffeebus.GroupReadStateRsp",
+  [Cmd.DELIVERED_NOTIFY]: "coffeebus.DeliveredNotify",
 });
 
 // The response command of each request this client makes.
@@ -91,6 +107,9 @@ export const RESPONSE = Object.freeze({
   [Cmd.RECENT_SESSION_REQ]: Cmd.RECENT_SESSION_RSP,
   [Cmd.MSG_LIST_REQ]: Cmd.MSG_LIST_RSP,
   [Cmd.MSG_DATA]: Cmd.MSG_DATA_ACK,
+  [Cmd.VOIP_INVITE_REQ]: Cmd.VOIP_INVITE_REPLY,
+  [Cmd.VOIP_INVITE_REPLY]: Cmd.VOIP_INVITE_REPLY_ACK,
+  [Cmd.VOIP_BYE_REQ]: Cmd.VOIP_BYE_RSP,
   [Cmd.GROUP_CREATE_REQ]: Cmd.GROUP_CREATE_RSP,
   [Cmd.GROUP_INFO_REQ]: Cmd.GROUP_INFO_RSP,
   [Cmd.FRIEND_QUERY_USER_LIST_REQ]: Cmd.FRIEND_QUERY_USER_LIST_RSP,
@@ -119,8 +138,18 @@ export const ExtResultCode = Object.freeze({
 });
 export const ClientType = Object.freeze({ WEB: 3 });
 export const SessionType = Object.freeze({ SINGLE: 1, GROUP: 2 });
-export const MsgType = Object.freeze({ TEXT: 1, TIPS: 8, NOTIFICATION: 9 });
-export const MsgStatus = Object.freeze({ SEND_CANCEL: 8 });
+export const MsgType = Object.freeze({ TEXT: 1, TIPS: 8, NOTIFICATION: 9, AVCHAT: 10 });
+// VoIP signalling (coffeechat/voip.proto; docs/protocol-extensions.md, "Calls").
+export const VoipInviteType = Object.freeze({ VOICE_CALL: 1, VIDEO_CALL: 2 });
+export const InviteRspCode = Object.freeze({ TRYING: 100, RINGING: 180, OK: 200 });
+export const VoipByeReason = Object.freeze({
+  CANCEL: 1,
+  REJECT: 2,
+  END: 3,
+  BUSY: 4,
+  ONLINE_CLIENT_REJECT: 5,
+});
+export const MsgStatus = Object.freeze({ READ: 2, RECEIPT: 6, SEND_CANCEL: 8 });
 export const ResCode = Object.freeze({ OK: 1 });
 export const KickReason = Object.freeze({ SERVER_SHUTDOWN: 5 });
 export const TypingState = Object.freeze({ TYPING: 1, STOPPED: 2 });
@@ -133,6 +162,7 @@ export const PROTO_FILES = Object.freeze([
   "coffeechat/message.proto",
   "coffeechat/group.proto",
   "coffeechat/friend.proto",
+  "coffeechat/voip.proto",
   "coffeebus/ext.proto",
 ]);
 

@@ -28,6 +28,18 @@ Command ids (also in schemas/commands.py, which is checked against this list by 
   0x080F  GroupUpdateReq      client -> server  change a group's name, intro, notice, avatar, modes
   0x0810  GroupUpdateRsp      server -> client
   0x0811  ApiGroupCreateReq   server API only   create a group with an id the API allocated
+  0x0812  RoomJoinReq         client -> server  join a chat room (answered by the gate)
+  0x0813  RoomJoinRsp         server -> client  member count and the room's recent messages
+  0x0814  RoomLeaveReq        client -> server  leave a chat room (answered by the gate)
+  0x0815  RoomLeaveRsp        server -> client
+  0x0816  RoomSendReq         client -> server  say something in a room one has joined
+  0x0817  RoomSendRsp         server -> client  the message's id in the room
+  0x0818  RoomMsg             server -> client  a room message, to every member's connection
+  0x0819  RoomMemberCountReq  client -> server  how many connections are in the room
+  0x081A  RoomMemberCountRsp  server -> client
+  0x081B  RoomExitNotify      server -> client  the connection is no longer in the room
+  0x0820  DeliveredNotify     server -> client  a single chat's peer received my messages up to an id
+  0x0821  (reserved for a receipt-state request; not assigned)
 
 Rules for evolving this file: never renumber or retype a field, never reuse a command id;
 add fields with new numbers; new commands take the next free id.
@@ -168,6 +180,53 @@ TYPING_STATE_UNSPECIFIED: TypingState.ValueType  # 0
 TYPING_STATE_TYPING: TypingState.ValueType  # 1
 TYPING_STATE_STOPPED: TypingState.ValueType  # 2
 Global___TypingState: _TypeAlias = TypingState  # noqa: Y015
+
+class _RoomPostPolicy:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RoomPostPolicyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RoomPostPolicy.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ROOM_POST_POLICY_UNSPECIFIED: _RoomPostPolicy.ValueType  # 0
+    ROOM_POST_POLICY_EVERYONE: _RoomPostPolicy.ValueType  # 1
+    """every member"""
+    ROOM_POST_POLICY_LISTED: _RoomPostPolicy.ValueType  # 2
+    """the room's listed posters only (a lecture, a stage)"""
+    ROOM_POST_POLICY_NOBODY: _RoomPostPolicy.ValueType  # 3
+    """nobody over the protocol (announcements from the business)"""
+
+class RoomPostPolicy(_RoomPostPolicy, metaclass=_RoomPostPolicyEnumTypeWrapper):
+    """Who may say something in a room."""
+
+ROOM_POST_POLICY_UNSPECIFIED: RoomPostPolicy.ValueType  # 0
+ROOM_POST_POLICY_EVERYONE: RoomPostPolicy.ValueType  # 1
+"""every member"""
+ROOM_POST_POLICY_LISTED: RoomPostPolicy.ValueType  # 2
+"""the room's listed posters only (a lecture, a stage)"""
+ROOM_POST_POLICY_NOBODY: RoomPostPolicy.ValueType  # 3
+"""nobody over the protocol (announcements from the business)"""
+Global___RoomPostPolicy: _TypeAlias = RoomPostPolicy  # noqa: Y015
+
+class _RoomExitReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RoomExitReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RoomExitReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ROOM_EXIT_REASON_UNSPECIFIED: _RoomExitReason.ValueType  # 0
+    ROOM_EXIT_REASON_CLOSED: _RoomExitReason.ValueType  # 1
+    """the business closed the room"""
+    ROOM_EXIT_REASON_TOO_SLOW: _RoomExitReason.ValueType  # 2
+    """the connection did not read its room messages fast enough"""
+
+class RoomExitReason(_RoomExitReason, metaclass=_RoomExitReasonEnumTypeWrapper): ...
+
+ROOM_EXIT_REASON_UNSPECIFIED: RoomExitReason.ValueType  # 0
+ROOM_EXIT_REASON_CLOSED: RoomExitReason.ValueType  # 1
+"""the business closed the room"""
+ROOM_EXIT_REASON_TOO_SLOW: RoomExitReason.ValueType  # 2
+"""the connection did not read its room messages fast enough"""
+Global___RoomExitReason: _TypeAlias = RoomExitReason  # noqa: Y015
 
 @_typing.final
 class KickNotify(_message.Message):
@@ -831,3 +890,347 @@ class ApiGroupCreateReq(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ApiGroupCreateReq: _TypeAlias = ApiGroupCreateReq  # noqa: Y015
+
+@_typing.final
+class RoomJoinReq(_message.Message):
+    """--- chat rooms (docs/protocol-extensions.md, "Chat rooms") ------------------------------
+
+    A room is read diffusion: nothing is stored per member. Membership is per connection and
+    ends with it; the gate answers join, leave and member count itself. Refusals come back as
+    ErrorRsp (0x0802) with an ExtResultCode.
+
+    0x0812: join a room the business created. Joining a room the connection is already in
+    answers again (the history too) and changes nothing.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    ROOM_ID_FIELD_NUMBER: _builtins.int
+    HISTORY_COUNT_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.int
+    """0 or the logged-in user"""
+    room_id: _builtins.int
+    history_count: _builtins.int
+    """recent messages wanted: 0 = the room's own number, capped by it"""
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.int = ...,
+        room_id: _builtins.int = ...,
+        history_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["history_count", b"history_count", "room_id", b"room_id", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RoomJoinReq: _TypeAlias = RoomJoinReq  # noqa: Y015
+
+@_typing.final
+class RoomJoinRsp(_message.Message):
+    """0x0813"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROOM_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    MEMBER_COUNT_FIELD_NUMBER: _builtins.int
+    HISTORY_FIELD_NUMBER: _builtins.int
+    SLOW_MODE_S_FIELD_NUMBER: _builtins.int
+    MAX_MSG_BYTES_FIELD_NUMBER: _builtins.int
+    POST_POLICY_FIELD_NUMBER: _builtins.int
+    room_id: _builtins.int
+    name: _builtins.str
+    member_count: _builtins.int
+    """connections in the room on every live gate, this one included"""
+    slow_mode_s: _builtins.int
+    """at most one message per user every slow_mode_s seconds (0: no limit)"""
+    max_msg_bytes: _builtins.int
+    """the largest msg_data the room accepts"""
+    post_policy: Global___RoomPostPolicy.ValueType
+    @_builtins.property
+    def history(self) -> _containers.RepeatedCompositeFieldContainer[Global___RoomMsg]:
+        """the newest messages, oldest first"""
+
+    def __init__(
+        self,
+        *,
+        room_id: _builtins.int = ...,
+        name: _builtins.str = ...,
+        member_count: _builtins.int = ...,
+        history: _abc.Iterable[Global___RoomMsg] | None = ...,
+        slow_mode_s: _builtins.int = ...,
+        max_msg_bytes: _builtins.int = ...,
+        post_policy: Global___RoomPostPolicy.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["history", b"history", "max_msg_bytes", b"max_msg_bytes", "member_count", b"member_count", "name", b"name", "post_policy", b"post_policy", "room_id", b"room_id", "slow_mode_s", b"slow_mode_s"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RoomJoinRsp: _TypeAlias = RoomJoinRsp  # noqa: Y015
+
+@_typing.final
+class RoomLeaveReq(_message.Message):
+    """0x0814"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    ROOM_ID_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.int
+    room_id: _builtins.int
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.int = ...,
+        room_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["room_id", b"room_id", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RoomLeaveReq: _TypeAlias = RoomLeaveReq  # noqa: Y015
+
+@_typing.final
+class RoomLeaveRsp(_message.Message):
+    """0x0815: also the answer to leaving a room the connection was not in."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROOM_ID_FIELD_NUMBER: _builtins.int
+    room_id: _builtins.int
+    def __init__(
+        self,
+        *,
+        room_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["room_id", b"room_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RoomLeaveRsp: _TypeAlias = RoomLeaveRsp  # noqa: Y015
+
+@_typing.final
+class RoomSendReq(_message.Message):
+    """0x0816: only a connection in the room may send to it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FROM_USER_ID_FIELD_NUMBER: _builtins.int
+    ROOM_ID_FIELD_NUMBER: _builtins.int
+    CLIENT_MSG_ID_FIELD_NUMBER: _builtins.int
+    MSG_TYPE_FIELD_NUMBER: _builtins.int
+    MSG_DATA_FIELD_NUMBER: _builtins.int
+    from_user_id: _builtins.int
+    """0 or the logged-in user"""
+    room_id: _builtins.int
+    client_msg_id: _builtins.str
+    """1-64 characters, echoed in RoomSendRsp and RoomMsg"""
+    msg_type: _base_pb2.MsgType.ValueType
+    msg_data: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        from_user_id: _builtins.int = ...,
+        room_id: _builtins.int = ...,
+        client_msg_id: _builtins.str = ...,
+        msg_type: _base_pb2.MsgType.ValueType = ...,
+        msg_data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_msg_id", b"client_msg_id", "from_user_id", b"from_user_id", "msg_data", b"msg_data", "msg_type", b"msg_type", "room_id", b"room_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RoomSendReq: _TypeAlias = RoomSendReq  # noqa: Y015
+
+@_typing.final
+class RoomSendRsp(_message.Message):
+    """0x0817"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROOM_ID_FIELD_NUMBER: _builtins.int
+    CLIENT_MSG_ID_FIELD_NUMBER: _builtins.int
+    MSG_ID_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_MS_FIELD_NUMBER: _builtins.int
+    room_id: _builtins.int
+    client_msg_id: _builtins.str
+    msg_id: _builtins.int
+    """the room's sequence number of the message"""
+    create_time_ms: _builtins.int
+    def __init__(
+        self,
+        *,
+        room_id: _builtins.int = ...,
+        client_msg_id: _builtins.str = ...,
+        msg_id: _builtins.int = ...,
+        create_time_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_msg_id", b"client_msg_id", "create_time_ms", b"create_time_ms", "msg_id", b"msg_id", "room_id", b"room_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RoomSendRsp: _TypeAlias = RoomSendRsp  # noqa: Y015
+
+@_typing.final
+class RoomMsg(_message.Message):
+    """0x0818: pushed to every connection in the room but the sending one."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROOM_ID_FIELD_NUMBER: _builtins.int
+    MSG_ID_FIELD_NUMBER: _builtins.int
+    FROM_USER_ID_FIELD_NUMBER: _builtins.int
+    CLIENT_MSG_ID_FIELD_NUMBER: _builtins.int
+    MSG_TYPE_FIELD_NUMBER: _builtins.int
+    MSG_DATA_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_MS_FIELD_NUMBER: _builtins.int
+    room_id: _builtins.int
+    msg_id: _builtins.int
+    """increases within a room"""
+    from_user_id: _builtins.int
+    client_msg_id: _builtins.str
+    msg_type: _base_pb2.MsgType.ValueType
+    msg_data: _builtins.bytes
+    create_time_ms: _builtins.int
+    def __init__(
+        self,
+        *,
+        room_id: _builtins.int = ...,
+        msg_id: _builtins.int = ...,
+        from_user_id: _builtins.int = ...,
+        client_msg_id: _builtins.str = ...,
+        msg_type: _base_pb2.MsgType.ValueType = ...,
+        msg_data: _builtins.bytes = ...,
+        create_time_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_msg_id", b"client_msg_id", "create_time_ms", b"create_time_ms", "from_user_id", b"from_user_id", "msg_data", b"msg_data", "msg_id", b"msg_id", "msg_type", b"msg_type", "room_id", b"room_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RoomMsg: _TypeAlias = RoomMsg  # noqa: Y015
+
+@_typing.final
+class RoomMemberCountReq(_message.Message):
+    """0x0819"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    ROOM_ID_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.int
+    room_id: _builtins.int
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.int = ...,
+        room_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["room_id", b"room_id", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RoomMemberCountReq: _TypeAlias = RoomMemberCountReq  # noqa: Y015
+
+@_typing.final
+class RoomMemberCountRsp(_message.Message):
+    """0x081A"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROOM_ID_FIELD_NUMBER: _builtins.int
+    MEMBER_COUNT_FIELD_NUMBER: _builtins.int
+    room_id: _builtins.int
+    member_count: _builtins.int
+    def __init__(
+        self,
+        *,
+        room_id: _builtins.int = ...,
+        member_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["member_count", b"member_count", "room_id", b"room_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RoomMemberCountRsp: _TypeAlias = RoomMemberCountRsp  # noqa: Y015
+
+@_typing.final
+class RoomExitNotify(_message.Message):
+    """0x081B: the connection is no longer in the room (it may join again unless it was closed)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROOM_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    room_id: _builtins.int
+    reason: Global___RoomExitReason.ValueType
+    text: _builtins.str
+    def __init__(
+        self,
+        *,
+        room_id: _builtins.int = ...,
+        reason: Global___RoomExitReason.ValueType = ...,
+        text: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "room_id", b"room_id", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RoomExitNotify: _TypeAlias = RoomExitNotify  # noqa: Y015
+
+@_typing.final
+class DeliveredNotify(_message.Message):
+    """0x0820: server -> client. A device of the peer of a single chat acked (MsgDataAck 0x0302)
+    every message <= msg_id (a server_msg_id): they reached it. Sent by the ack group to the
+    devices of the other user of the chat — the sender of those messages — when the peer's
+    delivery mark moves forward (docs/protocol-extensions.md, "Delivery acks"). As
+    MsgDataReadNotify, the chat as the notified user sees it: user_id = session_id = the peer
+    who received. Groups get none (their delivery state is per member).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    MSG_ID_FIELD_NUMBER: _builtins.int
+    SESSION_TYPE_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.int
+    session_id: _builtins.int
+    msg_id: _builtins.int
+    session_type: _base_pb2.SessionType.ValueType
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.int = ...,
+        session_id: _builtins.int = ...,
+        msg_id: _builtins.int = ...,
+        session_type: _base_pb2.SessionType.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["msg_id", b"msg_id", "session_id", b"session_id", "session_type", b"session_type", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeliveredNotify: _TypeAlias = DeliveredNotify  # noqa: Y015
