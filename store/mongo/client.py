@@ -13,6 +13,7 @@ from typing import Any
 
 from pymongo import AsyncMongoClient, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import AutoReconnect
 
 from store.errors import IndexConflictError
 from store.mongo.collections import INDEXES, Collection, IndexSpec
@@ -23,6 +24,8 @@ Document = dict[str, Any]
 DEFAULT_DATABASE = "coffeebus"
 #: The server's error code for a duplicate key.
 DUPLICATE_KEY = 11000
+#: How often `ensure_indexes` looks again after the server dropped its request (below).
+INDEX_ATTEMPTS = 3
 
 
 def connect_mongo(
@@ -69,19 +72,35 @@ async def ensure_indexes(
     under a declared name with other keys or uniqueness raises `IndexConflictError`, since
     code and database disagree. Only missing indexes are sent to the server: besides
     sparing the work, FerretDB v1.24 drops the connection (a server-side panic) when a
-    ``createIndexes`` naming two or more indexes that all exist already is repeated.
+    ``createIndexes`` naming two or more indexes that all exist already is repeated. Two
+    processes starting at once on a new database (a gate and the API) can still both find an
+    index missing and both ask for it; the one whose connection is dropped looks again and
+    asks only for what is still missing.
     """
     created: list[str] = []
     for collection, specs in indexes.items():
         if not specs:
             continue
-        existing = await db[collection].index_information()
-        missing = [spec for spec in specs if not _matches_existing(collection, spec, existing)]
-        if missing:
+        for attempt in range(1, INDEX_ATTEMPTS + 1):
+            existing = await db[collection].index_information()
+            missing = [spec for spec in specs if not _matches_existing(collection, spec, existing)]
+            if not missing:
+                break
             models = [
                 IndexModel(list(spec.keys), name=spec.name, unique=spec.unique) for spec in missing
             ]
-            created += await db[collection].create_indexes(models)
+            try:
+                created += await db[collection].create_indexes(models)
+                break
+            except AutoReconnect:
+                if attempt == INDEX_ATTEMPTS:
+                    raise
+                logger.info(
+                    "createIndexes on %s.%s: the server dropped the connection (another "
+                    "process creating them at the same time?); looking again",
+                    db.name,
+                    collection,
+                )
     if created:
         logger.info("created indexes in database %s: %s", db.name, ", ".join(created))
     return created

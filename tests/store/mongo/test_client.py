@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 
@@ -51,6 +52,26 @@ async def test_ensure_indexes_adds_only_what_is_missing(
         assert set(created) == expected - {USERS_NAME_KEY_INDEX.name}
     finally:
         await mongo_client.drop_database(name)
+
+
+async def test_two_processes_starting_at_once_both_end_with_every_index(mongo_url: str) -> None:
+    """A gate and the API starting together on a new database both create its indexes; on
+    FerretDB v1 the one asking second for indexes the other just made had its connection
+    dropped, and its process exited ("MongoDB did not answer"). Several fresh databases, two
+    clients each (two processes' worth), all at once."""
+    clients = [connect_mongo(mongo_url) for _ in range(2)]
+    names = [f"cbtest_{uuid.uuid4().hex[:12]}" for _ in range(4)]
+    try:
+        for name in names:
+            await asyncio.gather(*(ensure_indexes(c[name]) for c in clients))
+            info = await clients[0][name][Collection.USERS].index_information()
+            assert USERS_NAME_KEY_INDEX.name in info
+            assert await ensure_indexes(clients[1][name]) == []
+    finally:
+        for name in names:
+            await clients[0].drop_database(name)
+        for client in clients:
+            await client.close()
 
 
 async def test_an_index_redefined_under_the_same_name_stops_the_start(
