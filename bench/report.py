@@ -450,6 +450,14 @@ def block_run(result: Result, raw: Mapping[str, Any]) -> str:
     if result.durations_s:
         parts = ", ".join(f"{name} {fmt(s)} s" for name, s in result.durations_s.items())
         lines += ["", f"Wall time per part: {parts}."]
+    spliced = raw.get("spliced") or {}
+    if spliced:
+        lines += [
+            "",
+            "Taken from a separate run after this one: "
+            + "; ".join(f"`{key}` ({why})" for key, why in spliced.items())
+            + ".",
+        ]
     absent = missing(raw)
     if absent:
         lines += ["", "Figures missing from this run: " + ", ".join(f"`{p}`" for p in absent) + "."]
