@@ -1,5 +1,5 @@
 """Gate processes and the clients that move between them, for the fault tests that kill
-gates (`test_gate_kill`, `test_deployed_system`)."""
+gates (`test_gate_kill`, `test_deployed_system`, `test_room_gates`, `test_call_faults`)."""
 
 from __future__ import annotations
 

@@ -31,12 +31,10 @@ from sdk.events import Event, Reconnected
 from sdk.protocol import Push
 from store.calls import CallState
 from tests.chaos.conftest import ChaosSystem
+from tests.chaos.gates import GateProcess
 from tests.chaos.processes import (
     ROLE_TEST_MARKS,
     WAIT_S,
-    RoleProcess,
-    free_port,
-    wait_listening,
     wait_serving,
 )
 from tests.consumers.conftest import EventLog
@@ -52,24 +50,6 @@ CALL_SETTINGS = {
     "COFFEEBUS_CALLS__HEARTBEAT_TIMEOUT_S": str(HEARTBEAT_TIMEOUT_S),
     "COFFEEBUS_CALLS__SWEEP_INTERVAL_S": "0.2",
 }
-
-
-class _Gate:
-    def __init__(self, system: ChaosSystem, name: str) -> None:
-        self.port = free_port()
-        self.process: RoleProcess = system.process(
-            name,
-            ["gateway", "--gate-id", f"{system.prefix}-{name}"],
-            env_overrides={
-                "COFFEEBUS_GATEWAY__HOST": "127.0.0.1",
-                "COFFEEBUS_GATEWAY__TCP_PORT": str(self.port),
-                "COFFEEBUS_GATEWAY__WS_PORT": str(free_port()),
-            },
-        )
-
-    async def start(self) -> None:
-        self.process.start()
-        await wait_listening(self.port)
 
 
 class _Party:
@@ -97,7 +77,7 @@ class _Party:
             self.reconnects += 1
         self.events.append(event)
 
-    async def login(self, gate: _Gate, other: _Gate) -> None:
+    async def login(self, gate: GateProcess, other: GateProcess) -> None:
         await self.client.connect("127.0.0.1", gate.port, alternates=[("127.0.0.1", other.port)])
         await self.client.login(
             self.user, self._system.tokens[self.user], client_type=ClientType.ANDROID
@@ -148,7 +128,7 @@ async def test_call_survives_gate_and_consumer_kills_and_silence_ends_it(
         env_overrides=CALL_SETTINGS,
     )
     consumers.start()
-    first, second = _Gate(system, "g1"), _Gate(system, "g2")
+    first, second = GateProcess(system, "g1"), GateProcess(system, "g2")
     await asyncio.gather(first.start(), second.start())
     await wait_serving(system.topology, system.bootstrap, GROUPS, within=WAIT_S)
     calls = system.runtime.calls

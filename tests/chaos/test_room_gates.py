@@ -19,7 +19,8 @@ from schemas.ids import UserId
 from sdk.client import Client
 from sdk.events import Disconnected
 from tests.chaos.conftest import ChaosSystem
-from tests.chaos.processes import ROLE_TEST_MARKS, WAIT_S, free_port, wait_listening, wait_serving
+from tests.chaos.gates import GateProcess
+from tests.chaos.processes import ROLE_TEST_MARKS, WAIT_S, wait_serving
 from tests.consumers.apiclient import system_api
 from tests.waiting import wait_for
 
@@ -29,26 +30,7 @@ pytestmark = ROLE_TEST_MARKS
 LAPSE_S = 90.0
 
 
-class _Gate:
-    def __init__(self, system: ChaosSystem, name: str) -> None:
-        self.port = free_port()
-        self.gate_id = f"{system.prefix}-{name}"
-        self.process = system.process(
-            name,
-            ["gateway", "--gate-id", self.gate_id],
-            env_overrides={
-                "COFFEEBUS_GATEWAY__HOST": "127.0.0.1",
-                "COFFEEBUS_GATEWAY__TCP_PORT": str(self.port),
-                "COFFEEBUS_GATEWAY__WS_PORT": str(free_port()),
-            },
-        )
-
-    async def start(self) -> None:
-        self.process.start()
-        await wait_listening(self.port)
-
-
-async def _client(system: ChaosSystem, user: UserId, gate: _Gate) -> Client:
+async def _client(system: ChaosSystem, user: UserId, gate: GateProcess) -> Client:
     client = Client(heartbeat_interval=None, reconnect=False, request_timeout=30.0)
     system.clients.append(client)  # closed at teardown
     await client.connect("127.0.0.1", gate.port)
@@ -73,7 +55,7 @@ async def test_a_room_across_two_gate_processes_survives_a_killed_gate(
     system = chaos_system
     room_group = system.consumer("room")
     room_group.start()
-    g1, g2 = _Gate(system, "g1"), _Gate(system, "g2")
+    g1, g2 = GateProcess(system, "g1"), GateProcess(system, "g2")
     await asyncio.gather(g1.start(), g2.start())
     await wait_serving(system.topology, system.bootstrap, ["room"], within=WAIT_S)
     async with system_api(system) as api:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from pymongo import monitoring
 
+from bus.base import TopicPartition
 from coffeebus.settings import HotSettings
 from schemas.ids import UserId, c2c_conversation_id
 from sdk.client import Client
@@ -110,11 +111,12 @@ async def _check_reads(bob: Client, alice_id: UserId, sent: list[int]) -> None:
     assert [m.server_msg_id for m in by_id.msg_list] == [sent[-1]]
 
 
-@pytest.mark.kafka
-@pytest.mark.redis
-@pytest.mark.mongo
-async def test_reads_stay_right_while_the_projection_is_stopped(small_system: System) -> None:
-    system = small_system
+async def _chat_with_the_projection_stopped(
+    system: System,
+) -> tuple[dict[TopicPartition, int], UserId, UserId, Client, list[int]]:
+    """With the projection group stopped: alice sends bob `MESSAGES` messages, bob reads up
+    to the fifth, and his session list says so. The log positions the projection stopped
+    at, both users, bob's client and the acked seqs."""
     await system.start_consumers()
     log_topics = system.topology.group("projection").topics
     await system.stop_consumers(["projection"])
@@ -125,15 +127,24 @@ async def test_reads_stay_right_while_the_projection_is_stopped(small_system: Sy
     sent = [a.server_msg_id for a in acks]
     await bob.read_ack(alice_id, sent[4])
     await wait_for(lambda: len(system.pushes(bob, 0x0301)) == MESSAGES)
-    conv = c2c_conversation_id(alice_id, bob_id)
-    cold = system.runtime.projection.messages
-    assert await cold.history(conv, 0, 100) == []  # nothing written behind yet
 
     async def read_sessions_settled() -> bool:
         [session] = (await bob.recent_sessions()).contact_session_list
         return bool(session.unread_cnt == MESSAGES - 5)
 
     await wait_for(read_sessions_settled)
+    return from_here, alice_id, bob_id, bob, sent
+
+
+@pytest.mark.kafka
+@pytest.mark.redis
+@pytest.mark.mongo
+async def test_reads_stay_right_while_the_projection_is_stopped(small_system: System) -> None:
+    system = small_system
+    from_here, alice_id, bob_id, bob, sent = await _chat_with_the_projection_stopped(system)
+    conv = c2c_conversation_id(alice_id, bob_id)
+    cold = system.runtime.projection.messages
+    assert await cold.history(conv, 0, 100) == []  # nothing written behind yet
     await _check_reads(bob, alice_id, sent)
 
     # The projection runs again from where it stopped: the store catches up, Redis trims,
@@ -190,20 +201,11 @@ async def test_what_clients_read_all_the_time_costs_no_store_query(
 @pytest.mark.redis
 @pytest.mark.mongo
 async def test_reads_stay_right_while_the_projection_catches_up(small_system: System) -> None:
-    """Reads racing the projection's writes and trims: every sync, history and session list
-    made while it catches up (with small windows, most of each timeline moves below its floor
+    """Reads racing the projection's writes and trims: every sync and history read made
+    while it catches up (with small windows, most of each timeline moves below its floor
     under the readers' feet) agrees with what was acked."""
     system = small_system
-    await system.start_consumers()
-    log_topics = system.topology.group("projection").topics
-    await system.stop_consumers(["projection"])
-    from_here = await system.positions(log_topics)
-    alice_id, bob_id = await system.user(), await system.user()
-    alice, bob = await system.login(alice_id), await system.login(bob_id)
-    acks = await _chat(alice, bob_id, MESSAGES)
-    sent = [a.server_msg_id for a in acks]
-    await bob.read_ack(alice_id, sent[4])
-    await wait_for(lambda: len(system.pushes(bob, 0x0301)) == MESSAGES)
+    from_here, alice_id, _bob_id, bob, sent = await _chat_with_the_projection_stopped(system)
     await _check_reads(bob, alice_id, sent)
 
     await system.start_consumers(["projection"], positions=from_here)
