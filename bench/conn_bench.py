@@ -51,12 +51,10 @@ import os
 import platform
 import re
 import resource
-import signal
 import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -68,11 +66,11 @@ from pathlib import Path
 from typing import IO, Any
 
 import httpx
-import pymongo
 import rich.console
 import rich.progress
 
 from bench._conn_load import FAILED, OK, Job, raise_nofile, run_worker, token_for
+from bench._procs import drop_database, remove_logs, spawn, stop_workers, tail, terminate
 from coffeebus.settings import load_settings
 from store.ids import UserId
 from store.mongo.client import connect_mongo, database, ensure_indexes
@@ -248,36 +246,22 @@ def gate_env(ports: Ports, services: str, database: str) -> dict[str, str]:
     return env
 
 
-def _spawn(
-    argv: list[str], env: dict[str, str], procs: Procs, name: str
-) -> subprocess.Popen[bytes]:
-    log = tempfile.NamedTemporaryFile(prefix=f"conn_bench-{name}-", suffix=".log", delete=False)  # noqa: SIM115
-    procs.logs.append(log)
-    # A session of its own: Ctrl-C in the terminal reaches the benchmark, which stops the
-    # gate itself (SIGTERM, then SIGKILL) instead of racing it.
-    return subprocess.Popen(
-        [sys.executable, "-m", "coffeebus", *argv],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
 async def start_gate(services: str, ports: Ports, procs: Procs) -> None:
     """Start the gate (and, on the real services, the API) and wait until both answer."""
     env = gate_env(ports, services, procs.database)
     if services == "embedded":
-        procs.gate = _spawn(["run", "--services", "embedded", "--no-demo"], env, procs, "gate")
+        procs.gate = spawn(
+            ["run", "--services", "embedded", "--no-demo"], env, procs.logs, "conn_bench-gate"
+        )
     else:
-        procs.api = _spawn(["api"], env, procs, "api")
-        procs.gate = _spawn(["gateway"], env, procs, "gate")
+        procs.api = spawn(["api"], env, procs.logs, "conn_bench-api")
+        procs.gate = spawn(["gateway"], env, procs.logs, "conn_bench-gate")
     deadline = time.monotonic() + START_TIMEOUT_S
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports.api}") as http:
         while True:
             for proc in (procs.gate, procs.api):
                 if proc is not None and proc.poll() is not None:
-                    raise RuntimeError(f"a CoffeeBus process exited early:\n{tail(procs)}")
+                    raise RuntimeError(f"a CoffeeBus process exited early:\n{tail(procs.logs)}")
             with contextlib.suppress(httpx.HTTPError, OSError):
                 if (await http.get("/healthz")).status_code == 200:
                     _, writer = await asyncio.open_connection("127.0.0.1", ports.tcp)
@@ -286,18 +270,9 @@ async def start_gate(services: str, ports: Ports, procs: Procs) -> None:
                     return
             if time.monotonic() > deadline:
                 raise RuntimeError(
-                    f"CoffeeBus did not start in {START_TIMEOUT_S:g} s:\n{tail(procs)}"
+                    f"CoffeeBus did not start in {START_TIMEOUT_S:g} s:\n{tail(procs.logs)}"
                 )
             await asyncio.sleep(0.2)
-
-
-def tail(procs: Procs, lines: int = 30) -> str:
-    out = []
-    for log in procs.logs:
-        log.flush()
-        text = Path(log.name).read_text(errors="replace").splitlines()[-lines:]
-        out.append(f"--- {log.name}\n" + "\n".join(text))
-    return "\n".join(out)
 
 
 async def import_users(api_port: int, first: int, count: int, in_flight: int) -> float:
@@ -501,7 +476,7 @@ async def bench(args: argparse.Namespace, procs: Procs) -> dict[str, Any]:
             aborted = True
             break
         if procs.gate.poll() is not None:
-            raise RuntimeError(f"the gate died during the connect phase:\n{tail(procs)}")
+            raise RuntimeError(f"the gate died during the connect phase:\n{tail(procs.logs)}")
         await asyncio.sleep(0.25)
     connect_s = time.perf_counter() - progress.start
     progress.end()
@@ -605,34 +580,13 @@ def _round(value: float | None) -> float | None:
 
 
 def stop(procs: Procs) -> None:
-    """Close the clients, then stop the gate (SIGTERM, SIGKILL after `STOP_TIMEOUT_S`)."""
-    for pipe in procs.pipes:
-        with contextlib.suppress(OSError, ValueError):
-            pipe.send(("close",))
-    for worker in procs.workers:
-        worker.join(STOP_TIMEOUT_S)
-        if worker.is_alive():
-            worker.kill()
-            worker.join()
-    for proc in (procs.gate, procs.api):
-        if proc is None or proc.poll() is not None:
-            continue
-        proc.send_signal(signal.SIGTERM)  # the gate drains: KickNotify, close, routes removed
-        try:
-            proc.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    for log in procs.logs:
-        log.close()
-        Path(log.name).unlink(missing_ok=True)
-    if procs.api is not None:  # the real services: the run's database goes with it
-        settings = load_settings()
-        try:
-            with pymongo.MongoClient(settings.mongo.url, serverSelectionTimeoutMS=10_000) as mongo:
-                mongo.drop_database(procs.database)
-        except pymongo.errors.PyMongoError as exc:  # the run's result stands; say what is left
-            print(f"could not drop database {procs.database}: {exc}", file=sys.stderr)
+    """Close the clients, then stop the gate (SIGTERM, SIGKILL after a while); on the real
+    services the run's database goes with it."""
+    stop_workers(procs.pipes, procs.workers)
+    terminate((procs.gate, procs.api))
+    remove_logs(procs.logs)
+    if procs.api is not None:
+        drop_database(procs.database)
 
 
 def save(result: dict[str, Any], path: Path) -> None:

@@ -39,7 +39,6 @@ import math
 import multiprocessing
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -54,8 +53,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import httpx
-import pymongo
 
+from bench._procs import drop_database, remove_logs, spawn, stop_workers, tail, terminate
 from bench._room_load import DELIVERED, DROPPED, FAILED, RoomJob, run_worker
 from bench._server import start_at_ends
 from bench.conn_bench import cpu_s, create_users, free_port, raise_nofile, token_for
@@ -142,45 +141,28 @@ def _env(procs: Procs, api_port: int, gate: Gate | None = None) -> dict[str, str
     return env
 
 
-def _spawn(
-    argv: list[str], env: dict[str, str], procs: Procs, name: str
-) -> subprocess.Popen[bytes]:
-    log = tempfile.NamedTemporaryFile(prefix=f"room_bench-{name}-", suffix=".log", delete=False)  # noqa: SIM115
-    procs.logs.append(log)
-    return subprocess.Popen(
-        [sys.executable, "-m", "coffeebus", *argv],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
-def _tail(procs: Procs, lines: int = 30) -> str:
-    out = []
-    for log in procs.logs:
-        log.flush()
-        text = Path(log.name).read_text(errors="replace").splitlines()[-lines:]
-        out.append(f"--- {log.name}\n" + "\n".join(text))
-    return "\n".join(out)
-
-
 async def _start(procs: Procs, gates: Sequence[Gate], api_port: int) -> None:
     """The API, the room group and the gates, once each answers."""
     settings = load_settings(env=_env(procs, api_port))
     topology = load_topology(procs.topology_file)
     await start_at_ends(settings, topology, ["room"])
-    procs.services.append(_spawn(["api"], _env(procs, api_port), procs, "api"))
-    procs.services.append(_spawn(["consume", "room"], _env(procs, api_port), procs, "room"))
+    procs.services.append(spawn(["api"], _env(procs, api_port), procs.logs, "room_bench-api"))
+    procs.services.append(
+        spawn(["consume", "room"], _env(procs, api_port), procs.logs, "room_bench-room")
+    )
     for gate in gates:
-        procs.gates.append(_spawn(["gateway"], _env(procs, api_port, gate), procs, gate.gate_id))
+        procs.gates.append(
+            spawn(
+                ["gateway"], _env(procs, api_port, gate), procs.logs, f"room_bench-{gate.gate_id}"
+            )
+        )
     deadline = time.monotonic() + START_TIMEOUT_S
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api_port}") as http:
         waiting = [*gates]
         while True:
             for proc in (*procs.services, *procs.gates):
                 if proc.poll() is not None:
-                    raise RuntimeError(f"a CoffeeBus process exited early:\n{_tail(procs)}")
+                    raise RuntimeError(f"a CoffeeBus process exited early:\n{tail(procs.logs)}")
             with contextlib.suppress(httpx.HTTPError, OSError):
                 if (await http.get("/healthz")).status_code == 200:
                     for gate in list(waiting):
@@ -193,7 +175,7 @@ async def _start(procs: Procs, gates: Sequence[Gate], api_port: int) -> None:
                         return
             if time.monotonic() > deadline:
                 raise RuntimeError(
-                    f"CoffeeBus did not start in {START_TIMEOUT_S:g} s:\n{_tail(procs)}"
+                    f"CoffeeBus did not start in {START_TIMEOUT_S:g} s:\n{tail(procs.logs)}"
                 )
             await asyncio.sleep(0.2)
 
@@ -439,34 +421,13 @@ def _ms(value: float | None) -> float | None:
 def stop(procs: Procs) -> None:
     """Close the members, then stop every process (SIGTERM, SIGKILL after a while) and drop
     the run's database and keys."""
-    for pipe in procs.pipes:
-        with contextlib.suppress(OSError, ValueError):
-            pipe.send(("close",))
-    for worker in procs.workers:
-        worker.join(STOP_TIMEOUT_S)
-        if worker.is_alive():
-            worker.kill()
-            worker.join()
-    for proc in (*procs.gates, *procs.services):
-        if proc.poll() is not None:
-            continue
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    for log in procs.logs:
-        log.close()
-        Path(log.name).unlink(missing_ok=True)
+    stop_workers(procs.pipes, procs.workers)
+    terminate((*procs.gates, *procs.services))
+    remove_logs(procs.logs)
     if procs.topology_file is not None:
         procs.topology_file.unlink(missing_ok=True)
+    drop_database(procs.database)
     settings = load_settings()
-    try:
-        with pymongo.MongoClient(settings.mongo.url, serverSelectionTimeoutMS=10_000) as mongo:
-            mongo.drop_database(procs.database)
-    except pymongo.errors.PyMongoError as exc:
-        print(f"could not drop database {procs.database}: {exc}", file=sys.stderr)
     asyncio.run(_drop_keys(settings.redis.url, f"{procs.database}:"))
 
 
