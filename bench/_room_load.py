@@ -1,10 +1,12 @@
 """The load side of `bench.room_bench`: one process holding many room members.
 
 A member is a bare TCP connection, not an SDK client: the benchmark measures how many room
-messages a gate writes, so a member costs the load side as little as it can — it logs in
-(AuthTokenReq), joins the room (RoomJoinReq), then only splits what arrives into frames and
-counts the RoomMsg (0x0818) ones. Every `RoomJob.sample_every`-th member also decodes them
-and keeps the latency: now minus the send time the sender wrote into ``msg_data``
+messages a gate writes, so a member costs the load side as little as it can — the load
+shares the gate's two cores, and CPU it burns is CPU the gate waits for. A member logs in
+(AuthTokenReq) and joins the room (RoomJoinReq) through the full `FrameDecoder`; from then
+on it only walks the frames' length fields and counts the RoomMsg (0x0818) ones, without
+building a frame object per message. Every `RoomJob.sample_every`-th member keeps decoding
+them and keeps the latency: now minus the send time the sender wrote into ``msg_data``
 (``"<unix seconds> ..."``, the same clock on one machine).
 
 The orchestrator reads the shared counters (joined, failed, delivered, dropped from the
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import struct
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -27,7 +30,7 @@ from typing import Any
 from bench._conn_load import run_load, token_for
 from schemas.codes import ErrorCode
 from schemas.commands import Cmd, build_frame
-from schemas.frame import FrameDecoder
+from schemas.frame import HEADER_SIZE, FrameDecoder
 from schemas.pb.coffeebus import ext_pb2
 from schemas.pb.coffeechat import login_pb2
 
@@ -58,8 +61,22 @@ class RoomJob:
     sources: tuple[str, ...]
 
 
+#: A frame's length (its first field) and command id (the fifth, at byte 10): all a counting
+#: member reads of a frame (`schemas.frame`'s header layout).
+_LENGTH_AND_COMMAND = struct.Struct(">I6xH")
+
+
 class _Member(asyncio.Protocol):
-    __slots__ = ("_decoder", "_sample", "_stats", "_transport", "_waiter")
+    __slots__ = (
+        "_counting",
+        "_decoder",
+        "_sample",
+        "_stats",
+        "_switch",
+        "_tail",
+        "_transport",
+        "_waiter",
+    )
 
     def __init__(self, stats: _Stats, sample: bool) -> None:
         self._stats = stats
@@ -67,11 +84,51 @@ class _Member(asyncio.Protocol):
         self._decoder = FrameDecoder()
         self._transport: asyncio.Transport | None = None
         self._waiter: asyncio.Future[tuple[int, bytes]] | None = None
+        # Counting only (`count_only`): asked for, and started once the decoder holds no
+        # partial frame; `_tail` is the partial frame a read left since.
+        self._switch = False
+        self._counting = False
+        self._tail = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
 
+    def count_only(self) -> None:
+        """From now on only count what arrives (module docstring); a sampling member keeps
+        decoding."""
+        self._switch = not self._sample
+
     def data_received(self, data: bytes) -> None:
+        if self._counting:
+            self._count(data)
+            return
+        self._decode(data)
+        if self._switch and not self._decoder.buffered:
+            self._counting = True
+
+    def _count(self, data: bytes) -> None:
+        if self._tail:
+            data = self._tail + data
+        end = len(data)
+        pos = delivered = dropped = 0
+        unpack = _LENGTH_AND_COMMAND.unpack_from
+        while end - pos >= HEADER_SIZE:
+            length, command = unpack(data, pos)
+            if length < HEADER_SIZE:
+                raise RuntimeError(f"frame length {length} from the gate: the stream is broken")
+            if end - pos < length:
+                break
+            if command == Cmd.ROOM_MSG:
+                delivered += 1
+            elif command == Cmd.ROOM_EXIT_NOTIFY:
+                dropped += 1
+            pos += length
+        self._tail = data[pos:]
+        stats = self._stats
+        stats.delivered += delivered
+        stats.dropped += dropped
+
+    def _decode(self, data: bytes) -> None:
         stats = self._stats
         for frame in self._decoder.feed(data):
             command = frame.command_id
@@ -147,6 +204,7 @@ async def _main(job: RoomJob, pipe: Connection, counters: SynchronizedArray[Any]
                         raise RuntimeError(f"login refused: {rsp.result_string}")
                     req = ext_pb2.RoomJoinReq(room_id=job.room_id)
                     await member.ask(build_frame(Cmd.ROOM_JOIN_REQ, 2, req), Cmd.ROOM_JOIN_RSP)
+                    member.count_only()
             except Exception as exc:  # counted and named; none stops the run
                 key = f"{type(exc).__name__}: {exc}"[:200]
                 errors[key] = errors.get(key, 0) + 1
