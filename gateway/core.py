@@ -70,7 +70,14 @@ from gateway.ratelimit import TokenBucket
 from schemas.codes import ErrorCode, ExtResultCode, KickReason
 from schemas.commands import Cmd, CommandSpec, Direction, build_frame, parse_body, spec
 from schemas.errors import BodyDecodeError, CommandError, FrameError
-from schemas.frame import Frame, FrameDecoder, decode_frame, encode_frame, next_push_seq
+from schemas.frame import (
+    Frame,
+    FrameDecoder,
+    SharedPush,
+    decode_frame,
+    encode_frame,
+    next_push_seq,
+)
 from schemas.pb.coffeebus import ext_pb2
 from schemas.pb.coffeechat import base_pb2, login_pb2
 from telemetry.metrics import FRAMES_IN, FRAMES_OUT
@@ -425,18 +432,29 @@ class Connection:
             seq = self._push_seq = next_push_seq(self._push_seq)
         self._queue(command_id, encode_frame(command_id, seq, body))
 
-    def push_frames(self, command_id: int, bodies: Sequence[bytes]) -> None:
-        """Queue one push per body, numbered by the push counter, counted once: the room
-        fan-out's path (`gateway.rooms`), where one body goes to many connections."""
-        if self.state is State.CLOSED or not bodies:
-            return
+    def push_shared(self, command_id: int, pushes: Sequence[SharedPush]) -> list[bytes]:
+        """One push per `pushes` body, numbered by the push counter, counted once, returned
+        to be written now — behind whatever was queued before them, which comes first in
+        the list — instead of queued: the room fan-out's path (`gateway.rooms`), where one
+        body goes to many connections and each costs one write. Nothing once closed."""
+        if self.state is State.CLOSED or not pushes:
+            return []
         seq = self._push_seq
-        out = self._outgoing
-        for body in bodies:
+        if len(pushes) == 1:
             seq = next_push_seq(seq)
-            out.append(encode_frame(command_id, seq, body))
+            frames = [pushes[0].frame(seq)]
+        else:
+            frames = []
+            for push in pushes:
+                seq = next_push_seq(seq)
+                frames.append(push.frame(seq))
         self._push_seq = seq
-        _FRAMES_OUT.inc(command_id, len(bodies))
+        _FRAMES_OUT.inc(command_id, len(pushes))
+        if self._outgoing:
+            queued, self._outgoing = self._outgoing, []
+            queued.extend(frames)
+            return queued
+        return frames
 
     def kick(self, reason: KickReason, *, new_client_type: int = 0, text: str = "") -> None:
         """Send a KickNotify, then close."""

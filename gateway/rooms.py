@@ -35,6 +35,7 @@ from gateway.ratelimit import TokenBucket
 from schemas.codes import ExtResultCode, RoomExitReason
 from schemas.commands import Cmd
 from schemas.envelope import RoomClose, RoomDeliver, RoomItem
+from schemas.frame import SharedPush
 from schemas.ids import GateId, TraceId
 from schemas.pb.coffeebus import ext_pb2
 from schemas.settings import RoomSettings
@@ -65,11 +66,11 @@ class RoomConnection(Protocol):
 
     def queue(self, command_id: int, body: bytes, seq: int | None = None) -> None: ...
 
-    def push(self, command_id: int, bodies: Sequence[bytes]) -> None: ...
+    def push(self, command_id: int, pushes: Sequence[SharedPush]) -> None:
+        """Write these pushes now (behind anything queued)."""
+        ...
 
     def pump(self) -> None: ...
-
-    def flush(self) -> None: ...
 
 
 class Refused(Exception):
@@ -219,24 +220,26 @@ class GateRooms:
 
     # -- downlink ------------------------------------------------------------------------------
 
-    def deliver(self, record: RoomDeliver, flushed: dict[int, RoomConnection]) -> None:
-        """Queue every item of `record` on each member of its room; `flushed` collects the
-        connections to `flush`: one write per connection per batch of records.
+    def deliver(self, record: RoomDeliver, touched: dict[int, RoomConnection]) -> None:
+        """Write every item of `record` to each member of its room, one write per member;
+        `touched` collects the connections to `pump` afterwards (slow members' exits).
 
-        The loop is the gate's per-member work, so it does little: the bodies are shared,
-        and only a member that joined amid these messages, or sent one of them, gets its
-        own list."""
+        The loop is the gate's per-member work, so it does little: the bodies are framed
+        once (`SharedPush`: a member only adds its push seq), and only a member that joined
+        amid these messages, or sent one of them, gets its own list. The gate merges a
+        batch's records of one room before calling this (`Gate._on_records`), so a member
+        gets one write per batch however many records it held."""
         members = self._rooms.get(record.room_id)
         if not members:
             return
         limit = self._settings.slow_backlog_frames
         items = record.items
-        bodies = [item.body for item in items]
+        cmd = Cmd.ROOM_MSG
+        pushes = [SharedPush(cmd, item.body) for item in items]
         first = items[0].msg_id if items else 0
         senders = {item.skip_conn for item in items if item.skip_conn}
         slow: list[int] = []
         count = 0
-        cmd = Cmd.ROOM_MSG
         for conn_id, member in members.items():
             after = member.after
             if after < 0:
@@ -249,15 +252,18 @@ class GateRooms:
                 slow.append(conn_id)
                 continue
             if after < first and conn_id not in senders:
-                mine: Sequence[bytes] = bodies
+                mine: Sequence[SharedPush] = pushes
             else:
-                mine = [i.body for i in items if i.msg_id > after and i.skip_conn != conn_id]
+                mine = [
+                    push
+                    for push, i in zip(pushes, items, strict=True)
+                    if i.msg_id > after and i.skip_conn != conn_id
+                ]
             if mine:
                 conn.push(cmd, mine)
                 count += len(mine)
-                flushed[conn_id] = conn
         for conn_id in slow:
-            self._drop_slow(record.room_id, conn_id, flushed)
+            self._drop_slow(record.room_id, conn_id, touched)
         self.deliveries += count
         ROOM_DELIVERIES.inc(count)
 

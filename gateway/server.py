@@ -813,23 +813,23 @@ class Gate:
         # Frames are queued on their connections first and written once per connection at
         # the end: a connection with several frames in a batch costs one write, not one each.
         touched: dict[int, RoomConnection] = {}
-        # Room deliveries only push: their connections are flushed, the others pumped.
-        flushed: dict[int, RoomConnection] = {}
+        # A room's messages in this batch, merged into one delivery: written to each member
+        # at once (behind what is queued for it), one write per member per batch.
+        rooms: dict[int, RoomDeliver] = {}
         try:
             for record in records:
-                self._on_record(record, touched, flushed)
+                self._on_record(record, touched, rooms)
+            for delivery in rooms.values():
+                self.rooms.deliver(delivery, touched)
         finally:
             for conn in touched.values():
                 conn.pump()
-            for conn_id, conn in flushed.items():
-                if conn_id not in touched:
-                    conn.flush()
 
     def _on_record(
         self,
         record: Record,
         touched: dict[int, RoomConnection],
-        flushed: dict[int, RoomConnection],
+        rooms: dict[int, RoomDeliver],
     ) -> None:
         try:
             item = decode_gate_record(record.value)
@@ -851,8 +851,16 @@ class Gate:
         elif isinstance(item, KickUser):
             self._kick_user(item)
         elif isinstance(item, RoomDeliver):
-            self.rooms.deliver(item, flushed)
+            held = rooms.get(item.room_id)
+            rooms[item.room_id] = (
+                item
+                if held is None
+                else msgspec.structs.replace(held, items=held.items + item.items)
+            )
         elif isinstance(item, RoomClose):
+            held = rooms.pop(item.room_id, None)
+            if held is not None:  # its messages before its close, in the room's order
+                self.rooms.deliver(held, touched)
             self.rooms.close_room(item, touched)
         else:
             self._apply(item, touched)

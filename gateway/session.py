@@ -34,6 +34,7 @@ from gateway.core import (
     HeartbeatReceived,
 )
 from schemas.codes import KickReason
+from schemas.frame import SharedPush
 from store.routes import Route
 from telemetry import logcontext
 
@@ -192,16 +193,13 @@ class GateConnection:
         """`send` without writing yet: the caller pumps once it queued all it has."""
         self.core.send_frame(command_id, body, seq)
 
-    def push(self, command_id: int, bodies: Sequence[bytes]) -> None:
-        """Queue a push per body without writing yet (the room fan-out): `flush` follows."""
-        self.core.push_frames(command_id, bodies)
-
-    def flush(self) -> None:
-        """Write what was queued by `push`. Pushes change no deadline and raise no event, so
-        this is `pump` without their costs — unless the write finds the send queue full,
-        when the connection closes as in `pump`."""
+    def push(self, command_id: int, pushes: Sequence[SharedPush]) -> None:
+        """Write a push per body now, in one write with anything queued before (the room
+        fan-out: `gateway.rooms`). Pushes change no deadline and raise no event, so this is
+        `pump` without their costs — unless the write finds the send queue full, when the
+        connection closes as in `pump`."""
         core = self.core
-        frames = core.data_to_send()
+        frames = core.push_shared(command_id, pushes)
         if frames and not self._link.write(frames):
             core.close(CloseReason.SLOW_CONSUMER, "send queue full")
             core.data_to_send()

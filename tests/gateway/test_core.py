@@ -19,7 +19,7 @@ from gateway.core import (
 )
 from schemas.codes import ClientType, ErrorCode, ExtResultCode, KickReason
 from schemas.commands import Cmd, UplinkTopic
-from schemas.frame import MAX_SEQ, Frame, FrameDecoder, encode_frame
+from schemas.frame import MAX_SEQ, Frame, FrameDecoder, SharedPush, encode_frame
 from schemas.pb.coffeebus import ext_pb2
 from schemas.pb.coffeechat import base_pb2, login_pb2, message_pb2
 
@@ -51,8 +51,11 @@ def msg_data(seq: int, text: str = "hi") -> bytes:
 
 
 def sent(conn: Connection) -> list[Frame]:
-    decoder = FrameDecoder()
-    return decoder.feed(b"".join(conn.data_to_send()))
+    return decode_all(conn.data_to_send())
+
+
+def decode_all(frames: list[bytes]) -> list[Frame]:
+    return FrameDecoder().feed(b"".join(frames))
 
 
 def error_of(f: Frame) -> ext_pb2.ErrorRsp:
@@ -365,19 +368,23 @@ def test_push_seq_counts_from_one_and_wraps_to_one() -> None:
 def test_pushed_frames_share_the_push_counter_and_nothing_after_close() -> None:
     conn = logged_in()
     conn.send_frame(Cmd.MSG_DATA, b"")
-    conn.push_frames(Cmd.ROOM_MSG, [b"a", b"b"])
-    conn.push_frames(Cmd.ROOM_MSG, [])
-    conn.send_frame(Cmd.MSG_DATA, b"")
-    frames = sent(conn)
-    assert [(f.command_id, f.seq, f.body) for f in frames] == [
+    pushed = conn.push_shared(
+        Cmd.ROOM_MSG, [SharedPush(Cmd.ROOM_MSG, b"a"), SharedPush(Cmd.ROOM_MSG, b"b")]
+    )
+    # Returned behind what was queued, not queued themselves.
+    assert [(f.command_id, f.seq, f.body) for f in decode_all(pushed)] == [
         (Cmd.MSG_DATA, 1, b""),
         (Cmd.ROOM_MSG, 2, b"a"),
         (Cmd.ROOM_MSG, 3, b"b"),
-        (Cmd.MSG_DATA, 4, b""),
     ]
-    conn.close(CloseReason.SHUTDOWN)
-    conn.push_frames(Cmd.ROOM_MSG, [b"c"])
+    assert conn.push_shared(Cmd.ROOM_MSG, []) == []
     assert sent(conn) == []
+    conn.send_frame(Cmd.MSG_DATA, b"")
+    pushed = conn.push_shared(Cmd.ROOM_MSG, [SharedPush(Cmd.ROOM_MSG, b"c")])
+    assert [f.seq for f in decode_all(pushed)] == [4, 5]
+    conn.close(CloseReason.SHUTDOWN)
+    sent(conn)
+    assert conn.push_shared(Cmd.ROOM_MSG, [SharedPush(Cmd.ROOM_MSG, b"d")]) == []
 
 
 # --- timers ----------------------------------------------------------------------------------

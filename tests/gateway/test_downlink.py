@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import pytest
 
+from bus.base import Record
+from gateway.server import Gate
 from schemas.commands import Cmd
 from schemas.envelope import (
     Deliver,
     GateBatch,
     Kick,
     Reply,
+    RoomClose,
+    RoomDeliver,
+    RoomItem,
     Target,
     encode_gate_record,
     now_ms,
@@ -17,9 +22,13 @@ from schemas.envelope import (
 from schemas.ids import ConnId, UserId, new_trace_id
 from schemas.pb.coffeebus import ext_pb2
 from store.ids import UserId as StoreUserId
+from store.memory.rooms import MemoryRoomStore
+from store.rooms import Room
 from tests.gateway.client import Kind
 from tests.gateway.conftest import Env
 from tests.waiting import wait_for
+
+ROOM = 31
 
 
 async def conn_id_of(env: Env, user_id: int) -> int:
@@ -114,3 +123,59 @@ async def test_kick_record_and_bad_records(memory_env: Env) -> None:
 
 async def _routes_gone(env: Env, user_id: int) -> bool:
     return not await env.routes.get(StoreUserId(user_id))
+
+
+async def test_a_batchs_room_records_are_merged_per_room_and_kept_in_order(
+    memory_env: Env,
+) -> None:
+    """Two `RoomDeliver` records of one room in a batch reach a member as one write, in the
+    room's order, and a `RoomClose` after them in the batch still comes after them."""
+    await memory_env.user(2011)
+    store = MemoryRoomStore()
+    await store.create(Room(room_id=ROOM, name="lobby"))
+    gate = Gate(
+        memory_env.settings(),
+        bus=memory_env.bus,
+        user_store=memory_env.users,
+        route_store=memory_env.routes,
+        topology=memory_env.topology,
+        room_store=store,
+    )
+    memory_env.gates.append(gate)
+    await gate.start()
+    client = await memory_env.connect(gate, "tcp")
+    await client.login(2011, "token-2011")
+    await client.send(Cmd.ROOM_JOIN_REQ, ext_pb2.RoomJoinReq(room_id=ROOM), seq=5)
+    await client.expect(Cmd.ROOM_JOIN_RSP)
+
+    def room_record(offset: int, value: RoomDeliver | RoomClose) -> Record:
+        return Record(gate.topic, 0, offset, b"r", encode_gate_record(value), (), 0)
+
+    def deliver(*msg_ids: int) -> RoomDeliver:
+        items = tuple(
+            RoomItem(
+                msg_id=m,
+                body=ext_pb2.RoomMsg(room_id=ROOM, msg_id=m).SerializeToString(),
+                skip_conn=ConnId(0),
+                sent_ms=0,
+            )
+            for m in msg_ids
+        )
+        return RoomDeliver(room_id=ROOM, items=items, trace_id=new_trace_id(), ts_ms=0)
+
+    close = RoomClose(room_id=ROOM, text="over", trace_id=new_trace_id(), ts_ms=0)
+    await gate._on_records(
+        [
+            room_record(0, deliver(1, 2)),
+            room_record(1, deliver(3)),
+            room_record(2, close),
+            room_record(3, deliver(4)),  # after the close: nobody is in the room any more
+        ]
+    )
+    got = [ext_pb2.RoomMsg.FromString((await client.expect(Cmd.ROOM_MSG)).body) for _ in range(3)]
+    assert [m.msg_id for m in got] == [1, 2, 3]
+    exit_notify = ext_pb2.RoomExitNotify.FromString(
+        (await client.expect(Cmd.ROOM_EXIT_NOTIFY)).body
+    )
+    assert exit_notify.text == "over"
+    assert gate.rooms.deliveries == 3

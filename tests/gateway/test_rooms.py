@@ -12,6 +12,7 @@ from gateway.rooms import GateRooms, Refused, RoomConnection
 from schemas.codes import ExtResultCode, RoomExitReason
 from schemas.commands import Cmd
 from schemas.envelope import RoomClose, RoomDeliver, RoomItem
+from schemas.frame import SharedPush
 from schemas.ids import ConnId, GateId, TraceId
 from schemas.pb.coffeebus import ext_pb2
 from schemas.settings import RoomSettings
@@ -30,19 +31,18 @@ class FakeConn:
         self.user_id = user_id
         self.backlog = 0
         self.sent: list[tuple[int, bytes, int | None]] = []
-        self.flushes = 0
+        self.pumps = 0
+        self.writes = 0
 
     def queue(self, command_id: int, body: bytes, seq: int | None = None) -> None:
         self.sent.append((command_id, body, seq))
 
-    def push(self, command_id: int, bodies: Sequence[bytes]) -> None:
-        self.sent.extend((command_id, b, None) for b in bodies)
+    def push(self, command_id: int, pushes: Sequence[SharedPush]) -> None:
+        self.sent.extend((command_id, p.body, None) for p in pushes)
+        self.writes += 1
 
     def pump(self) -> None:
-        self.flushes += 1
-
-    def flush(self) -> None:
-        self.flushes += 1
+        self.pumps += 1
 
     def texts(self) -> list[bytes]:
         return [
@@ -107,9 +107,9 @@ def _rooms(store: MemoryRoomStore, **settings: int) -> tuple[GateRooms, list[Awa
 
 
 def _deliver(rooms: GateRooms, record: RoomDeliver) -> dict[int, RoomConnection]:
-    flushed: dict[int, RoomConnection] = {}
-    rooms.deliver(record, flushed)
-    return flushed
+    touched: dict[int, RoomConnection] = {}
+    rooms.deliver(record, touched)
+    return touched
 
 
 async def test_members_get_each_message_once_but_the_sender() -> None:
@@ -121,9 +121,10 @@ async def test_members_get_each_message_once_but_the_sender() -> None:
     rsp = ext_pb2.RoomJoinRsp.FromString(c.sent[0][1])
     assert (rsp.room_id, rsp.member_count, c.sent[0][2]) == (ROOM, 3, 3)
 
-    flushed = _deliver(rooms, _record((1, "hi"), (2, "there"), skip=1))
+    touched = _deliver(rooms, _record((1, "hi"), (2, "there"), skip=1))
 
-    assert set(flushed) == {2, 3}  # the sender has nothing to write
+    assert touched == {}  # written at once, nothing left to pump
+    assert (a.writes, b.writes, c.writes) == (0, 1, 1)  # the sender has nothing to write
     assert a.texts() == []
     assert b.texts() == [b"hi", b"there"]
     assert c.texts() == [b"hi", b"there"]

@@ -18,6 +18,7 @@ from schemas.frame import (
     VERSION,
     Frame,
     FrameDecoder,
+    SharedPush,
     decode_frame,
     encode_frame,
     next_push_seq,
@@ -131,6 +132,17 @@ def test_one_byte_at_a_time_and_all_at_once() -> None:
         assert decoder.buffered == i + 1 - sum(len(f.encode()) for f in out)
     assert out == frames
     assert FrameDecoder().feed(memoryview(stream)) == frames
+
+
+@given(
+    command_id=st.integers(0, 0xFFFF),
+    seq=st.integers(1, MAX_SEQ),
+    body=st.binary(max_size=300),
+)
+def test_a_shared_push_frames_exactly_as_encode_frame(
+    command_id: int, seq: int, body: bytes
+) -> None:
+    assert SharedPush(command_id, body).frame(seq) == encode_frame(command_id, seq, body)
 
 
 @given(length=st.integers(min_value=0, max_value=HEADER_SIZE - 1), rest=st.binary(max_size=40))
