@@ -58,6 +58,24 @@ def dlq_topic(topic: str) -> str:
     return topic + DLQ_SUFFIX
 
 
+class BatchLinger(msgspec.Struct, frozen=True):
+    """How long a consumer lets the broker hold a fetch to fill it: up to `max_wait_ms`,
+    unless `min_bytes` arrive first (Kafka's ``fetch.max.wait.ms`` and ``fetch.min.bytes``).
+
+    For a group whose cost is per batch rather than per record — the projection, whose
+    every update statement covers whatever its batch holds for one document — larger
+    batches are cheaper, and a delay it can afford buys them. A group on the message path
+    keeps the default: the broker answers as soon as it has anything.
+    """
+
+    max_wait_ms: int
+    min_bytes: int
+
+    def __post_init__(self) -> None:
+        if self.max_wait_ms < 0 or self.min_bytes < 1:
+            raise ValueError(f"invalid batch linger {self!r}")
+
+
 def check_consumer_args(topics: Sequence[str], batch_max: int) -> None:
     """The argument checks every `Bus.consumer` implementation makes."""
     if batch_max < 1:
@@ -280,13 +298,16 @@ class Bus(Protocol):
         handler: Handler,
         *,
         batch_max: int = DEFAULT_BATCH_MAX,
+        batch_linger: BatchLinger | None = None,
         static_member_id: str | None = None,
         retry: RetryPolicy | None = None,
         listener: PartitionListener | None = None,
     ) -> Consumer:
         """A new (not yet started) member of `group` consuming `topics` with `handler`.
 
-        `batch_max` caps the records per handler call. `static_member_id` enables static
+        `batch_max` caps the records per handler call. `batch_linger` lets the broker hold a
+        fetch until it has that much to hand over (`BatchLinger`; the memory bus hands
+        records over at once). `static_member_id` enables static
         membership (Kafka `group.instance.id`): a restarted member with the same id gets its
         partitions back without a group rebalance. `retry` tunes the retry policy
         (default: `RetryPolicy()`, retry transient errors forever). `listener` is told of

@@ -55,6 +55,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from bus.base import (
     DEFAULT_BATCH_MAX,
+    BatchLinger,
     BusError,
     ConsumerFailed,
     Handler,
@@ -301,6 +302,7 @@ class KafkaBus:
         handler: Handler,
         *,
         batch_max: int = DEFAULT_BATCH_MAX,
+        batch_linger: BatchLinger | None = None,
         static_member_id: str | None = None,
         retry: RetryPolicy | None = None,
         listener: PartitionListener | None = None,
@@ -312,6 +314,7 @@ class KafkaBus:
             tuple(topics),
             handler,
             batch_max=batch_max,
+            batch_linger=batch_linger,
             static_member_id=static_member_id,
             retry=retry or RetryPolicy(),
             listener=listener,
@@ -340,11 +343,13 @@ class KafkaConsumer:
         handler: Handler,
         *,
         batch_max: int,
+        batch_linger: BatchLinger | None = None,
         static_member_id: str | None,
         retry: RetryPolicy,
         listener: PartitionListener | None = None,
     ) -> None:
         self._bus = bus
+        self._batch_linger = batch_linger
         self._listener = listener
         self._group = group
         self._topics = topics
@@ -412,9 +417,11 @@ class KafkaConsumer:
             await self._bus._partitions(topic)  # UnknownTopicError now, not a silent wait
         if self._bus.producer_per_consumer:
             self._producer = await self._bus._new_producer(f"{self._bus._client_id}-{self._group}")
-        consumer = AIOKafkaConsumer(
-            **self._bus.consumer_config(self._group, self._static_member_id)
-        )
+        config = self._bus.consumer_config(self._group, self._static_member_id)
+        if self._batch_linger is not None:
+            config["fetch_max_wait_ms"] = self._batch_linger.max_wait_ms
+            config["fetch_min_bytes"] = self._batch_linger.min_bytes
+        consumer = AIOKafkaConsumer(**config)
         try:
             await consumer.start()
             consumer.subscribe(list(self._topics), listener=_Listener(self))

@@ -30,6 +30,7 @@ from collections.abc import Iterable, Sequence
 
 from bus.base import (
     DEFAULT_BATCH_MAX,
+    BatchLinger,
     BusError,
     ConsumerFailed,
     Handler,
@@ -155,11 +156,13 @@ class MemoryBus:
         handler: Handler,
         *,
         batch_max: int = DEFAULT_BATCH_MAX,
+        batch_linger: BatchLinger | None = None,
         static_member_id: str | None = None,
         retry: RetryPolicy | None = None,
         listener: PartitionListener | None = None,
     ) -> MemoryConsumer:
         check_consumer_args(topics, batch_max)
+        del batch_linger  # records are handed over as soon as they are appended
         member_id = static_member_id or f"{group}-member-{next(self._member_ids)}"
         return MemoryConsumer(
             self,

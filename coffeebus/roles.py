@@ -21,7 +21,7 @@ import signal
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
-from bus.base import DEFAULT_BATCH_MAX, Consumer
+from bus.base import DEFAULT_BATCH_MAX, BatchLinger, Consumer
 from coffeebus.settings import ProcessSettings
 from coffeebus.wiring import Runtime
 from consumers.registry import factory
@@ -159,13 +159,16 @@ class ConsumerRole:
         self.handler = factory(group)(runtime)
         # The handler hears of partition changes: it forgets what it cached for partitions
         # it may no longer own (seq sections above all, DESIGN invariant 2).
-        # A handler may ask for larger batches than the bus's default (the projection).
+        # A handler may ask for larger batches than the bus's default (the projection),
+        # and to let the broker fill them (`bus.base.BatchLinger`).
         batch_max: int = getattr(self.handler, "batch_max", DEFAULT_BATCH_MAX)
+        batch_linger: BatchLinger | None = getattr(self.handler, "batch_linger", None)
         self.consumer: Consumer = runtime.bus.consumer(
             spec.group_id,
             spec.topics,
             self.handler.handle,
             batch_max=batch_max,
+            batch_linger=batch_linger,
             static_member_id=static_member_id,
             listener=self.handler,
         )

@@ -21,10 +21,18 @@ Per batch (one log partition, up to `BATCH_MAX` records, in order):
    inbox seq this batch wrote (both logs are appended to in seq order per timeline);
 4. return; the runner commits.
 
-The batch is large on purpose: the document store is the slow part, and one bulk of many
-documents costs about what one of a few costs. Its lag is a first-class figure
-(`coffeebus topology lag`, ``coffeebus_consumer_lag`` in /metrics; docs/operations.md says
-what to alarm on); the logs' retention (topology.yaml) is far above any lag it may reach.
+**Batches.** The batch is large on purpose: the document store is the slow part, and one
+bulk of many documents costs about what one of a few costs. An update statement (a
+session's last message, a read or delivery mark) is written once per document per batch
+however many records touched it, and on FerretDB v1 each costs milliseconds that grow with
+the collection (docs/benchmarks.md): so the group lets the broker hold its fetches for up to
+`BATCH_LINGER` (a second, or 1 MiB of logs, whichever comes first). A session that gets ten
+messages a second costs one update a second, not ten, and the lag grows by at most that
+second, which the hot state covers (docs/architecture.md, "Hot state").
+
+Its lag is a first-class figure (`coffeebus topology lag`, ``coffeebus_consumer_lag`` in
+/metrics; docs/operations.md says what to alarm on); the logs' retention (topology.yaml) is
+far above any lag it may reach.
 """
 
 from __future__ import annotations
@@ -35,7 +43,7 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from bus.base import Record, Reject, TopicPartition
+from bus.base import BatchLinger, Record, Reject, TopicPartition
 from consumers.fanout import stored_message
 from consumers.registry import consumer_group
 from schemas.codes import SessionType
@@ -57,6 +65,8 @@ log = logging.getLogger(__name__)
 
 #: Records per batch: a log record holds a handler batch of entries already.
 BATCH_MAX = 1000
+#: How long the broker may hold a fetch to fill a batch (module docstring, "Batches").
+BATCH_LINGER = BatchLinger(max_wait_ms=1000, min_bytes=1 << 20)
 
 
 class HotTrim(Protocol):
@@ -129,8 +139,10 @@ class _Batch:
 class ProjectionHandler:
     """Handles batches of ``im.log.msg`` and ``im.log.user`` (see the module docstring)."""
 
-    #: Records per batch (`coffeebus.roles.ConsumerRole` reads it).
+    #: Records per batch, and how long to let them gather (`coffeebus.roles.ConsumerRole`
+    #: reads both).
     batch_max = BATCH_MAX
+    batch_linger = BATCH_LINGER
 
     def __init__(self, targets: ProjectionTargets) -> None:
         self._to = targets

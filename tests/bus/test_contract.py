@@ -20,6 +20,7 @@ from bus.base import (
     DLQ_OFFSET,
     DLQ_PARTITION,
     DLQ_TOPIC,
+    BatchLinger,
     Consumer,
     Handler,
     Outgoing,
@@ -564,3 +565,25 @@ async def test_partition_listener_hears_assignments_and_revocations(
     mark = len(log)
     await first.abort()
     assert log[mark:] == []  # a killed member is told nothing
+
+
+async def test_a_batch_linger_lets_records_gather_into_one_batch(harness: BusHarness) -> None:
+    """With `BatchLinger`, Kafka holds a fetch until enough arrived or the wait ends: two
+    records published 200 ms apart reach the handler together (the wait is 5 s). The memory
+    bus hands records over at once, linger or not."""
+    bus = harness.bus
+    topic = await harness.topic(partitions=1)
+    seen = Seen()
+    linger = BatchLinger(max_wait_ms=5000, min_bytes=1 << 20)
+    consumer = await started(
+        bus.consumer(harness.group(), [topic], seen.handler(), batch_linger=linger)
+    )
+    await bus.publish(topic, b"first", key=b"k")
+    await asyncio.sleep(0.2)  # a gap the linger bridges; not a wait for an outcome
+    await bus.publish(topic, b"second", key=b"k")
+    await seen.wait(lambda: len(seen.log) == 2)
+    await consumer.stop()
+    if harness.kind == "kafka":
+        assert [[r.value for r in batch] for batch in seen.batches] == [[b"first", b"second"]]
+    else:
+        assert [[r.value for r in batch] for batch in seen.batches] == [[b"first"], [b"second"]]
