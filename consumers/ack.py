@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -235,9 +236,16 @@ class AckHandler:
         return await self._messages.latest_seqs(convs)
 
     async def _memberships(self, pairs: set[tuple[UserId, int]]) -> set[tuple[UserId, int]]:
-        ordered = list(pairs)
-        found = await asyncio.gather(*(self._groups.is_member(GroupId(g), u) for u, g in ordered))
-        return {pair for pair, member in zip(ordered, found, strict=True) if member}
+        """The (user, group) pairs that are memberships: one request per group (a group
+        message's acks come from hundreds of members at once)."""
+        by_group: dict[int, list[UserId]] = defaultdict(list)
+        for user, group in pairs:
+            by_group[group].append(user)
+        groups = list(by_group)
+        found = await asyncio.gather(
+            *(self._groups.members_among(GroupId(g), by_group[g]) for g in groups)
+        )
+        return {(user, g) for g, members in zip(groups, found, strict=True) for user in members}
 
     async def _deliver(
         self,

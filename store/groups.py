@@ -205,6 +205,11 @@ class GroupStore(Protocol):
         """Whether `user_id` is a member."""
         ...
 
+    async def members_among(self, group_id: GroupId, user_ids: Iterable[UserId]) -> set[UserId]:
+        """Those of `user_ids` that are members, in one request (a batch of acks asks for
+        hundreds at once)."""
+        ...
+
     async def groups_of(self, user_id: UserId) -> list[GroupId]:
         """The groups `user_id` is a member of, ascending."""
         ...

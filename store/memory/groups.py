@@ -131,6 +131,10 @@ class MemoryGroupStore:
         """Whether `user_id` is a member."""
         return user_id in self._members.get(group_id, ())
 
+    async def members_among(self, group_id: GroupId, user_ids: Iterable[UserId]) -> set[UserId]:
+        """Those of `user_ids` that are members."""
+        return set(user_ids) & self._members.get(group_id, set())
+
     async def groups_of(self, user_id: UserId) -> list[GroupId]:
         """The user's groups, ascending."""
         return sorted(g for g, members in self._members.items() if user_id in members)

@@ -246,6 +246,14 @@ class MongoGroupStore:
         """Whether `user_id` is a member (a primary-key lookup)."""
         return await self._members.find_one({"_id": member_key(group_id, user_id)}) is not None
 
+    async def members_among(self, group_id: GroupId, user_ids: Iterable[UserId]) -> set[UserId]:
+        """Those of `user_ids` that are members: one query on the (group, user) index."""
+        wanted = sorted(set(user_ids))
+        if not wanted:
+            return set()
+        cursor = self._members.find({"group": group_id, "user": {"$in": wanted}}, {"user": True})
+        return {UserId(int(doc["user"])) async for doc in cursor}
+
     async def groups_of(self, user_id: UserId) -> list[GroupId]:
         """The user's groups, ascending."""
         cursor = self._members.find({"user": user_id}, {"group": True}).sort("group")

@@ -92,6 +92,10 @@ async def test_create_makes_the_owner_a_member(groups: GroupStore, clock: Manual
     assert await groups.get(NOWHERE) is None
     assert await groups.members(NOWHERE) == []
     assert not await groups.is_member(NOWHERE, OWNER)
+    among = await groups.members_among(group.group_id, [U[9], U[2], OWNER, U[2]])
+    assert among == {U[2], OWNER}
+    assert await groups.members_among(group.group_id, []) == set()
+    assert await groups.members_among(NOWHERE, [OWNER]) == set()
 
 
 async def test_a_replayed_create_returns_the_first_group(groups: GroupStore) -> None:
@@ -244,6 +248,7 @@ async def test_a_change_in_one_process_is_seen_by_the_other_at_once(
     await writer.remove_members(gid, [U[2]])
     assert await reader.members(gid) == [OWNER, U[3]]
     assert not await reader.is_member(gid, U[2])
+    assert await reader.members_among(gid, [U[2], U[3]]) == {U[3]}
     await writer.update(gid, GroupUpdate(mute_model=GroupMuteModel.ALL))
     group = await reader.get(gid)
     assert group is not None
@@ -293,7 +298,8 @@ async def test_reads_go_through_the_cache_and_fill_it_on_a_miss(
     gid = (await inner.create(spec(), [U[2]], create_key="k")).group.group_id  # bypassing
     key = redis_keys.group_members(gid)
     assert await redis.exists(key) == 0
-    assert await cached.is_member(gid, U[2])  # miss: filled
+    assert await cached.members_among(gid, [U[2], U[3]]) == {U[2]}  # miss: filled
+    assert await cached.is_member(gid, U[2])
     assert await redis.hget(key, "#v") == b"1"
     # A change behind the cache's back is not seen until the snapshot is refreshed ...
     await inner.add_members(gid, [U[3]])
