@@ -55,11 +55,6 @@ log = logging.getLogger(__name__)
 GROUPS = ("msg", "fanout", "ack", "query")
 #: Bench users get ids above 2**40, far from the demo users and the tests' ids.
 USER_ID_BASE = 1 << 40
-#: The producers' linger in the benchmark (the setting's default is 5 ms), unless the
-#: setting's own variable `LINGER_ENV` says otherwise: a c2c message crosses three publishes
-#: on its way to the receiver.
-BENCH_LINGER_MS = 2
-LINGER_ENV = "COFFEEBUS_KAFKA__LINGER_MS"
 #: Users created per bulk insert (`UserStore.create_many`).
 USER_BATCH = 1000
 
@@ -97,10 +92,6 @@ def run_settings(
         return settings, Mode.EMBEDDED, topology
     settings = msgspec.structs.replace(
         settings,
-        kafka=msgspec.structs.replace(
-            base.kafka,
-            linger_ms=base.kafka.linger_ms if LINGER_ENV in os.environ else BENCH_LINGER_MS,
-        ),
         mongo=msgspec.structs.replace(base.mongo, database=database_name(suffix)),
         redis=msgspec.structs.replace(base.redis, key_prefix=f"cbbench:{suffix}:"),
     )

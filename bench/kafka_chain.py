@@ -10,9 +10,9 @@ deployed: the **source** produces `RECORD_BYTES`-byte records open-loop at the s
 each **relay** is a consumer-group member (manual commits) that fetches a batch
 (``getmany``), produces every record to the next topic, waits for the acks (``acks=all``),
 commits the batch and only then fetches again; the **sink** is a member that fetches,
-takes each record's latency and commits per batch. The producers use the bench's linger
-(`bench._server.BENCH_LINGER_MS`) and, like `bus.kafka.KafkaBus`, no idempotence; the
-consumers the bus's fetch settings.
+takes each record's latency and commits per batch. The producers use the ``[kafka]
+linger_ms`` setting, as the system under test does, and, like `bus.kafka.KafkaBus`, no
+idempotence; the consumers the bus's fetch settings.
 
 Record *i* of a step is due at ``t0 + i / rate`` and carries that due time: end-to-end
 latency runs from it to the sink's fetch (a late source is charged, not hidden). A step
@@ -43,9 +43,9 @@ from aiokafka import TopicPartition as KafkaTopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from rich.progress import Progress
 
-from bench._server import BENCH_LINGER_MS
 from bench.rig import START_TIMEOUT_S, STOP_TIMEOUT_S, BenchError, answer, ask
 from bench.stats import KEEPS_UP_SHARE, P99_BOUND_MS, latency_ms
+from coffeebus.settings import load_settings
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def _producer(bootstrap: str) -> AIOKafkaProducer:
         bootstrap_servers=bootstrap,
         acks="all",
         enable_idempotence=False,
-        linger_ms=BENCH_LINGER_MS,
+        linger_ms=load_settings().kafka.linger_ms,
         max_batch_size=256 * 1024,
     )
 
@@ -389,7 +389,7 @@ async def ramp(
             "hops": HOPS,
             "record_bytes": RECORD_BYTES,
             "partitions": partitions,
-            "linger_ms": BENCH_LINGER_MS,
+            "linger_ms": load_settings().kafka.linger_ms,
             "fetch_max_wait_ms": FETCH_MAX_WAIT_MS,
             "batch_max": BATCH_MAX,
             "step_s": plan.step_s,

@@ -105,7 +105,7 @@ class KafkaBus:
         bootstrap_servers: str,
         *,
         client_id: str = "coffeebus",
-        linger_ms: int = 5,
+        linger_ms: int = 0,
         max_batch_size: int = 256 * 1024,
         compression_type: str | None = None,
         request_timeout_ms: int = 30_000,

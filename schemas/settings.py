@@ -39,8 +39,10 @@ class KafkaSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     bootstrap_servers: str = "127.0.0.1:9092"
     #: Prefix of the Kafka client ids; ``coffeebus topology lag`` shows them as partition owners.
     client_id: str = "coffeebus"
-    #: Producer linger: a few ms batch records from many coroutines into one request.
-    linger_ms: Annotated[int, msgspec.Meta(ge=0)] = 5
+    #: Producer linger (ms). 0: a record goes out at once, and records published while a
+    #: request is in flight (one per broker and producer) go together in the next one — the
+    #: batching a timer would add, without its wait (docs/benchmarks.md, "Producer linger").
+    linger_ms: Annotated[int, msgspec.Meta(ge=0)] = 0
     #: Largest producer batch per partition (bytes).
     max_batch_size: PositiveInt = 256 * 1024
     #: None, "gzip", "snappy", "lz4" or "zstd" (the last three need their codec packages).
