@@ -353,7 +353,7 @@ async def connections(services: str, count: int, heartbeat_s: float) -> dict[str
 #: quick mode's room is what a gate holds comfortably on the 2-core box; the full mode's is
 #: bounded by the open-files limit of one gate (20,000 there).
 ROOMS: dict[str, tuple[int, str, float, float]] = {
-    "quick": (5_000, "10,20,25,30,35,40", 5.0, 300.0),
+    "quick": (5_000, "10,20,22,24,26,28,30,35,40", 5.0, 300.0),
     "full": (19_000, "2,5,10,15,20,25,30", 10.0, 900.0),
 }
 
