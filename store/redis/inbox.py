@@ -137,10 +137,20 @@ class RedisInboxStore:
 
     async def after(self, user_id: UserId, after_seq: int, limit: int) -> InboxPage:
         """Entries after `after_seq`, ascending: those below the floor from the store (one
-        query), the rest from Redis, each with its message's current version."""
+        query), the rest from Redis, each with its message's current version.
+
+        The index ``ib`` is read before the floor, in one pipeline: a trim may run between
+        any two commands of it, and only ever raises the floor, so an entry the index read
+        missed is below the floor read after it and the store has it (read the other way
+        round, entries trimmed in between would be in neither part of the page).
+
+        A page never skips an entry: `has_more` says whether the index holds more than the
+        page, and an entry whose message cannot be read ends the page before it (with
+        `has_more`), so a client syncing on from the page's last seq asks for it again. That
+        happens only after Redis lost a conversation's messages that the projection had not
+        written yet, until it has (docs/reliability.md, "Redis without persistence")."""
         check_limit(limit)
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hget(self._keys.user_state(user_id), "#floor")
             pipe.zrangebyscore(
                 self._keys.inbox(user_id),
                 f"({after_seq}",
@@ -149,10 +159,10 @@ class RedisInboxStore:
                 num=limit + 1,
                 withscores=True,
             )
-            raw_floor, hot = await pipe.execute()
+            pipe.hget(self._keys.user_state(user_id), "#floor")
+            hot, raw_floor = await pipe.execute()
         floor = None if raw_floor is None else int(raw_floor)
         entries: list[InboxEntry] = []
-        more = False
         if floor is None or after_seq + 1 < floor:
             page = await self.cold.after(user_id, after_seq, limit + 1)
             entries = [e for e in page.entries if floor is None or e.inbox_seq < floor]
@@ -163,7 +173,8 @@ class RedisInboxStore:
                 more = page.has_more or len(entries) > limit
                 return InboxPage(entries[:limit], has_more=more)
         # An entry below the floor in Redis too (appended late by a process that lost its
-        # partition) is the store's to answer, once.
+        # partition, or read from the index just before a trim) is the store's to answer,
+        # once.
         refs = [
             (bytes(ref), int(score))
             for ref, score in hot
@@ -173,8 +184,9 @@ class RedisInboxStore:
             wanted = refs[: limit + 1 - len(entries)]
             resolved = await self._resolve([r for r, _ in wanted])
             for (_, score), msg in zip(wanted, resolved, strict=True):
-                if msg is not None:
-                    entries.append(InboxEntry(user_id=user_id, inbox_seq=score, message=msg))
+                if msg is None:
+                    return InboxPage(entries[:limit], has_more=True)
+                entries.append(InboxEntry(user_id=user_id, inbox_seq=score, message=msg))
         return InboxPage(entries[:limit], has_more=len(entries) > limit)
 
     async def _resolve(self, refs: Sequence[bytes]) -> list[StoredMessage | None]:

@@ -11,36 +11,20 @@ from __future__ import annotations
 
 import msgspec
 import pytest
-from pymongo.asynchronous.database import AsyncDatabase
 
 from schemas.ids import ConversationId, UserId
-from store.clock import ManualClock
 from store.inbox import InboxEntry, InboxPage
 from store.messages import StoredMessage
-from store.mongo.client import Document
 from store.redis.client import RedisClient
 from store.redis.keys import RedisKeys
 from store.redis.user_state import UserKeys
 from store.sessions import ReadMark, SessionTouch
-from tests.store.messaging import T0, HotStores, c2c, conv, hot_stores
+from tests.store.messaging import T0, HotStores, c2c, conv
 
 pytestmark = [pytest.mark.mongo, pytest.mark.redis]
 
 ALICE, BOB = UserId(1), UserId(2)
 AB = conv(1, 2)
-
-
-@pytest.fixture
-def hot(redis: RedisClient, redis_keys: RedisKeys, mongo_db: AsyncDatabase[Document]) -> HotStores:
-    """Hot stores with small windows: 5 messages per conversation, 3 entries per inbox."""
-    return hot_stores(
-        redis,
-        redis_keys,
-        mongo_db,
-        clock=ManualClock(),
-        conversation_window=5,
-        inbox_window=3,
-    )
 
 
 async def project_messages(hot: HotStores, messages: list[StoredMessage]) -> int:
