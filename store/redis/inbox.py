@@ -167,9 +167,8 @@ class RedisInboxStore:
             page = await self.cold.after(user_id, after_seq, limit + 1)
             entries = [e for e in page.entries if floor is None or e.inbox_seq < floor]
             if floor is None:
-                # No hot entries: the store answers, and from now on Redis knows where
-                # its own begin (`head`), so the next sync of this user needs no store.
-                await self.head(user_id)
+                # No hot entries: the store answers (and will until a writer appends one
+                # and sets the floor: `store.redis.user_state.FILL_HEAD` says why).
                 more = page.has_more or len(entries) > limit
                 return InboxPage(entries[:limit], has_more=more)
         # An entry below the floor in Redis too (appended late by a process that lost its

@@ -307,14 +307,15 @@ return 1
 """
 
 # KEYS uh; ARGV the store's inbox head, ttl ms. A user without hot inbox entries learnt its
-# head from the store: raise #head to it, and put the floor above it — the store has every
-# entry up to it, Redis every later one — so that later reads need the store no more.
+# head from the store: raise #head to it. The floor is not put above it: keys that are gone
+# may have been lost with entries the projection has not written yet (a Redis that lost its
+# data), and a floor above the store's head would hide them once it has. Only a writer sets
+# the floor, at the first entry it appends (APPEND).
 FILL_HEAD: Final = """
 local head = tonumber(ARGV[1])
 if head > tonumber(redis.call('HGET', KEYS[1], '#head') or '-1') then
   redis.call('HSET', KEYS[1], '#head', head)
 end
-redis.call('HSETNX', KEYS[1], '#floor', head + 1)
 if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 1
 """

@@ -165,7 +165,7 @@ async def test_read_seqs_of_users_not_yet_complete_come_from_both_sides(
     assert await hot.sessions.read_counts(group, [ALICE, BOB, UserId(3)], [3, 5]) == {3: 2, 5: 1}
 
 
-async def test_a_user_redis_knows_nothing_of_asks_the_store_once(
+async def test_a_user_redis_knows_nothing_of_is_answered_by_the_store_until_an_entry(
     hot: HotStores, redis: RedisClient, redis_keys: RedisKeys
 ) -> None:
     old = [entry(ALICE, s, c2c(2, 1, s)) for s in range(1, 4)]
@@ -181,9 +181,56 @@ async def test_a_user_redis_knows_nothing_of_asks_the_store_once(
     hot.inbox.hot.cold.after = counted  # type: ignore[method-assign]
     page = await hot.inbox.after(ALICE, 0, 10)
     assert (page.entries, asked) == (old, [0])
+    assert await hot.inbox.head(ALICE) == 3
+    # No floor from the store's head: its keys may be gone with entries the projection
+    # has not written yet (a Redis that lost its data), which the store must answer later.
     assert await hot.inbox.after(ALICE, 3, 10) == InboxPage([], has_more=False)
-    assert asked == [0]  # Redis now knows its own entries start above the store's head
+    assert asked == [0, 3]
     new = entry(ALICE, 4, c2c(2, 1, 9))
-    await hot.inbox.append([new])
+    await hot.inbox.append([new])  # a writer sets the floor: Redis's part begins here
     assert (await hot.inbox.after(ALICE, 3, 10)).entries == [new]
-    assert asked == [0]
+    assert asked == [0, 3]
+
+
+async def test_after_redis_lost_its_data_reads_are_right_once_the_projection_caught_up(
+    hot: HotStores,
+) -> None:
+    """docs/reliability.md, "Redis without persistence": what Redis lost is below the floors
+    the writers set when they create its keys again, and the store answers for it once the
+    projection has written it."""
+    msgs = [c2c(2, 1, s) for s in range(1, 8)]
+    entries = [entry(ALICE, s, m) for s, m in enumerate(msgs, start=1)]
+    # Projected before the loss: 1-3. Logged, not projected yet, when Redis lost them: 4-6.
+    await hot.cold_messages.insert_many(msgs[:3])
+    await hot.cold_inbox.append_many(entries[:3])
+    # Read before the projection caught up: the store's part, as far as it goes.
+    assert (await hot.inbox.after(ALICE, 0, 10)).entries == entries[:3]
+    assert await hot.inbox.head(ALICE) == 3
+    assert await hot.messages.history(AB, 0, 20) == msgs[:3]
+    # The projection writes what Redis lost; a sync from where the client stood gets it.
+    await hot.cold_messages.insert_many(msgs[3:6])
+    await hot.cold_inbox.append_many(entries[3:6])
+    assert (await hot.inbox.after(ALICE, 3, 10)).entries == entries[3:6]
+    # The first message after the loss: Redis's part of both timelines begins there.
+    await hot.inbox.append([entries[6]])
+    page = await hot.inbox.after(ALICE, 0, 10)
+    assert (page.entries, page.has_more) == (entries, False)
+    assert await hot.messages.history(AB, 0, 20) == msgs
+    assert await hot.messages.get_by_seqs(AB, range(1, 8)) == msgs
+    assert await hot.inbox.head(ALICE) == 7
+
+
+async def test_an_entry_whose_message_redis_lost_ends_the_sync_page_until_it_is_written(
+    hot: HotStores,
+) -> None:
+    # Message 1 was logged, not projected, when Redis lost it; message 2 was accepted after
+    # the loss (the conversation's floor is 2 now); the fanout group, behind the msg group,
+    # appends both to Alice's inbox after the loss.
+    m1, m2 = c2c(2, 1, 1), c2c(2, 1, 2)
+    await hot.messages.insert_many([m2])
+    both = [entry(ALICE, 1, m1), entry(ALICE, 2, m2)]
+    await hot.inbox.hot.append(both)
+    # Nothing is skipped: the page ends before the entry it cannot read yet, with has_more.
+    assert await hot.inbox.after(ALICE, 0, 10) == InboxPage([], has_more=True)
+    await hot.cold_messages.insert_many([m1])  # the projection catches up
+    assert await hot.inbox.after(ALICE, 0, 10) == InboxPage(both, has_more=False)
