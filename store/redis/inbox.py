@@ -146,9 +146,11 @@ class RedisInboxStore:
 
         A page never skips an entry: `has_more` says whether the index holds more than the
         page, and an entry whose message cannot be read ends the page before it (with
-        `has_more`), so a client syncing on from the page's last seq asks for it again. That
-        happens only after Redis lost a conversation's messages that the projection had not
-        written yet, until it has (docs/reliability.md, "Redis without persistence")."""
+        `has_more`), so a client syncing on from the page's last seq asks for it again; a page
+        that needs the store below a fresh floor is empty, with `has_more`, until the
+        projection has written up to it. Both happen only after Redis lost what the
+        projection had not written yet, or briefly after a user's keys expired
+        (docs/reliability.md, "Redis without persistence")."""
         check_limit(limit)
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.zrangebyscore(
@@ -159,10 +161,14 @@ class RedisInboxStore:
                 num=limit + 1,
                 withscores=True,
             )
-            pipe.hget(self._keys.user_state(user_id), "#floor")
-            hot, raw_floor = await pipe.execute()
+            pipe.hmget(self._keys.user_state(user_id), ["#floor", "#fresh"])
+            hot, (raw_floor, fresh) = await pipe.execute()
         floor = None if raw_floor is None else int(raw_floor)
         entries: list[InboxEntry] = []
+        if floor is not None and fresh is not None and after_seq + 1 < floor:
+            # The store may not have everything below a floor a writer has just set
+            # (`store.redis.user_state`, "Fresh floors"): nothing until the projection has.
+            return InboxPage([], has_more=True)
         if floor is None or after_seq + 1 < floor:
             page = await self.cold.after(user_id, after_seq, limit + 1)
             entries = [e for e in page.entries if floor is None or e.inbox_seq < floor]

@@ -150,6 +150,11 @@ async def test_a_user_whose_hot_state_is_gone_is_repaired_from_the_store(
     assert session_now is not None
     assert (session_now.read_seq, session_now.unread) == (3, 2)
     assert await hot.sessions.read_seq(ALICE, AB) == 3
+    # Her inbox's floor is fresh: below it, the store answers once the projection wrote the
+    # new entry (and so everything before it).
+    assert await hot.inbox.after(ALICE, 0, 10) == InboxPage([], has_more=True)
+    await hot.cold_inbox.append_many([entry(ALICE, 20, new)])
+    await hot.inbox.hot.trim({ALICE: 20})
     page = await hot.inbox.after(ALICE, 0, 10)
     assert [e.message.seq for e in page.entries] == [1, 2, 3, 4, 9]
 
@@ -197,22 +202,29 @@ async def test_after_redis_lost_its_data_reads_are_right_once_the_projection_cau
 ) -> None:
     """docs/reliability.md, "Redis without persistence": what Redis lost is below the floors
     the writers set when they create its keys again, and the store answers for it once the
-    projection has written it."""
+    projection has written it; a device syncing meanwhile is not moved past it."""
     msgs = [c2c(2, 1, s) for s in range(1, 8)]
     entries = [entry(ALICE, s, m) for s, m in enumerate(msgs, start=1)]
-    # Projected before the loss: 1-3. Logged, not projected yet, when Redis lost them: 4-6.
-    await hot.cold_messages.insert_many(msgs[:3])
-    await hot.cold_inbox.append_many(entries[:3])
-    # Read before the projection caught up: the store's part, as far as it goes.
-    assert (await hot.inbox.after(ALICE, 0, 10)).entries == entries[:3]
-    assert await hot.inbox.head(ALICE) == 3
-    assert await hot.messages.history(AB, 0, 20) == msgs[:3]
-    # The projection writes what Redis lost; a sync from where the client stood gets it.
-    await hot.cold_messages.insert_many(msgs[3:6])
-    await hot.cold_inbox.append_many(entries[3:6])
-    assert (await hot.inbox.after(ALICE, 3, 10)).entries == entries[3:6]
-    # The first message after the loss: Redis's part of both timelines begins there.
+    # Projected before the loss: 1-2. Logged, not projected yet, when Redis lost them: 3-6.
+    await hot.cold_messages.insert_many(msgs[:2])
+    await hot.cold_inbox.append_many(entries[:2])
+    # No hot entries: the store's part, as far as it goes; later entries come after it.
+    assert (await hot.inbox.after(ALICE, 0, 10)).entries == entries[:2]
+    assert await hot.inbox.head(ALICE) == 2
+    assert await hot.messages.history(AB, 0, 20) == msgs[:2]
+    await hot.cold_messages.insert_many(msgs[2:4])  # the projection goes on
+    await hot.cold_inbox.append_many(entries[2:4])
+    assert (await hot.inbox.after(ALICE, 2, 10)).entries == entries[2:4]
+    # The first message after the loss: Redis's part of both timelines begins there. A device
+    # that has entry 4 gets nothing until the store has 5-6: a page of 7 would skip them.
     await hot.inbox.append([entries[6]])
+    assert await hot.inbox.after(ALICE, 4, 10) == InboxPage([], has_more=True)
+    assert (await hot.inbox.after(ALICE, 6, 10)).entries == [entries[6]]
+    await hot.cold_messages.insert_many(msgs[4:])
+    await hot.cold_inbox.append_many(entries[4:])
+    await hot.inbox.hot.trim({ALICE: 7})
+    page = await hot.inbox.after(ALICE, 4, 10)
+    assert (page.entries, page.has_more) == (entries[4:], False)
     page = await hot.inbox.after(ALICE, 0, 10)
     assert (page.entries, page.has_more) == (entries, False)
     assert await hot.messages.history(AB, 0, 20) == msgs
