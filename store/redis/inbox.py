@@ -137,10 +137,22 @@ class RedisInboxStore:
 
     async def after(self, user_id: UserId, after_seq: int, limit: int) -> InboxPage:
         """Entries after `after_seq`, ascending: those below the floor from the store (one
-        query), the rest from Redis, each with its message's current version."""
+        query), the rest from Redis, each with its message's current version.
+
+        The index ``ib`` is read before the floor, in one pipeline: a trim may run between
+        any two commands of it, and only ever raises the floor, so an entry the index read
+        missed is below the floor read after it and the store has it (read the other way
+        round, entries trimmed in between would be in neither part of the page).
+
+        A page never skips an entry: `has_more` says whether the index holds more than the
+        page, and an entry whose message cannot be read ends the page before it (with
+        `has_more`), so a client syncing on from the page's last seq asks for it again; a page
+        that needs the store below a fresh floor is empty, with `has_more`, until the
+        projection has written up to it. Both happen only after Redis lost what the
+        projection had not written yet, or briefly after a user's keys expired
+        (docs/reliability.md, "Redis without persistence")."""
         check_limit(limit)
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hget(self._keys.user_state(user_id), "#floor")
             pipe.zrangebyscore(
                 self._keys.inbox(user_id),
                 f"({after_seq}",
@@ -149,21 +161,25 @@ class RedisInboxStore:
                 num=limit + 1,
                 withscores=True,
             )
-            raw_floor, hot = await pipe.execute()
+            pipe.hmget(self._keys.user_state(user_id), ["#floor", "#fresh"])
+            hot, (raw_floor, fresh) = await pipe.execute()
         floor = None if raw_floor is None else int(raw_floor)
         entries: list[InboxEntry] = []
-        more = False
+        if floor is not None and fresh is not None and after_seq + 1 < floor:
+            # The store may not have everything below a floor a writer has just set
+            # (`store.redis.user_state`, "Fresh floors"): nothing until the projection has.
+            return InboxPage([], has_more=True)
         if floor is None or after_seq + 1 < floor:
             page = await self.cold.after(user_id, after_seq, limit + 1)
             entries = [e for e in page.entries if floor is None or e.inbox_seq < floor]
             if floor is None:
-                # No hot entries: the store answers, and from now on Redis knows where
-                # its own begin (`head`), so the next sync of this user needs no store.
-                await self.head(user_id)
+                # No hot entries: the store answers (and will until a writer appends one
+                # and sets the floor: `store.redis.user_state.FILL_HEAD` says why).
                 more = page.has_more or len(entries) > limit
                 return InboxPage(entries[:limit], has_more=more)
         # An entry below the floor in Redis too (appended late by a process that lost its
-        # partition) is the store's to answer, once.
+        # partition, or read from the index just before a trim) is the store's to answer,
+        # once.
         refs = [
             (bytes(ref), int(score))
             for ref, score in hot
@@ -173,8 +189,9 @@ class RedisInboxStore:
             wanted = refs[: limit + 1 - len(entries)]
             resolved = await self._resolve([r for r, _ in wanted])
             for (_, score), msg in zip(wanted, resolved, strict=True):
-                if msg is not None:
-                    entries.append(InboxEntry(user_id=user_id, inbox_seq=score, message=msg))
+                if msg is None:
+                    return InboxPage(entries[:limit], has_more=True)
+                entries.append(InboxEntry(user_id=user_id, inbox_seq=score, message=msg))
         return InboxPage(entries[:limit], has_more=len(entries) > limit)
 
     async def _resolve(self, refs: Sequence[bytes]) -> list[StoredMessage | None]:

@@ -38,6 +38,12 @@ Reads merge both sides by the floor: seqs at or above it from Redis, below it fr
 (one query, matching the store's ``(conv, seq)`` or ``(conv, client_msg_id)`` index), with
 revocations from ``tr`` laid over what the store returned.
 
+A read asks for the messages first and for the floor after them, in one pipeline: a pipeline
+is not atomic, and a trim may run between any two of its commands. A trim only ever raises
+the floor, so a message the read missed in ``tl`` is below the floor read after it, and the
+store has it. Read the other way round, a trim between the two would leave the messages it
+dropped neither in ``tl`` nor below the floor the read had: treated as nonexistent.
+
 The in-memory stores of the embedded mode need none of this: they are both sides at once.
 """
 
@@ -425,14 +431,14 @@ class RedisMessageStore:
             return []
         key = self._keys.timeline(conversation)
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hget(self._keys.timeline_meta(conversation), "floor")
             for seq in wanted:
                 pipe.zrangebyscore(key, seq, seq, start=0, num=1)
+            pipe.hget(self._keys.timeline_meta(conversation), "floor")  # after: module docstring
             answers = await pipe.execute()
-        floor = None if answers[0] is None else int(answers[0])
+        floor = None if answers[-1] is None else int(answers[-1])
         hot: list[StoredMessage] = []
         missing: list[int] = []
-        for seq, members in zip(wanted, answers[1:], strict=True):
+        for seq, members in zip(wanted, answers[:-1], strict=True):
             if members:
                 hot.append(decode_message(members[0]))
             elif floor is None or seq < floor:
@@ -450,18 +456,18 @@ class RedisMessageStore:
             return {}
         convs = list(dict.fromkeys(c for c, _ in wanted))
         async with self._redis.pipeline(transaction=False) as pipe:
-            for conv in convs:
-                pipe.hget(self._keys.timeline_meta(conv), "floor")
             for conv, seq in wanted:
                 pipe.zrangebyscore(self._keys.timeline(conv), seq, seq, start=0, num=1)
+            for conv in convs:  # after the messages: module docstring
+                pipe.hget(self._keys.timeline_meta(conv), "floor")
             answers = await pipe.execute()
         floors = {
             c: None if f is None else int(f)
-            for c, f in zip(convs, answers[: len(convs)], strict=True)
+            for c, f in zip(convs, answers[len(wanted) :], strict=True)
         }
         found: dict[MessageRef, StoredMessage] = {}
         missing: list[MessageRef] = []
-        for ref, members in zip(wanted, answers[len(convs) :], strict=True):
+        for ref, members in zip(wanted, answers[: len(wanted)], strict=True):
             floor = floors[ref[0]]
             if members:
                 found[ref] = decode_message(members[0])
@@ -503,11 +509,11 @@ class RedisMessageStore:
             raise ValueError(f"limit must be at least 1, not {limit}")
         top: float | str = "+inf" if end_seq <= 0 else f"({end_seq}"
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hget(self._keys.timeline_meta(conversation), "floor")
             pipe.zrevrangebyscore(
                 self._keys.timeline(conversation), top, "-inf", start=0, num=limit
             )
-            raw_floor, members = await pipe.execute()
+            pipe.hget(self._keys.timeline_meta(conversation), "floor")  # after: module docstring
+            members, raw_floor = await pipe.execute()
         hot = [decode_message(m) for m in reversed(members)]
         if len(hot) >= limit:
             return hot
@@ -520,6 +526,10 @@ class RedisMessageStore:
             cold_end = floor
         else:
             cold_end = end_seq
+        if hot and (cold_end <= 0 or cold_end > hot[0].seq):
+            # A trim between the two reads raised the floor above messages read from Redis:
+            # the store is asked only for what lies below them.
+            cold_end = hot[0].seq
         older = await self.cold.history(conversation, cold_end, limit - len(hot))
         return [*await self._overlay(conversation, older), *hot]
 

@@ -22,8 +22,10 @@ key                    type    holds
 ``ss:{u<s>}:<id>``     zset    conversations scored by their last change (ms)
 ``ur:{u<s>}:<id>``     zset    unread messages "<conv>|<seq, 20 digits>" (all scores 0: by lex)
 ``uh:{u<s>}:<id>``     hash    ``#head`` (highest inbox seq), ``#floor`` (every inbox seq ≥ it
-                               is in ``ib``, every one below in the store), ``#init`` (the
-                               sessions here are complete), and per conversation ``l:<conv>``
+                               is in ``ib``, every one below in the store), ``#fresh`` (the
+                               floor, while the store may still lack entries below it),
+                               ``#init`` (the sessions here are complete), and per
+                               conversation ``l:<conv>``
                                "<seq>|<last message>", ``r:<conv>`` read seq, ``d:<conv>``
                                highest seq a device acked, ``t:<conv>`` highest seq trimmed
                                from ``ib`` (the entries' dedupe once they left)
@@ -40,6 +42,14 @@ append adds its message to ``ur`` only if it counts (`store.inbox.counts_as_unre
 else's, not a notification or a tip) and is above the read
 seq, a read removes everything up to it, each in one script on the user's slot, and a count
 is a ``ZLEXCOUNT`` of the conversation's range.
+
+Fresh floors (``#fresh``): a writer that creates a user's inbox keys sets the floor at the
+first entry it appends, and cannot know whether the store has every entry below it yet — it
+has not when Redis lost entries the projection had not written. It marks the floor fresh
+until the projection writes an entry at or above it (`TRIM`), which it does only after every
+earlier entry of the user's log; a sync that needs the store's side below a fresh floor gets
+an empty page with ``has_more`` meanwhile (`store.redis.inbox.RedisInboxStore.after`), rather
+than a page with a hole that would move the device past what it misses.
 
 Completeness (``#init``): writers create a user's keys from nothing when they are gone — a new
 user, one idle past the TTL, a Redis that lost its data — and cannot know what the document
@@ -157,7 +167,9 @@ APPEND: Final = _per_user(
 """,
     after="""
   if first then
-    redis.call('HSETNX', uh, '#floor', first)
+    if redis.call('HSETNX', uh, '#floor', first) == 1 then
+      redis.call('HSET', uh, '#fresh', first)
+    end
     redis.call('HSET', uh, '#head', head)
   end
 """,
@@ -205,12 +217,14 @@ DELIVER: Final = _per_user(
 )
 
 # Inbox trims (the projection). ARGV[2] the window; per user 1 item: the highest inbox seq
-# the store now has. Drops entries the store has, beyond the newest `window`; remembers per
-# conversation the highest seq dropped (the dedupe of entries that left) and raises the
-# floor. Returns per user how many it dropped.
+# the store now has. Clears #fresh once that reaches it; drops entries the store has, beyond
+# the newest `window`; remembers per conversation the highest seq dropped (the dedupe of
+# entries that left) and raises the floor. Returns per user how many it dropped.
 TRIM: Final = WINDOW_CUT + _per_user(
     first_arg=3,
     body="""
+    local fresh = redis.call('HGET', uh, '#fresh')
+    if fresh and tonumber(ARGV[a]) >= tonumber(fresh) then redis.call('HDEL', uh, '#fresh') end
     local limit = window_cut(ib, tonumber(ARGV[a]), tonumber(ARGV[2]))
     local gone = {}
     if limit then gone = redis.call('ZRANGEBYSCORE', ib, '-inf', limit) end
@@ -307,14 +321,15 @@ return 1
 """
 
 # KEYS uh; ARGV the store's inbox head, ttl ms. A user without hot inbox entries learnt its
-# head from the store: raise #head to it, and put the floor above it — the store has every
-# entry up to it, Redis every later one — so that later reads need the store no more.
+# head from the store: raise #head to it. The floor is not put above it: keys that are gone
+# may have been lost with entries the projection has not written yet (a Redis that lost its
+# data), and a floor above the store's head would hide them once it has. Only a writer sets
+# the floor, at the first entry it appends (APPEND).
 FILL_HEAD: Final = """
 local head = tonumber(ARGV[1])
 if head > tonumber(redis.call('HGET', KEYS[1], '#head') or '-1') then
   redis.call('HSET', KEYS[1], '#head', head)
 end
-redis.call('HSETNX', KEYS[1], '#floor', head + 1)
 if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 1
 """

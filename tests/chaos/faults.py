@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import msgspec
 
+from bus.admin import lag
 from gateway.server import Gate
 from schemas.ids import UserId
 from sdk.client import Client
@@ -25,7 +26,7 @@ from tests.chaos.checker import DeliveryReport, record_fault_result, settle
 from tests.chaos.harness import Ledger, Load, c2c
 from tests.consumers.conftest import System
 
-__all__ = ["FaultRun", "assert_clean", "run_under_load"]
+__all__ = ["FaultRun", "assert_clean", "projection_behind", "run_under_load"]
 
 log = logging.getLogger(__name__)
 
@@ -65,14 +66,20 @@ async def run_under_load(
     gate_options: Mapping[str, object] | None = None,
     finish_within: float = 150.0,
     settle_within: float = 60.0,
+    groups: Sequence[str] = GROUPS,
+    ledger: Ledger | None = None,
+    before_check: Callable[[], Awaitable[None]] | None = None,
 ) -> FaultRun:
     """Run the scenario of the module docstring; returns what it measured (asserts nothing
-    but what the tally needs: the caller checks `report.clean` and the ledger)."""
-    await system.start_consumers(GROUPS)
+    but what the tally needs: the caller checks `report.clean` and the ledger). `groups` are
+    the consumer groups run in the test's process; `ledger` lets `fault` watch the acks;
+    `before_check` is awaited between the load's end and the check (e.g. until the projection
+    has caught up, for a guarantee that holds from then on)."""
+    await system.start_consumers(groups)
     gate = await system.gate(**(gate_options or {}))
     users = [await system.user() for _ in range(2 * pairs)]
     clients = [await system.login(u, gate, request_timeout=request_timeout) for u in users]
-    load = Load(rate=rate, window=5, give_up_after=finish_within)
+    load = Load(rate=rate, window=5, give_up_after=finish_within, ledger=ledger)
     for i in range(0, len(users), 2):
         a, b = users[i], users[i + 1]
         load.add(clients[i], a, c2c(a, b), count=per_stream)
@@ -93,6 +100,8 @@ async def run_under_load(
     finally:
         await load.cancel()
     load_s = time.monotonic() - t0
+    if before_check is not None:
+        await before_check()
     runtime = system.runtime
     report = await settle(
         load.ledger, inbox=runtime.inbox, messages=runtime.messages, within=settle_within
@@ -116,3 +125,10 @@ def assert_clean(run: FaultRun, *, expected: int) -> None:
     assert run.report.clean, run.describe()
     run.ledger.assert_every_send_answered()
     assert run.report.acked == expected, run.describe()
+
+
+async def projection_behind(system: System) -> int:
+    """The projection group's lag: log records it has not written into the store yet."""
+    assert system.kafka_bootstrap is not None
+    [row] = await lag(system.topology, system.kafka_bootstrap, ["projection"])
+    return row.total

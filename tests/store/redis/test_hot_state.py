@@ -11,36 +11,20 @@ from __future__ import annotations
 
 import msgspec
 import pytest
-from pymongo.asynchronous.database import AsyncDatabase
 
 from schemas.ids import ConversationId, UserId
-from store.clock import ManualClock
 from store.inbox import InboxEntry, InboxPage
 from store.messages import StoredMessage
-from store.mongo.client import Document
 from store.redis.client import RedisClient
 from store.redis.keys import RedisKeys
 from store.redis.user_state import UserKeys
 from store.sessions import ReadMark, SessionTouch
-from tests.store.messaging import T0, HotStores, c2c, conv, hot_stores
+from tests.store.messaging import T0, HotStores, c2c, conv
 
 pytestmark = [pytest.mark.mongo, pytest.mark.redis]
 
 ALICE, BOB = UserId(1), UserId(2)
 AB = conv(1, 2)
-
-
-@pytest.fixture
-def hot(redis: RedisClient, redis_keys: RedisKeys, mongo_db: AsyncDatabase[Document]) -> HotStores:
-    """Hot stores with small windows: 5 messages per conversation, 3 entries per inbox."""
-    return hot_stores(
-        redis,
-        redis_keys,
-        mongo_db,
-        clock=ManualClock(),
-        conversation_window=5,
-        inbox_window=3,
-    )
 
 
 async def project_messages(hot: HotStores, messages: list[StoredMessage]) -> int:
@@ -166,6 +150,11 @@ async def test_a_user_whose_hot_state_is_gone_is_repaired_from_the_store(
     assert session_now is not None
     assert (session_now.read_seq, session_now.unread) == (3, 2)
     assert await hot.sessions.read_seq(ALICE, AB) == 3
+    # Her inbox's floor is fresh: below it, the store answers once the projection wrote the
+    # new entry (and so everything before it).
+    assert await hot.inbox.after(ALICE, 0, 10) == InboxPage([], has_more=True)
+    await hot.cold_inbox.append_many([entry(ALICE, 20, new)])
+    await hot.inbox.hot.trim({ALICE: 20})
     page = await hot.inbox.after(ALICE, 0, 10)
     assert [e.message.seq for e in page.entries] == [1, 2, 3, 4, 9]
 
@@ -181,7 +170,7 @@ async def test_read_seqs_of_users_not_yet_complete_come_from_both_sides(
     assert await hot.sessions.read_counts(group, [ALICE, BOB, UserId(3)], [3, 5]) == {3: 2, 5: 1}
 
 
-async def test_a_user_redis_knows_nothing_of_asks_the_store_once(
+async def test_a_user_redis_knows_nothing_of_is_answered_by_the_store_until_an_entry(
     hot: HotStores, redis: RedisClient, redis_keys: RedisKeys
 ) -> None:
     old = [entry(ALICE, s, c2c(2, 1, s)) for s in range(1, 4)]
@@ -197,9 +186,63 @@ async def test_a_user_redis_knows_nothing_of_asks_the_store_once(
     hot.inbox.hot.cold.after = counted  # type: ignore[method-assign]
     page = await hot.inbox.after(ALICE, 0, 10)
     assert (page.entries, asked) == (old, [0])
+    assert await hot.inbox.head(ALICE) == 3
+    # No floor from the store's head: its keys may be gone with entries the projection
+    # has not written yet (a Redis that lost its data), which the store must answer later.
     assert await hot.inbox.after(ALICE, 3, 10) == InboxPage([], has_more=False)
-    assert asked == [0]  # Redis now knows its own entries start above the store's head
+    assert asked == [0, 3]
     new = entry(ALICE, 4, c2c(2, 1, 9))
-    await hot.inbox.append([new])
+    await hot.inbox.append([new])  # a writer sets the floor: Redis's part begins here
     assert (await hot.inbox.after(ALICE, 3, 10)).entries == [new]
-    assert asked == [0]
+    assert asked == [0, 3]
+
+
+async def test_after_redis_lost_its_data_reads_are_right_once_the_projection_caught_up(
+    hot: HotStores,
+) -> None:
+    """docs/reliability.md, "Redis without persistence": what Redis lost is below the floors
+    the writers set when they create its keys again, and the store answers for it once the
+    projection has written it; a device syncing meanwhile is not moved past it."""
+    msgs = [c2c(2, 1, s) for s in range(1, 8)]
+    entries = [entry(ALICE, s, m) for s, m in enumerate(msgs, start=1)]
+    # Projected before the loss: 1-2. Logged, not projected yet, when Redis lost them: 3-6.
+    await hot.cold_messages.insert_many(msgs[:2])
+    await hot.cold_inbox.append_many(entries[:2])
+    # No hot entries: the store's part, as far as it goes; later entries come after it.
+    assert (await hot.inbox.after(ALICE, 0, 10)).entries == entries[:2]
+    assert await hot.inbox.head(ALICE) == 2
+    assert await hot.messages.history(AB, 0, 20) == msgs[:2]
+    await hot.cold_messages.insert_many(msgs[2:4])  # the projection goes on
+    await hot.cold_inbox.append_many(entries[2:4])
+    assert (await hot.inbox.after(ALICE, 2, 10)).entries == entries[2:4]
+    # The first message after the loss: Redis's part of both timelines begins there. A device
+    # that has entry 4 gets nothing until the store has 5-6: a page of 7 would skip them.
+    await hot.inbox.append([entries[6]])
+    assert await hot.inbox.after(ALICE, 4, 10) == InboxPage([], has_more=True)
+    assert (await hot.inbox.after(ALICE, 6, 10)).entries == [entries[6]]
+    await hot.cold_messages.insert_many(msgs[4:])
+    await hot.cold_inbox.append_many(entries[4:])
+    await hot.inbox.hot.trim({ALICE: 7})
+    page = await hot.inbox.after(ALICE, 4, 10)
+    assert (page.entries, page.has_more) == (entries[4:], False)
+    page = await hot.inbox.after(ALICE, 0, 10)
+    assert (page.entries, page.has_more) == (entries, False)
+    assert await hot.messages.history(AB, 0, 20) == msgs
+    assert await hot.messages.get_by_seqs(AB, range(1, 8)) == msgs
+    assert await hot.inbox.head(ALICE) == 7
+
+
+async def test_an_entry_whose_message_redis_lost_ends_the_sync_page_until_it_is_written(
+    hot: HotStores,
+) -> None:
+    # Message 1 was logged, not projected, when Redis lost it; message 2 was accepted after
+    # the loss (the conversation's floor is 2 now); the fanout group, behind the msg group,
+    # appends both to Alice's inbox after the loss.
+    m1, m2 = c2c(2, 1, 1), c2c(2, 1, 2)
+    await hot.messages.insert_many([m2])
+    both = [entry(ALICE, 1, m1), entry(ALICE, 2, m2)]
+    await hot.inbox.hot.append(both)
+    # Nothing is skipped: the page ends before the entry it cannot read yet, with has_more.
+    assert await hot.inbox.after(ALICE, 0, 10) == InboxPage([], has_more=True)
+    await hot.cold_messages.insert_many([m1])  # the projection catches up
+    assert await hot.inbox.after(ALICE, 0, 10) == InboxPage(both, has_more=False)
