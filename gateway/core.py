@@ -440,14 +440,10 @@ class Connection:
         if self.state is State.CLOSED or not pushes:
             return []
         seq = self._push_seq
-        if len(pushes) == 1:
+        frames = []
+        for push in pushes:
             seq = next_push_seq(seq)
-            frames = [pushes[0].frame(seq)]
-        else:
-            frames = []
-            for push in pushes:
-                seq = next_push_seq(seq)
-                frames.append(push.frame(seq))
+            frames.append(push.frame(seq))
         self._push_seq = seq
         _FRAMES_OUT.inc(command_id, len(pushes))
         if self._outgoing:
