@@ -5,8 +5,10 @@ with its share of the users. A worker logs its users in over TCP, each connectio
 one of several 127.0.0.x source addresses, then runs what the driver asks, one request at a
 time — ``(command, *args)`` answered by one value:
 
-- ``("login", user_ids)``: connect and log in (no heartbeat task, no reconnect; receivers
-  ack every push, as a real client does).
+- ``("login", user_ids, lean)``: connect and log in; receivers ack every push, as a real
+  client does. With `lean` (the c2c and group scenarios) each user is a `bench._lean`
+  connection, which costs the load side a fraction of an SDK client's CPU; otherwise an SDK
+  client (no heartbeat task, no reconnect), which the pull scenario's requests need.
 - ``("c2c", pairs, rate, duration_s, drain_s)``: an open-loop send of `rate` messages/s
   for `duration_s`, round-robin over the ``(sender, receiver)`` pairs. Message *i* is due at
   ``t0 + i / rate``; every latency is measured from that due time (so a late generator is
@@ -43,6 +45,7 @@ from collections import defaultdict
 from multiprocessing.connection import Connection
 from typing import Any
 
+from bench._lean import LeanClient, Sink
 from bench._server import token
 from schemas.codes import SessionType
 from schemas.pb.coffeechat import message_pb2
@@ -57,6 +60,12 @@ STAMP = struct.Struct(">dI")
 PAD = b"x" * 40
 MSG_DATA_CMD = 0x0301
 LOGIN_CONCURRENCY = 100
+#: The shortest wait between two wake-ups of the c2c generator: the loop's timers have a
+#: millisecond's granularity, and a shorter sleep spins (every wake-up sends all that is due,
+#: and every latency counts from the message's own due time).
+MIN_SLEEP_S = 0.001
+#: How long a group send waits for the server's acks of its messages.
+GROUP_SEND_TIMEOUT_S = 600.0
 
 
 class Worker:
@@ -66,6 +75,11 @@ class Worker:
         self.port = port
         self.sources = sources
         self.clients: dict[int, Client] = {}
+        self.lean: dict[int, LeanClient] = {}
+        self.sink = Sink(self.on_message)
+        #: makes this worker's client_msg_ids unique (a uuid per message costs the load side).
+        self._tag = uuid.uuid4().hex[:12]
+        self._counter = 0
         #: send→deliver latencies (seconds) of c2c pushes since the last `deliveries`.
         self.delivered: list[float] = []
         #: group message index → arrival times at this worker's members.
@@ -74,11 +88,13 @@ class Worker:
     def on_event(self, user_id: int, event: Event) -> None:
         if not (isinstance(event, Push) and event.command_id == MSG_DATA_CMD):
             return
-        now = time.perf_counter()
-        msg = event.message
+        if isinstance(event.message, message_pb2.MsgData):
+            self.on_message(user_id, event.message, time.perf_counter())
+
+    def on_message(self, user_id: int, msg: message_pb2.MsgData, now: float) -> None:
+        """A MsgData pushed to `user_id` arrived at `now`: a c2c latency or a group arrival."""
         if (
-            not isinstance(msg, message_pb2.MsgData)
-            or len(msg.msg_data) < STAMP.size
+            len(msg.msg_data) < STAMP.size
             or msg.from_user_id == user_id  # a sender's copy of its own group message
         ):
             return
@@ -88,8 +104,34 @@ class Worker:
         else:
             self.delivered.append(now - due)
 
-    async def login(self, user_ids: list[int]) -> int:
+    def message(
+        self, sender: int, to: int, kind: SessionType, due: float, index: int
+    ) -> message_pb2.MsgData:
+        """A bench message: the due time and index in ``msg_data``, a fresh client_msg_id."""
+        self._counter += 1
+        return message_pb2.MsgData(
+            from_user_id=sender,
+            to_session_id=to,
+            client_msg_id=f"{self._tag}-{self._counter}",
+            session_type=kind,  # type: ignore[arg-type]
+            msg_type=1,  # type: ignore[arg-type]
+            msg_data=STAMP.pack(due, index) + PAD,
+        )
+
+    async def login(self, user_ids: list[int], lean: bool = False) -> int:
         slots = asyncio.Semaphore(LOGIN_CONCURRENCY)
+
+        async def one_lean(n: int, uid: int) -> None:
+            client = LeanClient(uid, self.sink)
+            async with slots:
+                await client.connect(
+                    "127.0.0.1", self.port, token(uid), source=self.sources[n % len(self.sources)]
+                )
+            self.lean[uid] = client
+
+        if lean:
+            await asyncio.gather(*(one_lean(n, uid) for n, uid in enumerate(user_ids)))
+            return len(self.lean)
 
         async def one(n: int, uid: int) -> None:
             client = Client(
@@ -116,83 +158,66 @@ class Worker:
         self, pairs: list[tuple[int, int]], rate: float, duration_s: float, drain_s: float
     ) -> dict[str, Any]:
         total = max(1, round(rate * duration_s))
-        acks: list[float] = []
-        failed = 0
-        pending: set[asyncio.Task[None]] = set()
-
-        async def send(sender: Client, peer: int, due: float, index: int) -> None:
-            nonlocal failed
-            msg = message_pb2.MsgData(
-                from_user_id=sender.user_id,
-                to_session_id=peer,
-                client_msg_id=str(uuid.uuid4()),
-                session_type=SessionType.SINGLE,  # type: ignore[arg-type]
-                msg_type=1,  # type: ignore[arg-type]
-                msg_data=STAMP.pack(due, index) + PAD,
-            )
-            try:
-                await sender.send_message(msg)
-            except (SdkError, TimeoutError, OSError):
-                failed += 1
-                return
-            acks.append(time.perf_counter() - due)
-
+        sink = self._fresh_sink()
         t0 = time.perf_counter() + 0.05
         sent = 0
         while sent < total:
             now = time.perf_counter()
-            # Everything due by now goes out in this wake-up: the loop's sleep granularity
-            # (~1 ms) must not cap the rate.
+            # Everything due by now goes out in this wake-up.
             due_count = min(total, int((now - t0) * rate) + 1)
             while sent < due_count:
                 sender_id, peer = pairs[sent % len(pairs)]
-                task = asyncio.create_task(
-                    send(self.clients[sender_id], peer, t0 + sent / rate, sent)
-                )
-                pending.add(task)
-                task.add_done_callback(pending.discard)
+                due = t0 + sent / rate
+                msg = self.message(sender_id, peer, SessionType.SINGLE, due, sent)
+                self.lean[sender_id].send(msg, due)
                 sent += 1
             if sent < total:
-                await asyncio.sleep(max(0.0, t0 + sent / rate - time.perf_counter()))
+                await asyncio.sleep(max(MIN_SLEEP_S, t0 + sent / rate - time.perf_counter()))
         send_end = time.perf_counter()
-        if pending:
-            await asyncio.wait(pending, timeout=drain_s)
-        unfinished = len(pending)
-        for task in list(pending):
-            task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.gather(*pending, return_exceptions=True)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(drain_s):
+                await sink.settled.wait()
+        unacked = sink.outstanding
+        self._forget_pending()
         return {
             "sent": sent,
             "send_s": send_end - t0,
-            "acked": len(acks),
-            "failed": failed,
-            "unacked": unfinished,
-            "ack_latencies": acks,
+            "acked": len(sink.ack_latencies),
+            "failed": sink.failed,
+            "unacked": unacked,
+            "ack_latencies": sink.ack_latencies,
         }
+
+    def _fresh_sink(self) -> Sink:
+        """The sink, its figures reset for a new send (late acks of the last are dropped)."""
+        self._forget_pending()
+        sink = self.sink
+        sink.ack_latencies = []
+        sink.failed = 0
+        return sink
+
+    def _forget_pending(self) -> None:
+        for client in self.lean.values():
+            client.forget()
+        self.sink.outstanding = 0
+        self.sink.settled.set()
 
     async def group_send(self, sender_id: int, group_id: int, messages: int) -> dict[str, Any]:
         """Send `messages` messages into a group at once (one sender, all in flight);
         returns their due times and the send→ack latencies."""
-        sender = self.clients[sender_id]
-        dues = [0.0] * messages
-
-        async def send(index: int) -> float:
+        sender = self.lean[sender_id]
+        sink = self._fresh_sink()
+        dues = []
+        for index in range(messages):
             due = time.perf_counter()
-            dues[index] = due
-            msg = message_pb2.MsgData(
-                from_user_id=sender_id,
-                to_session_id=group_id,
-                client_msg_id=str(uuid.uuid4()),
-                session_type=SessionType.GROUP,  # type: ignore[arg-type]
-                msg_type=1,  # type: ignore[arg-type]
-                msg_data=STAMP.pack(due, index) + PAD,
-            )
-            await sender.send_message(msg)
-            return time.perf_counter() - due
-
-        acks = await asyncio.gather(*(send(i) for i in range(messages)))
-        return {"dues": dues, "ack_latencies": list(acks)}
+            dues.append(due)
+            sender.send(self.message(sender_id, group_id, SessionType.GROUP, due, index), due)
+        async with asyncio.timeout(GROUP_SEND_TIMEOUT_S):
+            await sink.settled.wait()
+        if sink.failed:
+            raise RuntimeError(f"{sink.failed} of {messages} group messages were refused")
+        latencies = list(sink.ack_latencies)
+        return {"dues": dues, "ack_latencies": latencies}
 
     async def send_to(self, senders: list[int], receiver: int, count: int) -> dict[str, Any]:
         """Every sender sends `count` messages to `receiver`, each once the previous one is
@@ -206,14 +231,7 @@ class Worker:
             sender = self.clients[sender_id]
             for index in range(count):
                 due = time.perf_counter()
-                msg = message_pb2.MsgData(
-                    from_user_id=sender_id,
-                    to_session_id=receiver,
-                    client_msg_id=str(uuid.uuid4()),
-                    session_type=SessionType.SINGLE,  # type: ignore[arg-type]
-                    msg_type=1,  # type: ignore[arg-type]
-                    msg_data=STAMP.pack(due, index) + PAD,
-                )
+                msg = self.message(sender_id, receiver, SessionType.SINGLE, due, index)
                 try:
                     await sender.send_message(msg)
                 except (SdkError, TimeoutError, OSError) as exc:
@@ -266,6 +284,9 @@ class Worker:
     async def close(self) -> None:
         await asyncio.gather(*(c.close() for c in self.clients.values()), return_exceptions=True)
         self.clients.clear()
+        for client in self.lean.values():
+            client.close()
+        self.lean.clear()
 
 
 async def _work(conn: Connection, port: int, sources: tuple[str, ...]) -> None:

@@ -57,7 +57,7 @@ async def c2c(
     ids = await rig.server("users", 2 * ramp.pairs)
     pairs = list(zip(ids[: ramp.pairs], ids[ramp.pairs :], strict=True))
     shares = split(pairs, rig.n_workers)
-    await rig.each([("login", [u for p in share for u in p]) for share in shares])
+    await rig.each([("login", [u for p in share for u in p], True) for share in shares])
     await _c2c_warm_up(rig, shares)
     steps: list[dict[str, Any]] = []
     projection = None
@@ -171,7 +171,7 @@ async def group(
     task = progress.add_task(label, total=len(online) * messages)
     shares = split(online, rig.n_workers)
     shares[0] = [owner, *shares[0]]
-    await rig.each([("login", share) for share in shares])
+    await rig.each([("login", share, True) for share in shares])
     # One warm-up message, not measured: the first message to a member's inbox reserves its
     # seq section (a store round trip per member, ~100 ms each on FerretDB), which members
     # who have chatted before have done long ago.
