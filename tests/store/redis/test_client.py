@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
+from redis.asyncio.connection import Connection
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import DataError
 
-from store.redis.client import RedisClient, connect_redis, is_cluster, parse_cluster_url, ping
+from store.redis.client import (
+    RedisClient,
+    connect_redis,
+    hiredis_packing,
+    is_cluster,
+    parse_cluster_url,
+    ping,
+)
 from store.redis.keys import RedisKeys
 
 
@@ -102,3 +112,50 @@ async def test_a_fresh_client_takes_a_burst_of_first_commands(
         assert await check.get(key) == b"600"
     finally:
         await check.aclose()
+
+
+def test_hiredis_packing_sends_what_redis_py_would() -> None:
+    """The C packer (`hiredis_packing`) gives the bytes redis-py's Python packer gives, for
+    every kind of argument the stores send, a command named with its subcommand included."""
+    python = Connection(host="127.0.0.1")
+    packing = hiredis_packing(Connection)(host="127.0.0.1")
+    big = b"x" * 20_000  # beyond redis-py's 6,000-byte buffer cut-off
+    commands: list[tuple[Any, ...]] = [
+        ("EVALSHA", "ab12", 2, b"k1", "k2", 7, -3, 1.5, 0.1, 1e20, "héllo", b"\x00\xff"),
+        ("CONFIG GET", "maxmemory"),
+        (b"CLIENT SETNAME", b"coffeebus"),
+        ("SET", "k", big),
+        ("HMGET", "h", *(f"f{i}" for i in range(3000))),
+    ]
+    for command in commands:
+        assert b"".join(packing.pack_command(*command)) == b"".join(
+            python.pack_command(*command)
+        ), command[0]
+    pipeline = [("SET", "a", 1), ("GET", "a"), ("SET", "b", big)]
+    assert b"".join(packing.pack_commands(pipeline)) == b"".join(python.pack_commands(pipeline))
+
+
+def test_hiredis_packing_refuses_what_redis_py_refuses() -> None:
+    packing = hiredis_packing(Connection)(host="127.0.0.1")
+    bad: Any
+    for bad in (True, None, [1]):
+        with pytest.raises(DataError):
+            packing.pack_command("SET", "k", bad)
+
+
+@pytest.mark.redis
+async def test_a_script_with_thousands_of_arguments_round_trips(
+    redis: RedisClient, redis_keys: RedisKeys
+) -> None:
+    pool = getattr(redis, "connection_pool", None)
+    if pool is not None:  # one server (a cluster's nodes pack in Python)
+        assert issubclass(pool.connection_class, Connection)
+        assert pool.connection_class.__name__.startswith("HiredisPacking")
+    key = redis_keys.rate_limit("packing", 1)
+    values = [f"v{i}".encode() for i in range(5000)]
+    script = (
+        "redis.call('DEL', KEYS[1]); redis.call('RPUSH', KEYS[1], unpack(ARGV)); "
+        "return redis.call('LRANGE', KEYS[1], 0, -1)"
+    )
+    assert await redis.eval(script, 1, key, *values) == values
+    await redis.delete(key)
