@@ -184,9 +184,11 @@ async def group(
     await rig.each([("deliveries",)] * rig.n_workers)  # forget every push so far
 
     projection = None
-    await rig.server("monitor")  # the server's figures from here on are the burst's
-    cpu_before = rig.cpu_seconds()
     async with watching(rig, settle_s=catch_up_s) as watch:
+        # After the projection settled: the server's figures and the machine's CPU from
+        # here on are the burst's.
+        await rig.server("monitor")
+        cpu_before = rig.cpu_seconds()
         sent = await rig.worker(0, "group_send", owner, group_id, messages)
         dues: list[float] = sent["dues"]
         expected = len(online) * messages
