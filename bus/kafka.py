@@ -45,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -369,6 +370,8 @@ class KafkaConsumer:
         self._idle.set()
         # The commit of the last batch, running while the next one is handled.
         self._committing: asyncio.Task[None] | None = None
+        # Commits that outlived their wait and still run (`_commit`).
+        self._late_commits: set[asyncio.Future[None]] = set()
         self._abort = asyncio.Event()
         self._stopping = False
         # True while the loop waits on the broker (getmany, error backoff): the only
@@ -513,6 +516,9 @@ class KafkaConsumer:
         try:
             await self._close_consumer(consumer)
         finally:
+            # A commit still retrying is moot once the member has left the group.
+            for commit in list(self._late_commits):
+                commit.cancel()
             await self._stop_producer()
 
     async def _close_consumer(self, consumer: Any) -> None:
@@ -656,28 +662,54 @@ class KafkaConsumer:
         offsets = {
             KafkaTopicPartition(tp.topic, tp.partition): offset for tp, offset in done.items()
         }
+        # aiokafka retries a commit for as long as the group coordinator cannot be found,
+        # i.e. for the whole of a broker outage, and `stop` waits for this loop: a SIGTERM
+        # during an outage never ended the process. So the wait is bounded — but the commit
+        # is not cancelled: aiokafka sends it from a shielded task that would go on alone,
+        # having let go of its commit lock, so a newer commit could land before it and its
+        # failure would go unseen. Left running, it keeps the lock (a newer commit waits
+        # behind it, so offsets never go back) and `_late_commit` reports how it ended.
+        # An uncommitted batch costs nothing but a replay: a later commit covers it, or the
+        # next owner handles it again (handlers are idempotent).
+        commit = asyncio.ensure_future(self._consumer.commit(offsets))
         try:
-            # aiokafka retries a commit for as long as the group coordinator cannot be found,
-            # i.e. for the whole of a broker outage, and `stop` waits for this loop: a SIGTERM
-            # during an outage never ended the process. Bounded, an uncommitted batch costs
-            # nothing but a replay: a later commit covers it, or the next owner handles it
-            # again (handlers are idempotent).
-            async with asyncio.timeout(self._bus.commit_timeout_s):
-                await self._consumer.commit(offsets)
-        except TimeoutError:
+            finished, _ = await asyncio.wait({commit}, timeout=self._bus.commit_timeout_s)
+        except asyncio.CancelledError:  # an abort: `_close` ends the commit too
+            self._leave_running(commit, offsets)
+            raise
+        if not finished:
             log.warning(
                 "group %s: commit of %s not done within %.1fs (broker unreachable?); "
-                "a later commit or the next owner covers these records",
+                "left to finish, and a later commit or the next owner covers these records",
                 self._group,
                 offsets,
                 self._bus.commit_timeout_s,
             )
+            self._leave_running(commit, offsets)
             return
-        except (CommitFailedError, IllegalStateError) as exc:
+        exc = commit.exception()
+        if isinstance(exc, (CommitFailedError, IllegalStateError)):
             # The group moved on without us (e.g. max_poll_interval exceeded): the new owner
             # gets these records again, which handlers tolerate.
             log.warning("group %s: commit of %s failed: %r", self._group, offsets, exc)
             return
+        if exc is not None:
+            raise exc
         self._positions.update(
             (TopicPartition(tp.topic, tp.partition), offset) for tp, offset in done.items()
         )
+
+    def _leave_running(self, commit: asyncio.Future[None], offsets: dict[Any, int]) -> None:
+        self._late_commits.add(commit)
+        commit.add_done_callback(functools.partial(self._late_commit, offsets))
+
+    def _late_commit(self, offsets: dict[Any, int], commit: asyncio.Future[None]) -> None:
+        """How a commit that outlived its wait ended (`_commit`), said once it has."""
+        self._late_commits.discard(commit)
+        if commit.cancelled():
+            return  # the consumer closed first
+        exc = commit.exception()
+        if exc is None:
+            log.info("group %s: the late commit of %s is done", self._group, offsets)
+        else:
+            log.warning("group %s: the late commit of %s failed: %r", self._group, offsets, exc)

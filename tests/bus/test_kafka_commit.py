@@ -1,0 +1,108 @@
+"""`KafkaConsumer._commit` when a commit outlasts its wait (a broker paused or unreachable).
+
+A broker that stalls one member's commit cannot be had on demand from the shared test
+broker, so the member's aiokafka consumer is replaced by one whose commits behave as
+aiokafka's do — under a commit lock, sent from a shielded task that outlives a cancelled
+caller — and take as long as the test says. (`make chaos` pauses real brokers and groups.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from aiokafka.errors import CommitFailedError
+
+from bus.base import Record, RetryPolicy, TopicPartition
+from bus.kafka import KafkaBus, KafkaConsumer
+
+TP = TopicPartition("im.up.msg", 0)
+
+
+class StalledCommits:
+    """aiokafka's commit path (`GroupCoordinator.commit_offsets`): a lock, then a shielded
+    send; each send takes the next of `delays` and then fails with `error`, if given."""
+
+    def __init__(self, delays: list[float], error: Exception | None = None) -> None:
+        self._delays = delays
+        self._error = error
+        self._lock = asyncio.Lock()
+        #: offsets in the order they reached the "broker"
+        self.landed: list[dict[Any, int]] = []
+
+    async def commit(self, offsets: dict[Any, int]) -> None:
+        async with self._lock:
+            await asyncio.shield(self._send(offsets, self._delays.pop(0)))
+
+    async def _send(self, offsets: dict[Any, int], delay: float) -> None:
+        await asyncio.sleep(delay)
+        if self._error is not None:
+            raise self._error
+        self.landed.append(offsets)
+
+
+async def _handler(records: Sequence[Record]) -> None:
+    pass
+
+
+def member(commits: StalledCommits, timeout_s: float) -> KafkaConsumer:
+    bus = KafkaBus("127.0.0.1:9", request_timeout_ms=int(timeout_s * 1000))
+    consumer = KafkaConsumer(
+        bus,
+        "cbtest",
+        ("im.up.msg",),
+        _handler,
+        batch_max=10,
+        static_member_id=None,
+        retry=RetryPolicy(),
+    )
+    consumer._consumer = commits
+    return consumer
+
+
+def offsets(stalled: StalledCommits) -> list[int]:
+    return [next(iter(o.values())) for o in stalled.landed]
+
+
+async def test_a_late_commit_is_left_to_finish_and_its_failure_is_reported(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    unhandled: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(
+        lambda loop, context: unhandled.append(context)
+    )
+    stalled = StalledCommits([0.3], CommitFailedError("the member's session expired"))
+    consumer = member(stalled, timeout_s=0.05)
+    with caplog.at_level(logging.INFO, logger="bus.kafka"):
+        await consumer._commit({TP: 10})
+        assert "not done within" in caplog.text
+        await asyncio.sleep(0.5)
+    gc.collect()  # an exception nobody retrieved is reported when its task is collected
+    await asyncio.sleep(0)
+    assert unhandled == []
+    assert "the late commit of" in caplog.text
+    assert "session expired" in caplog.text
+    assert not consumer._late_commits
+
+
+async def test_a_newer_commit_never_lands_before_a_late_one() -> None:
+    stalled = StalledCommits([0.3, 0.0])
+    consumer = member(stalled, timeout_s=0.05)
+    await consumer._commit({TP: 10})  # outlasts its wait
+    await consumer._commit({TP: 20})  # waits behind it, and outlasts its wait too
+    await asyncio.sleep(0.5)
+    assert offsets(stalled) == [10, 20]
+    assert not consumer._late_commits
+
+
+async def test_a_commit_within_its_wait_moves_the_position() -> None:
+    stalled = StalledCommits([0.0])
+    consumer = member(stalled, timeout_s=1.0)
+    await consumer._commit({TP: 7})
+    assert offsets(stalled) == [7]
+    assert consumer._positions == {TP: 7}
+    assert not consumer._late_commits
