@@ -69,6 +69,11 @@ def new_suffix() -> str:
     return uuid.uuid4().hex[:10]
 
 
+def gate_id(suffix: str) -> str:
+    """The gate id of the run whose names end in `suffix` (its topic is ``im.gate.<id>``)."""
+    return f"bench-{suffix}"
+
+
 def database_name(suffix: str) -> str:
     """The Mongo database of the run whose names end in `suffix` (see `system`)."""
     return f"cbbench_{suffix}"
@@ -131,7 +136,7 @@ async def system(
         gate = Gate(
             msgspec.convert(
                 {
-                    "gate_id": f"bench-{suffix}",
+                    "gate_id": gate_id(suffix),
                     "host": "127.0.0.1",
                     "tcp_port": 0,
                     "ws_port": 0,

@@ -20,7 +20,15 @@ from typing import Any, Self
 
 from bench._load import work
 from bench._projection import project
-from bench._server import database_name, drop_database, new_suffix, run_settings, serve
+from bench._server import (
+    database_name,
+    drop_database,
+    gate_id,
+    new_suffix,
+    run_settings,
+    serve,
+)
+from bus.admin import forget
 from bus.topology import Topology
 from coffeebus.settings import load_settings
 
@@ -209,8 +217,15 @@ class Rig:
             if proc.is_alive():
                 proc.kill()
                 await asyncio.to_thread(proc.join)
-        if abort and self._server is not None and self.services == "real":
-            await drop_database(load_settings().mongo.url, database_name(self.suffix))
+        if self._server is not None and self.services == "real":
+            if abort:
+                await drop_database(load_settings().mongo.url, database_name(self.suffix))
+            # The run's consumer groups and gate topic: Kafka would keep them for good.
+            await forget(
+                self.bootstrap,
+                groups=[spec.group_id for spec in self.topology.groups.values()],
+                topics=[self.topology.gate_topic(gate_id(self.suffix)).name],
+            )
         self._workers.clear()
         self._server = self._projection = None
 

@@ -9,6 +9,11 @@ Three operations on aiokafka's admin client, each opening and closing its own co
 - `show(topology, bootstrap)` compares declared and actual topics, row by row.
 - `lag(topology, bootstrap)` gives each group's committed offset, log end offset and lag per
   partition, with the member that owns the partition.
+- `forget(bootstrap, groups=..., topics=...)` deletes consumer groups that have no members
+  and topics: what short-lived users of a cluster — test runs, benchmark runs, a gate that
+  is gone for good — leave behind. Kafka keeps an empty group's offsets (and a template
+  topic such as ``im.gate.<id>``) until told otherwise, and tens of thousands of them slowed
+  the test broker's every commit and fetch measurably (docs/benchmarks.md).
 
 Configs are set with AlterConfigs and the *full* declared set: aiokafka 0.14 has no
 IncrementalAlterConfigs, and AlterConfigs replaces a topic's dynamic configs as a whole. That
@@ -33,6 +38,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from aiokafka.errors import KafkaConnectionError, KafkaError, for_code
+from aiokafka.protocol.admin import DeleteGroupsRequest
 from aiokafka.structs import TopicPartition
 
 from bus.topology import TopicSpec, Topology
@@ -50,6 +56,7 @@ __all__ = [
     "TopicRow",
     "apply",
     "apply_topics",
+    "forget",
     "lag",
     "show",
 ]
@@ -244,6 +251,51 @@ def _check(code: int, what: str, message: str | None = None) -> None:
     if code:
         error = for_code(code)
         raise AdminError(f"{what}: {error.__name__}" + (f" ({message})" if message else ""))
+
+
+# --- forgetting what is gone ---------------------------------------------------------------
+
+#: Kafka's error codes `forget` takes as "nothing to delete": the group is not there
+#: (GROUP_ID_NOT_FOUND) or still has members (NON_EMPTY_GROUP: someone uses it).
+_GROUP_ID_NOT_FOUND: Final = 69
+_NON_EMPTY_GROUP: Final = 68
+#: Groups per DeleteGroups request.
+_DELETE_BATCH: Final = 500
+
+
+async def forget(
+    bootstrap: str,
+    *,
+    groups: Iterable[str] = (),
+    topics: Iterable[str] = (),
+    request_timeout: float = DEFAULT_TIMEOUT,
+) -> int:
+    """Delete `groups` that have no members, and `topics`; the number of groups deleted.
+
+    A group with members, or one that does not exist, is left as it is; so is a topic that
+    does not exist. Each group is deleted by its coordinator (a cluster has several)."""
+    names = list(dict.fromkeys(groups))
+    doomed = list(dict.fromkeys(topics))
+    deleted = 0
+    async with _connect(bootstrap, request_timeout) as admin:
+        by_coordinator: dict[int, list[str]] = {}
+        for name in names:
+            by_coordinator.setdefault(await admin.find_coordinator(name), []).append(name)
+        for node, owned in by_coordinator.items():
+            for first in range(0, len(owned), _DELETE_BATCH):
+                request = DeleteGroupsRequest(owned[first : first + _DELETE_BATCH])
+                response = await admin._send_request_to_node(node, request)
+                for name, code in response.results:
+                    if code in (_GROUP_ID_NOT_FOUND, _NON_EMPTY_GROUP):
+                        continue
+                    _check(code, f"deleting group {name}")
+                    deleted += 1
+        if doomed:
+            existing = set(await admin.list_topics())
+            present = [t for t in doomed if t in existing]
+            if present:
+                await admin.delete_topics(present)
+    return deleted
 
 
 # --- reading the cluster -------------------------------------------------------------------

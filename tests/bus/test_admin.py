@@ -23,10 +23,12 @@ from bus.admin import (
     TopicRow,
     apply,
     apply_topics,
+    forget,
     lag,
     show,
 )
 from bus.topology import Topology, load_topology
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -331,3 +333,50 @@ async def test_silent_broker_fails_within_the_timeout(tmp_path: Path) -> None:
         server.close()
         await server.wait_closed()
     assert time.monotonic() - started < 4
+
+
+async def test_forget_deletes_empty_groups_and_topics_and_leaves_groups_in_use(
+    scenario: Scenario, admin: AIOKafkaAdminClient
+) -> None:
+    topology = scenario.topology
+    await apply(topology, scenario.bootstrap)
+    topic = scenario.name("in")
+    tp0 = TopicPartition(topic, 0)
+
+    async def member(group_id: str) -> AIOKafkaConsumer:
+        consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=scenario.bootstrap,
+            group_id=group_id,
+            enable_auto_commit=False,
+        )
+        await consumer.start()
+        async with asyncio.timeout(30):
+            while not consumer.assignment():
+                await consumer.getmany(timeout_ms=100)
+        await consumer.commit({tp0: OffsetAndMetadata(1, "")})
+        return consumer
+
+    gone, in_use = scenario.name("gone"), scenario.name("in-use")
+    await (await member(gone)).stop()
+    active = await member(in_use)
+    try:
+        groups = {g for g, _ in await admin.list_consumer_groups()}
+        assert {gone, in_use} <= groups
+        deleted = await forget(
+            scenario.bootstrap,
+            groups=[gone, in_use, scenario.name("never-was")],
+            topics=[topic, scenario.name("never-was")],
+        )
+        assert deleted == 1
+        groups = {g for g, _ in await admin.list_consumer_groups()}
+        assert gone not in groups
+        assert in_use in groups
+
+        async def topic_gone() -> bool:
+            return topic not in await admin.list_topics()
+
+        await wait_for(topic_gone)
+    finally:
+        await active.stop()
+    assert await forget(scenario.bootstrap, groups=[in_use]) == 1
