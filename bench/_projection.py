@@ -14,6 +14,10 @@ CPU seconds, the lag it knows of its owned partitions (`KafkaConsumer.lag`) and 
 benchmark reports comes from the cluster (`bus.admin.lag`, `bench.projection`): the
 in-process figure is from the last fetch, which a backlog of prefetched records makes stale.
 
+It runs at `NICE` (``[process] nice``), as docs/operations.md advises for a projection
+that shares a host with the message path: its batches come in bursts, and at the same
+priority they took the CPU the message path's tail latency needs.
+
 The embedded runs have no projection process: in memory the timeline stores are the
 document store already.
 """
@@ -27,15 +31,19 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any
 
+import msgspec
+
 from bench._server import run_settings, start_at_ends
 from bus.kafka import KafkaConsumer
-from coffeebus.roles import ConsumerRole
+from coffeebus.roles import ConsumerRole, tune_collector
 from coffeebus.wiring import Mode, open_runtime
 from consumers.projection import ProjectionHandler
 
 log = logging.getLogger(__name__)
 
 GROUP = "projection"
+#: ``[process] nice`` of the projection process (module docstring).
+NICE = 10
 
 
 def stats(role: ConsumerRole) -> dict[str, Any]:
@@ -54,11 +62,15 @@ def stats(role: ConsumerRole) -> dict[str, Any]:
 
 async def _project(conn: Connection, suffix: str) -> None:
     settings, mode, topology = run_settings("real", suffix)
+    settings = msgspec.structs.replace(
+        settings, process=msgspec.structs.replace(settings.process, nice=NICE)
+    )
     assert mode is Mode.REAL
     await start_at_ends(settings, topology, [GROUP])
     async with open_runtime(settings, mode, client_id="bench-projection", topology=topology) as rt:
         role = ConsumerRole(rt, GROUP)
         await role.start()
+        tune_collector(rt.settings.process)  # as `coffeebus.roles.serve` does
         stop_id = 0
         try:
             conn.send((0, ("ready",)))

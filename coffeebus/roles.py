@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
@@ -231,9 +232,12 @@ async def _telemetry(roles: Sequence[Role], running: _Running) -> AsyncIterator[
 
 
 def tune_collector(settings: ProcessSettings) -> None:
-    """Apply ``[process]``'s collector policy: collect and freeze what the process holds now
-    (its modules, clients, caches), then set the generation thresholds. Called once the
-    roles have started, so what they built at start-up is never walked again."""
+    """Apply ``[process]``: lower the process's CPU priority by `nice`; collect and freeze
+    what the process holds now (its modules, clients, caches), then set the generation
+    thresholds. Called once the roles have started, so what they built at start-up is never
+    walked again."""
+    if settings.nice:
+        os.nice(settings.nice)
     if settings.gc_freeze:
         gc.collect()
         gc.freeze()

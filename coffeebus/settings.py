@@ -30,7 +30,7 @@ import socket
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -111,7 +111,8 @@ class ObservabilitySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=T
 
 
 class ProcessSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """``[process]``: how every CoffeeBus process runs Python's cycle collector.
+    """``[process]``: how every CoffeeBus process runs Python's cycle collector, and at which
+    CPU priority.
 
     Once its roles have started, a process collects once and freezes what it holds (modules,
     clients, caches: `gc.freeze`), so later full collections do not walk the start-up heap,
@@ -125,6 +126,9 @@ class ProcessSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     gc_freeze: bool = True
     #: ``gc.set_threshold`` (young, middle, old); Python's own are (700, 10, 10)
     gc_thresholds: tuple[PositiveInt, PositiveInt, PositiveInt] = (50_000, 20, 100)
+    #: added to the process's niceness at start (0-19): e.g. 10 for a projection sharing a
+    #: host with the message path ("The projection's lag" in docs/operations.md)
+    nice: Annotated[int, msgspec.Meta(ge=0, le=19)] = 0
 
 
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
