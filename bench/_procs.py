@@ -4,6 +4,7 @@ fails, and stop everything on the way out."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import signal
 import subprocess
@@ -17,7 +18,9 @@ from typing import IO
 
 import pymongo
 import pymongo.errors
+from aiokafka.admin import AIOKafkaAdminClient
 
+from bus.admin import forget
 from coffeebus.settings import load_settings
 
 #: How long a process or worker may take to stop before it is killed.
@@ -91,3 +94,29 @@ def drop_database(name: str) -> None:
             mongo.drop_database(name)
     except pymongo.errors.PyMongoError as exc:
         print(f"could not drop database {name}: {exc}", file=sys.stderr)
+
+
+def forget_run(fragment: str) -> None:
+    """Delete the consumer groups and gate topics whose names hold `fragment` (the run's
+    suffix or gate id), once the run's processes are gone: Kafka would keep them for good
+    (`bus.admin.forget`). If that fails, the run's result stands: say what is left."""
+    settings = load_settings()
+
+    async def forget_matching() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+        await admin.start()
+        try:
+            groups = [g for g, _ in await admin.list_consumer_groups() if fragment in g]
+            topics = [t for t in await admin.list_topics() if t.startswith("im.gate.")]
+        finally:
+            await admin.close()
+        await forget(
+            settings.kafka.bootstrap_servers,
+            groups=groups,
+            topics=[t for t in topics if fragment in t],
+        )
+
+    try:
+        asyncio.run(forget_matching())
+    except Exception as exc:
+        print(f"could not delete the consumer groups of {fragment}: {exc!r}", file=sys.stderr)

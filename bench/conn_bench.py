@@ -70,7 +70,15 @@ import rich.console
 import rich.progress
 
 from bench._conn_load import FAILED, OK, Job, raise_nofile, run_worker, token_for
-from bench._procs import drop_database, remove_logs, spawn, stop_workers, tail, terminate
+from bench._procs import (
+    drop_database,
+    forget_run,
+    remove_logs,
+    spawn,
+    stop_workers,
+    tail,
+    terminate,
+)
 from coffeebus.settings import load_settings
 from store.ids import UserId
 from store.mongo.client import connect_mongo, database, ensure_indexes
@@ -88,6 +96,8 @@ CONNS_PER_SOURCE = 20_000
 GATE_HEARTBEAT_S = 3600
 #: Users start here, far from the demo users and from ids other tests use.
 FIRST_USER = 70_000_000
+#: The gate's id (its topic and consumer group go when the run ends, `forget_run`).
+GATE_ID = "bench-conn"
 START_TIMEOUT_S = 60.0
 REGISTRY_WAIT_S = 25.0
 #: How long after the heartbeat phase's end the load workers may take to report it.
@@ -233,7 +243,7 @@ def gate_env(ports: Ports, services: str, database: str) -> dict[str, str]:
             "COFFEEBUS_GATEWAY__WS_PORT": str(ports.ws),
             "COFFEEBUS_GATEWAY__HEARTBEAT_INTERVAL_S": str(GATE_HEARTBEAT_S),
             "COFFEEBUS_GATEWAY__MAX_CONNECTIONS": "1000000",
-            "COFFEEBUS_GATEWAY__GATE_ID": "bench-conn",
+            "COFFEEBUS_GATEWAY__GATE_ID": GATE_ID,
             "COFFEEBUS_API__HOST": "127.0.0.1",
             "COFFEEBUS_API__PORT": str(ports.api),
             "COFFEEBUS_API__API_KEYS": "[]",
@@ -360,7 +370,7 @@ async def registry_count(api_port: int, expected: int) -> int | None:
         while time.monotonic() < deadline:
             with contextlib.suppress(httpx.HTTPError, KeyError, ValueError):
                 gates = (await http.get("/v1/gates")).json()["gates"]
-                counts = [g["connections"] for g in gates if g["gate_id"] == "bench-conn"]
+                counts = [g["connections"] for g in gates if g["gate_id"] == GATE_ID]
                 if counts:
                     seen = int(counts[0])
                     if seen == expected:
@@ -587,6 +597,7 @@ def stop(procs: Procs) -> None:
     remove_logs(procs.logs)
     if procs.api is not None:
         drop_database(procs.database)
+        forget_run(GATE_ID)
 
 
 def save(result: dict[str, Any], path: Path) -> None:
