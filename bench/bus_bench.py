@@ -39,6 +39,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka import TopicPartition as KafkaTopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from bus.admin import forget
 from bus.base import Outgoing, Record
 from bus.kafka import KafkaBus
 
@@ -116,9 +117,10 @@ async def run_raw(bootstrap: str, topic: str, data: list[tuple[bytes, bytes]], b
         linger_ms=LINGER_MS,
         max_batch_size=MAX_BATCH_SIZE,
     )
+    group = f"bench-raw-{uuid.uuid4().hex[:8]}"
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
-        group_id=f"bench-raw-{uuid.uuid4().hex[:8]}",
+        group_id=group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
@@ -151,6 +153,7 @@ async def run_raw(bootstrap: str, topic: str, data: list[tuple[bytes, bytes]], b
         await task
         await consumer.stop()
         await producer.stop()
+        await forget(bootstrap, groups=[group])
     return Run("raw aiokafka", publish_s, total_s, len(data))
 
 
@@ -162,7 +165,8 @@ async def run_bus(bootstrap: str, topic: str, data: list[tuple[bytes, bytes]], b
     async def handle(records: Sequence[Record]) -> None:
         counter.add(len(records))
 
-    consumer = bus.consumer(f"bench-bus-{uuid.uuid4().hex[:8]}", [topic], handle, batch_max=batch)
+    group = f"bench-bus-{uuid.uuid4().hex[:8]}"
+    consumer = bus.consumer(group, [topic], handle, batch_max=batch)
     await consumer.start()
 
     async def publish(chunk: Sequence[tuple[bytes, bytes]]) -> None:
@@ -173,6 +177,7 @@ async def run_bus(bootstrap: str, topic: str, data: list[tuple[bytes, bytes]], b
     finally:
         await consumer.stop()
         await bus.stop()
+        await forget(bootstrap, groups=[group])
     return Run("KafkaBus", publish_s, total_s, len(data))
 
 

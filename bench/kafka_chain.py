@@ -45,6 +45,7 @@ from rich.progress import Progress
 
 from bench.rig import START_TIMEOUT_S, STOP_TIMEOUT_S, BenchError, answer, ask
 from bench.stats import KEEPS_UP_SHARE, P99_BOUND_MS, latency_ms
+from bus.admin import forget
 from coffeebus.settings import load_settings
 
 log = logging.getLogger(__name__)
@@ -195,10 +196,15 @@ class Sink:
         }
 
 
+def _group(topic: str) -> str:
+    """The consumer group of the stage that reads `topic`."""
+    return f"bench-chain-{topic}"
+
+
 async def _stage(conn: Connection, role: str, bootstrap: str, topics: list[str]) -> None:
     """One stage: ``source`` (to topics[0]), ``relay`` (topics[0] → topics[1]) or ``sink``
     (from topics[0]); answers the driver's requests until ``("stop",)``."""
-    group = f"bench-chain-{topics[0]}"
+    group = _group(topics[0])
     producer = _producer(bootstrap) if role in ("source", "relay") else None
     if producer is not None:
         await producer.start()
@@ -380,6 +386,7 @@ async def ramp(
         await stages.stop()
         await admin.delete_topics(topics)
         await admin.close()
+        await forget(bootstrap, groups=[_group(t) for t in topics])
     progress.update(task, completed=len(plan.rates))
     best, saturation = summary(steps)
     return {

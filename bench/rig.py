@@ -31,6 +31,7 @@ from bench._server import (
 from bus.admin import forget
 from bus.topology import Topology
 from coffeebus.settings import load_settings
+from gateway.server import gate_group_id
 
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 60.0
@@ -221,10 +222,14 @@ class Rig:
             if abort:
                 await drop_database(load_settings().mongo.url, database_name(self.suffix))
             # The run's consumer groups and gate topic: Kafka would keep them for good.
+            gate_topic = self.topology.gate_topic(gate_id(self.suffix)).name
             await forget(
                 self.bootstrap,
-                groups=[spec.group_id for spec in self.topology.groups.values()],
-                topics=[self.topology.gate_topic(gate_id(self.suffix)).name],
+                groups=[
+                    *(spec.group_id for spec in self.topology.groups.values()),
+                    gate_group_id(gate_topic),
+                ],
+                topics=[gate_topic],
             )
         self._workers.clear()
         self._server = self._projection = None
@@ -262,13 +267,16 @@ _TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def _cpu_of(pid: int) -> float:
-    """CPU seconds (user + system) of process `pid` and its threads; 0 once it is gone."""
+    """CPU seconds (user + system) of process `pid` and its threads, and of its children
+    that ended and were waited for — PostgreSQL's backends come and go with its clients'
+    connections, and without theirs the service's total fell when one ended; 0 once the
+    process is gone."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rpartition(")")[2].split()
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / _TICKS
+    return sum(int(field) for field in fields[11:15]) / _TICKS
 
 
 def cpu_spent(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:

@@ -149,7 +149,7 @@ from telemetry.metrics import (
     UPLINK_PUBLISH_FAILED,
 )
 
-__all__ = ["Gate", "GateStats"]
+__all__ = ["Gate", "GateStats", "gate_group_id"]
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +171,11 @@ BUSY_RETRY_S = 1.0
 #: How long a gate remembers that a `KickUser` arrived for a user: longer than any login
 #: takes from its check to its answer (the login timeout bounds that).
 KICK_MEMORY_S = 60.0
+
+
+def gate_group_id(topic: str) -> str:
+    """The consumer group a gate reads its topic `topic` (``im.gate.<id>``) with."""
+    return f"coffeebus.{topic}"
 
 
 class GateStats(msgspec.Struct, kw_only=True):
@@ -305,7 +310,7 @@ class Gate:
         await ensure_gate_topic(self._bus, self._topic)
         await self.rooms.start()
         self._consumer = self._bus.consumer(
-            f"coffeebus.{self._topic.name}", [self._topic.name], self._on_records
+            gate_group_id(self._topic.name), [self._topic.name], self._on_records
         )
         await self._consumer.start()
         tls = self._ssl_context()
