@@ -45,6 +45,7 @@ from gateway.server import Gate
 from schemas.ids import UserId
 from store.groups import GroupSpec
 from store.mongo.client import connect_mongo
+from store.redis.client import connect_redis
 from store.users import UserImport
 from tests.consumers.conftest import commit_ends, unique_groups
 
@@ -178,6 +179,27 @@ async def drop_database(url: str, name: str) -> None:
         await mongo.drop_database(name)
     finally:
         await mongo.close()
+
+
+async def drop_keys(url: str, prefix: str) -> int:
+    """Remove a run's Redis keys (those starting with `prefix`); how many there were.
+
+    A c2c ramp leaves ~60,000 (dedupe keys live a day, hot timelines a week): left in place,
+    they made every later SCAN-based clean-up on the server slower."""
+    redis = connect_redis(url)
+    removed = 0
+    try:
+        batch: list[bytes] = []
+        async for key in redis.scan_iter(match=f"{prefix}*", count=10_000):
+            batch.append(key)
+            if len(batch) >= 10_000:
+                removed += await redis.unlink(*batch)
+                batch = []
+        if batch:
+            removed += await redis.unlink(*batch)
+    finally:
+        await redis.aclose()
+    return removed
 
 
 def handler_totals() -> dict[str, tuple[float, float, float]]:

@@ -23,6 +23,7 @@ from bench._projection import project
 from bench._server import (
     database_name,
     drop_database,
+    drop_keys,
     gate_id,
     new_suffix,
     run_settings,
@@ -30,7 +31,6 @@ from bench._server import (
 )
 from bus.admin import forget
 from bus.topology import Topology
-from coffeebus.settings import load_settings
 from gateway.server import gate_group_id
 
 START_TIMEOUT_S = 120.0
@@ -219,8 +219,10 @@ class Rig:
                 proc.kill()
                 await asyncio.to_thread(proc.join)
         if self._server is not None and self.services == "real":
+            settings, _, _ = run_settings(self.services, self.suffix)
             if abort:
-                await drop_database(load_settings().mongo.url, database_name(self.suffix))
+                await drop_database(settings.mongo.url, database_name(self.suffix))
+            await drop_keys(settings.redis.url, settings.redis.key_prefix)
             # The run's consumer groups and gate topic: Kafka would keep them for good.
             gate_topic = self.topology.gate_topic(gate_id(self.suffix)).name
             await forget(

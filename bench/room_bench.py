@@ -64,14 +64,13 @@ from bench._procs import (
     terminate,
 )
 from bench._room_load import DELIVERED, DROPPED, FAILED, RoomJob, run_worker
-from bench._server import start_at_ends
+from bench._server import drop_keys, start_at_ends
 from bench.conn_bench import cpu_s, create_users, free_port, raise_nofile, token_for
 from bench.stats import percentile
 from bus.topology import default_topology_path, load_topology
 from coffeebus.settings import load_settings
 from sdk.client import Client
 from sdk.errors import SdkError
-from store.redis.client import connect_redis
 
 __all__ = ["bench", "main", "parse"]
 
@@ -437,17 +436,7 @@ def stop(procs: Procs) -> None:
     drop_database(procs.database)
     forget_run(procs.suffix)
     settings = load_settings()
-    asyncio.run(_drop_keys(settings.redis.url, f"{procs.database}:"))
-
-
-async def _drop_keys(url: str, prefix: str) -> None:
-    redis = connect_redis(url)
-    try:
-        keys = [k async for k in redis.scan_iter(match=f"{prefix}*", count=1000)]
-        if keys:
-            await redis.delete(*keys)
-    finally:
-        await redis.aclose()
+    asyncio.run(drop_keys(settings.redis.url, f"{procs.database}:"))
 
 
 def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
