@@ -12,8 +12,8 @@ Three operations on aiokafka's admin client, each opening and closing its own co
 - `forget(bootstrap, groups=..., topics=...)` deletes consumer groups that have no members
   and topics: what short-lived users of a cluster — test runs, benchmark runs, a gate that
   is gone for good — leave behind. Kafka keeps an empty group's offsets (and a template
-  topic such as ``im.gate.<id>``) until told otherwise, and tens of thousands of them slowed
-  the test broker's every commit and fetch measurably (docs/benchmarks.md).
+  topic such as ``im.gate.<id>``) until told otherwise: the test broker had gathered tens
+  of thousands of them (docs/benchmarks.md).
 
 Configs are set with AlterConfigs and the *full* declared set: aiokafka 0.14 has no
 IncrementalAlterConfigs, and AlterConfigs replaces a topic's dynamic configs as a whole. That
