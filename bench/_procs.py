@@ -18,10 +18,11 @@ from typing import IO
 
 import pymongo
 import pymongo.errors
-from aiokafka.admin import AIOKafkaAdminClient
 
-from bus.admin import forget
+from bus.admin import forget, groups_and_gates
+from bus.topology import load_topology
 from coffeebus.settings import load_settings
+from store.redis.client import connect_redis
 
 #: How long a process or worker may take to stop before it is killed.
 STOP_TIMEOUT_S = 60.0
@@ -96,27 +97,47 @@ def drop_database(name: str) -> None:
         print(f"could not drop database {name}: {exc}", file=sys.stderr)
 
 
-def forget_run(fragment: str) -> None:
-    """Delete the consumer groups and gate topics whose names hold `fragment` (the run's
-    suffix or gate id), once the run's processes are gone: Kafka would keep them for good
-    (`bus.admin.forget`). If that fails, the run's result stands: say what is left."""
-    settings = load_settings()
+async def drop_keys(url: str, prefix: str) -> int:
+    """Remove a run's Redis keys (those starting with `prefix`); how many there were.
 
-    async def forget_matching() -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
-        await admin.start()
-        try:
-            groups = [g for g, _ in await admin.list_consumer_groups() if fragment in g]
-            topics = [t for t in await admin.list_topics() if t.startswith("im.gate.")]
-        finally:
-            await admin.close()
+    A c2c ramp leaves ~60,000 (dedupe keys live a day, hot timelines a week): left in place,
+    they made every later SCAN-based clean-up on the server slower."""
+    redis = connect_redis(url)
+    removed = 0
+    try:
+        batch: list[bytes] = []
+        async for key in redis.scan_iter(match=f"{prefix}*", count=10_000):
+            batch.append(key)
+            if len(batch) >= 10_000:
+                removed += await redis.unlink(*batch)
+                batch = []
+        if batch:
+            removed += await redis.unlink(*batch)
+    finally:
+        await redis.aclose()
+    return removed
+
+
+def end_run(database: str, fragment: str) -> None:
+    """Remove what a focused run on the real services leaves once its processes are gone:
+    its Mongo database `database`, its Redis keys (prefix ``<database>:``), and the consumer
+    groups and gate topics whose names hold `fragment` (the run's suffix or gate id), which
+    Kafka would keep for good (`bus.admin.forget`). If a part fails, the run's result stands:
+    say what is left."""
+    drop_database(database)
+    settings = load_settings()
+    bootstrap = settings.kafka.bootstrap_servers
+
+    async def the_rest() -> None:
+        await drop_keys(settings.redis.url, f"{database}:")
+        groups, gates = await groups_and_gates(load_topology(), bootstrap)
         await forget(
-            settings.kafka.bootstrap_servers,
-            groups=groups,
-            topics=[t for t in topics if fragment in t],
+            bootstrap,
+            groups=[g for g in groups if fragment in g],
+            topics=[t for t in gates if fragment in t],
         )
 
     try:
-        asyncio.run(forget_matching())
+        asyncio.run(the_rest())
     except Exception as exc:
-        print(f"could not delete the consumer groups of {fragment}: {exc!r}", file=sys.stderr)
+        print(f"could not remove the keys and groups of {database}: {exc!r}", file=sys.stderr)

@@ -37,7 +37,7 @@ from pymongo import monitoring
 from bench.stats import latency_ms
 from bus.admin import apply
 from bus.topology import Topology, load_topology
-from coffeebus.roles import tune_collector
+from coffeebus.roles import tune_process
 from coffeebus.settings import GatewaySettings, Settings, load_settings
 from coffeebus.wiring import Mode, Runtime, open_runtime
 from consumers.registry import factory
@@ -45,7 +45,6 @@ from gateway.server import Gate
 from schemas.ids import UserId
 from store.groups import GroupSpec
 from store.mongo.client import connect_mongo
-from store.redis.client import connect_redis
 from store.users import UserImport
 from tests.consumers.conftest import commit_ends, unique_groups
 
@@ -179,27 +178,6 @@ async def drop_database(url: str, name: str) -> None:
         await mongo.drop_database(name)
     finally:
         await mongo.close()
-
-
-async def drop_keys(url: str, prefix: str) -> int:
-    """Remove a run's Redis keys (those starting with `prefix`); how many there were.
-
-    A c2c ramp leaves ~60,000 (dedupe keys live a day, hot timelines a week): left in place,
-    they made every later SCAN-based clean-up on the server slower."""
-    redis = connect_redis(url)
-    removed = 0
-    try:
-        batch: list[bytes] = []
-        async for key in redis.scan_iter(match=f"{prefix}*", count=10_000):
-            batch.append(key)
-            if len(batch) >= 10_000:
-                removed += await redis.unlink(*batch)
-                batch = []
-        if batch:
-            removed += await redis.unlink(*batch)
-    finally:
-        await redis.aclose()
-    return removed
 
 
 def handler_totals() -> dict[str, tuple[float, float, float]]:
@@ -379,7 +357,7 @@ class Commands:
 async def _serve(conn: Connection, services: str, suffix: str, group_max_members: int) -> None:
     async with system(services, suffix=suffix, group_max_members=group_max_members) as (rt, gate):
         # As `coffeebus.roles.serve` does once its roles run (``[process]`` settings).
-        tune_collector(rt.settings.process)
+        tune_process(rt.settings.process)
         monitor = Monitor()
         monitor.start()
         commands = Commands(rt, gate, monitor)

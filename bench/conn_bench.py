@@ -70,15 +70,7 @@ import rich.console
 import rich.progress
 
 from bench._conn_load import FAILED, OK, Job, raise_nofile, run_worker, token_for
-from bench._procs import (
-    drop_database,
-    forget_run,
-    remove_logs,
-    spawn,
-    stop_workers,
-    tail,
-    terminate,
-)
+from bench._procs import end_run, remove_logs, spawn, stop_workers, tail, terminate
 from coffeebus.settings import load_settings
 from store.ids import UserId
 from store.mongo.client import connect_mongo, database, ensure_indexes
@@ -96,7 +88,7 @@ CONNS_PER_SOURCE = 20_000
 GATE_HEARTBEAT_S = 3600
 #: Users start here, far from the demo users and from ids other tests use.
 FIRST_USER = 70_000_000
-#: The gate's id (its topic and consumer group go when the run ends, `forget_run`).
+#: The gate's id (its topic and consumer group go when the run ends, `end_run`).
 GATE_ID = "bench-conn"
 START_TIMEOUT_S = 60.0
 REGISTRY_WAIT_S = 25.0
@@ -596,8 +588,7 @@ def stop(procs: Procs) -> None:
     terminate((procs.gate, procs.api))
     remove_logs(procs.logs)
     if procs.api is not None:
-        drop_database(procs.database)
-        forget_run(GATE_ID)
+        end_run(procs.database, GATE_ID)
 
 
 def save(result: dict[str, Any], path: Path) -> None:

@@ -19,11 +19,10 @@ from types import TracebackType
 from typing import Any, Self
 
 from bench._load import work
+from bench._procs import drop_keys
 from bench._projection import project
 from bench._server import (
-    database_name,
     drop_database,
-    drop_keys,
     gate_id,
     new_suffix,
     run_settings,
@@ -31,6 +30,7 @@ from bench._server import (
 )
 from bus.admin import forget
 from bus.topology import Topology
+from coffeebus.settings import Settings
 from gateway.server import gate_group_id
 
 START_TIMEOUT_S = 120.0
@@ -91,6 +91,8 @@ class Rig:
         #: Names the server's Mongo database, Redis key prefix and consumer group ids.
         self.suffix = new_suffix()
         settings, _, topology = run_settings(services, self.suffix)
+        #: The run's settings (its database, key prefix, servers), as the server has them.
+        self.settings: Settings = settings
         #: The run's topology (its consumer group ids), for `bus.admin.lag`.
         self.topology: Topology = topology
         self.bootstrap = settings.kafka.bootstrap_servers
@@ -219,9 +221,9 @@ class Rig:
                 proc.kill()
                 await asyncio.to_thread(proc.join)
         if self._server is not None and self.services == "real":
-            settings, _, _ = run_settings(self.services, self.suffix)
+            settings = self.settings
             if abort:
-                await drop_database(settings.mongo.url, database_name(self.suffix))
+                await drop_database(settings.mongo.url, settings.mongo.database)
             await drop_keys(settings.redis.url, settings.redis.key_prefix)
             # The run's consumer groups and gate topic: Kafka would keep them for good.
             gate_topic = self.topology.gate_topic(gate_id(self.suffix)).name

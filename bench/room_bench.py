@@ -54,17 +54,9 @@ from typing import IO, Any
 
 import httpx
 
-from bench._procs import (
-    drop_database,
-    forget_run,
-    remove_logs,
-    spawn,
-    stop_workers,
-    tail,
-    terminate,
-)
+from bench._procs import end_run, remove_logs, spawn, stop_workers, tail, terminate
 from bench._room_load import DELIVERED, DROPPED, FAILED, RoomJob, run_worker
-from bench._server import drop_keys, start_at_ends
+from bench._server import start_at_ends
 from bench.conn_bench import cpu_s, create_users, free_port, raise_nofile, token_for
 from bench.stats import percentile
 from bus.topology import default_topology_path, load_topology
@@ -433,10 +425,7 @@ def stop(procs: Procs) -> None:
     remove_logs(procs.logs)
     if procs.topology_file is not None:
         procs.topology_file.unlink(missing_ok=True)
-    drop_database(procs.database)
-    forget_run(procs.suffix)
-    settings = load_settings()
-    asyncio.run(drop_keys(settings.redis.url, f"{procs.database}:"))
+    end_run(procs.database, procs.suffix)
 
 
 def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -10,10 +10,10 @@ Three operations on aiokafka's admin client, each opening and closing its own co
 - `lag(topology, bootstrap)` gives each group's committed offset, log end offset and lag per
   partition, with the member that owns the partition.
 - `forget(bootstrap, groups=..., topics=...)` deletes consumer groups that have no members
-  and topics: what short-lived users of a cluster — test runs, benchmark runs, a gate that
-  is gone for good — leave behind. Kafka keeps an empty group's offsets (and a template
-  topic such as ``im.gate.<id>``) until told otherwise: the test broker had gathered tens
-  of thousands of them (docs/benchmarks.md).
+  and topics (`groups_and_gates` lists the candidates): what short-lived users of a
+  cluster — test runs, benchmark runs, a gate that is gone for good — leave behind. Kafka
+  keeps an empty group's offsets (and a template topic such as ``im.gate.<id>``) until told
+  otherwise: the test broker had gathered tens of thousands of them (docs/benchmarks.md).
 
 Configs are set with AlterConfigs and the *full* declared set: aiokafka 0.14 has no
 IncrementalAlterConfigs, and AlterConfigs replaces a topic's dynamic configs as a whole. That
@@ -57,6 +57,7 @@ __all__ = [
     "apply",
     "apply_topics",
     "forget",
+    "groups_and_gates",
     "lag",
     "show",
 ]
@@ -261,6 +262,18 @@ _GROUP_ID_NOT_FOUND: Final = 69
 _NON_EMPTY_GROUP: Final = 68
 #: Groups per DeleteGroups request.
 _DELETE_BATCH: Final = 500
+
+
+async def groups_and_gates(
+    topology: Topology, bootstrap: str, *, request_timeout: float = DEFAULT_TIMEOUT
+) -> tuple[set[str], set[str]]:
+    """Every consumer group id on the cluster, and its topics that are instances of the
+    ``gate`` template (``im.gate.<id>``): what `forget` may be given."""
+    gate = topology.template("gate")
+    async with _connect(bootstrap, request_timeout) as admin:
+        groups = {group for group, _ in await admin.list_consumer_groups()}
+        gates = {topic for topic in await admin.list_topics() if gate.matches(topic)}
+    return groups, gates
 
 
 async def forget(

@@ -15,7 +15,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from bus.admin import forget
+from bus.admin import forget, groups_and_gates
+from bus.topology import load_topology
 from store.redis.client import CLUSTER_SCHEMES, parse_cluster_url
 
 KAFKA_DEFAULT = "127.0.0.1:9092"
@@ -79,19 +80,10 @@ _SWEEP_TIMEOUT_S = 5.0
 _BEFORE = pytest.StashKey[tuple[str, set[str], set[str]] | None]()
 
 
-async def _kafka_names(bootstrap: str) -> tuple[set[str], set[str]]:
-    from aiokafka.admin import AIOKafkaAdminClient  # noqa: PLC0415 - only when Kafka is up
-
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap, request_timeout_ms=int(_SWEEP_TIMEOUT_S * 1000)
+def _names(bootstrap: str) -> tuple[set[str], set[str]]:
+    return asyncio.run(
+        groups_and_gates(load_topology(), bootstrap, request_timeout=_SWEEP_TIMEOUT_S)
     )
-    await admin.start()
-    try:
-        groups = {group for group, _ in await admin.list_consumer_groups()}
-        topics = {t for t in await admin.list_topics() if t.startswith("im.gate.")}
-    finally:
-        await admin.close()
-    return groups, topics
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -99,7 +91,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     host, _, port = bootstrap.split(",")[0].rpartition(":")
     try:
         socket.create_connection((host, int(port)), timeout=1.0).close()
-        groups, topics = asyncio.run(_kafka_names(bootstrap))
+        groups, topics = _names(bootstrap)
     except Exception:  # no broker (unit tests alone): nothing to sweep afterwards
         session.stash[_BEFORE] = None
         return
@@ -111,12 +103,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if before is None:
         return
     bootstrap, groups, topics = before
-
-    async def sweep() -> int:
-        groups_now, topics_now = await _kafka_names(bootstrap)
-        return await forget(bootstrap, groups=groups_now - groups, topics=topics_now - topics)
-
     try:
-        asyncio.run(sweep())
+        groups_now, topics_now = _names(bootstrap)
+        asyncio.run(forget(bootstrap, groups=groups_now - groups, topics=topics_now - topics))
     except Exception as exc:  # the tests' outcome stands; say what was left behind
         print(f"\nconftest: could not delete this session's consumer groups: {exc!r}")

@@ -24,6 +24,7 @@ from bus.admin import (
     apply,
     apply_topics,
     forget,
+    groups_and_gates,
     lag,
     show,
 )
@@ -360,13 +361,17 @@ async def test_forget_deletes_empty_groups_and_topics_and_leaves_groups_in_use(
     gone, in_use = scenario.name("gone"), scenario.name("in-use")
     await (await member(gone)).stop()
     active = await member(in_use)
+    gate = topology.gate_topic("g1")
+    await apply_topics([gate], scenario.bootstrap)
     try:
-        groups = {g for g, _ in await admin.list_consumer_groups()}
+        groups, gates = await groups_and_gates(topology, scenario.bootstrap)
         assert {gone, in_use} <= groups
+        assert gate.name in gates
+        assert topic not in gates  # not an instance of the gate template
         deleted = await forget(
             scenario.bootstrap,
             groups=[gone, in_use, scenario.name("never-was")],
-            topics=[topic, scenario.name("never-was")],
+            topics=[topic, gate.name, scenario.name("never-was")],
         )
         assert deleted == 1
         groups = {g for g, _ in await admin.list_consumer_groups()}
@@ -374,7 +379,7 @@ async def test_forget_deletes_empty_groups_and_topics_and_leaves_groups_in_use(
         assert in_use in groups
 
         async def topic_gone() -> bool:
-            return topic not in await admin.list_topics()
+            return not {topic, gate.name} & set(await admin.list_topics())
 
         await wait_for(topic_gone)
     finally:
