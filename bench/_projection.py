@@ -35,7 +35,7 @@ import msgspec
 
 from bench._server import run_settings, start_at_ends
 from bus.kafka import KafkaConsumer
-from coffeebus.roles import ConsumerRole, tune_collector
+from coffeebus.roles import ConsumerRole, tune_process
 from coffeebus.wiring import Mode, open_runtime
 from consumers.projection import ProjectionHandler
 
@@ -70,7 +70,7 @@ async def _project(conn: Connection, suffix: str) -> None:
     async with open_runtime(settings, mode, client_id="bench-projection", topology=topology) as rt:
         role = ConsumerRole(rt, GROUP)
         await role.start()
-        tune_collector(rt.settings.process)  # as `coffeebus.roles.serve` does
+        tune_process(rt.settings.process)  # as `coffeebus.roles.serve` does
         stop_id = 0
         try:
             conn.send((0, ("ready",)))

@@ -32,7 +32,7 @@ from telemetry.http import ReadinessCheck, TelemetryServer
 if TYPE_CHECKING:
     from litestar import Litestar
 
-__all__ = ["ApiRole", "ConsumerRole", "GateRole", "Role", "serve", "tune_collector"]
+__all__ = ["ApiRole", "ConsumerRole", "GateRole", "Role", "serve", "tune_process"]
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +231,7 @@ async def _telemetry(roles: Sequence[Role], running: _Running) -> AsyncIterator[
         await server.stop()
 
 
-def tune_collector(settings: ProcessSettings) -> None:
+def tune_process(settings: ProcessSettings) -> None:
     """Apply ``[process]``: lower the process's CPU priority by `nice`; collect and freeze
     what the process holds now (its modules, clients, caches), then set the generation
     thresholds. Called once the roles have started, so what they built at start-up is never
@@ -288,7 +288,7 @@ async def _serve(
             if ready:
                 print(ready(), flush=True)
             if started:
-                tune_collector(started[0].runtime.settings.process)
+                tune_process(started[0].runtime.settings.process)
             waiters = [asyncio.ensure_future(role.wait()) for role in started]
             running.waiters, running.started = waiters, True
             stopper = asyncio.ensure_future(stop.wait())

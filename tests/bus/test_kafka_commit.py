@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,10 +34,15 @@ class StalledCommits:
         self._lock = asyncio.Lock()
         #: offsets in the order they reached the "broker"
         self.landed: list[dict[Any, int]] = []
+        #: the sends started and not yet collected (weakly held, so that an exception nobody
+        #: retrieved is still reported when its task is collected)
+        self.sends: weakref.WeakSet[asyncio.Task[None]] = weakref.WeakSet()
 
     async def commit(self, offsets: dict[Any, int]) -> None:
         async with self._lock:
-            await asyncio.shield(self._send(offsets, self._delays.pop(0)))
+            send = asyncio.ensure_future(self._send(offsets, self._delays.pop(0)))
+            self.sends.add(send)
+            await asyncio.shield(send)
 
     async def _send(self, offsets: dict[Any, int], delay: float) -> None:
         await asyncio.sleep(delay)
@@ -68,6 +74,12 @@ def offsets(stalled: StalledCommits) -> list[int]:
     return [next(iter(o.values())) for o in stalled.landed]
 
 
+async def all_ended(stalled: StalledCommits, consumer: KafkaConsumer) -> None:
+    """Wait until every send started has ended and every commit left running has ended and
+    been reported (its done callback runs before `asyncio.wait`'s, added after it)."""
+    await asyncio.wait([*stalled.sends, *consumer._late_commits])
+
+
 async def test_a_late_commit_is_left_to_finish_and_its_failure_is_reported(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -80,9 +92,8 @@ async def test_a_late_commit_is_left_to_finish_and_its_failure_is_reported(
     with caplog.at_level(logging.INFO, logger="bus.kafka"):
         await consumer._commit({TP: 10})
         assert "not done within" in caplog.text
-        await asyncio.sleep(0.5)
+        await all_ended(stalled, consumer)
     gc.collect()  # an exception nobody retrieved is reported when its task is collected
-    await asyncio.sleep(0)
     assert unhandled == []
     assert "the late commit of" in caplog.text
     assert "session expired" in caplog.text
@@ -94,7 +105,7 @@ async def test_a_newer_commit_never_lands_before_a_late_one() -> None:
     consumer = member(stalled, timeout_s=0.05)
     await consumer._commit({TP: 10})  # outlasts its wait
     await consumer._commit({TP: 20})  # waits behind it, and outlasts its wait too
-    await asyncio.sleep(0.5)
+    await all_ended(stalled, consumer)
     assert offsets(stalled) == [10, 20]
     assert not consumer._late_commits
 

@@ -11,7 +11,7 @@ from multiprocessing.connection import Connection
 
 import pytest
 
-from coffeebus.roles import tune_collector
+from coffeebus.roles import tune_process
 from coffeebus.settings import ProcessSettings, SettingsError, load_settings
 
 
@@ -26,7 +26,7 @@ def restored_collector() -> Iterator[None]:
 @pytest.mark.usefixtures("restored_collector")
 def test_the_default_policy_freezes_the_heap_and_raises_the_thresholds() -> None:
     held = [object() for _ in range(10)]  # something alive to freeze, besides the modules
-    tune_collector(ProcessSettings())
+    tune_process(ProcessSettings())
     assert gc.get_threshold() == (50_000, 20, 100)
     assert gc.get_freeze_count() > 0
     assert held
@@ -41,7 +41,7 @@ def test_pythons_policy_is_a_setting_away() -> None:
         }
     )
     frozen = gc.get_freeze_count()
-    tune_collector(settings.process)
+    tune_process(settings.process)
     assert gc.get_threshold() == (700, 10, 10)
     assert gc.get_freeze_count() == frozen
 
@@ -52,7 +52,7 @@ def test_a_threshold_of_zero_is_refused() -> None:
 
 
 def _niceness_after(settings: ProcessSettings, answer: Connection) -> None:
-    tune_collector(settings)
+    tune_process(settings)
     answer.send(os.nice(0))
 
 
