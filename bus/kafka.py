@@ -24,7 +24,9 @@ optional static membership (`group.instance.id`). The loop::
 
     getmany(timeout_ms, max_records=batch_max)      # blocks without spinning when idle
     → one `BatchRunner.run` per partition, concurrently (bus.runner: retry / dead-letter)
-    → commit the offsets the runners reached, in one request
+    → commit the offsets the runners reached, in one request, while the loop goes on
+      (at most one commit per ``commit_interval_ms``: the batches handled meanwhile are
+      committed together by the next one)
 
 A rebalance listener makes revocation clean: `on_partitions_revoked` cuts retry backoffs
 short, waits for the in-flight batches and their commit, and only then lets the partitions
@@ -119,6 +121,7 @@ class KafkaBus:
         max_partition_fetch_bytes: int = 1024 * 1024,
         poll_timeout_ms: int = 1_000,
         commit_while_handling: bool = True,
+        commit_interval_ms: int = 100,
         producer_per_consumer: bool = True,
     ) -> None:
         self._bootstrap = bootstrap_servers
@@ -145,6 +148,9 @@ class KafkaBus:
         #: Commit a batch's offsets while the next batch is fetched and handled, rather
         #: than before (`KafkaConsumer._commit_behind`).
         self.commit_while_handling = commit_while_handling
+        #: The shortest time between the starts of two commits of one consumer
+        #: (`KafkaConsumer._commit_loop`).
+        self.commit_interval_s = commit_interval_ms / 1000
         #: Give each consumer a producer of its own for what its handler publishes.
         self.producer_per_consumer = producer_per_consumer
         self._producer: Any = None
@@ -368,8 +374,12 @@ class KafkaConsumer:
         self._settled.set()
         self._idle = asyncio.Event()
         self._idle.set()
-        # The commit of the last batch, running while the next one is handled.
+        # Commits running while the next batches are handled (`_commit_behind`): the offsets
+        # handled and not yet sent, the task sending them, and the event that cuts its wait
+        # between two commits short.
+        self._uncommitted: dict[Any, int] = {}
         self._committing: asyncio.Task[None] | None = None
+        self._flush = asyncio.Event()
         # Commits that outlived their wait and still run (`_commit`).
         self._late_commits: set[asyncio.Future[None]] = set()
         self._abort = asyncio.Event()
@@ -508,6 +518,7 @@ class KafkaConsumer:
         if self._committing is not None:  # an abort: a crash commits nothing more
             self._committing.cancel()
             self._committing = None
+        self._uncommitted = {}
         self._bus._consumers.discard(self)
         LAG.untrack(self)
         self._assigned = frozenset()
@@ -619,20 +630,56 @@ class KafkaConsumer:
         await self._committed()
 
     async def _commit_behind(self, done: dict[Any, int]) -> None:
-        """Commit `done` while the loop goes on to the next batch (`commit_while_handling`),
-        after the previous commit ended: commits stay in order, and one round trip to the
-        group coordinator leaves the path every record takes. Otherwise commit, then go on."""
+        """Commit `done` while the loop goes on to the next batches (`commit_while_handling`):
+        the round trip to the group coordinator leaves the path every record takes, and the
+        loop never waits for it. `_commit_loop` sends the commits one at a time, so they land
+        in order. Otherwise commit, then go on."""
         if not self._bus.commit_while_handling:
             await self._commit(done)
             return
-        await self._committed()
-        self._committing = asyncio.create_task(self._commit(done), name=f"bus-commit-{self._group}")
+        self._uncommitted.update(done)
+        task = self._committing
+        if task is not None and task.done():
+            self._committing = None
+            task.result()  # what the commit loop could not handle ends the consumer
+            task = None
+        if task is None:
+            self._committing = asyncio.create_task(
+                self._commit_loop(), name=f"bus-commit-{self._group}"
+            )
+
+    async def _commit_loop(self) -> None:
+        """Commit what was handled, at most once per `KafkaBus.commit_interval_s`, until
+        nothing is left. A commit costs the group coordinator a write to
+        ``__consumer_offsets`` and this process a round trip; once per batch, it was a
+        quarter of the requests of a lightly loaded message path (docs/benchmarks.md). What a
+        crash leaves uncommitted — at most an interval's batches — is replayed, which
+        handlers tolerate (DESIGN invariant 3)."""
+        loop = asyncio.get_running_loop()
+        interval = self._bus.commit_interval_s
+        while self._uncommitted:
+            offsets, self._uncommitted = self._uncommitted, {}
+            started = loop.time()
+            await self._commit(offsets)
+            rest = interval - (loop.time() - started)
+            if rest > 0 and not self._flush.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(rest):
+                        await self._flush.wait()
 
     async def _committed(self) -> None:
-        """Wait for the commit in flight, if any (before a revoke lets partitions go)."""
+        """Commit what was handled and wait until it is (before a revoke lets partitions go,
+        and when the consumer stops): the interval's wait is cut short."""
         task, self._committing = self._committing, None
         if task is not None:
-            await task
+            self._flush.set()
+            try:
+                await task
+            finally:
+                self._flush.clear()
+        if self._uncommitted:
+            offsets, self._uncommitted = self._uncommitted, {}
+            await self._commit(offsets)
 
     async def _process(self, fetched: dict[Any, list[Any]]) -> dict[Any, int]:
         batches = {

@@ -281,6 +281,7 @@ async def _open(
         compression_type=kafka.compression_type,
         request_timeout_ms=kafka.request_timeout_ms,
         session_timeout_ms=kafka.session_timeout_ms,
+        commit_interval_ms=kafka.commit_interval_ms,
     )
     try:
         db = mongo_store.database(mongo, settings.mongo.database)

@@ -54,6 +54,12 @@ class KafkaSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     #: their partitions while away for less than this: set it above a restart's duration.
     #: The broker bounds it (group.min/max.session.timeout.ms: 6 s to 30 min by default).
     session_timeout_ms: PositiveInt = 10_000
+    #: The shortest time between two offset commits of one consumer (ms). Each commit is a
+    #: write to ``__consumer_offsets``; the batches a consumer handles meanwhile are committed
+    #: together by the next one. A member that dies loses no records but hands up to this
+    #: much handled work to the next owner, which handles it again (handlers are idempotent).
+    #: 0: a commit per batch.
+    commit_interval_ms: Annotated[int, msgspec.Meta(ge=0)] = 100
 
 
 class MongoSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

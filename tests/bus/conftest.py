@@ -44,6 +44,10 @@ async def harness(request: pytest.FixtureRequest) -> AsyncIterator[BusHarness]:
         heartbeat_interval_ms=100,
         fetch_max_wait_ms=100,
         poll_timeout_ms=200,
+        # Far longer than any test: after its first, a member commits only when it stops or
+        # loses partitions, so every test of hand-overs checks that those commit what was
+        # handled (`KafkaConsumer._committed`).
+        commit_interval_ms=600_000,
     )
 
     async def create_kafka(name: str, partitions: int) -> None:

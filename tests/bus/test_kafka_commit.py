@@ -1,4 +1,5 @@
-"""`KafkaConsumer._commit` when a commit outlasts its wait (a broker paused or unreachable).
+"""`KafkaConsumer`'s commits: one per interval at most, and a commit that outlasts its wait
+(a broker paused or unreachable).
 
 A broker that stalls one member's commit cannot be had on demand from the shared test
 broker, so the member's aiokafka consumer is replaced by one whose commits behave as
@@ -37,6 +38,7 @@ class StalledCommits:
         #: the sends started and not yet collected (weakly held, so that an exception nobody
         #: retrieved is still reported when its task is collected)
         self.sends: weakref.WeakSet[asyncio.Task[None]] = weakref.WeakSet()
+        self._landing = asyncio.Condition()
 
     async def commit(self, offsets: dict[Any, int]) -> None:
         async with self._lock:
@@ -48,15 +50,24 @@ class StalledCommits:
         await asyncio.sleep(delay)
         if self._error is not None:
             raise self._error
-        self.landed.append(offsets)
+        async with self._landing:
+            self.landed.append(offsets)
+            self._landing.notify_all()
+
+    async def until_landed(self, count: int) -> None:
+        """Wait until `count` commits have reached the "broker"."""
+        async with asyncio.timeout(5), self._landing:
+            await self._landing.wait_for(lambda: len(self.landed) >= count)
 
 
 async def _handler(records: Sequence[Record]) -> None:
     pass
 
 
-def member(commits: StalledCommits, timeout_s: float) -> KafkaConsumer:
-    bus = KafkaBus("127.0.0.1:9", request_timeout_ms=int(timeout_s * 1000))
+def member(commits: StalledCommits, timeout_s: float, interval_ms: int = 100) -> KafkaConsumer:
+    bus = KafkaBus(
+        "127.0.0.1:9", request_timeout_ms=int(timeout_s * 1000), commit_interval_ms=interval_ms
+    )
     consumer = KafkaConsumer(
         bus,
         "cbtest",
@@ -117,3 +128,38 @@ async def test_a_commit_within_its_wait_moves_the_position() -> None:
     assert offsets(stalled) == [7]
     assert consumer._positions == {TP: 7}
     assert not consumer._late_commits
+
+
+async def test_batches_handled_within_an_interval_go_out_in_one_commit() -> None:
+    stalled = StalledCommits([0.0] * 3)
+    consumer = member(stalled, timeout_s=1.0, interval_ms=600_000)
+    await consumer._commit_behind({TP: 1})  # the first commit goes at once
+    await stalled.until_landed(1)
+    for offset in (2, 3, 4):
+        await consumer._commit_behind({TP: offset})
+    assert consumer._uncommitted == {TP: 4}  # held for the interval
+    assert offsets(stalled) == [1]
+    await consumer._committed()  # a stop or a revocation: what is left goes now
+    assert offsets(stalled) == [1, 4]
+    assert consumer._positions == {TP: 4}
+
+
+async def test_with_no_interval_each_batch_is_committed_in_order() -> None:
+    stalled = StalledCommits([0.01] * 3)
+    consumer = member(stalled, timeout_s=1.0, interval_ms=0)
+    for offset in (1, 2):
+        await consumer._commit_behind({TP: offset})
+        await stalled.until_landed(offset)  # no wait between two commits
+    await consumer._commit_behind({TP: 3})
+    await consumer._committed()
+    assert offsets(stalled) == [1, 2, 3]
+
+
+async def test_a_commit_that_fails_ends_the_consumer_at_its_next_batch() -> None:
+    stalled = StalledCommits([0.0], RuntimeError("coordinator on fire"))
+    consumer = member(stalled, timeout_s=1.0)
+    await consumer._commit_behind({TP: 1})
+    assert consumer._committing is not None
+    await asyncio.wait({consumer._committing})
+    with pytest.raises(RuntimeError, match="coordinator on fire"):
+        await consumer._commit_behind({TP: 2})
