@@ -188,18 +188,8 @@ class Rig:
         }
         for part, procs in mine.items():
             parts[part] = sum(_cpu_of(proc.pid) for proc in procs if proc.pid is not None)
-        for pid in os.listdir("/proc"):
-            if not pid.isdigit():
-                continue
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            for part, marks in SERVICE_PROCESSES.items():
-                if all(mark in cmdline for mark in marks):
-                    parts[part] = parts.get(part, 0.0) + _cpu_of(int(pid))
-                    break
+        for part, pids in service_pids().items():
+            parts[part] = sum(_cpu_of(pid) for pid in pids)
         return parts
 
     async def close(self, *, abort: bool = False) -> None:
@@ -268,6 +258,24 @@ SERVICE_PROCESSES: dict[str, tuple[str, ...]] = {
     "postgres": ("postgres", "coffeebus"),
 }
 _TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def service_pids() -> dict[str, list[int]]:
+    """The processes of each service of `SERVICE_PROCESSES` running on this machine."""
+    found: dict[str, list[int]] = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        for part, marks in SERVICE_PROCESSES.items():
+            if all(mark in cmdline for mark in marks):
+                found.setdefault(part, []).append(int(pid))
+                break
+    return found
 
 
 def _cpu_of(pid: int) -> float:
