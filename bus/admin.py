@@ -335,6 +335,12 @@ async def _describe(admin: Any, names: Iterable[str] | None) -> dict[str, Cluste
     for response in await admin.describe_configs(resources):
         for resource in response.to_object()["resources"]:
             name = resource["resource_name"]
+            if resource["error_code"] == _UNKNOWN_TOPIC:
+                # The broker asked does not know a topic created a moment ago yet (on a
+                # cluster, metadata reaches each broker in its own time): as absent as a topic
+                # the metadata does not name, so `_settle` waits and asks again.
+                del layout[name]
+                continue
             _check(resource["error_code"], f"describe configs of {name}", resource["error_message"])
             values: dict[str, str] = {}
             overrides: set[str] = set()

@@ -21,6 +21,7 @@ from bus.admin import (
     ClusterUnreachableError,
     ShowReport,
     TopicRow,
+    _settle,
     apply,
     apply_topics,
     forget,
@@ -28,7 +29,7 @@ from bus.admin import (
     lag,
     show,
 )
-from bus.topology import Topology, load_topology
+from bus.topology import TopicSpec, Topology, load_topology
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.kafka
@@ -385,3 +386,48 @@ async def test_forget_deletes_empty_groups_and_topics_and_leaves_groups_in_use(
     finally:
         await active.stop()
     assert await forget(scenario.bootstrap, groups=[in_use]) == 1
+
+
+class LaggingBroker:
+    """An admin client whose DescribeConfigs goes to a broker that learns of a new topic
+    `unknown_for` answers after the metadata named it (as on a cluster)."""
+
+    def __init__(self, topic: str, unknown_for: int) -> None:
+        self.topic = topic
+        self.unknown_for = unknown_for
+        self.asked = 0
+
+    async def describe_topics(self, names: list[str]) -> list[dict[str, object]]:
+        partition = {"error_code": 0, "leader": 1, "replicas": [1]}
+        return [{"error_code": 0, "topic": self.topic, "partitions": [partition]}]
+
+    async def describe_configs(self, resources: list[ConfigResource]) -> list[object]:
+        self.asked += 1
+        known = self.asked > self.unknown_for
+        resource: dict[str, object] = {
+            "resource_name": self.topic,
+            "error_code": 0 if known else 3,  # UNKNOWN_TOPIC_OR_PARTITION
+            "error_message": "",
+            "config_entries": [],
+        }
+
+        class Response:
+            def to_object(self) -> dict[str, object]:
+                return {"resources": [resource]}
+
+        return [Response()]
+
+
+async def test_settle_waits_for_the_broker_that_does_not_know_a_new_topic_yet() -> None:
+    spec = TopicSpec(
+        name="cbtest.new",
+        partitions=1,
+        replication_factor=1,
+        configs={},
+        key="",
+        producers=(),
+        carries="",
+    )
+    admin = LaggingBroker(spec.name, unknown_for=2)
+    await _settle(admin, [spec], request_timeout=5.0)
+    assert admin.asked == 3
