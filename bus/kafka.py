@@ -37,7 +37,8 @@ aiokafka has no type hints: everything it returns is converted to the typed reco
 
 Lag (`KafkaConsumer.lag`, read by the metrics at scrape time): per owned partition, the
 high watermark aiokafka learnt from its last fetch response minus the next offset this
-member will hand its handler — the offset it last committed, or, before its first batch of
+member will hand its handler — the offset it last committed (so handled records count until
+their commit, at most ``commit_interval_ms`` later), or, before its first batch of
 the partition, aiokafka's fetch position (which may already be past records prefetched but
 not yet handled: at most one fetch, ``max_partition_fetch_bytes``, is then under-counted).
 """
