@@ -100,12 +100,16 @@ def free_port(size: int = 1) -> int:
 
 
 def _gone(pid: int) -> bool:
-    """The process is gone or a zombie (it holds no ports any more)."""
+    """The process is gone, or a zombie whose every thread has exited: only then does it hold
+    no ports any more. A killed multi-threaded process (a JVM) shows its first thread as a
+    zombie while the others are still exiting, and its sockets close only when the last of
+    them has: a restart that starts then found the old broker still on its port."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
+        threads = len(os.listdir(f"/proc/{pid}/task"))
     except (FileNotFoundError, ProcessLookupError):
         return True
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+    return stat.rsplit(")", 1)[1].split()[0] == "Z" and threads <= 1
 
 
 class PrivateServices:
