@@ -26,12 +26,13 @@ import resource
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from bench.rig import _cpu_of, service_pids
+from bench.rig import cpu_of, service_pids
 from bus.admin import forget
 from coffeebus.settings import load_settings
 
@@ -44,12 +45,21 @@ def own_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+@dataclass(frozen=True)
+class Cost:
+    """What one request of a kind cost, in microseconds."""
+
+    time_us: float
+    client_cpu_us: float
+    #: None: the broker runs on another machine.
+    broker_cpu_us: float | None
+
+
 async def measure(
     name: str, count: int, brokers: list[int], one: Callable[[int], Awaitable[Any]]
-) -> dict[str, float | None]:
-    """Run `one(i)` `count` times in a row; per request: time, client CPU, broker CPU (µs;
-    None without a broker process here)."""
-    broker_before = sum(_cpu_of(pid) for pid in brokers)
+) -> Cost:
+    """Run `one(i)` `count` times in a row; what one of them cost."""
+    broker_before = sum(cpu_of(pid) for pid in brokers)
     client_before = own_cpu()
     started = time.perf_counter()
     for i in range(count):
@@ -58,16 +68,16 @@ async def measure(
     per_request = elapsed / count * 1e6
     client = (own_cpu() - client_before) / count * 1e6
     broker = (
-        (sum(_cpu_of(pid) for pid in brokers) - broker_before) / count * 1e6 if brokers else None
+        (sum(cpu_of(pid) for pid in brokers) - broker_before) / count * 1e6 if brokers else None
     )
     print(
         f"{name:18s} {per_request:8.0f} µs/request   client CPU {client:6.0f} µs   broker CPU "
         + ("n/a (not on this machine)" if broker is None else f"{broker:6.0f} µs")
     )
-    return {"us_per_request": per_request, "client_cpu_us": client, "broker_cpu_us": broker}
+    return Cost(per_request, client, broker)
 
 
-async def run(count: int, bootstrap: str | None = None) -> dict[str, dict[str, float | None]]:
+async def run(count: int, bootstrap: str | None = None) -> dict[str, Cost]:
     """Measure `count` requests of each kind on `bootstrap` (default: the settings')."""
     bootstrap = bootstrap or load_settings().kafka.bootstrap_servers
     # None found: a broker that runs elsewhere, whose CPU is then not reported.

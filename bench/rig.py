@@ -187,9 +187,9 @@ class Rig:
             "load": [proc for proc, _ in self._workers],
         }
         for part, procs in mine.items():
-            parts[part] = sum(_cpu_of(proc.pid) for proc in procs if proc.pid is not None)
+            parts[part] = sum(cpu_of(proc.pid) for proc in procs if proc.pid is not None)
         for part, pids in service_pids().items():
-            parts[part] = sum(_cpu_of(pid) for pid in pids)
+            parts[part] = sum(cpu_of(pid) for pid in pids)
         return parts
 
     async def close(self, *, abort: bool = False) -> None:
@@ -278,7 +278,7 @@ def service_pids() -> dict[str, list[int]]:
     return found
 
 
-def _cpu_of(pid: int) -> float:
+def cpu_of(pid: int) -> float:
     """CPU seconds (user + system) of process `pid` and its threads, and of its children
     that ended and were waited for — PostgreSQL's backends come and go with its clients'
     connections, and without theirs the service's total fell when one ended; 0 once the
