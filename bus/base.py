@@ -29,6 +29,7 @@ record by record to find which record fails, dead-letters only those, and moves 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Final, Literal, NamedTuple, Protocol
@@ -275,6 +276,22 @@ class Bus(Protocol):
 
         Records with the same key go to the same partition (`bus.partitioner`); keyless
         records are spread over the partitions.
+        """
+
+    async def enqueue(
+        self,
+        topic: str,
+        value: bytes,
+        *,
+        key: bytes | None = None,
+        headers: Headers = (),
+    ) -> asyncio.Future[RecordMeta]:
+        """Queue one record and return once it has its place: records enqueued one after
+        another keep that order in their partition, whether or not the earlier ones are
+        durable yet. The future completes when the record is durable (as `publish`) or
+        fails with a `BusError`; what fails before the record is queued (an unknown topic)
+        raises here. `publish` is enqueue-and-wait; this lets a caller with a stream of
+        records (a gate's client connection) keep several in flight, in order.
         """
 
     async def publish_batch(self, items: Iterable[Outgoing]) -> list[RecordMeta]:

@@ -23,6 +23,7 @@ Consumers: one `AIOKafkaConsumer` per `KafkaConsumer`, auto-commit off, earliest
 optional static membership (`group.instance.id`). The loop::
 
     getmany(timeout_ms, max_records=batch_max)      # blocks without spinning when idle
+    → if it returned records: wait ``gather_ms``, then take what arrived meanwhile
     → one `BatchRunner.run` per partition, concurrently (bus.runner: retry / dead-letter)
     → commit the offsets the runners reached, in one request, while the loop goes on
       (at most one commit per ``commit_interval_ms``: the batches handled meanwhile are
@@ -82,6 +83,9 @@ from telemetry.metrics import LAG
 
 log = logging.getLogger(__name__)
 
+#: How many times a consumer takes what arrived within its gather window (`_gather`).
+GATHER_STEPS = 3
+
 
 # The producer of the consumer whose loop (and handler) is running in this context.
 _consumer_producer: contextvars.ContextVar[Any] = contextvars.ContextVar(
@@ -94,6 +98,25 @@ def _wrap(exc: KafkaError) -> BusError:
     if is_transient(exc):
         return RetriableError(f"{type(exc).__name__}: {exc}")
     return BusError(f"{type(exc).__name__}: {exc}")
+
+
+def _settle(durable: asyncio.Future[RecordMeta], sent: asyncio.Future[Any]) -> None:
+    """Complete `durable` as aiokafka completed `sent`, in the bus's own types."""
+    if durable.done():
+        return
+    if sent.cancelled():
+        durable.cancel()
+        return
+    exc = sent.exception()
+    if exc is None:
+        meta = sent.result()
+        durable.set_result(RecordMeta(meta.topic, meta.partition, meta.offset, meta.timestamp))
+    else:
+        if isinstance(exc, KafkaError):
+            wrapped = _wrap(exc)
+            wrapped.__cause__ = exc
+            exc = wrapped
+        durable.set_exception(exc)
 
 
 class KafkaBus:
@@ -123,6 +146,7 @@ class KafkaBus:
         poll_timeout_ms: int = 1_000,
         commit_while_handling: bool = True,
         commit_interval_ms: int = 100,
+        gather_ms: int = 0,
         producer_per_consumer: bool = True,
     ) -> None:
         self._bootstrap = bootstrap_servers
@@ -152,6 +176,9 @@ class KafkaBus:
         #: The shortest time between the starts of two commits of one consumer
         #: (`KafkaConsumer._commit_loop`).
         self.commit_interval_s = commit_interval_ms / 1000
+        #: How long a consumer lets records gather after a fetch brought some
+        #: (`KafkaConsumer._gather`).
+        self.gather_s = gather_ms / 1000
         #: Give each consumer a producer of its own for what its handler publishes.
         self.producer_per_consumer = producer_per_consumer
         self._producer: Any = None
@@ -240,20 +267,34 @@ class KafkaBus:
         key: bytes | None = None,
         headers: Headers = (),
     ) -> RecordMeta:
+        return await (await self.enqueue(topic, value, key=key, headers=headers))
+
+    async def enqueue(
+        self,
+        topic: str,
+        value: bytes,
+        *,
+        key: bytes | None = None,
+        headers: Headers = (),
+    ) -> asyncio.Future[RecordMeta]:
         producer = self._require_producer()
         partitions = await self._partitions(topic)
         try:
-            future = await producer.send(
+            # `send` returns once the record is in the accumulator: its place in the
+            # partition's order is fixed from here (the module docstring: one request in
+            # flight per broker, a partition muted while its batch is).
+            sent = await producer.send(
                 topic,
                 value,
                 key=key,
                 partition=None if key is None else partition_for_key(key, len(partitions)),
                 headers=list(headers) if headers else None,
             )
-            meta = await future
         except KafkaError as exc:
             raise _wrap(exc) from exc
-        return RecordMeta(meta.topic, meta.partition, meta.offset, meta.timestamp)
+        durable: asyncio.Future[RecordMeta] = asyncio.get_running_loop().create_future()
+        sent.add_done_callback(functools.partial(_settle, durable))
+        return durable
 
     async def publish_batch(self, items: Iterable[Outgoing]) -> list[RecordMeta]:
         producer = self._require_producer()
@@ -621,14 +662,56 @@ class KafkaConsumer:
             failures = 0
             if not fetched:
                 continue
-            await self._settled.wait()
+            # From here the records are in flight: a revocation waits for them.
             self._idle.clear()
             try:
+                if self._bus.gather_s and self._batch_linger is None:
+                    await self._gather(fetched)
+                await self._settled.wait()
                 done = await self._process(fetched)
                 await self._commit_behind(done)
             finally:
                 self._idle.set()
         await self._committed()
+
+    async def _gather(self, fetched: dict[Any, list[Any]]) -> None:
+        """Add to `fetched` what arrives within `KafkaBus.gather_s` of it.
+
+        A stage's cost is mostly per batch — a produce request and a Redis round trip per
+        handler call, whatever the records — and records that arrive a few milliseconds
+        apart (a sender's burst published frame by frame, the fan-outs of one batch) would
+        otherwise cost a batch each, one after the other. An idle consumer still waits in
+        the broker's long poll: the window opens only once records came. What arrived is
+        taken a few times in the window (aiokafka fetches a partition again only once its
+        last records were taken), until it closes or the batch holds ``batch_max`` records.
+
+        The records are in flight from the moment they were fetched (a revocation waits for
+        them), so the window never waits inside aiokafka: ``getmany`` blocks without a
+        timeout while a rebalance is under way, and that rebalance would be waiting for this
+        batch. Once one starts, the window closes and the batch goes to its handlers while
+        this member still owns its partitions.
+        """
+        consumer = self._consumer
+        subscription = consumer._subscription
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._bus.gather_s
+        step = max(self._bus.gather_s / GATHER_STEPS, 0.001)
+        room = self._batch_max - sum(len(records) for records in fetched.values())
+        while room > 0 and (left := deadline - loop.time()) > 0:
+            await asyncio.sleep(min(step, left))
+            if subscription.reassignment_in_progress:
+                return
+            try:
+                more = await consumer.getmany(timeout_ms=0, max_records=room)
+            except (
+                Exception
+            ) as exc:  # as in `_run`: what may succeed again waits for the next fetch
+                if not is_transient(exc):
+                    raise
+                return
+            for tp, records in more.items():
+                fetched.setdefault(tp, []).extend(records)
+                room -= len(records)
 
     async def _commit_behind(self, done: dict[Any, int]) -> None:
         """Commit `done` while the loop goes on to the next batches (`commit_while_handling`):

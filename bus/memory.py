@@ -134,6 +134,18 @@ class MemoryBus:
     ) -> RecordMeta:
         return self._append(self._topic(topic), value, key, headers)
 
+    async def enqueue(
+        self,
+        topic: str,
+        value: bytes,
+        *,
+        key: bytes | None = None,
+        headers: Headers = (),
+    ) -> asyncio.Future[RecordMeta]:
+        durable: asyncio.Future[RecordMeta] = asyncio.get_running_loop().create_future()
+        durable.set_result(self._append(self._topic(topic), value, key, headers))
+        return durable
+
     async def publish_batch(self, items: Iterable[Outgoing]) -> list[RecordMeta]:
         items = list(items)
         # All or nothing on unknown topics, as nothing is sent before metadata is known.

@@ -282,6 +282,7 @@ async def _open(
         request_timeout_ms=kafka.request_timeout_ms,
         session_timeout_ms=kafka.session_timeout_ms,
         commit_interval_ms=kafka.commit_interval_ms,
+        gather_ms=kafka.gather_ms,
     )
     try:
         db = mongo_store.database(mongo, settings.mongo.database)

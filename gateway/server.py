@@ -43,9 +43,14 @@ Decisions, with their reasons:
   after the route is removed — always follows it. They are best effort: a bus failure is
   logged and counted (`GateStats.events_failed`), it does not refuse the login; a gate that
   dies without draining sends no offline (its routes lapse after their TTL).
-- **Publishing** waits for the bus to store the record; a failure answers ErrorRsp
-  INTERNAL_ERROR (retriable) so nothing is lost silently. A connection's frames are
-  published one after the other, in order.
+- **Publishing** queues a connection's frames on the bus in the order it sent them
+  (`Bus.enqueue`: per partition, that is the order they are stored in) and goes on to the
+  next frame without waiting for the broker: up to `UPLINK_IN_FLIGHT` records of one
+  connection may be on their way, beyond that its next frame waits for the oldest. A sender
+  that sends ten messages at once so costs one round trip, not ten one after the other, and
+  the msg group finds them together. A record that fails answers its frame with ErrorRsp
+  INTERNAL_ERROR (retriable) so nothing is lost silently; a draining gate waits for what is
+  in flight.
 - **Logins** (docs/security.md, "Logins"). Before a credential is checked, the failed-login
   throttle (`store.login_throttle`, in Redis: shared by every gate) is asked about the
   address and, for a password login, the account; one that is backing off is refused at once
@@ -67,7 +72,9 @@ Decisions, with their reasons:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import functools
 import ipaddress
 import itertools
 import logging
@@ -76,12 +83,12 @@ import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Literal
+from typing import Any, Literal, NamedTuple
 
 import msgspec
 from websockets.asyncio.server import Server as WsServer
 
-from bus.base import Bus, Consumer, Record
+from bus.base import Bus, Consumer, Record, RecordMeta
 from bus.topology import Topology
 from gateway.admission import ConnectionRateLimiter, peer_address
 from gateway.core import (
@@ -129,7 +136,7 @@ from schemas.envelope import (
     token_digest,
 )
 from schemas.errors import EnvelopeError
-from schemas.ids import new_trace_id
+from schemas.ids import TraceId, new_trace_id
 from schemas.pb.coffeebus import ext_pb2
 from schemas.pb.coffeechat import base_pb2
 from schemas.settings import RoomSettings
@@ -157,6 +164,9 @@ REFRESH_CONCURRENCY = 32
 #: How often the gate reports itself to the live-gate registry, and the report's TTL.
 REGISTRY_INTERVAL_S = 10.0
 REGISTRY_TTL_S = 30.0
+#: Uplink records one connection may have queued and not yet durable; its next frame waits
+#: for the oldest beyond that (a bound on what a fast sender holds in the producer).
+UPLINK_IN_FLIGHT = 16
 #: Background tasks named so are awaited by `Gate.stop` (the others are cancelled).
 _DRAIN_PREFIX = "gate-drain-"
 _TRANSPORTS = ("tcp", "ws")
@@ -171,6 +181,18 @@ BUSY_RETRY_S = 1.0
 #: How long a gate remembers that a `KickUser` arrived for a user: longer than any login
 #: takes from its check to its answer (the login timeout bounds that).
 KICK_MEMORY_S = 60.0
+
+
+class _Sent(NamedTuple):
+    """An uplink frame whose record is on its way: what its outcome is logged and answered
+    with."""
+
+    conn: GateConnection
+    seq: int
+    command_id: int
+    command: str
+    topic: str
+    trace_id: TraceId
 
 
 def gate_group_id(topic: str) -> str:
@@ -266,6 +288,8 @@ class Gate:
         self._conns: dict[int, GateConnection] = {}
         self._by_user: dict[int, set[GateConnection]] = {}
         self._background: set[asyncio.Task[None]] = set()
+        #: Uplink records queued and not yet durable (`_publish`), which a drain waits for.
+        self._in_flight: set[asyncio.Future[RecordMeta]] = set()
         self._consumer: Consumer | None = None
         self._tcp: asyncio.Server | None = None
         #: (TCP, WebSocket) ports bound at start
@@ -368,9 +392,13 @@ class Gate:
         for conn in list(self._conns.values()):
             conn.kick(KickReason.SERVER_SHUTDOWN, text="gate shutting down")
         # Closed connections leave through `connection_closed`, which starts their route
-        # removal; wait for those and for requests still being handled.
-        pending = {t for t in self._background if t.get_name().startswith(_DRAIN_PREFIX)}
+        # removal; wait for those, for requests still being handled and for uplink records
+        # still on their way.
+        pending: set[asyncio.Future[Any]] = {
+            t for t in self._background if t.get_name().startswith(_DRAIN_PREFIX)
+        }
         pending |= {c.worker for c in self._conns.values() if c.worker is not None}
+        pending |= self._in_flight
         if pending:
             await asyncio.wait(pending, timeout=self.settings.drain_timeout_s)
         for task in list(self._background):
@@ -760,31 +788,64 @@ class Gate:
             client_type=core.client_type,
         )
         topic = self._uplink[spec.topic]
+        sent = _Sent(conn, frame.seq, frame.command_id, spec.cmd.name, topic, envelope.trace_id)
         try:
-            await self._bus.publish(topic, encode_envelope(envelope), key=key)
+            durable = await self._bus.enqueue(topic, encode_envelope(envelope), key=key)
         except Exception as exc:
-            self.stats.publish_failed += 1
-            UPLINK_PUBLISH_FAILED.labels(topic=topic).inc()
-            log.warning(
-                "gate %s: publish to %s failed: %r",
-                self.gate_id,
-                spec.topic,
-                exc,
-                extra={"trace_id": envelope.trace_id},
-            )
-            core.send_error(
-                frame.seq, frame.command_id, ExtResultCode.INTERNAL_ERROR, "not accepted, retry"
-            )
+            self._not_published(sent, exc)
+            return
+        self._in_flight.add(durable)
+        pending = conn.publishing
+        if pending is None:
+            pending = conn.publishing = collections.deque()
+        pending.append(durable)
+        durable.add_done_callback(functools.partial(self._published, sent))
+        # The connection's next frame waits while too many of its records are on their way.
+        while len(pending) >= UPLINK_IN_FLIGHT and not core.closed:
+            await asyncio.wait((pending[0],))
+
+    def _published(self, sent: _Sent, durable: asyncio.Future[RecordMeta]) -> None:
+        """An uplink record is durable, or failed: count it, answer a failure."""
+        self._in_flight.discard(durable)
+        conn = sent.conn
+        pending = conn.publishing
+        if pending is not None:
+            while pending and pending[0].done():
+                pending.popleft()
+            if not pending:
+                conn.publishing = None  # an idle connection holds no queue
+        exc = asyncio.CancelledError() if durable.cancelled() else durable.exception()
+        if exc is not None:
+            self._not_published(sent, exc)
+            conn.pump()
             return
         self.stats.published += 1
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "conn %d: %s seq %d published to %s",
-                core.conn_id,
-                spec.cmd.name,
-                frame.seq,
-                topic,
-                extra={"trace_id": envelope.trace_id},
+                conn.conn_id,
+                sent.command,
+                sent.seq,
+                sent.topic,
+                extra={"trace_id": sent.trace_id},
+            )
+
+    def _not_published(self, sent: _Sent, exc: BaseException) -> None:
+        """ErrorRsp INTERNAL_ERROR (retriable) for a frame whose record the bus refused."""
+        self.stats.publish_failed += 1
+        UPLINK_PUBLISH_FAILED.labels(topic=sent.topic).inc()
+        log.warning(
+            "gate %s: publish of %s to %s failed: %r",
+            self.gate_id,
+            sent.command,
+            sent.topic,
+            exc,
+            extra={"trace_id": sent.trace_id},
+        )
+        core = sent.conn.core
+        if not core.closed:
+            core.send_error(
+                sent.seq, sent.command_id, ExtResultCode.INTERNAL_ERROR, "not accepted, retry"
             )
 
     async def _room_request(self, conn: GateConnection, event: UplinkFrame) -> None:

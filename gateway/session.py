@@ -23,7 +23,7 @@ import asyncio
 import collections
 import logging
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from gateway.core import (
     CloseReason,
@@ -108,6 +108,7 @@ class GateConnection:
         "_work",
         "_worker",
         "core",
+        "publishing",
         "route",
         "token_digest",
     )
@@ -133,6 +134,9 @@ class GateConnection:
         # Made on the first event and dropped when the worker empties it: an idle
         # connection holds no queue (an empty deque is ~760 bytes).
         self._work: collections.deque[Event] | None = None
+        #: The gate's uplink records of this connection not yet durable, oldest first
+        #: (`gateway.server.Gate._publish`); None while there are none.
+        self.publishing: collections.deque[asyncio.Future[Any]] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._paused = False

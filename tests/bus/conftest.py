@@ -48,6 +48,10 @@ async def harness(request: pytest.FixtureRequest) -> AsyncIterator[BusHarness]:
         # loses partitions, so every test of hand-overs checks that those commit what was
         # handled (`KafkaConsumer._committed`).
         commit_interval_ms=600_000,
+        # Every batch waits for what follows it (`KafkaConsumer._gather`), so the hand-over
+        # tests check that records gathered while partitions move are not lost or handled
+        # by two members.
+        gather_ms=20,
     )
 
     async def create_kafka(name: str, partitions: int) -> None:

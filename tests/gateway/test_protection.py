@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from websockets.exceptions import InvalidMessage
 
+from bus.base import Headers, RecordMeta, RetriableError
 from bus.memory import MemoryBus
 from gateway.server import Gate
 from schemas.codes import ExtResultCode
@@ -75,13 +76,17 @@ async def test_unknown_command_and_bad_body_are_answered_not_closed(env: Env, ki
     assert (await client.expect(Cmd.HEARTBEAT)).seq == seq
 
 
+def with_topics(bus: MemoryBus, env: Env, *, but: str = "") -> MemoryBus:
+    """`bus` with every topic of the environment's topology except `but`."""
+    for spec in env.topology.topics.values():
+        if spec.name != but:
+            bus.create_topic(spec.name, spec.partitions)
+    return bus
+
+
 async def test_publish_failure_is_answered_with_internal_error(memory_env: Env) -> None:
     # A bus where im.up.msg does not exist: every publish there fails, like a bus outage.
-    bus = MemoryBus()
-    for spec in memory_env.topology.topics.values():
-        if spec.name != "im.up.msg":
-            bus.create_topic(spec.name, spec.partitions)
-    memory_env.bus = bus
+    memory_env.bus = with_topics(MemoryBus(), memory_env, but="im.up.msg")
     await memory_env.user(3003)
     gate = await memory_env.gate()
     client = await memory_env.connect(gate, "tcp")
@@ -92,6 +97,48 @@ async def test_publish_failure_is_answered_with_internal_error(memory_env: Env) 
     assert code(frame.body) is ExtResultCode.INTERNAL_ERROR
     assert ExtResultCode.INTERNAL_ERROR.retriable
     assert gate.stats.publish_failed == 1
+
+
+class LateRefusal(MemoryBus):
+    """A bus that takes every ``im.up.msg`` record at once and, for the first of them only,
+    reports a failure a moment later (a broker that lost it before it was durable)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refused = False
+
+    async def enqueue(
+        self, topic: str, value: bytes, *, key: bytes | None = None, headers: Headers = ()
+    ) -> asyncio.Future[RecordMeta]:
+        durable = await super().enqueue(topic, value, key=key, headers=headers)
+        if topic != "im.up.msg" or self.refused:
+            return durable
+        self.refused = True
+        late: asyncio.Future[RecordMeta] = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_later(
+            0.2, late.set_exception, RetriableError("NotEnoughReplicas")
+        )
+        return late
+
+
+async def test_a_record_failing_after_it_was_queued_is_answered_and_later_frames_go_on(
+    memory_env: Env,
+) -> None:
+    # The gate does not wait for a record to be durable before taking the connection's next
+    # frame; when the first one fails, its frame (and only it) gets INTERNAL_ERROR.
+    memory_env.bus = with_topics(LateRefusal(), memory_env)
+    await memory_env.user(3004)
+    gate = await memory_env.gate()
+    client = await memory_env.connect(gate, "tcp")
+    await client.login(3004, "token-3004")
+    first = await client.send(Cmd.MSG_DATA, text_msg(5))
+    second = await client.send(Cmd.MSG_DATA, text_msg(5))
+    await wait_for(lambda: gate.stats.published == 1, within=5)
+    assert gate.stats.publish_failed == 0  # the second was taken before the first failed
+    frame = await client.expect(Cmd.ERROR_RSP)
+    assert (frame.seq, code(frame.body)) == (first, ExtResultCode.INTERNAL_ERROR)
+    assert second != first
+    assert (gate.stats.published, gate.stats.publish_failed) == (1, 1)
 
 
 @pytest.mark.parametrize("kind", KINDS)
