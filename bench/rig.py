@@ -37,6 +37,10 @@ START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 60.0
 #: How long a thread waiting on a pipe blocks before looking at its deadline again.
 POLL_SLICE_S = 0.5
+#: `Rig.quiet`: the system under test is idle when it used less CPU than this (seconds, all
+#: its processes together) over a window of `QUIET_WINDOW_S`.
+QUIET_CPU_S = 0.3
+QUIET_WINDOW_S = 1.0
 #: Loopback source addresses the workers' connections are spread over (each address has
 #: ~28,000 ephemeral ports toward one gate port).
 SOURCES = tuple(f"127.0.0.{n}" for n in range(2, 10))
@@ -174,6 +178,21 @@ class Rig:
                 *(self.worker(i, *r, wait_s=wait_s) for i, r in enumerate(requests))
             )
         )
+
+    async def quiet(self, limit_s: float) -> dict[str, float]:
+        """Wait, up to `limit_s`, until the system under test is idle: less than
+        `QUIET_CPU_S` of CPU over a `QUIET_WINDOW_S` window, all parts together. What one
+        scenario leaves behind (the document store vacuuming after the c2c ramp's writes,
+        the broker cleaning its logs) would otherwise take the next one's CPU. Returns how
+        long it waited and the CPU of the last window."""
+        started = time.perf_counter()
+        while True:
+            before = self.cpu_seconds()
+            await asyncio.sleep(QUIET_WINDOW_S)
+            used = sum(cpu_spent(before, self.cpu_seconds()).values())
+            waited = time.perf_counter() - started
+            if used < QUIET_CPU_S or waited >= limit_s:
+                return {"waited_s": round(waited, 1), "window_cpu_s": round(used, 3)}
 
     def cpu_seconds(self) -> dict[str, float]:
         """CPU seconds (user + system) used so far by each part of the system under test:

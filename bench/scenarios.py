@@ -36,6 +36,9 @@ WARM_UP_S = 300.0
 CATCH_UP_S = 120.0
 #: How long the pull scenario waits for the reader's inbox to hold every message sent.
 INBOX_WAIT_S = 120.0
+#: How long the group scenario waits for the machine to be idle before its burst
+#: (`Rig.quiet`).
+QUIET_LIMIT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -185,8 +188,10 @@ async def group(
 
     projection = None
     async with watching(rig, settle_s=catch_up_s) as watch:
-        # After the projection settled: the server's figures and the machine's CPU from
-        # here on are the burst's.
+        # After the projection settled and the machine is idle again (what the scenarios
+        # before left to do is not this burst's): the server's figures and the machine's CPU
+        # from here on are the burst's.
+        quiet = await rig.quiet(QUIET_LIMIT_S)
         await rig.server("monitor")
         cpu_before = rig.cpu_seconds()
         sent = await rig.worker(0, "group_send", owner, group_id, messages)
@@ -228,6 +233,7 @@ async def group(
         "send_ack_ms": latency_ms(sent["ack_latencies"]),
         "to_last_online_ms": latency_ms(to_last),
         "server": server,
+        "quiet_before": quiet,
         # Where the machine's CPU went from the first send to the last arrival (the
         # projection's catching up afterwards not included).
         "cpu_s": cpu,

@@ -316,6 +316,7 @@ class Bus(Protocol):
         *,
         batch_max: int = DEFAULT_BATCH_MAX,
         batch_linger: BatchLinger | None = None,
+        gather: bool = False,
         static_member_id: str | None = None,
         retry: RetryPolicy | None = None,
         listener: PartitionListener | None = None,
@@ -324,9 +325,12 @@ class Bus(Protocol):
 
         `batch_max` caps the records per handler call. `batch_linger` lets the broker hold a
         fetch until it has that much to hand over (`BatchLinger`; the memory bus hands
-        records over at once). `static_member_id` enables static
-        membership (Kafka `group.instance.id`): a restarted member with the same id gets its
-        partitions back without a group rebalance. `retry` tunes the retry policy
-        (default: `RetryPolicy()`, retry transient errors forever). `listener` is told of
-        partition assignments and revocations (`PartitionListener`).
+        records over at once). `gather` lets records gather for the bus's gather window
+        once a fetch brought some (Kafka: ``[kafka] gather_ms``; the memory bus hands records
+        over at once): for a group on the message path, whose cost is per batch.
+        `static_member_id` enables static membership (Kafka `group.instance.id`): a
+        restarted member with the same id gets its partitions back without a group
+        rebalance. `retry` tunes the retry policy (default: `RetryPolicy()`, retry transient
+        errors forever). `listener` is told of partition assignments and revocations
+        (`PartitionListener`).
         """

@@ -23,7 +23,7 @@ Consumers: one `AIOKafkaConsumer` per `KafkaConsumer`, auto-commit off, earliest
 optional static membership (`group.instance.id`). The loop::
 
     getmany(timeout_ms, max_records=batch_max)      # blocks without spinning when idle
-    → if it returned records: wait ``gather_ms``, then take what arrived meanwhile
+    → with ``gather``, if it returned records: take what arrives within ``gather_ms``
     → one `BatchRunner.run` per partition, concurrently (bus.runner: retry / dead-letter)
     → commit the offsets the runners reached, in one request, while the loop goes on
       (at most one commit per ``commit_interval_ms``: the batches handled meanwhile are
@@ -176,8 +176,8 @@ class KafkaBus:
         #: The shortest time between the starts of two commits of one consumer
         #: (`KafkaConsumer._commit_loop`).
         self.commit_interval_s = commit_interval_ms / 1000
-        #: How long a consumer lets records gather after a fetch brought some
-        #: (`KafkaConsumer._gather`).
+        #: How long a consumer made with ``gather=True`` lets records gather after a fetch
+        #: brought some (`KafkaConsumer._gather`).
         self.gather_s = gather_ms / 1000
         #: Give each consumer a producer of its own for what its handler publishes.
         self.producer_per_consumer = producer_per_consumer
@@ -352,6 +352,7 @@ class KafkaBus:
         *,
         batch_max: int = DEFAULT_BATCH_MAX,
         batch_linger: BatchLinger | None = None,
+        gather: bool = False,
         static_member_id: str | None = None,
         retry: RetryPolicy | None = None,
         listener: PartitionListener | None = None,
@@ -364,6 +365,7 @@ class KafkaBus:
             handler,
             batch_max=batch_max,
             batch_linger=batch_linger,
+            gather_s=self.gather_s if gather and batch_linger is None else 0.0,
             static_member_id=static_member_id,
             retry=retry or RetryPolicy(),
             listener=listener,
@@ -393,12 +395,14 @@ class KafkaConsumer:
         *,
         batch_max: int,
         batch_linger: BatchLinger | None = None,
+        gather_s: float = 0.0,
         static_member_id: str | None,
         retry: RetryPolicy,
         listener: PartitionListener | None = None,
     ) -> None:
         self._bus = bus
         self._batch_linger = batch_linger
+        self._gather_s = gather_s
         self._listener = listener
         self._group = group
         self._topics = topics
@@ -665,7 +669,7 @@ class KafkaConsumer:
             # From here the records are in flight: a revocation waits for them.
             self._idle.clear()
             try:
-                if self._bus.gather_s and self._batch_linger is None:
+                if self._gather_s:
                     await self._gather(fetched)
                 await self._settled.wait()
                 done = await self._process(fetched)
@@ -675,7 +679,8 @@ class KafkaConsumer:
         await self._committed()
 
     async def _gather(self, fetched: dict[Any, list[Any]]) -> None:
-        """Add to `fetched` what arrives within `KafkaBus.gather_s` of it.
+        """Add to `fetched` what arrives within the gather window (`KafkaBus.gather_s`, for a
+        consumer made with ``gather=True``) of it.
 
         A stage's cost is mostly per batch — a produce request and a Redis round trip per
         handler call, whatever the records — and records that arrive a few milliseconds
@@ -694,8 +699,8 @@ class KafkaConsumer:
         consumer = self._consumer
         subscription = consumer._subscription
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._bus.gather_s
-        step = max(self._bus.gather_s / GATHER_STEPS, 0.001)
+        deadline = loop.time() + self._gather_s
+        step = max(self._gather_s / GATHER_STEPS, 0.001)
         room = self._batch_max - sum(len(records) for records in fetched.values())
         while room > 0 and (left := deadline - loop.time()) > 0:
             await asyncio.sleep(min(step, left))

@@ -169,12 +169,13 @@ class MemoryBus:
         *,
         batch_max: int = DEFAULT_BATCH_MAX,
         batch_linger: BatchLinger | None = None,
+        gather: bool = False,
         static_member_id: str | None = None,
         retry: RetryPolicy | None = None,
         listener: PartitionListener | None = None,
     ) -> MemoryConsumer:
         check_consumer_args(topics, batch_max)
-        del batch_linger  # records are handed over as soon as they are appended
+        del batch_linger, gather  # records are handed over as soon as they are appended
         member_id = static_member_id or f"{group}-member-{next(self._member_ids)}"
         return MemoryConsumer(
             self,

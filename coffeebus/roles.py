@@ -164,12 +164,15 @@ class ConsumerRole:
         # and to let the broker fill them (`bus.base.BatchLinger`).
         batch_max: int = getattr(self.handler, "batch_max", DEFAULT_BATCH_MAX)
         batch_linger: BatchLinger | None = getattr(self.handler, "batch_linger", None)
+        # The groups of the message path gather their batches (`[kafka] gather_ms`).
+        gather: bool = getattr(self.handler, "gather", False)
         self.consumer: Consumer = runtime.bus.consumer(
             spec.group_id,
             spec.topics,
             self.handler.handle,
             batch_max=batch_max,
             batch_linger=batch_linger,
+            gather=gather,
             static_member_id=static_member_id,
             listener=self.handler,
         )

@@ -98,6 +98,10 @@ class _Delivered:
 class AckHandler:
     """Handles delivery acks, read acks and push receipts of ``im.up.ack``."""
 
+    #: A batch costs one mark write and one log append whatever its size: the acks of a
+    #: group message's members come a few milliseconds apart (`[kafka] gather_ms`).
+    gather = True
+
     def __init__(
         self,
         *,

@@ -72,6 +72,10 @@ FANOUT_TOPIC = "im.fanout"
 class FanoutHandler:
     """Handles batches of ``im.fanout`` (see the module docstring)."""
 
+    #: A batch costs a script per shard, a log append and a push record per gate partition
+    #: whatever its size (`[kafka] gather_ms`).
+    gather = True
+
     def __init__(
         self,
         *,

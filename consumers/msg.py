@@ -137,6 +137,10 @@ class _UserCache:
 class MsgHandler:
     """Handles batches of ``im.up.msg`` (see the module docstring)."""
 
+    #: A batch costs a script per conversation and a log append whatever its size: a
+    #: sender's burst is taken as one (`[kafka] gather_ms`).
+    gather = True
+
     def __init__(
         self, ctx: MsgContext, *, limits: MsgLimits | None = None, include_msg_data: bool = True
     ) -> None:

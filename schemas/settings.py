@@ -60,11 +60,11 @@ class KafkaSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     #: much handled work to the next owner, which handles it again (handlers are idempotent).
     #: 0: a commit per batch.
     commit_interval_ms: Annotated[int, msgspec.Meta(ge=0)] = 100
-    #: How long a consumer group lets records gather after a fetch brought some (ms), so
-    #: that records arriving a few milliseconds apart are handled as one batch: one produce
-    #: request and one store round trip for them all instead of one each (docs/benchmarks.md,
-    #: "Gathering batches"). An idle consumer is not woken by it. 0: hand each fetch over
-    #: at once.
+    #: How long the message path's groups (msg, fanout, ack) let records gather after a
+    #: fetch brought some (ms), so that records arriving a few milliseconds apart are
+    #: handled as one batch: one produce request and one store round trip for them all
+    #: instead of one each (docs/benchmarks.md, "Gathering batches"). An idle consumer is not
+    #: woken by it; request groups and the gates hand each fetch over at once. 0: no window.
     gather_ms: Annotated[int, msgspec.Meta(ge=0)] = 5
 
 

@@ -8,6 +8,7 @@ Kafka topics are deleted at teardown.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 
 import pytest
@@ -53,6 +54,8 @@ async def harness(request: pytest.FixtureRequest) -> AsyncIterator[BusHarness]:
         # by two members.
         gather_ms=20,
     )
+    # ... which the bus gives every consumer made with gather=True.
+    kafka.consumer = functools.partial(kafka.consumer, gather=True)  # type: ignore[method-assign]
 
     async def create_kafka(name: str, partitions: int) -> None:
         await admin.create_topics([NewTopic(name, partitions, 1)])

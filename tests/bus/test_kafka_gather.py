@@ -53,7 +53,7 @@ async def batches_of(
 
     await bus.start()
     try:
-        consumer = bus.consumer(f"test.gather.{uuid.uuid4().hex[:8]}", [topic], handle)
+        consumer = bus.consumer(f"test.gather.{uuid.uuid4().hex[:8]}", [topic], handle, gather=True)
         await consumer.start()
         for n in range(count):
             if n:
