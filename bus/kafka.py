@@ -708,9 +708,8 @@ class KafkaConsumer:
                 return
             try:
                 more = await consumer.getmany(timeout_ms=0, max_records=room)
-            except (
-                Exception
-            ) as exc:  # as in `_run`: what may succeed again waits for the next fetch
+            except Exception as exc:
+                # As in `_run`: what may succeed again is left to the next fetch.
                 if not is_transient(exc):
                     raise
                 return

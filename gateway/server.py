@@ -803,6 +803,8 @@ class Gate:
         # The connection's next frame waits while too many of its records are on their way.
         while len(pending) >= UPLINK_IN_FLIGHT and not core.closed:
             await asyncio.wait((pending[0],))
+            while pending and pending[0].done():
+                pending.popleft()
 
     def _published(self, sent: _Sent, durable: asyncio.Future[RecordMeta]) -> None:
         """An uplink record is durable, or failed: count it, answer a failure."""

@@ -6,13 +6,14 @@ import asyncio
 import ssl
 import subprocess
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from websockets.exceptions import InvalidMessage
 
 from bus.base import Headers, RecordMeta, RetriableError
 from bus.memory import MemoryBus
-from gateway.server import Gate
+from gateway.server import UPLINK_IN_FLIGHT, Gate
 from schemas.codes import ExtResultCode
 from schemas.commands import Cmd
 from schemas.envelope import Deliver, Target, encode_gate_record, now_ms
@@ -76,7 +77,10 @@ async def test_unknown_command_and_bad_body_are_answered_not_closed(env: Env, ki
     assert (await client.expect(Cmd.HEARTBEAT)).seq == seq
 
 
-def with_topics(bus: MemoryBus, env: Env, *, but: str = "") -> MemoryBus:
+_Bus = TypeVar("_Bus", bound=MemoryBus)
+
+
+def with_topics(bus: _Bus, env: Env, *, but: str = "") -> _Bus:
     """`bus` with every topic of the environment's topology except `but`."""
     for spec in env.topology.topics.values():
         if spec.name != but:
@@ -139,6 +143,49 @@ async def test_a_record_failing_after_it_was_queued_is_answered_and_later_frames
     assert (frame.seq, code(frame.body)) == (first, ExtResultCode.INTERNAL_ERROR)
     assert second != first
     assert (gate.stats.published, gate.stats.publish_failed) == (1, 1)
+
+
+class HeldBus(MemoryBus):
+    """A bus whose ``im.up.msg`` records stay on their way until the test lets them land."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[tuple[asyncio.Future[RecordMeta], RecordMeta]] = []
+
+    async def enqueue(
+        self, topic: str, value: bytes, *, key: bytes | None = None, headers: Headers = ()
+    ) -> asyncio.Future[RecordMeta]:
+        durable = await super().enqueue(topic, value, key=key, headers=headers)
+        if topic != "im.up.msg":
+            return durable
+        held: asyncio.Future[RecordMeta] = asyncio.get_running_loop().create_future()
+        self.held.append((held, durable.result()))
+        return held
+
+    def land(self, count: int) -> None:
+        for held, meta in self.held[:count]:
+            if not held.done():
+                held.set_result(meta)
+
+
+async def test_a_connection_has_at_most_sixteen_records_on_their_way(memory_env: Env) -> None:
+    bus = with_topics(HeldBus(), memory_env)
+    memory_env.bus = bus
+    await memory_env.user(3005)
+    gate = await memory_env.gate()
+    client = await memory_env.connect(gate, "tcp")
+    await client.login(3005, "token-3005")
+    for _ in range(UPLINK_IN_FLIGHT + 4):
+        await client.send(Cmd.MSG_DATA, text_msg(5))
+    await wait_for(lambda: len(bus.held) == UPLINK_IN_FLIGHT, within=5)
+    await asyncio.sleep(0.2)  # room for a frame the bound failed to hold back
+    assert len(bus.held) == UPLINK_IN_FLIGHT
+    bus.land(1)
+    await wait_for(lambda: len(bus.held) == UPLINK_IN_FLIGHT + 1, within=5)
+    bus.land(UPLINK_IN_FLIGHT + 4)
+    await wait_for(lambda: len(bus.held) == UPLINK_IN_FLIGHT + 4, within=5)
+    bus.land(UPLINK_IN_FLIGHT + 4)
+    await wait_for(lambda: gate.stats.published == UPLINK_IN_FLIGHT + 4, within=5)
 
 
 @pytest.mark.parametrize("kind", KINDS)
