@@ -195,6 +195,20 @@ class _Sent(NamedTuple):
     trace_id: TraceId
 
 
+def _on_their_way(conn: GateConnection) -> int:
+    """How many uplink records of `conn` are not durable yet, once those that landed at the
+    head of its queue are dropped (an emptied queue is freed: an idle connection holds
+    none)."""
+    pending = conn.publishing
+    if pending is None:
+        return 0
+    while pending and pending[0].done():
+        pending.popleft()
+    if not pending:
+        conn.publishing = None
+    return len(pending)
+
+
 def gate_group_id(topic: str) -> str:
     """The consumer group a gate reads its topic `topic` (``im.gate.<id>``) with."""
     return f"coffeebus.{topic}"
@@ -801,21 +815,14 @@ class Gate:
         pending.append(durable)
         durable.add_done_callback(functools.partial(self._published, sent))
         # The connection's next frame waits while too many of its records are on their way.
-        while len(pending) >= UPLINK_IN_FLIGHT and not core.closed:
+        while _on_their_way(conn) >= UPLINK_IN_FLIGHT and not core.closed:
             await asyncio.wait((pending[0],))
-            while pending and pending[0].done():
-                pending.popleft()
 
     def _published(self, sent: _Sent, durable: asyncio.Future[RecordMeta]) -> None:
         """An uplink record is durable, or failed: count it, answer a failure."""
         self._in_flight.discard(durable)
         conn = sent.conn
-        pending = conn.publishing
-        if pending is not None:
-            while pending and pending[0].done():
-                pending.popleft()
-            if not pending:
-                conn.publishing = None  # an idle connection holds no queue
+        _on_their_way(conn)
         exc = asyncio.CancelledError() if durable.cancelled() else durable.exception()
         if exc is not None:
             self._not_published(sent, exc)
